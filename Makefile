@@ -1,0 +1,37 @@
+# Set-up, tests, demo and benchmarks. Everything runs from a local virtual environment that
+# `make setup` creates; the pinned CPU build of torch goes in first, so that nothing pulls the
+# multi-GB CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+TORCH  := torch==2.13.0
+DEMO   := build/demo
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2
+
+demo: setup
+	rm -rf $(DEMO)
+	$(BIN)/mtl-data synth kitti --to $(DEMO)/raw/kitti
+	$(BIN)/mtl-data ingest kitti $(DEMO)/raw/kitti --to $(DEMO)/shards --val-fraction 0.25 --workers 2
+	$(BIN)/mtl-data inspect $(DEMO)/shards
+	$(BIN)/mtl-data inspect $(DEMO)/shards --key kitti_train_000001
+	$(BIN)/mtl-data validate $(DEMO)/shards
+
+bench: setup
+	$(BIN)/python bench/ingest_kitti.py
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,254 @@
+"""``mtl-data``: thin Click commands over the library (ingest, inspect, validate, synth).
+
+User errors (bad data, bad options, existing outputs) print one ``error: ...`` line on stderr
+and exit 1 (2 for a bad command line); a traceback means a bug in this project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import typing
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from mtl_data import __version__
+from mtl_data.errors import MtlDataError
+from mtl_data.ingest import CONVERTERS
+from mtl_data.ingest.engine import ON_ERROR, IngestOptions, ShardSize, default_workers, plan_ingest, run_ingest
+from mtl_data.schema.taxonomy import TAXONOMY_MODES
+from mtl_data.schema.validate import SPLITS
+from mtl_data.shards.codec import IMAGE_FORMATS
+from mtl_data.shards.reader import ShardSet, check_shards
+from mtl_data.synth import SYNTHESIZERS
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mtl-data")
+def cli() -> None:
+    """Convert driving datasets into one sharded multi-task schema, and inspect the result."""
+
+
+# ---- ingest -----------------------------------------------------------------------------------
+
+@cli.group()
+def ingest() -> None:
+    """Convert a raw dataset folder into shards under --to (one sub-folder per dataset)."""
+
+
+def _parse_shard_size(ctx, param, value: str) -> ShardSize:
+    try:
+        return ShardSize.parse(value)
+    except MtlDataError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1]) from None
+
+
+def _taxonomy(ctx, param, value: str) -> str:
+    if value not in TAXONOMY_MODES and not Path(value).is_file():
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(TAXONOMY_MODES)} nor an existing JSON file")
+    return value
+
+
+COMMON_OPTIONS = [
+    click.Option(["--to", "out_root"], required=True, type=click.Path(file_okay=False, path_type=Path),
+                 help="shards root; the dataset's shards go to TO/<dataset>/"),
+    click.Option(["--split", "splits"], multiple=True, type=click.Choice(SPLITS),
+                 help="convert only this output split (repeatable); default: every split present"),
+    click.Option(["--workers"], type=click.IntRange(min=1), default=None,
+                 help="worker processes (default: all cores)"),
+    click.Option(["--limit"], type=click.IntRange(min=1), default=None, help="at most N frames per split"),
+    click.Option(["--image-format"], type=click.Choice(IMAGE_FORMATS), default="jpg", show_default=True,
+                 help="png keeps the image lossless"),
+    click.Option(["--jpeg-quality"], type=click.IntRange(1, 100), default=95, show_default=True),
+    click.Option(["--max-side"], type=click.IntRange(min=16), default=None,
+                 help="downscale so the longer side is at most N px (labels, depth and K follow)"),
+    click.Option(["--shard-size"], default="256MB", show_default=True, callback=_parse_shard_size,
+                 help="samples per shard (1000) or bytes per shard (256MB, 1GB)"),
+    click.Option(["--on-error"], type=click.Choice(ON_ERROR), default="fail", show_default=True,
+                 help="skip: record bad frames in rejects.jsonl and convert the rest"),
+    click.Option(["--overwrite"], is_flag=True, help="rebuild the requested splits even if complete"),
+    click.Option(["--taxonomy"], default="unified", show_default=True, callback=_taxonomy,
+                 help="unified, native (each source's own class ids) or a JSON override file"),
+]
+
+
+def _converter_options(options_cls: type) -> list[click.Option]:
+    """Click options generated from the fields of a converter's ``Options`` dataclass."""
+    hints = typing.get_type_hints(options_cls)
+    out = []
+    for f in dataclasses.fields(options_cls):
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        if kind is bool:
+            out.append(click.Option([flag], is_flag=True, default=f.default, help=help_))
+        elif typing.get_origin(kind) is tuple:
+            out.append(click.Option([flag], multiple=True, default=f.default, help=help_, show_default=True))
+        else:
+            out.append(click.Option([flag], type=kind, default=f.default, help=help_, show_default=True))
+    return out
+
+
+def _ingest_command(name: str) -> click.Command:
+    cls = CONVERTERS[name]
+    option_names = [f.name for f in dataclasses.fields(cls.Options)]
+
+    def run(root: Path, out_root: Path, taxonomy: str, workers: int | None, **kwargs) -> None:
+        try:
+            converter = cls(root, cls.Options(**{k: kwargs.pop(k) for k in option_names}), taxonomy)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        options = IngestOptions(splits=tuple(kwargs.pop("splits")) or None, workers=workers or default_workers(),
+                                **kwargs)
+        plan = plan_ingest(converter, out_root, options)
+        complete = [sp.split for sp in plan.splits if sp.status == "complete"]
+        if complete:
+            click.echo(f"{name}: {', '.join(complete)} already complete in {plan.out_dir}; left alone "
+                       f"(pass --overwrite to rebuild)", err=True)
+        with tqdm(total=plan.remaining, unit="frame", desc=name, disable=plan.remaining == 0,
+                  file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+            report = run_ingest(plan, progress=bar.update)
+        for split, info in report["splits"].items():
+            tasks = ", ".join(f"{t} {n}" for t, n in info["tasks"].items() if n)
+            click.echo(f"{name}/{split}: {info['samples']} samples in {info['shards']} shards, "
+                       f"{info['rejects']} rejected; labels: {tasks or 'none'}")
+        click.echo(f"-> {plan.out_dir}")
+
+    doc = (cls.__doc__ or "").strip()
+    return click.Command(
+        name, callback=run, help=doc, short_help=doc.splitlines()[0] if doc else None,
+        params=[click.Argument(["root"], type=click.Path(exists=True, file_okay=False, path_type=Path)),
+                *COMMON_OPTIONS, *_converter_options(cls.Options)],
+    )
+
+
+for _name in sorted(CONVERTERS):
+    ingest.add_command(_ingest_command(_name))
+
+
+# ---- inspect / validate -----------------------------------------------------------------------
+
+SHARDS_ARG = click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
+
+
+@cli.command()
+@SHARDS_ARG
+@click.option("--key", default=None, help="show one sample's members and decoded labels")
+def inspect(shards: Path, key: str | None) -> None:
+    """Counts per source, split and task; or one sample in detail (--key)."""
+    ss = ShardSet.open(shards)
+    if key is None:
+        click.echo(_table(ss.counts()))
+        return
+    members = ss.read_members(key)
+    row = ss.row(key)
+    click.echo(f"{key}  ({row['shard']} #{row['position']}, offset {row['offset']})")
+    for ext, data in members.items():
+        click.echo(f"  {key}.{ext:<12} {len(data):>9,} B")
+    sample = ss.read_sample(key)
+    names = ss.class_tables(sample.source)
+    click.echo(f"  image {sample.size[1]}x{sample.size[0]} (orig {sample.orig_size[1]}x{sample.orig_size[0]}), "
+               f"tasks: {', '.join(sample.tasks) or 'none'}")
+    if sample.K is not None:
+        k = sample.K
+        click.echo(f"  K: fx {k[0, 0]:.2f} fy {k[1, 1]:.2f} cx {k[0, 2]:.2f} cy {k[1, 2]:.2f}")
+    for line in _label_lines(sample, names):
+        click.echo("  " + line)
+
+
+def _table(df) -> str:
+    cols = df.columns
+    rows = [[str(v) for v in r] for r in df.iter_rows()]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    fmt = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(cols), *(fmt(r) for r in rows)])
+
+
+def _label_lines(sample, names: dict[str, list[str]]) -> list[str]:
+    lines = []
+    for task in ("det2d", "det3d"):
+        det = getattr(sample, task)
+        if det is None:
+            continue
+        table = names.get(task, [])
+        lines.append(f"{task}: {det.boxes.shape[0]} boxes" +
+                     (f", {det.ignore.shape[0]} ignore regions" if task == "det2d" else ""))
+        for box, cls in zip(det.boxes, det.classes):
+            label = table[cls] if cls < len(table) else str(cls)
+            lines.append(f"  {label:<14} [{', '.join(f'{v:.2f}' for v in box)}]")
+    if sample.depth is not None:
+        valid = sample.depth[sample.depth > 0]
+        rng = f", {valid.min():.2f}..{valid.max():.2f} m" if valid.size else ""
+        lines.append(f"depth: {valid.size:,} points ({valid.size / sample.depth.size:.1%} of pixels){rng}")
+    if sample.seg is not None:
+        lines.append(f"seg: classes {np.unique(sample.seg).tolist()}")
+    if sample.steer is not None:
+        lines.append(f"steer: {sample.steer.angle_deg:.2f} deg, {sample.steer.speed_kmh} km/h")
+    if sample.sign is not None:
+        lines.append(f"sign: class {sample.sign.class_id}")
+    if sample.lane is not None:
+        lines.append(f"lane: {sample.lane.xs.shape[0]} lanes")
+    return lines
+
+
+@cli.command("validate")
+@SHARDS_ARG
+def validate_cmd(shards: Path) -> None:
+    """Decode every sample, check it against the schema and the manifest; exit 1 on any problem."""
+    ss = ShardSet.open(shards)
+    problems = 0
+    for problem in check_shards(ss):
+        problems += 1
+        click.echo(problem)
+    n = ss.manifest.height
+    if problems:
+        raise MtlDataError(f"{shards}: {problems} problem(s) in {n} samples")
+    click.echo(f"{shards}: {n} samples OK")
+
+
+# ---- synth ------------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("dataset", type=click.Choice(sorted(SYNTHESIZERS)))
+@click.option("--to", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="folder to write the raw dataset into")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace an existing non-empty --to folder")
+def synth(dataset: str, out_dir: Path, seed: int, overwrite: bool) -> None:
+    """Write a tiny synthetic dataset in DATASET's native layout (for demos and tests)."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise MtlDataError(f"{out_dir}: folder is not empty (pass --overwrite to replace it)")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    SYNTHESIZERS[dataset](out_dir, seed=seed)
+    files = sum(1 for p in out_dir.rglob("*") if p.is_file())
+    click.echo(f"{dataset}: wrote {files} files in the native layout -> {out_dir}")
+
+
+# ---- entry point ------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one line on stderr and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="mtl-data", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except MtlDataError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; re-run the same command to resume", err=True)
+        sys.exit(130)

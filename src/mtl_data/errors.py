@@ -1,0 +1,44 @@
+"""User-facing errors.
+
+Every error a user can cause by pointing the tool at bad data or passing a bad option is a
+`MtlDataError`. The CLI prints it as one line on stderr and exits non-zero, never with a
+traceback; anything else escaping is a bug in this project.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MtlDataError(Exception):
+    """A problem the user can fix: bad input data, a bad option, an existing output."""
+
+
+class LayoutError(MtlDataError):
+    """A raw dataset root does not have the folders its converter expects."""
+
+
+class InputError(MtlDataError):
+    """One input file is malformed; under ``--on-error skip`` the frame is rejected.
+
+    Args:
+        path: the offending file.
+        message: what was wrong and, where useful, what was expected.
+        line: 1-based line number inside ``path`` when the problem is on one line.
+        hint: what the user can do about it.
+    """
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None, hint: str | None = None):
+        self.path = str(path)
+        self.message = message
+        self.line = line
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        text = f"{where}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def __reduce__(self):  # keep the fields when a worker process sends the error back
+        return (type(self), (self.path, self.message, self.line, self.hint))

@@ -1,0 +1,440 @@
+"""The ingest engine: raw frames -> shards, in parallel, deterministic, resumable.
+
+Output of one source (``OUT/<source>/``)::
+
+    <split>-000000.tar ...   shards, samples in frame order, members adjacent
+    manifest.parquet         one row per sample, written last (its presence = complete)
+    classes.json             class names of each task's ids
+    rejects.jsonl            frames skipped under --on-error skip, with the reason
+    ingest.json              tool version, options, root, counts, time
+    .ingest/                 resume state while an ingest runs (removed when complete)
+
+How a run proceeds, per split: frames are listed and sorted by the converter; they are converted
+by a process pool and consumed **in order**, so the output does not depend on the worker count.
+A shard is written under ``.ingest/`` and renamed into place when full, after a sidecar
+``.ingest/<split>-NNNNNN.json`` has recorded its manifest rows, its rejects and how many frames
+it consumed. A re-run with the same options skips every shard that has both, and continues
+with the next frame: no sample is lost or duplicated after a crash or ``kill -9``. When all
+requested splits are done the manifest is (re)written from the sidecars plus the rows of the
+splits that were already complete, and ``.ingest/`` is removed.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from mtl_data import __version__
+from mtl_data.errors import InputError, MtlDataError
+from mtl_data.ingest.registry import Converter, Frame
+from mtl_data.ingest.resize import resize_sample
+from mtl_data.schema.sample import TASKS
+from mtl_data.schema.validate import SPLITS, validate
+from mtl_data.shards.codec import encode_sample
+from mtl_data.shards.manifest import MANIFEST_NAME, rows_to_table, sample_row, write_table
+from mtl_data.shards.tario import TarShardWriter
+
+STATE_DIR = ".ingest"
+ON_ERROR = ("fail", "skip")
+_SIZE_UNITS = {"": None, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+@dataclass(frozen=True)
+class ShardSize:
+    """When to close a shard: after ``count`` samples, or once it holds ``bytes`` bytes."""
+
+    count: int | None = None
+    bytes: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ShardSize:
+        """``"1000"`` = 1000 samples per shard; ``"256MB"``, ``"1GiB"`` = a size in bytes."""
+        m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(text))
+        unit = m.group(2).upper() if m else None
+        if not m or unit not in _SIZE_UNITS or int(m.group(1)) <= 0:
+            raise MtlDataError(f"--shard-size {text!r}: expected a sample count (1000) or a size "
+                               f"(256MB, 1GB, 512MiB)")
+        n = int(m.group(1))
+        return cls(count=n) if _SIZE_UNITS[unit] is None else cls(bytes=n * _SIZE_UNITS[unit])
+
+    def full(self, writer: TarShardWriter) -> bool:
+        return (self.count is not None and writer.count >= self.count) or (
+            self.bytes is not None and writer.size >= self.bytes)
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Options common to every converter (``mtl-data ingest DATASET --help``)."""
+
+    splits: tuple[str, ...] | None = None     # None = every split present
+    limit: int | None = None                  # at most this many frames per split
+    image_format: str = "jpg"
+    jpeg_quality: int = 95
+    max_side: int | None = None
+    shard_size: ShardSize = field(default_factory=lambda: ShardSize(bytes=256 * 10**6))
+    on_error: str = "fail"
+    overwrite: bool = False
+    workers: int = 1
+
+    def output_fields(self) -> dict:
+        """The options that change the bytes of a split's output (not workers, splits, ...)."""
+        return {"limit": self.limit, "image_format": self.image_format, "jpeg_quality": self.jpeg_quality,
+                "max_side": self.max_side, "shard_size": asdict(self.shard_size)}
+
+
+@dataclass
+class SplitPlan:
+    """What a run will do for one split."""
+
+    split: str
+    frames: list[Frame]
+    status: str = "todo"      # todo | resume | complete
+    start: int = 0            # first frame index still to convert
+    next_shard: int = 0
+
+
+@dataclass
+class Plan:
+    converter: Converter
+    out_dir: Path
+    options: IngestOptions
+    fingerprint: dict
+    splits: list[SplitPlan]
+
+    @property
+    def remaining(self) -> int:
+        """Frames still to convert in this run."""
+        return sum(len(s.frames) - s.start for s in self.splits if s.status != "complete")
+
+
+@dataclass
+class FrameResult:
+    """What a worker sends back for one frame: encoded members and row, or a rejection."""
+
+    frame_id: str
+    key: str | None = None
+    members: list[tuple[str, bytes]] | None = None
+    row: dict | None = None
+    error: InputError | None = None
+
+
+# ---- planning ---------------------------------------------------------------------------------
+
+def plan_ingest(converter: Converter, out_root: Path, options: IngestOptions) -> Plan:
+    """Check the layout, list frames, and compare with what ``out_root`` already holds.
+
+    Raises:
+        LayoutError: the raw root does not match the converter's layout.
+        MtlDataError: no frames for a requested split; or the output was (or is being) built
+            with different options and ``--overwrite`` was not given.
+    """
+    converter.check_layout()
+    out_dir = Path(out_root) / converter.name
+    fingerprint = {"converter": converter.name, "root": str(converter.root.resolve()),
+                   "taxonomy": converter.taxonomy, "converter_options": converter.options_dict(),
+                   "options": options.output_fields()}
+    by_split: dict[str, list[Frame]] = collections.defaultdict(list)
+    for frame in converter.frames():
+        by_split[frame.split].append(frame)
+    wanted = options.splits or tuple(s for s in SPLITS if by_split[s])
+    for split in wanted:
+        if not by_split[split]:
+            present = ", ".join(s for s in SPLITS if by_split[s]) or "none"
+            raise MtlDataError(f"{converter.root}: no {split!r} frames found (splits present: {present})")
+    plans = [SplitPlan(s, by_split[s][: options.limit] if options.limit else by_split[s]) for s in wanted]
+
+    done = _read_json(out_dir / "ingest.json") if (out_dir / MANIFEST_NAME).exists() else None
+    running = _read_json(out_dir / STATE_DIR / "run.json")
+    if options.overwrite:
+        # Rebuilding some splits with new options must not leave others built with the old ones.
+        others = sorted(set((done or {}).get("splits", {})) - set(wanted), key=SPLITS.index)
+        if done and done["fingerprint"] != fingerprint and others:
+            raise MtlDataError(f"{out_dir}: splits {', '.join(others)} were built with other options "
+                               f"({'; '.join(_diff(done['fingerprint'], fingerprint))}); rebuild them too "
+                               f"(drop --split) or write to another --to folder")
+    else:
+        for prev, verb in ((done, "was built"), (running, "is being built (interrupted run)")):
+            if prev and prev["fingerprint"] != fingerprint:
+                raise MtlDataError(f"{out_dir} {verb} with different options "
+                                   f"({'; '.join(_diff(prev['fingerprint'], fingerprint))}); re-run with "
+                                   f"the same options, or pass --overwrite to rebuild")
+        for sp in plans:
+            if done and sp.split in done["splits"]:
+                sp.status = "complete"
+            elif running and sp.split in running["splits"]:
+                sp.status, sp.start, sp.next_shard = _resume_point(out_dir, sp.split)
+    return Plan(converter, out_dir, options, fingerprint, plans)
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}"
+
+
+def _resume_point(out_dir: Path, split: str) -> tuple[str, int, int]:
+    """(status, first frame to convert, next shard index) from the sidecars of a split."""
+    state = out_dir / STATE_DIR
+    if (state / f"{split}.done").exists():
+        return "resume", 0, 0  # finished; only the manifest is missing
+    start = index = 0
+    while True:
+        side = _read_json(state / f"{_shard_name(split, index)}.json")
+        if side is None or (side["shard"] is not None and not (out_dir / side["shard_file"]).exists()):
+            break
+        start, index = side["frames_end"], index + 1
+    return "resume", start, index
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _write_json(path: Path, obj, **kwargs) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(obj, **kwargs))
+    tmp.replace(path)
+
+
+# ---- conversion (runs in workers) -------------------------------------------------------------
+
+def process_frame(converter: Converter, options: IngestOptions, frame: Frame) -> FrameResult:
+    """Convert, resize, validate and encode one frame. Bad input becomes a rejected result."""
+    try:
+        sample = resize_sample(converter.convert(frame), options.max_side)
+        num_det = len(converter.class_tables().get("det2d", [])) or None
+        problems = validate(sample, num_det)
+        if problems:
+            raise InputError(frame.primary_path, f"converted sample breaks the schema: {'; '.join(problems)}")
+        members = encode_sample(sample, options.image_format, options.jpeg_quality)
+        return FrameResult(frame.id, sample.key, members, sample_row(sample))
+    except InputError as exc:
+        return FrameResult(frame.id, error=exc)
+
+
+_WORKER: tuple[Converter, IngestOptions] | None = None
+
+
+def _init_worker(converter: Converter, options: IngestOptions) -> None:
+    global _WORKER
+    _WORKER = (converter, options)
+
+
+def _work(frame: Frame) -> FrameResult:
+    return process_frame(*_WORKER, frame)
+
+
+def _ordered_results(converter: Converter, options: IngestOptions, frames: list[Frame],
+                     pool: ProcessPoolExecutor | None) -> Iterator[FrameResult]:
+    """Results in frame order; at most a few per worker in flight, so memory stays bounded."""
+    if pool is None:
+        for frame in frames:
+            yield process_frame(converter, options, frame)
+        return
+    window = collections.deque()
+    todo = iter(frames)
+    for frame in todo:
+        window.append(pool.submit(_work, frame))
+        if len(window) >= 4 * options.workers:
+            break
+    while window:
+        result = window.popleft().result()
+        nxt = next(todo, None)
+        if nxt is not None:
+            window.append(pool.submit(_work, nxt))
+        yield result
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+def run_ingest(plan: Plan, progress: Callable[[int], None] | None = None) -> dict:
+    """Execute a plan; returns the ``ingest.json`` content.
+
+    Raises:
+        InputError: the first bad frame, under ``--on-error fail`` (finished shards are kept,
+            so the same command resumes after the input is fixed).
+    """
+    out_dir, options = plan.out_dir, plan.options
+    state = out_dir / STATE_DIR
+    todo = [sp for sp in plan.splits if sp.status != "complete"]
+    if todo:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if options.overwrite:
+            shutil.rmtree(state, ignore_errors=True)
+        for sp in todo:
+            if sp.status == "todo":
+                _clear_split(out_dir, sp.split)
+        state.mkdir(exist_ok=True)
+        running = _read_json(state / "run.json") or {}
+        splits = sorted(set(running.get("splits", [])) | {sp.split for sp in todo}, key=SPLITS.index)
+        _write_json(state / "run.json", {"fingerprint": plan.fingerprint, "splits": splits}, indent=1)
+    started = time.time()
+    pool = None
+    if options.workers > 1 and plan.remaining:
+        pool = ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(plan.converter, options))
+    try:
+        for sp in todo:
+            if not (state / f"{sp.split}.done").exists():
+                _write_split(plan, sp, pool, progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return _finalize(plan, time.time() - started)
+
+
+def _clear_split(out_dir: Path, split: str) -> None:
+    """Remove a split's shards and resume state (``--overwrite``, or a fresh start)."""
+    for path in out_dir.glob(f"{split}-*.tar"):
+        path.unlink()
+    state = out_dir / STATE_DIR
+    for path in [*state.glob(f"{split}-*"), state / f"{split}.done"]:
+        path.unlink(missing_ok=True)
+
+
+def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
+    out_dir, options = plan.out_dir, plan.options
+    state = out_dir / STATE_DIR
+    source_dir = out_dir.name
+    for stale in [*out_dir.glob(f"{sp.split}-*.tar"), *state.glob(f"{sp.split}-*.tar.part")]:
+        if int(stale.name.split("-")[1][:6]) >= sp.next_shard:
+            stale.unlink()
+    seen = _seen_keys(state, sp.split, sp.next_shard)
+    index, writer, rows, rejects = sp.next_shard, None, [], []
+
+    def flush(frames_end: int) -> None:
+        nonlocal index, writer, rows, rejects
+        name = _shard_name(sp.split, index)
+        side = {"shard": None if writer is None else f"{source_dir}/{name}.tar",
+                "shard_file": f"{name}.tar", "frames_end": frames_end, "rows": rows, "rejects": rejects}
+        _write_json(state / f"{name}.json", side)  # the sidecar first: a tar never exists without it
+        if writer is not None:
+            writer.commit()
+        index, writer, rows, rejects = index + 1, None, [], []
+
+    frames = sp.frames[sp.start:]
+    try:
+        for i, result in enumerate(_ordered_results(plan.converter, options, frames, pool), start=sp.start):
+            if result.error is not None:
+                if options.on_error == "fail":
+                    raise result.error
+                err = result.error
+                rejects.append({"split": sp.split, "id": result.frame_id, "path": err.path, "line": err.line,
+                                "error": err.message})
+            else:
+                if result.key in seen:
+                    raise MtlDataError(f"{plan.converter.root}: two frames give the key {result.key!r} "
+                                       f"(keys keep only [A-Za-z0-9_-]); rename one of them")
+                seen.add(result.key)
+                if writer is None:
+                    name = _shard_name(sp.split, index)
+                    writer = TarShardWriter(state / f"{name}.tar.part", out_dir / f"{name}.tar")
+                position, offset = writer.add(result.key, result.members)
+                result.row.update(shard=f"{source_dir}/{_shard_name(sp.split, index)}.tar",
+                                  position=position, offset=offset)
+                rows.append(result.row)
+                if options.shard_size.full(writer):
+                    flush(i + 1)
+            if progress is not None:
+                progress(1)
+        if writer is not None or rejects:
+            flush(len(sp.frames))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    (state / f"{sp.split}.done").touch()
+
+
+def _seen_keys(state: Path, split: str, upto: int) -> set[str]:
+    keys = set()
+    for index in range(upto):
+        side = _read_json(state / f"{_shard_name(split, index)}.json")
+        keys.update(r["key"] for r in side["rows"])
+    return keys
+
+
+def _sidecars(state: Path, split: str) -> list[dict]:
+    return [_read_json(p) for p in sorted(state.glob(f"{split}-*.json"))]
+
+
+def _finalize(plan: Plan, elapsed: float) -> dict:
+    """Write manifest, rejects, classes and ingest.json; drop the resume state."""
+    out_dir = plan.out_dir
+    state = out_dir / STATE_DIR
+    rebuilt = {sp.split for sp in plan.splits if sp.status != "complete"}
+    old = _read_json(out_dir / "ingest.json") if (out_dir / MANIFEST_NAME).exists() else None
+    if not rebuilt and old is not None:
+        return old
+    rows, rejects = [], []
+    if old is not None:  # rows and rejects of complete splits this run did not touch
+        kept = pq.read_table(out_dir / MANIFEST_NAME).to_pylist()
+        rows += [r for r in kept if r["split"] not in rebuilt]
+        rejects += [r for r in _read_jsonl(out_dir / "rejects.jsonl") if r["split"] not in rebuilt]
+    for split in sorted(rebuilt, key=SPLITS.index):
+        for side in _sidecars(state, split):
+            rows += side["rows"]
+            rejects += side["rejects"]
+    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["shard"], r["position"]))
+    rejects.sort(key=lambda r: (SPLITS.index(r["split"]), r["id"]))
+
+    splits = {}
+    for split in sorted({r["split"] for r in rows} | rebuilt | set((old or {}).get("splits", {})), key=SPLITS.index):
+        srows = [r for r in rows if r["split"] == split]
+        splits[split] = {
+            "samples": len(srows),
+            "rejects": sum(r["split"] == split for r in rejects),
+            "shards": len({r["shard"] for r in srows}),
+            "tasks": {t: sum(r[f"has_{t}"] for r in srows) for t in TASKS},
+        }
+    _write_json(out_dir / "classes.json", plan.converter.class_tables(), indent=1)
+    tmp = out_dir / "rejects.jsonl.part"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rejects))
+    tmp.replace(out_dir / "rejects.jsonl")
+    write_table(rows_to_table(rows), out_dir / MANIFEST_NAME)
+    report = {
+        "tool": "mtl-data", "version": __version__, "source": plan.converter.name,
+        "root": str(plan.converter.root.resolve()), "fingerprint": plan.fingerprint,
+        "splits": splits, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "elapsed_s": round(elapsed, 3), "workers": plan.options.workers,
+    }
+    _write_json(out_dir / "ingest.json", report, indent=1)
+    shutil.rmtree(state, ignore_errors=True)
+    return report
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,231 @@
+"""KITTI object detection -> 2D boxes, 3D boxes and sparse LiDAR depth.
+
+Native layout (the ``data_object_{image_2,label_2,calib,velodyne}`` downloads unpacked into
+one folder)::
+
+    RAW_ROOT/
+      training/
+        image_2/000000.png ...    left colour camera, 8-bit RGB PNG; the size varies per frame
+        label_2/000000.txt ...    one object per line, 15 space-separated fields
+        calib/000000.txt ...      P0..P3, R0_rect, Tr_velo_to_cam, Tr_imu_to_velo (+ blank line)
+        velodyne/000000.bin ...   float32 (x, y, z, reflectance) per point   [optional folder]
+      testing/
+        image_2/ calib/ [velodyne/]                                       (no labels)
+
+Output: ``training`` -> ``train`` (``--val-fraction`` moves a hashed subset of frame ids to
+``val``), ``testing`` -> ``test``. Per frame:
+
+* ``det2d``: label_2 boxes (left, top, right, bottom px); ``DontCare`` -> ignore regions;
+  classes through the taxonomy; truncation, occlusion and native class kept per box.
+* ``det3d``: label_2 location (bottom centre, rectified camera 0), h/w/l and rotation_y,
+  converted to the geometric centre in the optical frame of the camera-2 image
+  (see ``schema.kitti_calib``).
+* ``depth``: the velodyne scan through the frame's own ``Tr_velo_to_cam``, ``R0_rect`` and
+  ``P2``; points behind the camera or outside the image dropped; nearest point per pixel.
+  Without a ``velodyne/`` folder, samples have no depth.
+* ``K`` of the camera-2 image in ``meta.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mtl_data.errors import InputError
+from mtl_data.ingest.layout import SplitLayout, check_split_layout, list_stems
+from mtl_data.ingest.registry import Converter, Frame, register_converter
+from mtl_data.ingest.splits import is_val
+from mtl_data.schema import geometry as geo
+from mtl_data.schema.kitti_calib import kitti_label_to_box3d, parse_kitti_calib, split_projection, velo_to_optical
+from mtl_data.schema.sample import Det2D, Det3D, Sample, make_key
+from mtl_data.schema.taxonomy import DET_TABLES, det_class_map
+from mtl_data.shards.codec import decode_image
+
+LAYOUT = {
+    "training": SplitLayout(required=("image_2", "label_2", "calib"), optional=("velodyne",)),
+    "testing": SplitLayout(required=("image_2", "calib"), optional=("velodyne",)),
+}
+OUTPUT_SPLIT = {"training": "train", "testing": "test"}
+
+#: label_2 field names, in file order (the 16th, ``score``, exists only in result files).
+LABEL_FIELDS = ("type", "truncated", "occluded", "alpha", "left", "top", "right", "bottom",
+                "height", "width", "length", "x", "y", "z", "rotation_y")
+
+
+@dataclass(frozen=True)
+class KittiLabels:
+    """The objects of one label_2 file, column-wise.
+
+    Attributes:
+        types: native class per object.
+        values: (N, 14) float64, the numeric fields in ``LABEL_FIELDS[1:]`` order.
+    """
+
+    types: tuple[str, ...]
+    values: np.ndarray
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[:, LABEL_FIELDS.index(name) - 1]
+
+
+def parse_kitti_label(text: str, path: str | Path = "<label>") -> KittiLabels:
+    """Parse a label_2 file (15 fields per line; a 16th score field is tolerated).
+
+    Raises:
+        InputError: naming the line when it has the wrong number of fields, a non-numeric
+            value or an unknown object type.
+    """
+    known = DET_TABLES["kitti"]
+    types, rows = [], []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) not in (15, 16):
+            raise InputError(path, f"expected 15 space-separated fields ({' '.join(LABEL_FIELDS)}), "
+                             f"found {len(fields)}: {line.strip()!r}", line=lineno)
+        if fields[0] not in known:
+            raise InputError(path, f"unknown object type {fields[0]!r} (expected one of {', '.join(known)})",
+                             line=lineno)
+        try:
+            rows.append([float(v) for v in fields[1:15]])
+        except ValueError:
+            i = next(i for i, v in enumerate(fields[1:15], start=1) if not _is_number(v))
+            raise InputError(path, f"field {i + 1} ({LABEL_FIELDS[i]}) is not a number: {fields[i]!r}",
+                             line=lineno) from None
+        types.append(fields[0])
+    return KittiLabels(tuple(types), np.asarray(rows, dtype=np.float64).reshape(-1, 14))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_velodyne(path: Path) -> np.ndarray:
+    """(N, 4) float32 points (x, y, z, reflectance) of a velodyne .bin file.
+
+    Raises:
+        InputError: the file is missing or its size is not a multiple of 16 bytes.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, "velodyne scan missing for this frame",
+                         hint="every frame needs a .bin when the velodyne/ folder exists") from None
+    if len(data) % 16:
+        raise InputError(path, f"size {len(data)} bytes is not a multiple of 16 (4 float32 per point): "
+                         "truncated file?", hint="re-extract data_object_velodyne.zip")
+    return np.frombuffer(data, dtype="<f4").reshape(-1, 4)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise InputError(path, f"{what} missing for this frame (other files of the frame exist)") from None
+    except UnicodeDecodeError:
+        raise InputError(path, f"{what} is not a text file") from None
+
+
+@dataclass(frozen=True)
+class KittiOptions:
+    """Options of ``mtl-data ingest kitti``."""
+
+    val_fraction: float = field(default=0.0, metadata={
+        "help": "fraction of training frame ids moved to a 'val' split (hashed on the frame id: "
+                "deterministic, and stable when frames are added)"})
+
+
+@register_converter
+class KittiConverter(Converter):
+    __doc__ = __doc__
+    name = "kitti"
+    Options = KittiOptions
+
+    def __init__(self, root: Path, options: KittiOptions | None = None, taxonomy: str = "unified"):
+        super().__init__(root, options, taxonomy)
+        if not 0.0 <= self.options.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.options.val_fraction}")
+        self.classes = det_class_map("kitti", taxonomy)
+
+    def check_layout(self) -> None:
+        check_split_layout(self.root, "KITTI object", LAYOUT)
+
+    def class_tables(self) -> dict[str, list[str]]:
+        return {"det2d": list(self.classes.names), "det3d": list(self.classes.names)}
+
+    def frames(self) -> list[Frame]:
+        out = []
+        for native in check_split_layout(self.root, "KITTI object", LAYOUT):
+            base = self.root / native
+            roles = {"image": ("image_2", ".png"), "calib": ("calib", ".txt")}
+            if native == "training":
+                roles["label"] = ("label_2", ".txt")
+            if (base / "velodyne").is_dir():
+                roles["velodyne"] = ("velodyne", ".bin")
+            found = {role: list_stems(base / folder, ext) for role, (folder, ext) in roles.items()}
+            # The union of ids: a frame with a label but no image is an error to report, not to skip.
+            for frame_id in sorted(set().union(*found.values())):
+                split = OUTPUT_SPLIT[native]
+                if native == "training" and is_val(frame_id, self.options.val_fraction, salt="kitti"):
+                    split = "val"
+                paths = {role: base / folder / f"{frame_id}{ext}" for role, (folder, ext) in roles.items()}
+                out.append(Frame(split=split, id=frame_id, paths=paths))
+        return out
+
+    def convert(self, frame: Frame) -> Sample:
+        paths = frame.paths
+        image_path = paths["image"]
+        try:
+            data = image_path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(image_path, "image missing for this frame (its calib/label exist)") from None
+        image = decode_image(data)
+        if image is None:
+            raise InputError(image_path, "does not decode as an image (truncated or not a PNG?)")
+        h, w = image.shape[:2]
+        calib = parse_kitti_calib(_read_text(paths["calib"], "calib file"), paths["calib"])
+        K, t = split_projection(calib.P2)
+
+        det2d = det3d = depth = None
+        if "label" in paths:
+            labels = parse_kitti_label(_read_text(paths["label"], "label file"), paths["label"])
+            det2d, det3d = self._boxes(labels, t)
+        if "velodyne" in paths:
+            points = read_velodyne(paths["velodyne"])
+            if calib.Tr_velo_to_cam is None:
+                raise InputError(paths["calib"], "missing Tr_velo_to_cam, needed to project the velodyne scan")
+            uv, z = geo.project(geo.transform_points(velo_to_optical(calib), points[:, :3]), K)
+            depth = geo.rasterize_sparse_depth(uv, z, (h, w))
+
+        return Sample(
+            key=make_key(self.name, frame.split, frame.id), source=self.name, split=frame.split,
+            id=frame.id, image=image, orig_size=(h, w), K=K,
+            depth=depth, det2d=det2d, det3d=det3d,
+        )
+
+    def _boxes(self, labels: KittiLabels, t: np.ndarray) -> tuple[Det2D, Det3D]:
+        ids = [self.classes.lookup(tp) for tp in labels.types]
+        keep = np.array([i is not None for i in ids], dtype=bool)
+        classes = np.array([i for i in ids if i is not None], dtype=np.int64)
+        names = tuple(tp for tp, i in zip(labels.types, ids) if i is not None)
+        bbox = labels.values[:, 3:7]  # left, top, right, bottom
+        det2d = Det2D(
+            boxes=bbox[keep], classes=classes, ignore=bbox[~keep],
+            truncated=labels.column("truncated")[keep],
+            occluded=labels.column("occluded")[keep].astype(np.int64),
+            native_class=names,
+        )
+        boxes3d = kitti_label_to_box3d(
+            location=labels.values[keep][:, 10:13],
+            hwl=labels.values[keep][:, 7:10],
+            rotation_y=labels.column("rotation_y")[keep],
+            t=t,
+        )
+        return det2d, Det3D(boxes=boxes3d, classes=classes, native_class=names)

@@ -1,0 +1,58 @@
+"""One shared check of a raw dataset's folder tree, so every converter fails the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtl_data.errors import LayoutError
+
+
+@dataclass(frozen=True)
+class SplitLayout:
+    """Folders one native split must (and may) contain, relative to the split folder."""
+
+    required: Sequence[str]
+    optional: Sequence[str] = ()
+
+
+def check_split_layout(root: Path, dataset: str, splits: Mapping[str, SplitLayout]) -> list[str]:
+    """Check ``root`` against a layout of split folders; return the native splits present.
+
+    At least one split folder must exist, and every split folder that exists must have all its
+    required sub-folders.
+
+    Raises:
+        LayoutError: naming the missing path and the expected tree.
+    """
+    root = Path(root)
+    tree = "; ".join(f"{name}/{{{','.join([*lay.required, *(f'[{o}]' for o in lay.optional)])}}}"
+                     for name, lay in splits.items())
+    if not root.is_dir():
+        raise LayoutError(f"{root}: not a folder (expected the {dataset} root containing {tree})")
+    present = [name for name in splits if (root / name).is_dir()]
+    if not present:
+        raise LayoutError(f"{root}: no {dataset} split folder found (expected {tree}; "
+                          f"[..] = optional){_nested_hint(root, splits)}")
+    for name in present:
+        for sub in splits[name].required:
+            if not (root / name / sub).is_dir():
+                raise LayoutError(f"{root / name / sub}: missing folder (expected {tree}; [..] = optional)")
+    return present
+
+
+def _nested_hint(root: Path, splits: Mapping[str, SplitLayout]) -> str:
+    """Suggest a sub-folder that holds the splits (users often pass the parent)."""
+    for child in sorted(p for p in root.glob("*/") if p.is_dir()):
+        for grandchild in [child, *sorted(p for p in child.glob("*/") if p.is_dir())]:
+            if any((grandchild / name).is_dir() for name in splits):
+                return f"; did you mean {grandchild}?"
+    return ""
+
+
+def list_stems(folder: Path, suffix: str) -> dict[str, Path]:
+    """``{stem: path}`` of the files ending in ``suffix`` directly inside ``folder`` (sorted)."""
+    if not folder.is_dir():
+        return {}
+    return {p.name[: -len(suffix)]: p for p in sorted(folder.iterdir()) if p.name.endswith(suffix) and p.is_file()}

@@ -1,0 +1,95 @@
+"""The converter interface and the registry the CLI builds its choices from.
+
+Adding a dataset touches one file: a module in ``mtl_data.ingest`` that subclasses
+``Converter`` and decorates it with ``@register_converter``. The CLI grows a
+``mtl-data ingest <name>`` command with the common options plus the fields of the converter's
+``Options`` dataclass, and the contract tests run over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mtl_data.schema.sample import Sample
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One native frame to convert: cheap to list, to pickle and to send to a worker.
+
+    Attributes:
+        split: output split (``train``, ``val``, ``test``).
+        id: the source's frame id (unique within the split).
+        paths: the native files of the frame, by role (``image``, ``label`` ...); a role may
+            point at a file that does not exist, which ``convert`` reports.
+    """
+
+    split: str
+    id: str
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def primary_path(self) -> Path:
+        """The file named in errors about the frame as a whole."""
+        return next(iter(self.paths.values()))
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A converter without options of its own."""
+
+
+class Converter:
+    """Reads one raw dataset layout and turns each native frame into a ``Sample``.
+
+    Subclasses set ``name`` and ``Options``, document their native layout as a tree in the
+    class docstring, and implement ``check_layout``, ``frames`` and ``convert``. An instance
+    is pickled to worker processes, so it holds only plain data.
+
+    Args:
+        root: the raw dataset folder.
+        options: an instance of ``Options`` (the converter's own settings).
+        taxonomy: ``unified``, ``native`` or the path of a taxonomy JSON file.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, root: Path, options: Any = None, taxonomy: str = "unified"):
+        self.root = Path(root)
+        self.options = options if options is not None else self.Options()
+        self.taxonomy = taxonomy
+
+    def check_layout(self) -> None:
+        """Raise ``LayoutError`` naming the first missing folder, with what was expected."""
+        raise NotImplementedError
+
+    def frames(self) -> list[Frame]:
+        """Every frame of every split present, in a deterministic order."""
+        raise NotImplementedError
+
+    def convert(self, frame: Frame) -> Sample:
+        """Convert one frame; raise ``InputError`` naming the file (and line) on bad input."""
+        raise NotImplementedError
+
+    def class_tables(self) -> dict[str, list[str]]:
+        """Class names of each task's output ids, written next to the shards as classes.json."""
+        return {}
+
+    def options_dict(self) -> dict:
+        """The converter's options as plain data (for the fingerprint and ingest.json)."""
+        return dataclasses.asdict(self.options)
+
+
+CONVERTERS: dict[str, type[Converter]] = {}
+
+
+def register_converter(cls: type[Converter]) -> type[Converter]:
+    """Class decorator: make ``cls`` available as ``mtl-data ingest <cls.name>``."""
+    if cls.name in CONVERTERS:
+        raise ValueError(f"converter {cls.name!r} registered twice")
+    CONVERTERS[cls.name] = cls
+    return cls

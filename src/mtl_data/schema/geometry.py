@@ -1,0 +1,233 @@
+"""Pure geometry: frames, projection, sparse depth, 3D boxes, resizing of pixel coordinates.
+
+Conventions used everywhere in this project (see docs/conventions.md):
+
+* **Optical frame** of a camera: x right, y down, z forward, metres, origin at the centre of
+  projection of the *stored* image, so that ``u = K @ X`` with the 3x3 ``K`` of ``meta.json``.
+* **Pixel coordinates**: (u, v) = (column, row); integer values are pixel *centres* (OpenCV's
+  convention). A point at (u, v) falls in pixel ``(floor(v + 0.5), floor(u + 0.5))``.
+* **3D box** ``[x, y, z, l, w, h, yaw]``: (x, y, z) the geometric centre in the optical frame,
+  length l along the box's x axis, height h along its y axis, width w along its z axis, then
+  rotated by ``yaw`` about the optical y axis (KITTI's ``rotation_y``).
+
+Nothing here reads files or keeps state; every function is tested against hand-computed values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: depth is stored as uint16 ``round(metres * DEPTH_SCALE)``; 0 means "no measurement".
+DEPTH_SCALE = 256.0
+#: the largest depth a uint16 PNG can hold; farther points are clipped to it (never wrapped).
+MAX_DEPTH_M = 65535.0 / DEPTH_SCALE
+
+#: sign pattern of the 8 corners in box coordinates (x along l, y along h, z along w).
+#: Corners 0-3 are the bottom face (+y is down), 4-7 the top face; 0/4 is front-left-ish
+#: (+x, +z). This is the KITTI devkit order (``computeBox3D``).
+_CORNER_SIGNS = np.array(
+    [
+        [1, 1, 1], [1, 1, -1], [-1, 1, -1], [-1, 1, 1],
+        [1, -1, 1], [1, -1, -1], [-1, -1, -1], [-1, -1, 1],
+    ],
+    dtype=np.float64,
+)  # (8, 3)
+
+
+def yaw_to_rotation(yaw: np.ndarray | float) -> np.ndarray:
+    """Rotation about the optical y axis: ``[[c, 0, s], [0, 1, 0], [-s, 0, c]]``.
+
+    Args:
+        yaw: radians, scalar or (N,).
+
+    Returns:
+        (3, 3) for a scalar, else (N, 3, 3).
+    """
+    yaw = np.asarray(yaw, dtype=np.float64)
+    c, s = np.cos(yaw), np.sin(yaw)
+    zeros, ones = np.zeros_like(yaw), np.ones_like(yaw)
+    rot = np.stack([c, zeros, s, zeros, ones, zeros, -s, zeros, c], axis=-1)
+    return rot.reshape(yaw.shape + (3, 3))
+
+
+def box3d_corners(boxes: np.ndarray, rotation: np.ndarray | None = None) -> np.ndarray:
+    """The 8 corners of each 3D box, in the frame the centres are in.
+
+    Args:
+        boxes: (N, 7) ``[x, y, z, l, w, h, yaw]``, metres and radians.
+        rotation: optional (N, 3, 3) full rotation that replaces ``yaw_to_rotation(yaw)``
+            (sources with roll and pitch).
+
+    Returns:
+        (N, 8, 3) corners in the order of ``_CORNER_SIGNS`` (bottom face 0-3, top face 4-7).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    half = 0.5 * boxes[:, [3, 5, 4]]  # (N, 3): l/2 along x, h/2 along y, w/2 along z
+    local = _CORNER_SIGNS[None, :, :] * half[:, None, :]  # (N, 8, 3)
+    rot = yaw_to_rotation(boxes[:, 6]) if rotation is None else np.asarray(rotation, np.float64)
+    return np.einsum("nij,nkj->nki", rot, local) + boxes[:, None, :3]
+
+
+def transform_points(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a rigid/affine transform to points.
+
+    Args:
+        transform: (3, 4) or (4, 4) matrix mapping source-frame to target-frame coordinates.
+        points: (N, 3) in the source frame.
+
+    Returns:
+        (N, 3) in the target frame.
+    """
+    transform = np.asarray(transform, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return points @ transform[:3, :3].T + transform[:3, 3]
+
+
+def project(points_optical: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pinhole projection of optical-frame points.
+
+    Args:
+        points_optical: (N, 3) metres, optical frame (x right, y down, z forward).
+        K: (3, 3) intrinsics.
+
+    Returns:
+        ``(uv, z)``: (N, 2) pixel coordinates and (N,) depth along the optical axis. Points with
+        ``z <= 0`` get NaN coordinates; the caller decides what to keep.
+    """
+    pts = np.asarray(points_optical, dtype=np.float64).reshape(-1, 3)
+    z = pts[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uvw = pts @ np.asarray(K, dtype=np.float64).T  # (N, 3)
+        uv = uvw[:, :2] / uvw[:, 2:3]
+    uv[z <= 0] = np.nan
+    return uv, z
+
+
+def quantize_depth(depth_m: np.ndarray) -> np.ndarray:
+    """Round metric depth to the stored resolution (1/256 m), clipping at ``MAX_DEPTH_M``.
+
+    Returns float32 metres whose values are exact multiples of 1/256, so encoding them as
+    uint16 is lossless. Non-positive values become 0 (no measurement).
+    """
+    d = np.clip(np.asarray(depth_m, dtype=np.float64), 0.0, MAX_DEPTH_M)
+    return (np.rint(d * DEPTH_SCALE) / DEPTH_SCALE).astype(np.float32)
+
+
+def rasterize_sparse_depth(uv: np.ndarray, z: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Z-buffer projected points into a sparse depth image; the nearest point wins per pixel.
+
+    Args:
+        uv: (N, 2) pixel coordinates (NaN allowed: dropped).
+        z: (N,) metres along the optical axis; points with ``z <= 0`` are dropped.
+        size: (height, width) of the image.
+
+    Returns:
+        (H, W) float32 metres quantized by ``quantize_depth``; 0 where no point fell.
+        Points beyond ``MAX_DEPTH_M`` are clipped to it, never wrapped.
+    """
+    h, w = size
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    with np.errstate(invalid="ignore"):
+        col = np.floor(uv[:, 0] + 0.5)
+        row = np.floor(uv[:, 1] + 0.5)
+        keep = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    flat = row[keep].astype(np.int64) * w + col[keep].astype(np.int64)
+    depth = z[keep]
+    # Sort by pixel, then by depth: the first entry of each pixel run is the nearest point.
+    # (Fancy assignment with repeated indices has no guaranteed winner, so it is not used.)
+    order = np.lexsort((depth, flat))
+    flat, depth = flat[order], depth[order]
+    first = np.ones(flat.shape, dtype=bool)
+    first[1:] = flat[1:] != flat[:-1]
+    out = np.zeros(h * w, dtype=np.float32)
+    out[flat[first]] = quantize_depth(depth[first])
+    return out.reshape(h, w)
+
+
+def scaled_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """(height, width) after shrinking so that the longer side is at most ``max_side``.
+
+    Never upscales; each side is rounded to the nearest integer and at least 1.
+    """
+    h, w = size
+    if max_side is None or max(h, w) <= max_side:
+        return h, w
+    s = max_side / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def scale_pixel_coords(coords: np.ndarray, scale: float) -> np.ndarray:
+    """Map a pixel coordinate to a resized image (pixel-centre convention): ``(c + 0.5) s - 0.5``.
+
+    This is the mapping OpenCV's area/linear resizing uses, so labels stay on the image content.
+    """
+    return (np.asarray(coords, dtype=np.float64) + 0.5) * scale - 0.5
+
+
+def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Intrinsics of an image resized by (sx, sy), consistent with ``scale_pixel_coords``.
+
+    Projecting with the result equals projecting with ``K`` and then scaling the pixel
+    coordinates, for every point.
+    """
+    K = np.asarray(K, dtype=np.float64).copy()
+    K[0, :] *= sx
+    K[1, :] *= sy
+    K[0, 2] += 0.5 * sx - 0.5
+    K[1, 2] += 0.5 * sy - 0.5
+    return K
+
+
+def scale_boxes2d(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Scale (N, 4) ``[x1, y1, x2, y2]`` pixel boxes with ``scale_pixel_coords``."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out = np.empty_like(boxes)
+    out[:, 0::2] = scale_pixel_coords(boxes[:, 0::2], sx)
+    out[:, 1::2] = scale_pixel_coords(boxes[:, 1::2], sy)
+    return out
+
+
+def downscale_sparse_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Shrink a sparse depth image by min-pooling: each target pixel keeps its nearest point.
+
+    Interpolating sparse depth mixes real depths with the zeros of empty pixels; here every
+    measured pixel is sent to the target pixel that contains its centre, and the smallest depth
+    wins. Empty target pixels stay 0.
+
+    Args:
+        depth: (H, W) float32 metres, 0 = none.
+        size: target (height, width), not larger than the source.
+
+    Returns:
+        (h, w) float32 metres with the same quantization as the input.
+    """
+    src_h, src_w = depth.shape
+    h, w = size
+    rows, cols = np.nonzero(depth)
+    values = depth[rows, cols]
+    trow = np.minimum(np.floor((rows + 0.5) * (h / src_h)).astype(np.int64), h - 1)
+    tcol = np.minimum(np.floor((cols + 0.5) * (w / src_w)).astype(np.int64), w - 1)
+    out = np.full(h * w, np.inf, dtype=np.float32)
+    np.minimum.at(out, trow * w + tcol, values)
+    out[np.isinf(out)] = 0.0
+    return out.reshape(h, w)
+
+
+def box_extent_in_image(corners: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Axis-aligned pixel extent of projected 3D boxes.
+
+    Args:
+        corners: (N, 8, 3) optical-frame corners (see ``box3d_corners``).
+        K: (3, 3) intrinsics.
+
+    Returns:
+        (N, 4) ``[u_min, v_min, u_max, v_max]``, unclipped; NaN for a box with a corner at or
+        behind the camera plane (its projection is not a bounded box).
+    """
+    corners = np.asarray(corners, dtype=np.float64)
+    n = corners.shape[0]
+    uv, _ = project(corners.reshape(-1, 3), K)
+    uv = uv.reshape(n, 8, 2)
+    out = np.concatenate([uv.min(axis=1), uv.max(axis=1)], axis=1)  # NaN propagates
+    return out

@@ -1,0 +1,221 @@
+"""Encode a ``Sample`` into tar members and decode it back (pure functions, no I/O).
+
+Member names are ``<key>.<ext>`` with these extensions (a public contract: add, never rename):
+
+====================  =========================================================================
+``jpg`` / ``png``     the RGB image
+``meta.json``         schema version, source, split, id, sequence, size, orig_size, K,
+                      timestamp_us, tasks (+ ``sign_roi`` and any source extras)
+``seg.png``           8-bit class ids, 255 = ignore
+``depth.png``         16-bit ``round(metres * 256)``, 0 = no measurement
+``det2d.json``        ``{"boxes", "classes", "ignore"}`` + optional per-box lists
+``det3d.json``        ``{"boxes": [[x, y, z, l, w, h, yaw]], "classes"}`` + optional ``rotation``
+``steer.json``        ``{"angle_deg", "speed_kmh", "gap_ms"}``
+``sign.cls``          class id as decimal text
+``lane.png`` + ``lane.json``  instance map + ``{"h_samples", "lanes"}`` native polylines
+====================  =========================================================================
+
+Labels round-trip exactly; the image does too with ``png`` (``jpg`` is lossy by design).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mtl_data.schema.geometry import DEPTH_SCALE
+from mtl_data.schema.sample import SCHEMA_VERSION, Det2D, Det3D, Lanes, Sample, Sign, Steer
+
+IMAGE_FORMATS = ("jpg", "png")
+_STANDARD_META = ("schema", "source", "split", "id", "sequence", "size", "orig_size", "K",
+                  "timestamp_us", "tasks", "sign_roi")
+
+
+class DecodeError(ValueError):
+    """A member cannot be decoded (corrupt bytes, wrong format)."""
+
+
+def _json(obj: Any) -> bytes:
+    # Compact and in insertion order: the same sample always gives the same bytes.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _png(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:  # pragma: no cover - OpenCV only fails on unsupported dtypes
+        raise ValueError(f"PNG encoding failed for {array.dtype} {array.shape}")
+    return buf.tobytes()
+
+
+def encode_image(image: np.ndarray, image_format: str = "jpg", jpeg_quality: int = 95) -> bytes:
+    """Encode an (H, W, 3) uint8 RGB image as JPEG or PNG bytes."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if image_format == "jpg":
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    elif image_format == "png":
+        ok, buf = cv2.imencode(".png", bgr)
+    else:
+        raise ValueError(f"image format {image_format!r} is not one of {IMAGE_FORMATS}")
+    if not ok:  # pragma: no cover
+        raise ValueError("image encoding failed")
+    return buf.tobytes()
+
+
+def decode_image(data: bytes) -> np.ndarray | None:
+    """Decode JPEG/PNG/PPM bytes to (H, W, 3) uint8 RGB; None when they do not decode."""
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB)
+
+
+def meta_dict(sample: Sample) -> dict:
+    """The ``meta.json`` content of a sample."""
+    meta = {
+        "schema": SCHEMA_VERSION,
+        "source": sample.source,
+        "split": sample.split,
+        "id": sample.id,
+        "sequence": sample.sequence,
+        "size": list(sample.size),
+        "orig_size": [int(v) for v in sample.orig_size],
+        "K": None if sample.K is None else np.asarray(sample.K, dtype=np.float64).tolist(),
+        "timestamp_us": sample.timestamp_us,
+        "tasks": list(sample.tasks),
+    }
+    if sample.sign is not None and sample.sign.roi is not None:
+        meta["sign_roi"] = [float(v) for v in sample.sign.roi]
+    clash = set(sample.extra) & set(_STANDARD_META)
+    if clash:
+        raise ValueError(f"extra meta keys {sorted(clash)} would override standard keys")
+    meta.update(sample.extra)
+    return meta
+
+
+def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int = 95) -> list[tuple[str, bytes]]:
+    """Encode a sample into ``(extension, bytes)`` members, in the order they are written.
+
+    The order is fixed (image, meta, then tasks in ``TASKS`` order) so shards are reproducible.
+    """
+    members = [(image_format, encode_image(sample.image, image_format, jpeg_quality)),
+               ("meta.json", _json(meta_dict(sample)))]
+    if sample.seg is not None:
+        members.append(("seg.png", _png(sample.seg)))
+    if sample.depth is not None:
+        members.append(("depth.png", _png(np.rint(sample.depth * DEPTH_SCALE).astype(np.uint16))))
+    if sample.det2d is not None:
+        d = sample.det2d
+        doc = {"boxes": d.boxes.tolist(), "classes": d.classes.tolist(), "ignore": d.ignore.tolist()}
+        if d.truncated is not None:
+            doc["truncated"] = np.asarray(d.truncated, dtype=np.float64).tolist()
+        if d.occluded is not None:
+            doc["occluded"] = np.asarray(d.occluded, dtype=np.int64).tolist()
+        if d.native_class is not None:
+            doc["native_class"] = list(d.native_class)
+        members.append(("det2d.json", _json(doc)))
+    if sample.det3d is not None:
+        d = sample.det3d
+        doc = {"boxes": d.boxes.tolist(), "classes": d.classes.tolist()}
+        if d.rotation is not None:
+            doc["rotation"] = d.rotation.tolist()
+        if d.native_class is not None:
+            doc["native_class"] = list(d.native_class)
+        members.append(("det3d.json", _json(doc)))
+    if sample.steer is not None:
+        s = sample.steer
+        members.append(("steer.json", _json({"angle_deg": float(s.angle_deg),
+                                             "speed_kmh": None if s.speed_kmh is None else float(s.speed_kmh),
+                                             "gap_ms": float(s.gap_ms)})))
+    if sample.sign is not None:
+        members.append(("sign.cls", str(int(sample.sign.class_id)).encode()))
+    if sample.lane is not None:
+        members.append(("lane.png", _png(sample.lane.mask)))
+        members.append(("lane.json", _json({"h_samples": sample.lane.h_samples.tolist(),
+                                            "lanes": sample.lane.xs.tolist()})))
+    return members
+
+
+def _load_json(members: dict[str, bytes], ext: str) -> dict:
+    try:
+        return json.loads(members[ext])
+    except ValueError as exc:
+        raise DecodeError(f"{ext}: not valid JSON ({exc})") from None
+
+
+def _load_png(members: dict[str, bytes], ext: str) -> np.ndarray:
+    arr = cv2.imdecode(np.frombuffer(members[ext], dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise DecodeError(f"{ext}: does not decode as PNG")
+    return arr
+
+
+def _boxes(values: list, width: int) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(-1, width)
+
+
+def decode_sample(key: str, members: dict[str, bytes]) -> Sample:
+    """Rebuild a ``Sample`` from its members (extension -> bytes).
+
+    Raises:
+        DecodeError: a member is missing or does not decode.
+    """
+    if "meta.json" not in members:
+        raise DecodeError("no meta.json member")
+    meta = _load_json(members, "meta.json")
+    image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
+    if image_ext is None:
+        raise DecodeError("no jpg or png image member")
+    image = decode_image(members[image_ext])
+    if image is None:
+        raise DecodeError(f"{image_ext}: image does not decode")
+    tasks = set(meta.get("tasks", []))
+    missing = [t for t in tasks if not any(ext.startswith(t + ".") for ext in members)]
+    if missing:
+        raise DecodeError(f"meta.json lists tasks {missing} without their members")
+    det2d = det3d = steer = sign = lane = seg = depth = None
+    if "seg.png" in members:
+        seg = _load_png(members, "seg.png")
+    if "depth.png" in members:
+        depth = (_load_png(members, "depth.png").astype(np.float32) / np.float32(DEPTH_SCALE))
+    if "det2d.json" in members:
+        d = _load_json(members, "det2d.json")
+        det2d = Det2D(
+            boxes=_boxes(d["boxes"], 4),
+            classes=np.asarray(d["classes"], dtype=np.int64),
+            ignore=_boxes(d.get("ignore", []), 4),
+            truncated=None if "truncated" not in d else np.asarray(d["truncated"], dtype=np.float64),
+            occluded=None if "occluded" not in d else np.asarray(d["occluded"], dtype=np.int64),
+            native_class=None if "native_class" not in d else tuple(d["native_class"]),
+        )
+    if "det3d.json" in members:
+        d = _load_json(members, "det3d.json")
+        det3d = Det3D(
+            boxes=_boxes(d["boxes"], 7),
+            classes=np.asarray(d["classes"], dtype=np.int64),
+            rotation=None if "rotation" not in d else np.asarray(d["rotation"], dtype=np.float64).reshape(-1, 3, 3),
+            native_class=None if "native_class" not in d else tuple(d["native_class"]),
+        )
+    if "steer.json" in members:
+        d = _load_json(members, "steer.json")
+        steer = Steer(angle_deg=d["angle_deg"], speed_kmh=d["speed_kmh"], gap_ms=d["gap_ms"])
+    if "sign.cls" in members:
+        roi = meta.get("sign_roi")
+        sign = Sign(class_id=int(members["sign.cls"]), roi=None if roi is None else tuple(roi))
+    if "lane.png" in members:
+        d = _load_json(members, "lane.json")
+        h_samples = np.asarray(d["h_samples"], dtype=np.float64)
+        lane = Lanes(mask=_load_png(members, "lane.png"), h_samples=h_samples,
+                     xs=np.asarray(d["lanes"], dtype=np.float64).reshape(-1, len(h_samples)))
+    return Sample(
+        key=key,
+        source=meta["source"],
+        split=meta["split"],
+        id=meta["id"],
+        image=image,
+        orig_size=tuple(meta["orig_size"]),
+        sequence=meta["sequence"],
+        K=None if meta["K"] is None else np.asarray(meta["K"], dtype=np.float64),
+        timestamp_us=meta["timestamp_us"],
+        seg=seg, depth=depth, det2d=det2d, det3d=det3d, steer=steer, sign=sign, lane=lane,
+        extra={k: v for k, v in meta.items() if k not in _STANDARD_META},
+    )

@@ -1,0 +1,112 @@
+"""The manifest: one Parquet row per sample, with what the stats need without opening a tar.
+
+One ``manifest.parquet`` per source folder; read them together with a glob
+(``polars.read_parquet("shards/*/manifest.parquet")``, DuckDB, pyarrow). Every file has the
+same explicit Arrow schema, so sources that lack a task still concatenate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mtl_data.schema.sample import TASKS, Sample
+
+MANIFEST_NAME = "manifest.parquet"
+
+SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("id", pa.string()),
+        ("shard", pa.string()),          # path of the tar relative to the shards root
+        ("position", pa.int32()),        # index of the sample inside its shard
+        ("offset", pa.int64()),          # byte offset of the sample's first tar header
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("orig_height", pa.int32()),
+        ("orig_width", pa.int32()),
+        ("sequence", pa.string()),
+        ("timestamp_us", pa.int64()),
+        *[(f"has_{t}", pa.bool_()) for t in TASKS],
+        ("det2d_count", pa.int32()),
+        ("det2d_classes", pa.list_(pa.int16())),
+        ("det2d_ignore_count", pa.int32()),
+        ("det3d_count", pa.int32()),
+        ("det3d_classes", pa.list_(pa.int16())),
+        ("seg_classes", pa.list_(pa.uint8())),   # class ids present ...
+        ("seg_pixels", pa.list_(pa.int64())),    # ... and their pixel counts (ignore included)
+        ("depth_points", pa.int64()),
+        ("depth_min_m", pa.float32()),
+        ("depth_max_m", pa.float32()),
+        ("steer_angle_deg", pa.float64()),
+        ("steer_speed_kmh", pa.float64()),
+        ("sign_class", pa.int16()),
+        ("lane_count", pa.int16()),
+    ]
+)
+
+def sample_row(sample: Sample) -> dict:
+    """The manifest row of a sample, without the writer's columns (shard, position, offset)."""
+    h, w = sample.size
+    row = {
+        "key": sample.key, "source": sample.source, "split": sample.split, "id": sample.id,
+        "height": h, "width": w, "orig_height": int(sample.orig_size[0]), "orig_width": int(sample.orig_size[1]),
+        "sequence": sample.sequence, "timestamp_us": sample.timestamp_us,
+    }
+    for t in TASKS:
+        row[f"has_{t}"] = getattr(sample, t) is not None
+    if sample.det2d is not None:
+        row["det2d_count"] = int(sample.det2d.boxes.shape[0])
+        row["det2d_classes"] = sample.det2d.classes.tolist()
+        row["det2d_ignore_count"] = int(sample.det2d.ignore.shape[0])
+    if sample.det3d is not None:
+        row["det3d_count"] = int(sample.det3d.boxes.shape[0])
+        row["det3d_classes"] = sample.det3d.classes.tolist()
+    if sample.seg is not None:
+        counts = np.bincount(sample.seg.ravel(), minlength=256)
+        present = np.flatnonzero(counts)
+        row["seg_classes"] = present.tolist()
+        row["seg_pixels"] = counts[present].tolist()
+    if sample.depth is not None:
+        valid = sample.depth[sample.depth > 0]
+        row["depth_points"] = int(valid.size)
+        row["depth_min_m"] = float(valid.min()) if valid.size else None
+        row["depth_max_m"] = float(valid.max()) if valid.size else None
+    if sample.steer is not None:
+        row["steer_angle_deg"] = float(sample.steer.angle_deg)
+        row["steer_speed_kmh"] = sample.steer.speed_kmh
+    if sample.sign is not None:
+        row["sign_class"] = int(sample.sign.class_id)
+    if sample.lane is not None:
+        row["lane_count"] = int(sample.lane.xs.shape[0])
+    return row
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    """An Arrow table with the manifest schema (missing columns become nulls)."""
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file atomically (temporary name, then rename) and reproducibly."""
+    tmp = path.with_name(path.name + ".part")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def read_manifests(root: Path) -> pa.Table:
+    """Every manifest under a shards root (``root/*/manifest.parquet``) or of one source folder.
+
+    Raises:
+        FileNotFoundError: no manifest was found.
+    """
+    root = Path(root)
+    paths = [root / MANIFEST_NAME] if (root / MANIFEST_NAME).exists() else sorted(root.glob(f"*/{MANIFEST_NAME}"))
+    if not paths:
+        raise FileNotFoundError(root)
+    return pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in paths])

@@ -1,0 +1,95 @@
+"""Reproducible tar shards: write members of a sample adjacently, read them back in order.
+
+Tars are plain POSIX (pax) archives with fixed metadata (mtime, owner, mode), so the same members
+always give the same bytes; any tar client, webdataset or the Hugging Face webdataset loader
+reads them.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+#: fixed member mtime (2010-01-01T00:00:00Z): reproducible, and not so old that tar warns.
+SHARD_MTIME = 1262304000
+
+
+class TarShardWriter:
+    """Write one shard to ``tmp_path``; ``commit`` renames it to ``final_path`` when complete.
+
+    Until ``commit``, readers globbing ``*.tar`` never see a partial shard.
+    """
+
+    def __init__(self, tmp_path: Path, final_path: Path):
+        self.tmp_path = Path(tmp_path)
+        self.final_path = Path(final_path)
+        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.tmp_path, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self.count = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._tar.offset
+
+    def add(self, key: str, members: list[tuple[str, bytes]]) -> tuple[int, int]:
+        """Append the members of one sample; returns (position, byte offset of its first header)."""
+        offset = self._tar.offset
+        for ext, data in members:
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = SHARD_MTIME
+            info.mode = 0o444
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+        self.count += 1
+        return self.count - 1, offset
+
+    def commit(self) -> None:
+        """Finish the archive, flush it to disk and rename it to its final name."""
+        self._tar.close()
+        self._file.flush()
+        self._file.close()
+        self.tmp_path.replace(self.final_path)
+
+    def abort(self) -> None:
+        """Close and delete the temporary file."""
+        try:
+            self._tar.close()
+        finally:
+            self._file.close()
+            self.tmp_path.unlink(missing_ok=True)
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """``key.ext.more`` -> (``key``, ``ext.more``), cutting at the first dot as webdataset does."""
+    key, _, ext = name.partition(".")
+    return key, ext
+
+
+def iter_tar_samples(path: Path, offset: int = 0) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield ``(key, {extension: bytes})`` for consecutive samples of a shard, in order.
+
+    Args:
+        path: the tar file.
+        offset: start reading at this byte offset (a manifest ``offset``) instead of the start.
+    """
+    with open(path, "rb") as f:
+        f.seek(offset)
+        with tarfile.open(fileobj=f, mode="r|") as tar:
+            key, members = None, {}
+            for info in tar:
+                if not info.isfile():
+                    continue
+                k, ext = split_member_name(info.name)
+                if key is not None and k != key:
+                    yield key, members
+                    members = {}
+                key = k
+                members[ext] = tar.extractfile(info).read()
+            if key is not None:
+                yield key, members

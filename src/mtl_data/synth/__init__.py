@@ -1,0 +1,6 @@
+"""Tiny raw datasets in each source's NATIVE layout, for demos and tests (no torch)."""
+
+from mtl_data.synth.registry import SYNTHESIZERS, register_synth
+from mtl_data.synth import kitti  # noqa: F401  (registers "kitti")
+
+__all__ = ["SYNTHESIZERS", "register_synth"]
