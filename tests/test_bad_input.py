@@ -1,0 +1,266 @@
+"""Bad raw input and bad options: one clear ``error:`` line, a non-zero exit, no traceback and
+nothing half-written; under ``--on-error skip`` the bad frame is recorded and the rest converted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+FRAMES = ("000000", "000001")
+LABEL_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def _edit_line(path: Path, lineno: int, edit: Callable[[list[str]], list[str]]) -> None:
+    """Replace the fields of line ``lineno`` (1-based) of a text file by ``edit(fields)``."""
+    lines = path.read_text().splitlines()
+    lines[lineno - 1] = " ".join(edit(lines[lineno - 1].split()))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _ingest(cli, root: Path, out: Path, *extra, workers: int = 1):
+    return cli("ingest", "kitti", root, "--to", out, "--workers", workers, *extra)
+
+
+def _one_error_line(result) -> str:
+    """The single ``error: ...`` line of a failed command, after the common checks."""
+    assert result.code != 0, result.out
+    assert "Traceback" not in result.err
+    assert len(result.error_lines) == 1, result.err
+    line = result.error_lines[0]
+    assert line.startswith("error: "), line
+    return line
+
+
+def _assert_nothing_half_written(out: Path) -> None:
+    kitti = out / "kitti"
+    visible_parts = [p for p in out.rglob("*.part") if ".ingest" not in p.relative_to(out).parts]
+    assert visible_parts == []
+    assert not (kitti / "manifest.parquet").exists()
+
+
+def _manifest(out: Path) -> list[dict]:
+    return pq.read_table(out / "kitti" / "manifest.parquet").to_pylist()
+
+
+def _rejects(out: Path) -> list[dict]:
+    text = (out / "kitti" / "rejects.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# ---- per-frame corruptions --------------------------------------------------------------------
+
+def _label_14_fields(root: Path) -> None:
+    _edit_line(root / "training/label_2/000001.txt", 2, lambda f: f[:-1])
+
+
+def _label_non_numeric(root: Path) -> None:
+    _edit_line(root / "training/label_2/000001.txt", 3, lambda f: [*f[:4], "abc", *f[5:]])  # "left"
+
+
+def _label_unknown_type(root: Path) -> None:
+    _edit_line(root / "training/label_2/000001.txt", 4, lambda f: ["Spaceship", *f[1:]])
+
+
+def _calib_without_p2(root: Path) -> None:
+    path = root / "training/calib/000000.txt"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(ln for ln in lines if not ln.startswith("P2:")))
+
+
+def _velodyne_truncated(root: Path) -> None:
+    path = root / "training/velodyne/000001.bin"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 5])  # 5 bytes short of a whole number of points
+
+
+def _image_garbage(root: Path) -> None:
+    (root / "training/image_2/000000.png").write_bytes(b"this is not a png at all\n" * 200)
+
+
+def _image_truncated(root: Path) -> None:
+    path = root / "training/image_2/000000.png"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _image_missing(root: Path) -> None:
+    (root / "training/image_2/000001.png").unlink()
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A corruption of one frame of the real sample, and what the error must say."""
+
+    apply: Callable[[Path], None]
+    bad_id: str
+    rel: str                     # the bad file, relative to the raw root
+    line: int | None             # its line number, where there is one
+    says: tuple[str, ...]        # substrings of the error line besides ``rel[:line]``
+
+    @property
+    def good_id(self) -> str:
+        return next(f for f in FRAMES if f != self.bad_id)
+
+    @property
+    def where(self) -> str:
+        return self.rel if self.line is None else f"{self.rel}:{self.line}"
+
+
+CORRUPTIONS = {
+    "label_line_with_14_fields": Corruption(
+        _label_14_fields, "000001", "training/label_2/000001.txt", 2, ("15", "fields", "found 14")),
+    "label_field_not_a_number": Corruption(
+        _label_non_numeric, "000001", "training/label_2/000001.txt", 3, ("left", "'abc'", "not a number")),
+    "calib_without_p2": Corruption(
+        _calib_without_p2, "000000", "training/calib/000000.txt", None, ("P2", "missing")),
+    "velodyne_size_not_multiple_of_16": Corruption(
+        _velodyne_truncated, "000001", "training/velodyne/000001.bin", None, ("multiple of 16",)),
+    "image_garbage_bytes": Corruption(
+        _image_garbage, "000000", "training/image_2/000000.png", None, ("does not decode",)),
+    "image_truncated_png": Corruption(
+        _image_truncated, "000000", "training/image_2/000000.png", None, ("does not decode",)),
+    "image_missing_but_label_exists": Corruption(
+        _image_missing, "000001", "training/image_2/000001.png", None, ("missing",)),
+    "label_unknown_object_type": Corruption(
+        _label_unknown_type, "000001", "training/label_2/000001.txt", 4,
+        ("unknown object type", "'Spaceship'", *LABEL_TYPES)),
+}
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_bad_frame_fails_with_one_error_line_naming_file_and_line(case, cli, kitti_copy, tmp_path):
+    case.apply(kitti_copy)
+    out = tmp_path / "shards"
+    result = _ingest(cli, kitti_copy, out)
+    line = _one_error_line(result)
+    assert f"{kitti_copy / case.rel}" + ("" if case.line is None else f":{case.line}") in line
+    for text in case.says:
+        assert text in line, text
+    _assert_nothing_half_written(out)
+
+
+def test_error_from_a_worker_process_comes_back_as_one_error_line(cli, kitti_copy, tmp_path):
+    case = CORRUPTIONS["label_line_with_14_fields"]
+    case.apply(kitti_copy)
+    out = tmp_path / "shards"
+    line = _one_error_line(_ingest(cli, kitti_copy, out, workers=2))
+    assert "label_2/000001.txt:2" in line
+    assert "15" in line and "found 14" in line
+    _assert_nothing_half_written(out)
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_bad_frame_is_rejected_and_the_other_converted_under_on_error_skip(case, cli, kitti_copy, tmp_path):
+    case.apply(kitti_copy)
+    out = tmp_path / "shards"
+    result = _ingest(cli, kitti_copy, out, "--on-error", "skip")
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+    rejects = _rejects(out)
+    assert len(rejects) == 1
+    reject = rejects[0]
+    assert reject["split"] == "train"
+    assert reject["id"] == case.bad_id
+    assert Path(reject["path"]).as_posix().endswith(case.rel)
+    assert reject["line"] == case.line
+    assert reject["error"]
+    rows = _manifest(out)
+    assert [r["id"] for r in rows] == [case.good_id]
+    assert [r["key"] for r in rows] == [f"kitti_train_{case.good_id}"]
+    assert list(out.rglob("*.part")) == []
+    assert not (out / "kitti" / ".ingest").exists()
+
+
+def test_rejects_from_worker_processes_are_recorded_under_on_error_skip(cli, kitti_copy, tmp_path):
+    CORRUPTIONS["velodyne_size_not_multiple_of_16"].apply(kitti_copy)
+    out = tmp_path / "shards"
+    result = _ingest(cli, kitti_copy, out, "--on-error", "skip", workers=2)
+    assert result.code == 0, result.err
+    [reject] = _rejects(out)
+    assert Path(reject["path"]).as_posix().endswith("training/velodyne/000001.bin")
+    assert [r["id"] for r in _manifest(out)] == ["000000"]
+
+
+# ---- layout errors ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("folder", ["label_2", "calib"])
+def test_missing_required_folder_is_named_as_missing(folder, cli, kitti_copy, tmp_path):
+    shutil.rmtree(kitti_copy / "training" / folder)
+    out = tmp_path / "shards"
+    line = _one_error_line(_ingest(cli, kitti_copy, out))
+    assert f"{kitti_copy / 'training' / folder}: missing folder" in line
+    assert "expected" in line
+    _assert_nothing_half_written(out)
+
+
+def test_empty_dataset_folder_names_the_folder_and_the_expected_layout(cli, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "shards"
+    line = _one_error_line(_ingest(cli, empty, out))
+    assert f"{empty}:" in line
+    assert "expected" in line
+    for part in ("training/", "image_2", "label_2", "calib"):
+        assert part in line, part
+    _assert_nothing_half_written(out)
+
+
+# ---- resume after fixing the input ------------------------------------------------------------
+
+def test_rerun_after_fixing_the_bad_file_resumes_without_loss_or_duplicates(cli, kitti_copy, kitti_real, tmp_path):
+    CORRUPTIONS["label_line_with_14_fields"].apply(kitti_copy)
+    out = tmp_path / "shards"
+    args = ("--shard-size", "1")
+    line = _one_error_line(_ingest(cli, kitti_copy, out, *args))
+    assert "label_2/000001.txt:2" in line
+    assert (out / "kitti" / "train-000000.tar").exists()  # the good frame's shard completed
+    _assert_nothing_half_written(out)
+
+    shutil.copyfile(kitti_real / "training/label_2/000001.txt", kitti_copy / "training/label_2/000001.txt")
+    result = _ingest(cli, kitti_copy, out, *args)
+    assert result.code == 0, result.err
+    keys = [r["key"] for r in _manifest(out)]
+    assert sorted(keys) == ["kitti_train_000000", "kitti_train_000001"]
+    assert len(set(keys)) == len(keys)
+    assert not (out / "kitti" / ".ingest").exists()
+    check = cli("validate", out)
+    assert check.code == 0, check.out + check.err
+
+
+# ---- bad options ------------------------------------------------------------------------------
+
+def _taxonomy_file(tmp_path: Path, mapping: dict) -> Path:
+    path = tmp_path / "taxonomy.json"
+    path.write_text(json.dumps({"det": {"kitti": mapping}}))
+    return path
+
+
+BAD_OPTIONS = {
+    "shard_size_unknown_unit": (lambda tmp: ["--shard-size", "12XB"], ("--shard-size", "expected", "256MB")),
+    "jpeg_quality_zero": (lambda tmp: ["--jpeg-quality", "0"], ("--jpeg-quality", "0")),
+    "split_not_a_split": (lambda tmp: ["--split", "bogus"], ("--split", "bogus")),
+    "taxonomy_unknown_kitti_class": (
+        lambda tmp: ["--taxonomy", _taxonomy_file(tmp, {"Spaceship": "car"})],
+        ("taxonomy.json", "unknown native class", "'Spaceship'", "Car")),
+    "taxonomy_unknown_unified_class": (
+        lambda tmp: ["--taxonomy", _taxonomy_file(tmp, {"Misc": "unicorn"})],
+        ("taxonomy.json", "unknown class", "'unicorn'", "other_vehicle")),
+    "val_fraction_above_one": (lambda tmp: ["--val-fraction", "1.5"], ("val", "fraction", "1.5", "[0, 1)")),
+}
+
+
+@pytest.mark.parametrize("make_args, says", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
+def test_bad_option_fails_with_one_error_line(make_args, says, cli, kitti_real, tmp_path):
+    out = tmp_path / "shards"
+    line = _one_error_line(_ingest(cli, kitti_real, out, *make_args(tmp_path)))
+    for text in says:
+        assert text in line, text
+    assert not (out / "kitti").exists()

@@ -1,0 +1,72 @@
+"""Contract every registered converter must meet, on its synthetic native-layout dataset.
+
+Parametrized over the registry: a new converter is tested the moment it is registered (and
+fails here until it has a synth writer).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mtl_data.errors import LayoutError
+from mtl_data.ingest import CONVERTERS
+from mtl_data.ingest.engine import IngestOptions, plan_ingest, run_ingest
+from mtl_data.schema.validate import validate
+from mtl_data.shards.reader import ShardSet, check_shards
+from mtl_data.synth import SYNTHESIZERS
+
+NAMES = sorted(CONVERTERS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_converter_has_a_synth_writer_and_a_layout_docstring(name):
+    assert name in SYNTHESIZERS
+    doc = CONVERTERS[name].__doc__ or ""
+    assert "RAW_ROOT/" in doc, "the native layout tree belongs in the converter docstring"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_root_is_a_layout_error_naming_the_path(name, tmp_path):
+    with pytest.raises(LayoutError, match=str(tmp_path)):
+        CONVERTERS[name](tmp_path).check_layout()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_frame_converts_to_a_valid_sample_with_a_unique_dot_free_key(name, synth_root):
+    conv = CONVERTERS[name](synth_root(name))
+    conv.check_layout()
+    frames = conv.frames()
+    assert frames, "synthetic dataset has no frames"
+    samples = [conv.convert(f) for f in frames]
+    num_det = len(conv.class_tables().get("det2d", [])) or None
+    for s in samples:
+        assert validate(s, num_det) == [], s.key
+        assert "." not in s.key and s.source == name
+    assert len({s.key for s in samples}) == len(samples)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shards_round_trip_losslessly_and_manifest_has_one_row_per_sample(name, synth_root, tmp_path):
+    conv = CONVERTERS[name](synth_root(name))
+    report = run_ingest(plan_ingest(conv, tmp_path, IngestOptions(image_format="png")))
+    expected = {s.key: s for s in (conv.convert(f) for f in conv.frames())}
+    ss = ShardSet.open(tmp_path)
+    assert sorted(ss.manifest["key"].to_list()) == sorted(expected)
+    assert sum(v["samples"] for v in report["splits"].values()) == len(expected)
+    for key, want in expected.items():
+        got = ss.read_sample(key)
+        assert got.tasks == want.tasks
+        np.testing.assert_array_equal(got.image, want.image)
+        for task in want.tasks:
+            a, b = getattr(got, task), getattr(want, task)
+            if isinstance(b, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+            else:
+                for field in ("boxes", "classes", "ignore"):
+                    if hasattr(b, field):
+                        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert list(check_shards(ss)) == []
+    assert json.loads((tmp_path / name / "classes.json").read_text()) == conv.class_tables()

@@ -1,0 +1,152 @@
+"""Schema: keys, taxonomies, validation, and the codec round trip of every task."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mtl_data.errors import MtlDataError
+from mtl_data.schema.sample import TASKS, Det2D, Det3D, Lanes, Sample, Sign, Steer, make_key
+from mtl_data.schema.taxonomy import DET_CLASSES, DET_TABLES, IGNORE, det_class_map
+from mtl_data.schema.validate import validate
+from mtl_data.shards.codec import decode_sample, encode_sample
+
+KITTI_NATIVE = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
+
+
+def full_sample(**changes) -> Sample:
+    """A sample with every task labelled (for codec and validation tests)."""
+    rng = np.random.default_rng(0)
+    h, w = 24, 32
+    lane_mask = np.zeros((h, w), np.uint8)
+    lane_mask[:, 5], lane_mask[:, 20], lane_mask[0, :] = 1, 2, 255
+    fields = dict(
+        key="src_train_a-b_1", source="src", split="train", id="a-b.1",
+        image=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), orig_size=(48, 64), sequence="drive_3",
+        K=np.array([[100.5, 0, 16], [0, 100.25, 12], [0, 0, 1]]), timestamp_us=1533904617000001,
+        seg=rng.integers(0, 19, (h, w), dtype=np.uint8),
+        depth=(rng.integers(0, 5000, (h, w)) * (rng.random((h, w)) < 0.1) / 256).astype(np.float32),
+        det2d=Det2D(boxes=np.array([[1.5, 2.25, 10.0, 20.0]]), classes=np.array([3]),
+                    ignore=np.array([[0.0, 0.0, 4.0, 4.0]]), truncated=np.array([0.25]),
+                    occluded=np.array([2]), native_class=("Bus",)),
+        det3d=Det3D(boxes=np.array([[1.0, 1.5, 20.0, 10.0, 2.5, 3.0, 0.3]]), classes=np.array([3]),
+                    rotation=np.eye(3)[None], native_class=("Bus",)),
+        steer=Steer(angle_deg=-12.5, speed_kmh=43.2, gap_ms=4.0),
+        sign=Sign(class_id=14, roi=(5.0, 6.0, 24.0, 25.0)),
+        lane=Lanes(mask=lane_mask, h_samples=np.array([10.0, 20.0]), xs=np.array([[5.0, -2.0], [20.0, 21.0]])),
+        extra={"camera": "front_center"},
+    )
+    fields.update(changes)
+    return Sample(**fields)
+
+
+def test_every_kitti_native_class_is_mapped():
+    assert set(DET_TABLES["kitti"]) == set(KITTI_NATIVE)
+    for native, unified in DET_TABLES["kitti"].items():
+        assert unified == IGNORE or unified in DET_CLASSES, native
+
+
+def test_documented_kitti_choices():
+    table = DET_TABLES["kitti"]
+    assert table["DontCare"] == IGNORE
+    assert table["Person_sitting"] == "pedestrian"
+    assert table["Misc"] == "other_vehicle"
+
+
+def test_taxonomy_file_with_an_unknown_target_class_is_a_clear_error(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"det": {"kitti": {"Misc": "spaceship"}}}))
+    with pytest.raises(MtlDataError, match=r"t.json: det.kitti.Misc: unknown class 'spaceship'"):
+        det_class_map("kitti", str(path))
+
+
+def test_keys_are_sanitized_so_webdataset_cannot_merge_samples():
+    assert make_key("a2d2", "train", "20180807145028_camera_frontcenter_000006882") == \
+        "a2d2_train_20180807145028_camera_frontcenter_000006882"
+    assert make_key("tusimple", "train", "clips/0601/149.20.jpg") == "tusimple_train_clips_0601_149_20_jpg"
+    assert "." not in make_key("x", "val", "a.b.c")
+
+
+def test_full_sample_is_valid_and_has_every_task():
+    sample = full_sample()
+    assert validate(sample, len(DET_CLASSES)) == []
+    assert sample.tasks == TASKS
+
+
+@pytest.mark.parametrize("change, problem", [
+    (dict(key="bad.key"), "characters outside"),
+    (dict(split="training"), "split 'training'"),
+    (dict(depth=np.full((24, 32), 1.001, np.float32)), "not quantized"),
+    (dict(depth=np.zeros((10, 10), np.float32)), "depth is (10, 10)"),
+    (dict(det2d=Det2D(boxes=np.array([[5.0, 0, 1.0, 4]]), classes=np.array([0]))), "x2 < x1"),
+    (dict(det2d=Det2D(boxes=np.array([[100.0, 0, 110, 4]]), classes=np.array([0]))), "entirely outside"),
+    (dict(det2d=Det2D(boxes=np.zeros((1, 4)), classes=np.array([99]))), "class ids [99]"),
+    (dict(det3d=Det3D(boxes=np.array([[0, 0, 5, 0, 1, 1, 0.0]]), classes=np.array([0]))), "non-positive size"),
+    (dict(seg=np.zeros((24, 32), np.int32)), "seg must be uint8"),
+])
+def test_validate_names_each_problem(change, problem):
+    problems = validate(full_sample(**change), len(DET_CLASSES))
+    assert any(problem in p for p in problems), problems
+
+
+def test_codec_round_trip_is_lossless_for_every_label_and_png_image():
+    sample = full_sample()
+    members = encode_sample(sample, "png")
+    assert [ext for ext, _ in members] == ["png", "meta.json", "seg.png", "depth.png", "det2d.json",
+                                          "det3d.json", "steer.json", "sign.cls", "lane.png", "lane.json"]
+    back = decode_sample(sample.key, dict(members))
+    for name in ("image", "seg", "depth", "K"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(sample, name))
+    assert back.depth.dtype == np.float32
+    for name in ("boxes", "classes", "ignore", "truncated", "occluded"):
+        np.testing.assert_array_equal(getattr(back.det2d, name), getattr(sample.det2d, name))
+    np.testing.assert_array_equal(back.det3d.boxes, sample.det3d.boxes)
+    np.testing.assert_array_equal(back.det3d.rotation, sample.det3d.rotation)
+    assert back.steer == sample.steer and back.sign == sample.sign
+    np.testing.assert_array_equal(back.lane.mask, sample.lane.mask)
+    np.testing.assert_array_equal(back.lane.xs, sample.lane.xs)
+    assert (back.source, back.split, back.id, back.sequence, back.timestamp_us, back.orig_size, back.extra) == \
+        (sample.source, sample.split, sample.id, sample.sequence, sample.timestamp_us, sample.orig_size, sample.extra)
+
+
+def test_meta_json_carries_the_documented_keys():
+    members = dict(encode_sample(full_sample(), "jpg"))
+    meta = json.loads(members["meta.json"])
+    assert list(meta)[:10] == ["schema", "source", "split", "id", "sequence", "size", "orig_size", "K",
+                               "timestamp_us", "tasks"]
+    assert meta["size"] == [24, 32] and meta["orig_size"] == [48, 64] and meta["sign_roi"] == [5, 6, 24, 25]
+    assert members["sign.cls"] == b"14"
+
+
+def test_depth_member_is_uint16_metres_times_256():
+    import cv2
+
+    sample = full_sample()
+    png = cv2.imdecode(np.frombuffer(dict(encode_sample(sample))["depth.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16
+    np.testing.assert_array_equal(png, np.rint(sample.depth * 256).astype(np.uint16))
+
+
+def test_jpeg_image_is_close_and_keeps_rgb_channel_order():
+    yy, xx = np.mgrid[0:24, 0:32]
+    img = np.stack([200 + 0 * xx, 2 * xx, 100 + yy], axis=-1).astype(np.uint8)  # distinct R, G, B
+    back = decode_sample("k", dict(encode_sample(full_sample(image=img), "jpg")))
+    assert back.image.shape == img.shape
+    assert np.abs(back.image.astype(int) - img).mean() < 3
+    np.testing.assert_allclose(back.image.mean(axis=(0, 1)), img.mean(axis=(0, 1)), atol=2)
+
+
+def test_absent_task_has_no_member_and_is_not_listed():
+    sample = full_sample(seg=None, steer=None, sign=None, lane=None)
+    members = dict(encode_sample(sample))
+    assert "seg.png" not in members and "steer.json" not in members
+    assert json.loads(members["meta.json"])["tasks"] == ["depth", "det2d", "det3d"]
+
+
+def test_empty_detection_label_is_kept_as_zero_boxes():
+    sample = full_sample(det2d=Det2D(boxes=np.zeros((0, 4)), classes=np.zeros(0, np.int64)))
+    back = decode_sample(sample.key, dict(encode_sample(sample)))
+    assert back.det2d is not None and back.det2d.boxes.shape == (0, 4)
+    assert "det2d" in back.tasks
