@@ -244,7 +244,7 @@ def _taxonomy_file(tmp_path: Path, mapping: dict) -> Path:
 
 
 BAD_OPTIONS = {
-    "shard_size_unknown_unit": (lambda tmp: ["--shard-size", "12XB"], ("--shard-size", "expected", "256MB")),
+    "shard_size_unknown_unit": (lambda tmp: ["--shard-size", "12XB"], ("--shard-size", "12XB", "expected", "256MB")),
     "jpeg_quality_zero": (lambda tmp: ["--jpeg-quality", "0"], ("--jpeg-quality", "0")),
     "split_not_a_split": (lambda tmp: ["--split", "bogus"], ("--split", "bogus")),
     "taxonomy_unknown_kitti_class": (
@@ -253,7 +253,7 @@ BAD_OPTIONS = {
     "taxonomy_unknown_unified_class": (
         lambda tmp: ["--taxonomy", _taxonomy_file(tmp, {"Misc": "unicorn"})],
         ("taxonomy.json", "unknown class", "'unicorn'", "other_vehicle")),
-    "val_fraction_above_one": (lambda tmp: ["--val-fraction", "1.5"], ("val", "fraction", "1.5", "[0, 1)")),
+    "val_fraction_above_one": (lambda tmp: ["--val-fraction", "1.5"], ("--val-fraction", "1.5", "0.0<=x<1.0")),
 }
 
 

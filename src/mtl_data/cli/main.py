@@ -43,8 +43,8 @@ def ingest() -> None:
 def _parse_shard_size(ctx, param, value: str) -> ShardSize:
     try:
         return ShardSize.parse(value)
-    except MtlDataError as exc:
-        raise click.BadParameter(str(exc).split(": ", 1)[-1]) from None
+    except MtlDataError:
+        raise click.BadParameter(f"{value!r}: expected a sample count (1000) or a size (256MB, 1GB, 512MiB)") from None
 
 
 def _taxonomy(ctx, param, value: str) -> str:
@@ -84,6 +84,9 @@ def _converter_options(options_cls: type) -> list[click.Option]:
         kind = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
+        if "range" in f.metadata:  # (min, max), max excluded
+            low, high = f.metadata["range"]
+            kind = click.FloatRange(low, high, max_open=True) if kind is float else click.IntRange(low, high - 1)
         if kind is bool:
             out.append(click.Option([flag], is_flag=True, default=f.default, help=help_))
         elif typing.get_origin(kind) is tuple:
@@ -120,10 +123,17 @@ def _ingest_command(name: str) -> click.Command:
 
     doc = (cls.__doc__ or "").strip()
     return click.Command(
-        name, callback=run, help=doc, short_help=doc.splitlines()[0] if doc else None,
+        name, callback=run, help=_keep_indented_blocks(doc), short_help=doc.splitlines()[0] if doc else None,
         params=[click.Argument(["root"], type=click.Path(exists=True, file_okay=False, path_type=Path)),
                 *COMMON_OPTIONS, *_converter_options(cls.Options)],
     )
+
+
+def _keep_indented_blocks(doc: str) -> str:
+    """Mark paragraphs with indented lines (layout trees, lists) so Click does not re-wrap them."""
+    paragraphs = doc.split("\n\n")
+    return "\n\n".join("\b\n" + p if any(ln.startswith((" ", "*")) for ln in p.splitlines()) else p
+                       for p in paragraphs)
 
 
 for _name in sorted(CONVERTERS):

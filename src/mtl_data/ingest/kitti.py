@@ -138,6 +138,7 @@ class KittiOptions:
     """Options of ``mtl-data ingest kitti``."""
 
     val_fraction: float = field(default=0.0, metadata={
+        "range": (0.0, 1.0),
         "help": "fraction of training frame ids moved to a 'val' split (hashed on the frame id: "
                 "deterministic, and stable when frames are added)"})
 
