@@ -68,6 +68,16 @@ class CliResult:
                 and "it/s" not in ln and "frame]" not in ln and "?frame" not in ln]
 
 
+    def one_error_line(self) -> str:
+        """The single ``error: ...`` line of a failed command (non-zero exit, no traceback)."""
+        assert self.code != 0, self.out
+        assert "Traceback" not in self.err
+        assert len(self.error_lines) == 1, self.err
+        line = self.error_lines[0]
+        assert line.startswith("error: "), line
+        return line
+
+
 @pytest.fixture
 def cli(capsys):
     """Run ``mtl-data ARGS`` in-process; returns exit code, stdout and stderr."""

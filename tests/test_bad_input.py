@@ -29,16 +29,6 @@ def _ingest(cli, root: Path, out: Path, *extra, workers: int = 1):
     return cli("ingest", "kitti", root, "--to", out, "--workers", workers, *extra)
 
 
-def _one_error_line(result) -> str:
-    """The single ``error: ...`` line of a failed command, after the common checks."""
-    assert result.code != 0, result.out
-    assert "Traceback" not in result.err
-    assert len(result.error_lines) == 1, result.err
-    line = result.error_lines[0]
-    assert line.startswith("error: "), line
-    return line
-
-
 def _assert_nothing_half_written(out: Path) -> None:
     kitti = out / "kitti"
     visible_parts = [p for p in out.rglob("*.part") if ".ingest" not in p.relative_to(out).parts]
@@ -140,7 +130,7 @@ def test_bad_frame_fails_with_one_error_line_naming_file_and_line(case, cli, kit
     case.apply(kitti_copy)
     out = tmp_path / "shards"
     result = _ingest(cli, kitti_copy, out)
-    line = _one_error_line(result)
+    line = result.one_error_line()
     assert f"{kitti_copy / case.rel}" + ("" if case.line is None else f":{case.line}") in line
     for text in case.says:
         assert text in line, text
@@ -151,7 +141,7 @@ def test_error_from_a_worker_process_comes_back_as_one_error_line(cli, kitti_cop
     case = CORRUPTIONS["label_line_with_14_fields"]
     case.apply(kitti_copy)
     out = tmp_path / "shards"
-    line = _one_error_line(_ingest(cli, kitti_copy, out, workers=2))
+    line = _ingest(cli, kitti_copy, out, workers=2).one_error_line()
     assert "label_2/000001.txt:2" in line
     assert "15" in line and "found 14" in line
     _assert_nothing_half_written(out)
@@ -195,7 +185,7 @@ def test_rejects_from_worker_processes_are_recorded_under_on_error_skip(cli, kit
 def test_missing_required_folder_is_named_as_missing(folder, cli, kitti_copy, tmp_path):
     shutil.rmtree(kitti_copy / "training" / folder)
     out = tmp_path / "shards"
-    line = _one_error_line(_ingest(cli, kitti_copy, out))
+    line = _ingest(cli, kitti_copy, out).one_error_line()
     assert f"{kitti_copy / 'training' / folder}: missing folder" in line
     assert "expected" in line
     _assert_nothing_half_written(out)
@@ -205,7 +195,7 @@ def test_empty_dataset_folder_names_the_folder_and_the_expected_layout(cli, tmp_
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "shards"
-    line = _one_error_line(_ingest(cli, empty, out))
+    line = _ingest(cli, empty, out).one_error_line()
     assert f"{empty}:" in line
     assert "expected" in line
     for part in ("training/", "image_2", "label_2", "calib"):
@@ -219,7 +209,7 @@ def test_rerun_after_fixing_the_bad_file_resumes_without_loss_or_duplicates(cli,
     CORRUPTIONS["label_line_with_14_fields"].apply(kitti_copy)
     out = tmp_path / "shards"
     args = ("--shard-size", "1")
-    line = _one_error_line(_ingest(cli, kitti_copy, out, *args))
+    line = _ingest(cli, kitti_copy, out, *args).one_error_line()
     assert "label_2/000001.txt:2" in line
     assert (out / "kitti" / "train-000000.tar").exists()  # the good frame's shard completed
     _assert_nothing_half_written(out)
@@ -260,7 +250,7 @@ BAD_OPTIONS = {
 @pytest.mark.parametrize("make_args, says", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
 def test_bad_option_fails_with_one_error_line(make_args, says, cli, kitti_real, tmp_path):
     out = tmp_path / "shards"
-    line = _one_error_line(_ingest(cli, kitti_real, out, *make_args(tmp_path)))
+    line = _ingest(cli, kitti_real, out, *make_args(tmp_path)).one_error_line()
     for text in says:
         assert text in line, text
     assert not (out / "kitti").exists()

@@ -28,15 +28,6 @@ def _ingested(cli, root: Path, out: Path, *extra) -> Path:
     return out / "kitti"
 
 
-def _one_error_line(result) -> str:
-    assert result.code != 0, result.out
-    assert "Traceback" not in result.err
-    assert len(result.error_lines) == 1, result.err
-    line = result.error_lines[0]
-    assert line.startswith("error: "), line
-    return line
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -66,7 +57,7 @@ def test_synth_writes_the_native_layout_and_a_second_run_refuses_the_non_empty_f
     _assert_kitti_layout(out)
     before = _files(out)
 
-    line = _one_error_line(cli("synth", "kitti", "--to", out))
+    line = cli("synth", "kitti", "--to", out).one_error_line()
     assert str(out) in line and "not empty" in line and "--overwrite" in line
     assert _files(out) == before
 
@@ -117,7 +108,7 @@ def test_inspect_key_lists_members_and_decoded_labels(cli, kitti_real, tmp_path)
 def test_inspect_unknown_key_fails_with_one_error_line(cli, kitti_real, tmp_path):
     out = tmp_path / "shards"
     _ingested(cli, kitti_real, out)
-    line = _one_error_line(cli("inspect", out, "--key", "nope"))
+    line = cli("inspect", out, "--key", "nope").one_error_line()
     assert "'nope'" in line and "manifest" in line
 
 
@@ -125,7 +116,7 @@ def test_inspect_unknown_key_fails_with_one_error_line(cli, kitti_real, tmp_path
 def test_command_on_folder_without_manifest_says_to_run_ingest(command, cli, tmp_path):
     folder = tmp_path / "nothing_here"
     folder.mkdir()
-    line = _one_error_line(cli(command, folder))
+    line = cli(command, folder).one_error_line()
     assert str(folder) in line and "manifest.parquet" in line
     assert "mtl-data ingest" in line
 
@@ -137,7 +128,7 @@ def test_command_on_unfinished_ingest_says_to_resume(command, cli, kitti_copy, t
     out = tmp_path / "shards"
     assert _ingest(cli, kitti_copy, out, "--shard-size", "1").code != 0
     assert (out / "kitti" / ".ingest").is_dir()
-    line = _one_error_line(cli(command, out))
+    line = cli(command, out).one_error_line()
     assert "manifest.parquet" in line
     assert "resume" in line
 
@@ -156,7 +147,7 @@ def test_validate_passes_on_a_fresh_ingest(cli, kitti_real, tmp_path):
 def _validate_fails(cli, out: Path) -> list[str]:
     """Run validate on tampered shards; returns its stdout problem lines."""
     result = cli("validate", out)
-    line = _one_error_line(result)
+    line = result.one_error_line()
     assert "problem" in line
     return result.out.splitlines()
 

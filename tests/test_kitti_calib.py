@@ -48,7 +48,7 @@ def test_missing_p2_names_the_file_and_the_key(calib_text):
 
 def test_non_numeric_value_names_the_line(calib_text):
     text = calib_text.replace("R0_rect: 9.999128000000e-01", "R0_rect: nine")
-    with pytest.raises(InputError, match=r"c.txt:5: R0_rect: non-numeric value 'nine'"):
+    with pytest.raises(InputError, match=r"c.txt:5: R0_rect: value 1 is not a number: 'nine'"):
         parse_kitti_calib(text, "c.txt")
 
 

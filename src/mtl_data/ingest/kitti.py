@@ -38,6 +38,7 @@ from mtl_data.ingest.layout import SplitLayout, check_split_layout, list_stems
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import is_val
 from mtl_data.schema import geometry as geo
+from mtl_data.schema.parsing import parse_numbers
 from mtl_data.schema.kitti_calib import kitti_label_to_box3d, parse_kitti_calib, split_projection, velo_to_optical
 from mtl_data.schema.sample import Det2D, Det3D, Sample, make_key
 from mtl_data.schema.taxonomy import DET_TABLES, det_class_map
@@ -89,22 +90,10 @@ def parse_kitti_label(text: str, path: str | Path = "<label>") -> KittiLabels:
         if fields[0] not in known:
             raise InputError(path, f"unknown object type {fields[0]!r} (expected one of {', '.join(known)})",
                              line=lineno)
-        try:
-            rows.append([float(v) for v in fields[1:15]])
-        except ValueError:
-            i = next(i for i, v in enumerate(fields[1:15], start=1) if not _is_number(v))
-            raise InputError(path, f"field {i + 1} ({LABEL_FIELDS[i]}) is not a number: {fields[i]!r}",
-                             line=lineno) from None
+        names = [f"field {i} ({name})" for i, name in enumerate(LABEL_FIELDS[1:], start=2)]
+        rows.append(parse_numbers(fields[1:15], path, lineno, names))
         types.append(fields[0])
     return KittiLabels(tuple(types), np.asarray(rows, dtype=np.float64).reshape(-1, 14))
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def read_velodyne(path: Path) -> np.ndarray:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_data.errors import InputError
+from mtl_data.schema.parsing import parse_numbers
 
 # name in the file -> (canonical name, number of values)
 _KEYS = {
@@ -75,11 +76,7 @@ def parse_kitti_calib(text: str, path: str | Path = "<calib>") -> KittiCalib:
             continue
         canonical, count = _KEYS[name]
         fields = rest[0].split() if rest else []
-        try:
-            values = np.array([float(f) for f in fields], dtype=np.float64)
-        except ValueError:
-            bad = next(f for f in fields if not _is_float(f))
-            raise InputError(path, f"{name}: non-numeric value {bad!r}", line=lineno) from None
+        values = parse_numbers(fields, path, lineno, prefix=f"{name}: ")
         if values.size != count:
             raise InputError(path, f"{name}: expected {count} numbers, found {values.size}", line=lineno)
         found[canonical] = values
@@ -97,14 +94,6 @@ def parse_kitti_calib(text: str, path: str | Path = "<calib>") -> KittiCalib:
         Tr_velo_to_cam=None if tr is None else tr.reshape(3, 4),
         P={k: v.reshape(3, 4) for k, v in found.items() if k.startswith("P")},
     )
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def split_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
