@@ -11,13 +11,19 @@ The frames are the two real KITTI fixture frames (1224x370 and 1242x375 PNGs, ~1
 scans) replicated under new ids, so sizes are real. Every figure is the best of R repeats (the
 machine is shared and noisy). The script prints results and never asserts on speed.
 
+Besides frames/s it prints what explains them: a per-stage breakdown of one worker's time, the
+CPU time of all threads and processes (numpy's OpenBLAS may run threads of its own: the header
+shows ``OPENBLAS_NUM_THREADS``) and the minor page faults per frame.
+
 Run: ``make bench`` or ``.venv/bin/python bench/ingest_kitti.py --frames 60 --repeats 3``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -36,7 +42,7 @@ from mtl_data.ingest.resize import resize_sample
 from mtl_data.schema import geometry as geo
 from mtl_data.schema.kitti_calib import parse_kitti_calib, split_projection, velo_to_optical
 from mtl_data.schema.validate import validate
-from mtl_data.shards.codec import decode_image, encode_image, encode_sample
+from mtl_data.shards.codec import SPARSE_PNG_PARAMS, decode_image, encode_image, encode_sample
 from mtl_data.shards.manifest import sample_row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +59,8 @@ def build_raw(fixtures: Path, root: Path, n: int) -> Path:
     missing = [f"{src}/{d}/00000{i}{e}" for d, e in ROLES for i in (0, 1)
                if not (src / d / f"00000{i}{e}").is_file()]
     if missing:
-        sys.exit(f"error: KITTI fixtures missing ({', '.join(missing)}); pass --fixtures PATH "
-                 f"or set MTL_FIXTURES to the folder holding kitti/object/training/")
+        sys.exit(f"error: KITTI fixtures missing: {missing[0]} ({len(missing)} of 8 files); pass "
+                 f"--fixtures PATH or set MTL_FIXTURES to the folder holding kitti/object/training/")
     for folder, ext in ROLES:
         (root / "training" / folder).mkdir(parents=True)
         for i in range(n):
@@ -84,22 +90,22 @@ def codec_floor(frames, depth16: dict[int, np.ndarray] | None) -> None:
         cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
         f.paths["label"].read_text(), f.paths["calib"].read_text(), f.paths["velodyne"].read_bytes()
         if depth16 is not None:
-            cv2.imencode(".png", depth16[int(f.id) % 2])  # frame i is fixture i % 2
+            # the settings the library writes depth.png with: the same bytes as the ingest's
+            cv2.imencode(".png", depth16[int(f.id) % 2], SPARSE_PNG_PARAMS)  # frame i is fixture i % 2
+
+
+STAGES = ("convert", "resize_sample", "validate", "encode_sample", "sample_row")
 
 
 def stage_breakdown(conv: KittiConverter, opts: IngestOptions, frames, repeats: int) -> dict[str, float]:
     """Seconds per frame of each piece of ``engine.process_frame`` (best of ``repeats``).
 
-    Also splits ``convert`` and ``encode_sample`` into their parts, using the same library
-    functions the converter and codec call, so time can be attributed to a function.
+    A second pass re-does the parts of ``convert`` and ``encode_sample`` with the library
+    functions they call, so the time can be attributed to a function (indented keys).
     """
     best: dict[str, float] = {}
     for _ in range(repeats):
-        acc = dict.fromkeys(["convert", "resize_sample", "validate", "encode_sample", "sample_row",
-                             "  convert: read+decode PNG", "  convert: calib+label parse",
-                             "  convert: read velodyne", "  convert: transform+project",
-                             "  convert: rasterize_sparse_depth", "  encode: encode_image (JPEG)",
-                             "  encode: depth rint+uint16+PNG"], 0.0)
+        acc: dict[str, float] = collections.defaultdict(float)
 
         def tick(name, fn, *args):
             t = time.perf_counter()
@@ -107,25 +113,25 @@ def stage_breakdown(conv: KittiConverter, opts: IngestOptions, frames, repeats: 
             acc[name] += time.perf_counter() - t
             return out
 
-        for f in frames:
+        for f in frames:  # pass 1: exactly what process_frame does, piece by piece
             sample = tick("convert", conv.convert, f)
             sample = tick("resize_sample", resize_sample, sample, opts.max_side)
             tick("validate", validate, sample, len(conv.class_tables()["det2d"]))
             tick("encode_sample", encode_sample, sample, opts.image_format, opts.jpeg_quality)
             tick("sample_row", sample_row, sample)
-            # The parts, re-done with the functions KittiConverter.convert / encode_sample use.
+        for f in frames:  # pass 2: the parts of convert and encode_sample
             p = f.paths
-            img = tick("  convert: read+decode PNG", lambda: decode_image(p["image"].read_bytes()))
-            calib = tick("  convert: calib+label parse", lambda: (
+            img = tick("  convert: read + decode_image (PNG)", lambda: decode_image(p["image"].read_bytes()))
+            calib = tick("  convert: read + parse calib, label", lambda: (
                 parse_kitti_calib(p["calib"].read_text()), parse_kitti_label(p["label"].read_text()))[0])
-            pts = tick("  convert: read velodyne", read_velodyne, p["velodyne"])
+            pts = tick("  convert: read_velodyne", read_velodyne, p["velodyne"])
             K, _ = split_projection(calib.P2)
-            uv, z = tick("  convert: transform+project", lambda: geo.project(
-                geo.transform_points(velo_to_optical(calib), pts[:, :3]), K))
-            tick("  convert: rasterize_sparse_depth", geo.rasterize_sparse_depth, uv, z, img.shape[:2])
-            tick("  encode: encode_image (JPEG)", encode_image, img, opts.image_format, opts.jpeg_quality)
-            tick("  encode: depth rint+uint16+PNG", lambda: cv2.imencode(
-                ".png", np.rint(sample.depth * geo.DEPTH_SCALE).astype(np.uint16)))
+            depth = tick("  convert: project_to_depth (scan -> depth)", geo.project_to_depth, pts,
+                         K @ velo_to_optical(calib)[:3], img.shape[:2])
+            tick("  encode: encode_image (RGB->BGR, JPEG)", encode_image, img, opts.image_format,
+                 opts.jpeg_quality)
+            tick("  encode: depth rint/uint16 + PNG", lambda: cv2.imencode(
+                ".png", np.rint(depth * geo.DEPTH_SCALE).astype(np.uint16)))
         for k, v in acc.items():
             best[k] = min(best.get(k, v), v / len(frames))
     return best
@@ -141,15 +147,39 @@ def pool_startup(conv: KittiConverter, opts: IngestOptions, workers: int, hold: 
     return time.perf_counter() - t - hold
 
 
-def ingest_once(root: Path, out: Path, opts: IngestOptions) -> tuple[float, float]:
-    """(plan seconds, run_ingest seconds) of one fresh ingest of ``root`` into ``out``."""
+def ingest_once(root: Path, out: Path, opts: IngestOptions) -> dict[str, float]:
+    """One fresh ingest of ``root`` into ``out``: seconds of planning and of ``run_ingest``.
+
+    Also: CPU seconds and minor page faults of this process and its workers during
+    ``run_ingest``, and (inline runs only) the seconds spent inside ``process_frame``, timed by
+    wrapping the engine's reference to it for the duration of the run.
+    """
     conv = KittiConverter(root)
     t = time.perf_counter()
     plan = plan_ingest(conv, out, opts)
     t_plan = time.perf_counter() - t
-    t = time.perf_counter()
-    run_ingest(plan)
-    return t_plan, time.perf_counter() - t
+    inside = [0.0]
+    original = engine.process_frame
+
+    def timed(*args):
+        t0 = time.perf_counter()
+        try:
+            return original(*args)
+        finally:
+            inside[0] += time.perf_counter() - t0
+
+    usage = lambda: [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]  # noqa
+    u0, engine.process_frame = usage(), timed
+    try:
+        t = time.perf_counter()
+        run_ingest(plan)
+        t_run = time.perf_counter() - t
+    finally:
+        engine.process_frame = original
+    u1 = usage()
+    cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(u0, u1))
+    faults = sum(b.ru_minflt - a.ru_minflt for a, b in zip(u0, u1))
+    return {"plan": t_plan, "run": t_run, "cpu": cpu, "faults": faults, "process_frame": inside[0]}
 
 
 def main() -> int:
@@ -163,8 +193,12 @@ def main() -> int:
     ap.add_argument("--shard-size", type=ShardSize.parse, default=IngestOptions().shard_size)
     args = ap.parse_args()
     n, r, n_scale = args.frames, args.repeats, args.scale_frames or 5 * args.frames
-    command = "python " + " ".join([os.path.relpath(__file__, REPO), *sys.argv[1:]])
+    command = " ".join([os.path.relpath(sys.executable, REPO), os.path.relpath(__file__, REPO),
+                        *sys.argv[1:]])
 
+    # The process settings `mtl-data ingest` uses (one OpenCV thread, glibc buffers kept): the
+    # floor and the inline ingest both run under them, so the comparison stays like for like.
+    engine.tune_process_for_ingest()
     with tempfile.TemporaryDirectory(prefix="mtl-bench-") as tmp:
         tmp = Path(tmp)
         root = build_raw(args.fixtures, tmp / "raw", max(n, n_scale))
@@ -176,41 +210,47 @@ def main() -> int:
                    for f in frames[:2]}
         floor1 = n / best_of(r, lambda: codec_floor(frames, None))
         floor2 = n / best_of(r, lambda: codec_floor(frames, depth16))
-        plans, runs = [], []
-        for _ in range(r):
-            t_plan, t_run = ingest_once(root, tmp / "out1", opts)
-            plans.append(t_plan)
-            runs.append(t_run)
-        ingest = n / min(runs)
+        runs = [ingest_once(root, tmp / "out1", opts) for _ in range(r)]
+        best = min(runs, key=lambda x: x["run"])
+        ingest = n / best["run"]
         stages = stage_breakdown(conv, opts, frames, r)
 
         scale = {}
         for w in range(1, args.workers_max + 1):
             o = IngestOptions(limit=n_scale, shard_size=args.shard_size, overwrite=True, workers=w)
-            t_run = min(ingest_once(root, tmp / f"out{w}w", o)[1] for _ in range(r))
-            start = min(pool_startup(conv, o, w) for _ in range(r)) if w > 1 else 0.0
-            scale[w] = (n_scale / t_run, n_scale / max(t_run - start, 1e-9), start)
+            run = min((ingest_once(root, tmp / f"out{w}w", o) for _ in range(r)), key=lambda x: x["run"])
+            spawn = min(pool_startup(conv, o, w) for _ in range(r)) if w > 1 else 0.0
+            scale[w] = (n_scale / run["run"], n_scale / max(run["run"] - spawn, 1e-9), spawn,
+                        1000 * run["cpu"] / n_scale)
 
     ms = lambda fps: 1000.0 / fps  # noqa: E731
-    print(f"\nKITTI ingest vs codec floor  ({n} frames, best of {r}; {os.cpu_count()} CPUs)")
-    print(f"{'measurement':<44}{'frames/s':>10}{'ms/frame':>10}{'ratio':>8}  target")
-    print(f"{'floor 1: PNG dec + JPEG q95 enc + label read':<44}{floor1:>10.1f}{ms(floor1):>10.2f}")
-    print(f"{'floor 2: floor 1 + depth uint16 PNG encode':<44}{floor2:>10.1f}{ms(floor2):>10.2f}")
-    print(f"{'ingest, workers=1 (run_ingest)':<44}{ingest:>10.1f}{ms(ingest):>10.2f}")
-    print(f"{'  ingest / floor 1':<64}{ingest / floor1:>8.2f}  >= 0.80")
-    print(f"{'  ingest / floor 2':<64}{ingest / floor2:>8.2f}  >= 0.80")
-    print(f"{'plan_ingest (not in the above)':<44}{'':>10}{1000 * min(plans):>10.1f} ms total")
-    print(f"\nScaling ({n_scale} frames; pool spawn included / excluded)")
-    print(f"{'workers':<9}{'frames/s':>10}{'speed-up':>10}{'fps excl.':>11}{'speed-up':>10}{'spawn s':>9}")
-    for w, (fps, fps_ex, start) in scale.items():
-        print(f"{w:<9}{fps:>10.1f}{fps / scale[1][0]:>10.2f}{fps_ex:>11.1f}{fps_ex / scale[1][1]:>10.2f}"
-              f"{start:>9.2f}")
-    print(f"\nPer-stage time of one worker, ms/frame (process_frame pieces; floor 2 = {ms(floor2):.2f})")
+    row = lambda name, fps: print(f"{name:<46}{fps:>9.1f}{ms(fps):>10.2f}")  # noqa: E731
+    print(f"\nKITTI ingest vs codec floor: {n} frames, best of {r}; {os.cpu_count()} CPUs; "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+          f"cv2 threads {cv2.getNumThreads()}")
+    print(f"{'measurement':<46}{'frames/s':>9}{'ms/frame':>10}{'ratio':>8}  target")
+    row("floor 1: PNG dec + JPEG q95 enc + file reads", floor1)
+    row("floor 2: floor 1 + depth uint16 PNG encode", floor2)
+    row("ingest, workers=1 (run_ingest)", ingest)
+    print(f"{'  ingest / floor 1':<65}{ingest / floor1:>8.2f}  >= 0.80")
+    print(f"{'  ingest / floor 2':<65}{ingest / floor2:>8.2f}  >= 0.80")
+    print(f"  ingest CPU (all threads) {1000 * best['cpu'] / n:.1f} ms/frame, "
+          f"{best['faults'] / n:.0f} minor page faults/frame; plan_ingest {1000 * best['plan']:.1f} ms "
+          f"(not timed above)")
+    print(f"\nScaling: {n_scale} frames; 'excl.' subtracts pool spawn+shutdown measured separately")
+    print(f"{'workers':<9}{'frames/s':>9}{'speed-up':>10}{'fps excl.':>11}{'speed-up':>10}{'spawn s':>9}"
+          f"{'CPU ms/frame':>14}")
+    for w, (fps, fps_ex, spawn, cpu) in scale.items():
+        print(f"{w:<9}{fps:>9.1f}{fps / scale[1][0]:>10.2f}{fps_ex:>11.1f}{fps_ex / scale[1][1]:>10.2f}"
+              f"{spawn:>9.2f}{cpu:>14.1f}")
+    print(f"\nPer-stage time of one worker, ms/frame "
+          f"(floor 1 = {ms(floor1):.2f}, floor 2 = {ms(floor2):.2f})")
     for name, sec in stages.items():
-        print(f"  {name:<40}{1000 * sec:>8.2f}")
-    top = sum(v for k, v in stages.items() if not k.startswith(" "))
-    print(f"  {'sum of process_frame stages':<40}{1000 * top:>8.2f}")
-    print(f"  {'engine rest (tar, sidecars, manifest)':<40}{ms(ingest) - 1000 * top:>8.2f}")
+        print(f"  {name:<42}{1000 * sec:>8.2f}")
+    print(f"  {'sum of process_frame stages':<42}{1000 * sum(stages[k] for k in STAGES):>8.2f}")
+    print(f"  {'in run_ingest: inside process_frame':<42}{1000 * best['process_frame'] / n:>8.2f}")
+    print(f"  {'in run_ingest: the rest (tar, manifest...)':<42}"
+          f"{1000 * (best['run'] - best['process_frame']) / n:>8.2f}")
     print(f"\ncommand: {command}")
     return 0
 

@@ -123,3 +123,16 @@ def test_box_extent_of_a_box_straight_ahead_is_symmetric_about_the_principal_poi
 def test_box_extent_is_nan_for_a_box_through_the_camera_plane():
     box = np.array([[0.0, 0.0, 0.5, 4.0, 2.0, 2.0, 0.0]])
     assert np.isnan(geo.box_extent_in_image(geo.box3d_corners(box), K)).all()
+
+
+def test_fused_projection_to_depth_equals_transform_project_rasterize():
+    rng = np.random.default_rng(3)
+    pts = rng.uniform([-20, -20, -3], [60, 20, 3], size=(5000, 3))
+    yaw = geo.yaw_to_rotation(0.1)
+    T = np.eye(4)
+    T[:3, :3] = yaw @ np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]])  # x fwd/y left/z up -> optical
+    T[:3, 3] = [0.1, -0.2, 0.3]
+    composed = geo.rasterize_sparse_depth(*geo.project(geo.transform_points(T, pts), K), (120, 100))
+    fused = geo.project_to_depth(pts, K @ T[:3], (120, 100))
+    assert np.count_nonzero(fused) > 100
+    np.testing.assert_array_equal(fused, composed)

@@ -19,7 +19,9 @@ from tqdm import tqdm
 from mtl_data import __version__
 from mtl_data.errors import MtlDataError
 from mtl_data.ingest import CONVERTERS
-from mtl_data.ingest.engine import ON_ERROR, IngestOptions, ShardSize, default_workers, plan_ingest, run_ingest
+from mtl_data.ingest.engine import (
+    ON_ERROR, IngestOptions, ShardSize, default_workers, plan_ingest, run_ingest, tune_process_for_ingest,
+)
 from mtl_data.schema.taxonomy import TAXONOMY_MODES
 from mtl_data.schema.validate import SPLITS
 from mtl_data.shards.codec import IMAGE_FORMATS
@@ -108,6 +110,7 @@ def _ingest_command(name: str) -> click.Command:
         options = IngestOptions(splits=tuple(kwargs.pop("splits")) or None, workers=workers or default_workers(),
                                 **kwargs)
         plan = plan_ingest(converter, out_root, options)
+        tune_process_for_ingest()  # with --workers 1 this process converts the frames itself
         complete = [sp.split for sp in plan.splits if sp.status == "complete"]
         if complete:
             click.echo(f"{name}: {', '.join(complete)} already complete in {plan.out_dir}; left alone "

@@ -191,8 +191,7 @@ class KittiConverter(Converter):
             points = read_velodyne(paths["velodyne"])
             if calib.Tr_velo_to_cam is None:
                 raise InputError(paths["calib"], "missing Tr_velo_to_cam, needed to project the velodyne scan")
-            uv, z = geo.project(geo.transform_points(velo_to_optical(calib), points[:, :3]), K)
-            depth = geo.rasterize_sparse_depth(uv, z, (h, w))
+            depth = geo.project_to_depth(points, K @ velo_to_optical(calib)[:3], (h, w))
 
         return Sample(
             key=make_key(self.name, frame.split, frame.id), source=self.name, split=frame.split,

@@ -125,24 +125,52 @@ def rasterize_sparse_depth(uv: np.ndarray, z: np.ndarray, size: tuple[int, int])
         (H, W) float32 metres quantized by ``quantize_depth``; 0 where no point fell.
         Points beyond ``MAX_DEPTH_M`` are clipped to it, never wrapped.
     """
-    h, w = size
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
-    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    return _zbuffer(uv[:, 0], uv[:, 1], np.asarray(z, dtype=np.float64).reshape(-1), size)
+
+
+def _zbuffer(u: np.ndarray, v: np.ndarray, z: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
     with np.errstate(invalid="ignore"):
-        col = np.floor(uv[:, 0] + 0.5)
-        row = np.floor(uv[:, 1] + 0.5)
+        col = np.floor(u + 0.5)
+        row = np.floor(v + 0.5)
         keep = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
     flat = row[keep].astype(np.int64) * w + col[keep].astype(np.int64)
-    depth = z[keep]
-    # Sort by pixel, then by depth: the first entry of each pixel run is the nearest point.
-    # (Fancy assignment with repeated indices has no guaranteed winner, so it is not used.)
-    order = np.lexsort((depth, flat))
-    flat, depth = flat[order], depth[order]
-    first = np.ones(flat.shape, dtype=bool)
-    first[1:] = flat[1:] != flat[:-1]
-    out = np.zeros(h * w, dtype=np.float32)
-    out[flat[first]] = quantize_depth(depth[first])
+    # Quantizing first is safe (rounding is monotonic) and min is order-independent, so
+    # repeated pixels need no sorting: the nearest point wins whatever the point order.
+    out = np.full(h * w, np.inf, dtype=np.float32)
+    np.minimum.at(out, flat, quantize_depth(z[keep]))
+    out[out == np.inf] = 0.0
     return out.reshape(h, w)
+
+
+def project_to_depth(points: np.ndarray, P: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Sparse depth image of 3D points seen through a 3x4 projection ``P = K [R | t]``.
+
+    The fused equivalent of ``transform_points`` + ``project`` + ``rasterize_sparse_depth``
+    for whole LiDAR scans: points behind the camera are dropped before the division, and the
+    products are written out per coordinate, which avoids (N, 3) temporaries and BLAS threads
+    (a worker process must stay on its one core).
+
+    Args:
+        points: (N, >=3) points in the source frame (extra columns, e.g. reflectance, ignored).
+        P: (3, 4) source frame -> pixels; its last row must give the optical-axis depth
+            (true for ``K @ T[:3]`` with a pinhole ``K`` whose last row is ``[0, 0, 1]``).
+        size: (height, width) of the image.
+
+    Returns:
+        (H, W) float32 metres, as ``rasterize_sparse_depth``.
+    """
+    P = np.asarray(P, dtype=np.float64)
+    x = points[:, 0].astype(np.float64)
+    y = points[:, 1].astype(np.float64)
+    z = points[:, 2].astype(np.float64)
+    depth = P[2, 0] * x + P[2, 1] * y + P[2, 2] * z + P[2, 3]
+    front = depth > 0
+    x, y, z, depth = x[front], y[front], z[front], depth[front]
+    u = (P[0, 0] * x + P[0, 1] * y + P[0, 2] * z + P[0, 3]) / depth
+    v = (P[1, 0] * x + P[1, 1] * y + P[1, 2] * z + P[1, 3]) / depth
+    return _zbuffer(u, v, depth, size)
 
 
 def scaled_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:

