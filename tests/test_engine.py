@@ -194,3 +194,18 @@ def test_ingest_memory_is_bounded_by_the_in_flight_window(synth_root, tmp_path):
     assert consumed == 24
     pool.inner.shutdown()
     assert np.array_equal(submitted, sorted(submitted))
+
+
+def test_adding_a_split_keeps_the_rejects_and_rows_of_the_others(kitti_copy, tmp_path):
+    (kitti_copy / "training" / "velodyne" / "000001.bin").write_bytes(b"\0" * 17)  # truncated scan
+    for sub, ext in (("image_2", "png"), ("calib", "txt"), ("velodyne", "bin")):
+        (kitti_copy / "testing" / sub).mkdir(parents=True)
+        (kitti_copy / "testing" / sub / f"000000.{ext}").write_bytes(
+            (kitti_copy / "training" / sub / f"000000.{ext}").read_bytes())
+    conv = KittiConverter(kitti_copy)
+    run_ingest(plan_ingest(conv, tmp_path, IngestOptions(splits=("train",), on_error="skip")))
+    report = run_ingest(plan_ingest(conv, tmp_path, IngestOptions(splits=("test",), on_error="skip")))
+    assert {s: (v["samples"], v["rejects"]) for s, v in report["splits"].items()} == {"train": (1, 1), "test": (1, 0)}
+    rejects = (tmp_path / "kitti" / "rejects.jsonl").read_text().splitlines()
+    assert len(rejects) == 1 and "000001.bin" in rejects[0]
+    assert ShardSet.open(tmp_path).manifest["key"].to_list() == ["kitti_train_000000", "kitti_test_000000"]

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mtl_data import __version__
@@ -44,7 +46,7 @@ from mtl_data.ingest.resize import resize_sample
 from mtl_data.schema.sample import TASKS
 from mtl_data.schema.validate import SPLITS, validate
 from mtl_data.shards.codec import encode_sample
-from mtl_data.shards.manifest import MANIFEST_NAME, rows_to_table, sample_row, write_table
+from mtl_data.shards.manifest import MANIFEST_NAME, SCHEMA, rows_to_table, sample_row, write_table
 from mtl_data.shards.tario import TarShardWriter
 
 STATE_DIR = ".ingest"
@@ -400,10 +402,6 @@ def _seen_keys(state: Path, split: str, upto: int) -> set[str]:
     return keys
 
 
-def _sidecars(state: Path, split: str) -> list[dict]:
-    return [_read_json(p) for p in sorted(state.glob(f"{split}-*.json"))]
-
-
 def _finalize(plan: Plan, elapsed: float) -> dict:
     """Write manifest, rejects, classes and ingest.json; drop the resume state."""
     out_dir = plan.out_dir
@@ -412,32 +410,32 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
     old = _read_json(out_dir / "ingest.json") if (out_dir / MANIFEST_NAME).exists() else None
     if not rebuilt and old is not None:
         return old
-    rows, rejects = [], []
-    if old is not None:  # rows and rejects of complete splits this run did not touch
-        kept = pq.read_table(out_dir / MANIFEST_NAME).to_pylist()
-        rows += [r for r in kept if r["split"] not in rebuilt]
-        rejects += [r for r in _read_jsonl(out_dir / "rejects.jsonl") if r["split"] not in rebuilt]
-    for split in sorted(rebuilt, key=SPLITS.index):
-        for side in _sidecars(state, split):
-            rows += side["rows"]
-            rejects += side["rejects"]
-    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["shard"], r["position"]))
-    rejects.sort(key=lambda r: (SPLITS.index(r["split"]), r["id"]))
-
-    splits = {}
-    for split in sorted({r["split"] for r in rows} | rebuilt | set((old or {}).get("splits", {})), key=SPLITS.index):
-        srows = [r for r in rows if r["split"] == split]
+    # Column-wise and in order (split, then shard, then position): memory stays near the
+    # manifest's Arrow size even for hundreds of thousands of samples.
+    kept = pq.read_table(out_dir / MANIFEST_NAME, schema=SCHEMA) if old is not None else None
+    old_rejects = _read_jsonl(out_dir / "rejects.jsonl") if old is not None else []
+    tables, rejects, splits = [], [], {}
+    for split in sorted(rebuilt | set((old or {}).get("splits", {})), key=SPLITS.index):
+        if split in rebuilt:
+            sides = [_read_json(p) for p in sorted(state.glob(f"{split}-*.json"))]
+            table = pa.concat_tables([rows_to_table(side["rows"]) for side in sides] or [rows_to_table([])])
+            split_rejects = [r for side in sides for r in side["rejects"]]
+        else:  # a complete split this run did not touch
+            table = kept.filter(pc.equal(kept["split"], split))
+            split_rejects = [r for r in old_rejects if r["split"] == split]
+        tables.append(table)
+        rejects += sorted(split_rejects, key=lambda r: r["id"])
         splits[split] = {
-            "samples": len(srows),
-            "rejects": sum(r["split"] == split for r in rejects),
-            "shards": len({r["shard"] for r in srows}),
-            "tasks": {t: sum(r[f"has_{t}"] for r in srows) for t in TASKS},
+            "samples": table.num_rows,
+            "rejects": len(split_rejects),
+            "shards": len(pc.unique(table["shard"])),
+            "tasks": {t: int(pc.sum(table[f"has_{t}"]).as_py() or 0) for t in TASKS},
         }
     _write_json(out_dir / "classes.json", plan.converter.class_tables(), indent=1)
     tmp = out_dir / "rejects.jsonl.part"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rejects))
     tmp.replace(out_dir / "rejects.jsonl")
-    write_table(rows_to_table(rows), out_dir / MANIFEST_NAME)
+    write_table(pa.concat_tables(tables), out_dir / MANIFEST_NAME)
     report = {
         "tool": "mtl-data", "version": __version__, "source": plan.converter.name,
         "root": str(plan.converter.root.resolve()), "fingerprint": plan.fingerprint,
