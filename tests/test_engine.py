@@ -209,3 +209,24 @@ def test_adding_a_split_keeps_the_rejects_and_rows_of_the_others(kitti_copy, tmp
     rejects = (tmp_path / "kitti" / "rejects.jsonl").read_text().splitlines()
     assert len(rejects) == 1 and "000001.bin" in rejects[0]
     assert ShardSet.open(tmp_path).manifest["key"].to_list() == ["kitti_train_000000", "kitti_test_000000"]
+
+
+def test_crash_after_the_last_shard_but_before_the_manifest_resumes_without_reconverting(
+        synth_root, tmp_path, monkeypatch):
+    from mtl_data.ingest import engine
+
+    conv = KittiConverter(synth_root("kitti"))
+
+    def crash(plan, elapsed):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "_finalize", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(plan_ingest(conv, tmp_path / "o", IngestOptions()))
+    monkeypatch.undo()
+    assert not (tmp_path / "o" / "kitti" / "manifest.parquet").exists()
+    plan = plan_ingest(conv, tmp_path / "o", IngestOptions())
+    assert plan.remaining == 0 and {sp.status for sp in plan.splits} == {"resume"}
+    run_ingest(plan)
+    run_ingest(plan_ingest(conv, tmp_path / "clean", IngestOptions()))
+    assert tree_bytes(tmp_path / "o" / "kitti") == tree_bytes(tmp_path / "clean" / "kitti")

@@ -177,7 +177,7 @@ def plan_ingest(converter: Converter, out_root: Path, options: IngestOptions) ->
             if done and sp.split in done["splits"]:
                 sp.status = "complete"
             elif running and sp.split in running["splits"]:
-                sp.status, sp.start, sp.next_shard = _resume_point(out_dir, sp.split)
+                sp.status, sp.start, sp.next_shard = _resume_point(out_dir, sp.split, len(sp.frames))
     return Plan(converter, out_dir, options, fingerprint, plans)
 
 
@@ -196,11 +196,11 @@ def _shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}"
 
 
-def _resume_point(out_dir: Path, split: str) -> tuple[str, int, int]:
+def _resume_point(out_dir: Path, split: str, frames: int) -> tuple[str, int, int]:
     """(status, first frame to convert, next shard index) from the sidecars of a split."""
     state = out_dir / STATE_DIR
     if (state / f"{split}.done").exists():
-        return "resume", 0, 0  # finished; only the manifest is missing
+        return "resume", frames, 0  # every frame converted; only the manifest is missing
     start = index = 0
     while True:
         side = _read_json(state / f"{_shard_name(split, index)}.json")
@@ -248,7 +248,8 @@ def tune_process_for_ingest() -> None:
     * OpenCV's own thread pool is limited to one thread: one worker = one core, or workers
       oversubscribe the machine.
     * glibc's malloc returns large freed buffers (decoded images, depth maps: ~20 MB per frame)
-      to the kernel and page-faults them back in for the next frame, about 5 ms per KITTI frame.
+      to the kernel and page-faults them back in for the next frame: ~7 ms per KITTI frame
+      (BENCHMARKS.md).
       Raising its mmap and trim thresholds keeps them in the process for reuse; the heap stays
       bounded by the working set of one frame. Elsewhere than glibc this is a no-op.
     """
