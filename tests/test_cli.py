@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mtl_data.ingest import CONVERTERS
+
 MEMBERS = (".jpg", ".meta.json", ".depth.png", ".det2d.json", ".det3d.json")
 
 
@@ -211,7 +213,8 @@ def test_ingest_help_lists_the_registered_converters(cli):
     result = cli("ingest", "--help")
     assert result.code == 0, result.err
     commands = result.out.split("Commands:", 1)[1]
-    assert [ln.split()[0] for ln in commands.strip().splitlines()] == ["kitti"]
+    assert [ln.split()[0] for ln in commands.strip().splitlines()] == sorted(CONVERTERS)
+    assert {"a2d2", "kitti"} <= set(CONVERTERS)
 
 
 def test_ingest_kitti_help_shows_its_options_and_the_native_layout_tree(cli):

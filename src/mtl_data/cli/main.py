@@ -126,7 +126,7 @@ def _ingest_command(name: str) -> click.Command:
 
     doc = (cls.__doc__ or "").strip()
     return click.Command(
-        name, callback=run, help=_keep_indented_blocks(doc), short_help=doc.splitlines()[0] if doc else None,
+        name, callback=run, help=_keep_indented_blocks(doc),
         params=[click.Argument(["root"], type=click.Path(exists=True, file_okay=False, path_type=Path)),
                 *COMMON_OPTIONS, *_converter_options(cls.Options)],
     )

@@ -131,6 +131,7 @@ class FrameResult:
     members: list[tuple[str, bytes]] | None = None
     row: dict | None = None
     error: InputError | None = None
+    notes: dict[str, int] = field(default_factory=dict)
 
 
 # ---- planning ---------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def process_frame(converter: Converter, options: IngestOptions, frame: Frame) ->
         if problems:
             raise InputError(frame.primary_path, f"converted sample breaks the schema: {'; '.join(problems)}")
         members = encode_sample(sample, options.image_format, options.jpeg_quality)
-        return FrameResult(frame.id, sample.key, members, sample_row(sample))
+        return FrameResult(frame.id, sample.key, members, sample_row(sample), notes=sample.notes)
     except InputError as exc:
         return FrameResult(frame.id, error=exc)
 
@@ -349,17 +350,18 @@ def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
         if int(stale.name.split("-")[1][:6]) >= sp.next_shard:
             stale.unlink()
     seen = _seen_keys(state, sp.split, sp.next_shard)
-    index, writer, rows, rejects = sp.next_shard, None, [], []
+    index, writer, rows, rejects, notes = sp.next_shard, None, [], [], collections.Counter()
 
     def flush(frames_end: int) -> None:
-        nonlocal index, writer, rows, rejects
+        nonlocal index, writer, rows, rejects, notes
         name = _shard_name(sp.split, index)
         side = {"shard": None if writer is None else f"{source_dir}/{name}.tar",
-                "shard_file": f"{name}.tar", "frames_end": frames_end, "rows": rows, "rejects": rejects}
+                "shard_file": f"{name}.tar", "frames_end": frames_end, "rows": rows, "rejects": rejects,
+                "notes": dict(notes)}
         _write_json(state / f"{name}.json", side)  # the sidecar first: a tar never exists without it
         if writer is not None:
             writer.commit()
-        index, writer, rows, rejects = index + 1, None, [], []
+        index, writer, rows, rejects, notes = index + 1, None, [], [], collections.Counter()
 
     frames = sp.frames[sp.start:]
     try:
@@ -375,6 +377,7 @@ def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
                     raise MtlDataError(f"{plan.converter.root}: two frames give the key {result.key!r} "
                                        f"(keys keep only [A-Za-z0-9_-]); rename one of them")
                 seen.add(result.key)
+                notes.update(result.notes)
                 if writer is None:
                     name = _shard_name(sp.split, index)
                     writer = TarShardWriter(state / f"{name}.tar.part", out_dir / f"{name}.tar")
@@ -421,9 +424,11 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
             sides = [_read_json(p) for p in sorted(state.glob(f"{split}-*.json"))]
             table = pa.concat_tables([rows_to_table(side["rows"]) for side in sides] or [rows_to_table([])])
             split_rejects = [r for side in sides for r in side["rejects"]]
+            notes = sum((collections.Counter(side["notes"]) for side in sides), collections.Counter())
         else:  # a complete split this run did not touch
             table = kept.filter(pc.equal(kept["split"], split))
             split_rejects = [r for r in old_rejects if r["split"] == split]
+            notes = old["splits"][split].get("notes", {})
         tables.append(table)
         rejects += sorted(split_rejects, key=lambda r: r["id"])
         splits[split] = {
@@ -431,6 +436,7 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
             "rejects": len(split_rejects),
             "shards": len(pc.unique(table["shard"])),
             "tasks": {t: int(pc.sum(table[f"has_{t}"]).as_py() or 0) for t in TASKS},
+            "notes": dict(sorted(notes.items())),
         }
     _write_json(out_dir / "classes.json", plan.converter.class_tables(), indent=1)
     tmp = out_dir / "rejects.jsonl.part"

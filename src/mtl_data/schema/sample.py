@@ -133,6 +133,8 @@ class Sample:
         depth: (H, W) float32 metres along the optical axis, multiples of 1/256, 0 = none.
         det2d, det3d, steer, sign, lane: task labels, or None.
         extra: additional JSON-serializable ``meta.json`` keys (never overriding the standard ones).
+        notes: counts of recoverable input problems in this frame (``seg_unknown_color_px``,
+            ``steer_bus_gap`` ...): written to ``meta.json`` and summed per split in ingest.json.
     """
 
     key: str
@@ -152,6 +154,7 @@ class Sample:
     sign: Sign | None = None
     lane: Lanes | None = None
     extra: dict = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:

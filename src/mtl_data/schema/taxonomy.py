@@ -5,7 +5,8 @@ becomes an ignore region: a detector is neither rewarded nor punished there). Th
 checked for completeness by the tests. A user overrides a mapping without touching code with a
 taxonomy file (``--taxonomy FILE.json``)::
 
-    {"det": {"kitti": {"Person_sitting": "ignore", "Misc": "van"}}}
+    {"det": {"kitti": {"Person_sitting": "ignore", "Misc": "van"}},
+     "seg": {"a2d2": {"Sidebars": "fence"}}}
 
 or keeps each source's own classes with ``--taxonomy native``.
 """
@@ -26,7 +27,7 @@ DET_CLASSES: tuple[str, ...] = (
     "tram_train", "other_vehicle", "animal",
 )
 
-#: native detection class -> unified name, per source. Choices (docs/taxonomy.md):
+#: native detection class -> unified name, per source. Choices (docs/conventions.md, "Taxonomy"):
 #: KITTI ``Person_sitting`` is a pedestrian; ``Misc`` (trailers, segways, ...) is an other
 #: vehicle; ``DontCare`` marks regions with unlabelled objects, so it becomes an ignore region.
 DET_TABLES: dict[str, dict[str, str]] = {
@@ -40,6 +41,84 @@ DET_TABLES: dict[str, dict[str, str]] = {
         "Tram": "tram_train",
         "Misc": "other_vehicle",
         "DontCare": IGNORE,
+    },
+}
+
+#: A2D2 label3D classes (the 14 of the dataset description). VanSUV -> van (KITTI's Van);
+#: MotorBiker (rider on a motorcycle) and Motorcycle -> motorcycle; UtilityVehicle,
+#: EmergencyVehicle and Trailer -> other_vehicle; CaravanTransporter (car transporter) -> truck.
+DET_TABLES["a2d2"] = {
+    "Car": "car",
+    "VanSUV": "van",
+    "Truck": "truck",
+    "Bus": "bus",
+    "Pedestrian": "pedestrian",
+    "Cyclist": "cyclist",
+    "MotorBiker": "motorcycle",
+    "Motorcycle": "motorcycle",
+    "Bicycle": "bicycle",
+    "UtilityVehicle": "other_vehicle",
+    "EmergencyVehicle": "other_vehicle",
+    "Trailer": "other_vehicle",
+    "CaravanTransporter": "truck",
+    "Animal": "animal",
+}
+
+#: unified semantic classes: the 19 Cityscapes train classes, id = position; 255 = ignore.
+SEG_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+
+#: native segmentation class -> unified name, per source. A2D2 keys are the class NAMES of
+#: class_list.json (its colours come from that file at run time). Choices follow Cityscapes'
+#: own definitions (docs/conventions.md, "Taxonomy"): lane markings, zebra crossings, painted instructions,
+#: speed bumps and restricted/slow/cobblestone driving areas are road; the curb is sidewalk
+#: (as Cityscapes labels it); classes Cityscapes leaves void (guard rails = Sidebars, parking,
+#: non-drivable ground, obstacles, road blocks, traffic guide objects, animals, tractors) and
+#: sensor artefacts (Ego car, Blurred area, Rain dirt) are ignored.
+SEG_TABLES: dict[str, dict[str, str]] = {
+    "a2d2": {
+        "Car 1": "car", "Car 2": "car", "Car 3": "car", "Car 4": "car",
+        "Bicycle 1": "bicycle", "Bicycle 2": "bicycle", "Bicycle 3": "bicycle", "Bicycle 4": "bicycle",
+        "Pedestrian 1": "person", "Pedestrian 2": "person", "Pedestrian 3": "person",
+        "Truck 1": "truck", "Truck 2": "truck", "Truck 3": "truck",
+        "Small vehicles 1": "motorcycle", "Small vehicles 2": "motorcycle", "Small vehicles 3": "motorcycle",
+        "Traffic signal 1": "traffic light", "Traffic signal 2": "traffic light",
+        "Traffic signal 3": "traffic light",
+        "Traffic sign 1": "traffic sign", "Traffic sign 2": "traffic sign", "Traffic sign 3": "traffic sign",
+        "Utility vehicle 1": "truck", "Utility vehicle 2": "truck",
+        "Sidebars": IGNORE,
+        "Speed bumper": "road",
+        "Curbstone": "sidewalk",
+        "Solid line": "road",
+        "Irrelevant signs": "traffic sign",
+        "Road blocks": IGNORE,
+        "Tractor": IGNORE,
+        "Non-drivable street": IGNORE,
+        "Zebra crossing": "road",
+        "Obstacles / trash": IGNORE,
+        "Poles": "pole",
+        "RD restricted area": "road",
+        "Animals": IGNORE,
+        "Grid structure": "fence",
+        "Signal corpus": "pole",
+        "Drivable cobblestone": "road",
+        "Electronic traffic": "traffic sign",
+        "Slow drive area": "road",
+        "Nature object": "vegetation",
+        "Parking area": IGNORE,
+        "Sidewalk": "sidewalk",
+        "Ego car": IGNORE,
+        "Painted driv. instr.": "road",
+        "Traffic guide obj.": IGNORE,
+        "Dashed line": "road",
+        "RD normal street": "road",
+        "Sky": "sky",
+        "Buildings": "building",
+        "Blurred area": IGNORE,
+        "Rain dirt": IGNORE,
     },
 }
 
@@ -65,28 +144,39 @@ class ClassMap:
         return self.ids[native]
 
 
-def det_class_map(source: str, taxonomy: str = "unified") -> ClassMap:
-    """Resolve the detection class map of ``source`` for a ``--taxonomy`` value.
+_TASK_TABLES = {"det": (DET_TABLES, DET_CLASSES), "seg": (SEG_TABLES, SEG_CLASSES)}
+
+
+def class_map(task: str, source: str, taxonomy: str = "unified") -> ClassMap:
+    """Resolve the class map of ``source`` for ``task`` (``det`` or ``seg``) and a ``--taxonomy``.
 
     Args:
-        source: a key of ``DET_TABLES``.
+        task: ``det`` (2D and 3D boxes share it) or ``seg``.
+        source: a key of the task's table.
         taxonomy: ``unified``, ``native``, or the path of a JSON override file.
 
     Raises:
         MtlDataError: the taxonomy file is unreadable or maps to an unknown class.
     """
-    table = dict(DET_TABLES[source])
+    tables, unified = _TASK_TABLES[task]
+    table = dict(tables[source])
     if taxonomy == "native":
         names = tuple(n for n, u in table.items() if u != IGNORE)
         ids = {n: (names.index(n) if u != IGNORE else None) for n, u in table.items()}
         return ClassMap(names, ids, "native")
     if taxonomy != "unified":
-        table.update(_read_override(Path(taxonomy), "det", source, table))
-    ids = {n: (None if u == IGNORE else DET_CLASSES.index(u)) for n, u in table.items()}
-    return ClassMap(DET_CLASSES, ids, taxonomy)
+        table.update(_read_override(Path(taxonomy), task, source, table, unified))
+    ids = {n: (None if u == IGNORE else unified.index(u)) for n, u in table.items()}
+    return ClassMap(unified, ids, taxonomy)
 
 
-def _read_override(path: Path, task: str, source: str, table: dict[str, str]) -> dict[str, str]:
+def det_class_map(source: str, taxonomy: str = "unified") -> ClassMap:
+    """``class_map("det", source, taxonomy)``."""
+    return class_map("det", source, taxonomy)
+
+
+def _read_override(path: Path, task: str, source: str, table: dict[str, str],
+                   unified: tuple[str, ...]) -> dict[str, str]:
     """The ``{task: {source: {native: unified}}}`` entries of a taxonomy file for one source."""
     try:
         doc = json.loads(path.read_text())
@@ -96,8 +186,10 @@ def _read_override(path: Path, task: str, source: str, table: dict[str, str]) ->
         raise MtlDataError(f"{path}: cannot read taxonomy file as JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise MtlDataError(f'{path}: expected an object like {{"det": {{"{source}": {{"Misc": "van"}}}}}}')
-    entries = doc.get(task, {}).get(source, {})
-    allowed = set(DET_CLASSES) | {IGNORE}
+    entries = doc.get(task, {}).get(source, {}) if isinstance(doc.get(task, {}), dict) else None
+    if not isinstance(entries, dict):
+        raise MtlDataError(f'{path}: "{task}.{source}" must be an object of native -> unified class names')
+    allowed = set(unified) | {IGNORE}
     for native, unified in entries.items():
         if native not in table:
             raise MtlDataError(f"{path}: {task}.{source}: unknown native class {native!r} "

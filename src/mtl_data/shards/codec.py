@@ -31,7 +31,7 @@ from mtl_data.schema.sample import SCHEMA_VERSION, Det2D, Det3D, Lanes, Sample, 
 
 IMAGE_FORMATS = ("jpg", "png")
 _STANDARD_META = ("schema", "source", "split", "id", "sequence", "size", "orig_size", "K",
-                  "timestamp_us", "tasks", "sign_roi")
+                  "timestamp_us", "tasks", "sign_roi", "notes")
 
 
 class DecodeError(ValueError):
@@ -88,6 +88,8 @@ def meta_dict(sample: Sample) -> dict:
         "timestamp_us": sample.timestamp_us,
         "tasks": list(sample.tasks),
     }
+    if sample.notes:
+        meta["notes"] = {k: int(v) for k, v in sorted(sample.notes.items())}
     if sample.sign is not None and sample.sign.roi is not None:
         meta["sign_roi"] = [float(v) for v in sample.sign.roi]
     clash = set(sample.extra) & set(_STANDARD_META)
@@ -225,4 +227,5 @@ def decode_sample(key: str, members: dict[str, bytes]) -> Sample:
         timestamp_us=meta["timestamp_us"],
         seg=seg, depth=depth, det2d=det2d, det3d=det3d, steer=steer, sign=sign, lane=lane,
         extra={k: v for k, v in meta.items() if k not in _STANDARD_META},
+        notes=meta.get("notes", {}),
     )

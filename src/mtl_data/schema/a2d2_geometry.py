@@ -1,0 +1,124 @@
+"""A2D2 frames, boxes and lens models (pure functions; ``cams_lidars.json`` entries in, arrays out).
+
+Frames:
+
+* **A2D2 camera view frame** (LiDAR ``points``, label3D ``center``/``3d_points``): x forward,
+  y left, z up, metres, origin at the camera.
+* **Optical frame** of the stored (undistorted) image: x right, y down, z forward, so that
+  ``(X, Y, Z)_optical = (-y, -z, x)_view``; the undistorted ``CamMatrix`` projects it.
+* **Views** in ``cams_lidars.json`` give a sensor's axes and origin in the vehicle frame; the
+  official tutorial orthonormalises them (``get_axes_of_a_view``).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from mtl_data.schema import geometry as geo
+
+#: view frame (x fwd, y left, z up) -> optical frame (x right, y down, z fwd).
+VIEW_TO_OPTICAL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+
+#: box axes of the project's convention (x along l, y along h pointing down, z along w) in A2D2
+#: box axes (x along l, y along w pointing left, z along h pointing up); both right-handed.
+_PROJECT_TO_A2D2_BOX = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+#: A2D2 corner order (official tutorial ``get_points``): b/t = bottom/top, f/r = front (+x) /
+#: rear, l/r = left (+y) / right, as signs of (x, y, z) in box axes.
+A2D2_CORNER_SIGNS = np.array(
+    [[-1, 1, -1], [1, 1, -1], [1, -1, -1], [-1, -1, -1],
+     [-1, 1, 1], [1, 1, 1], [1, -1, 1], [-1, -1, 1]],
+    dtype=np.float64,
+)
+
+
+def view_to_global(view: dict) -> np.ndarray:
+    """(4, 4) sensor -> vehicle transform of a ``cams_lidars.json`` view (axes as columns).
+
+    x is normalised; y loses its component along x and is normalised; z = x cross y.
+    """
+    x = np.asarray(view["x-axis"], dtype=np.float64)
+    x = x / np.linalg.norm(x)
+    y = np.asarray(view["y-axis"], dtype=np.float64)
+    y = y - x * (x @ y)
+    y = y / np.linalg.norm(y)
+    T = np.eye(4)
+    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, y, np.cross(x, y), view["origin"]
+    return T
+
+
+def transform_from_to(src_view: dict, dst_view: dict) -> np.ndarray:
+    """(4, 4) transform from one view's frame to another's."""
+    return np.linalg.inv(view_to_global(dst_view)) @ view_to_global(src_view)
+
+
+def view_to_optical(points: np.ndarray) -> np.ndarray:
+    """(N, 3) camera-view-frame points -> optical frame: ``(-y, -z, x)``."""
+    return np.asarray(points, dtype=np.float64).reshape(-1, 3) @ VIEW_TO_OPTICAL.T
+
+
+def axis_angle_to_matrix(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Rodrigues: ``R = cos I + sin [a]x + (1 - cos) a a^T`` for (N, 3) unit axes, (N,) angles."""
+    a = np.asarray(axis, dtype=np.float64).reshape(-1, 3)
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    t = np.asarray(angle, dtype=np.float64).reshape(-1)
+    c, s = np.cos(t)[:, None, None], np.sin(t)[:, None, None]
+    zero = np.zeros(len(a))
+    cross = np.stack([zero, -a[:, 2], a[:, 1], a[:, 2], zero, -a[:, 0], -a[:, 1], a[:, 0], zero], axis=1)
+    return c * np.eye(3) + s * cross.reshape(-1, 3, 3) + (1 - c) * np.einsum("ni,nj->nij", a, a)
+
+
+def a2d2_box_corners(center: np.ndarray, size: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """(N, 8, 3) corners in the view frame, in A2D2's order (``A2D2_CORNER_SIGNS``).
+
+    Args:
+        center: (N, 3) view frame, metres. size: (N, 3) ``[l, w, h]``. rotation: (N, 3, 3).
+    """
+    half = 0.5 * np.asarray(size, dtype=np.float64).reshape(-1, 3)
+    local = A2D2_CORNER_SIGNS[None] * half[:, None, :]
+    return np.einsum("nij,nkj->nki", rotation, local) + np.asarray(center, np.float64).reshape(-1, 1, 3)
+
+
+def a2d2_boxes_to_optical(center: np.ndarray, size: np.ndarray, axis: np.ndarray,
+                          angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Convert label3D boxes to the project's 3D box convention in the optical frame.
+
+    Args:
+        center: (N, 3) box centres, view frame. size: (N, 3) ``[l, w, h]`` metres.
+        axis: (N, 3) rotation axes. angle: (N,) radians about ``axis``.
+
+    Returns:
+        ``(boxes, rotation)``: (N, 7) ``[x, y, z, l, w, h, yaw]`` with yaw the heading about the
+        optical y axis (``atan2(R[0, 2], R[0, 0])``), and (N, 3, 3) the full rotation
+        ``R = VIEW_TO_OPTICAL @ R_a2d2 @ _PROJECT_TO_A2D2_BOX`` (equal to ``yaw_to_rotation(yaw)``
+        when the box axis is vertical, as in every observed file).
+    """
+    rot = VIEW_TO_OPTICAL[None] @ axis_angle_to_matrix(axis, angle) @ _PROJECT_TO_A2D2_BOX[None]
+    size = np.asarray(size, dtype=np.float64).reshape(-1, 3)
+    yaw = np.arctan2(rot[:, 0, 2], rot[:, 0, 0])
+    boxes = np.column_stack([view_to_optical(center), size[:, 0], size[:, 1], size[:, 2], yaw])
+    return boxes, rot
+
+
+def is_pure_yaw(rotation: np.ndarray, tol: float = 1e-9) -> bool:
+    """Whether every (3, 3) rotation is a rotation about the optical y axis only."""
+    rotation = np.asarray(rotation).reshape(-1, 3, 3)
+    yaw = np.arctan2(rotation[:, 0, 2], rotation[:, 0, 0])
+    return bool(np.allclose(rotation, geo.yaw_to_rotation(yaw), atol=tol))
+
+
+def undistort_maps(camera: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps from the original (distorted) image to the undistorted one.
+
+    Uses the camera's own model, as the official tutorial: ``Lens == "Fisheye"`` ->
+    ``cv2.fisheye`` with 4 coefficients, otherwise (``Telecam``) the pinhole model with 5;
+    ``CamMatrixOriginal`` in, ``CamMatrix`` out, same size (``Resolution`` = [cols, rows]).
+    """
+    K_dist = np.asarray(camera["CamMatrixOriginal"], dtype=np.float64)
+    K_new = np.asarray(camera["CamMatrix"], dtype=np.float64)
+    dist = np.asarray(camera["Distortion"], dtype=np.float64).reshape(-1)
+    size = tuple(int(v) for v in camera["Resolution"])
+    if camera.get("Lens") == "Fisheye":
+        return cv2.fisheye.initUndistortRectifyMap(K_dist, dist[:4], np.eye(3), K_new, size, cv2.CV_16SC2)
+    return cv2.initUndistortRectifyMap(K_dist, dist, None, K_new, size, cv2.CV_16SC2)

@@ -1,0 +1,401 @@
+"""Bad A2D2 raw input and bad A2D2 options: one clear ``error:`` line, a non-zero exit, no
+traceback and nothing half-written; under ``--on-error skip`` the bad frame is recorded in
+``rejects.jsonl`` and the other frame converted.
+
+The raw root is built from the real fixtures (cams_lidars.json, the npz + label3D of frame
+000015196, class_list.json and the semantic label of frame 000006882) with a generated camera
+image, frame json and a sensor-fusion bus ramp; a second frame 000015197 of the same scene
+reuses the same files with its own ``cam_tstamp`` 33.333 ms later (which falls exactly on a bus
+sample, while the first frame is 6.667 ms from its nearest samples).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mtl_data.cli import main as cli_main
+from mtl_data.ingest.a2d2 import A2D2Converter  # registers "a2d2"
+from mtl_data.schema import a2d2_geometry as ag
+from mtl_data.schema.sample import IGNORE_INDEX
+from mtl_data.schema.taxonomy import SEG_CLASSES
+from mtl_data.shards.reader import ShardSet
+
+from conftest import fixture_path
+
+SCENE, PREFIX = "20180810_142822", "20180810142822"
+IDS = ("000015196", "000015197")
+CAM_TSTAMP = 1533904617100000
+TSTAMPS = {IDS[0]: CAM_TSTAMP, IDS[1]: CAM_TSTAMP + 33_333}
+BBOX = f"camera_lidar_semantic_bboxes/{SCENE}"
+BUS_REL = f"camera_lidar/{SCENE}/bus/{PREFIX}_bus_signals.json"
+CAMERAS = ("front_left", "front_right", "front_center", "side_left", "side_right", "rear_center")
+KNOWN_DET = ("Car", "VanSUV", "Truck", "Bus", "Pedestrian", "Cyclist", "MotorBiker", "Motorcycle", "Bicycle",
+             "UtilityVehicle", "EmergencyVehicle", "Trailer", "CaravanTransporter", "Animal")
+PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+SEM_LABEL = ("a2d2", "camera_lidar_semantic", "20180807_145028", "label", "cam_front_center",
+             "20180807145028_label_frontcenter_000006882.png")
+
+
+def rel(kind: str, frame_id: str, ext: str) -> str:
+    """A frame's file of ``kind`` (camera, lidar, label, label3D), relative to the raw root."""
+    return f"{BBOX}/{kind}/cam_front_center/{PREFIX}_{kind}_frontcenter_{frame_id}.{ext}"
+
+
+def frame_key(frame_id: str) -> str:
+    return f"a2d2_train_{PREFIX}_frontcenter_{frame_id}"
+
+
+# ---- the raw root -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def camera_png(tmp_path_factory) -> Path:
+    """One 1920x1208 camera PNG, written once (fast compression) and copied into every root."""
+    path = tmp_path_factory.mktemp("a2d2_template") / "camera.png"
+    rows, cols = np.indices((1208, 1920))
+    image = np.stack([rows % 256, cols % 256, (rows + cols) % 256], axis=-1).astype(np.uint8)
+    assert cv2.imwrite(str(path), image, PNG_FAST)
+    return path
+
+
+def _bus_ramp() -> dict:
+    """Sensor-fusion bus file: angle = -20 + 40 deg/s * t through zero, 100 Hz, around CAM_TSTAMP."""
+    t = CAM_TSTAMP - 1_000_000 + np.arange(0, 2_000_000, 10_000) + 3_333
+    angle = -20.0 + 40.0 * (t - t[0]) / 1e6
+    return {"steering_angle_calculated": {"unit": "Unit_DegreOfArc",
+                                          "values": [[int(a), abs(float(b))] for a, b in zip(t, angle)]},
+            "steering_angle_calculated_sign": {"unit": None,
+                                               "values": [[int(a), int(b < 0)] for a, b in zip(t, angle)]},
+            "vehicle_speed": {"unit": "Unit_KiloMeterPerHour",
+                              "values": [[int(a), 50.0 + (a - t[0]) / 1e5] for a in t]}}
+
+
+def build_root(root: Path, camera_png: Path) -> Path:
+    """Two frames of one scene in the bbox part, plus the scene's sensor-fusion bus file."""
+    real = fixture_path("a2d2")
+    root.mkdir(parents=True)
+    shutil.copy(real / "cams_lidars.json", root / "cams_lidars.json")
+    for frame_id in IDS:
+        for kind, ext in (("lidar", "npz"), ("label3D", "json")):
+            dst = root / rel(kind, frame_id, ext)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(real / rel(kind, IDS[0], ext), dst)
+        image = root / rel("camera", frame_id, "png")
+        image.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(camera_png, image)
+        image.with_suffix(".json").write_text(json.dumps(
+            {"cam_tstamp": TSTAMPS[frame_id], "cam_name": "front_center", "lidar_ids": {"0": "front_center"}}))
+    bus = root / BUS_REL
+    bus.parent.mkdir(parents=True)
+    bus.write_text(json.dumps(_bus_ramp()))
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+@pytest.fixture
+def a2d2_root(tmp_path, camera_png) -> Path:
+    return build_root(tmp_path / "a2d2_raw", camera_png)
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def _ingest(cli, root: Path, out: Path, *extra):
+    return cli("ingest", "a2d2", root, "--to", out, "--workers", 1, *extra)
+
+
+def _assert_nothing_half_written(out: Path) -> None:
+    visible_parts = [p for p in out.rglob("*.part") if ".ingest" not in p.relative_to(out).parts]
+    assert visible_parts == []
+    assert not (out / "a2d2" / "manifest.parquet").exists()
+
+
+def _manifest(out: Path) -> list[dict]:
+    return pq.read_table(out / "a2d2" / "manifest.parquet").to_pylist()
+
+
+def _rejects(out: Path) -> list[dict]:
+    text = (out / "a2d2" / "rejects.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "a2d2" / "ingest.json").read_text())
+
+
+def _add_class_list(root: Path) -> None:
+    (root / "camera_lidar_semantic").mkdir(exist_ok=True)
+    shutil.copy(fixture_path("a2d2", "class_list.json"), root / "camera_lidar_semantic" / "class_list.json")
+
+
+def _edit_json(path: Path, edit: Callable[[object], object]) -> None:
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+# ---- per-frame corruptions --------------------------------------------------------------------
+
+def _label_wrong_size(root: Path) -> None:
+    _add_class_list(root)
+    path = root / rel("label", IDS[1], "png")
+    path.parent.mkdir(parents=True)
+    assert cv2.imwrite(str(path), np.zeros((50, 100, 3), np.uint8))
+
+
+def _npz_only_points(root: Path) -> None:
+    path = root / rel("lidar", IDS[0], "npz")
+    points = np.load(path)["points"]
+    np.savez(path, points=points)
+
+
+def _box_without_3d_points(root: Path) -> None:
+    def edit(doc):
+        del doc["box_0"]["3d_points"]
+        return doc
+    _edit_json(root / rel("label3D", IDS[1], "json"), edit)
+
+
+def _unknown_class(root: Path) -> None:
+    def edit(doc):
+        doc["box_1"]["class"] = "Spaceship"
+        return doc
+    _edit_json(root / rel("label3D", IDS[0], "json"), edit)
+
+
+def _json_without_cam_tstamp(root: Path) -> None:
+    def edit(doc):
+        del doc["cam_tstamp"]
+        return doc
+    _edit_json(root / rel("camera", IDS[1], "json"), edit)
+
+
+def _camera_garbage(root: Path) -> None:
+    (root / rel("camera", IDS[0], "png")).write_bytes(b"this is not a png at all\n" * 200)
+
+
+def _camera_wrong_size(root: Path) -> None:
+    assert cv2.imwrite(str(root / rel("camera", IDS[1], "png")), np.zeros((600, 960, 3), np.uint8), PNG_FAST)
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A corruption of one of the two frames, and what the error must say."""
+
+    apply: Callable[[Path], None]
+    bad_id: str
+    rel: str                     # the bad file, relative to the raw root
+    line: int | None             # its line number, where there is one
+    says: tuple[str, ...]        # substrings of the error line besides the file
+
+    @property
+    def good_id(self) -> str:
+        return next(f for f in IDS if f != self.bad_id)
+
+
+CORRUPTIONS = {
+    "label_png_wrong_size": Corruption(
+        _label_wrong_size, IDS[1], rel("label", IDS[1], "png"), None, ("100x50", "1920x1208")),
+    "npz_without_expected_keys": Corruption(
+        _npz_only_points, IDS[0], rel("lidar", IDS[0], "npz"), None,
+        ("['points']", "expected", "{row, col, depth}", "pcloud_attr.depth")),
+    "label3d_box_without_3d_points": Corruption(
+        _box_without_3d_points, IDS[1], rel("label3D", IDS[1], "json"), None,
+        ("box_0", "lacks 3d_points", "2d_bbox")),
+    "label3d_unknown_class": Corruption(
+        _unknown_class, IDS[0], rel("label3D", IDS[0], "json"), None,
+        ("box_1", "unknown class", "'Spaceship'", *KNOWN_DET, "--taxonomy")),
+    "frame_json_without_cam_tstamp": Corruption(
+        _json_without_cam_tstamp, IDS[1], rel("camera", IDS[1], "json"), None, ("cam_tstamp",)),
+    "camera_png_does_not_decode": Corruption(
+        _camera_garbage, IDS[0], rel("camera", IDS[0], "png"), None, ("does not decode",)),
+    "camera_png_wrong_size": Corruption(
+        _camera_wrong_size, IDS[1], rel("camera", IDS[1], "png"), None,
+        ("960x600", "cams_lidars.json", "1920x1208", "front_center")),
+}
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_bad_frame_fails_with_one_error_line_naming_the_file(case, cli, a2d2_root, tmp_path):
+    case.apply(a2d2_root)
+    out = tmp_path / "shards"
+    line = _ingest(cli, a2d2_root, out).one_error_line()
+    assert f"{a2d2_root / case.rel}" + ("" if case.line is None else f":{case.line}") + ": " in line
+    for text in case.says:
+        assert text in line, text
+    _assert_nothing_half_written(out)
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_bad_frame_is_rejected_and_the_other_converted_under_on_error_skip(case, cli, a2d2_root, tmp_path):
+    case.apply(a2d2_root)
+    out = tmp_path / "shards"
+    result = _ingest(cli, a2d2_root, out, "--on-error", "skip")
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+    [reject] = _rejects(out)
+    assert reject["split"] == "train"
+    assert reject["id"] == f"{PREFIX}_frontcenter_{case.bad_id}"
+    assert Path(reject["path"]).as_posix().endswith(case.rel)
+    assert reject["line"] == case.line
+    assert reject["error"]
+    rows = _manifest(out)
+    assert [r["key"] for r in rows] == [frame_key(case.good_id)]
+    assert _report(out)["splits"]["train"]["rejects"] == 1
+    assert list(out.rglob("*.part")) == []
+    assert not (out / "a2d2" / ".ingest").exists()
+
+
+# ---- the scene's bus file ---------------------------------------------------------------------
+
+def _bus_not_json(root: Path) -> None:
+    # valid up to line 3, where a bare word stands for a value
+    (root / BUS_REL).write_text('{\n "steering_angle_calculated": {\n  "unit": Unit_DegreOfArc,\n'
+                                '  "values": []}\n}\n')
+
+
+def _bus_out_of_order(root: Path) -> None:
+    def edit(doc):
+        values = doc["steering_angle_calculated"]["values"]
+        values[5], values[6] = values[6], values[5]
+        return doc
+    _edit_json(root / BUS_REL, edit)
+
+
+BUS_CORRUPTIONS = {
+    "bus_file_not_json": (_bus_not_json, 3, ("not valid JSON", "line 3")),
+    "bus_timestamps_out_of_order": (
+        _bus_out_of_order, None,
+        ("'steering_angle_calculated'", "out of order at sample 6", "expected strictly increasing timestamps")),
+}
+
+
+@pytest.mark.parametrize("corrupt, line, says", BUS_CORRUPTIONS.values(), ids=BUS_CORRUPTIONS.keys())
+def test_bad_bus_file_fails_with_one_error_line_naming_it(corrupt, line, says, cli, a2d2_root, tmp_path):
+    corrupt(a2d2_root)
+    out = tmp_path / "shards"
+    error = _ingest(cli, a2d2_root, out).one_error_line()
+    assert f"{a2d2_root / BUS_REL}" + ("" if line is None else f":{line}") + ": " in error
+    for text in says:
+        assert text in error, text
+    _assert_nothing_half_written(out)
+
+
+@pytest.mark.parametrize("corrupt, line, says", BUS_CORRUPTIONS.values(), ids=BUS_CORRUPTIONS.keys())
+def test_bad_bus_file_rejects_every_frame_of_its_scene_under_on_error_skip(corrupt, line, says, cli, a2d2_root,
+                                                                            tmp_path):
+    """The bus file belongs to the scene: each frame of the scene is rejected, naming it."""
+    corrupt(a2d2_root)
+    out = tmp_path / "shards"
+    result = _ingest(cli, a2d2_root, out, "--on-error", "skip")
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+    rejects = _rejects(out)
+    assert [r["id"] for r in rejects] == [f"{PREFIX}_frontcenter_{i}" for i in IDS]
+    for reject in rejects:
+        assert Path(reject["path"]).as_posix().endswith(BUS_REL)
+        assert reject["line"] == line
+    assert _manifest(out) == []
+    assert _report(out)["splits"]["train"]["samples"] == 0
+    assert list(out.rglob("*.part")) == []
+
+
+# ---- layout errors ----------------------------------------------------------------------------
+
+def test_missing_cams_lidars_json_is_a_layout_error_naming_it(cli, a2d2_root, tmp_path):
+    (a2d2_root / "cams_lidars.json").unlink()
+    out = tmp_path / "shards"
+    line = _ingest(cli, a2d2_root, out).one_error_line()
+    assert f"{a2d2_root / 'cams_lidars.json'}: missing" in line
+    assert "expected" in line
+    _assert_nothing_half_written(out)
+
+
+def test_unknown_camera_names_cams_lidars_json_and_lists_the_cameras(cli, a2d2_root, tmp_path):
+    out = tmp_path / "shards"
+    line = _ingest(cli, a2d2_root, out, "--cameras", "nosuchcam").one_error_line()
+    assert f"{a2d2_root / 'cams_lidars.json'}: " in line
+    assert "'nosuchcam'" in line
+    for cam in CAMERAS:
+        assert cam in line, cam
+    _assert_nothing_half_written(out)
+
+
+def test_label_png_without_class_list_json_names_the_missing_class_list(cli, a2d2_root, tmp_path):
+    """A label PNG can only be read with class_list.json; without one: a clear error, no traceback."""
+    label = a2d2_root / rel("label", IDS[0], "png")
+    label.parent.mkdir(parents=True)
+    shutil.copy(fixture_path(*SEM_LABEL), label)
+    out = tmp_path / "shards"
+    line = _ingest(cli, a2d2_root, out).one_error_line()
+    assert "class_list.json" in line
+    _assert_nothing_half_written(out)
+
+
+# ---- not errors: counted in ingest.json -------------------------------------------------------
+
+def test_label_colour_not_in_class_list_is_ignored_and_counted(cli, a2d2_root, tmp_path):
+    _add_class_list(a2d2_root)
+    label_path = a2d2_root / rel("label", IDS[0], "png")
+    label_path.parent.mkdir(parents=True)
+    label = cv2.imread(str(fixture_path(*SEM_LABEL)), cv2.IMREAD_COLOR)  # BGR
+    r0, c0 = 1000, 700  # "RD normal street" (road) in the real label
+    patch = np.zeros(label.shape[:2], np.uint8)
+    patch[r0:r0 + 10, c0:c0 + 10] = 1
+    label[patch == 1] = (0x56, 0x34, 0x12)  # #123456 in BGR order
+    assert cv2.imwrite(str(label_path), label, PNG_FAST)
+
+    out = tmp_path / "shards"
+    result = _ingest(cli, a2d2_root, out)
+    assert result.code == 0, result.err
+    assert [r["key"] for r in _manifest(out)] == [frame_key(i) for i in IDS]
+    assert _rejects(out) == []
+    # counted on the label as delivered (before undistortion): exactly the 10x10 patch
+    assert _report(out)["splits"]["train"]["notes"]["seg_unknown_color_px"] == 100
+
+    seg = ShardSet.open(out).read_sample(frame_key(IDS[0])).seg
+    cam = json.loads((a2d2_root / "cams_lidars.json").read_text())["cameras"]["front_center"]
+    map1, map2 = ag.undistort_maps(cam)
+    moved = cv2.remap(patch, map1, map2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT) == 1
+    assert moved.sum() > 50
+    assert (seg[moved] == IGNORE_INDEX).all()
+    # the same place without the patch is road: the 255 comes from the unknown colour
+    around = cv2.dilate(moved.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~moved
+    assert np.mean(seg[around] == SEG_CLASSES.index("road")) > 0.9
+
+
+def test_frame_beyond_the_bus_gap_converts_without_steer_and_is_counted(cli, a2d2_root, tmp_path):
+    out = tmp_path / "shards"
+    result = _ingest(cli, a2d2_root, out, "--max-bus-gap-ms", 1)
+    assert result.code == 0, result.err
+    rows = {r["id"].rsplit("_", 1)[1]: r for r in _manifest(out)}
+    # 000015196 is 6.667 ms from its bus samples, 000015197 falls on one
+    assert rows[IDS[0]]["has_steer"] is False and rows[IDS[0]]["has_det2d"] is True
+    assert rows[IDS[1]]["has_steer"] is True
+    assert _rejects(out) == []
+    assert _report(out)["splits"]["train"]["notes"] == {"steer_bus_gap": 1}
+
+
+# ---- bad options ------------------------------------------------------------------------------
+
+BAD_OPTIONS = {
+    "val_fraction_above_one": (["--val-fraction", "1.5"], ("--val-fraction", "1.5", "0.0<=x<1.0")),
+    "parts_not_a_part": (["--parts", "nosuchpart"],
+                         ("--parts", "nosuchpart", "camera_lidar_semantic", "camera_lidar_semantic_bboxes",
+                          "camera_lidar")),
+}
+
+
+@pytest.mark.parametrize("args, says", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
+def test_bad_option_fails_with_one_error_line(args, says, cli, a2d2_root, tmp_path):
+    out = tmp_path / "shards"
+    line = _ingest(cli, a2d2_root, out, *args).one_error_line()
+    for text in says:
+        assert text in line, text
+    assert not (out / "a2d2").exists()
