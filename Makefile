@@ -26,8 +26,12 @@ demo: setup
 	rm -rf $(DEMO)
 	$(BIN)/mtl-data synth kitti --to $(DEMO)/raw/kitti
 	$(BIN)/mtl-data ingest kitti $(DEMO)/raw/kitti --to $(DEMO)/shards --val-fraction 0.25 --workers 2
+	$(BIN)/mtl-data synth a2d2 --to $(DEMO)/raw/a2d2
+	$(BIN)/mtl-data ingest a2d2 $(DEMO)/raw/a2d2 --to $(DEMO)/shards --val-fraction 0.34 --workers 2
 	$(BIN)/mtl-data inspect $(DEMO)/shards
 	$(BIN)/mtl-data inspect $(DEMO)/shards --key kitti_train_000001
+	$(BIN)/mtl-data inspect $(DEMO)/shards --key $$($(BIN)/python -c "import polars as pl; \
+	    print(pl.read_parquet('$(DEMO)/shards/a2d2/manifest.parquet').filter(pl.col('has_det3d') & pl.col('has_steer'))['key'][0])")
 	$(BIN)/mtl-data validate $(DEMO)/shards
 
 bench: setup

@@ -213,3 +213,23 @@ def test_sensor_fusion_npz_keys_are_accepted_and_invalid_points_dropped(box_fram
     kept = geo.rasterize_sparse_depth(np.column_stack([real["col"], real["row"]])[1::2], real["depth"][1::2],
                                       (1208, 1920))
     np.testing.assert_array_equal(depth, kept)
+
+
+def test_val_fraction_takes_whole_scenes_in_the_asked_proportion(synth_root):
+    from mtl_data.ingest.splits import val_groups
+
+    conv = A2D2Converter(synth_root("a2d2"), A2D2Options(val_fraction=0.34))
+    frames = conv.frames()
+    scenes = {f.paths["image"].parents[2].name: set() for f in frames}
+    for f in frames:
+        scenes[f.paths["image"].parents[2].name].add(f.split)
+    assert all(len(s) == 1 for s in scenes.values()), scenes  # no scene on both sides
+    assert sorted(s.pop() for s in scenes.values()) == ["train", "train", "val"]
+    assert len(val_groups([f"s{i}" for i in range(23)], 0.1, "a2d2")) == 2
+    assert val_groups(["a", "b"], 0.01, "x") and not val_groups(["a", "b"], 0.0, "x")
+
+
+def test_frames_of_a_scene_without_bus_file_are_counted(synth_root):
+    conv = A2D2Converter(synth_root("a2d2"))
+    notes = [conv.convert(f).notes for f in conv.frames()]
+    assert sum(n.get("steer_no_bus_file", 0) for n in notes) == 3  # synth: the third scene has no bus

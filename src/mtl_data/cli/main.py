@@ -198,9 +198,17 @@ def _label_lines(sample, names: dict[str, list[str]]) -> list[str]:
         rng = f", {valid.min():.2f}..{valid.max():.2f} m" if valid.size else ""
         lines.append(f"depth: {valid.size:,} points ({valid.size / sample.depth.size:.1%} of pixels){rng}")
     if sample.seg is not None:
-        lines.append(f"seg: classes {np.unique(sample.seg).tolist()}")
+        table = names.get("seg", [])
+        ids, counts = np.unique(sample.seg, return_counts=True)
+        parts = [f"{table[i] if i < len(table) else ('ignore' if i == 255 else i)} {c / sample.seg.size:.0%}"
+                 for i, c in zip(ids.tolist(), counts.tolist())]
+        lines.append(f"seg: {', '.join(parts)}")
     if sample.steer is not None:
-        lines.append(f"steer: {sample.steer.angle_deg:.2f} deg, {sample.steer.speed_kmh} km/h")
+        speed = "unknown" if sample.steer.speed_kmh is None else f"{sample.steer.speed_kmh:.1f} km/h"
+        lines.append(f"steer: {sample.steer.angle_deg:+.2f} deg (+ = left), speed {speed}, "
+                     f"bus gap {sample.steer.gap_ms:.1f} ms")
+    if sample.notes:
+        lines.append(f"notes: {sample.notes}")
     if sample.sign is not None:
         lines.append(f"sign: class {sample.sign.class_id}")
     if sample.lane is not None:

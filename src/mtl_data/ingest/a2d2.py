@@ -31,10 +31,12 @@ A frame found in several parts becomes one sample with every label it has. Per f
   from the camera view frame (x fwd, y left, z up, axis-angle) to the optical frame.
 * ``steer``: signed steering-wheel angle and speed interpolated at the frame's ``cam_tstamp``
   from the scene's bus file (either format); no bus sample within ``--max-bus-gap-ms`` -> no
-  steer label (counted as ``notes.steer_bus_gap``).
+  steer label (counted as ``notes.steer_bus_gap``; a scene without a bus file as
+  ``notes.steer_no_bus_file``).
 
 Splits: A2D2 has no official split; everything is ``train`` unless ``--val-scenes`` or
-``--val-fraction`` moves whole scenes to ``val`` (never frames of one drive on both sides).
+``--val-fraction`` moves whole scenes to ``val``: exactly round(fraction x scenes), at least one
+(never frames of one drive on both sides).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import numpy as np
 from mtl_data.errors import InputError, LayoutError
 from mtl_data.ingest.a2d2_bus import BusSignals, read_bus_file, steering_at
 from mtl_data.ingest.registry import Converter, Frame, register_converter
-from mtl_data.ingest.splits import is_val
+from mtl_data.ingest.splits import val_groups
 from mtl_data.schema import a2d2_geometry as ag
 from mtl_data.schema import geometry as geo
 from mtl_data.schema.sample import IGNORE_INDEX, Det2D, Det3D, Sample, make_key
@@ -79,7 +81,8 @@ class A2D2Options:
     val_scenes: tuple[str, ...] = field(default=(), metadata={
         "help": "scene folder (e.g. 20180807_145028) whose frames all go to 'val' (repeatable)"})
     val_fraction: float = field(default=0.0, metadata={
-        "range": (0.0, 1.0), "help": "fraction of scenes moved to 'val' (hashed on the scene name)"})
+        "range": (0.0, 1.0), "help": "fraction of scenes moved to 'val': the round(f x scenes) scenes "
+                                     "with the lowest hash of their name (at least one)"})
     max_bus_gap_ms: float = field(default=100.0, metadata={
         "help": "no steer label when the nearest bus samples are farther from the camera timestamp"})
     parts: tuple[str, ...] = field(default=(), metadata={
@@ -198,12 +201,14 @@ class A2D2Converter(Converter):
                             if path.exists():
                                 paths.setdefault(role, path)
         buses = self._bus_files()
+        scenes = {scene for scene, _, _ in found}
+        val = set(self.options.val_scenes) | val_groups(scenes, self.options.val_fraction, salt="a2d2")
         out = []
         for (scene, cam, stem), paths in sorted(found.items()):
             if scene in buses:
                 paths["bus"] = buses[scene]
             prefix, _, token, frame_id = stem.split("_")
-            in_val = scene in self.options.val_scenes or is_val(scene, self.options.val_fraction, salt="a2d2")
+            in_val = scene in val
             out.append(Frame(split="val" if in_val else "train", id=f"{prefix}_{token}_{frame_id}",
                              paths=paths))
         return out
@@ -272,6 +277,8 @@ class A2D2Converter(Converter):
                 steer = steering_at(self._bus(paths["bus"]), timestamp, self.options.max_bus_gap_ms)
                 if steer is None:
                     notes["steer_bus_gap"] = 1
+            else:
+                notes["steer_no_bus_file"] = 1
 
         scene = paths["image"].parent.parent.parent.name
         return Sample(

@@ -21,3 +21,17 @@ def is_val(group_id: str, fraction: float, salt: str) -> bool:
     into val; a group already in val stays there.
     """
     return fraction > 0 and hash_fraction(group_id, salt) < fraction
+
+
+def val_groups(groups: list[str] | set[str], fraction: float, salt: str) -> set[str]:
+    """Exactly ``round(fraction * len(groups))`` groups for ``val`` (at least one when fraction > 0).
+
+    For sources with few groups (A2D2 has 23 scenes) a per-group hash threshold would give a val
+    size far from the fraction asked for; here the groups with the lowest hash are taken, so the
+    choice is still deterministic and independent of listing order.
+    """
+    groups = sorted(set(groups))
+    if fraction <= 0 or not groups:
+        return set()
+    count = max(1, round(fraction * len(groups)))
+    return set(sorted(groups, key=lambda g: hash_fraction(g, salt))[:count])
