@@ -233,3 +233,10 @@ def test_frames_of_a_scene_without_bus_file_are_counted(synth_root):
     conv = A2D2Converter(synth_root("a2d2"))
     notes = [conv.convert(f).notes for f in conv.frames()]
     assert sum(n.get("steer_no_bus_file", 0) for n in notes) == 3  # synth: the third scene has no bus
+
+
+def test_files_not_named_like_frames_are_not_frames(box_frame_root):
+    cam_dir = box_frame_root / "camera_lidar_semantic_bboxes" / BOX_SCENE / "camera" / "cam_front_center"
+    (cam_dir / "preview_camera_x.png").write_bytes(b"not a frame")
+    (cam_dir / "notes.txt").write_text("hello")
+    assert len(A2D2Converter(box_frame_root).frames()) == 1

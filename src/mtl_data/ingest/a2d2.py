@@ -63,6 +63,8 @@ PARTS = ("camera_lidar_semantic", "camera_lidar_semantic_bboxes", "camera_lidar"
 BUS_DIRS = ("camera_lidar_semantic_bus", "camera_lidar")
 CAMERAS = ("front_left", "front_right", "front_center", "side_left", "side_right", "rear_center")
 _SCENE = re.compile(r"^\d{8}_\d{6}$")
+#: a camera frame file: <YYYYMMDDhhmmss>_camera_<token>_<ID>.png (other files are not frames)
+_CAMERA_FILE = re.compile(r"^\d{14}_camera_[a-z]+_\d+\.png$")
 _UNKNOWN = 254  # LUT marker for a colour missing from class_list.json (never a class id)
 NPZ_KEYS = {  # role -> key, for the semantic subsets and the sensor-fusion set
     "semantic": {"row": "row", "col": "col", "depth": "depth"},
@@ -192,7 +194,7 @@ class A2D2Converter(Converter):
                     cam_dir = scene_dir / "camera" / f"cam_{cam}"
                     if not cam_dir.is_dir():
                         continue
-                    for image in sorted(cam_dir.glob("*_camera_*.png")):
+                    for image in sorted(p for p in cam_dir.iterdir() if _CAMERA_FILE.match(p.name)):
                         paths = found.setdefault((scene_dir.name, cam, image.stem), {"image": image})
                         paths.setdefault("json", image.with_suffix(".json"))
                         for role, kind, ext in (("npz", "lidar", ".npz"), ("label", "label", ".png"),
