@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from mtl_data.cli.main import main
@@ -22,6 +24,24 @@ def fixture_path(*parts: str) -> Path:
     if not path.exists():
         pytest.fail(f"real fixture {path} is missing: set MTL_FIXTURES to the shared fixtures folder")
     return path
+
+
+def read_manifest(out: Path, source: str) -> list[dict]:
+    """The manifest rows of ``out/<source>``."""
+    return pq.read_table(out / source / "manifest.parquet").to_pylist()
+
+
+def read_rejects(out: Path, source: str) -> list[dict]:
+    """The ``rejects.jsonl`` records of ``out/<source>``."""
+    text = (out / source / "rejects.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def assert_nothing_half_written(out: Path, source: str) -> None:
+    """After a failed first run: no temporary visible outside ``.ingest/`` and no manifest."""
+    visible_parts = [p for p in out.rglob("*.part") if ".ingest" not in p.relative_to(out).parts]
+    assert visible_parts == []
+    assert not (out / source / "manifest.parquet").exists()
 
 
 @pytest.fixture

@@ -19,17 +19,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
-from mtl_data.cli import main as cli_main
-from mtl_data.ingest.a2d2 import A2D2Converter  # registers "a2d2"
 from mtl_data.schema import a2d2_geometry as ag
 from mtl_data.schema.sample import IGNORE_INDEX
 from mtl_data.schema.taxonomy import SEG_CLASSES
 from mtl_data.shards.reader import ShardSet
 
-from conftest import fixture_path
+from conftest import assert_nothing_half_written, fixture_path, read_manifest, read_rejects
 
 SCENE, PREFIX = "20180810_142822", "20180810142822"
 IDS = ("000015196", "000015197")
@@ -110,21 +107,6 @@ def a2d2_root(tmp_path, camera_png) -> Path:
 
 def _ingest(cli, root: Path, out: Path, *extra):
     return cli("ingest", "a2d2", root, "--to", out, "--workers", 1, *extra)
-
-
-def _assert_nothing_half_written(out: Path) -> None:
-    visible_parts = [p for p in out.rglob("*.part") if ".ingest" not in p.relative_to(out).parts]
-    assert visible_parts == []
-    assert not (out / "a2d2" / "manifest.parquet").exists()
-
-
-def _manifest(out: Path) -> list[dict]:
-    return pq.read_table(out / "a2d2" / "manifest.parquet").to_pylist()
-
-
-def _rejects(out: Path) -> list[dict]:
-    text = (out / "a2d2" / "rejects.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _report(out: Path) -> dict:
@@ -229,7 +211,7 @@ def test_bad_frame_fails_with_one_error_line_naming_the_file(case, cli, a2d2_roo
     assert f"{a2d2_root / case.rel}" + ("" if case.line is None else f":{case.line}") + ": " in line
     for text in case.says:
         assert text in line, text
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "a2d2")
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
@@ -239,13 +221,13 @@ def test_bad_frame_is_rejected_and_the_other_converted_under_on_error_skip(case,
     result = _ingest(cli, a2d2_root, out, "--on-error", "skip")
     assert result.code == 0, result.err
     assert "Traceback" not in result.err
-    [reject] = _rejects(out)
+    [reject] = read_rejects(out, "a2d2")
     assert reject["split"] == "train"
     assert reject["id"] == f"{PREFIX}_frontcenter_{case.bad_id}"
     assert Path(reject["path"]).as_posix().endswith(case.rel)
     assert reject["line"] == case.line
     assert reject["error"]
-    rows = _manifest(out)
+    rows = read_manifest(out, "a2d2")
     assert [r["key"] for r in rows] == [frame_key(case.good_id)]
     assert _report(out)["splits"]["train"]["rejects"] == 1
     assert list(out.rglob("*.part")) == []
@@ -284,7 +266,7 @@ def test_bad_bus_file_fails_with_one_error_line_naming_it(corrupt, line, says, c
     assert f"{a2d2_root / BUS_REL}" + ("" if line is None else f":{line}") + ": " in error
     for text in says:
         assert text in error, text
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "a2d2")
 
 
 @pytest.mark.parametrize("corrupt, line, says", BUS_CORRUPTIONS.values(), ids=BUS_CORRUPTIONS.keys())
@@ -296,12 +278,12 @@ def test_bad_bus_file_rejects_every_frame_of_its_scene_under_on_error_skip(corru
     result = _ingest(cli, a2d2_root, out, "--on-error", "skip")
     assert result.code == 0, result.err
     assert "Traceback" not in result.err
-    rejects = _rejects(out)
+    rejects = read_rejects(out, "a2d2")
     assert [r["id"] for r in rejects] == [f"{PREFIX}_frontcenter_{i}" for i in IDS]
     for reject in rejects:
         assert Path(reject["path"]).as_posix().endswith(BUS_REL)
         assert reject["line"] == line
-    assert _manifest(out) == []
+    assert read_manifest(out, "a2d2") == []
     assert _report(out)["splits"]["train"]["samples"] == 0
     assert list(out.rglob("*.part")) == []
 
@@ -314,7 +296,7 @@ def test_missing_cams_lidars_json_is_a_layout_error_naming_it(cli, a2d2_root, tm
     line = _ingest(cli, a2d2_root, out).one_error_line()
     assert f"{a2d2_root / 'cams_lidars.json'}: missing" in line
     assert "expected" in line
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "a2d2")
 
 
 def test_unknown_camera_names_cams_lidars_json_and_lists_the_cameras(cli, a2d2_root, tmp_path):
@@ -324,7 +306,7 @@ def test_unknown_camera_names_cams_lidars_json_and_lists_the_cameras(cli, a2d2_r
     assert "'nosuchcam'" in line
     for cam in CAMERAS:
         assert cam in line, cam
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "a2d2")
 
 
 def test_label_png_without_class_list_json_names_the_missing_class_list(cli, a2d2_root, tmp_path):
@@ -335,7 +317,7 @@ def test_label_png_without_class_list_json_names_the_missing_class_list(cli, a2d
     out = tmp_path / "shards"
     line = _ingest(cli, a2d2_root, out).one_error_line()
     assert "class_list.json" in line
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "a2d2")
 
 
 # ---- not errors: counted in ingest.json -------------------------------------------------------
@@ -354,8 +336,8 @@ def test_label_colour_not_in_class_list_is_ignored_and_counted(cli, a2d2_root, t
     out = tmp_path / "shards"
     result = _ingest(cli, a2d2_root, out)
     assert result.code == 0, result.err
-    assert [r["key"] for r in _manifest(out)] == [frame_key(i) for i in IDS]
-    assert _rejects(out) == []
+    assert [r["key"] for r in read_manifest(out, "a2d2")] == [frame_key(i) for i in IDS]
+    assert read_rejects(out, "a2d2") == []
     # counted on the label as delivered (before undistortion): exactly the 10x10 patch
     assert _report(out)["splits"]["train"]["notes"]["seg_unknown_color_px"] == 100
 
@@ -374,11 +356,11 @@ def test_frame_beyond_the_bus_gap_converts_without_steer_and_is_counted(cli, a2d
     out = tmp_path / "shards"
     result = _ingest(cli, a2d2_root, out, "--max-bus-gap-ms", 1)
     assert result.code == 0, result.err
-    rows = {r["id"].rsplit("_", 1)[1]: r for r in _manifest(out)}
+    rows = {r["id"].rsplit("_", 1)[1]: r for r in read_manifest(out, "a2d2")}
     # 000015196 is 6.667 ms from its bus samples, 000015197 falls on one
     assert rows[IDS[0]]["has_steer"] is False and rows[IDS[0]]["has_det2d"] is True
     assert rows[IDS[1]]["has_steer"] is True
-    assert _rejects(out) == []
+    assert read_rejects(out, "a2d2") == []
     assert _report(out)["splits"]["train"]["notes"] == {"steer_bus_gap": 1}
 
 

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+
+from conftest import assert_nothing_half_written, read_manifest, read_rejects
 
 FRAMES = ("000000", "000001")
 LABEL_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
@@ -27,22 +28,6 @@ def _edit_line(path: Path, lineno: int, edit: Callable[[list[str]], list[str]]) 
 
 def _ingest(cli, root: Path, out: Path, *extra, workers: int = 1):
     return cli("ingest", "kitti", root, "--to", out, "--workers", workers, *extra)
-
-
-def _assert_nothing_half_written(out: Path) -> None:
-    kitti = out / "kitti"
-    visible_parts = [p for p in out.rglob("*.part") if ".ingest" not in p.relative_to(out).parts]
-    assert visible_parts == []
-    assert not (kitti / "manifest.parquet").exists()
-
-
-def _manifest(out: Path) -> list[dict]:
-    return pq.read_table(out / "kitti" / "manifest.parquet").to_pylist()
-
-
-def _rejects(out: Path) -> list[dict]:
-    text = (out / "kitti" / "rejects.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 # ---- per-frame corruptions --------------------------------------------------------------------
@@ -134,7 +119,7 @@ def test_bad_frame_fails_with_one_error_line_naming_file_and_line(case, cli, kit
     assert f"{kitti_copy / case.rel}" + ("" if case.line is None else f":{case.line}") in line
     for text in case.says:
         assert text in line, text
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "kitti")
 
 
 def test_error_from_a_worker_process_comes_back_as_one_error_line(cli, kitti_copy, tmp_path):
@@ -144,7 +129,7 @@ def test_error_from_a_worker_process_comes_back_as_one_error_line(cli, kitti_cop
     line = _ingest(cli, kitti_copy, out, workers=2).one_error_line()
     assert "label_2/000001.txt:2" in line
     assert "15" in line and "found 14" in line
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "kitti")
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
@@ -154,7 +139,7 @@ def test_bad_frame_is_rejected_and_the_other_converted_under_on_error_skip(case,
     result = _ingest(cli, kitti_copy, out, "--on-error", "skip")
     assert result.code == 0, result.err
     assert "Traceback" not in result.err
-    rejects = _rejects(out)
+    rejects = read_rejects(out, "kitti")
     assert len(rejects) == 1
     reject = rejects[0]
     assert reject["split"] == "train"
@@ -162,7 +147,7 @@ def test_bad_frame_is_rejected_and_the_other_converted_under_on_error_skip(case,
     assert Path(reject["path"]).as_posix().endswith(case.rel)
     assert reject["line"] == case.line
     assert reject["error"]
-    rows = _manifest(out)
+    rows = read_manifest(out, "kitti")
     assert [r["id"] for r in rows] == [case.good_id]
     assert [r["key"] for r in rows] == [f"kitti_train_{case.good_id}"]
     assert list(out.rglob("*.part")) == []
@@ -174,9 +159,9 @@ def test_rejects_from_worker_processes_are_recorded_under_on_error_skip(cli, kit
     out = tmp_path / "shards"
     result = _ingest(cli, kitti_copy, out, "--on-error", "skip", workers=2)
     assert result.code == 0, result.err
-    [reject] = _rejects(out)
+    [reject] = read_rejects(out, "kitti")
     assert Path(reject["path"]).as_posix().endswith("training/velodyne/000001.bin")
-    assert [r["id"] for r in _manifest(out)] == ["000000"]
+    assert [r["id"] for r in read_manifest(out, "kitti")] == ["000000"]
 
 
 # ---- layout errors ----------------------------------------------------------------------------
@@ -188,7 +173,7 @@ def test_missing_required_folder_is_named_as_missing(folder, cli, kitti_copy, tm
     line = _ingest(cli, kitti_copy, out).one_error_line()
     assert f"{kitti_copy / 'training' / folder}: missing folder" in line
     assert "expected" in line
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "kitti")
 
 
 def test_empty_dataset_folder_names_the_folder_and_the_expected_layout(cli, tmp_path):
@@ -200,7 +185,7 @@ def test_empty_dataset_folder_names_the_folder_and_the_expected_layout(cli, tmp_
     assert "expected" in line
     for part in ("training/", "image_2", "label_2", "calib"):
         assert part in line, part
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "kitti")
 
 
 # ---- resume after fixing the input ------------------------------------------------------------
@@ -212,12 +197,12 @@ def test_rerun_after_fixing_the_bad_file_resumes_without_loss_or_duplicates(cli,
     line = _ingest(cli, kitti_copy, out, *args).one_error_line()
     assert "label_2/000001.txt:2" in line
     assert (out / "kitti" / "train-000000.tar").exists()  # the good frame's shard completed
-    _assert_nothing_half_written(out)
+    assert_nothing_half_written(out, "kitti")
 
     shutil.copyfile(kitti_real / "training/label_2/000001.txt", kitti_copy / "training/label_2/000001.txt")
     result = _ingest(cli, kitti_copy, out, *args)
     assert result.code == 0, result.err
-    keys = [r["key"] for r in _manifest(out)]
+    keys = [r["key"] for r in read_manifest(out, "kitti")]
     assert sorted(keys) == ["kitti_train_000000", "kitti_train_000001"]
     assert len(set(keys)) == len(keys)
     assert not (out / "kitti" / ".ingest").exists()

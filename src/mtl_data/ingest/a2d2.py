@@ -107,8 +107,6 @@ class A2D2Converter(Converter):
 
     def __init__(self, root: Path, options: A2D2Options | None = None, taxonomy: str = "unified"):
         super().__init__(root, options, taxonomy)
-        if not 0.0 <= self.options.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {self.options.val_fraction}")
         unknown = [p for p in self.options.parts if p not in PARTS]
         if unknown:
             raise ValueError(f"--parts {', '.join(unknown)}: not an A2D2 part ({', '.join(PARTS)})")

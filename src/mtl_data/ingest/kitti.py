@@ -140,8 +140,6 @@ class KittiConverter(Converter):
 
     def __init__(self, root: Path, options: KittiOptions | None = None, taxonomy: str = "unified"):
         super().__init__(root, options, taxonomy)
-        if not 0.0 <= self.options.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.options.val_fraction}")
         self.classes = det_class_map("kitti", taxonomy)
 
     def check_layout(self) -> None:

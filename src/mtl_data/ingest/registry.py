@@ -62,6 +62,7 @@ class Converter:
         self.root = Path(root)
         self.options = options if options is not None else self.Options()
         self.taxonomy = taxonomy
+        check_option_ranges(self.options)
 
     def check_layout(self) -> None:
         """Raise ``LayoutError`` naming the first missing folder, with what was expected."""
@@ -82,6 +83,22 @@ class Converter:
     def options_dict(self) -> dict:
         """The converter's options as plain data (for the fingerprint and ingest.json)."""
         return dataclasses.asdict(self.options)
+
+
+def check_option_ranges(options: Any) -> None:
+    """Enforce the ``range`` metadata, ``(low, high)`` with high excluded, of option fields.
+
+    The CLI builds its range-checked options from the same metadata; this covers library use.
+
+    Raises:
+        ValueError: naming the option as typed on the command line.
+    """
+    for f in dataclasses.fields(options):
+        if "range" in f.metadata:
+            low, high = f.metadata["range"]
+            value = getattr(options, f.name)
+            if not low <= value < high:
+                raise ValueError(f"--{f.name.replace('_', '-')} must be in [{low}, {high}), got {value}")
 
 
 CONVERTERS: dict[str, type[Converter]] = {}
