@@ -42,7 +42,7 @@ from mtl_data.ingest.resize import resize_sample
 from mtl_data.schema import geometry as geo
 from mtl_data.schema.kitti_calib import parse_kitti_calib, split_projection, velo_to_optical
 from mtl_data.schema.validate import validate
-from mtl_data.shards.codec import SPARSE_PNG_PARAMS, decode_image, encode_image, encode_sample
+from mtl_data.shards.codec import LABEL_PNG_PARAMS, decode_image, encode_image, encode_sample
 from mtl_data.shards.manifest import sample_row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def codec_floor(frames, depth16: dict[int, np.ndarray] | None) -> None:
         f.paths["label"].read_text(), f.paths["calib"].read_text(), f.paths["velodyne"].read_bytes()
         if depth16 is not None:
             # the settings the library writes depth.png with: the same bytes as the ingest's
-            cv2.imencode(".png", depth16[int(f.id) % 2], SPARSE_PNG_PARAMS)  # frame i is fixture i % 2
+            cv2.imencode(".png", depth16[int(f.id) % 2], LABEL_PNG_PARAMS)  # frame i is fixture i % 2
 
 
 STAGES = ("convert", "resize_sample", "validate", "encode_sample", "sample_row")

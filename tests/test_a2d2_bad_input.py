@@ -343,8 +343,8 @@ def test_label_colour_not_in_class_list_is_ignored_and_counted(cli, a2d2_root, t
 
     seg = ShardSet.open(out).read_sample(frame_key(IDS[0])).seg
     cam = json.loads((a2d2_root / "cams_lidars.json").read_text())["cameras"]["front_center"]
-    map1, map2 = ag.undistort_maps(cam)
-    moved = cv2.remap(patch, map1, map2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT) == 1
+    _, label_map = ag.undistort_maps(cam)
+    moved = cv2.remap(patch, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT) == 1
     assert moved.sum() > 50
     assert (seg[moved] == IGNORE_INDEX).all()
     # the same place without the patch is road: the 255 comes from the unknown colour

@@ -108,17 +108,28 @@ def is_pure_yaw(rotation: np.ndarray, tol: float = 1e-9) -> bool:
     return bool(np.allclose(rotation, geo.yaw_to_rotation(yaw), atol=tol))
 
 
-def undistort_maps(camera: dict) -> tuple[np.ndarray, np.ndarray]:
+def undistort_maps(camera: dict) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """``cv2.remap`` maps from the original (distorted) image to the undistorted one.
 
     Uses the camera's own model, as the official tutorial: ``Lens == "Fisheye"`` ->
     ``cv2.fisheye`` with 4 coefficients, otherwise (``Telecam``) the pinhole model with 5;
     ``CamMatrixOriginal`` in, ``CamMatrix`` out, same size (``Resolution`` = [cols, rows]).
+
+    Returns:
+        ``((map1, map2), label_map)``: fixed-point maps for bilinear remapping of the image, and
+        an int16 (H, W, 2) map already rounded to the nearest source pixel, for class maps
+        (``remap(ids, label_map, None, INTER_NEAREST)``). Nearest-neighbour remapping through the
+        fixed-point pair samples a pixel next to the nearest one on most pixels (OpenCV issue
+        24106): on the real front-center label 36,710 ids differ from true nearest neighbour.
     """
     K_dist = np.asarray(camera["CamMatrixOriginal"], dtype=np.float64)
     K_new = np.asarray(camera["CamMatrix"], dtype=np.float64)
     dist = np.asarray(camera["Distortion"], dtype=np.float64).reshape(-1)
     size = tuple(int(v) for v in camera["Resolution"])
     if camera.get("Lens") == "Fisheye":
-        return cv2.fisheye.initUndistortRectifyMap(K_dist, dist[:4], np.eye(3), K_new, size, cv2.CV_16SC2)
-    return cv2.initUndistortRectifyMap(K_dist, dist, None, K_new, size, cv2.CV_16SC2)
+        mapx, mapy = cv2.fisheye.initUndistortRectifyMap(K_dist, dist[:4], np.eye(3), K_new, size, cv2.CV_32FC1)
+    else:
+        mapx, mapy = cv2.initUndistortRectifyMap(K_dist, dist, None, K_new, size, cv2.CV_32FC1)
+    image_maps = cv2.convertMaps(mapx, mapy, cv2.CV_16SC2)
+    label_map, _ = cv2.convertMaps(mapx, mapy, cv2.CV_16SC2, nninterpolation=True)
+    return image_maps, label_map
