@@ -254,3 +254,30 @@ def test_files_not_named_like_frames_are_not_frames(box_frame_root):
     (cam_dir / "preview_camera_x.png").write_bytes(b"not a frame")
     (cam_dir / "notes.txt").write_text("hello")
     assert len(A2D2Converter(box_frame_root).frames()) == 1
+
+
+@pytest.mark.parametrize("camera", ["front_center", "side_left"])  # telecam and fisheye lenses
+def test_seg_of_each_lens_model_is_the_exact_nearest_neighbour_undistortion(synth_root, camera):
+    root = synth_root("a2d2")
+    conv = A2D2Converter(root, A2D2Options(cameras=(camera,)))
+    cam = json.loads((root / "cams_lidars.json").read_text())["cameras"][camera]
+    k0, k1 = np.array(cam["CamMatrixOriginal"]), np.array(cam["CamMatrix"])
+    dist, size = np.array(cam["Distortion"]).reshape(-1), tuple(cam["Resolution"])
+    if cam["Lens"] == "Fisheye":
+        mapx, mapy = cv2.fisheye.initUndistortRectifyMap(k0, dist[:4], np.eye(3), k1, size, cv2.CV_32FC1)
+    else:
+        mapx, mapy = cv2.initUndistortRectifyMap(k0, dist, None, k1, size, cv2.CV_32FC1)
+    col, row = np.floor(mapx + 0.5).astype(int), np.floor(mapy + 0.5).astype(int)
+    inside = (col >= 0) & (col < size[0]) & (row >= 0) & (row < size[1])
+    frames = conv.frames()
+    assert frames and all(f.paths["image"].parent.name == f"cam_{camera}" for f in frames)
+    for frame in frames:
+        sample = conv.convert(frame)
+        assert validate(sample, len(DET_CLASSES)) == [] and sample.extra == {"camera": camera}
+        np.testing.assert_array_equal(sample.K, k1)
+        label = rgb(frame.paths["label"]).astype(int)
+        source_ids = conv._color_lut()[(label[..., 0] << 16) | (label[..., 1] << 8) | label[..., 2]]
+        expected = np.full(sample.seg.shape, IGNORE_INDEX, np.uint8)
+        expected[inside] = source_ids[row[inside], col[inside]]
+        assert np.count_nonzero(sample.seg != expected) <= 5
+        assert len(np.unique(sample.seg)) >= 4
