@@ -150,3 +150,28 @@ def test_empty_detection_label_is_kept_as_zero_boxes():
     back = decode_sample(sample.key, dict(encode_sample(sample)))
     assert back.det2d is not None and back.det2d.boxes.shape == (0, 4)
     assert "det2d" in back.tasks
+
+
+def test_cityscapes_train_ids_are_the_unified_seg_ids():
+    """Cityscapes' official trainId of every label id equals its unified seg id (255 = ignore)."""
+    from mtl_data.schema.taxonomy import CITYSCAPES_LABEL_IDS, SEG_CLASSES, class_map
+
+    official = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+                26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # raw-formats 5.3
+    cmap = class_map("seg", "cityscapes")
+    assert sorted(CITYSCAPES_LABEL_IDS) == list(range(34))
+    for label_id, name in CITYSCAPES_LABEL_IDS.items():
+        got = cmap.lookup(name)
+        assert (255 if got is None else got) == official.get(label_id, 255), name
+    assert len(SEG_CLASSES) == 19
+
+
+def test_sign_table_has_the_43_gtsrb_classes(tmp_path):
+    import csv
+
+    from mtl_data.schema.taxonomy import SIGN_CLASSES
+
+    from conftest import fixture_path
+
+    rows = list(csv.DictReader(fixture_path("gtsrb", "signnames.csv").open()))
+    assert [r["SignName"] for r in rows] == list(SIGN_CLASSES)
