@@ -166,12 +166,13 @@ def test_cityscapes_train_ids_are_the_unified_seg_ids():
     assert len(SEG_CLASSES) == 19
 
 
-def test_sign_table_has_the_43_gtsrb_classes(tmp_path):
+def test_sign_table_has_the_43_gtsrb_classes():
     import csv
 
     from mtl_data.schema.taxonomy import SIGN_CLASSES
 
     from conftest import fixture_path
 
-    rows = list(csv.DictReader(fixture_path("gtsrb", "signnames.csv").open()))
+    with fixture_path("gtsrb", "signnames.csv").open() as f:
+        rows = list(csv.DictReader(f))
     assert [r["SignName"] for r in rows] == list(SIGN_CLASSES)
