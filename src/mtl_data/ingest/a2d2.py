@@ -317,7 +317,7 @@ class A2D2Converter(Converter):
             axis=np.array([b["axis"] for b in keep], dtype=np.float64).reshape(-1, 3),
             angle=np.array([b["rot_angle"] for b in keep], dtype=np.float64),
         )
-        rotation = None if ag.is_pure_yaw(rotation) else rotation
+        rotation = None if geo.is_upright(rotation) else rotation
         return det2d, Det3D(boxes=boxes3d, classes=classes, rotation=rotation, native_class=names)
 
 

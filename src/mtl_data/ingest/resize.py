@@ -8,16 +8,18 @@ import cv2
 import numpy as np
 
 from mtl_data.schema import geometry as geo
+from mtl_data.schema.lanes import NO_POINT, rasterize_lanes
 from mtl_data.schema.sample import Lanes, Sample, Sign
 
 
 def resize_sample(sample: Sample, max_side: int | None) -> Sample:
     """Downscale ``sample`` so its longer side is at most ``max_side`` (never upscales).
 
-    The image uses area interpolation; class maps (seg, lane) nearest neighbour with centre
-    alignment (``INTER_NEAREST_EXACT``: plain ``INTER_NEAREST`` is shifted by half a pixel);
-    sparse depth min-pooling; 2D boxes, lane polylines, the sign ROI and ``K`` are scaled with
-    the pixel-centre convention of ``geometry.scale_pixel_coords``. 3D boxes are metric and stay.
+    The image uses area interpolation; the seg map nearest neighbour with centre alignment
+    (``INTER_NEAREST_EXACT``: plain ``INTER_NEAREST`` is shifted by half a pixel); sparse depth
+    min-pooling; 2D boxes, lane polylines, the sign ROI and ``K`` are scaled with the
+    pixel-centre convention of ``geometry.scale_pixel_coords``; lane masks are redrawn from the
+    scaled polylines. 3D boxes are metric and stay.
     """
     h, w = sample.size
     nh, nw = geo.scaled_size((h, w), max_side)
@@ -33,18 +35,20 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
         changes["depth"] = geo.downscale_sparse_depth(sample.depth, (nh, nw))
     if sample.det2d is not None:
         d = sample.det2d
-        changes["det2d"] = dataclasses.replace(d, boxes=geo.scale_boxes2d(d.boxes, sx, sy),
-                                               ignore=geo.scale_boxes2d(d.ignore, sx, sy))
+        changes["det2d"] = dataclasses.replace(
+            d, boxes=geo.scale_boxes2d(d.boxes, sx, sy), ignore=geo.scale_boxes2d(d.ignore, sx, sy),
+            amodal=None if d.amodal is None else geo.scale_boxes2d(d.amodal, sx, sy))
     if sample.sign is not None and sample.sign.roi is not None:
         roi = geo.scale_boxes2d(np.asarray(sample.sign.roi), sx, sy)[0]
         changes["sign"] = Sign(sample.sign.class_id, tuple(float(v) for v in roi))
     if sample.lane is not None:
+        # Lanes are redrawn from the scaled polylines: resampling a thin-line mask would break
+        # the lines apart or thicken them unevenly.
         lane = sample.lane
-        xs = np.where(lane.xs == -2, -2.0, geo.scale_pixel_coords(lane.xs, sx))
-        changes["lane"] = Lanes(
-            mask=cv2.resize(lane.mask, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT),
-            h_samples=geo.scale_pixel_coords(lane.h_samples, sy),
-            xs=xs,
-        )
+        xs = np.where(lane.xs == NO_POINT, NO_POINT, geo.scale_pixel_coords(lane.xs, sx))
+        h_samples = geo.scale_pixel_coords(lane.h_samples, sy)
+        thickness = lane.thickness * min(sx, sy)
+        changes["lane"] = Lanes(mask=rasterize_lanes(xs, h_samples, (nh, nw), thickness),
+                                h_samples=h_samples, xs=xs, thickness=thickness)
     return dataclasses.replace(sample, **changes)
 

@@ -18,11 +18,7 @@ import numpy as np
 from mtl_data.schema import geometry as geo
 
 #: view frame (x fwd, y left, z up) -> optical frame (x right, y down, z fwd).
-VIEW_TO_OPTICAL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
-
-#: box axes of the project's convention (x along l, y along h pointing down, z along w) in A2D2
-#: box axes (x along l, y along w pointing left, z along h pointing up); both right-handed.
-_PROJECT_TO_A2D2_BOX = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+VIEW_TO_OPTICAL = geo.FLU_TO_OPTICAL
 
 #: A2D2 corner order (official tutorial ``get_points``): b/t = bottom/top, f/r = front (+x) /
 #: rear, l/r = left (+y) / right, as signs of (x, y, z) in box axes.
@@ -89,23 +85,9 @@ def a2d2_boxes_to_optical(center: np.ndarray, size: np.ndarray, axis: np.ndarray
         axis: (N, 3) rotation axes. angle: (N,) radians about ``axis``.
 
     Returns:
-        ``(boxes, rotation)``: (N, 7) ``[x, y, z, l, w, h, yaw]`` with yaw the heading about the
-        optical y axis (``atan2(R[0, 2], R[0, 0])``), and (N, 3, 3) the full rotation
-        ``R = VIEW_TO_OPTICAL @ R_a2d2 @ _PROJECT_TO_A2D2_BOX`` (equal to ``yaw_to_rotation(yaw)``
-        when the box axis is vertical, as in every observed file).
+        ``(boxes, rotation)`` as ``geometry.flu_boxes_to_optical``.
     """
-    rot = VIEW_TO_OPTICAL[None] @ axis_angle_to_matrix(axis, angle) @ _PROJECT_TO_A2D2_BOX[None]
-    size = np.asarray(size, dtype=np.float64).reshape(-1, 3)
-    yaw = np.arctan2(rot[:, 0, 2], rot[:, 0, 0])
-    boxes = np.column_stack([view_to_optical(center), size[:, 0], size[:, 1], size[:, 2], yaw])
-    return boxes, rot
-
-
-def is_pure_yaw(rotation: np.ndarray, tol: float = 1e-9) -> bool:
-    """Whether every (3, 3) rotation is a rotation about the optical y axis only."""
-    rotation = np.asarray(rotation).reshape(-1, 3, 3)
-    yaw = np.arctan2(rotation[:, 0, 2], rotation[:, 0, 0])
-    return bool(np.allclose(rotation, geo.yaw_to_rotation(yaw), atol=tol))
+    return geo.flu_boxes_to_optical(center, size, axis_angle_to_matrix(axis, angle))
 
 
 def undistort_maps(camera: dict) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:

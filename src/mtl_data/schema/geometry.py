@@ -34,6 +34,14 @@ _CORNER_SIGNS = np.array(
 )  # (8, 3)
 
 
+#: forward-left-up frame (A2D2 camera views, Cityscapes camera C, ISO 8855) -> optical frame.
+FLU_TO_OPTICAL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+
+#: this project's box axes (x along l, y along h pointing down, z along w) expressed in a
+#: forward-left-up box's axes (x along l, y along w pointing left, z along h pointing up).
+_PROJECT_TO_FLU_BOX = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
 def yaw_to_rotation(yaw: np.ndarray | float) -> np.ndarray:
     """Rotation about the optical y axis: ``[[c, 0, s], [0, 1, 0], [-s, 0, c]]``.
 
@@ -66,6 +74,35 @@ def box3d_corners(boxes: np.ndarray, rotation: np.ndarray | None = None) -> np.n
     local = _CORNER_SIGNS[None, :, :] * half[:, None, :]  # (N, 8, 3)
     rot = yaw_to_rotation(boxes[:, 6]) if rotation is None else np.asarray(rotation, np.float64)
     return np.einsum("nij,nkj->nki", rot, local) + boxes[:, None, :3]
+
+
+def flu_boxes_to_optical(center: np.ndarray, size_lwh: np.ndarray,
+                         rotation_flu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes given in a forward-left-up camera frame -> the project's boxes in the optical frame.
+
+    Args:
+        center: (N, 3) box centres, forward-left-up camera frame, metres.
+        size_lwh: (N, 3) length (along the box's forward axis), width (left), height (up).
+        rotation_flu: (N, 3, 3) box axes -> camera frame, both forward-left-up.
+
+    Returns:
+        ``(boxes, rotation)``: (N, 7) ``[x, y, z, l, w, h, yaw]`` in the optical frame, yaw the
+        heading about optical y (``atan2(R[0, 2], R[0, 0])``), and (N, 3, 3) the full rotation
+        ``R = FLU_TO_OPTICAL @ rotation_flu @ M`` (equal to ``yaw_to_rotation(yaw)`` when the box
+        is upright).
+    """
+    rot = FLU_TO_OPTICAL[None] @ np.asarray(rotation_flu, np.float64).reshape(-1, 3, 3) @ _PROJECT_TO_FLU_BOX[None]
+    size = np.asarray(size_lwh, dtype=np.float64).reshape(-1, 3)
+    centre = np.asarray(center, dtype=np.float64).reshape(-1, 3) @ FLU_TO_OPTICAL.T
+    yaw = np.arctan2(rot[:, 0, 2], rot[:, 0, 0])
+    return np.column_stack([centre, size, yaw]), rot
+
+
+def is_upright(rotation: np.ndarray, tol: float = 1e-9) -> bool:
+    """Whether every (3, 3) optical-frame rotation turns about the optical y axis only."""
+    rotation = np.asarray(rotation).reshape(-1, 3, 3)
+    yaw = np.arctan2(rotation[:, 0, 2], rotation[:, 0, 0])
+    return bool(np.allclose(rotation, yaw_to_rotation(yaw), atol=tol))
 
 
 def transform_points(transform: np.ndarray, points: np.ndarray) -> np.ndarray:

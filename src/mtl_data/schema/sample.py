@@ -43,6 +43,8 @@ class Det2D:
         truncated: (N,) float64 in [0, 1], or None when the source has none.
         occluded: (N,) int64 (KITTI: 0 visible, 1 partly, 2 largely, 3 unknown), or None.
         native_class: (N,) the source's own class names, or None.
+        amodal: (N, 4) float64 full extent including occluded parts, where the source has it
+            (Cityscapes-3D); ``boxes`` then hold the visible (modal) extent.
     """
 
     boxes: np.ndarray
@@ -51,6 +53,7 @@ class Det2D:
     truncated: np.ndarray | None = None
     occluded: np.ndarray | None = None
     native_class: tuple[str, ...] | None = None
+    amodal: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -108,11 +111,14 @@ class Lanes:
             bottom, 255 ignore.
         h_samples: (R,) row coordinates px of the native polylines (TuSimple).
         xs: (N, R) column px per lane and row, -2 where the lane has no point.
+        thickness: line width px the mask was drawn with (``schema.lanes.rasterize_lanes``), so
+            resizing redraws the polylines instead of resampling the mask.
     """
 
     mask: np.ndarray
     h_samples: np.ndarray
     xs: np.ndarray
+    thickness: float = 5.0
 
 
 @dataclass(frozen=True)

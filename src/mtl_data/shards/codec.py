@@ -12,7 +12,7 @@ Member names are ``<key>.<ext>`` with these extensions (a public contract: add, 
 ``det3d.json``        ``{"boxes": [[x, y, z, l, w, h, yaw]], "classes"}`` + optional ``rotation``
 ``steer.json``        ``{"angle_deg", "speed_kmh", "gap_ms"}``
 ``sign.cls``          class id as decimal text
-``lane.png`` + ``lane.json``  instance map + ``{"h_samples", "lanes"}`` native polylines
+``lane.png`` + ``lane.json``  instance map + ``{"h_samples", "lanes", "thickness"}`` polylines
 ====================  =========================================================================
 
 Labels round-trip exactly; the image does too with ``png`` (``jpg`` is lossy by design).
@@ -122,6 +122,8 @@ def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int =
             doc["occluded"] = np.asarray(d.occluded, dtype=np.int64).tolist()
         if d.native_class is not None:
             doc["native_class"] = list(d.native_class)
+        if d.amodal is not None:
+            doc["amodal"] = np.asarray(d.amodal, dtype=np.float64).tolist()
         members.append(("det2d.json", _json(doc)))
     if sample.det3d is not None:
         d = sample.det3d
@@ -141,7 +143,8 @@ def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int =
     if sample.lane is not None:
         members.append(("lane.png", _png(sample.lane.mask, LABEL_PNG_PARAMS)))
         members.append(("lane.json", _json({"h_samples": sample.lane.h_samples.tolist(),
-                                            "lanes": sample.lane.xs.tolist()})))
+                                            "lanes": sample.lane.xs.tolist(),
+                                            "thickness": float(sample.lane.thickness)})))
     return members
 
 
@@ -196,6 +199,7 @@ def decode_sample(key: str, members: dict[str, bytes]) -> Sample:
             truncated=None if "truncated" not in d else np.asarray(d["truncated"], dtype=np.float64),
             occluded=None if "occluded" not in d else np.asarray(d["occluded"], dtype=np.int64),
             native_class=None if "native_class" not in d else tuple(d["native_class"]),
+            amodal=None if "amodal" not in d else _boxes(d["amodal"], 4),
         )
     if "det3d.json" in members:
         d = _load_json(members, "det3d.json")
@@ -215,7 +219,8 @@ def decode_sample(key: str, members: dict[str, bytes]) -> Sample:
         d = _load_json(members, "lane.json")
         h_samples = np.asarray(d["h_samples"], dtype=np.float64)
         lane = Lanes(mask=_load_png(members, "lane.png"), h_samples=h_samples,
-                     xs=np.asarray(d["lanes"], dtype=np.float64).reshape(-1, len(h_samples)))
+                     xs=np.asarray(d["lanes"], dtype=np.float64).reshape(-1, len(h_samples)),
+                     thickness=float(d.get("thickness", 5.0)))
     return Sample(
         key=key,
         source=meta["source"],
