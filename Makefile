@@ -36,6 +36,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/ingest_kitti.py
+	$(BIN)/python bench/ingest_a2d2.py
 
 clean:
 	rm -rf build $(VENV)

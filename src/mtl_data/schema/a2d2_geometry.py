@@ -102,7 +102,8 @@ def undistort_maps(camera: dict) -> tuple[tuple[np.ndarray, np.ndarray], np.ndar
         an int16 (H, W, 2) map already rounded to the nearest source pixel, for class maps
         (``remap(ids, label_map, None, INTER_NEAREST)``). Nearest-neighbour remapping through the
         fixed-point pair samples a pixel next to the nearest one on most pixels (OpenCV issue
-        24106): on the real front-center label 36,710 ids differ from true nearest neighbour.
+        24106): on the real front-center label 30,979 unified class ids differed from true
+        nearest neighbour (BENCHMARKS.md, A2D2).
     """
     K_dist = np.asarray(camera["CamMatrixOriginal"], dtype=np.float64)
     K_new = np.asarray(camera["CamMatrix"], dtype=np.float64)
