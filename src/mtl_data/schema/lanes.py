@@ -21,7 +21,7 @@ def rasterize_lanes(xs: np.ndarray, h_samples: np.ndarray, size: tuple[int, int]
         xs: (N, R) column of each lane on each row, ``NO_POINT`` where absent.
         h_samples: (R,) row coordinates.
         size: (height, width) of the mask.
-        thickness: line width in pixels (rounded, at least 1).
+        thickness: line width in pixels (rounded half up, at least 1).
 
     Returns:
         (H, W) uint8, 0 = background.
@@ -33,5 +33,5 @@ def rasterize_lanes(xs: np.ndarray, h_samples: np.ndarray, size: tuple[int, int]
         if valid.sum() == 0:
             continue
         pts = np.rint(np.column_stack([lane[valid], h_samples[valid]])).astype(np.int32)
-        cv2.polylines(mask, [pts.reshape(-1, 1, 2)], isClosed=False, color=i, thickness=max(1, round(thickness)))
+        cv2.polylines(mask, [pts.reshape(-1, 1, 2)], isClosed=False, color=i, thickness=max(1, int(thickness + 0.5)))
     return mask

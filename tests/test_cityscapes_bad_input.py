@@ -1,0 +1,211 @@
+"""Bad Cityscapes raw input: one clear ``error:`` line naming the file (and line), a non-zero
+exit, no traceback and nothing half-written; under ``--on-error skip`` the bad frame is recorded
+in ``rejects.jsonl`` and the four other frames of the synthetic dataset are converted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import assert_nothing_half_written, read_manifest, read_rejects
+
+FRAMES = {  # id -> split of the synthetic dataset
+    "aachen_000000_000019": "train", "aachen_000001_000019": "train", "bochum_000000_000313": "train",
+    "frankfurt_000000_000294": "val", "frankfurt_000001_000019": "val",
+}
+KNOWN_BOX_LABELS = ("car", "truck", "bus", "train", "motorcycle", "bicycle", "caravan", "trailer")
+
+
+@pytest.fixture
+def raw(tmp_path, synth_root) -> Path:
+    """A writable copy of the synthetic dataset (5 frames in train and val)."""
+    dst = tmp_path / "cityscapes_raw"
+    shutil.copytree(synth_root("cityscapes"), dst)
+    return dst
+
+
+def rel(package: str, frame_id: str, suffix: str) -> str:
+    return f"{package}/{FRAMES[frame_id]}/{frame_id.split('_')[0]}/{frame_id}{suffix}"
+
+
+def _ingest(cli, root: Path, out: Path, *extra):
+    return cli("ingest", "cityscapes", root, "--to", out, "--workers", 1, *extra)
+
+
+def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc, indent=4))
+
+
+# ---- per-frame corruptions -------------------------------------------------------------------------
+
+DISPARITY = rel("disparity", "aachen_000000_000019", "_disparity.png")
+CAMERA = rel("camera", "frankfurt_000000_000294", "_camera.json")
+BOXES_A1 = rel("gtBbox3d", "aachen_000001_000019", "_gtBbox3d.json")
+BOXES_F0 = rel("gtBbox3d", "frankfurt_000000_000294", "_gtBbox3d.json")
+BOXES_B0 = rel("gtBbox3d", "bochum_000000_000313", "_gtBbox3d.json")
+LABEL_B0 = rel("gtFine", "bochum_000000_000313", "_gtFine_labelIds.png")
+LABEL_A1 = rel("gtFine", "aachen_000001_000019", "_gtFine_labelIds.png")
+IMAGE_F1 = rel("leftImg8bit", "frankfurt_000001_000019", "_leftImg8bit.png")
+
+
+def _disparity_8bit(root: Path) -> None:
+    values = cv2.imread(str(root / DISPARITY), cv2.IMREAD_UNCHANGED)
+    assert cv2.imwrite(str(root / DISPARITY), (values >> 4).astype(np.uint8))
+
+
+def _camera_missing(root: Path) -> None:
+    (root / CAMERA).unlink()
+
+
+def _sensor_missing(root: Path) -> None:
+    _edit_json(root / BOXES_A1, lambda doc: doc.pop("sensor"))
+
+
+def _box_without_3d(root: Path) -> None:
+    _edit_json(root / BOXES_F0, lambda doc: doc["objects"][1].pop("3d"))
+
+
+def _label_wrong_size(root: Path) -> None:
+    assert cv2.imwrite(str(root / LABEL_B0), np.full((50, 100), 7, np.uint8))
+
+
+def _label_unknown_id(root: Path) -> None:
+    label = cv2.imread(str(root / LABEL_A1), cv2.IMREAD_UNCHANGED)
+    label[3, 5:17] = 34
+    assert cv2.imwrite(str(root / LABEL_A1), label)
+
+
+def _boxes_not_json(root: Path) -> None:
+    # valid up to line 4, where a comma is missing
+    (root / BOXES_B0).write_text('{\n    "imgWidth": 256,\n    "imgHeight": 128\n    "sensor": {}\n}\n')
+
+
+def _box_unknown_label(root: Path) -> None:
+    _edit_json(root / BOXES_F0, lambda doc: doc["objects"][0].update(label="spaceship"))
+
+
+def _sensor_intrinsics_differ(root: Path) -> None:
+    _edit_json(root / BOXES_F0, lambda doc: doc["sensor"].update(fx=doc["sensor"]["fx"] + 5.0))
+
+
+def _image_missing(root: Path) -> None:
+    (root / IMAGE_F1).unlink()
+
+
+def _boxes_for_another_image_size(root: Path) -> None:
+    _edit_json(root / BOXES_A1, lambda doc: doc.update(imgWidth=2048, imgHeight=1024))
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A corruption of one synthetic frame, and what the error must say."""
+
+    apply: Callable[[Path], None]
+    bad_id: str
+    rel: str                     # the bad file, relative to the raw root
+    line: int | None             # its line number, where there is one
+    says: tuple[str, ...]        # substrings of the error line besides the file
+
+
+CORRUPTIONS = {
+    "disparity_png_8bit": Corruption(_disparity_8bit, "aachen_000000_000019", DISPARITY, None,
+                                     ("disparity PNG is 8-bit", "expected 16-bit single-channel")),
+    "camera_json_missing_for_disparity": Corruption(
+        _camera_missing, "frankfurt_000000_000294", CAMERA, None, ("camera json", "missing", "disparity")),
+    "gtbbox3d_without_sensor": Corruption(
+        _sensor_missing, "aachen_000001_000019", BOXES_A1, None, ("no 'sensor' block", "sensor_T_ISO_8855")),
+    "gtbbox3d_box_without_3d": Corruption(
+        _box_without_3d, "frankfurt_000000_000294", BOXES_F0, None,
+        ("objects[1]", "lacks '3d'", "3d.center", "3d.rotation")),
+    "labelids_wrong_size": Corruption(
+        _label_wrong_size, "bochum_000000_000313", LABEL_B0, None, ("100x50", "expected 256x128", "leftImg8bit")),
+    "labelids_unknown_id": Corruption(
+        _label_unknown_id, "aachen_000001_000019", LABEL_A1, None,
+        ("label id 34", "12 px", "row 3, col 5", "expected 0..33")),
+    "gtbbox3d_not_json": Corruption(_boxes_not_json, "bochum_000000_000313", BOXES_B0, 4,
+                                    ("not valid JSON", "line 4")),
+    "gtbbox3d_unknown_label": Corruption(
+        _box_unknown_label, "frankfurt_000000_000294", BOXES_F0, None,
+        ("objects[0]", "unknown label 'spaceship'", *KNOWN_BOX_LABELS)),
+    "gtbbox3d_intrinsics_differ_from_camera_json": Corruption(
+        _sensor_intrinsics_differ, "frankfurt_000000_000294", BOXES_F0, None,
+        ("sensor intrinsics", "differ from the camera json", "frankfurt_000000_000294_camera.json")),
+    "gtbbox3d_for_another_image_size": Corruption(
+        _boxes_for_another_image_size, "aachen_000001_000019", BOXES_A1, None, ("2048x1024", "256x128")),
+    "image_missing_for_labels": Corruption(
+        _image_missing, "frankfurt_000001_000019", IMAGE_F1, None, ("leftImg8bit image missing",)),
+}
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_bad_frame_fails_with_one_error_line_naming_the_file(case, cli, raw, tmp_path):
+    case.apply(raw)
+    out = tmp_path / "shards"
+    line = _ingest(cli, raw, out).one_error_line()
+    assert f"error: {raw / case.rel}" + ("" if case.line is None else f":{case.line}") + ": " in line
+    for text in case.says:
+        assert text in line, text
+    assert_nothing_half_written(out, "cityscapes")
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_bad_frame_is_rejected_and_the_others_converted_under_on_error_skip(case, cli, raw, tmp_path):
+    case.apply(raw)
+    out = tmp_path / "shards"
+    result = _ingest(cli, raw, out, "--on-error", "skip")
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+    [reject] = read_rejects(out, "cityscapes")
+    assert reject["split"] == FRAMES[case.bad_id] and reject["id"] == case.bad_id
+    assert Path(reject["path"]).as_posix().endswith(case.rel)
+    assert reject["line"] == case.line
+    assert all(text in reject["error"] for text in case.says)
+    keys = sorted(r["key"] for r in read_manifest(out, "cityscapes"))
+    assert keys == sorted(f"cityscapes_{s}_{i}" for i, s in FRAMES.items() if i != case.bad_id)
+    report = json.loads((out / "cityscapes" / "ingest.json").read_text())
+    assert report["splits"][FRAMES[case.bad_id]]["rejects"] == 1
+    assert list(out.rglob("*.part")) == [] and not (out / "cityscapes" / ".ingest").exists()
+
+
+# ---- layout errors (whole root; not skippable) -------------------------------------------------------
+
+def test_empty_root_names_it_and_the_expected_tree(cli, tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    out = tmp_path / "shards"
+    for extra in ((), ("--on-error", "skip")):
+        line = _ingest(cli, root, out, *extra).one_error_line()
+        assert f"error: {root}: no leftImg8bit folder" in line
+        assert "leftImg8bit/{train,val,test}/<city>/" in line
+    assert not (out / "cityscapes").exists()
+
+
+def test_root_one_level_too_high_suggests_the_dataset_folder(cli, raw, tmp_path):
+    parent = raw.parent
+    line = _ingest(cli, parent, tmp_path / "shards").one_error_line()
+    assert f"{parent}: no leftImg8bit folder" in line and f"did you mean {raw}?" in line
+
+
+def test_leftimg8bit_with_only_demovideo_says_it_is_not_converted(cli, tmp_path):
+    root = tmp_path / "raw"
+    (root / "leftImg8bit" / "demoVideo" / "stuttgart_00").mkdir(parents=True)
+    line = _ingest(cli, root, tmp_path / "shards").one_error_line()
+    assert f"{root / 'leftImg8bit'}: no split folder to convert" in line
+    assert "found: demoVideo" in line and "never converted" in line
+
+
+def test_disparity_split_without_camera_split_is_a_layout_error(cli, raw, tmp_path):
+    shutil.rmtree(raw / "camera" / "val")
+    out = tmp_path / "shards"
+    line = _ingest(cli, raw, out, "--on-error", "skip").one_error_line()
+    assert f"error: {raw / 'camera' / 'val'}: missing folder" in line and "disparity/val" in line
+    assert not (out / "cityscapes").exists()
