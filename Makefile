@@ -28,6 +28,12 @@ demo: setup
 	$(BIN)/mtl-data ingest kitti $(DEMO)/raw/kitti --to $(DEMO)/shards --val-fraction 0.25 --workers 2
 	$(BIN)/mtl-data synth a2d2 --to $(DEMO)/raw/a2d2
 	$(BIN)/mtl-data ingest a2d2 $(DEMO)/raw/a2d2 --to $(DEMO)/shards --val-fraction 0.34 --workers 2
+	$(BIN)/mtl-data synth gtsrb --to $(DEMO)/raw/gtsrb
+	$(BIN)/mtl-data ingest gtsrb $(DEMO)/raw/gtsrb --to $(DEMO)/shards --val-fraction 0.34 --workers 2
+	$(BIN)/mtl-data synth tusimple --to $(DEMO)/raw/tusimple
+	$(BIN)/mtl-data ingest tusimple $(DEMO)/raw/tusimple --to $(DEMO)/shards --val-fraction 0.34 --workers 2
+	$(BIN)/mtl-data synth cityscapes --to $(DEMO)/raw/cityscapes
+	$(BIN)/mtl-data ingest cityscapes $(DEMO)/raw/cityscapes --to $(DEMO)/shards --workers 2
 	$(BIN)/mtl-data inspect $(DEMO)/shards
 	$(BIN)/mtl-data inspect $(DEMO)/shards --key kitti_train_000001
 	$(BIN)/mtl-data inspect $(DEMO)/shards --key $$($(BIN)/python -c "import polars as pl; \
