@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +38,95 @@ def read_rejects(out: Path, source: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def read_report(out: Path, source: str) -> dict:
+    """The ``ingest.json`` report of ``out/<source>``."""
+    return json.loads((out / source / "ingest.json").read_text())
+
+
+def file_and_line(path: Path | str, line: int | None = None) -> str:
+    """``path``, or ``path:line`` where there is a line: how an error line names the bad place."""
+    return f"{path}" + ("" if line is None else f":{line}")
+
+
+def ingest_cli(cli, source: str, root: Path, out: Path, *extra, workers: int = 1) -> CliResult:
+    """``mtl-data ingest SOURCE ROOT --to OUT --workers WORKERS EXTRA...`` through the ``cli`` fixture."""
+    return cli("ingest", source, root, "--to", out, "--workers", workers, *extra)
+
+
+def ingest_corrupted(cli, source: str, corrupt: Callable[[Path], None], root: Path, tmp_path: Path, *extra,
+                     workers: int = 1) -> tuple[CliResult, Path]:
+    """Corrupt ``root`` in place by ``corrupt(root)``, then ingest it into ``tmp_path/shards`` (see
+    ``ingest_cli``); returns the result and that output folder."""
+    corrupt(root)
+    out = tmp_path / "shards"
+    return ingest_cli(cli, source, root, out, *extra, workers=workers), out
+
+
+@dataclass(frozen=True)
+class FrameCorruption:
+    """A corruption of one frame of a writable raw root, and what the error must say."""
+
+    apply: Callable[[Path], None]
+    bad_id: str                  # the bad frame
+    rel: str                     # the bad file, relative to the raw root
+    line: int | None             # its line number, where there is one
+    says: tuple[str, ...]        # substrings of the error line besides ``rel[:line]``
+
+
 def assert_nothing_half_written(out: Path, source: str) -> None:
     """After a failed first run: no temporary visible outside ``.ingest/`` and no manifest."""
     visible_parts = [p for p in out.rglob("*.part") if ".ingest" not in p.relative_to(out).parts]
     assert visible_parts == []
     assert not (out / source / "manifest.parquet").exists()
+
+
+def assert_error_line(result: CliResult, *fragments: str) -> str:
+    """The command failed with one ``error: ...`` line (no traceback) that holds every fragment; returns it."""
+    line = result.one_error_line()
+    for text in fragments:
+        assert text in line, text
+    return line
+
+
+def assert_fails_cleanly(result: CliResult, out: Path, source: str, *fragments: str) -> str:
+    """A run under ``--on-error fail`` that hit bad input: one ``error:`` line holding every fragment
+    (see ``assert_error_line``) and nothing half-written in ``out`` (see
+    ``assert_nothing_half_written``); returns the error line."""
+    line = assert_error_line(result, *fragments)
+    assert_nothing_half_written(out, source)
+    return line
+
+
+def assert_fails_before_writing(result: CliResult, out: Path, source: str, *fragments: str) -> str:
+    """A run refused before any frame was read (bad option or bad layout): one ``error:`` line holding
+    every fragment (see ``assert_error_line``) and no ``out/<source>`` folder at all; returns the line."""
+    line = assert_error_line(result, *fragments)
+    assert not (out / source).exists()
+    return line
+
+
+def assert_skipped_cleanly(result: CliResult, out: Path, source: str, *, split: str, frame_id: str,
+                           path_suffix: str, line: int | None, expected_keys, column: str = "key",
+                           error_says: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
+    """A run under ``--on-error skip`` with one bad frame: exit 0 and no traceback; exactly one record
+    in ``rejects.jsonl``, with this ``split`` and ``frame_id``, a path ending with ``path_suffix``,
+    this ``line`` and a non-empty error that holds every fragment of ``error_says``; the manifest's
+    ``column`` values, sorted, are ``expected_keys`` sorted (the other frames); no ``*.part`` file
+    left anywhere in ``out`` and no ``.ingest/`` state left. Returns the reject and the manifest rows."""
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+    [reject] = read_rejects(out, source)
+    assert (reject["split"], reject["id"]) == (split, frame_id)
+    assert Path(reject["path"]).as_posix().endswith(path_suffix)
+    assert reject["line"] == line
+    assert reject["error"]
+    for text in error_says:
+        assert text in reject["error"], text
+    rows = read_manifest(out, source)
+    assert sorted(r[column] for r in rows) == sorted(expected_keys)
+    assert list(out.rglob("*.part")) == []
+    assert not (out / source / ".ingest").exists()
+    return reject, rows
 
 
 @pytest.fixture

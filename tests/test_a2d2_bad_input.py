@@ -26,7 +26,9 @@ from mtl_data.schema.sample import IGNORE_INDEX
 from mtl_data.schema.taxonomy import SEG_CLASSES
 from mtl_data.shards.reader import ShardSet
 
-from conftest import assert_nothing_half_written, fixture_path, read_manifest, read_rejects
+from conftest import (FrameCorruption, assert_fails_before_writing, assert_fails_cleanly, assert_skipped_cleanly,
+                      file_and_line, fixture_path, ingest_cli, ingest_corrupted, read_manifest, read_rejects,
+                      read_report)
 
 SCENE, PREFIX = "20180810_142822", "20180810142822"
 IDS = ("000015196", "000015197")
@@ -105,14 +107,6 @@ def a2d2_root(tmp_path, camera_png) -> Path:
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def _ingest(cli, root: Path, out: Path, *extra):
-    return cli("ingest", "a2d2", root, "--to", out, "--workers", 1, *extra)
-
-
-def _report(out: Path) -> dict:
-    return json.loads((out / "a2d2" / "ingest.json").read_text())
-
-
 def _add_class_list(root: Path) -> None:
     (root / "camera_lidar_semantic").mkdir(exist_ok=True)
     shutil.copy(fixture_path("a2d2", "class_list.json"), root / "camera_lidar_semantic" / "class_list.json")
@@ -167,14 +161,8 @@ def _camera_wrong_size(root: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Corruption:
+class Corruption(FrameCorruption):
     """A corruption of one of the two frames, and what the error must say."""
-
-    apply: Callable[[Path], None]
-    bad_id: str
-    rel: str                     # the bad file, relative to the raw root
-    line: int | None             # its line number, where there is one
-    says: tuple[str, ...]        # substrings of the error line besides the file
 
     @property
     def good_id(self) -> str:
@@ -205,33 +193,16 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_fails_with_one_error_line_naming_the_file(case, cli, a2d2_root, tmp_path):
-    case.apply(a2d2_root)
-    out = tmp_path / "shards"
-    line = _ingest(cli, a2d2_root, out).one_error_line()
-    assert f"{a2d2_root / case.rel}" + ("" if case.line is None else f":{case.line}") + ": " in line
-    for text in case.says:
-        assert text in line, text
-    assert_nothing_half_written(out, "a2d2")
+    result, out = ingest_corrupted(cli, "a2d2", case.apply, a2d2_root, tmp_path)
+    assert_fails_cleanly(result, out, "a2d2", file_and_line(a2d2_root / case.rel, case.line) + ": ", *case.says)
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_is_rejected_and_the_other_converted_under_on_error_skip(case, cli, a2d2_root, tmp_path):
-    case.apply(a2d2_root)
-    out = tmp_path / "shards"
-    result = _ingest(cli, a2d2_root, out, "--on-error", "skip")
-    assert result.code == 0, result.err
-    assert "Traceback" not in result.err
-    [reject] = read_rejects(out, "a2d2")
-    assert reject["split"] == "train"
-    assert reject["id"] == f"{PREFIX}_frontcenter_{case.bad_id}"
-    assert Path(reject["path"]).as_posix().endswith(case.rel)
-    assert reject["line"] == case.line
-    assert reject["error"]
-    rows = read_manifest(out, "a2d2")
-    assert [r["key"] for r in rows] == [frame_key(case.good_id)]
-    assert _report(out)["splits"]["train"]["rejects"] == 1
-    assert list(out.rglob("*.part")) == []
-    assert not (out / "a2d2" / ".ingest").exists()
+    result, out = ingest_corrupted(cli, "a2d2", case.apply, a2d2_root, tmp_path, "--on-error", "skip")
+    assert_skipped_cleanly(result, out, "a2d2", split="train", frame_id=f"{PREFIX}_frontcenter_{case.bad_id}",
+                           path_suffix=case.rel, line=case.line, expected_keys=[frame_key(case.good_id)])
+    assert read_report(out, "a2d2")["splits"]["train"]["rejects"] == 1
 
 
 # ---- the scene's bus file ---------------------------------------------------------------------
@@ -260,22 +231,15 @@ BUS_CORRUPTIONS = {
 
 @pytest.mark.parametrize("corrupt, line, says", BUS_CORRUPTIONS.values(), ids=BUS_CORRUPTIONS.keys())
 def test_bad_bus_file_fails_with_one_error_line_naming_it(corrupt, line, says, cli, a2d2_root, tmp_path):
-    corrupt(a2d2_root)
-    out = tmp_path / "shards"
-    error = _ingest(cli, a2d2_root, out).one_error_line()
-    assert f"{a2d2_root / BUS_REL}" + ("" if line is None else f":{line}") + ": " in error
-    for text in says:
-        assert text in error, text
-    assert_nothing_half_written(out, "a2d2")
+    result, out = ingest_corrupted(cli, "a2d2", corrupt, a2d2_root, tmp_path)
+    assert_fails_cleanly(result, out, "a2d2", file_and_line(a2d2_root / BUS_REL, line) + ": ", *says)
 
 
 @pytest.mark.parametrize("corrupt, line, says", BUS_CORRUPTIONS.values(), ids=BUS_CORRUPTIONS.keys())
 def test_bad_bus_file_rejects_every_frame_of_its_scene_under_on_error_skip(corrupt, line, says, cli, a2d2_root,
                                                                             tmp_path):
     """The bus file belongs to the scene: each frame of the scene is rejected, naming it."""
-    corrupt(a2d2_root)
-    out = tmp_path / "shards"
-    result = _ingest(cli, a2d2_root, out, "--on-error", "skip")
+    result, out = ingest_corrupted(cli, "a2d2", corrupt, a2d2_root, tmp_path, "--on-error", "skip")
     assert result.code == 0, result.err
     assert "Traceback" not in result.err
     rejects = read_rejects(out, "a2d2")
@@ -284,7 +248,7 @@ def test_bad_bus_file_rejects_every_frame_of_its_scene_under_on_error_skip(corru
         assert Path(reject["path"]).as_posix().endswith(BUS_REL)
         assert reject["line"] == line
     assert read_manifest(out, "a2d2") == []
-    assert _report(out)["splits"]["train"]["samples"] == 0
+    assert read_report(out, "a2d2")["splits"]["train"]["samples"] == 0
     assert list(out.rglob("*.part")) == []
 
 
@@ -293,20 +257,14 @@ def test_bad_bus_file_rejects_every_frame_of_its_scene_under_on_error_skip(corru
 def test_missing_cams_lidars_json_is_a_layout_error_naming_it(cli, a2d2_root, tmp_path):
     (a2d2_root / "cams_lidars.json").unlink()
     out = tmp_path / "shards"
-    line = _ingest(cli, a2d2_root, out).one_error_line()
-    assert f"{a2d2_root / 'cams_lidars.json'}: missing" in line
-    assert "expected" in line
-    assert_nothing_half_written(out, "a2d2")
+    result = ingest_cli(cli, "a2d2", a2d2_root, out)
+    assert_fails_cleanly(result, out, "a2d2", f"{a2d2_root / 'cams_lidars.json'}: missing", "expected")
 
 
 def test_unknown_camera_names_cams_lidars_json_and_lists_the_cameras(cli, a2d2_root, tmp_path):
     out = tmp_path / "shards"
-    line = _ingest(cli, a2d2_root, out, "--cameras", "nosuchcam").one_error_line()
-    assert f"{a2d2_root / 'cams_lidars.json'}: " in line
-    assert "'nosuchcam'" in line
-    for cam in CAMERAS:
-        assert cam in line, cam
-    assert_nothing_half_written(out, "a2d2")
+    result = ingest_cli(cli, "a2d2", a2d2_root, out, "--cameras", "nosuchcam")
+    assert_fails_cleanly(result, out, "a2d2", f"{a2d2_root / 'cams_lidars.json'}: ", "'nosuchcam'", *CAMERAS)
 
 
 def test_label_png_without_class_list_json_names_the_missing_class_list(cli, a2d2_root, tmp_path):
@@ -315,9 +273,7 @@ def test_label_png_without_class_list_json_names_the_missing_class_list(cli, a2d
     label.parent.mkdir(parents=True)
     shutil.copy(fixture_path(*SEM_LABEL), label)
     out = tmp_path / "shards"
-    line = _ingest(cli, a2d2_root, out).one_error_line()
-    assert "class_list.json" in line
-    assert_nothing_half_written(out, "a2d2")
+    assert_fails_cleanly(ingest_cli(cli, "a2d2", a2d2_root, out), out, "a2d2", "class_list.json")
 
 
 # ---- not errors: counted in ingest.json -------------------------------------------------------
@@ -334,12 +290,12 @@ def test_label_colour_not_in_class_list_is_ignored_and_counted(cli, a2d2_root, t
     assert cv2.imwrite(str(label_path), label, PNG_FAST)
 
     out = tmp_path / "shards"
-    result = _ingest(cli, a2d2_root, out)
+    result = ingest_cli(cli, "a2d2", a2d2_root, out)
     assert result.code == 0, result.err
     assert [r["key"] for r in read_manifest(out, "a2d2")] == [frame_key(i) for i in IDS]
     assert read_rejects(out, "a2d2") == []
     # counted on the label as delivered (before undistortion): exactly the 10x10 patch
-    assert _report(out)["splits"]["train"]["notes"]["seg_unknown_color_px"] == 100
+    assert read_report(out, "a2d2")["splits"]["train"]["notes"]["seg_unknown_color_px"] == 100
 
     seg = ShardSet.open(out).read_sample(frame_key(IDS[0])).seg
     cam = json.loads((a2d2_root / "cams_lidars.json").read_text())["cameras"]["front_center"]
@@ -354,14 +310,14 @@ def test_label_colour_not_in_class_list_is_ignored_and_counted(cli, a2d2_root, t
 
 def test_frame_beyond_the_bus_gap_converts_without_steer_and_is_counted(cli, a2d2_root, tmp_path):
     out = tmp_path / "shards"
-    result = _ingest(cli, a2d2_root, out, "--max-bus-gap-ms", 1)
+    result = ingest_cli(cli, "a2d2", a2d2_root, out, "--max-bus-gap-ms", 1)
     assert result.code == 0, result.err
     rows = {r["id"].rsplit("_", 1)[1]: r for r in read_manifest(out, "a2d2")}
     # 000015196 is 6.667 ms from its bus samples, 000015197 falls on one
     assert rows[IDS[0]]["has_steer"] is False and rows[IDS[0]]["has_det2d"] is True
     assert rows[IDS[1]]["has_steer"] is True
     assert read_rejects(out, "a2d2") == []
-    assert _report(out)["splits"]["train"]["notes"] == {"steer_bus_gap": 1}
+    assert read_report(out, "a2d2")["splits"]["train"]["notes"] == {"steer_bus_gap": 1}
 
 
 # ---- bad options ------------------------------------------------------------------------------
@@ -377,7 +333,4 @@ BAD_OPTIONS = {
 @pytest.mark.parametrize("args, says", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
 def test_bad_option_fails_with_one_error_line(args, says, cli, a2d2_root, tmp_path):
     out = tmp_path / "shards"
-    line = _ingest(cli, a2d2_root, out, *args).one_error_line()
-    for text in says:
-        assert text in line, text
-    assert not (out / "a2d2").exists()
+    assert_fails_before_writing(ingest_cli(cli, "a2d2", a2d2_root, out, *args), out, "a2d2", *says)

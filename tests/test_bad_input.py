@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_nothing_half_written, read_manifest, read_rejects
+from conftest import (FrameCorruption, assert_fails_before_writing, assert_fails_cleanly, assert_skipped_cleanly,
+                      file_and_line, ingest_cli, ingest_corrupted, read_manifest, read_rejects)
 
 FRAMES = ("000000", "000001")
 LABEL_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
@@ -24,10 +25,6 @@ def _edit_line(path: Path, lineno: int, edit: Callable[[list[str]], list[str]]) 
     lines = path.read_text().splitlines()
     lines[lineno - 1] = " ".join(edit(lines[lineno - 1].split()))
     path.write_text("\n".join(lines) + "\n")
-
-
-def _ingest(cli, root: Path, out: Path, *extra, workers: int = 1):
-    return cli("ingest", "kitti", root, "--to", out, "--workers", workers, *extra)
 
 
 # ---- per-frame corruptions --------------------------------------------------------------------
@@ -71,14 +68,8 @@ def _image_missing(root: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Corruption:
+class Corruption(FrameCorruption):
     """A corruption of one frame of the real sample, and what the error must say."""
-
-    apply: Callable[[Path], None]
-    bad_id: str
-    rel: str                     # the bad file, relative to the raw root
-    line: int | None             # its line number, where there is one
-    says: tuple[str, ...]        # substrings of the error line besides ``rel[:line]``
 
     @property
     def good_id(self) -> str:
@@ -86,7 +77,7 @@ class Corruption:
 
     @property
     def where(self) -> str:
-        return self.rel if self.line is None else f"{self.rel}:{self.line}"
+        return file_and_line(self.rel, self.line)
 
 
 CORRUPTIONS = {
@@ -112,52 +103,27 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_fails_with_one_error_line_naming_file_and_line(case, cli, kitti_copy, tmp_path):
-    case.apply(kitti_copy)
-    out = tmp_path / "shards"
-    result = _ingest(cli, kitti_copy, out)
-    line = result.one_error_line()
-    assert f"{kitti_copy / case.rel}" + ("" if case.line is None else f":{case.line}") in line
-    for text in case.says:
-        assert text in line, text
-    assert_nothing_half_written(out, "kitti")
+    result, out = ingest_corrupted(cli, "kitti", case.apply, kitti_copy, tmp_path)
+    assert_fails_cleanly(result, out, "kitti", file_and_line(kitti_copy / case.rel, case.line), *case.says)
 
 
 def test_error_from_a_worker_process_comes_back_as_one_error_line(cli, kitti_copy, tmp_path):
     case = CORRUPTIONS["label_line_with_14_fields"]
-    case.apply(kitti_copy)
-    out = tmp_path / "shards"
-    line = _ingest(cli, kitti_copy, out, workers=2).one_error_line()
-    assert "label_2/000001.txt:2" in line
-    assert "15" in line and "found 14" in line
-    assert_nothing_half_written(out, "kitti")
+    result, out = ingest_corrupted(cli, "kitti", case.apply, kitti_copy, tmp_path, workers=2)
+    assert_fails_cleanly(result, out, "kitti", "label_2/000001.txt:2", "15", "found 14")
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_is_rejected_and_the_other_converted_under_on_error_skip(case, cli, kitti_copy, tmp_path):
-    case.apply(kitti_copy)
-    out = tmp_path / "shards"
-    result = _ingest(cli, kitti_copy, out, "--on-error", "skip")
-    assert result.code == 0, result.err
-    assert "Traceback" not in result.err
-    rejects = read_rejects(out, "kitti")
-    assert len(rejects) == 1
-    reject = rejects[0]
-    assert reject["split"] == "train"
-    assert reject["id"] == case.bad_id
-    assert Path(reject["path"]).as_posix().endswith(case.rel)
-    assert reject["line"] == case.line
-    assert reject["error"]
-    rows = read_manifest(out, "kitti")
+    result, out = ingest_corrupted(cli, "kitti", case.apply, kitti_copy, tmp_path, "--on-error", "skip")
+    _, rows = assert_skipped_cleanly(result, out, "kitti", split="train", frame_id=case.bad_id, path_suffix=case.rel,
+                                     line=case.line, expected_keys=[f"kitti_train_{case.good_id}"])
     assert [r["id"] for r in rows] == [case.good_id]
-    assert [r["key"] for r in rows] == [f"kitti_train_{case.good_id}"]
-    assert list(out.rglob("*.part")) == []
-    assert not (out / "kitti" / ".ingest").exists()
 
 
 def test_rejects_from_worker_processes_are_recorded_under_on_error_skip(cli, kitti_copy, tmp_path):
-    CORRUPTIONS["velodyne_size_not_multiple_of_16"].apply(kitti_copy)
-    out = tmp_path / "shards"
-    result = _ingest(cli, kitti_copy, out, "--on-error", "skip", workers=2)
+    result, out = ingest_corrupted(cli, "kitti", CORRUPTIONS["velodyne_size_not_multiple_of_16"].apply, kitti_copy,
+                                   tmp_path, "--on-error", "skip", workers=2)
     assert result.code == 0, result.err
     [reject] = read_rejects(out, "kitti")
     assert Path(reject["path"]).as_posix().endswith("training/velodyne/000001.bin")
@@ -170,37 +136,29 @@ def test_rejects_from_worker_processes_are_recorded_under_on_error_skip(cli, kit
 def test_missing_required_folder_is_named_as_missing(folder, cli, kitti_copy, tmp_path):
     shutil.rmtree(kitti_copy / "training" / folder)
     out = tmp_path / "shards"
-    line = _ingest(cli, kitti_copy, out).one_error_line()
-    assert f"{kitti_copy / 'training' / folder}: missing folder" in line
-    assert "expected" in line
-    assert_nothing_half_written(out, "kitti")
+    result = ingest_cli(cli, "kitti", kitti_copy, out)
+    assert_fails_cleanly(result, out, "kitti", f"{kitti_copy / 'training' / folder}: missing folder", "expected")
 
 
 def test_empty_dataset_folder_names_the_folder_and_the_expected_layout(cli, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "shards"
-    line = _ingest(cli, empty, out).one_error_line()
-    assert f"{empty}:" in line
-    assert "expected" in line
-    for part in ("training/", "image_2", "label_2", "calib"):
-        assert part in line, part
-    assert_nothing_half_written(out, "kitti")
+    result = ingest_cli(cli, "kitti", empty, out)
+    assert_fails_cleanly(result, out, "kitti", f"{empty}:", "expected", "training/", "image_2", "label_2", "calib")
 
 
 # ---- resume after fixing the input ------------------------------------------------------------
 
 def test_rerun_after_fixing_the_bad_file_resumes_without_loss_or_duplicates(cli, kitti_copy, kitti_real, tmp_path):
-    CORRUPTIONS["label_line_with_14_fields"].apply(kitti_copy)
-    out = tmp_path / "shards"
     args = ("--shard-size", "1")
-    line = _ingest(cli, kitti_copy, out, *args).one_error_line()
-    assert "label_2/000001.txt:2" in line
+    result, out = ingest_corrupted(cli, "kitti", CORRUPTIONS["label_line_with_14_fields"].apply, kitti_copy,
+                                   tmp_path, *args)
+    assert_fails_cleanly(result, out, "kitti", "label_2/000001.txt:2")
     assert (out / "kitti" / "train-000000.tar").exists()  # the good frame's shard completed
-    assert_nothing_half_written(out, "kitti")
 
     shutil.copyfile(kitti_real / "training/label_2/000001.txt", kitti_copy / "training/label_2/000001.txt")
-    result = _ingest(cli, kitti_copy, out, *args)
+    result = ingest_cli(cli, "kitti", kitti_copy, out, *args)
     assert result.code == 0, result.err
     keys = [r["key"] for r in read_manifest(out, "kitti")]
     assert sorted(keys) == ["kitti_train_000000", "kitti_train_000001"]
@@ -235,7 +193,5 @@ BAD_OPTIONS = {
 @pytest.mark.parametrize("make_args, says", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
 def test_bad_option_fails_with_one_error_line(make_args, says, cli, kitti_real, tmp_path):
     out = tmp_path / "shards"
-    line = _ingest(cli, kitti_real, out, *make_args(tmp_path)).one_error_line()
-    for text in says:
-        assert text in line, text
-    assert not (out / "kitti").exists()
+    result = ingest_cli(cli, "kitti", kitti_real, out, *make_args(tmp_path))
+    assert_fails_before_writing(result, out, "kitti", *says)

@@ -23,7 +23,7 @@ from mtl_data.shards.reader import ShardSet
 from mtl_data.synth.cityscapes import synth_cityscapes
 from mtl_data.synth.registry import SYNTHESIZERS
 
-from conftest import fixture_path, read_manifest, read_rejects
+from conftest import fixture_path, ingest_cli, read_manifest, read_rejects
 
 #: cityscapesScripts helpers/labels.py: label id -> train id (raw-formats 5.3), written out independently
 OFFICIAL_TRAIN_ID = {0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255, 7: 0, 8: 1, 9: 255, 10: 255, 11: 2,
@@ -38,10 +38,9 @@ SYNTH_IDS = {"train": ["aachen_000000_000019", "aachen_000001_000019", "bochum_0
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cityscapes_synth")
-    synth_cityscapes(out, seed=0)
-    return out
+def synth(synth_root) -> Path:
+    """The session's synthetic Cityscapes dataset (seed 0), read-only."""
+    return synth_root("cityscapes")
 
 
 @pytest.fixture(scope="module")
@@ -503,7 +502,7 @@ def test_taxonomy_file_can_turn_a_class_into_ignore_regions(synth_samples, tmp_p
 
 def test_cli_ingest_of_the_synthetic_dataset(cli, synth, synth_samples, tmp_path):
     out = tmp_path / "shards"
-    result = cli("ingest", "cityscapes", synth, "--to", out, "--workers", 1, "--image-format", "png")
+    result = ingest_cli(cli, "cityscapes", synth, out, "--image-format", "png")
     assert result.code == 0, result.err
     assert "cityscapes/train: 3 samples" in result.out and "cityscapes/val: 2 samples" in result.out
     rows = {r["id"]: r for r in read_manifest(out, "cityscapes")}

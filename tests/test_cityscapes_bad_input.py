@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import assert_nothing_half_written, read_manifest, read_rejects
+from conftest import (FrameCorruption, assert_error_line, assert_fails_before_writing, assert_fails_cleanly,
+                      assert_skipped_cleanly, file_and_line, ingest_cli, ingest_corrupted, read_report)
 
 FRAMES = {  # id -> split of the synthetic dataset
     "aachen_000000_000019": "train", "aachen_000001_000019": "train", "bochum_000000_000313": "train",
@@ -33,10 +34,6 @@ def raw(tmp_path, synth_root) -> Path:
 
 def rel(package: str, frame_id: str, suffix: str) -> str:
     return f"{package}/{FRAMES[frame_id]}/{frame_id.split('_')[0]}/{frame_id}{suffix}"
-
-
-def _ingest(cli, root: Path, out: Path, *extra):
-    return cli("ingest", "cityscapes", root, "--to", out, "--workers", 1, *extra)
 
 
 def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:
@@ -106,14 +103,8 @@ def _boxes_for_another_image_size(root: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Corruption:
+class Corruption(FrameCorruption):
     """A corruption of one synthetic frame, and what the error must say."""
-
-    apply: Callable[[Path], None]
-    bad_id: str
-    rel: str                     # the bad file, relative to the raw root
-    line: int | None             # its line number, where there is one
-    says: tuple[str, ...]        # substrings of the error line besides the file
 
 
 CORRUPTIONS = {
@@ -148,32 +139,18 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_fails_with_one_error_line_naming_the_file(case, cli, raw, tmp_path):
-    case.apply(raw)
-    out = tmp_path / "shards"
-    line = _ingest(cli, raw, out).one_error_line()
-    assert f"error: {raw / case.rel}" + ("" if case.line is None else f":{case.line}") + ": " in line
-    for text in case.says:
-        assert text in line, text
-    assert_nothing_half_written(out, "cityscapes")
+    result, out = ingest_corrupted(cli, "cityscapes", case.apply, raw, tmp_path)
+    assert_fails_cleanly(result, out, "cityscapes", "error: " + file_and_line(raw / case.rel, case.line) + ": ",
+                         *case.says)
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_is_rejected_and_the_others_converted_under_on_error_skip(case, cli, raw, tmp_path):
-    case.apply(raw)
-    out = tmp_path / "shards"
-    result = _ingest(cli, raw, out, "--on-error", "skip")
-    assert result.code == 0, result.err
-    assert "Traceback" not in result.err
-    [reject] = read_rejects(out, "cityscapes")
-    assert reject["split"] == FRAMES[case.bad_id] and reject["id"] == case.bad_id
-    assert Path(reject["path"]).as_posix().endswith(case.rel)
-    assert reject["line"] == case.line
-    assert all(text in reject["error"] for text in case.says)
-    keys = sorted(r["key"] for r in read_manifest(out, "cityscapes"))
-    assert keys == sorted(f"cityscapes_{s}_{i}" for i, s in FRAMES.items() if i != case.bad_id)
-    report = json.loads((out / "cityscapes" / "ingest.json").read_text())
-    assert report["splits"][FRAMES[case.bad_id]]["rejects"] == 1
-    assert list(out.rglob("*.part")) == [] and not (out / "cityscapes" / ".ingest").exists()
+    result, out = ingest_corrupted(cli, "cityscapes", case.apply, raw, tmp_path, "--on-error", "skip")
+    assert_skipped_cleanly(result, out, "cityscapes", split=FRAMES[case.bad_id], frame_id=case.bad_id,
+                           path_suffix=case.rel, line=case.line, error_says=case.says,
+                           expected_keys=[f"cityscapes_{s}_{i}" for i, s in FRAMES.items() if i != case.bad_id])
+    assert read_report(out, "cityscapes")["splits"][FRAMES[case.bad_id]]["rejects"] == 1
 
 
 # ---- layout errors (whole root; not skippable) -------------------------------------------------------
@@ -183,22 +160,21 @@ def test_empty_root_names_it_and_the_expected_tree(cli, tmp_path):
     root.mkdir()
     out = tmp_path / "shards"
     for extra in ((), ("--on-error", "skip")):
-        line = _ingest(cli, root, out, *extra).one_error_line()
-        assert f"error: {root}: no leftImg8bit folder" in line
-        assert "leftImg8bit/{train,val,test}/<city>/" in line
+        assert_error_line(ingest_cli(cli, "cityscapes", root, out, *extra),
+                          f"error: {root}: no leftImg8bit folder", "leftImg8bit/{train,val,test}/<city>/")
     assert not (out / "cityscapes").exists()
 
 
 def test_root_one_level_too_high_suggests_the_dataset_folder(cli, raw, tmp_path):
     parent = raw.parent
-    line = _ingest(cli, parent, tmp_path / "shards").one_error_line()
+    line = ingest_cli(cli, "cityscapes", parent, tmp_path / "shards").one_error_line()
     assert f"{parent}: no leftImg8bit folder" in line and f"did you mean {raw}?" in line
 
 
 def test_leftimg8bit_with_only_demovideo_says_it_is_not_converted(cli, tmp_path):
     root = tmp_path / "raw"
     (root / "leftImg8bit" / "demoVideo" / "stuttgart_00").mkdir(parents=True)
-    line = _ingest(cli, root, tmp_path / "shards").one_error_line()
+    line = ingest_cli(cli, "cityscapes", root, tmp_path / "shards").one_error_line()
     assert f"{root / 'leftImg8bit'}: no split folder to convert" in line
     assert "found: demoVideo" in line and "never converted" in line
 
@@ -206,6 +182,6 @@ def test_leftimg8bit_with_only_demovideo_says_it_is_not_converted(cli, tmp_path)
 def test_disparity_split_without_camera_split_is_a_layout_error(cli, raw, tmp_path):
     shutil.rmtree(raw / "camera" / "val")
     out = tmp_path / "shards"
-    line = _ingest(cli, raw, out, "--on-error", "skip").one_error_line()
-    assert f"error: {raw / 'camera' / 'val'}: missing folder" in line and "disparity/val" in line
-    assert not (out / "cityscapes").exists()
+    result = ingest_cli(cli, "cityscapes", raw, out, "--on-error", "skip")
+    assert_fails_before_writing(result, out, "cityscapes", f"error: {raw / 'camera' / 'val'}: missing folder",
+                                "disparity/val")

@@ -18,7 +18,8 @@ import cv2
 import pytest
 
 
-from conftest import assert_nothing_half_written, fixture_path, read_manifest, read_rejects
+from conftest import (assert_fails_before_writing, assert_fails_cleanly, assert_skipped_cleanly, file_and_line,
+                      fixture_path, ingest_cli, ingest_corrupted, read_manifest, read_rejects)
 
 
 OFFICIAL_HEADER = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"
@@ -48,10 +49,6 @@ def official_copy(tmp_path) -> Path:
 @pytest.fixture
 def kaggle_copy(tmp_path) -> Path:
     return _copy(tmp_path, "kaggle")
-
-
-def _ingest(cli, root: Path, out: Path, *extra, workers: int = 1):
-    return cli("ingest", "gtsrb", root, "--to", out, "--workers", workers, *extra)
 
 
 def _edit_csv(path: Path, lineno: int, edit: Callable[[list[str]], list[str]], delimiter: str) -> None:
@@ -210,44 +207,28 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_row_fails_with_one_error_line_naming_file_and_line(case, cli, tmp_path):
     root = _copy(tmp_path, case.layout)
-    case.apply(root)
-    out = tmp_path / "shards"
-    line = _ingest(cli, root, out).one_error_line()
-    assert f"{root / case.rel}" + ("" if case.line is None else f":{case.line}") + ": " in line
-    for text in case.says:
-        assert text in line, text
-    assert_nothing_half_written(out, "gtsrb")
+    result, out = ingest_corrupted(cli, "gtsrb", case.apply, root, tmp_path)
+    assert_fails_cleanly(result, out, "gtsrb", file_and_line(root / case.rel, case.line) + ": ", *case.says)
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_row_is_rejected_and_the_rest_converted_under_on_error_skip(case, cli, tmp_path):
     root = _copy(tmp_path, case.layout)
-    case.apply(root)
-    out = tmp_path / "shards"
-    result = _ingest(cli, root, out, "--on-error", "skip")
-    assert result.code == 0, result.err
-    assert "Traceback" not in result.err
-    [reject] = read_rejects(out, "gtsrb")
-    assert (reject["split"], reject["id"], reject["line"]) == (case.bad_split, case.bad_id, case.line)
+    result, out = ingest_corrupted(cli, "gtsrb", case.apply, root, tmp_path, "--on-error", "skip")
+    reject, _ = assert_skipped_cleanly(result, out, "gtsrb", split=case.bad_split, frame_id=case.bad_id,
+                                       path_suffix=case.rel, line=case.line, expected_keys=case.good_keys)
     assert Path(reject["path"]) == root / case.rel
-    assert reject["error"]
-    assert sorted(r["key"] for r in read_manifest(out, "gtsrb")) == case.good_keys
-    assert list(out.rglob("*.part")) == []
-    assert not (out / "gtsrb" / ".ingest").exists()
 
 
 def test_error_from_a_worker_process_comes_back_as_one_error_line(cli, official_copy, tmp_path):
-    CORRUPTIONS["width_height_disagree_with_a_resized_image"].apply(official_copy)
-    out = tmp_path / "shards"
-    line = _ingest(cli, official_copy, out, workers=2).one_error_line()
-    assert f"{official_copy / TRAIN / '00000/GT-00000.csv'}:3: " in line and "32x32" in line
-    assert_nothing_half_written(out, "gtsrb")
+    result, out = ingest_corrupted(cli, "gtsrb", CORRUPTIONS["width_height_disagree_with_a_resized_image"].apply,
+                                   official_copy, tmp_path, workers=2)
+    assert_fails_cleanly(result, out, "gtsrb", f"{official_copy / TRAIN / '00000/GT-00000.csv'}:3: ", "32x32")
 
 
 def test_rejects_from_worker_processes_are_recorded_under_on_error_skip(cli, kaggle_copy, tmp_path):
-    CORRUPTIONS["kaggle_row_names_a_missing_image"].apply(kaggle_copy)
-    out = tmp_path / "shards"
-    result = _ingest(cli, kaggle_copy, out, "--on-error", "skip", workers=2)
+    result, out = ingest_corrupted(cli, "gtsrb", CORRUPTIONS["kaggle_row_names_a_missing_image"].apply, kaggle_copy,
+                                   tmp_path, "--on-error", "skip", workers=2)
     assert result.code == 0, result.err
     [reject] = read_rejects(out, "gtsrb")
     assert (reject["id"], reject["line"]) == ("00000_00000_00001", 5)
@@ -318,15 +299,13 @@ def test_layout_problem_fails_with_one_error_line_under_either_mode(case, on_err
         root = _copy(tmp_path, case.layout)
     case.apply(root)
     out = tmp_path / "shards"
-    line = _ingest(cli, root, out, "--on-error", on_error).one_error_line()
+    line = assert_fails_before_writing(ingest_cli(cli, "gtsrb", root, out, "--on-error", on_error), out, "gtsrb",
+                                       *case.says)
     assert line.startswith("error: " + case.names(root)), line
-    for text in case.says:
-        assert text in line, text
-    assert not (out / "gtsrb").exists()
 
 
 def test_passing_the_gtsrb_folder_itself_points_at_its_parent(cli, official_copy, tmp_path):
-    line = _ingest(cli, official_copy / "GTSRB", tmp_path / "shards").one_error_line()
+    line = ingest_cli(cli, "gtsrb", official_copy / "GTSRB", tmp_path / "shards").one_error_line()
     assert f"{official_copy / 'GTSRB'}: no GTSRB layout found" in line
     assert f"did you mean {official_copy}?" in line
 
@@ -334,5 +313,5 @@ def test_passing_the_gtsrb_folder_itself_points_at_its_parent(cli, official_copy
 def test_passing_a_parent_folder_points_at_the_dataset_below(cli, tmp_path):
     parent = tmp_path / "downloads"
     root = _copy(parent, "kaggle")
-    line = _ingest(cli, parent, tmp_path / "shards").one_error_line()
+    line = ingest_cli(cli, "gtsrb", parent, tmp_path / "shards").one_error_line()
     assert f"did you mean {root}?" in line

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_nothing_half_written, fixture_path, read_manifest, read_rejects
+from conftest import (FrameCorruption, assert_fails_before_writing, assert_fails_cleanly, assert_skipped_cleanly,
+                      file_and_line, fixture_path, ingest_cli, ingest_corrupted, read_manifest, read_rejects,
+                      read_report)
 
 #: label file in the raw root -> (category_variant source, split folder of its raw_file paths)
 LABEL_FILES = {
@@ -52,10 +54,6 @@ def raw(tmp_path) -> Path:
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-def _ingest(cli, root: Path, out: Path, *extra, workers: int = 1):
-    return cli("ingest", "tusimple", root, "--to", out, "--workers", workers, *extra)
-
 
 def _edit_line(path: Path, lineno: int, edit: Callable[[str], str]) -> None:
     """Replace line ``lineno`` (1-based) of a JSON-lines file by ``edit(line)``."""
@@ -132,14 +130,10 @@ def _x_not_a_number(root: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Corruption:
-    """A corruption of one label line (or its image), and what the error must say."""
+class Corruption(FrameCorruption):
+    """A corruption of one label line (or its image), and what the error must say; ``bad_id`` is the
+    frame id in rejects.jsonl."""
 
-    apply: Callable[[Path], None]
-    bad_id: str                  # the frame id in rejects.jsonl
-    rel: str                     # the file named, relative to the raw root
-    line: int | None             # its line number, where the error is in a line
-    says: tuple[str, ...]        # substrings of the error line besides ``rel[:line]``
     lost: str = ""               # the frame of the bad line, when its id cannot be read from it
 
     @property
@@ -196,40 +190,27 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_line_fails_with_one_error_line_naming_file_line_and_expectation(case, cli, raw, tmp_path):
-    case.apply(raw)
-    out = tmp_path / "shards"
-    line = _ingest(cli, raw, out).one_error_line()
-    assert f"error: {raw / case.rel}" + ("" if case.line is None else f":{case.line}") + ": " in line
-    for text in case.says:
-        assert text in line, text
-    assert_nothing_half_written(out, "tusimple")
+    result, out = ingest_corrupted(cli, "tusimple", case.apply, raw, tmp_path)
+    assert_fails_cleanly(result, out, "tusimple", "error: " + file_and_line(raw / case.rel, case.line) + ": ",
+                         *case.says)
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_line_is_rejected_and_the_rest_converted_under_on_error_skip(case, cli, raw, tmp_path):
-    case.apply(raw)
-    out = tmp_path / "shards"
-    result = _ingest(cli, raw, out, "--on-error", "skip")
-    assert result.code == 0, result.err
-    assert "Traceback" not in result.err
-    [reject] = read_rejects(out, "tusimple")
-    assert (reject["split"], reject["id"], reject["line"]) == (case.split, case.bad_id, case.line)
+    result, out = ingest_corrupted(cli, "tusimple", case.apply, raw, tmp_path, "--on-error", "skip")
+    reject, rows = assert_skipped_cleanly(
+        result, out, "tusimple", split=case.split, frame_id=case.bad_id, path_suffix=case.rel, line=case.line,
+        expected_keys=[f for f in FRAMES if f != case.frame], column="id", error_says=case.says[:1])
     assert Path(reject["path"]) == raw / case.rel
-    assert case.says[0] in reject["error"]
-    rows = read_manifest(out, "tusimple")
-    assert sorted(r["id"] for r in rows) == sorted(f for f in FRAMES if f != case.frame)
     assert all(r["has_lane"] and r["lane_count"] == 4 for r in rows)
-    report = json.loads((out / "tusimple" / "ingest.json").read_text())
-    assert report["splits"][case.split]["rejects"] == 1
-    assert list(out.rglob("*.part")) == []
-    assert not (out / "tusimple" / ".ingest").exists()
+    assert read_report(out, "tusimple")["splits"][case.split]["rejects"] == 1
 
 
 def test_malformed_line_from_a_worker_process_is_one_error_line_or_one_reject(cli, raw, tmp_path):
     CORRUPTIONS["malformed_json_line"].apply(raw)
-    line = _ingest(cli, raw, tmp_path / "fail", workers=2).one_error_line()
+    line = ingest_cli(cli, "tusimple", raw, tmp_path / "fail", workers=2).one_error_line()
     assert f"{raw / 'train_set/label_data_0601.json'}:2: malformed JSON line" in line
-    result = _ingest(cli, raw, tmp_path / "skip", "--on-error", "skip", workers=2)
+    result = ingest_cli(cli, "tusimple", raw, tmp_path / "skip", "--on-error", "skip", workers=2)
     assert result.code == 0, result.err
     [reject] = read_rejects(tmp_path / "skip", "tusimple")
     assert (reject["id"], reject["line"]) == ("label_data_0601.json:2", 2)
@@ -239,13 +220,13 @@ def test_malformed_line_from_a_worker_process_is_one_error_line_or_one_reject(cl
 def test_rerun_after_fixing_the_bad_line_resumes_without_loss_or_duplicates(cli, raw, tmp_path):
     path = raw / "train_set/label_data_0601.json"
     good = path.read_text()
-    CORRUPTIONS["malformed_json_line"].apply(raw)
-    out = tmp_path / "shards"
-    line = _ingest(cli, raw, out, "--shard-size", 1).one_error_line()
+    result, out = ingest_corrupted(cli, "tusimple", CORRUPTIONS["malformed_json_line"].apply, raw, tmp_path,
+                                   "--shard-size", 1)
+    line = result.one_error_line()
     assert "label_data_0601.json:2" in line
     assert (out / "tusimple" / "train-000000.tar").exists()  # frames before the bad line are kept
     path.write_text(good)
-    result = _ingest(cli, raw, out, "--shard-size", 1)
+    result = ingest_cli(cli, "tusimple", raw, out, "--shard-size", 1)
     assert result.code == 0, result.err
     keys = [r["key"] for r in read_manifest(out, "tusimple")]
     assert sorted(keys) == sorted(f"tusimple_{s}_{f.replace('/', '_')}" for f, s in FRAMES.items())
@@ -259,41 +240,39 @@ def test_empty_folder_names_the_folder_and_the_expected_layout(cli, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "shards"
-    line = _ingest(cli, empty, out).one_error_line()
-    assert f"error: {empty}: no TuSimple split found (expected " in line
-    for part in ("train_set/", "clips/", "label_data_*.json", "test_set/", "test_label.json"):
-        assert part in line, part
-    assert_nothing_half_written(out, "tusimple")
+    result = ingest_cli(cli, "tusimple", empty, out)
+    assert_fails_cleanly(result, out, "tusimple", f"error: {empty}: no TuSimple split found (expected ",
+                         "train_set/", "clips/", "label_data_*.json", "test_set/", "test_label.json")
 
 
 def test_parent_of_the_dataset_root_suggests_the_folder_meant(cli, raw, tmp_path):
-    line = _ingest(cli, raw.parent, tmp_path / "shards").one_error_line()
+    line = ingest_cli(cli, "tusimple", raw.parent, tmp_path / "shards").one_error_line()
     assert f"did you mean {raw}?" in line
 
 
 def test_train_set_without_label_files_names_the_pattern(cli, raw, tmp_path):
     for path in (raw / "train_set").glob("label_data_*.json"):
         path.unlink()
-    line = _ingest(cli, raw, tmp_path / "shards").one_error_line()
+    line = ingest_cli(cli, "tusimple", raw, tmp_path / "shards").one_error_line()
     assert f"{raw / 'train_set'}: no label_data_*.json (expected" in line
 
 
 def test_train_set_without_clips_names_the_missing_folder(cli, raw, tmp_path):
     shutil.rmtree(raw / "train_set" / "clips")
-    line = _ingest(cli, raw, tmp_path / "shards").one_error_line()
+    line = ingest_cli(cli, "tusimple", raw, tmp_path / "shards").one_error_line()
     assert f"{raw / 'train_set' / 'clips'}: missing folder (expected" in line
 
 
 def test_test_label_json_without_test_set_names_the_missing_folder(cli, raw, tmp_path):
     shutil.rmtree(raw / "test_set")
-    line = _ingest(cli, raw, tmp_path / "shards").one_error_line()
+    line = ingest_cli(cli, "tusimple", raw, tmp_path / "shards").one_error_line()
     assert f"{raw / 'test_set'}: missing folder" in line
     assert "test_label.json" in line
 
 
 def test_two_different_test_label_files_are_refused(cli, raw, tmp_path):
     (raw / "test_set" / "test_label.json").write_text("{}\n")
-    line = _ingest(cli, raw, tmp_path / "shards").one_error_line()
+    line = ingest_cli(cli, "tusimple", raw, tmp_path / "shards").one_error_line()
     assert f"{raw / 'test_label.json'} and {raw / 'test_set' / 'test_label.json'} differ" in line
 
 
@@ -309,7 +288,4 @@ BAD_OPTIONS = {
 @pytest.mark.parametrize("args, says", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
 def test_bad_option_fails_with_one_error_line(args, says, cli, raw, tmp_path):
     out = tmp_path / "shards"
-    line = _ingest(cli, raw, out, *args).one_error_line()
-    for text in says:
-        assert text in line, text
-    assert not (out / "tusimple").exists()
+    assert_fails_before_writing(ingest_cli(cli, "tusimple", raw, out, *args), out, "tusimple", *says)
