@@ -43,6 +43,9 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/ingest_kitti.py
 	$(BIN)/python bench/ingest_a2d2.py
+	$(BIN)/python bench/ingest_gtsrb.py
+	$(BIN)/python bench/ingest_tusimple.py
+	$(BIN)/python bench/ingest_cityscapes.py
 
 clean:
 	rm -rf build $(VENV)

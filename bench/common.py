@@ -1,5 +1,6 @@
 """What the ingest benchmarks (``bench/ingest_*.py``) share: timing, one measured ingest, pool
-start-up, scaling, the per-stage breakdown of ``engine.process_frame``, arguments and tables.
+start-up, scaling, floors interleaved with the ingest, the per-stage breakdown of
+``engine.process_frame``, hard links for replicated fixtures, arguments and tables.
 
 The scripts import it by putting their own folder first on ``sys.path`` (they run as
 ``python bench/<name>.py`` from the repository root; ``bench`` is not a package).
@@ -11,6 +12,7 @@ import argparse
 import collections
 import os
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -78,7 +80,9 @@ def ingest_once(conv: Converter, out: Path, opts: IngestOptions) -> dict[str, fl
     """One ingest with ``conv`` (pass a fresh one: its per-process caches are then built in the run).
 
     Returns seconds of planning and of ``run_ingest``; CPU seconds and minor page faults of this
-    process and its workers during ``run_ingest``; and (inline runs only) the seconds spent inside
+    process and its workers during ``run_ingest``; CPU seconds of this process alone
+    (``cpu_self``) and of its calling thread alone (``cpu_main_thread``; the rest of ``cpu_self``
+    is the pool's helper threads); and (inline runs only) the seconds spent inside
     ``process_frame``, timed by wrapping the engine's reference to it for the duration of the run.
     """
     t = time.perf_counter()
@@ -97,15 +101,27 @@ def ingest_once(conv: Converter, out: Path, opts: IngestOptions) -> dict[str, fl
     usage = lambda: [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]  # noqa
     u0, engine.process_frame = usage(), timed
     try:
-        t = time.perf_counter()
+        t, tt = time.perf_counter(), time.thread_time()
         run_ingest(plan)
-        t_run = time.perf_counter() - t
+        t_run, cpu_thread = time.perf_counter() - t, time.thread_time() - tt
     finally:
         engine.process_frame = original
     u1 = usage()
     cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(u0, u1))
     faults = sum(b.ru_minflt - a.ru_minflt for a, b in zip(u0, u1))
-    return {"plan": t_plan, "run": t_run, "cpu": cpu, "faults": faults, "process_frame": inside[0]}
+    cpu_self = u1[0].ru_utime + u1[0].ru_stime - u0[0].ru_utime - u0[0].ru_stime
+    return {"plan": t_plan, "run": t_run, "cpu": cpu, "cpu_self": cpu_self, "cpu_main_thread": cpu_thread,
+            "faults": faults, "process_frame": inside[0]}
+
+
+def pool_startup_usage(conv: Converter, opts: IngestOptions, workers: int, hold: float = 0.5
+                       ) -> tuple[float, float]:
+    """`pool_startup` and the CPU seconds it costs (this process + the reaped workers)."""
+    usage = lambda: [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]  # noqa
+    u0 = usage()
+    wall = pool_startup(conv, opts, workers, hold)
+    u1 = usage()
+    return wall, sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(u0, u1))
 
 
 def pool_startup(conv: Converter, opts: IngestOptions, workers: int, hold: float = 0.5) -> float:
@@ -118,22 +134,72 @@ def pool_startup(conv: Converter, opts: IngestOptions, workers: int, hold: float
     return time.perf_counter() - t - hold
 
 
-def scaling(new_converter: Callable[[], Converter], out: Path, frames: int, args: argparse.Namespace
-            ) -> dict[int, tuple[float, float, float, float]]:
+def scaling(new_converter: Callable[[], Converter], out: Path, frames: int, args: argparse.Namespace,
+            details: dict | None = None) -> dict[int, tuple[float, float, float, float]]:
     """workers -> (frames/s, frames/s without pool spawn + shutdown, spawn s, CPU ms/frame).
 
     Each figure is the best of ``args.repeats`` fresh ingests of ``frames`` frames (a fresh
     converter each); the pool start-up is measured separately (`pool_startup`) and subtracted.
+    The CPU column includes the workers' start-up. With ``details``, it is filled with
+    ``{workers: {"cpu", "cpu_self", "cpu_main_thread", "spawn_cpu"}}`` in ms/frame (``cpu``: all
+    processes, the CPU of a separately measured pool start-up subtracted; ``cpu_self``: the main
+    process; ``cpu_main_thread``: its calling thread; ``spawn_cpu``: seconds), each the best of
+    the repeats.
     """
     out_scale = {}
     for w in range(1, args.workers_max + 1):
         o = IngestOptions(limit=frames, shard_size=args.shard_size, overwrite=True, workers=w)
-        run = min((ingest_once(new_converter(), out / f"out{w}w", o) for _ in range(args.repeats)),
-                  key=lambda x: x["run"])
-        spawn = min(pool_startup(new_converter(), o, w) for _ in range(args.repeats)) if w > 1 else 0.0
+        runs = [ingest_once(new_converter(), out / f"out{w}w", o) for _ in range(args.repeats)]
+        run = min(runs, key=lambda x: x["run"])
+        if details is None:
+            spawn = min(pool_startup(new_converter(), o, w) for _ in range(args.repeats)) if w > 1 else 0.0
+        else:
+            spawn, spawn_cpu = (min(pool_startup_usage(new_converter(), o, w) for _ in range(args.repeats))
+                                if w > 1 else (0.0, 0.0))
+            details[w] = {"cpu": 1000 * (min(x["cpu"] for x in runs) - spawn_cpu) / frames,
+                          "cpu_self": 1000 * min(x["cpu_self"] for x in runs) / frames,
+                          "cpu_main_thread": 1000 * min(x["cpu_main_thread"] for x in runs) / frames,
+                          "spawn_cpu": spawn_cpu}
         out_scale[w] = (frames / run["run"], frames / max(run["run"] - spawn, 1e-9), spawn,
                         1000 * run["cpu"] / frames)
     return out_scale
+
+
+def print_scaling_cpu(details: dict, unit: str = "frame") -> None:
+    """Where the CPU of the 2-worker run goes (`scaling`'s ``details``), against the inline run."""
+    if 2 not in details:
+        return
+    one, two = details[1], details[2]
+    print(f"  CPU ms/{unit} with the pool's start-up CPU subtracted ({two['spawn_cpu']:.2f} s): inline "
+          f"{one['cpu']:.2f}; 2 workers {two['cpu']:.2f} (+{two['cpu'] - one['cpu']:.2f}), of it the main process "
+          f"{two['cpu_self']:.2f} (its calling thread {two['cpu_main_thread']:.2f}: tar, sidecars, manifest, "
+          f"submit, wait; the pool's helper threads {two['cpu_self'] - two['cpu_main_thread']:.2f}: send frames, "
+          f"receive + unpickle results) and the workers {two['cpu'] - two['cpu_self']:.2f}")
+
+
+def interleaved(repeats: int, floors: dict[str, Callable[[], object]], ingest: Callable[[], dict]
+                ) -> tuple[dict[str, tuple[float, float]], list[dict]]:
+    """Floors and ingest run in turn, repeat by repeat, so that a burst of load from other work
+    on the machine hits both sides of a ratio rather than one.
+
+    Returns:
+        ``{floor name: (best wall s, best CPU s)}`` and the ``ingest()`` results of every repeat.
+    """
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in floors}
+    runs = []
+    for _ in range(repeats):
+        for name, fn in floors.items():
+            times[name].append(wall_and_cpu(fn))
+        runs.append(ingest())
+    return {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in times.items()}, runs
+
+
+def link(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (a copy where links are not possible)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 Tick = Callable[..., object]  # tick(name, fn, *args) -> fn(*args), its time added to `name`
@@ -178,12 +244,12 @@ def ms(fps: float) -> float:
     return 1000.0 / fps
 
 
-def print_header(title: str, width: int, extra: str = "") -> None:
+def print_header(title: str, width: int, extra: str = "", unit: str = "frame") -> None:
     """Title line (with the process settings that matter) and the column heads of the floor table."""
     print(f"\n{title}; {os.cpu_count()} CPUs; "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
           f"cv2 threads {cv2.getNumThreads()}{extra}")
-    print(f"{'measurement':<{width}}{'frames/s':>9}{'ms/frame':>10}{'ratio':>8}  target")
+    print(f"{'measurement':<{width}}{unit + 's/s':>9}{'ms/' + unit:>10}{'ratio':>8}  target")
 
 
 def print_row(name: str, fps: float, width: int, digits: int) -> None:
