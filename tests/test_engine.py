@@ -168,32 +168,35 @@ def test_kill_9_mid_run_then_rerun_resumes_without_loss_or_duplicates(synth_root
     assert len(keys) == len(set(keys)) == 30
 
 
-def test_ingest_memory_is_bounded_by_the_in_flight_window(synth_root, tmp_path):
-    """The pool never holds more than a few results per worker, whatever the dataset size."""
+@pytest.mark.parametrize("frames_per_task", [1, 5])
+def test_ingest_memory_is_bounded_by_the_in_flight_window(synth_root, tmp_path, monkeypatch, frames_per_task):
+    """The pool never holds more than a few tasks per worker, whatever the dataset size."""
     from mtl_data.ingest import engine
 
     raw = _many_frames(synth_root("kitti"), tmp_path / "raw", copies=24)
     conv = KittiConverter(raw)
+    monkeypatch.setattr(conv, "frames_per_task", frames_per_task)
     opts = IngestOptions(workers=2)
-    submitted = []
+    submitted, task_sizes = [], []
 
     class CountingPool:
         def __init__(self):
             from concurrent.futures import ThreadPoolExecutor
             self.inner = ThreadPoolExecutor(2)
 
-        def submit(self, fn, frame):
-            submitted.append(frame.id)
-            return self.inner.submit(engine.process_frame, conv, opts, frame)
+        def submit(self, fn, task):
+            submitted.extend(frame.id for frame in task)
+            task_sizes.append(len(task))
+            return self.inner.submit(lambda: [engine.process_frame(conv, opts, frame) for frame in task])
 
     pool = CountingPool()
-    consumed = 0
-    for _ in engine._ordered_results(conv, opts, conv.frames(), pool):
-        consumed += 1
-        assert len(submitted) - consumed <= 4 * opts.workers
-    assert consumed == 24
+    consumed = []
+    for result in engine._ordered_results(conv, opts, conv.frames(), pool):
+        consumed.append(result.frame_id)
+        assert len(submitted) - len(consumed) <= 4 * opts.workers * frames_per_task
     pool.inner.shutdown()
-    assert np.array_equal(submitted, sorted(submitted))
+    assert consumed == submitted == sorted(submitted) and len(consumed) == 24
+    assert max(task_sizes) == frames_per_task and sum(task_sizes) == 24
 
 
 def test_adding_a_split_keeps_the_rejects_and_rows_of_the_others(kitti_copy, tmp_path):

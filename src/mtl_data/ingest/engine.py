@@ -270,29 +270,33 @@ def _init_worker(converter: Converter, options: IngestOptions) -> None:
     tune_process_for_ingest()
 
 
-def _work(frame: Frame) -> FrameResult:
-    return process_frame(*_WORKER, frame)
+def _work(frames: list[Frame]) -> list[FrameResult]:
+    return [process_frame(*_WORKER, frame) for frame in frames]
 
 
 def _ordered_results(converter: Converter, options: IngestOptions, frames: list[Frame],
                      pool: ProcessPoolExecutor | None) -> Iterator[FrameResult]:
-    """Results in frame order; at most a few per worker in flight, so memory stays bounded."""
+    """Results in frame order; at most a few tasks per worker in flight, so memory stays bounded.
+
+    A task is ``converter.frames_per_task`` consecutive frames.
+    """
     if pool is None:
         for frame in frames:
             yield process_frame(converter, options, frame)
         return
+    size = max(1, converter.frames_per_task)
+    tasks = (frames[i:i + size] for i in range(0, len(frames), size))
     window = collections.deque()
-    todo = iter(frames)
-    for frame in todo:
-        window.append(pool.submit(_work, frame))
+    for task in tasks:
+        window.append(pool.submit(_work, task))
         if len(window) >= 4 * options.workers:
             break
     while window:
-        result = window.popleft().result()
-        nxt = next(todo, None)
+        results = window.popleft().result()
+        nxt = next(tasks, None)
         if nxt is not None:
             window.append(pool.submit(_work, nxt))
-        yield result
+        yield from results
 
 
 # ---- writing ----------------------------------------------------------------------------------

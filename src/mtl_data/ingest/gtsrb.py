@@ -268,6 +268,7 @@ def _resolve(table: CsvTable, root: Path, lineno: int, fields: tuple[str, ...],
 class GtsrbConverter(Converter):
     __doc__ = __doc__
     name = "gtsrb"
+    frames_per_task = 64  # crops of ~30x30 px: batch them for the process pool
     Options = GtsrbOptions
 
     def __init__(self, root: Path, options: GtsrbOptions | None = None, taxonomy: str = "unified"):

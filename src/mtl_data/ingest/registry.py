@@ -57,6 +57,10 @@ class Converter:
 
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
+    #: frames sent to a worker process in one task. 1 suits frames that take milliseconds;
+    #: sources of tiny samples (GTSRB crops, ~0.2 ms each) batch them, or the pool's per-task
+    #: cost exceeds the work and more workers run slower.
+    frames_per_task: ClassVar[int] = 1
 
     def __init__(self, root: Path, options: Any = None, taxonomy: str = "unified"):
         self.root = Path(root)
