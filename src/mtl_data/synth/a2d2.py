@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -45,6 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtl_data.synth.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 SCALE = 0.25
@@ -452,14 +452,6 @@ def _bus_sensor_fusion(t_first: int, t_last: int) -> dict:
             for name, (unit, values) in sorted(signals.items())}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename, so no half file is ever visible."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _json_bytes(doc: object, **kw) -> bytes:
     return json.dumps(doc, indent=4, **kw).encode()
 
@@ -515,8 +507,8 @@ def synth_a2d2(out_dir: Path, *, seed: int = 0) -> None:
     """
     out_dir = Path(out_dir)
     config = cams_lidars()
-    _write_atomic(out_dir / "cams_lidars.json", _json_bytes(config))
-    _write_atomic(out_dir / "camera_lidar_semantic/class_list.json", _json_bytes(CLASS_LIST) + b"\n")
+    write_atomic(out_dir / "cams_lidars.json", _json_bytes(config))
+    write_atomic(out_dir / "camera_lidar_semantic/class_list.json", _json_bytes(CLASS_LIST) + b"\n")
     maps = {name: _distortion_map(cam) for name, cam in config["cameras"].items()}
     index = 0
     for scene_no, (scene_dir, _) in enumerate(SCENES):
@@ -532,15 +524,15 @@ def synth_a2d2(out_dir: Path, *, seed: int = 0) -> None:
                 in_bboxes = scene_no == 0 and cam_name == "front_center"  # the 3D-box subset
                 for rel, data in files.items():
                     if not rel.startswith("label3D/"):
-                        _write_atomic(out_dir / "camera_lidar_semantic" / scene_dir / rel, data)
+                        write_atomic(out_dir / "camera_lidar_semantic" / scene_dir / rel, data)
                     if in_bboxes:
-                        _write_atomic(out_dir / "camera_lidar_semantic_bboxes" / scene_dir / rel, data)
+                        write_atomic(out_dir / "camera_lidar_semantic_bboxes" / scene_dir / rel, data)
                 bus_frames.append((_file_name(prefix, "camera", cam_name, frame_id, "json"), cam_tstamp))
         bus = f"bus/{prefix}_bus_signals.json"
         if scene_no == 0:
-            _write_atomic(out_dir / "camera_lidar_semantic_bus" / scene_dir / bus,
+            write_atomic(out_dir / "camera_lidar_semantic_bus" / scene_dir / bus,
                           _json_bytes(_bus_semantic(bus_frames)))
         elif scene_no == 1:
             stamps = [t for _, t in bus_frames]
-            _write_atomic(out_dir / "camera_lidar" / scene_dir / bus,
+            write_atomic(out_dir / "camera_lidar" / scene_dir / bus,
                           _json_bytes(_bus_sensor_fusion(min(stamps), max(stamps))))

@@ -32,7 +32,6 @@ relation of the real sample); the modal box is the extent of the object's visibl
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import cv2
 import numpy as np
 
 from mtl_data.schema import cityscapes_geometry as cg
+from mtl_data.synth.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 WIDTH, HEIGHT = 256, 128
@@ -372,13 +372,6 @@ def _well_visible(street: _Street, render: _Render) -> bool:
 
 # ---- writing -----------------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename, so no half file is ever visible."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
 
 def _png(array: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", array)
@@ -421,7 +414,7 @@ def synth_cityscapes(out_dir: Path, *, seed: int = 0) -> None:
         frame_id = f"{city}_{seq:06d}_{frame:06d}"
 
         def put(package: str, suffix: str, data: bytes) -> None:
-            _write_atomic(out_dir / package / split / city / f"{frame_id}{suffix}", data)
+            write_atomic(out_dir / package / split / city / f"{frame_id}{suffix}", data)
 
         put("leftImg8bit", "_leftImg8bit.png", _png(cv2.cvtColor(render.image, cv2.COLOR_RGB2BGR)))
         put("gtFine", "_gtFine_labelIds.png", _png(render.label))

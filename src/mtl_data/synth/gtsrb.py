@@ -21,12 +21,12 @@ what the track-grouped validation split exists for.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from mtl_data.synth.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 #: class ids drawn (Speed limit 30, Yield, Stop, No entry, Keep right).
@@ -41,13 +41,6 @@ _RED = np.array([200.0, 30.0, 35.0])
 _BLUE = np.array([30.0, 75.0, 190.0])
 _WHITE = np.array([235.0, 235.0, 230.0])
 _BLACK = np.array([25.0, 25.0, 25.0])
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename, so no half file is ever visible."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _csv(rows: list[tuple], columns: tuple[str, ...]) -> bytes:
@@ -167,9 +160,9 @@ def synth_gtsrb(out_dir: Path, *, seed: int = 0) -> None:
                 size, roi = _crop(rng, start + growth * index)
                 frame_light = light * rng.uniform(0.95, 1.05)
                 name = f"{track:05d}_{index:05d}.ppm"
-                _write_atomic(folder / name, _ppm(_render(class_id, size, roi, frame_light, background, rng)))
+                write_atomic(folder / name, _ppm(_render(class_id, size, roi, frame_light, background, rng)))
                 rows.append((*_row(name, size, roi), class_id))
-        _write_atomic(folder / f"GT-{class_id:05d}.csv", _csv(rows, HEADER))
+        write_atomic(folder / f"GT-{class_id:05d}.csv", _csv(rows, HEADER))
 
     test_dir = out_dir / "GTSRB" / "Final_Test" / "Images"
     test_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +175,7 @@ def synth_gtsrb(out_dir: Path, *, seed: int = 0) -> None:
         light, background = _look(rng)
         size, roi = _crop(rng, int(rng.integers(16, 40)))
         name = f"{number:05d}.ppm"
-        _write_atomic(test_dir / name, _ppm(_render(class_id, size, roi, light, background, rng)))
+        write_atomic(test_dir / name, _ppm(_render(class_id, size, roi, light, background, rng)))
         rows.append((*_row(name, size, roi), class_id))
-    _write_atomic(test_dir / "GT-final_test.test.csv", _csv([r[:-1] for r in rows], HEADER[:-1]))
-    _write_atomic(out_dir / "GT-final_test.csv", _csv(rows, HEADER))
+    write_atomic(test_dir / "GT-final_test.test.csv", _csv([r[:-1] for r in rows], HEADER[:-1]))
+    write_atomic(out_dir / "GT-final_test.csv", _csv(rows, HEADER))

@@ -21,7 +21,6 @@ the numbers a reader will find in the file.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from mtl_data.schema.geometry import (
 from mtl_data.schema.kitti_calib import (
     KittiCalib, kitti_label_to_box3d, parse_kitti_calib, split_projection, velo_to_rect,
 )
+from mtl_data.synth.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 N_TRAIN, N_TEST = 6, 2
@@ -270,13 +270,6 @@ def _render(scene: _Scene, calib: KittiCalib, size: tuple[int, int], rng: np.ran
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename, so no half file is ever visible."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 @register_synth("kitti")
 def synth_kitti(out_dir: Path, *, seed: int = 0) -> None:
     """Write a tiny KITTI object dataset (6 training, 2 testing frames) under ``out_dir``.
@@ -301,4 +294,4 @@ def synth_kitti(out_dir: Path, *, seed: int = 0) -> None:
         for folder, data in files.items():
             ext = {"calib": "txt", "label_2": "txt", "velodyne": "bin", "image_2": "png"}[folder]
             (out_dir / split / folder).mkdir(parents=True, exist_ok=True)
-            _write_atomic(out_dir / split / folder / f"{frame:06d}.{ext}", data)
+            write_atomic(out_dir / split / folder / f"{frame:06d}.{ext}", data)

@@ -31,13 +31,13 @@ shows the vehicle, not the marking. Lanes are listed in random order, as in TuSi
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from mtl_data.synth.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 WIDTH, HEIGHT = 1280, 720
@@ -201,14 +201,6 @@ def _draw_vehicle(image: np.ndarray, road: _Road, scale: int) -> np.ndarray:
     return image
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename, so no half file is ever visible."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _jpeg(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     assert ok
@@ -244,11 +236,11 @@ def synth_tusimple(out_dir: Path, *, seed: int = 0) -> None:
             for frame in range(1, FRAMES_PER_CLIP + 1):
                 position = -SPEED_MPS * (FRAMES_PER_CLIP - frame) / FRAMES_PER_CLIP
                 scale = 1 if frame == FRAMES_PER_CLIP else SMALL
-                _write_atomic(clip_dir / f"{frame}.jpg", _jpeg(_render(road, position, scale, rng)))
+                write_atomic(clip_dir / f"{frame}.jpg", _jpeg(_render(road, position, scale, rng)))
             lanes = [_label_x(road, i, grid) for i in range(len(road.lanes))]
             order = rng.permutation(len(lanes))  # TuSimple lists lanes in no particular order
             doc = {"raw_file": f"clips/{folder}/{name}/20.jpg", "lanes": [lanes[i] for i in order],
                    "h_samples": grid, "classes": [2 if road.lanes[i].dashed else 1 for i in order]}
             lines.append(json.dumps({k: doc[k] for k in keys}))
         label_path = out_dir / (label_name if split == "test_set" else f"{split}/{label_name}")
-        _write_atomic(label_path, ("\n".join(lines) + "\n").encode())
+        write_atomic(label_path, ("\n".join(lines) + "\n").encode())
