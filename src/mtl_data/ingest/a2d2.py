@@ -57,7 +57,7 @@ from mtl_data.schema import a2d2_geometry as ag
 from mtl_data.schema import geometry as geo
 from mtl_data.schema.sample import IGNORE_INDEX, Det2D, Det3D, Sample, make_key
 from mtl_data.schema.taxonomy import class_map
-from mtl_data.shards.codec import decode_image
+from mtl_data.ingest.readers import read_image, read_json
 
 PARTS = ("camera_lidar_semantic", "camera_lidar_semantic_bboxes", "camera_lidar")
 BUS_DIRS = ("camera_lidar_semantic_bus", "camera_lidar")
@@ -243,7 +243,7 @@ class A2D2Converter(Converter):
         cam_name = paths["image"].parent.name[len("cam_"):]
         camera = self._camera(cam_name)
         width, height = (int(v) for v in camera["Resolution"])
-        image = _read_image(paths["image"], "camera image")
+        image = read_image(paths["image"], *_image_messages("camera image"))
         if image.shape[:2] != (height, width):
             raise InputError(paths["image"], f"camera image is {image.shape[1]}x{image.shape[0]}, "
                              f"cams_lidars.json says {width}x{height} for {cam_name}")
@@ -253,7 +253,7 @@ class A2D2Converter(Converter):
 
         seg = None
         if "label" in paths:
-            label = _read_image(paths["label"], "label")
+            label = read_image(paths["label"], *_image_messages("label"))
             if label.shape != (height, width, 3):
                 raise InputError(paths["label"], f"label PNG is {label.shape[1]}x{label.shape[0]}, "
                                  f"expected {width}x{height} (cams_lidars.json Resolution of {cam_name})")
@@ -290,7 +290,7 @@ class A2D2Converter(Converter):
         )
 
     def _boxes(self, path: Path) -> tuple[Det2D, Det3D]:
-        doc = _read_json(path, "label3D file")
+        doc = read_json(path, "label3D file")
         if not isinstance(doc, dict):
             raise InputError(path, 'expected an object of boxes {"box_0": {...}, ...}')
         boxes = []
@@ -321,28 +321,12 @@ class A2D2Converter(Converter):
         return det2d, Det3D(boxes=boxes3d, classes=classes, rotation=rotation, native_class=names)
 
 
-def _read_image(path: Path, what: str) -> np.ndarray:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, f"{what} missing") from None
-    image = decode_image(data)
-    if image is None:
-        raise InputError(path, f"{what} does not decode as an image (truncated or not a PNG?)")
-    return image
-
-
-def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, f"{what} missing") from None
-    except ValueError as exc:
-        raise InputError(path, f"{what} is not valid JSON: {exc}", line=getattr(exc, "lineno", None)) from None
+def _image_messages(what: str) -> tuple[str, str]:
+    return f"{what} missing", f"{what} does not decode as an image (truncated or not a PNG?)"
 
 
 def _read_timestamp(path: Path) -> int:
-    doc = _read_json(path, "frame json")
+    doc = read_json(path, "frame json")
     if not isinstance(doc, dict) or "cam_tstamp" not in doc:
         raise InputError(path, "frame json has no cam_tstamp (camera timestamp, integer microseconds)",
                          hint="needed to synchronize the bus signals")

@@ -52,7 +52,7 @@ from mtl_data.schema import cityscapes_geometry as cg
 from mtl_data.schema import geometry as geo
 from mtl_data.schema.sample import IGNORE_INDEX, Det2D, Det3D, Sample, make_key
 from mtl_data.schema.taxonomy import CITYSCAPES_LABEL_IDS, class_map
-from mtl_data.shards.codec import decode_image
+from mtl_data.ingest.readers import read_file, read_image, read_json
 
 SPLITS = ("train", "val", "test")
 #: native split folder -> output split (train_extra only with --train-extra).
@@ -169,7 +169,8 @@ class CityscapesConverter(Converter):
         if match is None or match["city"] != paths["image"].parent.name:
             raise InputError(paths["image"], f"file name does not follow <city>_<seq>_<frame>_leftImg8bit.png "
                              f"with the city of its folder ({paths['image'].parent.name!r})")
-        image = _read_image(paths["image"])
+        image = read_image(paths["image"], "leftImg8bit image missing for this frame (its labels exist)",
+                           "leftImg8bit image does not decode as an image (truncated or not a PNG?)")
         h, w = image.shape[:2]
         notes: dict[str, int] = {}
 
@@ -248,23 +249,9 @@ class CityscapesConverter(Converter):
 
 # ---- readers (each raises InputError naming its file) -----------------------------------------------
 
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "leftImg8bit image missing for this frame (its labels exist)") from None
-    image = decode_image(data)
-    if image is None:
-        raise InputError(path, "leftImg8bit image does not decode as an image (truncated or not a PNG?)")
-    return image
-
-
 def _read_png(path: Path, what: str) -> np.ndarray:
     """The PNG's values as stored (8 or 16 bit, any channels)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, f"{what} missing") from None
+    data = read_file(path, f"{what} missing")
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise InputError(path, f"{what} does not decode as an image (truncated or not a PNG?)")
@@ -275,19 +262,6 @@ def _describe(array: np.ndarray) -> str:
     bits = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}.get(array.dtype, str(array.dtype))
     channels = 1 if array.ndim == 2 else array.shape[2]
     return f"{bits} with {channels} channel{'s' if channels > 1 else ''}"
-
-
-def _read_json(path: Path, what: str):
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError(path, f"{what} missing for this frame") from None
-    except UnicodeDecodeError:
-        raise InputError(path, f"{what} is not a text file") from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise InputError(path, f"{what} is not valid JSON: {exc}", line=getattr(exc, "lineno", None)) from None
 
 
 def _numbers(value, count: int, path: Path, where: str) -> list[float]:
@@ -313,7 +287,7 @@ def _read_camera(path: Path, need_baseline: bool) -> dict:
         raise InputError(path, "camera json missing for this frame" + (
             ": its disparity needs the baseline and fx" if need_baseline else ""),
             hint="the camera package belongs with disparity")
-    doc = _read_json(path, "camera json")
+    doc = read_json(path, "camera json", "camera json missing for this frame")
     intrinsic = doc.get("intrinsic") if isinstance(doc, dict) else None
     if not isinstance(intrinsic, dict):
         raise InputError(path, 'camera json has no "intrinsic" object (fx, fy, u0, v0)')
@@ -347,7 +321,7 @@ def _depth(path: Path, size: tuple[int, int], baseline: float, fx: float) -> tup
 
 def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
     """A gtBbox3d json checked and reduced to plain lists: objects, ignore regions, sensor."""
-    doc = _read_json(path, "gtBbox3d json")
+    doc = read_json(path, "gtBbox3d json", "gtBbox3d json missing for this frame")
     if not isinstance(doc, dict) or not isinstance(doc.get("objects"), list):
         raise InputError(path, 'expected an object with "imgWidth", "imgHeight", "sensor" and an "objects" list')
     height, width = size

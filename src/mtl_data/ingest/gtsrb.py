@@ -56,7 +56,7 @@ from mtl_data.ingest.splits import hash_fraction
 from mtl_data.schema.parsing import parse_numbers
 from mtl_data.schema.sample import Sample, Sign, make_key
 from mtl_data.schema.taxonomy import SIGN_CLASSES
-from mtl_data.shards.codec import decode_image
+from mtl_data.ingest.readers import decode_or_raise
 
 NUMBER_COLUMNS = ("Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")
 IMAGE_SUFFIXES = (".ppm", ".png")
@@ -458,9 +458,7 @@ class GtsrbConverter(Converter):
                              line=row.line) from None
         except OSError as exc:
             raise InputError(row.image, f"cannot read the image: {exc.strerror}") from None
-        image = decode_image(data)
-        if image is None:
-            raise InputError(row.image, "does not decode as an image (truncated, or not a PPM/PNG?)")
+        image = decode_or_raise(data, row.image, "does not decode as an image (truncated, or not a PPM/PNG?)")
         h, w = image.shape[:2]
         if (w, h) != (width, height):
             raise InputError(table.csv, f"Width/Height say {width}x{height} but {row.image.name} is {w}x{h} "

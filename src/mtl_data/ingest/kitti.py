@@ -42,13 +42,14 @@ from mtl_data.schema.parsing import parse_numbers
 from mtl_data.schema.kitti_calib import kitti_label_to_box3d, parse_kitti_calib, split_projection, velo_to_optical
 from mtl_data.schema.sample import Det2D, Det3D, Sample, make_key
 from mtl_data.schema.taxonomy import DET_TABLES, det_class_map
-from mtl_data.shards.codec import decode_image
+from mtl_data.ingest.readers import read_image, read_text
 
 LAYOUT = {
     "training": SplitLayout(required=("image_2", "label_2", "calib"), optional=("velodyne",)),
     "testing": SplitLayout(required=("image_2", "calib"), optional=("velodyne",)),
 }
 OUTPUT_SPLIT = {"training": "train", "testing": "test"}
+_MISSING = "{} missing for this frame (other files of the frame exist)"
 
 #: label_2 field names, in file order (the 16th, ``score``, exists only in result files).
 LABEL_FIELDS = ("type", "truncated", "occluded", "alpha", "left", "top", "right", "bottom",
@@ -113,13 +114,6 @@ def read_velodyne(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4").reshape(-1, 4)
 
 
-def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise InputError(path, f"{what} missing for this frame (other files of the frame exist)") from None
-    except UnicodeDecodeError:
-        raise InputError(path, f"{what} is not a text file") from None
 
 
 @dataclass(frozen=True)
@@ -169,21 +163,15 @@ class KittiConverter(Converter):
 
     def convert(self, frame: Frame) -> Sample:
         paths = frame.paths
-        image_path = paths["image"]
-        try:
-            data = image_path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(image_path, "image missing for this frame (its calib/label exist)") from None
-        image = decode_image(data)
-        if image is None:
-            raise InputError(image_path, "does not decode as an image (truncated or not a PNG?)")
+        image = read_image(paths["image"], "image missing for this frame (its calib/label exist)",
+                           "does not decode as an image (truncated or not a PNG?)")
         h, w = image.shape[:2]
-        calib = parse_kitti_calib(_read_text(paths["calib"], "calib file"), paths["calib"])
+        calib = parse_kitti_calib(read_text(paths["calib"], "calib file", _MISSING.format("calib file")), paths["calib"])
         K, t = split_projection(calib.P2)
 
         det2d = det3d = depth = None
         if "label" in paths:
-            labels = parse_kitti_label(_read_text(paths["label"], "label file"), paths["label"])
+            labels = parse_kitti_label(read_text(paths["label"], "label file", _MISSING.format("label file")), paths["label"])
             det2d, det3d = self._boxes(labels, t)
         if "velodyne" in paths:
             points = read_velodyne(paths["velodyne"])

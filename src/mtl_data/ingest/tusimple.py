@@ -53,7 +53,7 @@ from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import val_groups
 from mtl_data.schema.lanes import NO_POINT, rasterize_lanes
 from mtl_data.schema.sample import IGNORE_INDEX, Lanes, Sample, make_key
-from mtl_data.shards.codec import decode_image
+from mtl_data.ingest.readers import read_image
 
 logger = logging.getLogger(__name__)
 
@@ -357,13 +357,8 @@ class TuSimpleConverter(Converter):
         h_samples, xs, raw_file = parse_label(doc, label, frame.line)
         image_path = frame.split_dir / raw_file
         where = f"raw_file of {label.name}:{frame.line}"
-        try:
-            data = image_path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            raise InputError(image_path, f"image missing ({where}; expected the clip frame, e.g. 20.jpg)") from None
-        image = decode_image(data)
-        if image is None:
-            raise InputError(image_path, f"does not decode as an image ({where}; truncated or not a JPEG?)")
+        image = read_image(image_path, f"image missing ({where}; expected the clip frame, e.g. 20.jpg)",
+                           f"does not decode as an image ({where}; truncated or not a JPEG?)")
         h, w = image.shape[:2]
 
         xs, dropped = normalize_lanes(xs)
