@@ -195,3 +195,11 @@ def test_bad_option_fails_with_one_error_line(make_args, says, cli, kitti_real, 
     out = tmp_path / "shards"
     result = ingest_cli(cli, "kitti", kitti_real, out, *make_args(tmp_path))
     assert_fails_before_writing(result, out, "kitti", *says)
+
+
+def test_requesting_a_split_with_no_frames_is_one_clear_error(cli, kitti_real, tmp_path):
+    """The real sample has only training frames and no --val-fraction: there is no val split."""
+    out = tmp_path / "shards"
+    line = cli("ingest", "kitti", kitti_real, "--to", out, "--split", "val", "--workers", 1).one_error_line()
+    assert "no 'val' frames found" in line and "splits present: train" in line
+    assert not (out / "kitti").exists()
