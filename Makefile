@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,plots]'
 	touch $(STAMP)
 
 test: setup
@@ -39,6 +39,7 @@ demo: setup
 	$(BIN)/mtl-data inspect $(DEMO)/shards --key $$($(BIN)/python -c "import polars as pl; \
 	    print(pl.read_parquet('$(DEMO)/shards/a2d2/manifest.parquet').filter(pl.col('has_det3d') & pl.col('has_steer'))['key'][0])")
 	$(BIN)/mtl-data validate $(DEMO)/shards
+	$(BIN)/mtl-data stats $(DEMO)/shards --json $(DEMO)/stats.json --plots $(DEMO)/plots
 
 bench: setup
 	$(BIN)/python bench/ingest_kitti.py
@@ -46,6 +47,7 @@ bench: setup
 	$(BIN)/python bench/ingest_gtsrb.py
 	$(BIN)/python bench/ingest_tusimple.py
 	$(BIN)/python bench/ingest_cityscapes.py
+	$(BIN)/python bench/stats.py
 
 clean:
 	rm -rf build $(VENV)

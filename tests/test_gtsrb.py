@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import mtl_data.synth.files as synth_files
+import mtl_data.files as synth_files
 import mtl_data.synth.gtsrb as synth_module
 from mtl_data.ingest.engine import IngestOptions, plan_ingest, run_ingest
 from mtl_data.ingest.gtsrb import GtsrbConverter, GtsrbOptions
@@ -436,7 +436,7 @@ def test_synth_writes_every_file_through_a_temporary_name(tmp_path, monkeypatch)
     monkeypatch.setattr(synth_files.os, "replace", replace)
     synth_gtsrb(tmp_path, seed=0)
     assert sorted(dst for _, dst in renamed) == sorted(p for p in tmp_path.rglob("*") if p.is_file())
-    assert all(src == dst.name + ".tmp" for src, dst in renamed)
+    assert all(src == dst.name + ".part" for src, dst in renamed)
 
 
 def test_synth_converts_with_tracks_that_restart_in_every_class(synth):

@@ -432,7 +432,7 @@ def test_synth_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert a == _files(synth_root("tusimple"))  # the session's copy, also seed 0
     assert a["test_label.json"] != b["test_label.json"]
-    assert not [p for p in (tmp_path / "a").rglob("*") if p.name.endswith(".tmp")]
+    assert not [p for p in (tmp_path / "a").rglob("*") if p.name.endswith(".part")]
 
 
 def test_synth_frames_convert_with_lanes_left_to_right(synth_root):

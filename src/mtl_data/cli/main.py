@@ -1,4 +1,4 @@
-"""``mtl-data``: thin Click commands over the library (ingest, inspect, validate, synth).
+"""``mtl-data``: thin Click commands over the library (ingest, inspect, validate, stats, synth).
 
 User errors (bad data, bad options, existing outputs) print one ``error: ...`` line on stderr
 and exit 1 (2 for a bad command line); a traceback means a bug in this project.
@@ -7,6 +7,7 @@ and exit 1 (2 for a bad command line); a traceback means a bug in this project.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sys
 import typing
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from mtl_data import __version__
 from mtl_data.errors import MtlDataError
+from mtl_data.files import write_atomic
 from mtl_data.ingest import CONVERTERS
 from mtl_data.ingest.engine import (
     ON_ERROR, IngestOptions, ShardSize, default_workers, plan_ingest, run_ingest, tune_process_for_ingest,
@@ -26,6 +28,7 @@ from mtl_data.schema.taxonomy import TAXONOMY_MODES
 from mtl_data.schema.validate import SPLITS
 from mtl_data.shards.codec import IMAGE_FORMATS
 from mtl_data.shards.reader import ShardSet, check_shards
+from mtl_data.stats import StatsOptions, load_manifests, render, summarize, write_plots
 from mtl_data.synth import SYNTHESIZERS
 
 
@@ -229,6 +232,49 @@ def validate_cmd(shards: Path) -> None:
     if problems:
         raise MtlDataError(f"{shards}: {problems} problem(s) in {n} samples")
     click.echo(f"{shards}: {n} samples OK")
+
+
+# ---- stats ------------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("shards", type=click.Path(path_type=Path), default=Path("shards"))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="also write the report as JSON (layout in docs/conventions.md); '-' prints only the JSON")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="write PNG charts into this folder (needs the 'plots' extra: matplotlib)")
+@click.option("--split", type=click.Choice(SPLITS), default=None, help="count only this split [default: all]")
+@click.option("--by", type=click.Choice(["task", "source"]), default="task", show_default=True,
+              help="class histograms over all sources, or one per source")
+@click.option("--alpha", "alphas", type=click.FloatRange(min=0), multiple=True, default=StatsOptions.alphas,
+              show_default=True, help="temperature of a recommended source mix, p ~ n^alpha (repeatable)")
+@click.option("--beta", type=click.FloatRange(0, 1, max_open=True), default=StatsOptions.beta, show_default=True,
+              help="effective-number parameter (Cui et al. 2019)")
+@click.option("--rare-share", type=click.FloatRange(0, 1), default=StatsOptions.rare_share, show_default=True,
+              help="a class under this share of its task's count is listed as rare")
+@click.option("--steer-bin", "steer_bin_deg", type=click.FloatRange(min=0, min_open=True),
+              default=StatsOptions.steer_bin_deg, show_default=True, help="steering histogram bin width, degrees")
+@click.option("--straight-deg", type=click.FloatRange(min=0), default=StatsOptions.straight_deg, show_default=True,
+              help="steering |angle| counted as near straight, degrees")
+def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str, **options) -> None:
+    """Imbalance report of the shards under SHARDS (default ./shards), from the manifests alone.
+
+    Samples per source and split, labelled samples per task, class histograms, depth
+    coverage, steering and lane distributions; recommended task loss weights and source
+    sampling ratios (the JSON key `recommendations`, which mtl-train reads); warnings.
+    """
+    options["alphas"] = tuple(dict.fromkeys(options["alphas"]))
+    report = summarize(load_manifests(shards), StatsOptions(**options))
+    text = json.dumps(report, indent=1, ensure_ascii=False) + "\n"
+    if json_path is not None and str(json_path) == "-":
+        click.echo(text, nl=False)
+    else:
+        click.echo("\n".join(render(report, by)))
+        if json_path is not None:
+            write_atomic(json_path, text)
+            click.echo(f"\nJSON report -> {json_path}")
+    if plots_dir is not None:
+        for path in write_plots(report, plots_dir):
+            click.echo(f"plot -> {path}", err=json_path is not None and str(json_path) == "-")
 
 
 # ---- synth ------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 from mtl_data import __version__
 from mtl_data.errors import InputError, MtlDataError
+from mtl_data.files import write_atomic
 from mtl_data.ingest.registry import Converter, Frame
 from mtl_data.ingest.resize import resize_sample
 from mtl_data.schema.sample import TASKS
@@ -218,15 +219,8 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write ``path.part`` and rename it: a reader sees the old file or the new one, never half."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _write_json(path: Path, obj, **kwargs) -> None:
-    _write_text(path, json.dumps(obj, **kwargs))
+    write_atomic(path, json.dumps(obj, **kwargs))
 
 
 # ---- conversion (runs in workers) -------------------------------------------------------------
@@ -448,7 +442,7 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
             "notes": dict(sorted(notes.items())),
         }
     _write_json(out_dir / "classes.json", plan.converter.class_tables(), indent=1)
-    _write_text(out_dir / "rejects.jsonl", "".join(json.dumps(r) + "\n" for r in rejects))
+    write_atomic(out_dir / "rejects.jsonl", "".join(json.dumps(r) + "\n" for r in rejects))
     write_table(pa.concat_tables(tables), out_dir / MANIFEST_NAME)
     report = {
         "tool": "mtl-data", "version": __version__, "source": plan.converter.name,

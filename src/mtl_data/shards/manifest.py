@@ -13,9 +13,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Sample
 
 MANIFEST_NAME = "manifest.parquet"
+
+#: version of the manifest's columns, stored in the Parquet schema metadata under
+#: ``VERSION_KEY``. Bump it when a column is renamed or changes meaning (adding one is fine);
+#: readers refuse other versions with a "re-ingest" hint instead of misreading them.
+MANIFEST_VERSION = 1
+VERSION_KEY = b"mtl_data.manifest_version"
 
 SCHEMA = pa.schema(
     [
@@ -47,7 +54,8 @@ SCHEMA = pa.schema(
         ("steer_speed_kmh", pa.float64()),
         ("sign_class", pa.int16()),
         ("lane_count", pa.int16()),
-    ]
+    ],
+    metadata={VERSION_KEY: str(MANIFEST_VERSION).encode()},
 )
 
 def sample_row(sample: Sample) -> dict:
@@ -99,8 +107,8 @@ def write_table(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def read_manifests(root: Path) -> pa.Table:
-    """Every manifest under a shards root (``root/*/manifest.parquet``) or of one source folder.
+def manifest_paths(root: Path) -> list[Path]:
+    """The manifest of a source folder, or every ``*/manifest.parquet`` of a shards root, sorted.
 
     Raises:
         FileNotFoundError: no manifest was found.
@@ -109,4 +117,40 @@ def read_manifests(root: Path) -> pa.Table:
     paths = [root / MANIFEST_NAME] if (root / MANIFEST_NAME).exists() else sorted(root.glob(f"*/{MANIFEST_NAME}"))
     if not paths:
         raise FileNotFoundError(root)
+    return paths
+
+
+def check_manifest(path: Path) -> None:
+    """Check that ``path`` is a readable manifest of this tool's version (reads the footer only).
+
+    Raises:
+        MtlDataError: corrupt or not Parquet, written by another manifest version, or lacking
+            columns; the message names the file and says how to fix it.
+    """
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise MtlDataError(f"{path}: not a readable Parquet manifest ({exc}); re-run the ingest "
+                           "with --overwrite to rebuild it") from None
+    found = (schema.metadata or {}).get(VERSION_KEY)
+    if found != str(MANIFEST_VERSION).encode():
+        what = f"version {found.decode()}" if found else "an older layout without a version"
+        raise MtlDataError(f"{path}: manifest has {what}, this tool reads version {MANIFEST_VERSION}; "
+                           "re-run the ingest with --overwrite to rebuild it")
+    missing = [name for name in SCHEMA.names if name not in schema.names]
+    if missing:
+        raise MtlDataError(f"{path}: manifest lacks columns {', '.join(missing)}; "
+                           "re-run the ingest with --overwrite to rebuild it")
+
+
+def read_manifests(root: Path) -> pa.Table:
+    """Every manifest under a shards root (``root/*/manifest.parquet``) or of one source folder.
+
+    Raises:
+        FileNotFoundError: no manifest was found.
+        MtlDataError: a manifest is corrupt or of another version (see ``check_manifest``).
+    """
+    paths = manifest_paths(root)
+    for path in paths:
+        check_manifest(path)
     return pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in paths])

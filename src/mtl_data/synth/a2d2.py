@@ -44,7 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl_data.synth.files import write_atomic
+from mtl_data.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 SCALE = 0.25

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from mtl_data.schema import cityscapes_geometry as cg
-from mtl_data.synth.files import write_atomic
+from mtl_data.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 WIDTH, HEIGHT = 256, 128

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl_data.synth.files import write_atomic
+from mtl_data.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 #: class ids drawn (Speed limit 30, Yield, Stop, No entry, Keep right).

@@ -33,7 +33,7 @@ from mtl_data.schema.geometry import (
 from mtl_data.schema.kitti_calib import (
     KittiCalib, kitti_label_to_box3d, parse_kitti_calib, split_projection, velo_to_rect,
 )
-from mtl_data.synth.files import write_atomic
+from mtl_data.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 N_TRAIN, N_TEST = 6, 2
