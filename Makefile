@@ -40,6 +40,8 @@ demo: setup
 	    print(pl.read_parquet('$(DEMO)/shards/a2d2/manifest.parquet').filter(pl.col('has_det3d') & pl.col('has_steer'))['key'][0])")
 	$(BIN)/mtl-data validate $(DEMO)/shards
 	$(BIN)/mtl-data stats $(DEMO)/shards --json $(DEMO)/stats.json --plots $(DEMO)/plots
+	$(BIN)/mtl-data batches $(DEMO)/shards --mix '$(DEMO)/stats.json#0.5' --batches 2 --workers 2
+	$(BIN)/mtl-data batches $(DEMO)/shards --split val --eval --batch-size 16 --batches 1 --letterbox
 
 bench: setup
 	$(BIN)/python bench/ingest_kitti.py
@@ -48,6 +50,7 @@ bench: setup
 	$(BIN)/python bench/ingest_tusimple.py
 	$(BIN)/python bench/ingest_cityscapes.py
 	$(BIN)/python bench/stats.py
+	$(BIN)/python bench/loader.py
 
 clean:
 	rm -rf build $(VENV)

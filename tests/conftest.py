@@ -160,6 +160,24 @@ def synth_root(tmp_path_factory) -> callable:
     return get
 
 
+@pytest.fixture(scope="session")
+def synth_shards(synth_root, tmp_path_factory) -> Path:
+    """One shards root with every synthetic source ingested (read-only, shared).
+
+    Three samples per shard (so a split has several shards) and a grouped val split of 0.34
+    everywhere but Cityscapes, whose native layout has its own val split.
+    """
+    out = tmp_path_factory.mktemp("synth_shards")
+    for source in sorted(SYNTHESIZERS):
+        val = [] if source == "cityscapes" else ["--val-fraction", "0.34"]
+        try:
+            main(["ingest", source, str(synth_root(source)), "--to", str(out), "--workers", "1",
+                  "--shard-size", "3", *val])
+        except SystemExit as exc:  # pragma: no cover - a failed ingest is a broken fixture
+            assert not exc.code, f"ingest {source} failed"
+    return out
+
+
 @dataclass
 class CliResult:
     code: int

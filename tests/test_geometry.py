@@ -93,19 +93,19 @@ def test_scale_pixel_coords_maps_pixel_edges_to_pixel_edges():
     np.testing.assert_allclose(geo.scale_pixel_coords([-0.5, 9.5], 0.5), [-0.5, 4.5])
 
 
-def test_downscale_sparse_depth_min_pools_and_never_mixes_in_zeros():
+def test_resize_sparse_depth_min_pools_and_never_mixes_in_zeros():
     d = np.zeros((4, 4), np.float32)
     d[0, 0], d[1, 1] = 8.0, 4.0   # block (0, 0): min is 4
     d[0, 3] = 6.0                  # block (0, 1): single point, kept exactly (no averaging with zeros)
-    out = geo.downscale_sparse_depth(d, (2, 2))
+    out = geo.resize_sparse_depth(d, (2, 2))
     np.testing.assert_array_equal(out, [[4.0, 6.0], [0.0, 0.0]])
 
 
-def test_downscale_sparse_depth_non_integer_factor_sends_each_point_to_its_centre_pixel():
+def test_resize_sparse_depth_non_integer_factor_sends_each_point_to_its_centre_pixel():
     d = np.zeros((3, 5), np.float32)
     d[2, 4] = 1.5
     d[1, 2] = 2.5
-    out = geo.downscale_sparse_depth(d, (2, 3))
+    out = geo.resize_sparse_depth(d, (2, 3))
     # (4 + 0.5) * 3/5 = 2.7 -> col 2 ; (2 + 0.5) * 2/3 = 1.67 -> row 1
     assert out[1, 2] == 1.5
     # (2 + 0.5) * 3/5 = 1.5 -> col 1 ; (1 + 0.5) * 2/3 = 1.0 -> row 1

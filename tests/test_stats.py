@@ -14,31 +14,21 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from mtl_data.errors import MtlDataError
-from mtl_data.ingest import CONVERTERS
-from mtl_data.ingest.engine import IngestOptions, plan_ingest, run_ingest
 from mtl_data.schema.sample import TASKS
-from mtl_data.shards.manifest import MANIFEST_NAME, SCHEMA, VERSION_KEY, rows_to_table, write_table
+from mtl_data.shards.manifest import MANIFEST_NAME, VERSION_KEY, rows_to_table, write_table
 from mtl_data.stats import StatsOptions, load_manifests, render, summarize
 from mtl_data.stats.formulas import effective_number, task_weights, temperature_mix
 from mtl_data.stats.render import WIDTH
 
-VAL_FRACTION = {"kitti": 0.25, "a2d2": 0.34, "gtsrb": 0.34, "tusimple": 0.34, "cityscapes": None}
-
 
 @pytest.fixture(scope="module")
-def shards(synth_root, tmp_path_factory) -> Path:
-    """All five synthetic datasets ingested into one shards root (read-only for the tests)."""
-    out = tmp_path_factory.mktemp("stats_shards")
-    for name, fraction in VAL_FRACTION.items():
-        cls = CONVERTERS[name]
-        options = cls.Options() if fraction is None else cls.Options(val_fraction=fraction)
-        run_ingest(plan_ingest(cls(synth_root(name), options), out, IngestOptions(workers=1)))
-    return out
+def shards(synth_shards) -> Path:
+    """All five synthetic datasets ingested into one shards root (conftest; read-only)."""
+    return synth_shards
 
 
 @pytest.fixture(scope="module")

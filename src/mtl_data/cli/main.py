@@ -1,4 +1,4 @@
-"""``mtl-data``: thin Click commands over the library (ingest, inspect, validate, stats, synth).
+"""``mtl-data``: thin Click commands over the library (ingest, inspect, validate, stats, batches, synth).
 
 User errors (bad data, bad options, existing outputs) print one ``error: ...`` line on stderr
 and exit 1 (2 for a bad command line); a traceback means a bug in this project.
@@ -6,10 +6,12 @@ and exit 1 (2 for a bad command line); a traceback means a bug in this project.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import shutil
 import sys
+import textwrap
 import typing
 from pathlib import Path
 
@@ -275,6 +277,74 @@ def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str,
     if plots_dir is not None:
         for path in write_plots(report, plots_dir):
             click.echo(f"plot -> {path}", err=json_path is not None and str(json_path) == "-")
+
+
+# ---- batches ----------------------------------------------------------------------------------
+
+def _image_size(ctx, param, value: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected HxW, e.g. 256x512") from None
+    if h < 1 or w < 1:
+        raise click.BadParameter(f"{value!r}: both sides must be >= 1")
+    return h, w
+
+
+@cli.command()
+@SHARDS_ARG
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
+@click.option("--tasks", default=None, help="comma-separated tasks [default: every task of the sources]")
+@click.option("--mix", default=None, help="'proportional', 'kitti=0.3,a2d2=0.7' or 'STATS.json#ALPHA'")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--image-size", callback=_image_size, default="256x512", show_default=True, help="HxW")
+@click.option("--letterbox", is_flag=True, help="keep the aspect ratio and pad")
+@click.option("--batches", "count", type=click.IntRange(min=1), default=2, show_default=True,
+              help="batches to show (training streams are endless)")
+@click.option("--eval", "evaluate", is_flag=True, help="one evaluation pass (every sample once) instead")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def batches(shards: Path, split: str, tasks: str | None, mix: str | None, batch_size: int,
+            image_size: tuple[int, int], letterbox: bool, count: int, evaluate: bool, workers: int, seed: int) -> None:
+    """Stream a few loader batches from SHARDS and show what they hold (needs the 'train' extra).
+
+    The same loader a trainer gets from mtl_data.train.data.build_loader: sources mixed with
+    --mix, per-task `present` masks, fixed-shape targets.
+    """
+    try:
+        from mtl_data.train.data import build_loader
+    except ImportError as exc:
+        raise MtlDataError(f"the loader needs torch ({exc}): pip install 'mtl-data[train]'") from None
+    if mix is not None and "=" in mix:
+        try:
+            mix = {name: float(ratio) for name, ratio in (part.split("=") for part in mix.split(","))}
+        except ValueError:
+            raise MtlDataError(f"--mix {mix!r}: expected source=ratio pairs separated by commas") from None
+    loader = build_loader(shards, split=split, tasks=None if tasks is None else tasks.split(","), mix=mix,
+                          batch_size=batch_size, image_size=image_size, letterbox=letterbox, seed=seed,
+                          workers=workers, infinite=not evaluate)
+    click.echo(f"{'evaluation pass' if evaluate else 'training stream'} of {split}: tasks {', '.join(loader.tasks)}")
+    click.echo("\n".join(textwrap.wrap("sources: " + ", ".join(f"{s} {p:.1%}" for s, p in loader.probs.items()), 100,
+                                       subsequent_indent="  ")))
+    seen = collections.Counter()
+    for i, batch in enumerate(loader):
+        if i < count:
+            _echo_batch(i, batch)
+        seen.update(s or "(padding)" for s in batch["source"])
+        if not evaluate and i + 1 == count:
+            break
+    click.echo("samples per source: " + ", ".join(f"{s} {n}" for s, n in sorted(seen.items()))
+               + f"; skipped (corrupt) {loader.skipped}")
+
+
+def _echo_batch(index: int, batch: dict) -> None:
+    n = len(batch["key"])
+    click.echo(f"batch {index}: {n} samples, image {tuple(batch['image'].shape)} {str(batch['image'].dtype)[6:]}")
+    for task, present in batch["present"].items():
+        shapes = "; ".join(f"{k} {'x'.join(map(str, v.shape))} {str(v.dtype)[6:]}" for k, v in batch.items()
+                           if (k == task or k.startswith(task + "_")) and hasattr(v, "shape"))
+        text = f"{task:<6} present {int(present.sum())}/{n}: {shapes}"
+        click.echo("\n".join(textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent=" " * 10)))
 
 
 # ---- synth ------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
     if sample.seg is not None:
         changes["seg"] = cv2.resize(sample.seg, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
     if sample.depth is not None:
-        changes["depth"] = geo.downscale_sparse_depth(sample.depth, (nh, nw))
+        changes["depth"] = geo.resize_sparse_depth(sample.depth, (nh, nw))
     if sample.det2d is not None:
         d = sample.det2d
         changes["det2d"] = dataclasses.replace(

@@ -28,6 +28,7 @@ import numpy as np
 
 from mtl_data.schema.geometry import DEPTH_SCALE
 from mtl_data.schema.sample import SCHEMA_VERSION, Det2D, Det3D, Lanes, Sample, Sign, Steer
+from mtl_data.shards.png import decode_png
 
 IMAGE_FORMATS = ("jpg", "png")
 _STANDARD_META = ("schema", "source", "split", "id", "sequence", "size", "orig_size", "K",
@@ -156,7 +157,7 @@ def _load_json(members: dict[str, bytes], ext: str) -> dict:
 
 
 def _load_png(members: dict[str, bytes], ext: str) -> np.ndarray:
-    arr = cv2.imdecode(np.frombuffer(members[ext], dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    arr = decode_png(members[ext])
     if arr is None:
         raise DecodeError(f"{ext}: does not decode as PNG")
     return arr
@@ -189,7 +190,8 @@ def decode_sample(key: str, members: dict[str, bytes]) -> Sample:
     if "seg.png" in members:
         seg = _load_png(members, "seg.png")
     if "depth.png" in members:
-        depth = (_load_png(members, "depth.png").astype(np.float32) / np.float32(DEPTH_SCALE))
+        # One pass uint16 -> float32 metres; multiplying by 1/256 (a power of two) is exact.
+        depth = np.multiply(_load_png(members, "depth.png"), np.float32(1.0 / DEPTH_SCALE), dtype=np.float32)
     if "det2d.json" in members:
         d = _load_json(members, "det2d.json")
         det2d = Det2D(

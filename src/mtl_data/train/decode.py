@@ -1,0 +1,236 @@
+"""Decode one tar sample into a ``Sample`` with explicit handlers, for the training loader.
+
+A raw sample is what a tar reader yields: ``{"__key__": key, "__url__": shard, ext: bytes, ...}``
+(webdataset's layout; ``ext`` is everything after the key's first dot, e.g. ``det2d.json``).
+
+Handlers, member by member (nothing is decoded by guessing from the extension):
+
+==================  ==============================================================================
+``jpg`` / ``png``   ``cv2.imdecode`` to RGB uint8; a JPEG may be decoded at 1/2, 1/4 or 1/8 size
+                    in the DCT domain (``cv2.IMREAD_REDUCED_COLOR_n``) when the training size is
+                    that much smaller (``transforms.reduced_decode_factor``)
+``seg.png``         8-bit single-channel PNG, ``IMREAD_UNCHANGED``: class ids as stored
+``lane.png``        8-bit single-channel PNG, ``IMREAD_UNCHANGED``
+``depth.png``       16-bit single-channel PNG, ``IMREAD_UNCHANGED`` (stays uint16, never scaled to
+                    8 bits), then ``/ 256`` -> float32 metres
+``*.json``, ``cls`` ``json.loads`` / decimal text, through ``shards.codec.decode_sample``
+pickle-style       ``pyd``, ``pickle``, ``pkl``, ``pth``, ``pt``: **refused**
+other extensions    ignored (a later schema may add members: add keys, never rename)
+==================  ==============================================================================
+
+The label PNG headers are checked before decoding (bit depth, one channel, the size in
+``meta.json``), so an 8-bit depth map or an RGB class map is a corrupt sample rather than a
+silently wrong label.
+
+**Pickle-style members are refused, not skipped**: unpickling (``pickle.loads``,
+``torch.load``) runs code chosen by whoever wrote the file, and this project never writes such
+members, so a shard holding one was not written by ``mtl-data ingest`` or was tampered with. The
+loader stops with ``UnsafeMemberError`` naming the shard and member instead of training on a
+silently filtered subset. ``npy`` / ``npz`` are not refused: NumPy reads them without pickle
+(``allow_pickle=False``), and this decoder does not read them at all.
+
+**A corrupt sample** (bytes that do not decode, missing members, malformed JSON, a label of the
+wrong shape) raises ``CorruptSampleError``; the loader catches it, counts it and goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import struct
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from mtl_data.errors import MtlDataError
+from mtl_data.schema.sample import TASKS, Sample
+from mtl_data.shards.codec import DecodeError, decode_sample
+from mtl_data.train.transforms import placement, reduced_decode_factor
+
+#: member extensions whose usual decoder unpickles (webdataset: pickle.loads / torch.load).
+PICKLE_EXTENSIONS = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})
+
+#: label PNGs: extension -> (bit depth, what it holds), all single-channel (PNG colour type 0).
+LABEL_PNGS = {"seg.png": (8, "class ids"), "lane.png": (8, "lane ids"), "depth.png": (16, "depth")}
+
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+# A 1x1 PNG handed to decode_sample in place of a JPEG decoded here at reduced size (see
+# `decode`): decode_sample stays the one reader of every member format, at ~10 us extra.
+_STAND_IN_PNG = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes()
+# The errors decode_sample raises on bad content: its own, and what malformed JSON values give.
+_CONTENT_ERRORS = (DecodeError, KeyError, ValueError, TypeError, IndexError)
+
+
+class UnsafeMemberError(MtlDataError):
+    """A sample holds a pickle-style member (see the module docstring); never decoded.
+
+    Built with ``unsafe_member(shard, key, ext)``; the message alone also constructs it, which
+    lets torch re-raise it with its own type when it happens in a DataLoader worker.
+    """
+
+    def __init__(self, message: str, shard: str = "", key: str = "", ext: str = ""):
+        super().__init__(message)
+        self.shard, self.key, self.ext = shard, key, ext
+
+    def __reduce__(self):  # keep the fields when a worker process sends the error back
+        return (type(self), (str(self), self.shard, self.key, self.ext))
+
+
+def unsafe_member(shard: str, key: str, ext: str) -> UnsafeMemberError:
+    """The ``UnsafeMemberError`` for member ``key.ext`` of ``shard``."""
+    return UnsafeMemberError(
+        f"{shard}: {key}.{ext}: refusing a pickle-style member (.{ext.rsplit('.', 1)[-1]}): unpickling runs "
+        "code from the file, and mtl-data never writes one; re-create the shard with `mtl-data ingest`",
+        shard, key, ext)
+
+
+class CorruptSampleError(MtlDataError):
+    """One sample cannot be read or decoded; the loader skips it and counts it."""
+
+    def __init__(self, message: str, shard: str = "", key: str = ""):
+        super().__init__(message)
+        self.shard, self.key = shard, key
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.shard, self.key))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded sample and, when the JPEG was decoded at reduced size, that image.
+
+    Attributes:
+        sample: labels in pixels of the stored size. ``sample.image`` is the full image, or,
+            when ``image`` is set, a zero-copy placeholder of the stored shape (read its shape,
+            never its pixels).
+        image: (ceil(h / f), ceil(w / f), 3) uint8 RGB decoded at 1/f of the stored size, or None.
+            Pass it on as ``transform_sample(..., image=decoded.image)``.
+    """
+
+    sample: Sample
+    image: np.ndarray | None = None
+
+
+def refuse_unsafe(raw: Mapping[str, object]) -> None:
+    """Raise ``UnsafeMemberError`` if any member of ``raw`` has a pickle-style extension."""
+    for ext in raw:
+        if not ext.startswith("__") and ext.rsplit(".", 1)[-1].lower() in PICKLE_EXTENSIONS:
+            raise unsafe_member(str(raw.get("__url__", "?")), str(raw.get("__key__", "?")), ext)
+
+
+def task_of(ext: str) -> str | None:
+    """The task a member belongs to (``lane.json`` -> ``lane``), or None (image, meta, unknown)."""
+    head = ext.partition(".")[0]
+    return head if head in TASKS else None
+
+
+def decode(raw: Mapping[str, object], tasks: Collection[str] | None = None,
+           target_hw: tuple[int, int] | None = None, letterbox: bool = False) -> Decoded:
+    """Decode a raw tar sample with the handlers of the module docstring.
+
+    Args:
+        raw: ``{"__key__", "__url__", ext: bytes}``.
+        tasks: decode only the labels of these tasks (the others are dropped unread, as if the
+            sample did not have them); None = every label present.
+        target_hw: the (H, W) the sample will be transformed to; when given, a JPEG at least twice
+            as large on both sides (of the letterbox content, with ``letterbox``) is decoded at
+            reduced size (``Decoded.image``). None = always full size.
+        letterbox: whether the transform letterboxes (decides the content size above).
+
+    Returns:
+        The ``Decoded`` sample.
+
+    Raises:
+        UnsafeMemberError: a pickle-style member (checked before anything is decoded).
+        CorruptSampleError: anything about the sample's content that does not decode or check.
+    """
+    refuse_unsafe(raw)
+    key, shard = str(raw.get("__key__", "?")), str(raw.get("__url__", "?"))
+    members = {ext: data for ext, data in raw.items() if not ext.startswith("__")}
+    try:
+        return _decode(key, members, tasks, target_hw, letterbox)
+    except _CONTENT_ERRORS as exc:
+        raise CorruptSampleError(f"{shard}: {key}: does not decode: {exc}", shard, key) from None
+
+
+def _decode(key: str, members: dict[str, bytes], tasks: Collection[str] | None,
+            target_hw: tuple[int, int] | None, letterbox: bool) -> Decoded:
+    if "meta.json" not in members:
+        raise DecodeError("no meta.json member")
+    meta = json.loads(members["meta.json"])
+    if not isinstance(meta, dict):
+        raise DecodeError("meta.json is not a JSON object")
+    size = (int(meta["size"][0]), int(meta["size"][1]))
+    if tasks is not None:
+        members, meta = _only_tasks(members, meta, tasks)
+    for ext in LABEL_PNGS.keys() & members.keys():
+        _check_label_png(ext, members[ext], size)
+
+    factor = 1
+    if target_hw is not None and "jpg" in members:
+        factor = reduced_decode_factor(size, placement(size, tuple(target_hw), letterbox).content_size)
+    reduced = None
+    if factor > 1:
+        reduced = cv2.imdecode(np.frombuffer(members["jpg"], np.uint8), _REDUCED_FLAGS[factor])  # (h/f, w/f, 3) BGR
+        expected = (math.ceil(size[0] / factor), math.ceil(size[1] / factor))
+        if reduced is None or reduced.shape[:2] != expected:
+            got = "nothing" if reduced is None else f"{reduced.shape[0]}x{reduced.shape[1]}"
+            raise DecodeError(f"jpg: decoded at 1/{factor} to {got}, expected {expected[0]}x{expected[1]} "
+                              f"(meta.json size {size[0]}x{size[1]})")
+        cv2.cvtColor(reduced, cv2.COLOR_BGR2RGB, dst=reduced)
+        members = {**members, "png": _STAND_IN_PNG}
+        del members["jpg"]
+    sample = decode_sample(key, members)
+    if reduced is not None:
+        placeholder = np.broadcast_to(np.uint8(0), (*size, 3))  # (h, w, 3), no memory
+        return Decoded(dataclasses.replace(sample, image=placeholder), reduced)
+    if sample.size != size:
+        raise DecodeError(f"image is {sample.size[0]}x{sample.size[1]}, meta.json says {size[0]}x{size[1]}")
+    return Decoded(sample)
+
+
+def _only_tasks(members: dict[str, bytes], meta: dict, tasks: Collection[str]) -> tuple[dict[str, bytes], dict]:
+    """Drop the members (and the ``meta.json`` task entries) of tasks that are not wanted.
+
+    Unwanted labels are never decoded: on an A2D2 frame the depth PNG alone costs about as much
+    as the JPEG. ``meta.json`` is rewritten because decode_sample checks that every task it
+    lists has its members.
+    """
+    kept = {ext: data for ext, data in members.items() if task_of(ext) is None or task_of(ext) in tasks}
+    listed = meta.get("tasks", [])
+    if len(kept) == len(members) and all(t in tasks for t in listed):
+        return members, meta
+    meta = {**meta, "tasks": [t for t in listed if t in tasks]}
+    kept["meta.json"] = json.dumps(meta).encode()
+    return kept, meta
+
+
+def png_header(data: bytes) -> tuple[int, int, int, int]:
+    """(height, width, bit depth, PNG colour type) from a PNG's IHDR chunk, without decoding.
+
+    Raises:
+        DecodeError: not a PNG.
+    """
+    if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        raise DecodeError("not a PNG")
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", data[16:26])
+    return height, width, bit_depth, colour_type
+
+
+def _check_label_png(ext: str, data: bytes, size: tuple[int, int]) -> None:
+    """A label PNG must be single-channel at its bit depth and of the stored image size."""
+    bits, what = LABEL_PNGS[ext]
+    try:
+        h, w, bit_depth, colour_type = png_header(data)
+    except DecodeError:
+        raise DecodeError(f"{ext}: not a PNG") from None
+    if colour_type != 0 or bit_depth != bits:
+        kind = _PNG_COLOUR_TYPES.get(colour_type, f"colour type {colour_type}")
+        raise DecodeError(f"{ext}: expected a single-channel {bits}-bit PNG of {what}, found {bit_depth}-bit {kind}")
+    if (h, w) != size:
+        raise DecodeError(f"{ext}: is {h}x{w}, the image is {size[0]}x{size[1]}")
