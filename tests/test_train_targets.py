@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from mtl_data.ingest import CONVERTERS
 from mtl_data.schema.sample import TASKS, Det2D, Det3D, Sample
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.targets import (IMAGENET_MEAN, IMAGENET_STD, TargetConfig, collate, decode_grid, encode_example,
-                                    encode_grid, normalize_images)
+                                    encode_grid, expand, normalize_images)
 from mtl_data.train.transforms import TransformConfig, transform_sample
 
 from conftest import fixture_path, ingest_cli
@@ -196,6 +197,21 @@ def test_collate_can_leave_normalization_to_the_device(kitti):
     raw = collate(examples, normalize=False)["image"]
     assert raw.dtype == torch.uint8 and raw.shape == (2, 3) + SIZE
     torch.testing.assert_close(normalize_images(raw), collate(examples)["image"])
+
+
+def test_compact_batches_expand_to_exactly_the_contract(kitti, shards):
+    samples = [transform_sample(shards.read_sample(k), TransformConfig(SIZE, augment=False), np.random.default_rng(0))
+               for k in sorted(shards.manifest.filter(pl.col("has_seg") | pl.col("has_lane"))["key"].to_list())[:3]]
+    examples = [encode_example(s, TargetConfig(image_size=SIZE)) for s in [kitti, *samples]]
+    compact = collate(examples, compact=True)
+    assert compact["image"].dtype == compact["seg"].dtype == compact["lane"].dtype == torch.uint8
+    full, expanded = collate(examples), expand(compact)
+    assert expanded.keys() == full.keys()
+    for key, value in full.items():
+        if isinstance(value, torch.Tensor):
+            assert expanded[key].dtype == value.dtype, key
+            torch.testing.assert_close(expanded[key], value, msg=key)
+    assert expand(full)["image"] is full["image"]  # a contract batch comes back unchanged
 
 
 def test_collate_refuses_examples_of_different_configs(kitti):
