@@ -276,6 +276,14 @@ def test_a_source_whose_samples_label_no_task_is_warned(tmp_path):
     assert report["sources"]["kitti"]["labelled"] == 25
 
 
+def test_a_split_without_samples_is_warned_not_an_error(cli, tmp_path):
+    root = write_manifests(tmp_path, hand_rows())
+    data = json.loads(cli("stats", root, "--split", "test", "--json", "-").out)
+    assert data["samples"] == 0
+    assert [w["code"] for w in data["warnings"]][0] == "empty_split"
+    assert "the shards have: train" in data["warnings"][0]["message"]
+
+
 # ---- errors -----------------------------------------------------------------------------------
 
 def test_empty_shards_folder_is_one_clear_error(cli, tmp_path):

@@ -317,6 +317,10 @@ def _recommendations(scope: pl.DataFrame, options: StatsOptions) -> dict:
 def _warnings(full: pl.DataFrame, manifests: Manifests, class_counts: dict, per_split: dict,
               options: StatsOptions) -> Iterable[dict]:
     """Problems a user should fix or know before training, most serious first."""
+    if options.split is not None and not (full["split"] == options.split).any():
+        splits = ", ".join(sorted(set(full["split"]), key=split_order)) or "none"
+        yield {"code": "empty_split", "split": options.split,
+               "message": f"no sample in split {options.split!r} (the shards have: {splits})"}
     yield from _unlabelled_sources(full)
     yield from _leaks(full, options)
     yield from _no_validation(per_split)
