@@ -22,7 +22,8 @@ centres, the image spans ``[-0.5, W - 0.5]``):
   with its exact 1/f scale.
 * **Class maps** (seg): ``INTER_NEAREST_EXACT``, padding 255 (ignore). **Lane masks** are
   redrawn from the scaled polylines (``schema.lanes.rasterize_lanes``, thickness scaled by the
-  smaller ratio), as ``ingest.resize`` does; padding 255.
+  smaller ratio); padding 255. Every label is placed by ``schema.placement``, which the
+  ingest's ``--max-side`` downscale shares.
 * **Sparse depth** is never interpolated: every measured pixel goes to the output pixel that
   contains its scaled centre and the nearest depth wins (``geometry.resize_sparse_depth``:
   min-pooling when shrinking, point reprojection when enlarging). Padding 0 (no measurement).
@@ -70,13 +71,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mtl_data.schema import geometry as geo
-from mtl_data.schema.lanes import NO_POINT, rasterize_lanes
-from mtl_data.schema.sample import IGNORE_INDEX, Det2D, Det3D, Lanes, Sample, Sign, Steer
+from mtl_data.schema.lanes import NO_POINT
+from mtl_data.schema.placement import Placement, pad, place_labels, placement
+from mtl_data.schema.sample import Det2D, Det3D, Lanes, Sample, Steer
 
-#: letterbox padding of the image (YOLO's grey), of depth (no measurement); class maps use 255.
+#: letterbox padding of the image (YOLO's grey); labels are padded by ``schema.placement``.
 IMAGE_PAD = 114
-DEPTH_PAD = 0.0
 #: ITU-R 601-2 luma weights for RGB, as torchvision's ``rgb_to_grayscale``.
 LUMA_RGB = np.array([0.299, 0.587, 0.114])
 #: JPEG DCT-domain reductions OpenCV can decode at (``cv2.IMREAD_REDUCED_COLOR_{2,4,8}``).
@@ -114,51 +114,6 @@ class TransformConfig:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where a (h, w) source lands in the output: ``c' = (c + 0.5) * s - 0.5 + offset`` per axis.
-
-    Attributes:
-        src_size: (h, w) of the labels' pixel grid.
-        out_size: (H, W) of the output.
-        content_size: (nh, nw) of the resized source inside the output (= out_size unless
-            letterboxed).
-        top, left: padding above / left of the content, pixels.
-    """
-
-    src_size: tuple[int, int]
-    out_size: tuple[int, int]
-    content_size: tuple[int, int]
-    top: int = 0
-    left: int = 0
-
-    @property
-    def sx(self) -> float:
-        return self.content_size[1] / self.src_size[1]
-
-    @property
-    def sy(self) -> float:
-        return self.content_size[0] / self.src_size[0]
-
-    @property
-    def padded(self) -> bool:
-        return self.content_size != self.out_size
-
-    @property
-    def identity(self) -> bool:
-        return self.src_size == self.out_size and not self.padded
-
-
-def placement(src_hw: tuple[int, int], size_hw: tuple[int, int], letterbox: bool) -> Placement:
-    """The ``Placement`` of a (h, w) source resized (or letterboxed) to ``size_hw``."""
-    (h, w), (out_h, out_w) = src_hw, size_hw
-    if not letterbox:
-        return Placement((h, w), (out_h, out_w), (out_h, out_w))
-    s = min(out_h / h, out_w / w)
-    nh, nw = min(out_h, max(1, round(h * s))), min(out_w, max(1, round(w * s)))
-    return Placement((h, w), (out_h, out_w), (nh, nw), top=(out_h - nh) // 2, left=(out_w - nw) // 2)
-
-
 def reduced_decode_factor(stored_hw: tuple[int, int], target_hw: tuple[int, int]) -> int:
     """Largest JPEG DCT-domain reduction (1, 2, 4 or 8) that keeps the decoded image >= target.
 
@@ -182,28 +137,6 @@ def reduced_decode_factor(stored_hw: tuple[int, int], target_hw: tuple[int, int]
 
 
 # ---- resize ----------------------------------------------------------------------------------
-
-def _map_boxes(boxes: np.ndarray, pl: Placement) -> np.ndarray:
-    out = geo.scale_boxes2d(boxes, pl.sx, pl.sy)  # (N, 4)
-    out[:, 0::2] += pl.left
-    out[:, 1::2] += pl.top
-    return out
-
-
-def _map_K(K: np.ndarray, pl: Placement) -> np.ndarray:
-    out = geo.scale_intrinsics(K, pl.sx, pl.sy)  # (3, 3)
-    out[0, 2] += pl.left
-    out[1, 2] += pl.top
-    return out
-
-
-def _pad(array: np.ndarray, pl: Placement, value: float) -> np.ndarray:
-    if not pl.padded:
-        return array
-    (out_h, out_w), (nh, nw) = pl.out_size, pl.content_size
-    return cv2.copyMakeBorder(array, pl.top, out_h - nh - pl.top, pl.left, out_w - nw - pl.left,
-                              cv2.BORDER_CONSTANT, value=value if array.ndim == 2 else (value,) * array.shape[2])
-
 
 def _decoded_scale(stored: int, decoded: int) -> float:
     """Image pixels per label pixel along one axis of a decoded image.
@@ -245,59 +178,7 @@ def _resize_image(image: np.ndarray, pl: Placement, jitter: tuple[float, float, 
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)  # (nh, nw, 3) uint8
     if jitter is not None:
         image = color_jitter(image, *jitter)
-    return _pad(image, pl, IMAGE_PAD)
-
-
-def _resize_seg(seg: np.ndarray, pl: Placement) -> np.ndarray:
-    nh, nw = pl.content_size
-    # Nearest neighbour keeps class ids (no invented classes); the EXACT variant samples the
-    # source pixel whose centre is nearest the target centre, matching the pixel-centre mapping
-    # of the boxes. Plain INTER_NEAREST takes floor(c / s) and is shifted by half a pixel.
-    seg = cv2.resize(seg, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)  # (nh, nw) uint8
-    return _pad(seg, pl, IGNORE_INDEX)
-
-
-def _resize_depth(depth: np.ndarray, pl: Placement) -> np.ndarray:
-    depth = geo.resize_sparse_depth(depth, pl.content_size)  # (nh, nw) float32 metres, never interpolated
-    return _pad(depth, pl, DEPTH_PAD)
-
-
-def _resize_det2d(det: Det2D, pl: Placement) -> Det2D:
-    return dataclasses.replace(det, boxes=_map_boxes(det.boxes, pl), ignore=_map_boxes(det.ignore, pl),
-                               amodal=None if det.amodal is None else _map_boxes(det.amodal, pl))
-
-
-def _resize_sign(sign: Sign, pl: Placement) -> Sign:
-    if sign.roi is None:
-        return sign
-    roi = _map_boxes(np.asarray(sign.roi, dtype=np.float64), pl)[0]
-    return Sign(sign.class_id, tuple(float(v) for v in roi))
-
-
-def _resize_lanes(lane: Lanes, pl: Placement) -> Lanes:
-    # Redrawn from the scaled polylines (as ingest.resize does): resampling a thin-line mask
-    # would break the lines apart or thicken them unevenly.
-    xs = np.where(lane.xs == NO_POINT, NO_POINT, geo.scale_pixel_coords(lane.xs, pl.sx) + pl.left)  # (N, R)
-    h_samples = geo.scale_pixel_coords(lane.h_samples, pl.sy) + pl.top  # (R,)
-    thickness = lane.thickness * min(pl.sx, pl.sy)
-    mask = rasterize_lanes(xs, h_samples, pl.out_size, thickness)  # (H, W) uint8
-    if pl.padded:
-        (nh, nw), top, left = pl.content_size, pl.top, pl.left
-        mask[:top] = IGNORE_INDEX
-        mask[top + nh:] = IGNORE_INDEX
-        mask[:, :left] = IGNORE_INDEX
-        mask[:, left + nw:] = IGNORE_INDEX
-    return Lanes(mask=mask, h_samples=h_samples, xs=xs, thickness=thickness)
-
-
-#: task -> how its label follows a resize; det3d and steer are not geometric in pixels.
-_RESIZERS: dict[str, Callable[[object, Placement], object]] = {
-    "seg": _resize_seg,
-    "depth": _resize_depth,
-    "det2d": _resize_det2d,
-    "sign": _resize_sign,
-    "lane": _resize_lanes,
-}
+    return pad(image, pl, IMAGE_PAD)
 
 
 def _apply_placement(sample: Sample, pl: Placement, image: np.ndarray | None,
@@ -306,10 +187,7 @@ def _apply_placement(sample: Sample, pl: Placement, image: np.ndarray | None,
         return sample
     changes: dict = {"image": _resize_image(sample.image if image is None else image, pl, jitter)}
     if not pl.identity:
-        changes.update({task: fn(getattr(sample, task), pl) for task, fn in _RESIZERS.items()
-                        if getattr(sample, task) is not None})
-        if sample.K is not None:
-            changes["K"] = _map_K(sample.K, pl)
+        changes.update(place_labels(sample, pl))
     return dataclasses.replace(sample, **changes)
 
 
