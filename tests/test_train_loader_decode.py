@@ -11,7 +11,8 @@ import pytest
 
 from mtl_data.schema.sample import Det2D, Sample
 from mtl_data.shards.codec import encode_sample
-from mtl_data.train.decode import PICKLE_EXTENSIONS, CorruptSampleError, UnsafeMemberError, decode, png_header
+from mtl_data.shards.png import png_header
+from mtl_data.train.decode import PICKLE_EXTENSIONS, CorruptSampleError, UnsafeMemberError, decode
 from mtl_data.train.transforms import TransformConfig, transform_sample
 
 H, W = 240, 400

@@ -33,6 +33,26 @@ _GREY = 0
 _CHUNK = struct.Struct(">I4s")
 
 
+def png_header(data: bytes) -> tuple[int, int, int, int]:
+    """(height, width, bit depth, PNG colour type) from a PNG's IHDR chunk, without decoding.
+
+    Raises:
+        ValueError: not a PNG.
+    """
+    ihdr = _ihdr(data)
+    if ihdr is None:
+        raise ValueError("not a PNG")
+    width, height, bit_depth, colour = ihdr[:4]
+    return height, width, bit_depth, colour
+
+
+def _ihdr(data: bytes) -> tuple[int, ...] | None:
+    """IHDR's (width, height, bit depth, colour type, compression, filter, interlace); None if not a PNG."""
+    if len(data) < 29 or data[:8] != SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">IIBBBBB", data[16:29])
+
+
 def decode_png(data: bytes) -> np.ndarray | None:
     """Decode PNG bytes as ``cv2.imdecode(..., IMREAD_UNCHANGED)`` does; None if they do not decode.
 
@@ -49,9 +69,10 @@ def decode_png(data: bytes) -> np.ndarray | None:
 def _unfiltered_grey(data: bytes) -> np.ndarray | None:
     """The fast path: an (H, W) view of the samples (16-bit big-endian), or None whenever the PNG
     is outside the fast path or anything looks wrong (OpenCV then decides)."""
-    if len(data) < 33 or data[:8] != SIGNATURE or data[12:16] != b"IHDR":
+    ihdr = _ihdr(data)
+    if ihdr is None:
         return None
-    width, height, bit_depth, colour, compression, filter_method, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    width, height, bit_depth, colour, compression, filter_method, interlace = ihdr
     if colour != _GREY or bit_depth not in (8, 16) or compression or filter_method or interlace:
         return None
     idat, pos, end = [], 8, len(data)

@@ -79,6 +79,7 @@ import torch
 import webdataset as wds
 
 from mtl_data.errors import MtlDataError
+from mtl_data.ingest.engine import default_workers as engine_default_workers
 from mtl_data.ingest.engine import tune_process_for_ingest
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.schema.taxonomy import DET_CLASSES
@@ -513,8 +514,7 @@ def dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 def default_workers() -> int:
     """min(4, CPUs this process may use)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(4, cpus)
+    return min(4, engine_default_workers())
 
 
 def _any_task(tasks: Collection[str]) -> pl.Expr:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -48,6 +47,7 @@ import numpy as np
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.shards.codec import DecodeError, decode_sample
+from mtl_data.shards.png import png_header
 from mtl_data.train.transforms import placement, reduced_decode_factor
 
 #: member extensions whose usual decoder unpickles (webdataset: pickle.loads / torch.load).
@@ -57,7 +57,6 @@ PICKLE_EXTENSIONS = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})
 LABEL_PNGS = {"seg.png": (8, "class ids"), "lane.png": (8, "lane ids"), "depth.png": (16, "depth")}
 
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
 # A 1x1 PNG handed to decode_sample in place of a JPEG decoded here at reduced size (see
 # `decode`): decode_sample stays the one reader of every member format, at ~10 us extra.
@@ -210,24 +209,12 @@ def _only_tasks(members: dict[str, bytes], meta: dict, tasks: Collection[str]) -
     return kept, meta
 
 
-def png_header(data: bytes) -> tuple[int, int, int, int]:
-    """(height, width, bit depth, PNG colour type) from a PNG's IHDR chunk, without decoding.
-
-    Raises:
-        DecodeError: not a PNG.
-    """
-    if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
-        raise DecodeError("not a PNG")
-    width, height, bit_depth, colour_type = struct.unpack(">IIBB", data[16:26])
-    return height, width, bit_depth, colour_type
-
-
 def _check_label_png(ext: str, data: bytes, size: tuple[int, int]) -> None:
     """A label PNG must be single-channel at its bit depth and of the stored image size."""
     bits, what = LABEL_PNGS[ext]
     try:
         h, w, bit_depth, colour_type = png_header(data)
-    except DecodeError:
+    except ValueError:
         raise DecodeError(f"{ext}: not a PNG") from None
     if colour_type != 0 or bit_depth != bits:
         kind = _PNG_COLOUR_TYPES.get(colour_type, f"colour type {colour_type}")
