@@ -267,7 +267,8 @@ def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str,
     options["alphas"] = tuple(dict.fromkeys(options["alphas"]))
     report = summarize(load_manifests(shards), StatsOptions(**options))
     text = json.dumps(report, indent=1, ensure_ascii=False) + "\n"
-    if json_path is not None and str(json_path) == "-":
+    json_to_stdout = json_path is not None and str(json_path) == "-"
+    if json_to_stdout:
         click.echo(text, nl=False)
     else:
         click.echo("\n".join(render(report, by)))
@@ -276,7 +277,7 @@ def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str,
             click.echo(f"\nJSON report -> {json_path}")
     if plots_dir is not None:
         for path in write_plots(report, plots_dir):
-            click.echo(f"plot -> {path}", err=json_path is not None and str(json_path) == "-")
+            click.echo(f"plot -> {path}", err=json_to_stdout)  # stdout holds only the JSON then
 
 
 # ---- batches ----------------------------------------------------------------------------------
