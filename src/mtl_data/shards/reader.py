@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,11 @@ from mtl_data.schema.validate import validate, validate_meta
 from mtl_data.shards.codec import DecodeError, decode_sample
 from mtl_data.shards.manifest import MANIFEST_NAME, read_manifests, sample_row
 from mtl_data.shards.tario import iter_tar_samples
+
+
+def labels_any(tasks: Iterable[str] = TASKS) -> pl.Expr:
+    """Polars expression over manifest rows: True where the sample labels at least one of ``tasks``."""
+    return pl.any_horizontal([pl.col(f"has_{t}") for t in tasks])
 
 
 @dataclass(frozen=True)

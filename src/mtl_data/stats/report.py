@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from mtl_data.schema.sample import IGNORE_INDEX, TASKS
+from mtl_data.shards.reader import labels_any
 from mtl_data.stats.formulas import WEIGHT_RULES, effective_number, imbalance_ratio, task_weights, temperature_mix
 from mtl_data.stats.load import Manifests, split_order
 
@@ -82,14 +83,10 @@ def _labelled_per_split(frame: pl.DataFrame) -> dict[str, dict[str, int]]:
 
 # ---- share tables
 
-def _any_task() -> pl.Expr:
-    return pl.any_horizontal([pl.col(f"has_{t}") for t in TASKS])
-
-
 def _sources(scope: pl.DataFrame) -> dict:
     """Samples per source and split, labelled samples and per-task counts."""
     per = (scope.group_by("source", "split")
-           .agg(pl.len().alias("samples"), _any_task().sum().alias("labelled"),
+           .agg(pl.len().alias("samples"), labels_any().sum().alias("labelled"),
                 *[pl.col(f"has_{t}").sum().alias(t) for t in TASKS])
            .sort("source"))
     out: dict = {}
@@ -298,7 +295,7 @@ def _recommendations(scope: pl.DataFrame, options: StatsOptions) -> dict:
     for training), else the whole scope; only samples that label at least one task count.
     """
     train = scope.filter(pl.col("split") == "train")
-    basis = (train if train.height else scope).filter(_any_task())
+    basis = (train if train.height else scope).filter(labels_any())
     labelled = {t: int(basis[f"has_{t}"].sum()) for t in TASKS}
     per_source = dict(sorted(basis.group_by("source").len().iter_rows()))
     return {
@@ -333,7 +330,7 @@ def _listed(names: list[str], limit: int) -> str:
 
 
 def _unlabelled_sources(full: pl.DataFrame) -> Iterable[dict]:
-    per = (full.group_by("source", "split").agg(pl.len().alias("n"), _any_task().sum().alias("labelled"))
+    per = (full.group_by("source", "split").agg(pl.len().alias("n"), labels_any().sum().alias("labelled"))
            .sort("source", "split"))
     for source in sorted(set(per["source"])):
         rows = per.filter(pl.col("source") == source)

@@ -83,7 +83,7 @@ from mtl_data.ingest.engine import default_workers as engine_default_workers
 from mtl_data.ingest.engine import tune_process_for_ingest
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.schema.taxonomy import DET_CLASSES
-from mtl_data.shards.reader import ShardSet
+from mtl_data.shards.reader import ShardSet, labels_any
 from mtl_data.shards.tario import iter_tar_samples
 from mtl_data.train.decode import CorruptSampleError, Decoded, decode, refuse_unsafe
 from mtl_data.train.mixing import resolve_mix
@@ -517,10 +517,6 @@ def default_workers() -> int:
     return min(4, engine_default_workers())
 
 
-def _any_task(tasks: Collection[str]) -> pl.Expr:
-    return pl.any_horizontal([pl.col(f"has_{t}") for t in tasks])
-
-
 def _requested_tasks(tasks: Collection[str] | None) -> tuple[str, ...] | None:
     if tasks is None:
         return None
@@ -596,7 +592,7 @@ def build_loader(shards: str | Path, *, split: str = "train", tasks: Collection[
         raise MtlDataError(f"{shards}: no sample in split {split!r}; the shards have {', '.join(splits)}")
     # What can be loaded: samples of the split that label a requested task (any task when
     # tasks=None); the mix is over those, sources without any are left out.
-    loadable = rows.filter(_any_task(wanted or TASKS))
+    loadable = rows.filter(labels_any(wanted or TASKS))
     counts = {s: loadable.filter(pl.col("source") == s).height for s in shard_set.sources()}
     probs = resolve_mix(mix, counts)
     rows = rows.filter(pl.col("source").is_in(list(probs)))
@@ -634,7 +630,7 @@ def _source_shards(root: Path, rows: pl.DataFrame, source: str, tasks: tuple[str
     mine = rows.filter(pl.col("source") == source)
     per_shard = mine.group_by("shard").len()
     counts = {str(root / shard): n for shard, n in per_shard.iter_rows()}
-    drop = frozenset(mine.filter(~_any_task(tasks))["key"].to_list())
+    drop = frozenset(mine.filter(~labels_any(tasks))["key"].to_list())
     return SourceShards(source, tuple(sorted(counts)), counts, drop)
 
 
