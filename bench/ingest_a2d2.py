@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import best_of, ingest_once, stage_breakdown, wall_and_cpu  # noqa: E402
 
-from mtl_data.ingest import a2d2, engine  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
+from mtl_data.ingest import a2d2  # noqa: E402
 from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.schema import geometry as geo  # noqa: E402
@@ -369,7 +370,7 @@ def main() -> int:
 
     # The process settings `mtl-data ingest` uses (one OpenCV thread, glibc buffers kept): the
     # floor and the inline ingest both run under them, so the comparison stays like for like.
-    engine.tune_process_for_ingest()
+    tune_worker_process()
     load0 = os.getloadavg()[0]
     fx = fixture_paths(args.fixtures)
     with tempfile.TemporaryDirectory(prefix="mtl-bench-a2d2-") as tmp:

@@ -53,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import best_of, ingest_once, stage_breakdown  # noqa: E402
 
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest import cityscapes as cs  # noqa: E402
-from mtl_data.ingest import engine  # noqa: E402
 from mtl_data.ingest.cityscapes import CityscapesConverter  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.schema import cityscapes_geometry as cg  # noqa: E402
@@ -247,7 +247,7 @@ def main() -> int:
 
     # The process settings `mtl-data ingest` uses (one OpenCV thread, glibc buffers kept): the
     # floor and the inline ingest both run under them, so the comparison stays like for like.
-    engine.tune_process_for_ingest()
+    tune_worker_process()
     load0 = os.getloadavg()[0]
     fx = fixture_paths(args.fixtures)
     with tempfile.TemporaryDirectory(prefix="mtl-bench-cityscapes-") as tmp:

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import best_of, ingest_once, stage_breakdown  # noqa: E402
 
-from mtl_data.ingest import engine  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest.engine import FrameResult, IngestOptions  # noqa: E402
 from mtl_data.ingest.gtsrb import GtsrbConverter  # noqa: E402
 from mtl_data.ingest.resize import resize_sample  # noqa: E402
@@ -379,7 +379,7 @@ def main() -> int:
 
     # The process settings `mtl-data ingest` uses (one OpenCV thread, glibc buffers kept): the
     # floor and the inline ingest both run under them, so the comparison stays like for like.
-    engine.tune_process_for_ingest()
+    tune_worker_process()
     load0 = os.getloadavg()[0]
     fx = fixture_rows(args.fixtures)
     sizes = [decode_image(src.read_bytes()).shape[:2] for _, rows in [*fx["train"].values(), fx["test"]]

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import best_of, ingest_once, stage_breakdown  # noqa: E402
 
-from mtl_data.ingest import engine  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.ingest.kitti import KittiConverter, parse_kitti_label, read_velodyne  # noqa: E402
 from mtl_data.schema import geometry as geo  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> int:
 
     # The process settings `mtl-data ingest` uses (one OpenCV thread, glibc buffers kept): the
     # floor and the inline ingest both run under them, so the comparison stays like for like.
-    engine.tune_process_for_ingest()
+    tune_worker_process()
     with tempfile.TemporaryDirectory(prefix="mtl-bench-") as tmp:
         tmp = Path(tmp)
         root = build_raw(args.fixtures, tmp / "raw", max(n, n_scale))

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import ingest_once, stage_breakdown  # noqa: E402
 
-from mtl_data.ingest import engine  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest import tusimple as ts  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.ingest.tusimple import TuSimpleConverter  # noqa: E402
@@ -138,7 +138,7 @@ def main() -> int:
 
     # The process settings `mtl-data ingest` uses (one OpenCV thread, glibc buffers kept): the
     # floor and the inline ingest both run under them, so the comparison stays like for like.
-    engine.tune_process_for_ingest()
+    tune_worker_process()
     load0 = os.getloadavg()[0]
     image, line = fixture_paths(args.fixtures)
     with tempfile.TemporaryDirectory(prefix="mtl-bench-tusimple-") as tmp:

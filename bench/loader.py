@@ -56,15 +56,15 @@ import ingest_a2d2  # noqa: E402
 import ingest_kitti  # noqa: E402
 
 from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options  # noqa: E402
-from mtl_data.ingest.engine import (IngestOptions, ShardSize, plan_ingest, run_ingest,  # noqa: E402
-                                    tune_process_for_ingest)
+from mtl_data.ingest.engine import IngestOptions, ShardSize, plan_ingest, run_ingest  # noqa: E402
 from mtl_data.ingest.kitti import KittiConverter  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.shards.reader import ShardSet  # noqa: E402
 from mtl_data.shards.tario import iter_tar_samples  # noqa: E402
 from mtl_data.train.data import build_loader  # noqa: E402
-from mtl_data.train.decode import decode  # noqa: E402
-from mtl_data.train.targets import TargetConfig, collate, encode_example  # noqa: E402
-from mtl_data.train.transforms import TransformConfig, placement, reduced_decode_factor, transform_sample  # noqa: E402
+from mtl_data.train.data.decode import decode  # noqa: E402
+from mtl_data.train.data.targets import TargetConfig, collate, encode_example  # noqa: E402
+from mtl_data.train.data.transforms import TransformConfig, placement, reduced_decode_factor, transform_sample  # noqa: E402
 
 DATASETS = ("kitti", "a2d2")
 THESIS_SEG_CLASSES, THESIS_SEG_SIZE = 43, (1024, 1024)  # the thesis's one-hot A2D2 masks: 43 MiB each
@@ -286,7 +286,7 @@ def main() -> int:
         shards = build_shards(args.fixtures, tmp, args.frames)
         # One core for everything timed in this process, as in a worker (floors, workers=0,
         # baseline); the worker processes set the same themselves.
-        tune_process_for_ingest()
+        tune_worker_process()
         torch.set_num_threads(1)
         results = {}
         for source in DATASETS:

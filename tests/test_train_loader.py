@@ -22,8 +22,9 @@ import torch
 from mtl_data.cli.main import main
 from mtl_data.errors import MtlDataError
 from mtl_data.shards.reader import ShardSet
-from mtl_data.train.data import build_loader, dist_info, split_evenly, to_device
-from mtl_data.train.decode import UnsafeMemberError
+from mtl_data.train.data.loader import build_loader, dist_info, to_device
+from mtl_data.train.data.stages import split_evenly
+from mtl_data.train.data.decode import UnsafeMemberError
 
 SOURCES = ("a2d2", "cityscapes", "gtsrb", "kitti", "tusimple")
 SIZE = (64, 64)  # small: the tests are about what is loaded, not how fast

@@ -1,4 +1,4 @@
-"""The loader's decoder (``mtl_data.train.decode``): explicit member handlers, refused pickle-style
+"""The loader's decoder (``mtl_data.train.data.decode``): explicit member handlers, refused pickle-style
 members, corrupt samples as one specific error, reduced-size JPEG decoding."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from mtl_data.schema.sample import Det2D, Sample
 from mtl_data.shards.codec import encode_sample
 from mtl_data.shards.png import png_header
-from mtl_data.train.decode import PICKLE_EXTENSIONS, CorruptSampleError, UnsafeMemberError, decode
-from mtl_data.train.transforms import TransformConfig, transform_sample
+from mtl_data.train.data.decode import PICKLE_EXTENSIONS, CorruptSampleError, UnsafeMemberError, decode
+from mtl_data.train.data.transforms import TransformConfig, transform_sample
 
 H, W = 240, 400
 

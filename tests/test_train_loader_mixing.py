@@ -1,4 +1,4 @@
-"""Parsing the loader's ``mix`` (``mtl_data.train.mixing``): ratios, proportional, a stats report."""
+"""Parsing the loader's ``mix`` (``mtl_data.train.data.mixing``): ratios, proportional, a stats report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from mtl_data.errors import MtlDataError
-from mtl_data.train.mixing import resolve_mix
+from mtl_data.train.data.mixing import resolve_mix
 
 COUNTS = {"a2d2": 300, "gtsrb": 100, "kitti": 600}
 
@@ -39,7 +39,7 @@ def test_bad_mixes_are_one_clear_error(mix, says):
 
 
 def test_a_source_without_loadable_samples_is_left_out_with_a_note(caplog):
-    with caplog.at_level(logging.WARNING, logger="mtl_data.train.mixing"):
+    with caplog.at_level(logging.WARNING, logger="mtl_data.train.data.mixing"):
         assert resolve_mix({"kitti": 1, "gtsrb": 1}, {**COUNTS, "gtsrb": 0}) == {"kitti": 1.0}
     assert "source gtsrb is left out: it has no sample to load" in caplog.text
     with pytest.raises(MtlDataError, match="no sampled source has a sample in the split"):

@@ -12,9 +12,9 @@ import torch
 from mtl_data.ingest import CONVERTERS
 from mtl_data.schema.sample import TASKS, Det2D, Det3D, Sample
 from mtl_data.shards.reader import ShardSet
-from mtl_data.train.targets import (IMAGENET_MEAN, IMAGENET_STD, TargetConfig, collate, decode_grid, encode_example,
+from mtl_data.train.data.targets import (IMAGENET_MEAN, IMAGENET_STD, TargetConfig, collate, decode_grid, encode_example,
                                     encode_grid, expand, normalize_images)
-from mtl_data.train.transforms import TransformConfig, transform_sample
+from mtl_data.train.data.transforms import TransformConfig, transform_sample
 
 from conftest import fixture_path, ingest_cli
 

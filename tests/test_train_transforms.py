@@ -15,8 +15,8 @@ from mtl_data.schema.lanes import NO_POINT
 from mtl_data.schema.sample import IGNORE_INDEX, Det2D, Sample
 from mtl_data.schema.validate import validate
 from mtl_data.shards.codec import encode_image
-from mtl_data.train import transforms as T
-from mtl_data.train.transforms import TransformConfig, hflip, resize_to, transform_sample
+from mtl_data.train.data import transforms as T
+from mtl_data.train.data.transforms import TransformConfig, hflip, resize_to, transform_sample
 
 from conftest import fixture_path
 

@@ -23,9 +23,8 @@ from mtl_data import __version__
 from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
 from mtl_data.ingest import CONVERTERS
-from mtl_data.ingest.engine import (
-    ON_ERROR, IngestOptions, ShardSize, default_workers, plan_ingest, run_ingest, tune_process_for_ingest,
-)
+from mtl_data.ingest.engine import ON_ERROR, IngestOptions, ShardSize, plan_ingest, run_ingest
+from mtl_data.procs import tune_worker_process, usable_cpus
 from mtl_data.schema.taxonomy import TAXONOMY_MODES
 from mtl_data.schema.validate import SPLITS
 from mtl_data.shards.codec import IMAGE_FORMATS
@@ -112,10 +111,10 @@ def _ingest_command(name: str) -> click.Command:
             converter = cls(root, cls.Options(**{k: kwargs.pop(k) for k in option_names}), taxonomy)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-        options = IngestOptions(splits=tuple(kwargs.pop("splits")) or None, workers=workers or default_workers(),
+        options = IngestOptions(splits=tuple(kwargs.pop("splits")) or None, workers=workers or usable_cpus(),
                                 **kwargs)
         plan = plan_ingest(converter, out_root, options)
-        tune_process_for_ingest()  # with --workers 1 this process converts the frames itself
+        tune_worker_process()  # with --workers 1 this process converts the frames itself
         complete = [sp.split for sp in plan.splits if sp.status == "complete"]
         if complete:
             click.echo(f"{name}: {', '.join(complete)} already complete in {plan.out_dir}; left alone "

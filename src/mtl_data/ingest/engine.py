@@ -22,10 +22,8 @@ splits that were already complete, and ``.ingest/`` is removed.
 from __future__ import annotations
 
 import collections
-import ctypes
 import json
 import multiprocessing
-import os
 import re
 import shutil
 import time
@@ -34,7 +32,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -42,6 +39,7 @@ import pyarrow.parquet as pq
 from mtl_data import __version__
 from mtl_data.errors import InputError, MtlDataError
 from mtl_data.files import write_atomic
+from mtl_data.procs import tune_worker_process
 from mtl_data.ingest.registry import Converter, Frame
 from mtl_data.ingest.resize import resize_sample
 from mtl_data.schema.sample import TASKS
@@ -242,31 +240,10 @@ def process_frame(converter: Converter, options: IngestOptions, frame: Frame) ->
 _WORKER: tuple[Converter, IngestOptions] | None = None
 
 
-def tune_process_for_ingest() -> None:
-    """Settings for a process that converts frames; called by each worker and by the CLI.
-
-    * OpenCV's own thread pool is limited to one thread: one worker = one core, or workers
-      oversubscribe the machine.
-    * glibc's malloc returns large freed buffers (decoded images, depth maps: ~20 MB per frame)
-      to the kernel and page-faults them back in for the next frame: ~7 ms per KITTI frame
-      (BENCHMARKS.md).
-      Raising its mmap and trim thresholds keeps them in the process for reuse; the heap stays
-      bounded by the working set of one frame. Elsewhere than glibc this is a no-op.
-    """
-    cv2.setNumThreads(1)
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    libc.mallopt(m_mmap_threshold, 64 * 2**20)
-    libc.mallopt(m_trim_threshold, 256 * 2**20)
-
-
 def _init_worker(converter: Converter, options: IngestOptions) -> None:
     global _WORKER
     _WORKER = (converter, options)
-    tune_process_for_ingest()
+    tune_worker_process()
 
 
 def _work(frames: list[Frame]) -> list[FrameResult]:
@@ -459,11 +436,3 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def default_workers() -> int:
-    """All cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

@@ -1,8 +1,7 @@
-"""Training side (torch): the streaming loader, its transforms and its target encoding.
+"""Training side (torch): the trainer's library.
 
-``data.build_loader`` streams shards into batches of design.md section 6 (mixed sources,
-partial labels, DDP-correct evaluation); ``transforms`` (numpy + OpenCV) resizes / letterboxes,
-flips and jitters a ``Sample`` with every label following; ``targets`` turns transformed
-samples into the fixed-shape batch; ``decode`` reads tar members with explicit handlers;
-``mixing`` resolves per-source sampling ratios.
+``data`` streams shards into batches (the loader); ``models`` builds networks by name (a
+registry of encoders, necks and the multi-task model); ``tasks`` holds one module per task
+(its head, loss, metric, prediction decoding and export); ``score`` checks any model's
+exported predictions against the shards. Layout and design: docs/training.md.
 """

@@ -48,7 +48,7 @@ from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.shards.codec import DecodeError, decode_sample
 from mtl_data.shards.png import png_header
-from mtl_data.train.transforms import placement, reduced_decode_factor
+from mtl_data.train.data.transforms import placement, reduced_decode_factor
 
 #: member extensions whose usual decoder unpickles (webdataset: pickle.loads / torch.load).
 PICKLE_EXTENSIONS = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})

@@ -4,7 +4,8 @@
 batches (``targets.collate``'s dict: ``image``, ``key``, ``source``, ``present``, one entry per
 task, plus ``skipped``), read ``loader.skipped`` for the corrupt samples skipped so far.
 
-Training (``infinite=True``), in every DataLoader worker of every rank::
+Training (``infinite=True``), in every DataLoader worker of every rank (the stages are in
+``stages``)::
 
     per source s (p_s > 0):
       wds.ResampledShards(shards of s in the split)   # {"url"}: shards drawn with replacement, seeded
@@ -67,7 +68,6 @@ import logging
 import math
 import os
 import random
-import tarfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -79,147 +79,23 @@ import torch
 import webdataset as wds
 
 from mtl_data.errors import MtlDataError
-from mtl_data.ingest.engine import default_workers as engine_default_workers
-from mtl_data.ingest.engine import tune_process_for_ingest
-from mtl_data.schema.sample import TASKS, Sample
+from mtl_data.procs import tune_worker_process, usable_cpus
+from mtl_data.schema.sample import TASKS
 from mtl_data.schema.taxonomy import DET_CLASSES
 from mtl_data.shards.reader import ShardSet, labels_any
-from mtl_data.shards.tario import iter_tar_samples
-from mtl_data.train.decode import CorruptSampleError, Decoded, decode, refuse_unsafe
-from mtl_data.train.mixing import resolve_mix
-from mtl_data.train.targets import TargetConfig, collate, encode_example, expand
-from mtl_data.train.transforms import TransformConfig, transform_sample
+from mtl_data.train.data.decode import Decoded, decode
+from mtl_data.train.data.mixing import resolve_mix
+from mtl_data.train.data.stages import (SkipCounter, Segment, batches, decode_samples, drop_keys, encode_samples,
+                                        mix_sources, read_segments, read_shards, split_evenly, then_dummies,
+                                        transform_samples, worker_info)
+from mtl_data.train.data.targets import TargetConfig, expand
+from mtl_data.train.data.transforms import TransformConfig
 
 logger = logging.getLogger(__name__)
 
 #: raw samples buffered per source and worker for shuffling (the raw tar bytes: ~0.3 MB for a
 #: KITTI frame, ~0.7 MB for A2D2, so 256 costs ~100-200 MB per source and worker).
 SHUFFLE_BUFFER = 256
-#: consecutive shard draws that yield no sample before a source is declared unreadable.
-MAX_EMPTY_DRAWS = 16
-#: source choices drawn at once by ``mix_sources`` (one numpy call instead of one per sample).
-_MIX_BLOCK = 1024
-#: what reading a damaged tar raises (tarfile.ReadError on truncation, zlib/unicode ValueErrors...).
-_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
-
-
-# ---- bookkeeping shared by the stages of one worker ------------------------------------------
-
-class SkipCounter:
-    """Samples skipped in this worker since the last batch was formed (``take`` resets it)."""
-
-    def __init__(self) -> None:
-        self.pending = 0
-
-    def add(self, count: int, why: str) -> None:
-        self.pending += count
-        logger.warning("skipped %d sample(s): %s", count, why)
-
-    def take(self) -> int:
-        count, self.pending = self.pending, 0
-        return count
-
-
-def worker_info() -> tuple[int, int]:
-    """(worker id, number of workers) of this DataLoader worker; (0, 1) in the main process."""
-    info = torch.utils.data.get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)
-
-
-# ---- stages (iterator -> iterator) -----------------------------------------------------------
-
-def read_shards(urls: Iterable[dict], expected: Mapping[str, int], skips: SkipCounter) -> Iterator[dict]:
-    """``{"url": shard path}`` -> every raw sample of each shard, in order.
-
-    Yields ``{"__key__", "__url__", ext: bytes}``; a pickle-style member raises
-    ``decode.UnsafeMemberError`` as soon as it is read. A shard that is truncated or unreadable ends
-    early; the samples its manifest count (``expected[url]``) says were not read are counted as
-    skipped. After ``MAX_EMPTY_DRAWS`` consecutive shards without a sample the source is
-    declared unreadable (an endless resampling of broken shards would hang silently).
-    """
-    empty_draws = 0
-    for item in urls:
-        url = item["url"]
-        read, error = 0, None
-        try:
-            for key, members in iter_tar_samples(Path(url)):
-                read += 1
-                raw = {"__key__": key, "__url__": url, **members}
-                refuse_unsafe(raw)  # at once, not when the shuffle buffer gets to it
-                yield raw
-        except _TAR_ERRORS as exc:
-            error = exc
-        lost = expected.get(url, read) - read
-        if error is not None or lost > 0:
-            why = f"unreadable after {read} sample(s): {error}" if error is not None else "ends early"
-            skips.add(max(lost, 1), f"{url}: {why}")
-        empty_draws = 0 if read else empty_draws + 1
-        if empty_draws >= MAX_EMPTY_DRAWS:
-            raise MtlDataError(f"{url}: {empty_draws} shard draws in a row gave no readable sample; "
-                               "check the shards with `mtl-data validate`")
-
-
-def drop_keys(raws: Iterable[dict], keys: frozenset[str]) -> Iterator[dict]:
-    """raw samples -> those whose key is not in ``keys`` (samples that label no requested task)."""
-    for raw in raws:
-        if raw["__key__"] not in keys:
-            yield raw
-
-
-def mix_sources(streams: Sequence[Iterator[dict]], probs: Sequence[float], rng: np.random.Generator
-                ) -> Iterator[dict]:
-    """raw samples of several endless streams -> one stream; each next sample comes from
-    stream i with probability ``probs[i]``, drawn independently of the content."""
-    while True:
-        for i in rng.choice(len(streams), size=_MIX_BLOCK, p=probs):
-            yield next(streams[i])
-
-
-def decode_samples(raws: Iterable[dict | None], decoder: Callable[[dict], Decoded], skips: SkipCounter,
-                   keep_slots: bool) -> Iterator[Decoded | None]:
-    """raw samples (None: a padding slot) -> decoded samples.
-
-    A corrupt sample is counted; it is dropped, or with ``keep_slots`` (evaluation) becomes None
-    so that the slot count of the worker does not change.
-    """
-    for raw in raws:
-        if raw is None:
-            yield None
-            continue
-        try:
-            yield decoder(raw)
-        except CorruptSampleError as exc:
-            skips.add(1, str(exc))
-            if keep_slots:
-                yield None
-
-
-def transform_samples(decoded: Iterable[Decoded | None], config: TransformConfig, rng: np.random.Generator
-                      ) -> Iterator[Sample | None]:
-    """decoded samples -> samples at ``config.image_size`` (resized, flipped, jittered); None stays None."""
-    for item in decoded:
-        yield None if item is None else transform_sample(item.sample, config, rng, image=item.image)
-
-
-def encode_samples(samples: Iterable[Sample | None], config: TargetConfig) -> Iterator[dict]:
-    """samples -> fixed-shape examples; None -> a masked dummy (key "", every ``present`` False)."""
-    for sample in samples:
-        yield encode_example(sample, config)
-
-
-def batches(examples: Iterable[dict], batch_size: int, skips: SkipCounter) -> Iterator[dict]:
-    """examples -> compact collated batches of ``batch_size`` (the last one shorter when the
-    stream ends; ``targets.collate(compact=True)``), each with ``skipped``: the samples this
-    worker skipped since its previous batch."""
-    chunk: list[dict] = []
-    for example in examples:
-        chunk.append(example)
-        if len(chunk) == batch_size:
-            yield {**collate(chunk, compact=True), "skipped": skips.take()}
-            chunk = []
-    if chunk:
-        yield {**collate(chunk, compact=True), "skipped": skips.take()}
-
 
 # ---- what a worker needs (plain, picklable data) ---------------------------------------------
 
@@ -281,7 +157,7 @@ def _tune_worker() -> None:
     frame's decoded labels (~20 MB) would otherwise be page-faulted back in for every sample.
     The main process (``workers=0``) is left as the caller set it."""
     if torch.utils.data.get_worker_info() is not None:
-        tune_process_for_ingest()
+        tune_worker_process()
 
 
 class TrainStream(torch.utils.data.IterableDataset):
@@ -317,43 +193,6 @@ class TrainStream(torch.utils.data.IterableDataset):
             wds.shuffle(bufsize, initial=bufsize, rng=random.Random(shuffle_seed)) if bufsize > 1 else None,
         )
 
-
-@dataclass(frozen=True)
-class Segment:
-    """Consecutive samples of one shard: read from ``offset``, expecting ``keys`` in order."""
-
-    url: str
-    offset: int
-    keys: tuple[str, ...]
-
-
-def read_segments(segments: Iterable[Segment], skips: SkipCounter) -> Iterator[dict | None]:
-    """segments -> one raw sample per expected key, in order; None (counted) for each sample that
-    cannot be read: a truncated or unreadable shard, or a key that is not where the manifest says."""
-    for seg in segments:
-        got = 0
-        reader = iter_tar_samples(Path(seg.url), seg.offset)
-        try:
-            for expected in seg.keys:
-                found = next(reader, None)
-                if found is None:
-                    raise EOFError("the shard ends early")
-                if found[0] != expected:
-                    raise ValueError(f"found {found[0]!r} where the manifest puts {expected!r} (stale manifest?)")
-                got += 1
-                yield {"__key__": expected, "__url__": seg.url, **found[1]}
-        except _TAR_ERRORS as exc:
-            lost = len(seg.keys) - got
-            skips.add(lost, f"{seg.url}: unreadable from {seg.keys[got]!r} on: {exc}")
-            yield from [None] * lost
-        finally:
-            reader.close()  # close the tar file now, not at garbage collection
-
-
-def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` of ``parts`` contiguous ranges covering ``range(n)``, sizes differing by <= 1."""
-    edges = [(n * i) // parts for i in range(parts + 1)]
-    return list(zip(edges[:-1], edges[1:]))
 
 
 class EvalPass(torch.utils.data.IterableDataset):
@@ -405,15 +244,10 @@ class EvalPass(torch.utils.data.IterableDataset):
         skips = SkipCounter()
         raws = read_segments(self.segments(start, stop), skips)
         padding = max(0, stop - max(start, len(self.keys)))
-        stream = _then_dummies(raws, padding)
+        stream = then_dummies(raws, padding)
         rng = np.random.default_rng(np.random.SeedSequence([s.seed, s.rank, worker]))
         return s.tail(stream, skips, rng, keep_slots=True)
 
-
-def _then_dummies(raws: Iterable[dict | None], count: int) -> Iterator[dict | None]:
-    """raw samples, then ``count`` None padding slots."""
-    yield from raws
-    yield from [None] * count
 
 
 # ---- the Loader ------------------------------------------------------------------------------
@@ -514,7 +348,7 @@ def dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 def default_workers() -> int:
     """min(4, CPUs this process may use)."""
-    return min(4, engine_default_workers())
+    return min(4, usable_cpus())
 
 
 def _requested_tasks(tasks: Collection[str] | None) -> tuple[str, ...] | None:

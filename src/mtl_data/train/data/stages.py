@@ -1,0 +1,194 @@
+"""The loader's pipeline stages: small iterator -> iterator functions, each yielding the stream
+its docstring names (webdataset's style). ``loader`` assembles them per worker; the order of a
+training stream and of an evaluation pass is drawn in ``loader``'s module docstring.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtl_data.errors import MtlDataError
+from mtl_data.schema.sample import Sample
+from mtl_data.shards.tario import iter_tar_samples
+from mtl_data.train.data.decode import CorruptSampleError, Decoded, refuse_unsafe
+from mtl_data.train.data.targets import TargetConfig, collate, encode_example
+from mtl_data.train.data.transforms import TransformConfig, transform_sample
+
+logger = logging.getLogger(__name__)
+
+#: consecutive shard draws that yield no sample before a source is declared unreadable.
+MAX_EMPTY_DRAWS = 16
+#: source choices drawn at once by ``mix_sources`` (one numpy call instead of one per sample).
+_MIX_BLOCK = 1024
+#: what reading a damaged tar raises (tarfile.ReadError on truncation, zlib/unicode ValueErrors...).
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
+
+
+# ---- bookkeeping shared by the stages of one worker ------------------------------------------
+
+class SkipCounter:
+    """Samples skipped in this worker since the last batch was formed (``take`` resets it)."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+
+    def add(self, count: int, why: str) -> None:
+        self.pending += count
+        logger.warning("skipped %d sample(s): %s", count, why)
+
+    def take(self) -> int:
+        count, self.pending = self.pending, 0
+        return count
+
+
+def worker_info() -> tuple[int, int]:
+    """(worker id, number of workers) of this DataLoader worker; (0, 1) in the main process."""
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+# ---- stages (iterator -> iterator) -----------------------------------------------------------
+
+def read_shards(urls: Iterable[dict], expected: Mapping[str, int], skips: SkipCounter) -> Iterator[dict]:
+    """``{"url": shard path}`` -> every raw sample of each shard, in order.
+
+    Yields ``{"__key__", "__url__", ext: bytes}``; a pickle-style member raises
+    ``decode.UnsafeMemberError`` as soon as it is read. A shard that is truncated or unreadable ends
+    early; the samples its manifest count (``expected[url]``) says were not read are counted as
+    skipped. After ``MAX_EMPTY_DRAWS`` consecutive shards without a sample the source is
+    declared unreadable (an endless resampling of broken shards would hang silently).
+    """
+    empty_draws = 0
+    for item in urls:
+        url = item["url"]
+        read, error = 0, None
+        try:
+            for key, members in iter_tar_samples(Path(url)):
+                read += 1
+                raw = {"__key__": key, "__url__": url, **members}
+                refuse_unsafe(raw)  # at once, not when the shuffle buffer gets to it
+                yield raw
+        except _TAR_ERRORS as exc:
+            error = exc
+        lost = expected.get(url, read) - read
+        if error is not None or lost > 0:
+            why = f"unreadable after {read} sample(s): {error}" if error is not None else "ends early"
+            skips.add(max(lost, 1), f"{url}: {why}")
+        empty_draws = 0 if read else empty_draws + 1
+        if empty_draws >= MAX_EMPTY_DRAWS:
+            raise MtlDataError(f"{url}: {empty_draws} shard draws in a row gave no readable sample; "
+                               "check the shards with `mtl-data validate`")
+
+
+def drop_keys(raws: Iterable[dict], keys: frozenset[str]) -> Iterator[dict]:
+    """raw samples -> those whose key is not in ``keys`` (samples that label no requested task)."""
+    for raw in raws:
+        if raw["__key__"] not in keys:
+            yield raw
+
+
+def mix_sources(streams: Sequence[Iterator[dict]], probs: Sequence[float], rng: np.random.Generator
+                ) -> Iterator[dict]:
+    """raw samples of several endless streams -> one stream; each next sample comes from
+    stream i with probability ``probs[i]``, drawn independently of the content."""
+    while True:
+        for i in rng.choice(len(streams), size=_MIX_BLOCK, p=probs):
+            yield next(streams[i])
+
+
+def decode_samples(raws: Iterable[dict | None], decoder: Callable[[dict], Decoded], skips: SkipCounter,
+                   keep_slots: bool) -> Iterator[Decoded | None]:
+    """raw samples (None: a padding slot) -> decoded samples.
+
+    A corrupt sample is counted; it is dropped, or with ``keep_slots`` (evaluation) becomes None
+    so that the slot count of the worker does not change.
+    """
+    for raw in raws:
+        if raw is None:
+            yield None
+            continue
+        try:
+            yield decoder(raw)
+        except CorruptSampleError as exc:
+            skips.add(1, str(exc))
+            if keep_slots:
+                yield None
+
+
+def transform_samples(decoded: Iterable[Decoded | None], config: TransformConfig, rng: np.random.Generator
+                      ) -> Iterator[Sample | None]:
+    """decoded samples -> samples at ``config.image_size`` (resized, flipped, jittered); None stays None."""
+    for item in decoded:
+        yield None if item is None else transform_sample(item.sample, config, rng, image=item.image)
+
+
+def encode_samples(samples: Iterable[Sample | None], config: TargetConfig) -> Iterator[dict]:
+    """samples -> fixed-shape examples; None -> a masked dummy (key "", every ``present`` False)."""
+    for sample in samples:
+        yield encode_example(sample, config)
+
+
+def batches(examples: Iterable[dict], batch_size: int, skips: SkipCounter) -> Iterator[dict]:
+    """examples -> compact collated batches of ``batch_size`` (the last one shorter when the
+    stream ends; ``targets.collate(compact=True)``), each with ``skipped``: the samples this
+    worker skipped since its previous batch."""
+    chunk: list[dict] = []
+    for example in examples:
+        chunk.append(example)
+        if len(chunk) == batch_size:
+            yield {**collate(chunk, compact=True), "skipped": skips.take()}
+            chunk = []
+    if chunk:
+        yield {**collate(chunk, compact=True), "skipped": skips.take()}
+
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive samples of one shard: read from ``offset``, expecting ``keys`` in order."""
+
+    url: str
+    offset: int
+    keys: tuple[str, ...]
+
+
+def read_segments(segments: Iterable[Segment], skips: SkipCounter) -> Iterator[dict | None]:
+    """segments -> one raw sample per expected key, in order; None (counted) for each sample that
+    cannot be read: a truncated or unreadable shard, or a key that is not where the manifest says."""
+    for seg in segments:
+        got = 0
+        reader = iter_tar_samples(Path(seg.url), seg.offset)
+        try:
+            for expected in seg.keys:
+                found = next(reader, None)
+                if found is None:
+                    raise EOFError("the shard ends early")
+                if found[0] != expected:
+                    raise ValueError(f"found {found[0]!r} where the manifest puts {expected!r} (stale manifest?)")
+                got += 1
+                yield {"__key__": expected, "__url__": seg.url, **found[1]}
+        except _TAR_ERRORS as exc:
+            lost = len(seg.keys) - got
+            skips.add(lost, f"{seg.url}: unreadable from {seg.keys[got]!r} on: {exc}")
+            yield from [None] * lost
+        finally:
+            reader.close()  # close the tar file now, not at garbage collection
+
+
+def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of ``parts`` contiguous ranges covering ``range(n)``, sizes differing by <= 1."""
+    edges = [(n * i) // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def then_dummies(raws: Iterable[dict | None], count: int) -> Iterator[dict | None]:
+    """raw samples, then ``count`` None padding slots."""
+    yield from raws
+    yield from [None] * count
