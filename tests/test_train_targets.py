@@ -14,7 +14,7 @@ from mtl_data.schema.sample import TASKS, Det2D, Det3D, Sample
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.data.targets import (IMAGENET_MEAN, IMAGENET_STD, TargetConfig, collate, decode_grid, encode_example,
                                     encode_grid, expand, normalize_images)
-from mtl_data.train.data.transforms import TransformConfig, transform_sample
+from mtl_data.train.data.transforms import TransformConfig, transform_sample, transform_view
 
 from conftest import fixture_path, ingest_cli
 
@@ -168,6 +168,11 @@ def test_collate_a_mixed_batch_of_a_sign_crop_a_kitti_frame_and_a_tusimple_frame
         "det3d_boxes": ((b, m, 7), torch.float32), "det3d_classes": ((b, m), torch.int64),
         "det3d_count": ((b,), torch.int64), "det3d_dropped": ((b,), torch.int64),
         "steer": ((b,), torch.float32), "sign": ((b,), torch.int64), "lane": ((b, h, w), torch.int64),
+        "size": ((b, 2), torch.int64), "scale": ((b, 2), torch.float32), "offset": ((b, 2), torch.float32),
+        "flipped": ((b,), torch.bool), "det3d_rotation": ((b, m, 3, 3), torch.float32),
+        "det3d_full": ((b, m), torch.bool), "lane_h": ((b, config.lane_rows), torch.float32),
+        "lane_rows": ((b,), torch.int64), "lane_xs": ((b, config.max_lanes, config.lane_rows), torch.float32),
+        "lane_count": ((b,), torch.int64),
     }
     assert set(batch) == set(expected) | {"key", "source", "present"}
     for key, (shape, dtype) in expected.items():
@@ -183,6 +188,9 @@ def test_collate_a_mixed_batch_of_a_sign_crop_a_kitti_frame_and_a_tusimple_frame
     assert torch.all(batch["K"][[0, 2, 3]] == 0)
     assert set(torch.unique(batch["lane"][2]).tolist()) == {0, 1, 2, 3, 4}
     assert batch["depth"][1].gt(0).any() and not batch["depth"][[0, 2, 3]].any()
+    # the lane polylines of the TuSimple frame
+    assert batch["lane_count"].tolist() == [0, 0, len(samples[2].lane.xs), 0]
+    assert batch["lane_rows"][2] == len(samples[2].lane.h_samples)
     # the image is the examples' uint8 pixels, normalized with ImageNet statistics
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -232,3 +240,24 @@ def test_decode_grid_reads_batched_torch_targets(kitti):
     assert [len(boxes) for boxes, _ in decoded] == [3, 0]
     np.testing.assert_allclose(sort_rows(decoded[0][0]), sort_rows(kitti.det2d.boxes), atol=1e-3)
     assert batch["present"]["det2d"].tolist() == [True, True]  # zero boxes is a label, not an absence
+
+
+def test_the_view_fields_say_where_each_output_pixel_came_from(shards):
+    """``size``/``scale``/``offset``/``flipped`` invert the letterbox and flip: a box mapped back
+    through them is the stored box again."""
+    sample = shards.read_sample("kitti_train_000001")
+    config = TransformConfig(SIZE, letterbox=True, augment=True, flip_p=1.0, jitter=0.0)
+    out, view = transform_view(sample, config, np.random.default_rng(0))
+    assert view.flipped
+    batch = collate([encode_example(out, TargetConfig(image_size=SIZE), view=view)])
+    assert batch["size"][0].tolist() == list(sample.size)
+    assert batch["flipped"].tolist() == [True]
+    sy, sx = batch["scale"][0].tolist()
+    top, left = batch["offset"][0].tolist()
+    assert (top, left) == (view.placement.top, view.placement.left) and top > 0
+    boxes = out.det2d.boxes  # (N, 4) in the flipped, letterboxed output
+    back_x = view.to_stored_x(boxes[:, [2, 0]])  # a flip swaps x1 and x2
+    back_y = view.to_stored_y(boxes[:, [1, 3]])
+    np.testing.assert_allclose(np.column_stack([back_x[:, 0], back_y[:, 0], back_x[:, 1], back_y[:, 1]]),
+                               sample.det2d.boxes, atol=1e-9)
+    np.testing.assert_allclose([sy, sx], [view.placement.sy, view.placement.sx], rtol=1e-6)

@@ -19,7 +19,7 @@ from mtl_data.schema.sample import Sample
 from mtl_data.shards.tario import iter_tar_samples
 from mtl_data.train.data.decode import CorruptSampleError, Decoded, refuse_unsafe
 from mtl_data.train.data.targets import TargetConfig, collate, encode_example
-from mtl_data.train.data.transforms import TransformConfig, transform_sample
+from mtl_data.train.data.transforms import TransformConfig, View, transform_view
 
 logger = logging.getLogger(__name__)
 
@@ -123,16 +123,17 @@ def decode_samples(raws: Iterable[dict | None], decoder: Callable[[dict], Decode
 
 
 def transform_samples(decoded: Iterable[Decoded | None], config: TransformConfig, rng: np.random.Generator
-                      ) -> Iterator[Sample | None]:
-    """decoded samples -> samples at ``config.image_size`` (resized, flipped, jittered); None stays None."""
+                      ) -> Iterator[tuple[Sample, View] | None]:
+    """decoded samples -> (sample at ``config.image_size`` (resized, flipped, jittered), its
+    ``View`` of the stored pixels); None stays None."""
     for item in decoded:
-        yield None if item is None else transform_sample(item.sample, config, rng, image=item.image)
+        yield None if item is None else transform_view(item.sample, config, rng, image=item.image)
 
 
-def encode_samples(samples: Iterable[Sample | None], config: TargetConfig) -> Iterator[dict]:
-    """samples -> fixed-shape examples; None -> a masked dummy (key "", every ``present`` False)."""
-    for sample in samples:
-        yield encode_example(sample, config)
+def encode_samples(samples: Iterable[tuple[Sample, View] | None], config: TargetConfig) -> Iterator[dict]:
+    """(sample, view) -> fixed-shape examples; None -> a masked dummy (key "", every ``present`` False)."""
+    for item in samples:
+        yield encode_example(None, config) if item is None else encode_example(item[0], config, view=item[1])
 
 
 def batches(examples: Iterable[dict], batch_size: int, skips: SkipCounter) -> Iterator[dict]:

@@ -21,6 +21,10 @@ key                    shape             dtype     content
 ``present``            dict task->(B,)   bool      True where the sample labels the task
 ``K``                  (B, 3, 3)         float32   intrinsics of the output image, px; zeros if unknown
 ``K_known``            (B,)              bool      whether ``K`` is known
+``size``               (B, 2)            int64     (h, w) of the stored image; 0 for a dummy
+``scale``              (B, 2)            float32   (sy, sx): output px per stored px; 0 for a dummy
+``offset``             (B, 2)            float32   (top, left) letterbox padding, px
+``flipped``            (B,)              bool      mirrored after the placement (``View``)
 ``seg``                (B, H, W)         int64     unified class id, 255 ignore
 ``depth``              (B, H, W)         float32   metres along the optical axis, 0 = none
 ``det2d``              (B, S, S, A, 5+C) float32   YOLO target, see below
@@ -35,10 +39,20 @@ key                    shape             dtype     content
 ``det3d_classes``      (B, M)            int64     class id, -1 padding
 ``det3d_count``        (B,)              int64     valid rows of ``det3d_boxes``
 ``det3d_dropped``      (B,)              int64     boxes beyond M, not in ``det3d_boxes``
+``det3d_rotation``     (B, M, 3, 3)      float32   the box's rotation: the source's full one, else R_y(yaw)
+``det3d_full``         (B, M)            bool      the row's rotation is the source's own (pitch, roll known)
 ``steer``              (B,)              float32   steering-wheel angle, degrees, + = left
 ``sign``               (B,)              int64     GTSRB class id
 ``lane``               (B, H, W)         int64     0 background, 1..N lanes left to right, 255 ignore
+``lane_h``             (B, R)            float32   rows of the lane polylines, px; 0 padding
+``lane_rows``          (B,)              int64     valid entries of ``lane_h``
+``lane_xs``            (B, L, R)         float32   x px per lane and row, -2 = no point; 0 padding
+``lane_count``         (B,)              int64     valid lanes of ``lane_xs`` (the first L kept)
 =====================  ================  ========  ==========================================
+
+``size``, ``scale``, ``offset`` and ``flipped`` say where each output pixel came from in the
+stored image (``transforms.View``), so predictions can be written back in stored pixels, as the
+benchmarks' own tools read them. R = ``lane_rows``, L = ``max_lanes``.
 
 Decisions:
 
@@ -67,8 +81,10 @@ import cv2
 import numpy as np
 import torch
 
+from mtl_data.schema.geometry import yaw_to_rotation
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.schema.taxonomy import DET_CLASSES
+from mtl_data.train.data.transforms import View
 
 #: ImageNet statistics of RGB in [0, 1] (torchvision's pretrained weights expect them).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -88,6 +104,8 @@ class TargetConfig:
         anchors: A, box slots per cell (the reference thesis used 8 x 8 x 10).
         num_classes: C, detection classes (one-hot length).
         max_boxes: M, padded raw boxes per sample (det2d, its ignore regions, det3d).
+        max_lanes: L, lane polylines per sample (TuSimple has at most 5 or 6).
+        lane_rows: R, polyline rows per sample (TuSimple: 48 or 56).
     """
 
     tasks: tuple[str, ...] = TASKS
@@ -96,12 +114,14 @@ class TargetConfig:
     anchors: int = 10
     num_classes: int = len(DET_CLASSES)
     max_boxes: int = 64
+    max_lanes: int = 8
+    lane_rows: int = 64
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; allowed: {', '.join(TASKS)}")
-        for name in ("grid", "anchors", "num_classes", "max_boxes"):
+        for name in ("grid", "anchors", "num_classes", "max_boxes", "max_lanes", "lane_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -228,11 +248,22 @@ def _det3d_fields(sample: Sample | None, config: TargetConfig) -> dict:
     m = config.max_boxes
     boxes = np.zeros((0, 7)) if det is None else np.asarray(det.boxes, dtype=np.float64).reshape(-1, 7)
     classes = np.zeros(0, np.int64) if det is None else np.asarray(det.classes, dtype=np.int64)
+    kept = min(len(boxes), m)
+    rotation = np.zeros((m, 3, 3), np.float32)
+    full = np.zeros(m, bool)
+    if kept:
+        if det.rotation is not None:
+            rotation[:kept] = np.asarray(det.rotation, dtype=np.float64).reshape(-1, 3, 3)[:kept]
+            full[:kept] = True
+        else:
+            rotation[:kept] = yaw_to_rotation(boxes[:kept, 6])
     return {
         "det3d_boxes": _pad_rows(boxes, m, 7, np.float32, 0.0),  # (M, 7) m / rad
         "det3d_classes": _pad_rows(classes, m, 0, np.int64, PAD_CLASS),  # (M,)
-        "det3d_count": np.int64(min(len(boxes), m)),
+        "det3d_count": np.int64(kept),
         "det3d_dropped": np.int64(max(0, len(boxes) - m)),
+        "det3d_rotation": rotation,  # (M, 3, 3)
+        "det3d_full": full,  # (M,)
     }
 
 
@@ -245,6 +276,43 @@ def _dense_field(name: str, dtype, label_of: Callable[[Sample], np.ndarray | Non
         return {name: np.asarray(label, dtype=dtype)}  # (H, W), no copy when already dtype
 
     return fields
+
+
+def _lane_fields(sample: Sample | None, config: TargetConfig) -> dict:
+    label = None if sample is None else sample.lane
+    rows, lanes = config.lane_rows, config.max_lanes
+    h = np.zeros(rows, np.float32)
+    xs = np.zeros((lanes, rows), np.float32)
+    n_rows = n_lanes = 0
+    if label is not None:
+        n_rows, n_lanes = len(label.h_samples), min(len(label.xs), lanes)
+        if n_rows > rows:
+            raise ValueError(f"sample {sample.key} has lane polylines of {n_rows} rows; TargetConfig.lane_rows is "
+                             f"{rows}: raise it")
+        h[:n_rows] = label.h_samples
+        xs[:n_lanes, :n_rows] = np.asarray(label.xs, dtype=np.float64).reshape(-1, n_rows)[:n_lanes]
+    mask = np.zeros(config.image_size, np.uint8) if label is None else np.asarray(label.mask, dtype=np.uint8)
+    return {
+        "lane": mask,  # (H, W) uint8
+        "lane_h": h,  # (R,) px
+        "lane_rows": np.int64(n_rows),
+        "lane_xs": xs,  # (L, R) px, NO_POINT where a lane has no point, 0 padding
+        "lane_count": np.int64(n_lanes),
+    }
+
+
+def _view_fields(sample: Sample | None, view: View | None) -> dict:
+    if sample is None:
+        return {"size": np.zeros(2, np.int64), "scale": np.zeros(2, np.float32), "offset": np.zeros(2, np.float32),
+                "flipped": np.bool_(False)}
+    view = View.identity(sample.size) if view is None else view
+    pl = view.placement
+    return {
+        "size": np.asarray(pl.src_size, np.int64),  # (2,) stored (h, w)
+        "scale": np.asarray([pl.sy, pl.sx], np.float32),  # (2,)
+        "offset": np.asarray([pl.top, pl.left], np.float32),  # (2,) px
+        "flipped": np.bool_(view.flipped),
+    }
 
 
 def _steer_fields(sample: Sample | None, config: TargetConfig) -> dict:
@@ -265,16 +333,18 @@ _TASK_FIELDS: dict[str, Callable[[Sample | None, TargetConfig], dict]] = {
     "det3d": _det3d_fields,
     "steer": _steer_fields,
     "sign": _sign_fields,
-    "lane": _dense_field("lane", np.uint8, lambda s: None if s.lane is None else s.lane.mask),
+    "lane": _lane_fields,
 }
 
 
-def encode_example(sample: Sample | None, config: TargetConfig) -> dict:
+def encode_example(sample: Sample | None, config: TargetConfig, view: View | None = None) -> dict:
     """Fixed-shape numpy arrays (and 'key'/'source' str) for one sample; None -> a masked dummy (key "", source "", every present False, zeros).
 
     Args:
         sample: a sample already transformed to ``config.image_size``, or None.
         config: the tasks and target layout.
+        view: where the sample's pixels came from (``transforms.transform_view``); None = the
+            sample is as stored (identity).
 
     Returns:
         The per-sample version of the batch (module docstring) with numpy values: ``image``
@@ -295,6 +365,7 @@ def encode_example(sample: Sample | None, config: TargetConfig) -> dict:
         "K": np.zeros((3, 3), np.float32) if sample is None or sample.K is None
         else np.asarray(sample.K, dtype=np.float32),  # (3, 3) px
         "K_known": np.bool_(sample is not None and sample.K is not None),
+        **_view_fields(sample, view),
     }
     for task in config.tasks:
         example.update(_TASK_FIELDS[task](sample, config))

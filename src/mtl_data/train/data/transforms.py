@@ -344,6 +344,52 @@ def color_jitter(image: np.ndarray, brightness: float, contrast: float, saturati
 
 # ---- the loader's entry point ----------------------------------------------------------------
 
+@dataclass(frozen=True)
+class View:
+    """How the pixels of a transformed sample relate to those of its stored image.
+
+    A stored pixel coordinate c lands at ``c' = (c + 0.5) s - 0.5 + offset`` per axis
+    (``placement``), then, when ``flipped``, at ``(W - 1) - c'`` along x. Task decoders invert it
+    to write predictions in the stored image's pixels (``to_stored_x`` / ``to_stored_y``).
+    """
+
+    placement: Placement
+    flipped: bool = False
+
+    @classmethod
+    def identity(cls, size_hw: tuple[int, int]) -> View:
+        """The view of a sample that was not transformed."""
+        return cls(placement(tuple(size_hw), tuple(size_hw), False))
+
+    def to_stored_x(self, x: np.ndarray) -> np.ndarray:
+        """Output x coordinates (pixel centres) -> stored-image x coordinates."""
+        pl = self.placement
+        x = np.asarray(x, dtype=np.float64)
+        if self.flipped:
+            x = (pl.out_size[1] - 1) - x
+        return (x - pl.left + 0.5) / pl.sx - 0.5
+
+    def to_stored_y(self, y: np.ndarray) -> np.ndarray:
+        """Output y coordinates (pixel centres) -> stored-image y coordinates."""
+        pl = self.placement
+        return (np.asarray(y, dtype=np.float64) - pl.top + 0.5) / pl.sy - 0.5
+
+
+def transform_view(sample: Sample, config: TransformConfig, rng: np.random.Generator,
+                   image: np.ndarray | None = None) -> tuple[Sample, View]:
+    """``transform_sample`` that also returns the ``View`` of the result (same draws, same output)."""
+    pl = placement(sample.size, config.image_size, config.letterbox)
+    flip, jitter = False, None
+    if config.augment:
+        u = rng.random(_DRAWS)  # (4,) flip, brightness, contrast, saturation
+        flip = bool(u[0] < config.flip_p) and can_flip(sample)
+        if config.jitter > 0:
+            b, c, s = 1.0 + config.jitter * (2.0 * u[1:] - 1.0)
+            jitter = (float(b), float(c), float(s))
+    out = _apply_placement(sample, pl, image, jitter)
+    return (hflip(out) if flip else out), View(pl, flip)
+
+
 def transform_sample(sample: Sample, config: TransformConfig, rng: np.random.Generator,
                      image: np.ndarray | None = None) -> Sample:
     """Return a new Sample of size config.image_size with every label following consistently.
@@ -360,15 +406,6 @@ def transform_sample(sample: Sample, config: TransformConfig, rng: np.random.Gen
 
     Returns:
         The transformed sample; ``sample`` itself when it already has the output size and no
-        augmentation applies.
+        augmentation applies. ``transform_view`` also says where its pixels came from.
     """
-    pl = placement(sample.size, config.image_size, config.letterbox)
-    flip, jitter = False, None
-    if config.augment:
-        u = rng.random(_DRAWS)  # (4,) flip, brightness, contrast, saturation
-        flip = bool(u[0] < config.flip_p) and can_flip(sample)
-        if config.jitter > 0:
-            b, c, s = 1.0 + config.jitter * (2.0 * u[1:] - 1.0)
-            jitter = (float(b), float(c), float(s))
-    out = _apply_placement(sample, pl, image, jitter)
-    return hflip(out) if flip else out
+    return transform_view(sample, config, rng, image)[0]
