@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,6 +27,34 @@ def fixture_path(*parts: str) -> Path:
     if not path.exists():
         pytest.fail(f"real fixture {path} is missing: set MTL_FIXTURES to the shared fixtures folder")
     return path
+
+
+#: the real Cityscapes-3D box annotation and the camera json quoted from public code (PROVENANCE.md).
+BOX_SAMPLE = ("cityscapes", "gtBbox3d_sample", "cityscapesScripts_docs_sample_gtBbox3d.json")
+CAMERA_SAMPLE = ("cityscapes", "camera_sample", "quoted_camera.json")
+
+
+def cityscapes_image(path: Path) -> Path:
+    """A 2048x1024 leftImg8bit-sized PNG at ``path`` (imgWidth x imgHeight of the real gtBbox3d sample)."""
+    rows, cols = np.indices((1024, 2048))
+    image = np.stack([rows % 256, cols % 256, (rows + cols) % 256], axis=-1).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    return path
+
+
+def box_sample_root(root: Path, big_image: Path, with_camera: bool) -> Path:
+    """A Cityscapes root of one val frame: ``big_image`` with the real gtBbox3d sample (and the
+    camera json when ``with_camera``)."""
+    frame = "lindau_000000_000019"
+    files = {f"leftImg8bit/val/lindau/{frame}_leftImg8bit.png": big_image,
+             f"gtBbox3d/val/lindau/{frame}_gtBbox3d.json": fixture_path(*BOX_SAMPLE)}
+    if with_camera:
+        files[f"camera/val/lindau/{frame}_camera.json"] = fixture_path(*CAMERA_SAMPLE)
+    for rel, src in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / rel)
+    return root
 
 
 def read_manifest(out: Path, source: str) -> list[dict]:
@@ -176,6 +206,56 @@ def synth_shards(synth_root, tmp_path_factory) -> Path:
         except SystemExit as exc:  # pragma: no cover - a failed ingest is a broken fixture
             assert not exc.code, f"ingest {source} failed"
     return out
+
+
+@pytest.fixture(scope="session")
+def big_image(tmp_path_factory) -> Path:
+    """``cityscapes_image`` in a session folder (read-only)."""
+    return cityscapes_image(tmp_path_factory.mktemp("cityscapes_big") / "image.png")
+
+
+@pytest.fixture(scope="session")
+def real_shards(tmp_path_factory, big_image) -> Path:
+    """One shards root with the real fixtures of all five sources (read-only, shared).
+
+    a2d2/train: the real semantic frame (seg); kitti/train: two real frames (depth, det2d,
+    det3d); gtsrb: the official-layout crops (sign); tusimple/train: the real frame (lane);
+    cityscapes/val: the real downscaled frame (seg) and the real gtBbox3d sample on a generated
+    2048x1024 image (det2d, det3d with full rotation, K from the camera json).
+    """
+    out = tmp_path_factory.mktemp("real_shards")
+    city = tmp_path_factory.mktemp("real_cityscapes")
+    shutil.copytree(fixture_path("cityscapes", "mmseg_pseudo"), city, dirs_exist_ok=True)
+    box_sample_root(city, big_image, with_camera=True)
+    roots = {"a2d2": fixture_path("a2d2"), "kitti": fixture_path("kitti", "object"),
+             "gtsrb": fixture_path("gtsrb", "official"), "tusimple": fixture_path("tusimple"), "cityscapes": city}
+    for source, root in roots.items():
+        try:
+            main(["ingest", source, str(root), "--to", str(out), "--workers", "1"])
+        except SystemExit as exc:  # pragma: no cover - a failed ingest is a broken fixture
+            assert not exc.code, f"ingest {source} failed"
+    return out
+
+
+def batch_from_shards(root: Path, keys: list[str], image_size: tuple[int, int] = (64, 128), letterbox: bool = False,
+                      tasks: tuple[str, ...] | None = None, **target_options) -> dict:
+    """The loader's batch (the contract, ``targets.collate``) of the samples ``keys`` of a shards
+    root, in that order, resized (or letterboxed) to ``image_size`` without augmentation; any
+    split. ``target_options`` are ``TargetConfig`` fields (grid, anchors, num_classes ...)."""
+    from mtl_data.schema.sample import TASKS
+    from mtl_data.shards.reader import ShardSet
+    from mtl_data.train.data.targets import TargetConfig, collate, encode_example
+    from mtl_data.train.data.transforms import TransformConfig, transform_view
+
+    shards = ShardSet.open(root)
+    transform = TransformConfig(tuple(image_size), letterbox=letterbox, augment=False)
+    config = TargetConfig(tasks or TASKS, tuple(image_size), **target_options)
+    rng = np.random.default_rng(0)
+    examples = []
+    for key in keys:
+        sample, view = transform_view(shards.read_sample(key), transform, rng)
+        examples.append(encode_example(sample, config, view=view))
+    return collate(examples)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from mtl_data.shards.reader import ShardSet
 from mtl_data.synth.cityscapes import synth_cityscapes
 from mtl_data.synth.registry import SYNTHESIZERS
 
-from conftest import fixture_path, ingest_cli, read_manifest, read_rejects
+from conftest import BOX_SAMPLE, CAMERA_SAMPLE, box_sample_root, fixture_path, ingest_cli, read_manifest, read_rejects
 
 #: cityscapesScripts helpers/labels.py: label id -> train id (raw-formats 5.3), written out independently
 OFFICIAL_TRAIN_ID = {0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255, 7: 0, 8: 1, 9: 255, 10: 255, 11: 2,
@@ -31,8 +31,6 @@ OFFICIAL_TRAIN_ID = {0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255, 7: 
                      24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 29: 255, 30: 255, 31: 16, 32: 17, 33: 18}
 REAL_FRAME = ("cityscapes", "mmseg_pseudo")
 REAL_GT = "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_{}.png"
-BOX_SAMPLE = ("cityscapes", "gtBbox3d_sample", "cityscapesScripts_docs_sample_gtBbox3d.json")
-CAMERA_SAMPLE = ("cityscapes", "camera_sample", "quoted_camera.json")
 SYNTH_IDS = {"train": ["aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000313"],
              "val": ["frankfurt_000000_000294", "frankfurt_000001_000019"]}
 
@@ -140,28 +138,6 @@ def test_disparity_png_values_to_disparity_and_depth():
 
 
 # ---- real fixtures ---------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def big_image(tmp_path_factory) -> Path:
-    """A 2048x1024 leftImg8bit-sized PNG for the real gtBbox3d sample (imgWidth x imgHeight)."""
-    path = tmp_path_factory.mktemp("cityscapes_big") / "image.png"
-    rows, cols = np.indices((1024, 2048))
-    image = np.stack([rows % 256, cols % 256, (rows + cols) % 256], axis=-1).astype(np.uint8)
-    assert cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    return path
-
-
-def box_sample_root(root: Path, big_image: Path, with_camera: bool) -> Path:
-    frame = "lindau_000000_000019"
-    files = {f"leftImg8bit/val/lindau/{frame}_leftImg8bit.png": big_image,
-             f"gtBbox3d/val/lindau/{frame}_gtBbox3d.json": fixture_path(*BOX_SAMPLE)}
-    if with_camera:
-        files[f"camera/val/lindau/{frame}_camera.json"] = fixture_path(*CAMERA_SAMPLE)
-    for rel, src in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, root / rel)
-    return root
-
 
 @pytest.mark.parametrize("with_camera", [False, True], ids=["K_from_sensor_block", "K_from_camera_json"])
 def test_real_3d_box_projects_onto_its_amodal_box(with_camera, tmp_path, big_image):
