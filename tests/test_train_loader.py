@@ -293,6 +293,7 @@ def one_source_root(shards: Path, dst: Path, source: str, split: str, count: int
         shutil.copyfile(shards / name, dst / name)
     kept = table.filter(pc.is_in(table["shard"], pa.array(names)))
     pq.write_table(kept, dst / source / "manifest.parquet")
+    shutil.copyfile(shards / source / "classes.json", dst / source / "classes.json")
     if damage is not None:
         damage(dst / names[0])
     rows = kept.to_pylist()

@@ -16,6 +16,9 @@ SCHEMA_VERSION = 1
 #: the seven tasks, in the order their members are written to a shard.
 TASKS: tuple[str, ...] = ("seg", "depth", "det2d", "det3d", "steer", "sign", "lane")
 
+#: the tasks whose labels are class ids, named per source in the ``classes.json`` beside its shards.
+CLASS_TASKS: tuple[str, ...] = ("seg", "det2d", "det3d", "sign")
+
 #: value of an ignored pixel in ``seg`` and ``lane`` maps.
 IGNORE_INDEX = 255
 

@@ -28,6 +28,21 @@ def labels_any(tasks: Iterable[str] = TASKS) -> pl.Expr:
     return pl.any_horizontal([pl.col(f"has_{t}") for t in tasks])
 
 
+def read_class_tables(source_dir: Path) -> dict[str, list[str]]:
+    """The ``classes.json`` of a source folder (task -> class names by id); {} when it has none.
+
+    Raises:
+        MtlDataError: the file is not readable JSON (naming it).
+    """
+    path = Path(source_dir) / "classes.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MtlDataError(f"{path}: not readable JSON ({exc}); re-run the ingest with --overwrite") from None
+
+
 @dataclass(frozen=True)
 class ShardSet:
     """The shards under a root: the root itself and its manifest rows."""
@@ -56,8 +71,8 @@ class ShardSet:
         return sorted(self.manifest["source"].unique().to_list())
 
     def class_tables(self, source: str) -> dict[str, list[str]]:
-        path = self.root / source / "classes.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        """``read_class_tables`` of the source's folder."""
+        return read_class_tables(self.root / source)
 
     def counts(self) -> pl.DataFrame:
         """Samples, shards and labelled samples per task, per source and split."""

@@ -8,7 +8,6 @@ of the requested split, with the per-task numbers the ingest wrote (see
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS
 from mtl_data.schema.validate import SPLITS
 from mtl_data.shards.manifest import MANIFEST_NAME, check_manifest, manifest_paths
+from mtl_data.shards.reader import read_class_tables
 
 #: the manifest columns the summaries read; nothing else is loaded.
 COLUMNS: tuple[str, ...] = (
@@ -73,17 +73,8 @@ def load_manifests(root: Path) -> Manifests:
 
 def _class_names(paths: list[Path]) -> dict[str, dict[str, list[str]]]:
     """Each source's ``classes.json``, written by the ingest into the source's folder (named after it)."""
-    names: dict[str, dict[str, list[str]]] = {}
-    for path in paths:
-        table = path.parent / "classes.json"
-        if not table.exists():
-            continue
-        try:
-            tables = json.loads(table.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise MtlDataError(f"{table}: not readable JSON ({exc}); re-run the ingest with --overwrite") from None
-        names[path.parent.name] = tables
-    return names
+    return {path.parent.name: read_class_tables(path.parent) for path in paths
+            if (path.parent / "classes.json").exists()}
 
 
 def split_order(split: str) -> int:

@@ -7,6 +7,6 @@ following; ``targets`` turns transformed samples into the fixed-shape batch; ``m
 resolves per-source sampling ratios.
 """
 
-from mtl_data.train.data.loader import Loader, build_loader
+from mtl_data.train.data.loader import Loader, LoaderConfig, build_loader
 
-__all__ = ["Loader", "build_loader"]
+__all__ = ["Loader", "LoaderConfig", "build_loader"]

@@ -64,6 +64,7 @@ is ~0.9 MB instead of ~3.6 MB of float32 / int64 written to and read from shared
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -80,8 +81,7 @@ import webdataset as wds
 
 from mtl_data.errors import MtlDataError
 from mtl_data.procs import tune_worker_process, usable_cpus
-from mtl_data.schema.sample import TASKS
-from mtl_data.schema.taxonomy import DET_CLASSES
+from mtl_data.schema.sample import CLASS_TASKS, TASKS
 from mtl_data.shards.reader import ShardSet, labels_any
 from mtl_data.train.data.decode import Decoded, decode
 from mtl_data.train.data.mixing import resolve_mix
@@ -272,14 +272,19 @@ class Loader:
         epoch: the pass the next ``iter()`` starts (training streams are seeded with it).
         tasks, sources, probs: what is loaded (``probs``: the sampling probability per source
             in training; in evaluation, each source's share of the pass).
+        classes: class names of each class-based task loaded (seg, det2d, det3d, sign), from
+            the shards' ``classes.json``: what head sizes are built from.
+        config: the ``LoaderConfig`` it was built with.
     """
 
     def __init__(self, dataset: TrainStream | EvalPass, *, workers: int, device: torch.device | None,
                  pin_memory: bool, prefetch_factor: int, mp_context: str | None,
-                 tasks: tuple[str, ...], probs: dict[str, float]):
+                 tasks: tuple[str, ...], probs: dict[str, float], classes: dict[str, tuple[str, ...]],
+                 config: LoaderConfig):
         self.dataset, self.workers, self.device = dataset, workers, device
         self.pin_memory, self.prefetch_factor, self.mp_context = pin_memory, prefetch_factor, mp_context
         self.tasks, self.probs, self.sources = tasks, probs, tuple(probs)
+        self.classes, self.config = classes, config
         self.skipped = 0
         self.epoch = 0
 
@@ -351,31 +356,15 @@ def default_workers() -> int:
     return min(4, usable_cpus())
 
 
-def _requested_tasks(tasks: Collection[str] | None) -> tuple[str, ...] | None:
-    if tasks is None:
-        return None
-    if isinstance(tasks, str):
-        tasks = [tasks]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise MtlDataError(f"tasks {list(tasks)!r}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
-                           f"choose from {', '.join(TASKS)}")
-    return tuple(t for t in TASKS if t in tasks)
+@dataclass(frozen=True)
+class LoaderConfig:
+    """What the loader streams and how: one section of the training configuration.
 
+    The sizes of class-dependent targets (the YOLO grid's one-hot length) are not here: they
+    come from the shards' ``classes.json`` (``Loader.classes``), so shards ingested with
+    ``--taxonomy native`` load as they are.
 
-def build_loader(shards: str | Path, *, split: str = "train", tasks: Collection[str] | None = None,
-                 mix: str | Mapping[str, float] | None = None, batch_size: int, image_size: tuple[int, int],
-                 seed: int = 0, workers: int | None = None, infinite: bool = True, augment: bool | None = None,
-                 rank: int | None = None, world_size: int | None = None, letterbox: bool = False,
-                 flip_p: float = 0.5, jitter: float = 0.2, grid: int = 8, anchors: int = 10,
-                 num_classes: int = len(DET_CLASSES), max_boxes: int = 64,
-                 shuffle_buffer: int = SHUFFLE_BUFFER, reduced_decode: bool = True,
-                 device: str | torch.device | None = None, pin_memory: bool | None = None,
-                 prefetch_factor: int = 2, mp_context: str | None = None) -> Loader:
-    """A loader of batches from a shards root (design.md section 6; module docstring).
-
-    Args:
-        shards: a shards root (``shards/``, one folder per source) or one source folder.
+    Attributes:
         split: ``train``, ``val`` or ``test``.
         tasks: the tasks batches carry; None = every task labelled by a selected source. Sources
             that label none of them are left out (logged); samples that label none of them are
@@ -390,74 +379,176 @@ def build_loader(shards: str | Path, *, split: str = "train", tasks: Collection[
         workers: DataLoader worker processes; 0 = in this process; None = ``default_workers()``.
         infinite: True = endless resampled training stream; False = one evaluation pass.
         augment: flips and photometric jitter; None = ``infinite``.
-        rank, world_size: this process's place among the data-parallel ranks; None =
-            ``dist_info`` (torch.distributed, else RANK / WORLD_SIZE, else 0 / 1).
         letterbox, flip_p, jitter: ``transforms.TransformConfig``.
-        grid, anchors, num_classes, max_boxes: ``targets.TargetConfig`` (the YOLO grid and the
-            padded raw boxes).
+        grid, anchors, max_boxes, max_lanes, lane_rows: ``targets.TargetConfig`` (the YOLO grid,
+            the padded raw boxes, the padded lane polylines).
         shuffle_buffer: raw samples buffered per source and worker for shuffling (training).
         reduced_decode: decode JPEGs at 1/2, 1/4 or 1/8 size in the DCT domain when the
             training size allows it (``decode``); False = always full size.
-        device: move every batch there (``non_blocking``, from pinned memory), e.g. "cuda".
         pin_memory: pin batches in page-locked memory; None = when CUDA is available.
         prefetch_factor: batches in flight per worker.
         mp_context: multiprocessing start method of the workers; None = torch's default.
 
-    Returns:
-        The ``Loader``.
+    Raises:
+        MtlDataError: a value out of range (on construction).
+    """
+
+    split: str = "train"
+    tasks: tuple[str, ...] | None = None
+    mix: str | Mapping[str, float] | None = None
+    batch_size: int = 16
+    image_size: tuple[int, int] = (256, 512)
+    seed: int = 0
+    workers: int | None = None
+    infinite: bool = True
+    augment: bool | None = None
+    letterbox: bool = False
+    flip_p: float = 0.5
+    jitter: float = 0.2
+    grid: int = 8
+    anchors: int = 10
+    max_boxes: int = 64
+    max_lanes: int = 8
+    lane_rows: int = 64
+    shuffle_buffer: int = SHUFFLE_BUFFER
+    reduced_decode: bool = True
+    pin_memory: bool | None = None
+    prefetch_factor: int = 2
+    mp_context: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise MtlDataError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise MtlDataError(f"seed must be >= 0, got {self.seed}")
+        if self.workers is not None and self.workers < 0:
+            raise MtlDataError(f"workers must be >= 0 (0 = load in this process), got {self.workers}")
+        object.__setattr__(self, "tasks", _requested_tasks(self.tasks))
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+
+
+def _requested_tasks(tasks: Collection[str] | None) -> tuple[str, ...] | None:
+    if tasks is None:
+        return None
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise MtlDataError(f"tasks {list(tasks)!r}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
+                           f"choose from {', '.join(TASKS)}")
+    return tuple(t for t in TASKS if t in tasks)
+
+
+def shard_classes(shard_set: ShardSet, sources: Collection[str], tasks: Collection[str]) -> dict[str, tuple[str, ...]]:
+    """Class names of each class-based task, from the ``classes.json`` of the sources that label it.
+
+    Sources that label a task must name its classes identically (one head serves them all):
+    shards of one taxonomy do; a source ingested with ``--taxonomy native`` next to unified ones
+    does not, and is refused.
 
     Raises:
-        MtlDataError: no manifest under ``shards``, unknown tasks or sources, a bad ``mix``, no
-            sample left in the split, or a bad rank / world size.
+        MtlDataError: a labelling source without its table, or two sources that disagree.
     """
-    if batch_size < 1:
-        raise MtlDataError(f"batch_size must be >= 1, got {batch_size}")
-    if seed < 0:
-        raise MtlDataError(f"seed must be >= 0, got {seed}")
-    if workers is not None and workers < 0:
-        raise MtlDataError(f"workers must be >= 0 (0 = load in this process), got {workers}")
+    rows = shard_set.manifest
+    out: dict[str, tuple[str, ...]] = {}
+    first: dict[str, str] = {}
+    for source in sorted(sources):
+        tables = shard_set.class_tables(source)
+        mine = rows.filter(pl.col("source") == source)
+        for task in tasks:
+            if task not in CLASS_TASKS or not mine[f"has_{task}"].any():
+                continue
+            names = tables.get(task)
+            if not names:
+                raise MtlDataError(f"{shard_set.root / source / 'classes.json'}: no {task!r} class names although "
+                                   f"{source} labels {task}; re-run its ingest with --overwrite")
+            names = tuple(names)
+            if task in out and out[task] != names:
+                raise MtlDataError(f"sources {first[task]} and {source} name their {task} classes differently "
+                                   f"({len(out[task])} vs {len(names)} classes; one was ingested with another "
+                                   "--taxonomy): load them apart or re-ingest them with one taxonomy")
+            out.setdefault(task, names)
+            first.setdefault(task, source)
+    return out
+
+
+def build_loader(shards: str | Path, config: LoaderConfig | None = None, *, rank: int | None = None,
+                 world_size: int | None = None, device: str | torch.device | None = None, **options) -> Loader:
+    """A loader of batches from a shards root (design.md section 6; module docstring).
+
+    ``build_loader(root, LoaderConfig(batch_size=16, ...))``, or the keyword form
+    ``build_loader(root, batch_size=16, image_size=(256, 512), ...)`` with ``LoaderConfig``'s
+    fields (given together, the keywords override the config's fields).
+
+    Args:
+        shards: a shards root (``shards/``, one folder per source) or one source folder.
+        config: what to stream (``LoaderConfig``).
+        rank, world_size: this process's place among the data-parallel ranks; None =
+            ``dist_info`` (torch.distributed, else RANK / WORLD_SIZE, else 0 / 1).
+        device: move every batch there (``non_blocking``, from pinned memory), e.g. "cuda".
+        options: ``LoaderConfig`` fields.
+
+    Returns:
+        The ``Loader``; ``loader.classes`` holds the class names of each class-based task.
+
+    Raises:
+        MtlDataError: no manifest under ``shards``, unknown tasks, sources or options, a bad
+            ``mix``, no sample left in the split, sources whose class tables disagree, or a bad
+            rank / world size.
+    """
+    try:
+        config = LoaderConfig(**options) if config is None else dataclasses.replace(config, **options)
+    except TypeError as exc:
+        known = ", ".join(f.name for f in dataclasses.fields(LoaderConfig))
+        raise MtlDataError(f"build_loader: {exc}; the options are {known}") from None
+    c = config
     rank, world_size = dist_info(rank, world_size)
-    workers = default_workers() if workers is None else int(workers)
-    wanted = _requested_tasks(tasks)
+    workers = default_workers() if c.workers is None else int(c.workers)
+    wanted = c.tasks
     shard_set = ShardSet.open(Path(shards))
-    rows = shard_set.manifest.filter(pl.col("split") == split)
+    rows = shard_set.manifest.filter(pl.col("split") == c.split)
     if rows.height == 0:
         splits = sorted(shard_set.manifest["split"].unique().to_list())
-        raise MtlDataError(f"{shards}: no sample in split {split!r}; the shards have {', '.join(splits)}")
+        raise MtlDataError(f"{shards}: no sample in split {c.split!r}; the shards have {', '.join(splits)}")
     # What can be loaded: samples of the split that label a requested task (any task when
     # tasks=None); the mix is over those, sources without any are left out.
     loadable = rows.filter(labels_any(wanted or TASKS))
     counts = {s: loadable.filter(pl.col("source") == s).height for s in shard_set.sources()}
-    probs = resolve_mix(mix, counts)
+    probs = resolve_mix(c.mix, counts)
     rows = rows.filter(pl.col("source").is_in(list(probs)))
     loadable = loadable.filter(pl.col("source").is_in(list(probs)))
     if wanted is None:
         wanted = tuple(t for t in TASKS if loadable[f"has_{t}"].any())
+    classes = shard_classes(shard_set, probs, wanted)
 
     device = None if device is None else torch.device(device)
     use_cuda = device is not None and device.type == "cuda"
-    pin = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+    pin = torch.cuda.is_available() if c.pin_memory is None else bool(c.pin_memory)
     try:
-        transform = TransformConfig(tuple(image_size), letterbox=letterbox,
-                                    augment=infinite if augment is None else augment, flip_p=flip_p, jitter=jitter)
-        targets = TargetConfig(wanted, tuple(image_size), grid, anchors, num_classes, max_boxes)
+        transform = TransformConfig(c.image_size, letterbox=c.letterbox,
+                                    augment=c.infinite if c.augment is None else c.augment, flip_p=c.flip_p,
+                                    jitter=c.jitter)
+        # The one-hot length of the grid is the det2d class count of the shards (1 when det2d
+        # is not loaded: the grid is then not built at all).
+        targets = TargetConfig(wanted, c.image_size, c.grid, c.anchors, len(classes.get("det2d", ())) or 1,
+                               c.max_boxes, c.max_lanes, c.lane_rows)
     except ValueError as exc:
         raise MtlDataError(str(exc)) from None
-    settings = Settings(tasks=wanted, transform=transform, targets=targets,
-                        batch_size=int(batch_size), seed=int(seed), rank=rank, world_size=world_size,
-                        reduced_decode=reduced_decode)
-    if infinite:
+    settings = Settings(tasks=wanted, transform=transform, targets=targets, batch_size=c.batch_size,
+                        seed=c.seed, rank=rank, world_size=world_size, reduced_decode=c.reduced_decode)
+    if c.infinite:
         dataset: TrainStream | EvalPass = TrainStream(
             settings, [_source_shards(shard_set.root, rows, s, wanted) for s in probs], list(probs.values()),
-            shuffle_buffer)
+            c.shuffle_buffer)
     else:
         dataset = _eval_pass(settings, shard_set.root, loadable)
         probs = {s: counts[s] / loadable.height for s in probs}
     logger.info("loader %s split %r: tasks %s; sources %s; rank %d/%d, %d worker(s)",
-                "train" if infinite else "eval", split, ", ".join(wanted),
+                "train" if c.infinite else "eval", c.split, ", ".join(wanted),
                 ", ".join(f"{s} {p:.3f}" for s, p in probs.items()), rank, world_size, workers)
     return Loader(dataset, workers=workers, device=device, pin_memory=pin or use_cuda,
-                  prefetch_factor=prefetch_factor, mp_context=mp_context, tasks=wanted, probs=probs)
+                  prefetch_factor=c.prefetch_factor, mp_context=c.mp_context, tasks=wanted, probs=probs,
+                  classes=classes, config=c)
 
 
 def _source_shards(root: Path, rows: pl.DataFrame, source: str, tasks: tuple[str, ...]) -> SourceShards:
