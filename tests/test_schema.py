@@ -111,6 +111,30 @@ def test_codec_round_trip_is_lossless_for_every_label_and_png_image():
         (sample.source, sample.split, sample.id, sample.sequence, sample.timestamp_us, sample.orig_size, sample.extra)
 
 
+def test_decoding_only_some_tasks_leaves_the_other_labels_unread():
+    sample = full_sample()
+    members = dict(encode_sample(sample, "png"))
+    back = decode_sample(sample.key, members, tasks=["det2d", "lane"])
+    assert back.tasks == ("det2d", "lane")
+    np.testing.assert_array_equal(back.det2d.boxes, sample.det2d.boxes)
+    # an unrequested label is not even read: a corrupt depth member does not matter
+    members["depth.png"] = b"not a png"
+    assert decode_sample(sample.key, members, tasks=["seg"]).tasks == ("seg",)
+    with pytest.raises(ValueError, match="depth.png"):
+        decode_sample(sample.key, members)
+
+
+def test_an_image_decoded_elsewhere_is_used_instead_of_the_member():
+    sample = full_sample()
+    members = {ext: data for ext, data in encode_sample(sample, "png") if ext != "png"}
+    stand_in = np.full(sample.image.shape, 7, np.uint8)
+    back = decode_sample(sample.key, members, image=stand_in)
+    assert back.image is stand_in
+    np.testing.assert_array_equal(back.seg, sample.seg)
+    with pytest.raises(ValueError, match="no jpg or png image member"):
+        decode_sample(sample.key, members)
+
+
 def test_meta_json_carries_the_documented_keys():
     members = dict(encode_sample(full_sample(), "jpg"))
     meta = json.loads(members["meta.json"])

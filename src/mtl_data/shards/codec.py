@@ -21,13 +21,14 @@ Labels round-trip exactly; the image does too with ``png`` (``jpg`` is lossy by 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 import cv2
 import numpy as np
 
 from mtl_data.schema.geometry import DEPTH_SCALE
-from mtl_data.schema.sample import SCHEMA_VERSION, Det2D, Det3D, Lanes, Sample, Sign, Steer
+from mtl_data.schema.sample import SCHEMA_VERSION, TASKS, Det2D, Det3D, Lanes, Sample, Sign, Steer
 from mtl_data.shards.png import decode_png
 
 IMAGE_FORMATS = ("jpg", "png")
@@ -167,8 +168,17 @@ def _boxes(values: list, width: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1, width)
 
 
-def decode_sample(key: str, members: dict[str, bytes]) -> Sample:
+def decode_sample(key: str, members: dict[str, bytes], tasks: Collection[str] | None = None,
+                  image: np.ndarray | None = None) -> Sample:
     """Rebuild a ``Sample`` from its members (extension -> bytes).
+
+    Args:
+        key: the sample key.
+        members: extension -> bytes, ``meta.json`` included.
+        tasks: decode only the labels of these tasks; the others are left unread (None in the
+            sample, as if it did not have them). None = every label ``meta.json`` lists.
+        image: the image, already decoded (e.g. at reduced size by a loader), used instead of
+            decoding the image member (which is then not needed); None = decode the member.
 
     Raises:
         DecodeError: a member is missing or does not decode.
@@ -176,16 +186,21 @@ def decode_sample(key: str, members: dict[str, bytes]) -> Sample:
     if "meta.json" not in members:
         raise DecodeError("no meta.json member")
     meta = _load_json(members, "meta.json")
-    image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
-    if image_ext is None:
-        raise DecodeError("no jpg or png image member")
-    image = decode_image(members[image_ext])
     if image is None:
-        raise DecodeError(f"{image_ext}: image does not decode")
-    tasks = set(meta.get("tasks", []))
-    missing = [t for t in tasks if not any(ext.startswith(t + ".") for ext in members)]
+        image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
+        if image_ext is None:
+            raise DecodeError("no jpg or png image member")
+        image = decode_image(members[image_ext])
+        if image is None:
+            raise DecodeError(f"{image_ext}: image does not decode")
+    wanted = set(TASKS if tasks is None else tasks)
+    listed = meta.get("tasks", []) if tasks is None else [t for t in meta.get("tasks", []) if t in wanted]
+    missing = [t for t in listed if not any(ext.startswith(t + ".") for ext in members)]
     if missing:
         raise DecodeError(f"meta.json lists tasks {missing} without their members")
+    if tasks is not None:
+        members = {ext: data for ext, data in members.items() if ext.partition(".")[0] not in TASKS
+                   or ext.partition(".")[0] in wanted}
     det2d = det3d = steer = sign = lane = seg = depth = None
     if "seg.png" in members:
         seg = _load_png(members, "seg.png")

@@ -35,7 +35,6 @@ wrong shape) raises ``CorruptSampleError``; the loader catches it, counts it and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Collection, Mapping
@@ -58,9 +57,6 @@ LABEL_PNGS = {"seg.png": (8, "class ids"), "lane.png": (8, "lane ids"), "depth.p
 
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 _PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
-# A 1x1 PNG handed to decode_sample in place of a JPEG decoded here at reduced size (see
-# `decode`): decode_sample stays the one reader of every member format, at ~10 us extra.
-_STAND_IN_PNG = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes()
 # The errors decode_sample raises on bad content: its own, and what malformed JSON values give.
 _CONTENT_ERRORS = (DecodeError, KeyError, ValueError, TypeError, IndexError)
 
@@ -165,48 +161,27 @@ def _decode(key: str, members: dict[str, bytes], tasks: Collection[str] | None,
     if not isinstance(meta, dict):
         raise DecodeError("meta.json is not a JSON object")
     size = (int(meta["size"][0]), int(meta["size"][1]))
-    if tasks is not None:
-        members, meta = _only_tasks(members, meta, tasks)
     for ext in LABEL_PNGS.keys() & members.keys():
-        _check_label_png(ext, members[ext], size)
+        if tasks is None or task_of(ext) in tasks:  # unwanted labels are never read
+            _check_label_png(ext, members[ext], size)
 
     factor = 1
     if target_hw is not None and "jpg" in members:
         factor = reduced_decode_factor(size, placement(size, tuple(target_hw), letterbox).content_size)
-    reduced = None
-    if factor > 1:
-        reduced = cv2.imdecode(np.frombuffer(members["jpg"], np.uint8), _REDUCED_FLAGS[factor])  # (h/f, w/f, 3) BGR
-        expected = (math.ceil(size[0] / factor), math.ceil(size[1] / factor))
-        if reduced is None or reduced.shape[:2] != expected:
-            got = "nothing" if reduced is None else f"{reduced.shape[0]}x{reduced.shape[1]}"
-            raise DecodeError(f"jpg: decoded at 1/{factor} to {got}, expected {expected[0]}x{expected[1]} "
-                              f"(meta.json size {size[0]}x{size[1]})")
-        cv2.cvtColor(reduced, cv2.COLOR_BGR2RGB, dst=reduced)
-        members = {**members, "png": _STAND_IN_PNG}
-        del members["jpg"]
-    sample = decode_sample(key, members)
-    if reduced is not None:
-        placeholder = np.broadcast_to(np.uint8(0), (*size, 3))  # (h, w, 3), no memory
-        return Decoded(dataclasses.replace(sample, image=placeholder), reduced)
-    if sample.size != size:
-        raise DecodeError(f"image is {sample.size[0]}x{sample.size[1]}, meta.json says {size[0]}x{size[1]}")
-    return Decoded(sample)
-
-
-def _only_tasks(members: dict[str, bytes], meta: dict, tasks: Collection[str]) -> tuple[dict[str, bytes], dict]:
-    """Drop the members (and the ``meta.json`` task entries) of tasks that are not wanted.
-
-    Unwanted labels are never decoded: on an A2D2 frame the depth PNG alone costs about as much
-    as the JPEG. ``meta.json`` is rewritten because decode_sample checks that every task it
-    lists has its members.
-    """
-    kept = {ext: data for ext, data in members.items() if task_of(ext) is None or task_of(ext) in tasks}
-    listed = meta.get("tasks", [])
-    if len(kept) == len(members) and all(t in tasks for t in listed):
-        return members, meta
-    meta = {**meta, "tasks": [t for t in listed if t in tasks]}
-    kept["meta.json"] = json.dumps(meta).encode()
-    return kept, meta
+    if factor == 1:
+        sample = decode_sample(key, members, tasks=tasks)
+        if sample.size != size:
+            raise DecodeError(f"image is {sample.size[0]}x{sample.size[1]}, meta.json says {size[0]}x{size[1]}")
+        return Decoded(sample)
+    reduced = cv2.imdecode(np.frombuffer(members["jpg"], np.uint8), _REDUCED_FLAGS[factor])  # (h/f, w/f, 3) BGR
+    expected = (math.ceil(size[0] / factor), math.ceil(size[1] / factor))
+    if reduced is None or reduced.shape[:2] != expected:
+        got = "nothing" if reduced is None else f"{reduced.shape[0]}x{reduced.shape[1]}"
+        raise DecodeError(f"jpg: decoded at 1/{factor} to {got}, expected {expected[0]}x{expected[1]} "
+                          f"(meta.json size {size[0]}x{size[1]})")
+    cv2.cvtColor(reduced, cv2.COLOR_BGR2RGB, dst=reduced)
+    placeholder = np.broadcast_to(np.uint8(0), (*size, 3))  # (h, w, 3) of the stored size, no memory
+    return Decoded(decode_sample(key, members, tasks=tasks, image=placeholder), reduced)
 
 
 def _check_label_png(ext: str, data: bytes, size: tuple[int, int]) -> None:
