@@ -48,6 +48,7 @@ from common import best_of, ingest_once, stage_breakdown, wall_and_cpu  # noqa: 
 from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest import a2d2  # noqa: E402
 from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options  # noqa: E402
+from mtl_data.ingest.readers import read_image  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.schema import geometry as geo  # noqa: E402
 from mtl_data.schema.sample import IGNORE_INDEX  # noqa: E402
@@ -146,10 +147,10 @@ def a2d2_parts(conv: A2D2Converter, opts: IngestOptions):
 
     def parts(tick, f) -> None:
         p = f.paths
-        img = tick("  convert: read + decode camera PNG", a2d2._read_image, p["image"], "camera image")
+        img = tick("  convert: read + decode camera PNG", read_image, p["image"], *a2d2._image_messages("camera image"))
         img = tick("  convert: undistort image (remap linear)", lambda: cv2.remap(
             img, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
-        label = tick("  convert: read + decode label PNG", a2d2._read_image, p["label"], "label")
+        label = tick("  convert: read + decode label PNG", read_image, p["label"], *a2d2._image_messages("label"))
         packed = tick("  convert: colour->id: _pack_rgb (BGRA uint32)", a2d2._pack_rgb, label)
         ids = tick("  convert: colour->id: lut.take + unknown", _lut_step, lut, packed)
         seg = tick("  convert: label remap (nearest, integer map)", lambda: cv2.remap(
@@ -218,7 +219,7 @@ def label_check(conv: A2D2Converter, frame, repeats: int) -> dict:
     h, w = mapx.shape
     col, row = np.floor(mapx + 0.5).astype(np.int64), np.floor(mapy + 0.5).astype(np.int64)
     inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-    label = a2d2._read_image(frame.paths["label"], "label")
+    label = read_image(frame.paths["label"], *a2d2._image_messages("label"))
     ids = _lut_step(conv._color_lut(), a2d2._pack_rgb(label))
     exact = np.full((h, w), IGNORE_INDEX, np.uint8)
     exact[inside] = ids[row[inside], col[inside]]
@@ -296,7 +297,7 @@ def thesis_comparison(fx: dict[str, Path], conv: A2D2Converter, repeats: int, bu
     colours = json.loads(fx["class_list"].read_text())
     palette = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in colours], dtype=np.uint8)
     pal_list = [tuple(int(v) for v in c) for c in palette]
-    label = a2d2._read_image(fx["label"], "label")  # (H, W, 3) RGB, original geometry
+    label = read_image(fx["label"], *a2d2._image_messages("label"))  # (H, W, 3) RGB, original geometry
     h, w = label.shape[:2]
     crop = np.ascontiguousarray(label[3 * h // 8: 3 * h // 8 + h // 4, 3 * w // 8: 3 * w // 8 + w // 4])
     lut = conv._color_lut()

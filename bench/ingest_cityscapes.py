@@ -56,6 +56,7 @@ from common import best_of, ingest_once, stage_breakdown  # noqa: E402
 from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest import cityscapes as cs  # noqa: E402
 from mtl_data.ingest.cityscapes import CityscapesConverter  # noqa: E402
+from mtl_data.ingest.readers import read_image  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.schema import cityscapes_geometry as cg  # noqa: E402
 from mtl_data.schema import geometry as geo  # noqa: E402
@@ -186,7 +187,8 @@ def cityscapes_parts(conv: CityscapesConverter, opts: IngestOptions):
 
     def parts(tick, f) -> None:
         p = f.paths
-        image = tick("  convert: read + decode leftImg8bit PNG", cs._read_image, p["image"])
+        image = tick("  convert: read + decode leftImg8bit PNG", read_image, p["image"], "leftImg8bit image missing",
+                     "leftImg8bit image does not decode")
         camera = tick("  convert: camera json + gtBbox3d json (read, check)", lambda: (
             cs._read_camera(p["camera"], need_baseline=True), cs._read_boxes_json(p["boxes"], SIZE))[0])
         boxes_doc = cs._read_boxes_json(p["boxes"], SIZE)
