@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtl_data import __version__
+from mtl_data.cli.runner import run
 from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
 from mtl_data.ingest import CONVERTERS
@@ -370,22 +371,5 @@ def synth(dataset: str, out_dir: Path, seed: int, overwrite: bool) -> None:
 # ---- entry point ------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; user errors become one line on stderr and a non-zero exit."""
-    try:
-        cli.main(args=argv, prog_name="mtl-data", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        ctx = getattr(exc, "ctx", None)
-        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        click.echo(f"error: {exc.format_message()}{where}", err=True)
-        sys.exit(exc.exit_code)
-    except MtlDataError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; re-run the same command to resume", err=True)
-        sys.exit(130)
+    """Run the ``mtl-data`` CLI; user errors become one line on stderr and a non-zero exit."""
+    run(cli, argv, "mtl-data")

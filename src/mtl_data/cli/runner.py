@@ -1,0 +1,35 @@
+"""Running a Click command as a user tool: every user error is one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mtl_data.errors import MtlDataError
+
+
+def run(command: click.Command, argv: list[str] | None, prog_name: str) -> None:
+    """Run ``command`` with ``argv``; user errors become one ``error: ...`` line and a non-zero exit.
+
+    Click's usage errors name the command's ``--help``; ``MtlDataError`` (bad data, bad options)
+    exits 1; an interrupt exits 130 and says the command can be re-run.
+    """
+    try:
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except MtlDataError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; re-run the same command to resume", err=True)
+        sys.exit(130)
