@@ -215,7 +215,7 @@ def create_task(name: str, classes: Sequence[str] | None = None, **config: Any) 
     """A task by name, with its ``Config`` fields overridden by ``config``.
 
     Raises:
-        MtlDataError: an unknown task or config field.
+        MtlDataError: an unknown task or config field, or a value its ``Config`` refuses.
     """
     cls = task_class(name)
     fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
@@ -223,7 +223,11 @@ def create_task(name: str, classes: Sequence[str] | None = None, **config: Any) 
     if unknown:
         raise MtlDataError(f"task {name}: unknown option(s) {', '.join(unknown)}; "
                            f"known: {', '.join(sorted(fields)) or 'none'}")
-    return cls(cls.Config(**config) if fields else None, classes=classes)
+    try:
+        built = cls.Config(**config) if fields else None
+    except ValueError as exc:  # a Config's own range checks
+        raise MtlDataError(f"task {name}: {exc}") from None
+    return cls(built, classes=classes)
 
 
 def list_tasks() -> list[str]:
