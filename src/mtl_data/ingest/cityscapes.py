@@ -29,6 +29,10 @@ error, not skipped); a sample has the tasks whose files exist for it. Per frame:
 * ``det3d``: centre and quaternion from V (ISO 8855) through ``sensor_T_ISO_8855`` to the camera
   and optical frames; yaw derived, the full rotation kept (the camera's pitch tilts every box).
 * ``K`` from the camera json, else from the gtBbox3d ``sensor`` block.
+* ``meta.json`` key ``sensor_T_ISO_8855``: the 3x4 V -> C transform (rows of 4 numbers) the 3D
+  boxes were converted through, from the gtBbox3d ``sensor`` block, else derived from the camera
+  json ``extrinsic`` (``x, y, z, yaw, pitch, roll``; the two agree exactly on the real sample);
+  absent when neither gives it. Exporters need it to write predictions back in V.
 
 Splits: ``train``, ``val``, ``test`` as the folders say. Test labels are withheld by the
 benchmark (its gtFine images mark only the ego vehicle and the rectification border), so test
@@ -177,6 +181,10 @@ class CityscapesConverter(Converter):
         camera = _read_camera(paths["camera"], need_baseline="disparity" in paths) if "camera" in paths else None
         boxes_doc = _read_boxes_json(paths["boxes"], (h, w)) if "boxes" in paths else None
         K = None if camera is None else camera["K"]
+        # V -> C of the frame, kept so that predictions can be written back in V (the benchmark's
+        # frame): the gtBbox3d one the boxes were converted through, else the camera json pose.
+        sensor_T = boxes_doc["sensor_T"] if boxes_doc is not None else (camera or {}).get("sensor_T")
+        extra = {} if sensor_T is None else {"sensor_T_ISO_8855": np.asarray(sensor_T, dtype=np.float64).tolist()}
         if boxes_doc is not None:
             if K is None:
                 K = boxes_doc["K"]
@@ -198,7 +206,7 @@ class CityscapesConverter(Converter):
         return Sample(
             key=make_key(self.name, frame.split, frame.id), source=self.name, split=frame.split,
             id=frame.id, image=image, orig_size=(h, w), sequence=f"{match['city']}_{match['seq']}", K=K,
-            seg=seg, depth=depth, det2d=det2d, det3d=det3d, notes=notes,
+            seg=seg, depth=depth, det2d=det2d, det3d=det3d, extra=extra, notes=notes,
         )
 
     def _seg(self, path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -281,8 +289,16 @@ def _kvals(K: np.ndarray) -> str:
     return ", ".join(f"{v:g}" for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
 
 
+#: camera json ``extrinsic`` keys of the camera pose in V (``extrinsic_to_sensor_T``).
+POSE_KEYS = ("x", "y", "z", "yaw", "pitch", "roll")
+
+
 def _read_camera(path: Path, need_baseline: bool) -> dict:
-    """``{"K": (3, 3), "baseline": metres or None}`` of a camera json."""
+    """``{"K": (3, 3), "baseline": metres or None, "sensor_T": (3, 4) or None}`` of a camera json.
+
+    ``sensor_T`` is derived from the ``extrinsic`` pose when it has all of ``POSE_KEYS`` as
+    finite numbers, else None (the pose is optional: nothing else needs it).
+    """
     if not path.is_file():
         raise InputError(path, "camera json missing for this frame" + (
             ": its disparity needs the baseline and fx" if need_baseline else ""),
@@ -300,7 +316,12 @@ def _read_camera(path: Path, need_baseline: bool) -> dict:
         baseline = _number(extrinsic, "baseline", path, "extrinsic")
         if baseline <= 0 or K[0, 0] <= 0:
             raise InputError(path, f"baseline {baseline:g} m and fx {K[0, 0]:g} px must be positive")
-    return {"K": K, "baseline": baseline}
+    extrinsic = doc.get("extrinsic")
+    pose = [extrinsic.get(k) for k in POSE_KEYS] if isinstance(extrinsic, dict) else []
+    numeric = len(pose) == len(POSE_KEYS) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in pose)
+    sensor_T = cg.extrinsic_to_sensor_T(*(float(v) for v in pose)) if numeric else None
+    return {"K": K, "baseline": baseline, "sensor_T": sensor_T}
 
 
 def _depth(path: Path, size: tuple[int, int], baseline: float, fx: float) -> tuple[np.ndarray, int]:

@@ -70,10 +70,120 @@ def vehicle_boxes_to_optical(center: np.ndarray, dimensions: np.ndarray, rotatio
         ``(boxes, rotation)``: (N, 7) ``[x, y, z, l, w, h, yaw]`` in the optical frame and the
         (N, 3, 3) full rotation (see ``geometry.flu_boxes_to_optical``).
     """
+    return frame_boxes_to_optical(center, dimensions, quaternion_to_matrix(rotation_wxyz), sensor_T_iso)
+
+
+def frame_boxes_to_optical(center: np.ndarray, dimensions: np.ndarray, rotation: np.ndarray,
+                           sensor_T_iso: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``vehicle_boxes_to_optical`` with rotation matrices; ``sensor_T_iso=None`` reads the boxes
+    in the camera frame C instead of V (an identity extrinsic).
+
+    Args:
+        center: (N, 3) box centres in V (or C), metres.
+        dimensions: (N, 3) ``[L, W, H]`` metres.
+        rotation: (N, 3, 3) forward-left-up box axes -> V (or C).
+        sensor_T_iso: (3, 4) V -> C, or None.
+
+    Returns:
+        As ``vehicle_boxes_to_optical``.
+    """
+    center = np.asarray(center, dtype=np.float64).reshape(-1, 3)
+    rotation = np.asarray(rotation, dtype=np.float64).reshape(-1, 3, 3)
+    if sensor_T_iso is None:
+        return geo.flu_boxes_to_optical(center, dimensions, rotation)
     T = np.asarray(sensor_T_iso, dtype=np.float64).reshape(3, 4)
     center_c = vehicle_to_camera(center, T)
-    rotation_c = T[None, :, :3] @ quaternion_to_matrix(rotation_wxyz)  # box axes -> C
+    rotation_c = T[None, :, :3] @ rotation  # box axes -> C
     return geo.flu_boxes_to_optical(center_c, dimensions, rotation_c)
+
+
+def camera_to_vehicle(points_camera: np.ndarray, sensor_T_iso: np.ndarray) -> np.ndarray:
+    """(N, 3) points in C -> V: the inverse of ``vehicle_to_camera`` (``T`` inverted as a 4x4)."""
+    T = np.eye(4)
+    T[:3] = np.asarray(sensor_T_iso, dtype=np.float64).reshape(3, 4)
+    return geo.transform_points(np.linalg.inv(T), points_camera)
+
+
+def optical_boxes_to_frame(boxes: np.ndarray, rotation: np.ndarray | None,
+                           sensor_T_iso: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The project's optical-frame boxes -> Cityscapes-3D boxes in V (or in C without ``T``).
+
+    The inverse of ``frame_boxes_to_optical`` (and so of the ingest's conversion): optical ->
+    C (``(z, -x, -y)``), then C -> V through the inverse of ``sensor_T_ISO_8855``.
+
+    Args:
+        boxes: (N, 7) ``[x, y, z, l, w, h, yaw]`` optical frame.
+        rotation: (N, 3, 3) full rotations, or None for ``yaw_to_rotation(yaw)``.
+        sensor_T_iso: (3, 4) V -> C, or None to stay in C (identity extrinsic).
+
+    Returns:
+        ``(center, dimensions, rotation)``: (N, 3) centres, (N, 3) ``[L, W, H]`` and (N, 3, 3)
+        forward-left-up box axes -> V (or C), the matrix of gtBbox3d's ``3d.rotation``.
+    """
+    center_c, size, rotation_c = geo.optical_boxes_to_flu(boxes, rotation)
+    if sensor_T_iso is None:
+        return center_c, size, rotation_c
+    T = np.asarray(sensor_T_iso, dtype=np.float64).reshape(3, 4)
+    return camera_to_vehicle(center_c, T), size, np.linalg.inv(T[:, :3])[None] @ rotation_c
+
+
+def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """Quaternions ``[w, x, y, z]`` (w >= 0) of rotation matrices; inverse of ``quaternion_to_matrix``.
+
+    Shepperd's method (1978): the largest of ``w, x, y, z`` is taken from the diagonal, the rest
+    from the off-diagonal sums, so the result is accurate for every rotation.
+
+    Args:
+        rotation: (3, 3) or (N, 3, 3).
+
+    Returns:
+        (N, 4) unit quaternions.
+    """
+    r = np.asarray(rotation, dtype=np.float64).reshape(-1, 3, 3)
+    trace = r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2]
+    # 4 w^2, 4 x^2, 4 y^2, 4 z^2 (each >= 0 for a rotation); the largest is the stable pivot
+    squares = np.stack([1 + trace, 1 + 2 * r[:, 0, 0] - trace, 1 + 2 * r[:, 1, 1] - trace,
+                        1 + 2 * r[:, 2, 2] - trace], axis=1)  # (N, 4)
+    pivot = np.argmax(squares, axis=1)
+    big = np.sqrt(np.maximum(squares[np.arange(len(r)), pivot], 0.0))  # (N,) = 2 |q_pivot|
+    # q_a q_b products from the off-diagonals: 4 w x = R21 - R12, 4 w y = R02 - R20, 4 w z = R10 - R01,
+    # 4 x y = R01 + R10, 4 x z = R02 + R20, 4 y z = R12 + R21
+    wx, wy, wz = r[:, 2, 1] - r[:, 1, 2], r[:, 0, 2] - r[:, 2, 0], r[:, 1, 0] - r[:, 0, 1]
+    xy, xz, yz = r[:, 0, 1] + r[:, 1, 0], r[:, 0, 2] + r[:, 2, 0], r[:, 1, 2] + r[:, 2, 1]
+    products = np.stack([
+        np.stack([squares[:, 0], wx, wy, wz], axis=1),
+        np.stack([wx, squares[:, 1], xy, xz], axis=1),
+        np.stack([wy, xy, squares[:, 2], yz], axis=1),
+        np.stack([wz, xz, yz, squares[:, 3]], axis=1),
+    ], axis=1)  # (N, 4 pivot, 4) = 4 q_pivot q
+    q = products[np.arange(len(r)), pivot] / (2.0 * big[:, None])  # (N, 4) = +-q
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    return np.where(q[:, :1] < 0, -q, q)
+
+
+def quaternion_yaw_pitch_roll(quaternion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(yaw, pitch, roll)`` as pyquaternion's ``Quaternion.yaw_pitch_roll`` computes them.
+
+    cityscapesScripts' 3D evaluator compares orientations with these angles of the gtBbox3d
+    quaternions (V frame), so the formula is reproduced term for term (normalised first):
+    ``yaw = atan2(2 (w z - x y), 1 - 2 (y^2 + z^2))``, ``pitch = asin(2 (w y + z x))``,
+    ``roll = atan2(2 (w x - y z), 1 - 2 (x^2 + y^2))``. For a rotation about a single axis they
+    are that axis's angle; combined, they are pyquaternion's own convention (not exactly z-y-x
+    Euler angles). Every term is quadratic in q, so ``q`` and ``-q`` give the same angles. The
+    asin argument is clipped to [-1, 1] (rounding could push it out and give NaN).
+
+    Args:
+        quaternion: (4,) or (N, 4) ``[w, x, y, z]``.
+
+    Returns:
+        Three (N,) arrays, radians.
+    """
+    q = np.asarray(quaternion, dtype=np.float64).reshape(-1, 4)
+    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
+    yaw = np.arctan2(2 * (w * z - x * y), 1 - 2 * (y ** 2 + z ** 2))
+    pitch = np.arcsin(np.clip(2 * (w * y + z * x), -1.0, 1.0))
+    roll = np.arctan2(2 * (w * x - y * z), 1 - 2 * (x ** 2 + y ** 2))
+    return yaw, pitch, roll
 
 
 def intrinsics(fx: float, fy: float, u0: float, v0: float) -> np.ndarray:

@@ -299,3 +299,126 @@ def box_extent_in_image(corners: np.ndarray, K: np.ndarray) -> np.ndarray:
     uv = uv.reshape(n, 8, 2)
     out = np.concatenate([uv.min(axis=1), uv.max(axis=1)], axis=1)  # NaN propagates
     return out
+
+
+# ---- full rotations: yaw, pitch, roll -------------------------------------------------------
+
+def _rotation_z(angle: np.ndarray) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    zeros, ones = np.zeros_like(angle), np.ones_like(angle)
+    return np.stack([c, -s, zeros, s, c, zeros, zeros, zeros, ones], axis=-1).reshape(angle.shape + (3, 3))
+
+
+def _rotation_x(angle: np.ndarray) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    zeros, ones = np.zeros_like(angle), np.ones_like(angle)
+    return np.stack([ones, zeros, zeros, zeros, c, -s, zeros, s, c], axis=-1).reshape(angle.shape + (3, 3))
+
+
+def yaw_pitch_roll_to_rotation(yaw: np.ndarray | float, pitch: np.ndarray | float,
+                               roll: np.ndarray | float) -> np.ndarray:
+    """A full box rotation in the optical frame: ``R = R_y(yaw) @ R_z(pitch) @ R_x(roll)``.
+
+    Intrinsic y-z'-x'' angles of the project's box axes (x along the length, y down along the
+    height, z along the width): ``yaw`` turns the box about the optical y axis exactly as
+    ``yaw_to_rotation`` (KITTI ``rotation_y``), ``pitch`` then turns it about its own width axis
+    (the nose goes down for a positive pitch: +x towards +y), ``roll`` last about its own length
+    axis. ``pitch = roll = 0`` gives ``yaw_to_rotation(yaw)``. A horizontal flip of the scene
+    (``transforms``: ``R -> M R N``) maps ``(yaw, pitch, roll)`` to ``(pi - yaw, pitch, -roll)``.
+
+    Args:
+        yaw, pitch, roll: radians, scalars or arrays of one shape S.
+
+    Returns:
+        S + (3, 3) rotations.
+    """
+    yaw, pitch, roll = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (yaw, pitch, roll)))
+    return yaw_to_rotation(yaw) @ _rotation_z(pitch) @ _rotation_x(roll)
+
+
+def rotation_to_yaw_pitch_roll(rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of ``yaw_pitch_roll_to_rotation``: ``(yaw, pitch, roll)`` of rotations.
+
+    From ``R = R_y(yaw) R_z(pitch) R_x(roll)``: ``sin(pitch) = R[1, 0]``,
+    ``yaw = atan2(-R[2, 0], R[0, 0])`` (the heading of the box's length axis in the ground
+    plane), ``roll = atan2(-R[1, 2], R[1, 1])``. Ranges: yaw and roll in (-pi, pi], pitch in
+    [-pi/2, pi/2]. At ``|pitch| = pi/2`` (a box standing on its nose) yaw and roll are not
+    separable; the formula then still returns angles whose rotation is R.
+
+    For a tilted box this yaw differs from ``atan2(R[0, 2], R[0, 0])``, the ``yaw`` column the
+    converters store (``flu_boxes_to_optical``), by a term of order pitch x roll.
+
+    Args:
+        rotation: (..., 3, 3) rotation matrices.
+
+    Returns:
+        Three arrays of shape (...,), radians.
+    """
+    r = np.asarray(rotation, dtype=np.float64)
+    pitch = np.arcsin(np.clip(r[..., 1, 0], -1.0, 1.0))
+    yaw = np.arctan2(-r[..., 2, 0], r[..., 0, 0])
+    roll = np.arctan2(-r[..., 1, 2], r[..., 1, 1])
+    return yaw, pitch, roll
+
+
+def optical_boxes_to_flu(boxes: np.ndarray, rotation: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of ``flu_boxes_to_optical``: the project's boxes -> a forward-left-up camera frame.
+
+    Args:
+        boxes: (N, 7) ``[x, y, z, l, w, h, yaw]`` in the optical frame.
+        rotation: (N, 3, 3) full rotations, or None for ``yaw_to_rotation(yaw)``.
+
+    Returns:
+        ``(center, size_lwh, rotation_flu)``: (N, 3) centres in the forward-left-up camera frame
+        (``(z, -x, -y)`` of the optical centre), (N, 3) length, width, height, and (N, 3, 3) the
+        rotation taking a forward-left-up box's axes (length forward, width left, height up) to
+        the camera frame: ``FLU_TO_OPTICAL.T @ R @ M.T``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    rot = yaw_to_rotation(boxes[:, 6]) if rotation is None else np.asarray(rotation, np.float64).reshape(-1, 3, 3)
+    rot_flu = FLU_TO_OPTICAL.T[None] @ rot @ _PROJECT_TO_FLU_BOX.T[None]
+    return boxes[:, :3] @ FLU_TO_OPTICAL, boxes[:, 3:6].copy(), rot_flu
+
+
+#: the 12 edges of a box between the corners of ``box3d_corners`` (bottom face, top face, verticals).
+BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
+                      [0, 4], [1, 5], [2, 6], [3, 7]])
+
+
+def clipped_box_extent(corners: np.ndarray, K: np.ndarray, near: float = 0.01) -> np.ndarray:
+    """Axis-aligned pixel extent of 3D boxes cut at the plane ``z = near`` (no clipping to the image).
+
+    The part of the box in front of the plane is what a camera sees, so its extent is that of
+    the corners with ``z > near`` and of the points where the box edges cross the plane. This
+    is how cityscapesScripts (``Box3dImageTransform.get_amodal_box_2d``, near = 1 cm) turns a 3D
+    box into its amodal 2D box: it cuts each face polygon at the plane, which yields the same
+    points (each crossing computed from the corner behind, ``p + k (p - q)``, as it does).
+
+    Args:
+        corners: (N, 8, 3) optical-frame corners in ``box3d_corners`` order.
+        K: (3, 3) intrinsics.
+        near: metres; corners at or behind the plane are replaced by the crossings.
+
+    Returns:
+        (N, 4) ``[u_min, v_min, u_max, v_max]``; NaN rows for boxes wholly behind the plane.
+    """
+    corners = np.asarray(corners, dtype=np.float64).reshape(-1, 8, 3)
+    n = corners.shape[0]
+    p, q = corners[:, BOX_EDGES[:, 0]], corners[:, BOX_EDGES[:, 1]]  # (N, 12, 3) edge ends
+    zp, zq = p[..., 2], q[..., 2]
+    crossing = (zp > near) != (zq > near)  # (N, 12)
+    behind, front = np.where((zp <= near)[..., None], p, q), np.where((zp <= near)[..., None], q, p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = (near - behind[..., 2]) / (behind[..., 2] - front[..., 2])  # (N, 12)
+        cut = behind + k[..., None] * (behind - front)  # (N, 12, 3) on the plane
+    points = np.concatenate([corners, cut], axis=1)  # (N, 20, 3)
+    keep = np.concatenate([corners[..., 2] > near, crossing], axis=1)  # (N, 20)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uvw = points @ np.asarray(K, dtype=np.float64).T
+        uv = uvw[..., :2] / uvw[..., 2:3]  # (N, 20, 2)
+    lo = np.where(keep[..., None], uv, np.inf).min(axis=1)
+    hi = np.where(keep[..., None], uv, -np.inf).max(axis=1)
+    out = np.concatenate([lo, hi], axis=1)  # (N, 4)
+    out[~keep.any(axis=1)] = np.nan
+    return out.reshape(n, 4)
