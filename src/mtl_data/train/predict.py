@@ -1,0 +1,79 @@
+"""Predictions of a model over an evaluation pass, written in each benchmark's own format.
+
+``write_predictions(model, tasks, loader, shards, out_dir)`` runs the model on every batch of
+an evaluation loader (``infinite=False``), decodes each task's outputs into stored-image pixels
+(``Task.decode``) and hands them to each task's writer (``Task.writer``), which writes the
+benchmark's submission files (``seg/<key>.png``, ``depth/<key>.png``, ``det2d.json`` +
+``det2d_gt.json``, ``det3d/<source>/<split>/<id>_pred.json``, ``lane.json``, ``steer.csv``,
+``sign.csv``). The folder is written as ``OUT.partial`` and renamed to ``OUT`` when every file
+is complete, so an interrupted run leaves no folder that looks finished. ``mtl-train score``
+reads it back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Collection
+from pathlib import Path
+
+import torch
+
+from mtl_data.errors import MtlDataError
+from mtl_data.shards.reader import ShardSet
+from mtl_data.train.data.loader import Loader
+from mtl_data.train.score import label_samples
+from mtl_data.train.tasks import Task
+
+
+def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Loader, shards: str | Path,
+                      out_dir: str | Path, *, only: Collection[str] | None = None, overwrite: bool = False) -> dict:
+    """Write the predictions of ``model`` for every sample of an evaluation pass.
+
+    Args:
+        model: returns ``{task: output}`` for a batch's ``image``; put in eval mode here.
+        tasks: the task objects that decode the outputs (the model's ``tasks``).
+        loader: an evaluation loader (one pass, ``infinite=False``) over the shards.
+        shards: the shards root the loader reads (the writers get each stored sample's labels).
+        out_dir: the predictions folder to create.
+        only: write only these tasks; None = every task of ``tasks`` that the loader loads.
+        overwrite: replace an existing ``out_dir``.
+
+    Returns:
+        ``{task: samples written}``.
+
+    Raises:
+        MtlDataError: ``out_dir`` exists (without ``overwrite``), or the loader is a training stream.
+    """
+    out_dir = Path(out_dir)
+    if loader.infinite:
+        raise MtlDataError("write_predictions needs an evaluation loader (infinite=False): a training stream never ends")
+    if out_dir.exists() and not overwrite:
+        raise MtlDataError(f"{out_dir}: exists; choose another folder or overwrite it")
+    names = [t for t in tasks if t in loader.tasks and (only is None or t in only)]
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shard_set = ShardSet.open(Path(shards))
+    writers = {t: tasks[t].writer(partial) for t in names}
+    counts = dict.fromkeys(names, 0)
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for batch in loader:
+            outputs = model(batch["image"].to(device, non_blocking=True))
+            decoded = {t: tasks[t].decode(outputs[t], batch) for t in names}
+            keys = [k for k in batch["key"] if k]
+            samples = {s.key: s for s in label_samples(shard_set, keys, names)}
+            for i, key in enumerate(batch["key"]):
+                if not key:
+                    continue  # a padding slot of the evaluation pass
+                for t in names:
+                    writers[t].add(key, decoded[t][i], samples[key])
+                    counts[t] += 1
+    for writer in writers.values():
+        writer.close()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(partial, out_dir)
+    return counts
