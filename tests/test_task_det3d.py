@@ -724,3 +724,229 @@ def test_vehicle_frame_predictions_need_the_sample_extrinsic(task, shards, tmp_p
     metric.update(read, task.ground_truth(sample))
     out = metric.compute()
     assert out["ds_ap/car"] == 1.0 and out["bev_ap/car"] == 1.0
+
+
+# ---- the loss against its formulas -------------------------------------------------------------
+
+_LOSS_TERMS = ("heatmap", "offset", "depth", "size", "orientation", "pitch_roll")
+_REGRESSION_TERMS = _LOSS_TERMS[1:]
+_REGRESSION_WIDTH = {"offset": 2, "depth": 1, "size": 3, "orientation": 2, "pitch_roll": 4}
+
+
+def _only(term: str):
+    """The det3d task (default config) with every loss weight 0 except ``term``'s, which is 1."""
+    return create_task("det3d", **{f"weight_{name}": float(name == term) for name in _LOSS_TERMS})
+
+
+def _hand_batch() -> dict:
+    """Three samples at 32x64 input (an 8x16 map at stride 4), every number chosen by hand.
+
+    Sample 0, K = [[80, 0, 31.5], [0, 80, 15.5], [0, 0, 1]], upright (KITTI-like) boxes:
+      A car (0.5, 0.75, 8): u = 36.5, v = 23.0 -> cell (row 5, col 9), offset (-0.25, 0.375);
+      B car (1.5, 0.95, 9): u = 44.83, v = 23.94 -> cell (6, 11); its Gaussian overlaps A's;
+      C pedestrian (-2, 0.7, 6): u = 4.83, v = 24.83 -> cell (6, 1);
+      D a car behind the camera (z = -3): not trained; one padding row.
+    Sample 1, K = [[70, 0, 30], [0, 75, 16], [0, 0, 1]] (fx != fy): a truck (-1, 1, 12) with a
+      full rotation (yaw 0.7, pitch 0.05, roll -0.08, ``det3d_full``) -> cell (5, 6); a car
+      projecting at u = 240, outside the 64-px image: not trained.
+    Sample 2: box A again but ``K_known`` False: nothing is trained, the loss is 0.
+    """
+    b, m = 3, 5
+    boxes = np.zeros((b, m, 7), np.float32)
+    classes = np.full((b, m), -1, np.int64)
+    rotation = np.zeros((b, m, 3, 3), np.float32)
+    full = np.zeros((b, m), bool)
+    K = np.zeros((b, 3, 3), np.float32)
+    K[0] = [[80, 0, 31.5], [0, 80, 15.5], [0, 0, 1]]
+    K[1] = [[70, 0, 30], [0, 75, 16], [0, 0, 1]]
+    upright = [([0.5, 0.75, 8.0, 4.0, 1.8, 1.5, 0.4], 0), ([1.5, 0.95, 9.0, 4.2, 1.9, 1.6, -1.0], 0),
+               ([-2.0, 0.7, 6.0, 0.6, 0.6, 1.7, 2.5], 4), ([0.0, 0.0, -3.0, 4.0, 1.8, 1.5, 0.0], 0)]
+    for j, (box, cls) in enumerate(upright):
+        boxes[0, j], classes[0, j], rotation[0, j] = box, cls, geo.yaw_to_rotation(box[6])
+    tilted = geo.yaw_pitch_roll_to_rotation(0.7, 0.05, -0.08)
+    boxes[1, 0] = [-1.0, 1.0, 12.0, 8.0, 2.5, 3.2, math.atan2(tilted[0, 2], tilted[0, 0])]
+    classes[1, 0], rotation[1, 0], full[1, 0] = 2, tilted, True
+    boxes[1, 1] = [30.0, 1.0, 10.0, 4.0, 1.8, 1.5, 0.0]
+    classes[1, 1], rotation[1, 1], full[1, 1] = 0, geo.yaw_to_rotation(0.0), True
+    boxes[2, 0], classes[2, 0], rotation[2, 0] = boxes[0, 0], 0, rotation[0, 0]
+    return {"image": torch.zeros(b, 3, 32, 64), "K": torch.from_numpy(K), "K_known": torch.tensor([True, True, False]),
+            "det3d_boxes": torch.from_numpy(boxes), "det3d_classes": torch.from_numpy(classes),
+            "det3d_count": torch.tensor([4, 2, 1]), "det3d_rotation": torch.from_numpy(rotation),
+            "det3d_full": torch.from_numpy(full)}
+
+
+def _random_output(batch: dict, num_classes: int, seed: int = 0, stride: int = 4) -> dict[str, torch.Tensor]:
+    """Raw head outputs: heatmap logits 1.5 N(0, 1) (sigmoid within CenterNet's 1e-4 clamp), N(0, 1) regressions."""
+    gen = torch.Generator().manual_seed(seed)
+    b, (h, w) = batch["image"].shape[0], (s // stride for s in batch["image"].shape[-2:])
+    out = {"heatmap": 1.5 * torch.randn(b, num_classes, h, w, generator=gen)}
+    out.update({name: torch.randn(b, k, h, w, generator=gen) for name, k in _REGRESSION_WIDTH.items()})
+    return out
+
+
+def _centernet_radius(height: float, width: float, min_overlap: float = 0.7) -> float:
+    """``gaussian_radius`` of CenterNet's code (CornerNet's three cases, CenterNet's arithmetic)."""
+    a1, b1, c1 = 1.0, height + width, width * height * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + math.sqrt(max(b1 ** 2 - 4 * a1 * c1, 0.0))) / 2
+    a2, b2, c2 = 4.0, 2 * (height + width), (1 - min_overlap) * width * height
+    r2 = (b2 + math.sqrt(max(b2 ** 2 - 4 * a2 * c2, 0.0))) / 2
+    a3, b3, c3 = 4 * min_overlap, -2 * min_overlap * (height + width), (min_overlap - 1) * width * height
+    r3 = (b3 + math.sqrt(max(b3 ** 2 - 4 * a3 * c3, 0.0))) / 2
+    return min(r1, r2, r3)
+
+
+def _reference_det3d_loss(batch: dict, output: dict[str, torch.Tensor], config, *, alpha: float = 2.0,
+                          beta: float = 4.0, overlay=np.maximum) -> dict:
+    """Each det3d loss term per sample, float64 numpy, box by box from the documented formulas.
+
+    Nothing of ``det3d``'s target or loss code is used; ``config`` gives only stride,
+    min_depth, min_radius and virtual_focal. Returns ``{term: (B,)}``, ``"heatmap_target"``
+    (B, C, h, w) and ``"cells"`` (per sample, the trained boxes' (row, col)). ``alpha``,
+    ``beta`` and ``overlay`` exist so a test can show that a wrong formula is caught.
+    """
+    s = config.stride
+    logits = output["heatmap"].double().numpy()
+    b, num_classes, fh, fw = logits.shape
+    height, width = batch["image"].shape[-2:]
+    terms = {name: np.zeros(b) for name in _LOSS_TERMS}
+    targets = np.zeros(logits.shape)
+    cells: list[list[tuple[int, int]]] = []
+    for i in range(b):
+        cells.append([])
+        if not bool(batch["K_known"][i]):
+            continue  # nothing projects: the sample's loss is 0
+        K = batch["K"][i].double().numpy()
+        regression = {name: [] for name in _REGRESSION_TERMS}  # per trained object: |pred - target| summed
+        for j in range(int(batch["det3d_count"][i])):
+            x, y, z, length, wid, hgt = batch["det3d_boxes"][i, j, :6].double().tolist()
+            cls = int(batch["det3d_classes"][i, j])
+            R = batch["det3d_rotation"][i, j].double().numpy()
+            if not 0 <= cls < num_classes or z <= config.min_depth:
+                continue
+            u, v = (K @ [x, y, z])[:2] / z
+            if not (-0.5 <= u < width - 0.5 and -0.5 <= v < height - 0.5):
+                continue
+            fu, fv = (u + 0.5) / s - 0.5, (v + 0.5) / s - 0.5  # pixel-centre cell coordinates
+            col, row = math.floor(fu + 0.5), math.floor(fv + 0.5)
+            assert min(abs(fu + 0.5 - round(fu + 0.5)), abs(fv + 0.5 - round(fv + 0.5))) > 1e-4  # no rounding tie
+            cells[i].append((row, col))
+            # CenterNet's Gaussian from the box's projected extent (corners clamped in front), cells
+            half = np.array([length, hgt, wid]) / 2  # box axes: x length, y height (down), z width
+            corners = np.array([R @ (half * [sx, sy, sz]) + [x, y, z]
+                                for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+            cuvw = corners @ K.T
+            cz = np.maximum(cuvw[:, 2], config.min_depth)
+            cu, cv = cuvw[:, 0] / cz, cuvw[:, 1] / cz
+            box_w, box_h = min(max(np.ptp(cu) / s, 0.0), fw), min(max(np.ptp(cv) / s, 0.0), fh)
+            radius_real = _centernet_radius(box_h, box_w)
+            assert abs(radius_real - round(radius_real)) > 1e-4  # no rounding tie between float32 and float64
+            radius = max(math.floor(radius_real), config.min_radius)
+            sigma = (2 * radius + 1) / 6  # CenterNet: diameter / 6
+            for r in range(max(row - radius, 0), min(row + radius + 1, fh)):
+                for c in range(max(col - radius, 0), min(col + radius + 1, fw)):
+                    g = math.exp(-((r - row) ** 2 + (c - col) ** 2) / (2 * sigma ** 2))
+                    targets[i, cls, r, c] = overlay(targets[i, cls, r, c], g)
+            # regression targets at the centre cell
+            yaw, pitch, roll = (float(a) for a in geo.rotation_to_yaw_pitch_roll(R))
+            alpha_obs = yaw - math.atan2(x, z)
+            scale = config.virtual_focal / math.sqrt(K[0, 0] * K[1, 1]) if config.virtual_focal > 0 else 1.0
+            wanted = {"offset": [fu - col, fv - row], "depth": [math.log(z * scale)],
+                      "size": [math.log(length), math.log(wid), math.log(hgt)],
+                      "orientation": [math.sin(alpha_obs), math.cos(alpha_obs)],
+                      "pitch_roll": [math.sin(pitch), math.cos(pitch), math.sin(roll), math.cos(roll)]}
+            for name in _REGRESSION_TERMS:
+                if name == "pitch_roll" and not bool(batch["det3d_full"][i, j]):
+                    continue  # only rows with the source's own rotation
+                pred = output[name][i, :, row, col].double().numpy()
+                regression[name].append(np.abs(pred - wanted[name]).sum())  # sum over the term's channels
+        for name in _REGRESSION_TERMS:  # mean over the (full) trained objects; 0 without any
+            terms[name][i] = np.mean(regression[name]) if regression[name] else 0.0
+        # CenterNet eq. 1 (Zhou et al. 2019) on its clamped sigmoid, / max(1, objects)
+        p = np.clip(1 / (1 + np.exp(-logits[i])), 1e-4, 1 - 1e-4)
+        y_map = targets[i]
+        pos = y_map == 1
+        focal = np.where(pos, (1 - p) ** alpha * np.log(p), (1 - y_map) ** beta * p ** alpha * np.log(1 - p))
+        terms["heatmap"][i] = -focal.sum() / max(len(cells[i]), 1)
+    return {**terms, "heatmap_target": targets, "cells": cells}
+
+
+@pytest.fixture(scope="module")
+def loss_batches(real_shards) -> dict[str, dict]:
+    """The hand-built batch and a real one (two KITTI frames and the Cityscapes-3D box)."""
+    return {"hand": _hand_batch(),
+            "real": batch_from_shards(real_shards, [*KITTI_KEYS, CITY_KEY], SIZE, letterbox=True)}
+
+
+def test_hand_built_case_is_what_its_docstring_says(task):
+    batch = _hand_batch()
+    ref = _reference_det3d_loss(batch, _random_output(batch, task.num_classes), task.config)
+    assert ref["cells"] == [[(5, 9), (6, 11), (6, 1)], [(5, 6)], []]
+    peaks = ref["heatmap_target"]
+    # A and B (both cars) overlap: the overlaid cells hold the max, below 1 (A: r = 1, sigma = 0.5)
+    np.testing.assert_allclose(peaks[0, 0, 5, 10], max(math.exp(-1 / 0.5), math.exp(-2 / 0.5)))
+    assert peaks[0, 0, 5, 10] < 1 and peaks[0, 0, 6, 10] > 0
+    assert (peaks[0] == 1).sum() == 3 and (peaks[1] == 1).sum() == 1 and not peaks[2].any()
+
+
+@pytest.mark.parametrize("case", ["hand", "real"])
+def test_focal_term_alone_equals_centernet_eq1(loss_batches, case):
+    """The heatmap target is rebuilt INDEPENDENTLY here (projected centre, CenterNet's radius of the
+    projected box extent, sigma = diameter / 6, max over overlapping boxes of a class) and the
+    penalty-reduced focal loss (alpha 2, beta 4, / max(1, objects)) computed from it in numpy."""
+    task = _only("heatmap")
+    batch = loss_batches[case]
+    output = _random_output(batch, task.num_classes, seed=1)
+    ref = _reference_det3d_loss(batch, output, task.config)
+    fh, fw = output["heatmap"].shape[-2:]
+    np.testing.assert_allclose(task.targets(batch, (fh, fw)).heatmap.double().numpy(), ref["heatmap_target"],
+                               rtol=0, atol=1e-6)
+    got = task.loss(output, batch).double().numpy()
+    assert np.all(ref["heatmap"][batch["K_known"].numpy()] > 0)
+    np.testing.assert_allclose(got, ref["heatmap"], rtol=1e-6, atol=1e-6)
+    # near misses of the formula are far outside that tolerance
+    for wrong in ({"beta": 2.0}, {"alpha": 1.0}, {"overlay": np.add}):
+        other = _reference_det3d_loss(batch, output, task.config, **wrong)["heatmap"]
+        assert np.abs(other - got).max() > 1e-3, wrong
+
+
+@pytest.mark.parametrize("case", ["hand", "real"])
+@pytest.mark.parametrize("term", _REGRESSION_TERMS)
+def test_each_l1_term_alone_equals_its_formula(loss_batches, case, term):
+    """Targets at the centre cells computed here (offset = projected centre - cell, log virtual
+    depth, log l w h, sin/cos of alpha = yaw - atan2(x, z), sin/cos of pitch and roll of
+    ``geometry.rotation_to_yaw_pitch_roll``), |pred - target| summed over the term's channels
+    and averaged over the trained objects (pitch/roll: over the ``det3d_full`` ones)."""
+    task = _only(term)
+    batch = loss_batches[case]
+    output = _random_output(batch, task.num_classes, seed=2)
+    ref = _reference_det3d_loss(batch, output, task.config)
+    got = task.loss(output, batch).double().numpy()
+    np.testing.assert_allclose(got, ref[term], rtol=1e-6, atol=1e-6)
+    # every sample with trained (full) objects takes part: hand 0 and 1, real 0-2; pitch/roll only the tilted box
+    assert (ref[term] > 0).sum() == (1 if term == "pitch_roll" else {"hand": 2, "real": 3}[case])
+
+
+def test_pitch_roll_term_is_zero_for_upright_rows_and_four_times_the_shift_for_the_tilted_box(loss_batches):
+    """KITTI rows (``det3d_full`` False) contribute nothing whatever the output; the Cityscapes box
+    (one full object) costs exactly 4 d when its four pitch/roll outputs are moved by d."""
+    task = _only("pitch_roll")
+    batch = loss_batches["real"]
+    assert not batch["det3d_full"][:2].any() and batch["det3d_full"][2, 0]
+    wild = _random_output(batch, task.num_classes, seed=3)
+    wild["pitch_roll"] = 100 * wild["pitch_roll"]
+    loss = task.loss(wild, batch)
+    assert loss[0] == 0 and loss[1] == 0 and loss[2] > 1
+    # the tilted box's own target: the output at its cell holds (sin, cos) of its pitch and roll
+    K = batch["K"][2].double().numpy()
+    x, y, z = batch["det3d_boxes"][2, 0, :3].double().tolist()
+    u, v = (K @ [x, y, z])[:2] / z
+    row, col = math.floor((v + 0.5) / 4), math.floor((u + 0.5) / 4)
+    _, pitch, roll = geo.rotation_to_yaw_pitch_roll(batch["det3d_rotation"][2, 0].double().numpy())
+    assert 0.01 < abs(float(pitch)) < 0.1  # the real box is tilted
+    target = torch.tensor([math.sin(pitch), math.cos(pitch), math.sin(roll), math.cos(roll)])
+    for shift in (0.0, -0.25):
+        output = _random_output(batch, task.num_classes, seed=4)
+        output["pitch_roll"][2, :, row, col] = target + shift
+        loss = task.loss(output, batch)
+        assert loss[0] == 0 and loss[1] == 0
+        assert abs(float(loss[2]) - 4 * abs(shift)) < 1e-6
