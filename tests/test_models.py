@@ -81,6 +81,9 @@ class ToyTask(Task):
     def read_predictions(self, pred_dir):
         raise NotImplementedError
 
+    def draw(self, image, prediction, sample):
+        raise NotImplementedError
+
 
 class ToySeg(ToyTask):
     name = "seg"

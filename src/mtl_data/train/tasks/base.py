@@ -19,7 +19,8 @@ the trainer names a task. The subclass says, for its task:
 * **metric** (``metric``): a ``Metric`` that accumulates (prediction, truth) pairs, merges with the
   metrics of other ranks, and computes a dict of named values (``metric_keys`` first);
 * **export** (``writer`` / ``read_predictions``): predictions in the benchmark's own submission
-  format under a predictions folder, and back (``mtl-train score`` reads them).
+  format under a predictions folder, and back (``mtl-train score`` reads them);
+* **a picture** (``draw``): the prediction drawn over the stored image, for a person to look at.
 
 Class ids come from the shards' ``classes.json`` (``classes``), the unified taxonomy by default,
 so shards ingested with ``--taxonomy native`` train too.
@@ -174,6 +175,15 @@ class Task(ABC):
     @abstractmethod
     def writer(self, out_dir: Path) -> PredictionWriter:
         """A writer of predictions under ``out_dir`` (a predictions folder)."""
+
+    @abstractmethod
+    def draw(self, image: np.ndarray, prediction: Any, sample: Sample) -> np.ndarray:
+        """The prediction drawn over ``image``, the stored sample's (H, W, 3) uint8 RGB picture.
+
+        Returns a new (H, W, 3) uint8 RGB array (``image`` is not modified); ``sample`` gives
+        what a drawing may need besides the pixels (``K`` to project 3D boxes, the class names
+        are ``self.classes``).
+        """
 
     @abstractmethod
     def holds_predictions(self, pred_dir: Path) -> bool:

@@ -31,6 +31,12 @@
 * **Export**: ``depth/<key>.png``, 16-bit grey, ``round(metres x 256)``, 0 = no prediction
   (the KITTI depth format); positive predictions are written as at least 1 (1/256 m) and at most
   65535 (255.996 m), so a prediction is never read back as "none".
+* **Picture** (``draw``): the predicted depth colourised (``draw.colorize_depth``: TURBO on log
+  depth, red at ``DRAW_NEAR_M`` (1 m) and nearer, dark blue at the config's ``max_depth`` and farther)
+  and blended over the image (``DRAW_ALPHA``), so the picture keeps the image's size and the
+  scene stays visible under the colours (side by side would halve either); a caption gives the
+  scale. Pixels without a prediction (0, as a read-back KITTI PNG holds, or not finite) keep the
+  image untouched.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import torch
 from torch import nn
 
 from mtl_data.schema.sample import Sample
+from mtl_data.train.draw import blend, caption, colorize_depth
 from mtl_data.train.tasks._dense import DenseHead, dense_to_stored, feature_index
 from mtl_data.train.tasks._io import read_label_png, write_label_png
 from mtl_data.train.tasks.base import FeatureSpec, Metric, PredictionWriter, Task, register_task
@@ -53,6 +60,9 @@ from mtl_data.train.tasks.base import FeatureSpec, Metric, PredictionWriter, Tas
 PRED_DIR = "depth"
 #: KITTI depth PNG: metres x 256 as uint16, 0 = none.
 PNG_SCALE = 256.0
+#: ``draw``: the near end of the colour scale, metres, and the weight of the colours over the image.
+DRAW_NEAR_M = 1.0
+DRAW_ALPHA = 0.65
 _METRICS = ("abs_rel", "sq_rel", "rmse", "log_rmse", "delta1", "delta2", "delta3")
 
 
@@ -249,6 +259,22 @@ class DepthTask(Task):
 
     def writer(self, out_dir: Path) -> DepthWriter:
         return DepthWriter(out_dir)
+
+    def draw(self, image: np.ndarray, prediction: np.ndarray, sample: Sample) -> np.ndarray:
+        """The (h, w) predicted metres colourised over the image, with the scale (module docstring).
+
+        Raises:
+            ValueError: the prediction is not of the image's size.
+        """
+        depth = np.asarray(prediction, dtype=np.float64)
+        if depth.shape != image.shape[:2]:
+            raise ValueError(f"{sample.key}: a depth prediction of {depth.shape} cannot be drawn on an image of "
+                             f"{image.shape[:2]}")
+        far = self.config.max_depth
+        near = min(DRAW_NEAR_M, far / 10)  # a scale even for a config whose range ends below 1 m
+        predicted = np.isfinite(depth) & (depth > 0)  # (h, w)
+        out = blend(image, colorize_depth(depth, far, near), predicted, DRAW_ALPHA)
+        return caption(out, f"depth: red {near:g} m - blue {far:g} m (log)")
 
     def holds_predictions(self, pred_dir: Path) -> bool:
         return (Path(pred_dir) / PRED_DIR).is_dir()

@@ -69,6 +69,10 @@ reference thesis (its results table), for comparison with it only (``Det2DMetric
 
 **Export**: ``det2d.json`` (COCO results) and ``det2d_gt.json`` (COCO ground truth of the same
 images) in the predictions folder (``Det2DWriter``). ``pycocotools`` scores them directly.
+
+**Picture** (``draw``): the detections scoring at least ``DRAW_SCORE_THRESHOLD`` (0.3; decoding
+keeps everything above 0.001 for AP, which would bury a picture in boxes), each a rectangle in
+its class's ``draw.distinct_colour`` tagged "<class name> <score>", the most confident on top.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
 from mtl_data.schema.sample import Sample
 from mtl_data.schema.taxonomy import DET_CLASSES
+from mtl_data.train.draw import class_name, distinct_colours, draw_boxes
 from mtl_data.train.ops.boxes import batched_nms
 from mtl_data.train.tasks.base import (
     FeatureSpec,
@@ -103,6 +108,8 @@ from mtl_data.train.tasks.base import (
 #: the COCO results file of a predictions folder, and the ground truth written beside it.
 PREDICTIONS_FILE = "det2d.json"
 GROUND_TRUTH_FILE = "det2d_gt.json"
+#: ``draw`` shows the detections scoring at least this.
+DRAW_SCORE_THRESHOLD = 0.3
 #: COCO category id of class id c: c + CATEGORY_OFFSET (COCO's own ids start at 1; detection
 #: frameworks such as torchvision's and Detectron's reserve label 0 for the background).
 CATEGORY_OFFSET = 1
@@ -604,6 +611,16 @@ class Det2DTask(Task):
 
     def writer(self, out_dir: Path) -> Det2DWriter:
         return Det2DWriter(out_dir, self.classes)
+
+    def draw(self, image: np.ndarray, prediction: Detections | None, sample: Sample) -> np.ndarray:
+        """The detections scoring ``DRAW_SCORE_THRESHOLD`` or more as tagged boxes (module docstring);
+        None draws nothing, as an empty prediction."""
+        det = Detections.empty() if prediction is None else prediction
+        keep = np.flatnonzero(np.asarray(det.scores) >= DRAW_SCORE_THRESHOLD)
+        classes = np.asarray(det.classes, dtype=np.int64)[keep]
+        names = [class_name(self.classes, c) for c in classes]
+        return draw_boxes(image, np.asarray(det.boxes).reshape(-1, 4)[keep], names, distinct_colours(classes),
+                          np.asarray(det.scores)[keep])
 
     def holds_predictions(self, pred_dir: Path) -> bool:
         return (Path(pred_dir) / PREDICTIONS_FILE).is_file()

@@ -123,6 +123,16 @@ this project's marker). Labels: ``CITYSCAPES3D_LABELS`` (unified ``tram_train`` 
 every other class keeps its own name. ``read_predictions`` returns the boxes in the file's frame;
 the metric brings predictions and truth to the truth's frame, so ``mtl-train score`` on the
 files gives what scoring the decoded predictions gives, and what cityscapesScripts gives.
+
+**Picture** (``draw``): every box scoring at least ``DRAW_SCORE_THRESHOLD`` (0.3; decoding keeps
+peaks down to ``score_threshold`` 0.05 for AP) as its 12 edges plus a cross on its front face
+(the box's +x, length axis: which way it heads), projected with the sample's stored ``K``, in
+its class's ``draw.distinct_colour``, tagged "<class name> <score>" at the top left of what is
+drawn. Edges are cut at the plane z = ``AMODAL_NEAR`` before projecting (as the amodal boxes are),
+so a box partly behind the camera still shows its visible part and nothing behind the camera is
+projected through it. Boxes read back in V are brought to the optical frame through the
+sample's ``sensor_T_ISO_8855``, boxes in C through an identity extrinsic. Without a stored ``K`` (or, for V boxes,
+without the extrinsic) nothing can be placed: the picture is the image with a caption saying so.
 """
 
 from __future__ import annotations
@@ -146,6 +156,7 @@ from mtl_data.schema import geometry as geo
 from mtl_data.schema.sample import Sample
 from mtl_data.schema.taxonomy import DET_CLASSES
 from mtl_data.train.data.transforms import View, flip_K
+from mtl_data.train.draw import caption, class_name, clip_segments, distinct_colours, draw_labels, draw_segments
 from mtl_data.train.tasks.base import (FeatureSpec, Metric, PredictionWriter, Task, register_task, sample_indices,
                                        to_numpy, view_of)
 
@@ -165,6 +176,12 @@ HEATMAP_BIAS = -2.19
 REGRESSION_CHANNELS = {"offset": 2, "depth": 1, "size": 3, "orientation": 2, "pitch_roll": 4}
 #: near plane of cityscapesScripts' amodal boxes (``Box3dImageTransform``), metres.
 AMODAL_NEAR = 0.01
+#: ``draw`` shows the boxes scoring at least this.
+DRAW_SCORE_THRESHOLD = 0.3
+#: corner pairs ``draw`` joins (``geometry.box3d_corners`` order): bottom face, top face, the
+#: verticals, and a cross on the front face (corners 0, 1, 4, 5 have +x: the heading).
+BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
+                      [0, 4], [1, 5], [2, 6], [3, 7], [0, 5], [1, 4]])
 #: suffix of an exported file after the sample id.
 PRED_SUFFIX = "_pred.json"
 #: the 8 corners of a unit box, any order (only their extent is used).
@@ -463,6 +480,32 @@ def amodal_boxes(boxes: np.ndarray, rotation: np.ndarray, K: np.ndarray, size: t
     out[:, 1::2] = np.minimum(h - 1, np.maximum(0, extent[:, 1::2]))
     out[np.isnan(extent).any(axis=1)] = 0.0
     return out
+
+
+def projected_edges(boxes: np.ndarray, rotation: np.ndarray, K: np.ndarray, near: float = AMODAL_NEAR) -> np.ndarray:
+    """The ``BOX_EDGES`` of optical-frame 3D boxes in the image of ``K``, cut at the plane z = ``near``.
+
+    Args:
+        boxes: (N, 7) ``[x, y, z, l, w, h, yaw]`` optical frame.
+        rotation: (N, 3, 3) full rotations.
+        K: (3, 3) intrinsics of the image.
+        near: metres; the part of an edge nearer than this is cut off (an edge wholly nearer is
+            not drawn: its projection would pass through the camera's centre).
+
+    Returns:
+        (N, E, 2, 2) ``[[u0, v0], [u1, v1]]`` px per box and edge, NaN for an edge wholly nearer
+        than ``near``.
+    """
+    corners = geo.box3d_corners(boxes, rotation)  # (N, 8, 3)
+    a, b = corners[:, BOX_EDGES[:, 0]], corners[:, BOX_EDGES[:, 1]]  # (N, E, 3) each
+    za, zb = a[..., 2:], b[..., 2:]  # (N, E, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cut = a + (near - za) / (zb - za) * (b - a)  # (N, E, 3) where the edge crosses z = near
+    a, b = np.where(za < near, cut, a), np.where(zb < near, cut, b)
+    ends = np.stack([a, b], axis=2)  # (N, E, 2, 3)
+    uv = geo.project(ends.reshape(-1, 3), K)[0].reshape(*ends.shape[:3], 2)  # (N, E, 2, 2)
+    uv[((za < near) & (zb < near))[..., 0]] = np.nan
+    return uv
 
 
 # ---- metric ----------------------------------------------------------------------------------
@@ -1052,6 +1095,35 @@ class Det3DTask(Task):
 
     def writer(self, out_dir: Path) -> Det3DWriter:
         return Det3DWriter(out_dir, self.classes)
+
+    # ---- picture ----
+
+    def draw(self, image: np.ndarray, prediction: Det3DPrediction | None, sample: Sample) -> np.ndarray:
+        """The boxes scoring ``DRAW_SCORE_THRESHOLD`` or more, projected with the sample's ``K``
+        (module docstring); None draws nothing, as an empty prediction."""
+        if sample.K is None:
+            return caption(image, "no camera intrinsics (K) stored: 3D boxes cannot be drawn")
+        pred = Det3DPrediction.empty() if prediction is None else prediction
+        sensor_T = sensor_transform(sample) if pred.frame == "vehicle" else None
+        if pred.frame == "vehicle" and sensor_T is None:
+            return caption(image, "boxes in vehicle coordinates but no sensor_T_ISO_8855 stored: cannot be drawn")
+        keep = np.flatnonzero(np.asarray(pred.scores) >= DRAW_SCORE_THRESHOLD)
+        keep = keep[np.argsort(pred.scores[keep], kind="stable")]  # the most confident drawn last, on top
+        boxes, rotation = pred.boxes[keep], pred.rotation.reshape(-1, 3, 3)[keep]
+        if pred.frame != "optical":  # read back in V, or in C (identity extrinsic)
+            boxes, rotation = cg.frame_boxes_to_optical(boxes[:, :3], boxes[:, 3:6], rotation, sensor_T)
+        edges = projected_edges(boxes, rotation, np.asarray(sample.K, dtype=np.float64))  # (N, E, 2, 2)
+        classes = np.asarray(pred.classes, dtype=np.int64)[keep]
+        colours = distinct_colours(classes)  # (N, 3)
+        out = draw_segments(image, edges.reshape(-1, 2, 2), np.repeat(colours, edges.shape[1], axis=0))
+        h, w = image.shape[:2]
+        start, end, inside = clip_segments(edges[:, :, 0].reshape(-1, 2), edges[:, :, 1].reshape(-1, 2), (0, 0),
+                                           (w - 1, h - 1))  # the parts of the edges in the image
+        ends = np.where(inside[:, None, None], np.stack([start, end], axis=1), np.inf)  # (N E, 2, 2)
+        # (N, 2) the top left of what is drawn of each box; inf where nothing is (no tag)
+        anchors = ends.reshape(len(keep), 2 * len(BOX_EDGES), 2).min(axis=1)
+        texts = [f"{class_name(self.classes, c)} {score:.2f}" for c, score in zip(classes, pred.scores[keep])]
+        return draw_labels(out, anchors, texts, colours)
 
     def holds_predictions(self, pred_dir: Path) -> bool:
         return (Path(pred_dir) / "det3d").is_dir()

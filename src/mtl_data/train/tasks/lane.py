@@ -63,6 +63,10 @@ value is the same from ``decode`` and from ``lane.json`` alone (``mtl-train scor
 object per line: ``{"raw_file": <sample key>, "lanes": [[x, ...], ...], "h_samples": [...],
 "run_time": <ms>}`` (x in stored pixels, -2 = no point; ``run_time`` is 0: the trainer does not
 time single images). Written atomically when the writer closes.
+
+**Picture** (``draw``): each predicted lane as a polyline through its points (rows without a
+point break it), lane k (left to right) in ``draw.distinct_colour(k)``, twice the image's
+``draw.line_thickness`` wide (a lane is a thin line; the width of its drawing is not measured).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ from mtl_data.errors import InputError, MtlDataError
 from mtl_data.files import write_atomic
 from mtl_data.schema.lanes import NO_POINT, rasterize_lanes
 from mtl_data.schema.sample import IGNORE_INDEX, Sample
+from mtl_data.train.draw import distinct_colour, draw_polyline, line_thickness
 from mtl_data.train.tasks.base import (FeatureSpec, Metric, PredictionWriter, Task, register_task, sample_indices,
                                        to_numpy, view_of)
 
@@ -469,6 +474,19 @@ class LaneTask(Task):
 
     def metric(self) -> LaneMetric:
         return LaneMetric()
+
+    def draw(self, image: np.ndarray, prediction: LanePrediction | None, sample: Sample) -> np.ndarray:
+        """Each predicted lane as a polyline in its own colour (module docstring); None draws nothing."""
+        out = np.array(image, copy=True)
+        if prediction is None:
+            return out
+        rows = np.asarray(prediction.h_samples, dtype=np.float64).reshape(-1)  # (R,)
+        lanes = np.asarray(prediction.lanes, dtype=np.float64).reshape(-1, rows.size)  # (N, R)
+        thickness = 2 * line_thickness(out.shape)
+        for k, xs in enumerate(lanes):
+            points = np.column_stack([np.where(xs >= 0, xs, np.nan), rows])  # (R, 2); negative x: no point
+            out = draw_polyline(out, points, distinct_colour(k), thickness=thickness)
+        return out
 
     # ---- export --------------------------------------------------------------------------------
 

@@ -20,6 +20,9 @@
   evaluated pixels. ``iou/<class name>`` per class (NaN where undefined).
 * **Export**: ``seg/<key>.png``, 8-bit single-channel PNG of unified ids at the stored size
   (Cityscapes' submission format, in train ids of the unified taxonomy).
+* **Picture** (``draw``): the predicted class map blended over the image (``DRAW_ALPHA``) in the
+  class colours of ``draw.class_colours`` (the Cityscapes colours for the unified classes); a
+  pixel predicted as no class (an id outside ``0..C-1``, 255 in a PNG) keeps the image.
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ from torch import nn
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import IGNORE_INDEX, Sample
 from mtl_data.schema.taxonomy import SEG_CLASSES
+from mtl_data.train.draw import blend, class_colours
 from mtl_data.train.tasks._dense import DenseHead, dense_to_stored, feature_index
 from mtl_data.train.tasks._io import read_label_png, write_label_png
 from mtl_data.train.tasks.base import FeatureSpec, Metric, PredictionWriter, Task, register_task
 
 #: the folder of a predictions folder that holds the label PNGs.
 PRED_DIR = "seg"
+#: weight of the class colours over the image in ``draw`` (half: the scene stays readable).
+DRAW_ALPHA = 0.5
 
 
 @dataclass
@@ -179,6 +185,21 @@ class SegTask(Task):
 
     def writer(self, out_dir: Path) -> SegWriter:
         return SegWriter(out_dir)
+
+    def draw(self, image: np.ndarray, prediction: np.ndarray, sample: Sample) -> np.ndarray:
+        """The (h, w) predicted ids blended over the image in class colours (module docstring).
+
+        Raises:
+            ValueError: the prediction is not of the image's size.
+        """
+        ids = np.asarray(prediction)
+        if ids.shape != image.shape[:2]:
+            raise ValueError(f"{sample.key}: a seg prediction of {ids.shape} cannot be drawn on an image of "
+                             f"{image.shape[:2]}")
+        palette = class_colours(self.classes)  # (C, 3)
+        known = (ids >= 0) & (ids < len(palette))  # (h, w) pixels with a class
+        colours = palette[np.where(known, ids, 0).astype(np.intp)]  # (h, w, 3)
+        return blend(image, colours, known, DRAW_ALPHA)
 
     def holds_predictions(self, pred_dir: Path) -> bool:
         return (Path(pred_dir) / PRED_DIR).is_dir()

@@ -11,6 +11,7 @@
   for a class without ground truth). State: per-class correct and total counts (int64),
   merged exactly. A predicted id outside ``0..C-1`` is simply wrong.
 * **Export**: ``sign.csv``, header ``key,value``, class id (``_io.write_key_value_csv``).
+* **Picture** (``draw``): a caption with the predicted class's name and id.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 
 from mtl_data.schema.sample import Sample
 from mtl_data.schema.taxonomy import SIGN_CLASSES
+from mtl_data.train.draw import caption, class_name
 from mtl_data.train.tasks._dense import feature_index
 from mtl_data.train.tasks._io import parse_int, read_key_value_csv, write_key_value_csv
 from mtl_data.train.tasks.base import FeatureSpec, Metric, PredictionWriter, Task, register_task, sample_indices
@@ -153,6 +155,10 @@ class SignTask(Task):
 
     def writer(self, out_dir: Path) -> SignWriter:
         return SignWriter(out_dir)
+
+    def draw(self, image: np.ndarray, prediction: int, sample: Sample) -> np.ndarray:
+        """The image with a caption "<class name> (id <id>)" of the predicted class."""
+        return caption(image, f"{class_name(self.classes, prediction)} (id {int(prediction)})")
 
     def holds_predictions(self, pred_dir: Path) -> bool:
         return (Path(pred_dir) / PRED_FILE).is_file()

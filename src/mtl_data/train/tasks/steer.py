@@ -15,6 +15,8 @@
 * **Metric**: ``mae_deg`` (headline, lower is better) and ``rmse_deg`` over the samples; the
   per-sample errors are kept and summed with ``math.fsum``, so merging ranks is exact.
 * **Export**: ``steer.csv``, header ``key,value``, degrees (``_io.write_key_value_csv``).
+* **Picture** (``draw``): a caption with the predicted angle ("steer +12.3 deg (left)") and a
+  steering wheel at the bottom centre turned by it (``draw.draw_wheel``: + = counter-clockwise).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mtl_data.schema.sample import Sample
+from mtl_data.train.draw import caption, draw_wheel
 from mtl_data.train.tasks._dense import feature_index
 from mtl_data.train.tasks._io import parse_float, read_key_value_csv, write_key_value_csv
 from mtl_data.train.tasks.base import FeatureSpec, Metric, PredictionWriter, Task, register_task, sample_indices
@@ -156,6 +160,15 @@ class SteerTask(Task):
 
     def writer(self, out_dir: Path) -> SteerWriter:
         return SteerWriter(out_dir)
+
+    def draw(self, image: np.ndarray, prediction: float, sample: Sample) -> np.ndarray:
+        """The predicted angle as a caption and a turned steering wheel (module docstring); a value
+        that is not a finite number gets a caption saying so and no wheel."""
+        angle = float(prediction)
+        if not math.isfinite(angle):
+            return caption(image, f"steer: no angle ({angle})")
+        direction = "left" if angle > 0 else "right" if angle < 0 else "straight"
+        return caption(draw_wheel(image, angle), f"steer {angle:+.1f} deg ({direction})")
 
     def holds_predictions(self, pred_dir: Path) -> bool:
         return (Path(pred_dir) / PRED_FILE).is_file()
