@@ -42,6 +42,9 @@ demo: setup
 	$(BIN)/mtl-data stats $(DEMO)/shards --json $(DEMO)/stats.json --plots $(DEMO)/plots
 	$(BIN)/mtl-data batches $(DEMO)/shards --mix '$(DEMO)/stats.json#0.5' --batches 2 --workers 2
 	$(BIN)/mtl-data batches $(DEMO)/shards --split val --eval --batch-size 16 --batches 1 --letterbox
+	$(BIN)/mtl-train models
+	$(BIN)/mtl-train predict --shards $(DEMO)/shards --split val --image-size 128x256 --out $(DEMO)/predictions
+	$(BIN)/mtl-train score $(DEMO)/shards --split val --predictions $(DEMO)/predictions --json $(DEMO)/scores.json
 
 bench: setup
 	$(BIN)/python bench/ingest_kitti.py
@@ -51,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/ingest_cityscapes.py
 	$(BIN)/python bench/stats.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/models.py
 
 clean:
 	rm -rf build $(VENV)

@@ -240,3 +240,38 @@ def test_predictions_are_written_whole_or_not_at_all(real_shards, small_model, t
     assert out.is_dir() and not (tmp_path / "p.partial").exists()
     with pytest.raises(MtlDataError, match="exists"):
         write_predictions(small_model, small_model.tasks, loader, real_shards, out)
+
+
+def run_train(capsys, *args) -> tuple[int, str, str]:
+    try:
+        mtl_train([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_predict_command_writes_benchmark_files_and_pictures_that_score(real_shards, tmp_path, capsys):
+    out = tmp_path / "preds"
+    code, stdout, err = run_train(capsys, "predict", "--shards", real_shards, "--split", "val", "--image-size",
+                                  "64x128", "--out", out)
+    assert code == 0, err
+    assert "resnet18-fpn on val: seg 2, det2d 2, det3d 2 ->" in stdout  # the tasks the split labels
+    import cv2
+    pictures = sorted(out.glob("overlays/*.jpg"))
+    assert [p.stem for p in pictures] == ["cityscapes_val_frankfurt_000000_000294", "cityscapes_val_lindau_000000_000019"]
+    assert all(cv2.imread(str(p)) is not None for p in pictures)
+    code, stdout, err = run_train(capsys, "score", real_shards, "--split", "val", "--predictions", out)
+    assert code == 0 and "det3d  ds" in stdout, err
+    line = one_error_line(*run_train(capsys, "predict", "--shards", real_shards, "--split", "val", "--out", out)[::2])
+    assert "exists" in line
+    code, _, err = run_train(capsys, "predict", "--shards", real_shards, "--split", "val", "--image-size", "64x128",
+                             "--out", out, "--overwrite", "--no-overlays")
+    assert code == 0 and not (out / "overlays").exists(), err
+
+
+def test_the_models_command_lists_models_and_tasks(capsys):
+    code, stdout, _ = run_train(capsys, "models")
+    assert code == 0
+    assert "resnet18-fpn" in stdout and "tasks:  seg, depth, det2d, det3d, steer, sign, lane" in stdout

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtl_data import __version__
-from mtl_data.cli.runner import run
+from mtl_data.cli.runner import image_size_option, run
 from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
 from mtl_data.ingest import CONVERTERS
@@ -282,23 +282,13 @@ def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str,
 
 # ---- batches ----------------------------------------------------------------------------------
 
-def _image_size(ctx, param, value: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected HxW, e.g. 256x512") from None
-    if h < 1 or w < 1:
-        raise click.BadParameter(f"{value!r}: both sides must be >= 1")
-    return h, w
-
-
 @cli.command()
 @SHARDS_ARG
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
 @click.option("--tasks", default=None, help="comma-separated tasks [default: every task of the sources]")
 @click.option("--mix", default=None, help="'proportional', 'kitti=0.3,a2d2=0.7' or 'STATS.json#ALPHA'")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--image-size", callback=_image_size, default="256x512", show_default=True, help="HxW")
+@click.option("--image-size", callback=image_size_option, default="256x512", show_default=True, help="HxW")
 @click.option("--letterbox", is_flag=True, help="keep the aspect ratio and pad")
 @click.option("--batches", "count", type=click.IntRange(min=1), default=2, show_default=True,
               help="batches to show (training streams are endless)")

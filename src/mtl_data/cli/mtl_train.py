@@ -1,8 +1,10 @@
 """``mtl-train``: the training side's command line (thin Click commands over ``mtl_data.train``).
 
-Today: ``mtl-train score``, which checks any model's exported predictions against the shards
-with this project's metrics (each checked against its benchmark's official tool in the tests).
-Training, evaluation, prediction and reports arrive as further commands of this group.
+Today: ``mtl-train score`` checks any model's exported predictions against the shards with this
+project's metrics (each checked against its benchmark's official tool in the tests);
+``mtl-train predict`` writes a freshly built model's predictions (benchmark files and pictures);
+``mtl-train models`` lists what can be built. Training, evaluation and reports arrive as
+further commands of this group.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import click
 
 from mtl_data import __version__
-from mtl_data.cli.runner import run
+from mtl_data.cli.runner import image_size_option, run
 from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
 
@@ -53,6 +55,57 @@ def score(shards: Path, split: str, pred_dir: Path, tasks: tuple[str, ...], json
         except OSError as exc:
             raise MtlDataError(f"{json_path}: cannot write the result ({exc.strerror or exc})") from None
         click.echo(f"-> {json_path}")
+
+
+@cli.command()
+@click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="the shards root to predict")
+@click.option("--model", "model_name", default="resnet18-fpn", show_default=True,
+              help="a registered model (see `mtl-train models`)")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="encoder ImageNet weights: a torchvision state dict file you have")
+@click.option("--split", default="val", show_default=True)
+@click.option("--tasks", default=None, help="comma-separated; default: every task the split labels")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="the predictions folder to write")
+@click.option("--image-size", callback=image_size_option, default="256x512", show_default=True, help="HxW")
+@click.option("--letterbox/--stretch", default=True, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="seeds the initialisation")
+@click.option("--overlays/--no-overlays", default=True, show_default=True, help="also draw overlays/<key>.jpg")
+@click.option("--overwrite", is_flag=True, help="replace an existing --out")
+def predict(shards: Path, model_name: str, weights: Path | None, split: str, tasks: str | None, out_dir: Path,
+            image_size: tuple[int, int], letterbox: bool, batch_size: int, workers: int, seed: int, overlays: bool,
+            overwrite: bool) -> None:
+    """Write a freshly built model's predictions of a split in the benchmarks' formats.
+
+    Until training lands the network is untrained (its encoder from --weights if given): this
+    checks the pipeline from shards to the benchmark files, pictures and `mtl-train score`;
+    it is not a result.
+    """
+    import torch
+
+    from mtl_data.train.data import build_loader
+    from mtl_data.train.models import create_model
+    from mtl_data.train.predict import write_predictions
+
+    loader = build_loader(shards, split=split, tasks=None if tasks is None else tasks.split(","), infinite=False,
+                          batch_size=batch_size, image_size=image_size, letterbox=letterbox, workers=workers)
+    torch.manual_seed(seed)
+    model = create_model(model_name, tasks=list(loader.tasks), classes=loader.classes, weights=weights)
+    counts = write_predictions(model, model.tasks, loader, shards, out_dir, overwrite=overwrite, overlays=overlays)
+    click.echo(f"{model_name} on {split}: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f" -> {out_dir}")
+
+
+@cli.command()
+def models() -> None:
+    """List the registered models and tasks."""
+    from mtl_data.train.models import list_models
+    from mtl_data.train.tasks import list_tasks
+
+    click.echo("models: " + ", ".join(list_models()))
+    click.echo("tasks:  " + ", ".join(list_tasks()))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Running a Click command as a user tool: every user error is one line on stderr, never a traceback."""
+"""Running a Click command as a user tool (every user error is one line on stderr, never a
+traceback), and the option parsers the tools share."""
 
 from __future__ import annotations
 
@@ -7,6 +8,17 @@ import sys
 import click
 
 from mtl_data.errors import MtlDataError
+
+
+def image_size_option(ctx, param, value: str) -> tuple[int, int]:
+    """Click callback: ``HxW`` (e.g. ``256x512``) -> (H, W), both >= 1."""
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected HxW, e.g. 256x512") from None
+    if h < 1 or w < 1:
+        raise click.BadParameter(f"{value!r}: both sides must be >= 1")
+    return h, w
 
 
 def run(command: click.Command, argv: list[str] | None, prog_name: str) -> None:

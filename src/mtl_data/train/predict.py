@@ -7,7 +7,8 @@ benchmark's submission files (``seg/<key>.png``, ``depth/<key>.png``, ``det2d.js
 ``det2d_gt.json``, ``det3d/<source>/<split>/<id>_pred.json``, ``lane.json``, ``steer.csv``,
 ``sign.csv``). The folder is written as ``OUT.partial`` and renamed to ``OUT`` when every file
 is complete, so an interrupted run leaves no folder that looks finished. ``mtl-train score``
-reads it back.
+reads it back. With ``overlays=True`` it also writes ``overlays/<key>.jpg``: each task's
+``Task.draw`` of the sample, one panel per task, for a person to look at.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import shutil
 from collections.abc import Collection
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 from mtl_data.errors import MtlDataError
+from mtl_data.files import write_atomic
+from mtl_data.shards.codec import encode_image
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.data.loader import Loader
 from mtl_data.train.score import label_samples
@@ -27,7 +32,8 @@ from mtl_data.train.tasks import Task
 
 
 def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Loader, shards: str | Path,
-                      out_dir: str | Path, *, only: Collection[str] | None = None, overwrite: bool = False) -> dict:
+                      out_dir: str | Path, *, only: Collection[str] | None = None, overwrite: bool = False,
+                      overlays: bool = False) -> dict:
     """Write the predictions of ``model`` for every sample of an evaluation pass.
 
     Args:
@@ -38,6 +44,7 @@ def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Lo
         out_dir: the predictions folder to create.
         only: write only these tasks; None = every task of ``tasks`` that the loader loads.
         overwrite: replace an existing ``out_dir``.
+        overlays: also draw every sample's predictions into ``overlays/<key>.jpg``.
 
     Returns:
         ``{task: samples written}``.
@@ -64,16 +71,52 @@ def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Lo
             outputs = model(batch["image"].to(device, non_blocking=True))
             decoded = {t: tasks[t].decode(outputs[t], batch) for t in names}
             keys = [k for k in batch["key"] if k]
-            samples = {s.key: s for s in label_samples(shard_set, keys, names)}
+            samples = ({k: shard_set.read_sample(k) for k in keys} if overlays
+                       else {s.key: s for s in label_samples(shard_set, keys, names)})
             for i, key in enumerate(batch["key"]):
                 if not key:
                     continue  # a padding slot of the evaluation pass
                 for t in names:
                     writers[t].add(key, decoded[t][i], samples[key])
                     counts[t] += 1
+                if overlays:
+                    panels = {t: tasks[t].draw(samples[key].image, decoded[t][i], samples[key]) for t in names}
+                    write_atomic(partial / "overlays" / f"{key}.jpg", encode_image(overlay(panels), "jpg", 90))
     for writer in writers.values():
         writer.close()
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(partial, out_dir)
     return counts
+
+
+#: width of one panel of an overlay, px (wide frames are shrunk, GTSRB crops enlarged).
+PANEL_WIDTH = 640
+
+
+def overlay(panels: dict[str, np.ndarray]) -> np.ndarray:
+    """Task drawings of one sample -> one picture: a captioned panel per task, two per row.
+
+    Args:
+        panels: task -> (H, W, 3) uint8 RGB drawing of the stored image.
+
+    Returns:
+        (H', W', 3) uint8 RGB.
+    """
+    tiles = []
+    for name, image in panels.items():
+        h, w = image.shape[:2]
+        height = max(1, round(h * PANEL_WIDTH / w))
+        interpolation = cv2.INTER_AREA if w > PANEL_WIDTH else cv2.INTER_NEAREST
+        tile = cv2.resize(image, (PANEL_WIDTH, height), interpolation=interpolation)  # (h', 640, 3)
+        band = np.full((28, PANEL_WIDTH, 3), 255, np.uint8)
+        cv2.putText(band, name, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(np.vstack([band, tile]))
+    if len(tiles) % 2:
+        tiles.append(np.full_like(tiles[-1], 255))
+    rows = []
+    for left, right in zip(tiles[0::2], tiles[1::2]):
+        height = max(left.shape[0], right.shape[0])
+        pad = [np.vstack([t, np.full((height - t.shape[0], PANEL_WIDTH, 3), 255, np.uint8)]) for t in (left, right)]
+        rows.append(np.hstack(pad))
+    return np.vstack(rows)
