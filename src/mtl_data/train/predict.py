@@ -54,7 +54,8 @@ def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Lo
     """
     out_dir = Path(out_dir)
     if loader.infinite:
-        raise MtlDataError("write_predictions needs an evaluation loader (infinite=False): a training stream never ends")
+        raise MtlDataError("write_predictions needs an evaluation loader (infinite=False): "
+                           "a training stream never ends")
     if out_dir.exists() and not overwrite:
         raise MtlDataError(f"{out_dir}: exists; choose another folder or overwrite it")
     names = [t for t in tasks if t in loader.tasks and (only is None or t in only)]

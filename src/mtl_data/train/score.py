@@ -100,7 +100,8 @@ def score(shards: str | Path, split: str, pred_dir: str | Path, tasks: Collectio
     if tasks is not None:
         absent = [t for t in tasks if t not in found]
         if absent:
-            raise MtlDataError(f"{pred_dir}: no predictions of {', '.join(absent)} (it holds {', '.join(found) or 'none'})")
+            raise MtlDataError(f"{pred_dir}: no predictions of {', '.join(absent)} "
+                               f"(it holds {', '.join(found) or 'none'})")
         found = [t for t in found if t in tasks]
     if not found:
         raise MtlDataError(f"{pred_dir}: holds no predictions of any task (expected e.g. seg/, depth/, det2d.json, "

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl_data.train.data.transforms import View
-from mtl_data.train.tasks.base import FeatureSpec, sample_indices, view_of
+from mtl_data.train.tasks.base import FeatureSpec, per_sample, view_of
 
 #: ``mode`` values of ``to_stored``.
 RESIZE_MODES = ("bilinear", "nearest")
@@ -107,7 +107,8 @@ def to_stored(output: torch.Tensor, view: View, mode: str = "bilinear") -> torch
     return F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=shrinks)[0]  # (C, h, w)
 
 
-def dense_to_stored(output: torch.Tensor, batch: Mapping[str, Any], mode: str = "bilinear") -> list[torch.Tensor | None]:
+def dense_to_stored(output: torch.Tensor, batch: Mapping[str, Any],
+                    mode: str = "bilinear") -> list[torch.Tensor | None]:
     """``to_stored`` of every sample of a batch: (C, h_i, w_i) each, None for a dummy slot.
 
     Args:
@@ -115,7 +116,4 @@ def dense_to_stored(output: torch.Tensor, batch: Mapping[str, Any], mode: str = 
         batch: the loader's batch (its ``size``/``scale``/``offset``/``flipped``/``key``).
         mode: see ``to_stored``.
     """
-    out: list[torch.Tensor | None] = [None] * len(batch["key"])
-    for i in sample_indices(batch):
-        out[i] = to_stored(output[i], view_of(batch, i), mode)  # (C, h, w)
-    return out
+    return per_sample(batch, lambda i: to_stored(output[i], view_of(batch, i), mode))  # (C, h, w) each

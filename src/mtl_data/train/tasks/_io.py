@@ -1,7 +1,7 @@
 """Prediction files shared by the task modules: label PNGs and ``key,value`` CSV tables.
 
-No torch here: these functions read and write the benchmark files that ``mtl-train predict``
-writes and ``mtl-train score`` reads, so they are plain numpy + OpenCV.
+These read and write the benchmark files that ``mtl-train predict`` writes and ``mtl-train
+score`` reads: plain numpy + OpenCV (``KeyValueWriter`` is the table tasks' ``PredictionWriter``).
 
 * **Label PNGs** (``write_label_png`` / ``read_label_png``): one single-channel grey PNG per
   sample, 8-bit (class ids: Cityscapes' ``*_labelIds.png`` style) or 16-bit (KITTI depth:
@@ -32,7 +32,9 @@ import numpy as np
 from mtl_data.errors import InputError
 from mtl_data.files import write_atomic
 from mtl_data.shards.codec import LABEL_PNG_PARAMS
+from mtl_data.schema.sample import Sample
 from mtl_data.shards.png import decode_png, png_header
+from mtl_data.train.tasks.base import PredictionWriter
 
 T = TypeVar("T")
 
@@ -122,6 +124,27 @@ def write_key_value_csv(path: Path, values: Mapping[str, float]) -> Path:
     writer.writerow(CSV_HEADER)
     writer.writerows((key, format_value(values[key])) for key in sorted(values))
     return write_atomic(path, out.getvalue())
+
+
+class KeyValueWriter(PredictionWriter):
+    """A ``key,value`` table of one number per sample (``<out_dir>/<name>``), written when closed.
+
+    Args:
+        out_dir: the predictions folder.
+        name: the table's file name (``steer.csv``, ``sign.csv``).
+        convert: a prediction -> the number written (``float`` for degrees, ``int`` for a class).
+    """
+
+    def __init__(self, out_dir: Path, name: str, convert: Callable[[object], float]):
+        super().__init__(out_dir)
+        self.name, self.convert = name, convert
+        self.values: dict[str, float] = {}
+
+    def add(self, key: str, prediction: object, sample: Sample) -> None:
+        self.values[key] = self.convert(prediction)
+
+    def close(self) -> None:
+        write_key_value_csv(self.out_dir / self.name, self.values)
 
 
 def parse_float(text: str) -> float:

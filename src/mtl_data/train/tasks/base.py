@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +43,8 @@ from mtl_data.errors import MtlDataError
 from mtl_data.schema.placement import Placement
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.train.data.transforms import View
+
+T = TypeVar("T")
 
 #: the strides of the feature maps a neck hands to the heads (ResNet stages 2-5).
 STRIDES: tuple[int, ...] = (4, 8, 16, 32)
@@ -277,6 +279,14 @@ def view_of(batch: Mapping[str, Any], index: int) -> View:
 def sample_indices(batch: Mapping[str, Any]) -> Iterator[int]:
     """Indices of the real samples of a batch (dummy evaluation slots have the key "")."""
     return (i for i, key in enumerate(batch["key"]) if key)
+
+
+def per_sample(batch: Mapping[str, Any], make: Callable[[int], T]) -> list[T | None]:
+    """``[make(i)]`` for the real samples of a batch, None in the dummy slots (``decode``'s list)."""
+    out: list[T | None] = [None] * len(batch["key"])
+    for i in sample_indices(batch):
+        out[i] = make(i)
+    return out
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -716,7 +716,8 @@ def _parse_entry(entry: Any, num_classes: int) -> tuple[str, list[float], float,
     if not isinstance(category, int) or isinstance(category, bool):
         raise TypeError(f"category_id must be an integer, got {category!r}")
     if not CATEGORY_OFFSET <= category < num_classes + CATEGORY_OFFSET:
-        raise ValueError(f"unknown category_id {category} (known: {CATEGORY_OFFSET}..{num_classes - 1 + CATEGORY_OFFSET})")
+        raise ValueError(f"unknown category_id {category} "
+                         f"(known: {CATEGORY_OFFSET}..{num_classes - 1 + CATEGORY_OFFSET})")
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
         raise TypeError(f"bbox must be [x, y, w, h] of 4 finite numbers, got {bbox!r}")
     if bbox[2] < 0 or bbox[3] < 0:

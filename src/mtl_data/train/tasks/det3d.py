@@ -157,8 +157,8 @@ from mtl_data.schema.sample import Sample
 from mtl_data.schema.taxonomy import DET_CLASSES
 from mtl_data.train.data.transforms import View, flip_K
 from mtl_data.train.draw import caption, class_name, clip_segments, distinct_colours, draw_labels, draw_segments
-from mtl_data.train.tasks.base import (FeatureSpec, Metric, PredictionWriter, Task, register_task, sample_indices,
-                                       to_numpy, view_of)
+from mtl_data.train.tasks.base import (FeatureSpec, Metric, PredictionWriter, Task, per_sample, register_task, to_numpy,
+                                       view_of)
 
 #: unified class -> Cityscapes-3D label where the names differ; every other class keeps its name
 #: (van, pedestrian, cyclist, other_vehicle, animal have no Cityscapes-3D class).
@@ -1033,11 +1033,8 @@ class Det3DTask(Task):
         scores, flat, regress, K_all = (to_numpy(x).astype(np.float64) for x in (scores, flat, regress, batch["K"]))
         flat = flat.astype(np.int64)
         known = to_numpy(batch["K_known"]).astype(bool)
-        out: list[Det3DPrediction | None] = [None] * b
-        for i in sample_indices(batch):
-            out[i] = self._decode_one(scores[i], flat[i], regress[i], K_all[i], fw, fh, view_of(batch, i)) \
-                if known[i] else Det3DPrediction.empty()
-        return out
+        return per_sample(batch, lambda i: self._decode_one(scores[i], flat[i], regress[i], K_all[i], fw, fh,
+                                                            view_of(batch, i)) if known[i] else Det3DPrediction.empty())
 
     def _decode_one(self, scores: np.ndarray, flat: np.ndarray, regress: np.ndarray, K: np.ndarray, fw: int,
                     fh: int, view: View) -> Det3DPrediction:

@@ -266,7 +266,8 @@ def _to_native(coords: np.ndarray, scale: float) -> np.ndarray:
 def _check_rows(prediction: LanePrediction, truth: LaneTruth) -> None:
     ph, th = np.asarray(prediction.h_samples, np.float64), np.asarray(truth.h_samples, np.float64)
     if ph.shape != th.shape or not np.allclose(ph, th, rtol=0.0, atol=ROW_TOLERANCE):
-        raise LaneFormatError(f"lane prediction at {ph.size} rows {_short(ph)}, but the ground truth asks for {th.size} "
+        raise LaneFormatError(f"lane prediction at {ph.size} rows {_short(ph)}, but the ground truth asks for "
+                              f"{th.size} "
                            f"rows {_short(th)}: predict at the ground truth's h_samples (the TuSimple evaluator "
                            f"rejects lanes of another length)")
     lanes = np.asarray(prediction.lanes)

@@ -30,8 +30,8 @@ from mtl_data.schema.sample import Sample
 from mtl_data.schema.taxonomy import SIGN_CLASSES
 from mtl_data.train.draw import caption, class_name
 from mtl_data.train.tasks._dense import feature_index
-from mtl_data.train.tasks._io import parse_int, read_key_value_csv, write_key_value_csv
-from mtl_data.train.tasks.base import FeatureSpec, Metric, PredictionWriter, Task, register_task, sample_indices
+from mtl_data.train.tasks._io import KeyValueWriter, parse_int, read_key_value_csv
+from mtl_data.train.tasks.base import FeatureSpec, Metric, Task, per_sample, register_task
 
 PRED_FILE = "sign.csv"
 
@@ -107,20 +107,6 @@ class SignMetric(Metric):
         return out
 
 
-class SignWriter(PredictionWriter):
-    """``sign.csv``: ``key,value`` rows, class ids, written when closed."""
-
-    def __init__(self, out_dir: Path):
-        super().__init__(out_dir)
-        self.values: dict[str, int] = {}
-
-    def add(self, key: str, prediction: int, sample: Sample) -> None:
-        self.values[key] = int(prediction)
-
-    def close(self) -> None:
-        write_key_value_csv(self.out_dir / PRED_FILE, self.values)
-
-
 @register_task
 class SignTask(Task):
     """Traffic-sign classification (module docstring)."""
@@ -142,10 +128,7 @@ class SignTask(Task):
     def decode(self, output: torch.Tensor, batch: Mapping[str, Any]) -> list[int | None]:
         """The argmax class id per sample."""
         ids = output.detach().argmax(dim=1).cpu().tolist()  # (B,)
-        out: list[int | None] = [None] * len(batch["key"])
-        for i in sample_indices(batch):
-            out[i] = int(ids[i])
-        return out
+        return per_sample(batch, lambda i: int(ids[i]))
 
     def ground_truth(self, sample: Sample) -> int | None:
         return None if sample.sign is None else int(sample.sign.class_id)
@@ -153,8 +136,8 @@ class SignTask(Task):
     def metric(self) -> SignMetric:
         return SignMetric(self.classes)
 
-    def writer(self, out_dir: Path) -> SignWriter:
-        return SignWriter(out_dir)
+    def writer(self, out_dir: Path) -> KeyValueWriter:
+        return KeyValueWriter(out_dir, PRED_FILE, int)
 
     def draw(self, image: np.ndarray, prediction: int, sample: Sample) -> np.ndarray:
         """The image with a caption "<class name> (id <id>)" of the predicted class."""

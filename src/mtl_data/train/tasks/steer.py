@@ -35,8 +35,8 @@ from torch import nn
 from mtl_data.schema.sample import Sample
 from mtl_data.train.draw import caption, draw_wheel
 from mtl_data.train.tasks._dense import feature_index
-from mtl_data.train.tasks._io import parse_float, read_key_value_csv, write_key_value_csv
-from mtl_data.train.tasks.base import FeatureSpec, Metric, PredictionWriter, Task, register_task, sample_indices
+from mtl_data.train.tasks._io import KeyValueWriter, parse_float, read_key_value_csv
+from mtl_data.train.tasks.base import FeatureSpec, Metric, Task, per_sample, register_task
 
 PRED_FILE = "steer.csv"
 
@@ -110,20 +110,6 @@ class SteerMetric(Metric):
                 "rmse_deg": math.sqrt(math.fsum(e * e for e in self.errors) / n)}
 
 
-class SteerWriter(PredictionWriter):
-    """``steer.csv``: ``key,value`` rows, degrees, written when closed."""
-
-    def __init__(self, out_dir: Path):
-        super().__init__(out_dir)
-        self.values: dict[str, float] = {}
-
-    def add(self, key: str, prediction: float, sample: Sample) -> None:
-        self.values[key] = float(prediction)
-
-    def close(self) -> None:
-        write_key_value_csv(self.out_dir / PRED_FILE, self.values)
-
-
 @register_task
 class SteerTask(Task):
     """Steering-wheel angle regression (module docstring)."""
@@ -147,10 +133,7 @@ class SteerTask(Task):
         """Degrees per sample for the stored (un-mirrored) image."""
         sign = 1.0 - 2.0 * batch["flipped"].to(device=output.device, dtype=torch.float32)  # (B,) -1 where mirrored
         degrees = (output.detach().float() * sign).cpu().tolist()  # (B,)
-        out: list[float | None] = [None] * len(batch["key"])
-        for i in sample_indices(batch):
-            out[i] = float(degrees[i])
-        return out
+        return per_sample(batch, lambda i: float(degrees[i]))
 
     def ground_truth(self, sample: Sample) -> float | None:
         return None if sample.steer is None else float(sample.steer.angle_deg)
@@ -158,8 +141,8 @@ class SteerTask(Task):
     def metric(self) -> SteerMetric:
         return SteerMetric()
 
-    def writer(self, out_dir: Path) -> SteerWriter:
-        return SteerWriter(out_dir)
+    def writer(self, out_dir: Path) -> KeyValueWriter:
+        return KeyValueWriter(out_dir, PRED_FILE, float)
 
     def draw(self, image: np.ndarray, prediction: float, sample: Sample) -> np.ndarray:
         """The predicted angle as a caption and a turned steering wheel (module docstring); a value
