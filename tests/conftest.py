@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -16,6 +17,9 @@ import pytest
 
 from mtl_data.cli.main import main
 from mtl_data.synth import SYNTHESIZERS
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("MTL_FIXTURES", REPO.parent / "shared" / "fixtures"))
@@ -237,25 +241,139 @@ def real_shards(tmp_path_factory, big_image) -> Path:
     return out
 
 
-def batch_from_shards(root: Path, keys: list[str], image_size: tuple[int, int] = (64, 128), letterbox: bool = False,
-                      tasks: tuple[str, ...] | None = None, **target_options) -> dict:
-    """The loader's batch (the contract, ``targets.collate``) of the samples ``keys`` of a shards
-    root, in that order, resized (or letterboxed) to ``image_size`` without augmentation; any
-    split. ``target_options`` are ``TargetConfig`` fields (grid, anchors, num_classes ...)."""
+def batch_of_samples(samples: list, image_size: tuple[int, int] = (64, 128), letterbox: bool = False,
+                     tasks: tuple[str, ...] | None = None, flip: bool = False, **target_options) -> dict:
+    """The loader's batch (the contract, ``targets.collate``) of in-memory stored ``samples``, in
+    that order (None = a dummy slot), resized (or letterboxed) to ``image_size`` without
+    augmentation; with ``flip`` every sample that can be mirrored is (the loader's augmentation
+    with flip_p = 1 and no photometric jitter). ``target_options`` are ``TargetConfig`` fields
+    (grid, anchors, num_classes ...)."""
     from mtl_data.schema.sample import TASKS
-    from mtl_data.shards.reader import ShardSet
     from mtl_data.train.data.targets import TargetConfig, collate, encode_example
     from mtl_data.train.data.transforms import TransformConfig, transform_view
 
-    shards = ShardSet.open(root)
-    transform = TransformConfig(tuple(image_size), letterbox=letterbox, augment=False)
+    transform = TransformConfig(tuple(image_size), letterbox=letterbox, augment=flip, flip_p=1.0, jitter=0.0)
     config = TargetConfig(tasks or TASKS, tuple(image_size), **target_options)
     rng = np.random.default_rng(0)
     examples = []
-    for key in keys:
-        sample, view = transform_view(shards.read_sample(key), transform, rng)
-        examples.append(encode_example(sample, config, view=view))
+    for sample in samples:
+        if sample is None:
+            examples.append(encode_example(None, config))
+            continue
+        out, view = transform_view(sample, transform, rng)
+        examples.append(encode_example(out, config, view=view))
     return collate(examples)
+
+
+def batch_from_shards(root: Path, keys: list[str], image_size: tuple[int, int] = (64, 128), letterbox: bool = False,
+                      tasks: tuple[str, ...] | None = None, flip: bool = False, **target_options) -> dict:
+    """``batch_of_samples`` of the samples ``keys`` of a shards root, in that order; any split."""
+    from mtl_data.shards.reader import ShardSet
+
+    shards = ShardSet.open(root)
+    return batch_of_samples([shards.read_sample(key) for key in keys], image_size, letterbox, tasks, flip,
+                            **target_options)
+
+
+def random_features(batch: dict, channels: int = 8, seed: int = 0,
+                    strides: tuple[int, ...] = (4, 8, 16, 32)) -> list[torch.Tensor]:
+    """Random neck outputs for ``batch``'s images (N(0, 1), from a generator seeded with ``seed``):
+    one (B, channels, H / s, W / s) map per stride ``s``, each a leaf that records its gradient."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    b, _, h, w = batch["image"].shape
+    return [torch.randn(b, channels, h // s, w // s, generator=g).requires_grad_() for s in strides]
+
+
+def assert_absent_task_gives_zero_loss_and_gradient(task, head, batch: dict, channels: int = 8) -> list[torch.Tensor]:
+    """On a batch where no sample labels ``task``: ``task.batch_loss`` of ``head`` on
+    ``random_features(batch, channels)`` is exactly 0 and every head parameter gets a gradient of
+    zeros. Returns the features, whose gradients a test may check too."""
+    import torch
+
+    assert not batch["present"][task.name].any()
+    features = random_features(batch, channels)
+    loss = task.batch_loss(head(features, tuple(batch["image"].shape[-2:])), batch)
+    assert loss.item() == 0.0
+    loss.backward()
+    for name, p in head.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name
+    return features
+
+
+def det2d_perfect_output(batch: dict, logit: float = 20.0) -> torch.Tensor:
+    """The raw det2d (YOLO) output whose decoding is the batch's grid target: logit offsets, sqrt
+    sizes, confident objectness and class on object slots, confident "no object" elsewhere."""
+    import torch
+
+    target = batch["det2d"].double()  # (B, S, S, A, 5 + C)
+    mask = batch["det2d_mask"]  # (B, S, S, A)
+    out = torch.empty_like(target)
+    offsets = target[..., 0:2].clamp(1e-9, 1 - 1e-9)
+    out[..., 0:2] = torch.log(offsets / (1 - offsets))
+    out[..., 2:4] = target[..., 2:4].sqrt()
+    out[..., 4] = torch.where(mask, logit, -logit)
+    out[..., 5:] = target[..., 5:] * logit
+    return out.float()
+
+
+def det3d_perfect_output(task, batch: dict) -> dict[str, torch.Tensor]:
+    """det3d head outputs that hold exactly the batch's targets: logit(heatmap) and the regressions
+    at the box centres, on the ``task.config.stride`` map of the batch's images."""
+    import torch
+
+    h, w = batch["image"].shape[-2:]
+    fh, fw = h // task.config.stride, w // task.config.stride
+    t = task.targets(batch, (fh, fw))
+    out = {"heatmap": torch.logit(t.heatmap.clamp(1e-12, 1 - 1e-7)).clamp(min=-30)}
+    for name in ("offset", "depth", "size", "orientation", "pitch_roll"):
+        target = getattr(t, name)  # (B, M, k)
+        b, m, k = target.shape
+        maps = torch.zeros(b, k, fh * fw)
+        maps.scatter_(2, t.index[:, None, :].expand(b, k, m), (target * t.valid[..., None]).transpose(1, 2))
+        out[name] = maps.view(b, k, fh, fw)
+    return out
+
+
+def prediction_read_error(task, folder: Path, path: Path, content: bytes | str) -> str:
+    """Write ``content`` to ``path`` (its folders made), then read ``task``'s predictions from
+    ``folder``: that must raise MtlDataError; returns its message."""
+    from mtl_data.errors import MtlDataError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(MtlDataError) as info:
+        task.read_predictions(folder)
+    return str(info.value)
+
+
+def write_task_predictions(task, folder: Path, predictions: dict, samples: list | None = None) -> Path:
+    """Write ``predictions`` (key -> prediction) with ``task.writer(folder)`` and close it: one
+    ``add`` per sample of ``samples``, in that order (``predictions[sample.key]`` with its sample),
+    or, without samples, one per prediction in the dict's order with no sample. Returns ``folder``."""
+    writer = task.writer(folder)
+    if samples is None:
+        for key, prediction in predictions.items():
+            writer.add(key, prediction, None)
+    else:
+        for sample in samples:
+            writer.add(sample.key, predictions[sample.key], sample)
+    writer.close()
+    return folder
+
+
+def first_batches(loader, n: int) -> list[dict]:
+    """The first ``n`` batches of a pass over ``loader``."""
+    out = []
+    for batch in loader:
+        out.append(batch)
+        if len(out) == n:
+            break
+    return out
 
 
 @dataclass

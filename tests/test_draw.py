@@ -22,7 +22,7 @@ from mtl_data.train.tasks.det2d import DRAW_SCORE_THRESHOLD, Detections
 from mtl_data.train.tasks.det3d import Det3DPrediction, sensor_transform
 from mtl_data.train.tasks.lane import LanePrediction
 
-from conftest import batch_from_shards
+from conftest import batch_from_shards, det2d_perfect_output, det3d_perfect_output, random_features
 
 SIZE = (64, 128)  # (H, W) of the loader's batches
 KITTI_KEY = "kitti_train_000000"
@@ -55,36 +55,9 @@ def one_hot_logits(ids: torch.Tensor, classes: int, logit: float = 10.0) -> torc
     return F.one_hot(ids.long(), classes).permute(0, 3, 1, 2).float() * logit
 
 
-def det2d_output(task, batch: dict) -> torch.Tensor:
-    """The YOLO output whose decoding is the grid target (logit offsets, sqrt sizes, sure objectness)."""
-    target, mask = batch["det2d"].double(), batch["det2d_mask"]  # (B, S, S, A, 5 + C), (B, S, S, A)
-    out = torch.empty_like(target)
-    offsets = target[..., 0:2].clamp(1e-9, 1 - 1e-9)
-    out[..., 0:2] = torch.log(offsets / (1 - offsets))
-    out[..., 2:4] = target[..., 2:4].sqrt()
-    out[..., 4] = torch.where(mask, 20.0, -20.0)
-    out[..., 5:] = target[..., 5:] * 20.0
-    return out.float()
-
-
-def det3d_output(task, batch: dict) -> dict[str, torch.Tensor]:
-    """Head outputs holding exactly the targets: logit(heatmap) and the regressions at the centres."""
-    fh, fw = SIZE[0] // task.config.stride, SIZE[1] // task.config.stride
-    t = task.targets(batch, (fh, fw))
-    out = {"heatmap": torch.logit(t.heatmap.clamp(1e-12, 1 - 1e-7)).clamp(min=-30)}
-    for name in ("offset", "depth", "size", "orientation", "pitch_roll"):
-        target = getattr(t, name)  # (B, M, k)
-        b, m, k = target.shape
-        maps = torch.zeros(b, k, fh * fw)
-        maps.scatter_(2, t.index[:, None, :].expand(b, k, m), (target * t.valid[..., None]).transpose(1, 2))
-        out[name] = maps.view(b, k, fh, fw)
-    return out
-
-
 def head_output(task, batch: dict):
     """The task's (untrained) head on random features."""
-    gen = torch.Generator().manual_seed(0)
-    features = [torch.randn(len(batch["key"]), 16, SIZE[0] // s, SIZE[1] // s, generator=gen) for s in (4, 8, 16, 32)]
+    features = random_features(batch, channels=16)
     with torch.no_grad():
         return task.build_head(FeatureSpec(channels=16)).eval()(features, SIZE)
 
@@ -93,8 +66,8 @@ def head_output(task, batch: dict):
 ORACLES = {
     "seg": lambda task, batch: one_hot_logits(batch["seg"], task.num_classes),
     "depth": head_output,  # ~10 m with random variation: every pixel has a depth to colour
-    "det2d": det2d_output,
-    "det3d": det3d_output,
+    "det2d": lambda task, batch: det2d_perfect_output(batch),
+    "det3d": det3d_perfect_output,
     "steer": lambda task, batch: torch.full((len(batch["key"]),), 30.0),
     "sign": lambda task, batch: F.one_hot(batch["sign"].clamp(min=0), task.num_classes).float() * 10.0,
     "lane": lambda task, batch: one_hot_logits(batch["lane"], 1 + task.config.max_lanes),

@@ -10,16 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_data.errors import MtlDataError
-from mtl_data.schema.sample import TASKS
 from mtl_data.shards.reader import ShardSet
-from mtl_data.train.data.targets import TargetConfig, collate, encode_example
-from mtl_data.train.data.transforms import TransformConfig, transform_view
 from mtl_data.train.tasks import FeatureSpec, create_task
 from mtl_data.train.tasks.base import view_of
 from mtl_data.train.tasks.depth import DepthMetric, metres_to_png, scale_invariant_loss
 
-from conftest import batch_from_shards
+from conftest import (assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards, prediction_read_error,
+                      random_features, write_task_predictions)
 
 A2D2 = "a2d2_train_20180807145028_frontcenter_000006882"
 CITY = "cityscapes_val_frankfurt_000000_000294"
@@ -29,25 +26,6 @@ TUSIMPLE = "tusimple_train_clips_0601_1494453497604532231_20"
 SIZE = (64, 128)
 SPEC = FeatureSpec(channels=8)
 KEYS = ("abs_rel", "sq_rel", "rmse", "log_rmse", "delta1", "delta2", "delta3")
-
-
-def transformed_batch(root, keys, image_size, letterbox: bool, flip: bool) -> dict:
-    """``batch_from_shards`` that can also mirror every sample (flip_p = 1, no jitter)."""
-    shards = ShardSet.open(root)
-    transform = TransformConfig(image_size, letterbox=letterbox, augment=flip, flip_p=1.0, jitter=0.0)
-    config = TargetConfig(TASKS, image_size)
-    rng = np.random.default_rng(0)
-    examples = []
-    for key in keys:
-        sample, view = transform_view(shards.read_sample(key), transform, rng)
-        examples.append(encode_example(sample, config, view=view))
-    return collate(examples)
-
-
-def random_features(batch: dict, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    b, _, h, w = batch["image"].shape
-    return [torch.randn(b, SPEC.channels, h // s, w // s, generator=g).requires_grad_() for s in SPEC.strides]
 
 
 def tiny_depth():
@@ -127,14 +105,8 @@ def test_depth_head_gives_positive_metres_at_the_input_size_and_starts_at_init_d
 
 def test_absent_depth_gives_zero_loss_and_zero_gradient_into_the_head(real_shards):
     batch = batch_from_shards(real_shards, [A2D2, GTSRB, TUSIMPLE, CITY], SIZE)
-    assert not batch["present"]["depth"].any()
     task, head = tiny_depth()
-    features = random_features(batch)
-    loss = task.batch_loss(head(features, SIZE), batch)
-    assert loss.item() == 0.0
-    loss.backward()
-    for name, p in head.named_parameters():
-        assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name
+    features = assert_absent_task_gives_zero_loss_and_gradient(task, head, batch)
     assert torch.count_nonzero(features[0].grad) == 0
 
 
@@ -171,7 +143,7 @@ def inner(size: int, content: int, scale: float) -> np.ndarray:
 def test_decoding_a_depth_linear_in_stored_pixels_gives_it_back_exactly(real_shards, image_size, letterbox, flip):
     """The inverse mapping is exact: an output that holds f(stored x, stored y) at every pixel
     (placed with ``View``) decodes to f at every stored pixel away from the content's edge."""
-    batch = transformed_batch(real_shards, list(KITTI), image_size, letterbox, flip)
+    batch = batch_from_shards(real_shards, list(KITTI), image_size, letterbox, flip=flip)
     assert batch["flipped"].tolist() == [flip, flip]
     h_out, w_out = image_size
     output = torch.zeros(2, 1, h_out, w_out)
@@ -198,7 +170,7 @@ def test_decoding_the_batch_depth_target_gives_back_the_stored_depth_where_valid
     so within their range, and close to the stored depth: median relative error < 6% (the
     min-pooling of up to 13 x 13 stored pixels into one costs up to 4% here; a decode that gets
     the mirror wrong is off by 13-34%, checked too)."""
-    batch = transformed_batch(real_shards, list(KITTI), image_size, letterbox, flip)
+    batch = batch_from_shards(real_shards, list(KITTI), image_size, letterbox, flip=flip)
     task = create_task("depth")
     decoded = task.decode(batch["depth"][:, None].clone(), batch)
     mirrored = task.decode(batch["depth"][:, None].clone(), dict(batch, flipped=~batch["flipped"]))
@@ -298,13 +270,10 @@ def test_depth_predictions_round_trip_through_kitti_pngs(real_shards, tmp_path):
     task = create_task("depth")
     shards = ShardSet.open(real_shards)
     rng = np.random.default_rng(4)
-    written = {}
-    writer = task.writer(tmp_path)
-    for key in KITTI:
-        sample = shards.read_sample(key)
-        written[key] = (rng.integers(1, 65536, size=sample.size) / 256.0).astype(np.float32)  # exact in the format
-        writer.add(key, written[key], sample)
-    writer.close()
+    samples = [shards.read_sample(key) for key in KITTI]
+    # multiples of 1/256 m below 256 m: exact in the format
+    written = {s.key: (rng.integers(1, 65536, size=s.size) / 256.0).astype(np.float32) for s in samples}
+    write_task_predictions(task, tmp_path, written, samples)
     assert task.holds_predictions(tmp_path)
     back = task.read_predictions(tmp_path)
     assert back.keys() == written.keys()
@@ -327,9 +296,5 @@ def test_depth_png_values_are_metres_times_256_with_zero_kept_for_none():
 ])
 def test_reading_a_malformed_depth_png_names_the_file(tmp_path, content, says):
     path = tmp_path / "depth" / "kitti_train_000000.png"
-    path.parent.mkdir()
-    path.write_bytes(content)
-    with pytest.raises(MtlDataError) as info:
-        create_task("depth").read_predictions(tmp_path)
-    message = str(info.value)
+    message = prediction_read_error(create_task("depth"), tmp_path, path, content)
     assert str(path) in message and says in message and "16-bit" in message and "\n" not in message

@@ -13,15 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import batch_from_shards
+from conftest import (
+    assert_absent_task_gives_zero_loss_and_gradient,
+    batch_from_shards,
+    batch_of_samples,
+    det2d_perfect_output,
+    prediction_read_error,
+    write_task_predictions,
+)
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import Det2D, Sample
 from mtl_data.shards.reader import ShardSet
-from mtl_data.train.data.targets import TargetConfig, collate, encode_example
-from mtl_data.train.data.transforms import TransformConfig, transform_view
+from mtl_data.train.data.targets import TargetConfig
 from mtl_data.train.tasks import FeatureSpec, create_task
 from mtl_data.train.tasks.det2d import (
     GROUND_TRUTH_FILE,
@@ -71,37 +77,6 @@ def sample_of(key: str, size: tuple[int, int], boxes, classes, ignore=()) -> Sam
     return Sample(key=key, source="test", split="val", id=key, image=image, orig_size=size, det2d=det)
 
 
-def batch_of(samples: list[Sample | None], size=SIZE, flip: bool = False, letterbox: bool = False,
-             **target_options) -> dict:
-    """The loader's batch of ``samples`` (None = a dummy slot), optionally every one flipped;
-    ``target_options`` are ``TargetConfig`` fields."""
-    transform = TransformConfig(size, letterbox=letterbox, augment=flip, flip_p=1.0, jitter=0.0)
-    config = TargetConfig(image_size=size, **target_options)
-    rng = np.random.default_rng(0)
-    examples = []
-    for sample in samples:
-        if sample is None:
-            examples.append(encode_example(None, config))
-            continue
-        out, view = transform_view(sample, transform, rng)
-        examples.append(encode_example(out, config, view=view))
-    return collate(examples)
-
-
-def perfect_output(batch: dict, logit: float = 20.0) -> torch.Tensor:
-    """The raw output whose decoding is the grid target: logit offsets, sqrt sizes, confident
-    objectness and class on object slots, confident "no object" elsewhere."""
-    target = batch["det2d"].double()  # (B, S, S, A, 5 + C)
-    mask = batch["det2d_mask"]  # (B, S, S, A)
-    out = torch.empty_like(target)
-    offsets = target[..., 0:2].clamp(1e-9, 1 - 1e-9)
-    out[..., 0:2] = torch.log(offsets / (1 - offsets))
-    out[..., 2:4] = target[..., 2:4].sqrt()
-    out[..., 4] = torch.where(mask, logit, -logit)
-    out[..., 5:] = target[..., 5:] * logit
-    return out.float()
-
-
 def sort_rows(a: np.ndarray) -> np.ndarray:
     return a[np.lexsort(a.T[::-1])]
 
@@ -138,7 +113,7 @@ def test_loss_equals_the_hand_computed_yolo_terms():
     task = Det2DTask(task.config, classes=("a", "b"))
     size = (32, 32)
     sample = sample_of("s", size, [[3.5, 1.5, 11.5, 5.5]], [1])  # centre (7.5, 3.5) -> cell (0, 0), u = 0.5, v = 0.25
-    batch = batch_of([sample], size, grid=2, anchors=1, num_classes=2)
+    batch = batch_of_samples([sample], size, grid=2, anchors=1, num_classes=2)
     assert batch["det2d_mask"][0].nonzero().tolist() == [[0, 0, 0]]
     raw = torch.zeros(1, 2, 2, 1, 7)
     raw[0, 0, 0, 0] = torch.tensor([0.0, 1.0, 0.6, 0.3, 2.0, 0.5, -0.5])
@@ -156,7 +131,7 @@ def test_loss_equals_the_hand_computed_yolo_terms():
 
 
 def test_loss_is_finite_without_objects_and_zero_for_samples_without_the_task(task, real_shards, keys_of):
-    empty = batch_of([sample_of("e", SIZE, np.zeros((0, 4)), [])])
+    empty = batch_of_samples([sample_of("e", SIZE, np.zeros((0, 4)), [])])
     shards = batch_from_shards(real_shards, [KITTI[1], keys_of["gtsrb"][0], keys_of["tusimple"][0]], SIZE,
                                tasks=("det2d", "sign", "lane"))
     for batch in (empty, shards):
@@ -172,20 +147,13 @@ def test_loss_is_finite_without_objects_and_zero_for_samples_without_the_task(ta
 
 def test_task_absent_from_every_sample_gives_exactly_zero_loss_and_zero_head_gradient(task, real_shards, keys_of):
     batch = batch_from_shards(real_shards, [keys_of["gtsrb"][0], keys_of["tusimple"][0]], SIZE)
-    assert not batch["present"]["det2d"].any()
-    spec = FeatureSpec(channels=16)
-    head = task.build_head(spec)
-    feats = [torch.randn(2, 16, SIZE[0] // s, SIZE[1] // s) for s in spec.strides]
-    loss = task.batch_loss(head(feats, SIZE), batch)
-    loss.backward()
-    assert loss.item() == 0.0
-    grads = [p.grad for p in head.parameters()]
-    assert all(g is not None and torch.count_nonzero(g) == 0 for g in grads)
+    assert_absent_task_gives_zero_loss_and_gradient(task, task.build_head(FeatureSpec(channels=16)), batch,
+                                                    channels=16)
 
 
 def test_perfect_output_has_a_lower_loss_than_a_perturbed_one(task, real_shards):
     batch = batch_from_shards(real_shards, [*KITTI, CITY], SIZE)
-    perfect = perfect_output(batch)
+    perfect = det2d_perfect_output(batch)
     obj = batch["det2d_mask"]
     worse = [perfect.clone() for _ in range(5)]
     worse[0][..., 0:2] += 0.5  # centres off
@@ -203,7 +171,7 @@ def test_perfect_output_has_a_lower_loss_than_a_perturbed_one(task, real_shards)
 def test_no_object_penalty_is_dropped_only_inside_ignore_regions(task):
     # one ignore region over the top-left quarter of a 64x128 image; no objects
     sample = sample_of("i", SIZE, np.zeros((0, 4)), [], ignore=[[-0.5, -0.5, 63.5, 31.5]])
-    batch = batch_of([sample])
+    batch = batch_of_samples([sample])
     base = torch.zeros(1, 8, 8, 10, 5 + NUM_CLASSES)
     base[..., 2:4] = 0.2  # predicted boxes 25.6 x 12.8 px centred in their cells
     inside, outside = base.clone(), base.clone()
@@ -221,10 +189,10 @@ def test_no_object_penalty_is_dropped_only_inside_ignore_regions(task):
 @pytest.mark.parametrize("letterbox", [True, False])
 def test_perfect_output_decodes_to_the_stored_boxes(task, stored, flip, letterbox):
     samples = [stored[k] for k in (*KITTI, CITY)]
-    batch = batch_of([*samples, None], (128, 256), flip=flip, letterbox=letterbox)
+    batch = batch_of_samples([*samples, None], (128, 256), flip=flip, letterbox=letterbox)
     assert batch["flipped"][:3].tolist() == [flip] * 3
     assert int(batch["det2d_dropped"].sum()) == 0
-    preds = task.decode(perfect_output(batch), batch)
+    preds = task.decode(det2d_perfect_output(batch), batch)
     assert preds[3] is None  # the dummy slot
     for sample, pred in zip(samples, preds):
         assert isinstance(pred, Detections)
@@ -239,7 +207,7 @@ def test_perfect_output_decodes_to_the_stored_boxes(task, stored, flip, letterbo
 def test_decode_sorts_by_score_applies_class_wise_nms_and_clips_to_the_stored_image():
     task = create_task("det2d", max_detections=3)
     sample = sample_of("c", (40, 100), np.zeros((0, 4)), [])
-    batch = batch_of([sample], (64, 128))
+    batch = batch_of_samples([sample], (64, 128))
     out = torch.full((1, 8, 8, 10, 5 + NUM_CLASSES), -30.0)
     out[..., 0:4] = 0.0
     out[0, 3, 3, 0, [2, 3, 4, 5]] = torch.tensor([0.5, 0.5, 3.0, 30.0])  # class 0, best
@@ -334,19 +302,11 @@ def evaluate(task: Det2DTask, samples: list[Sample], preds: dict[str, Detections
     return metric
 
 
-def write(task: Det2DTask, folder: Path, samples: list[Sample], preds: dict[str, Detections]) -> Path:
-    writer = task.writer(folder)
-    for sample in samples:
-        writer.add(sample.key, preds[sample.key], sample)
-    writer.close()
-    return folder
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_coco_ap_equals_pycocotools_on_the_written_files(task, stored, tmp_path, seed):
     rng = np.random.default_rng(seed)
     samples, preds = synthetic_scene(rng, stored)
-    folder = write(task, tmp_path / "pred", samples, preds)
+    folder = write_task_predictions(task, tmp_path / "pred", preds, samples)
     ev = run_cocoeval(folder)
     values = evaluate(task, samples, preds).compute()
     from_files = evaluate(task, samples, task.read_predictions(folder)).compute()
@@ -379,7 +339,7 @@ def test_coco_matching_edge_cases_equal_pycocotools(task, tmp_path):
     ]), np.array([0.9, 0.8, 0.7, 0.6, 0.6, 0.5]), np.array([0, 0, 1, 2, 2, 0])),
         "edge2": Detections(np.array([[10.0, 10, 30, 30], [60, 60, 70, 70]]), np.array([0.6, 0.95]),
                             np.array([2, 2]))}  # a tie in score with d3, d4 across images
-    folder = write(task, tmp_path, [image, other], preds)
+    folder = write_task_predictions(task, tmp_path, preds, [image, other])
     ev = run_cocoeval(folder)
     values = evaluate(task, [image, other], preds).compute()
     for key, stat in (("map", 0), ("map50", 1), ("map75", 2)):
@@ -446,16 +406,13 @@ def test_metric_without_ground_truth_is_nan_and_refuses_unknown_classes(task):
 # ---- export ------------------------------------------------------------------------------------------
 
 def test_export_and_read_back_round_trip(task, stored, real_shards, keys_of, tmp_path):
-    batch = batch_of([stored[k] for k in (*KITTI, CITY)], (128, 256), letterbox=True)
-    out = perfect_output(batch)
+    batch = batch_of_samples([stored[k] for k in (*KITTI, CITY)], (128, 256), letterbox=True)
+    out = det2d_perfect_output(batch)
     out[..., 4] = torch.where(batch["det2d_mask"], 2.0, -3.5)  # many low-scored boxes too
     preds = dict(zip(batch["key"], task.decode(out, batch)))
     gtsrb = ShardSet.open(real_shards).read_sample(keys_of["gtsrb"][0])
-    writer = task.writer(tmp_path)
-    for key in batch["key"]:
-        writer.add(key, preds[key], stored[key])
-    writer.add(gtsrb.key, Detections.empty(), gtsrb)  # no det2d labels: left out of both files
-    writer.close()
+    written = {**preds, gtsrb.key: Detections.empty()}  # gtsrb: no det2d labels, left out of both files
+    write_task_predictions(task, tmp_path, written, [*(stored[key] for key in batch["key"]), gtsrb])
     assert task.holds_predictions(tmp_path) and not task.holds_predictions(tmp_path / "nothing")
     back = task.read_predictions(tmp_path)
     assert sorted(back) == sorted(k for k in preds if len(preds[k].boxes))
@@ -499,10 +456,8 @@ GOOD = {"image_id": "k", "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score"
 ])
 def test_malformed_results_file_is_one_clear_error(task, tmp_path, text, says):
     path = tmp_path / PREDICTIONS_FILE
-    path.write_text(text)
-    with pytest.raises(MtlDataError) as err:
-        task.read_predictions(tmp_path)
-    assert str(path) in str(err.value) and says in str(err.value)
+    message = prediction_read_error(task, tmp_path, path, text)
+    assert str(path) in message and says in message
 
 
 def test_missing_results_file_is_a_clear_error(task, tmp_path):

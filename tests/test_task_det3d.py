@@ -20,15 +20,14 @@ from mtl_data.errors import MtlDataError
 from mtl_data.ingest import CONVERTERS
 from mtl_data.schema import cityscapes_geometry as cg
 from mtl_data.schema import geometry as geo
-from mtl_data.schema.sample import TASKS
 from mtl_data.shards.reader import ShardSet
-from mtl_data.train.data.targets import TargetConfig, collate, encode_example
-from mtl_data.train.data.transforms import TransformConfig, View, hflip, transform_view
 from mtl_data.train.tasks import FeatureSpec, create_task, view_of
 from mtl_data.train.tasks.det3d import (CITYSCAPES3D_EVAL_LABELS, Det3DPrediction, amodal_boxes,
                                         rotation_to_yaw_pitch_roll_torch, stored_intrinsics)
 
-from conftest import BOX_SAMPLE, batch_from_shards, fixture_path
+from conftest import (BOX_SAMPLE, assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards,
+                      det3d_perfect_output, fixture_path, prediction_read_error, random_features,
+                      write_task_predictions)
 
 CITY_KEY = "cityscapes_val_lindau_000000_000019"
 KITTI_KEYS = ["kitti_train_000000", "kitti_train_000001"]
@@ -44,36 +43,6 @@ def task():
 @pytest.fixture(scope="module")
 def shards(real_shards) -> ShardSet:
     return ShardSet.open(real_shards)
-
-
-def flipped_batch(root: Path, keys: list[str], size=SIZE, letterbox=True) -> dict:
-    """``batch_from_shards`` with every sample mirrored after the placement (as the loader flips)."""
-    shard_set = ShardSet.open(root)
-    transform = TransformConfig(size, letterbox=letterbox, augment=False)
-    examples = []
-    for key in keys:
-        sample, view = transform_view(shard_set.read_sample(key), transform, np.random.default_rng(0))
-        examples.append(encode_example(hflip(sample), TargetConfig(TASKS, size), View(view.placement, True)))
-    return collate(examples)
-
-
-def perfect_outputs(task, batch: dict) -> dict[str, torch.Tensor]:
-    """Head outputs that hold exactly the targets: logit(heatmap) and the regressions at the centres."""
-    fh, fw = SIZE[0] // 4, SIZE[1] // 4
-    t = task.targets(batch, (fh, fw))
-    out = {"heatmap": torch.logit(t.heatmap.clamp(1e-12, 1 - 1e-7)).clamp(min=-30)}
-    for name in ("offset", "depth", "size", "orientation", "pitch_roll"):
-        target = getattr(t, name)  # (B, M, k)
-        b, m, k = target.shape
-        maps = torch.zeros(b, k, fh * fw)
-        maps.scatter_(2, t.index[:, None, :].expand(b, k, m), (target * t.valid[..., None]).transpose(1, 2))
-        out[name] = maps.view(b, k, fh, fw)
-    return out
-
-
-def features(batch_size: int, channels: int = 8, size=SIZE) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return [torch.randn(batch_size, channels, size[0] // s, size[1] // s, generator=gen) for s in (4, 8, 16, 32)]
 
 
 # ---- geometry ----------------------------------------------------------------------------------
@@ -199,7 +168,7 @@ def test_amodal_boxes_match_cityscapesscripts_also_across_the_camera_plane():
 
 def test_head_returns_every_output_on_the_stride_4_map(task):
     head = task.build_head(FeatureSpec(channels=8))
-    out = head(features(2), SIZE)
+    out = head(random_features({"image": torch.zeros(2, 3, *SIZE)}), SIZE)
     shapes = {k: tuple(v.shape) for k, v in out.items()}
     assert shapes == {"heatmap": (2, task.num_classes, 32, 64), "offset": (2, 2, 32, 64), "depth": (2, 1, 32, 64),
                       "size": (2, 3, 32, 64), "orientation": (2, 2, 32, 64), "pitch_roll": (2, 4, 32, 64)}
@@ -225,9 +194,9 @@ def _match_to_truth(task, batch, preds, shards, index: int):
 @pytest.mark.parametrize("flipped", [False, True], ids=["as_stored", "flipped"])
 @pytest.mark.parametrize("keys", [KITTI_KEYS, [CITY_KEY]], ids=["kitti", "cityscapes"])
 def test_perfect_outputs_decode_to_the_ground_truth_boxes(task, real_shards, shards, keys, flipped):
-    batch = (flipped_batch if flipped else batch_from_shards)(real_shards, keys, SIZE, letterbox=True)
+    batch = batch_from_shards(real_shards, keys, SIZE, letterbox=True, flip=flipped)
     assert bool(batch["flipped"].all()) == flipped
-    preds = task.decode(perfect_outputs(task, batch), batch)
+    preds = task.decode(det3d_perfect_output(task, batch), batch)
     for i in range(len(keys)):
         pred, truth, trained, order = _match_to_truth(task, batch, preds, shards, i)
         pred = dataclasses.replace(pred, **{f: getattr(pred, f)[order] for f in
@@ -247,7 +216,8 @@ def test_perfect_outputs_decode_to_the_ground_truth_boxes(task, real_shards, sha
 def test_stored_intrinsics_undo_the_loader_placement(real_shards, shards, flipped):
     keys = [*KITTI_KEYS, CITY_KEY]
     for letterbox in (False, True):
-        batch = (flipped_batch if flipped else batch_from_shards)(real_shards, keys, SIZE, letterbox=letterbox)
+        batch = batch_from_shards(real_shards, keys, SIZE, letterbox=letterbox, flip=flipped)
+        assert batch["flipped"].tolist() == [flipped] * len(keys)
         for i, key in enumerate(keys):
             K = stored_intrinsics(batch["K"][i].double().numpy(), view_of(batch, i))
             np.testing.assert_allclose(K, shards.read_sample(key).K, rtol=1e-6, atol=1e-3)
@@ -261,7 +231,7 @@ def test_pitch_and_roll_are_trained_only_where_the_source_has_them(task, real_sh
     pitch = math.atan2(float(t.pitch_roll[1, 0, 0]), float(t.pitch_roll[1, 0, 1]))
     assert 0.01 < abs(pitch) < 0.1  # the real box's tilt
     assert t.heatmap.amax(dim=(2, 3))[0].tolist().count(1.0) == 3  # truck, car, cyclist peaks
-    good = perfect_outputs(task, batch)
+    good = det3d_perfect_output(task, batch)
     bad = {**good, "pitch_roll": good["pitch_roll"] + 0.5}
     delta = task.loss(bad, batch) - task.loss(good, batch)
     assert delta[0] == 0 and delta[1] > 0
@@ -270,12 +240,7 @@ def test_pitch_and_roll_are_trained_only_where_the_source_has_them(task, real_sh
 def test_absent_task_gives_exactly_zero_loss_and_zero_head_gradient(task, real_shards):
     keys = ["gtsrb_train_00000_00000_00000", "tusimple_train_clips_0601_1494453497604532231_20"]
     batch = batch_from_shards(real_shards, keys, SIZE)
-    assert not batch["present"]["det3d"].any()
-    head = task.build_head(FeatureSpec(channels=8))
-    loss = task.batch_loss(head(features(2), SIZE), batch)
-    loss.backward()
-    assert loss.item() == 0.0
-    assert all(p.grad is not None and torch.all(p.grad == 0) for p in head.parameters())
+    assert_absent_task_gives_zero_loss_and_gradient(task, task.build_head(FeatureSpec(channels=8)), batch)
 
 
 def test_loss_is_finite_without_boxes_and_zero_without_K(task, real_shards):
@@ -284,10 +249,10 @@ def test_loss_is_finite_without_boxes_and_zero_without_K(task, real_shards):
     batch["K_known"][1] = False  # labelled, boxes, no camera
     batch["K"][1] = 0.0
     head = task.build_head(FeatureSpec(channels=8))
-    per_sample = task.loss(head(features(3), SIZE), batch)
+    per_sample = task.loss(head(random_features(batch), SIZE), batch)
     assert torch.isfinite(per_sample).all()
     assert per_sample[0] > 0 and per_sample[1] == 0 and per_sample[2] > 0
-    task.batch_loss(head(features(3), SIZE), batch).backward()
+    task.batch_loss(head(random_features(batch), SIZE), batch).backward()
     grads = [p.grad for p in head.parameters()]
     assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
@@ -459,10 +424,7 @@ def ds_case(tmp_path_factory, big_image):
         predictions[sample.key] = Det3DPrediction(
             boxes, rotation, np.array([p["score"] for p in preds]), np.array([class_of[p["label"]] for p in preds]),
             amodal_boxes(boxes, rotation, sample.K, sample.size))
-    writer = task.writer(work / "preds")
-    for sample in samples:
-        writer.add(sample.key, predictions[sample.key], sample)
-    writer.close()
+    write_task_predictions(task, work / "preds", predictions, samples)
     official = run_cityscapesscripts(work / "raw/gtBbox3d/val", work / "preds/det3d", work)
     return task, samples, predictions, official, work
 
@@ -627,11 +589,8 @@ def test_metric_without_cityscapes_samples_reports_nan_ds_and_a_bev_ap(task, sha
 def test_export_writes_the_cityscapes3d_format_and_reads_back(task, real_shards, shards, tmp_path):
     keys = [*KITTI_KEYS, CITY_KEY]
     batch = batch_from_shards(real_shards, keys, SIZE, letterbox=True)
-    preds = task.decode(perfect_outputs(task, batch), batch)
-    writer = task.writer(tmp_path)
-    for key, pred in zip(keys, preds):
-        writer.add(key, pred, shards.read_sample(key))
-    writer.close()
+    preds = task.decode(det3d_perfect_output(task, batch), batch)
+    write_task_predictions(task, tmp_path, dict(zip(keys, preds)), [shards.read_sample(key) for key in keys])
     assert task.holds_predictions(tmp_path) and not task.holds_predictions(tmp_path / "nothing")
     city = json.loads((tmp_path / "det3d/cityscapes/val/lindau_000000_000019_pred.json").read_text())
     [obj] = city["objects"]
@@ -696,11 +655,8 @@ _GOOD = {"2d": {"amodal": [1, 2, 3, 4]}, "3d": {"center": [10, 0, 1], "dimension
         "no_amodal"])
 def test_malformed_prediction_file_is_one_clear_error_naming_it(task, tmp_path, content, says):
     path = tmp_path / "det3d/cityscapes/val/lindau_000000_000019_pred.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(content)
-    with pytest.raises(MtlDataError) as info:
-        task.read_predictions(tmp_path)
-    assert str(path) in str(info.value) and says in str(info.value)
+    message = prediction_read_error(task, tmp_path, path, content)
+    assert str(path) in message and says in message
 
 
 def test_prediction_file_outside_the_layout_is_an_error(task, tmp_path):

@@ -13,13 +13,12 @@ import torch
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.lanes import NO_POINT, rasterize_lanes
 from mtl_data.shards.reader import ShardSet
-from mtl_data.train.data.targets import TargetConfig, collate, encode_example
-from mtl_data.train.data.transforms import TransformConfig, transform_view
 from mtl_data.train.tasks import FeatureSpec, create_task
 from mtl_data.train.tasks.lane import (LaneConfig, LaneMetric, LanePrediction, LaneTruth, read_lane_json,
                                        tusimple_bench)
 
-from conftest import batch_from_shards, fixture_path
+from conftest import (assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards, fixture_path,
+                      prediction_read_error, random_features)
 
 KEY = "tusimple_train_clips_0601_1494453497604532231_20"
 SIZE = (128, 256)
@@ -259,12 +258,6 @@ def test_lane_iou_is_binary_over_the_dataset_without_ignored_pixels():
 
 # ---- loss and head -----------------------------------------------------------------------------
 
-def features_for(batch, channels=8, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    b, _, h, w = batch["image"].shape
-    return [torch.randn(b, channels, h // s, w // s, generator=gen) for s in (4, 8, 16, 32)]
-
-
 def test_head_gives_one_logit_map_per_slot_at_the_input_size():
     task = create_task("lane", max_lanes=6)
     head = task.build_head(FeatureSpec(8))
@@ -274,14 +267,8 @@ def test_head_gives_one_logit_map_per_slot_at_the_input_size():
 
 def test_absent_task_gives_zero_loss_and_no_head_gradient(real_shards):
     batch = batch_from_shards(real_shards, ["kitti_train_000001", "gtsrb_test_00000"], SIZE)
-    assert not batch["present"]["lane"].any()
     task = create_task("lane")
-    head = task.build_head(FeatureSpec(8))
-    loss = task.batch_loss(head(features_for(batch), SIZE), batch)
-    loss.backward()
-    assert loss.item() == 0.0
-    grads = [p.grad for p in head.parameters()]
-    assert all(g is not None for g in grads) and all(torch.count_nonzero(g) == 0 for g in grads)
+    assert_absent_task_gives_zero_loss_and_gradient(task, task.build_head(FeatureSpec(8)), batch)
 
 
 def test_all_ignored_pixels_give_zero_loss_not_nan(real_shards):
@@ -289,10 +276,10 @@ def test_all_ignored_pixels_give_zero_loss_not_nan(real_shards):
     batch["lane"][0] = 255  # a crop that is all letterbox padding
     task = create_task("lane")
     head = task.build_head(FeatureSpec(8))
-    per_sample = task.loss(head(features_for(batch), SIZE), batch)
+    per_sample = task.loss(head(random_features(batch), SIZE), batch)
     assert per_sample[0].item() == 0.0 and per_sample[1].item() > 0
     batch["lane"][1] = 255
-    loss = task.batch_loss(head(features_for(batch), SIZE), batch)
+    loss = task.batch_loss(head(random_features(batch), SIZE), batch)
     loss.backward()
     assert loss.item() == 0.0
     assert all(torch.isfinite(p.grad).all() for p in head.parameters())
@@ -324,18 +311,12 @@ def perfect_logits(batch, slots=9) -> torch.Tensor:
     return torch.nn.functional.one_hot(lane, slots).permute(0, 3, 1, 2).float() * 10.0  # (B, slots, H, W)
 
 
-def flipped_batch(root, letterbox: bool):
-    sample = ShardSet.open(root).read_sample(KEY)
-    config = TransformConfig(SIZE, letterbox=letterbox, augment=True, flip_p=1.0, jitter=0.0)
-    out, view = transform_view(sample, config, np.random.default_rng(0))
-    assert view.flipped
-    return collate([encode_example(out, TargetConfig(tasks=("lane",), image_size=SIZE), view=view)])
-
-
 @pytest.mark.parametrize("how", ["letterbox", "stretch", "flip", "letterbox_flip"])
 def test_decoding_a_perfect_output_scores_full_accuracy_in_stored_pixels(real_shards, how):
-    batch = (flipped_batch(real_shards, letterbox=how == "letterbox_flip") if "flip" in how
-             else batch_from_shards(real_shards, [KEY], SIZE, letterbox=how == "letterbox"))
+    flip = "flip" in how
+    batch = batch_from_shards(real_shards, [KEY], SIZE, letterbox=how.startswith("letterbox"), flip=flip,
+                              tasks=("lane",) if flip else None)
+    assert batch["flipped"].tolist() == [flip]
     task = create_task("lane")
     [pred] = task.decode(perfect_logits(batch), batch)
     truth = task.ground_truth(ShardSet.open(real_shards).read_sample(KEY))
@@ -451,10 +432,7 @@ GOOD = '{"raw_file": "a", "lanes": [[1, -2]], "h_samples": [10, 20], "run_time":
 ])
 def test_malformed_lane_json_names_file_and_line(tmp_path, line, says):
     path = tmp_path / "lane.json"
-    path.write_text(GOOD + "\n" + line + "\n")
-    with pytest.raises(MtlDataError) as info:
-        create_task("lane").read_predictions(tmp_path)
-    message = str(info.value)
+    message = prediction_read_error(create_task("lane"), tmp_path, path, GOOD + "\n" + line + "\n")
     assert message.startswith(f"{path}:2: ") and says in message, message
     assert "\n" not in message
 

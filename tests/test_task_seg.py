@@ -13,18 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_data.errors import MtlDataError
-from mtl_data.schema.sample import IGNORE_INDEX, TASKS
+from mtl_data.schema.sample import IGNORE_INDEX
 from mtl_data.schema.taxonomy import SEG_CLASSES
 from mtl_data.shards.reader import ShardSet
-from mtl_data.train.data.targets import TargetConfig, collate, encode_example
-from mtl_data.train.data.transforms import TransformConfig, transform_view
 from mtl_data.train.tasks import FeatureSpec, create_task
 from mtl_data.train.tasks._dense import to_stored
 from mtl_data.train.tasks.base import view_of
 from mtl_data.train.tasks.seg import SegMetric
 
-from conftest import batch_from_shards, fixture_path
+from conftest import (assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards, batch_of_samples,
+                      fixture_path, prediction_read_error, random_features, write_task_predictions)
 
 A2D2 = "a2d2_train_20180807145028_frontcenter_000006882"
 CITY = "cityscapes_val_frankfurt_000000_000294"
@@ -35,26 +33,6 @@ TUSIMPLE = "tusimple_train_clips_0601_1494453497604532231_20"
 SIZE = (64, 128)
 C = len(SEG_CLASSES)
 SPEC = FeatureSpec(channels=8)
-
-
-def transformed_batch(root, keys, image_size, letterbox: bool, flip: bool) -> dict:
-    """``batch_from_shards`` that can also mirror every sample (flip_p = 1, no jitter)."""
-    shards = ShardSet.open(root)
-    transform = TransformConfig(image_size, letterbox=letterbox, augment=flip, flip_p=1.0, jitter=0.0)
-    config = TargetConfig(TASKS, image_size)
-    rng = np.random.default_rng(0)
-    examples = []
-    for key in keys:
-        sample, view = transform_view(shards.read_sample(key), transform, rng)
-        examples.append(encode_example(sample, config, view=view))
-    return collate(examples)
-
-
-def random_features(batch: dict, seed: int = 0) -> list[torch.Tensor]:
-    """Random neck outputs of the right shapes for the batch, with gradients."""
-    g = torch.Generator().manual_seed(seed)
-    b, _, h, w = batch["image"].shape
-    return [torch.randn(b, SPEC.channels, h // s, w // s, generator=g).requires_grad_() for s in SPEC.strides]
 
 
 def tiny_seg():
@@ -226,14 +204,8 @@ def test_seg_metric_of_nothing_is_nan():
 
 def test_absent_seg_gives_zero_loss_and_zero_gradient_into_the_head(real_shards):
     batch = batch_from_shards(real_shards, [KITTI[0], GTSRB, TUSIMPLE, CITY_BOXES], SIZE)
-    assert not batch["present"]["seg"].any()
     task, head = tiny_seg()
-    features = random_features(batch)
-    loss = task.batch_loss(head(features, SIZE), batch)
-    assert loss.item() == 0.0
-    loss.backward()
-    for name, p in head.named_parameters():
-        assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name
+    features = assert_absent_task_gives_zero_loss_and_gradient(task, head, batch)
     assert torch.count_nonzero(features[0].grad) == 0  # the stride-4 map the head reads
 
 
@@ -312,7 +284,7 @@ def test_decoding_perfect_logits_gives_back_the_stored_label(real_shards, image_
     blended is the same one-hot, so the argmax is that label; at borders the resolution lost in
     the downscale cannot come back.
     """
-    batch = transformed_batch(real_shards, [A2D2, CITY], image_size, letterbox, flip)
+    batch = batch_from_shards(real_shards, [A2D2, CITY], image_size, letterbox, flip=flip)
     assert batch["flipped"].tolist() == [flip, flip]
     if letterbox:
         assert (batch["offset"] > 0).any(dim=1).all()  # both really padded
@@ -335,7 +307,7 @@ def test_decoding_an_enlarged_batch_gives_back_the_stored_label_at_every_labelle
     """At twice the stored size, decoding shrinks by 2: a stored pixel's own 2 x 2 output block
     holds its label and carries more than half of the filter's weight (0.75 x 0.75 for the
     anti-aliased bilinear filter), so the argmax is its own label everywhere, borders included."""
-    batch = transformed_batch(real_shards, [CITY], (256, 512), False, flip)
+    batch = batch_from_shards(real_shards, [CITY], (256, 512), flip=flip)
     decoded = create_task("seg").decode(perfect_logits(batch), batch)[0]
     stored = create_task("seg").ground_truth(ShardSet.open(real_shards).read_sample(CITY))
     labelled = stored != IGNORE_INDEX
@@ -344,7 +316,7 @@ def test_decoding_an_enlarged_batch_gives_back_the_stored_label_at_every_labelle
 
 def test_decoding_without_undoing_the_flip_would_fail(real_shards):
     """The round trip above can fail: a decode that ignores the mirror misplaces the label."""
-    batch = transformed_batch(real_shards, [CITY], (64, 128), False, True)
+    batch = batch_from_shards(real_shards, [CITY], (64, 128), flip=True)
     logits = perfect_logits(batch)
     wrong = to_stored(logits[0], view_of(dict(batch, flipped=torch.tensor([False])), 0)).argmax(0).numpy()
     stored = create_task("seg").ground_truth(ShardSet.open(real_shards).read_sample(CITY))
@@ -353,11 +325,7 @@ def test_decoding_without_undoing_the_flip_would_fail(real_shards):
 
 
 def test_decode_leaves_dummy_slots_empty(real_shards):
-    shards = ShardSet.open(real_shards)
-    config = TargetConfig(("seg",), SIZE)
-    sample, view = transform_view(shards.read_sample(CITY), TransformConfig(SIZE, augment=False),
-                                  np.random.default_rng(0))
-    batch = collate([encode_example(sample, config, view=view), encode_example(None, config)])
+    batch = batch_of_samples([ShardSet.open(real_shards).read_sample(CITY), None], SIZE, tasks=("seg",))
     decoded = create_task("seg").decode(torch.zeros(2, C, *SIZE), batch)
     assert decoded[1] is None and decoded[0].shape == (128, 256)
 
@@ -368,13 +336,9 @@ def test_seg_predictions_round_trip_through_png_files(real_shards, tmp_path):
     task = create_task("seg")
     shards = ShardSet.open(real_shards)
     rng = np.random.default_rng(3)
-    written = {}
-    writer = task.writer(tmp_path)
-    for key in (CITY, KITTI[1]):
-        sample = shards.read_sample(key)
-        written[key] = rng.integers(0, C, size=sample.size).astype(np.uint8)
-        writer.add(key, written[key], sample)
-    writer.close()
+    samples = [shards.read_sample(key) for key in (CITY, KITTI[1])]
+    written = {s.key: rng.integers(0, C, size=s.size).astype(np.uint8) for s in samples}
+    write_task_predictions(task, tmp_path, written, samples)
     assert task.holds_predictions(tmp_path) and not task.holds_predictions(tmp_path / "nothing")
     back = task.read_predictions(tmp_path)
     assert back.keys() == written.keys()
@@ -392,10 +356,6 @@ def test_seg_predictions_round_trip_through_png_files(real_shards, tmp_path):
 ])
 def test_reading_a_malformed_seg_png_names_the_file(tmp_path, content, says):
     path = tmp_path / "seg" / "some_key.png"
-    path.parent.mkdir()
-    path.write_bytes(content)
-    with pytest.raises(MtlDataError) as info:
-        create_task("seg").read_predictions(tmp_path)
-    message = str(info.value)
+    message = prediction_read_error(create_task("seg"), tmp_path, path, content)
     assert str(path) in message and says in message and "8-bit" in message
     assert "\n" not in message

@@ -10,16 +10,15 @@ import pytest
 import torch
 
 from mtl_data.errors import MtlDataError
-from mtl_data.schema.sample import TASKS, Sample, Steer
+from mtl_data.schema.sample import Sample, Steer
 from mtl_data.schema.taxonomy import SIGN_CLASSES
 from mtl_data.shards.reader import ShardSet
-from mtl_data.train.data.targets import TargetConfig, collate, encode_example
-from mtl_data.train.data.transforms import TransformConfig, transform_view
 from mtl_data.train.tasks import FeatureSpec, create_task
 from mtl_data.train.tasks.sign import SignMetric
 from mtl_data.train.tasks.steer import SteerMetric
 
-from conftest import batch_from_shards
+from conftest import (assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards, batch_of_samples,
+                      prediction_read_error, random_features, write_task_predictions)
 
 A2D2 = "a2d2_train_20180807145028_frontcenter_000006882"
 CITY = "cityscapes_val_frankfurt_000000_000294"
@@ -28,12 +27,6 @@ TUSIMPLE = "tusimple_train_clips_0601_1494453497604532231_20"
 GTSRB = ("gtsrb_train_00000_00000_00000", "gtsrb_train_00020_00000_00001", "gtsrb_test_00000", "gtsrb_test_00002")
 SIZE = (64, 128)
 SPEC = FeatureSpec(channels=8)
-
-
-def random_features(batch: dict, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    b, _, h, w = batch["image"].shape
-    return [torch.randn(b, SPEC.channels, h // s, w // s, generator=g).requires_grad_() for s in SPEC.strides]
 
 
 def head_gradients_are_zero(head: torch.nn.Module) -> bool:
@@ -45,18 +38,6 @@ def steer_samples(angles) -> list[Sample]:
     return [Sample(key=f"a2d2_train_steer_{i}", source="a2d2", split="train", id=str(i),
                    image=np.full((48, 80, 3), 10 * i, np.uint8), orig_size=(48, 80),
                    steer=Steer(angle_deg=float(a), speed_kmh=None, gap_ms=0.0)) for i, a in enumerate(angles)]
-
-
-def batch_of(samples, flip: bool, letterbox: bool = False, dummies: int = 0) -> dict:
-    """The loader's batch of in-memory samples, every sample mirrored when ``flip`` (flip_p = 1)."""
-    transform = TransformConfig(SIZE, letterbox=letterbox, augment=flip, flip_p=1.0, jitter=0.0)
-    config = TargetConfig(TASKS, SIZE)
-    rng = np.random.default_rng(0)
-    examples = []
-    for sample in samples:
-        out, view = transform_view(sample, transform, rng)
-        examples.append(encode_example(out, config, view=view))
-    return collate(examples + [encode_example(None, config)] * dummies)
 
 
 # ---- steer: loss and head --------------------------------------------------------------------
@@ -90,19 +71,14 @@ def test_steer_loss_is_huber_in_degrees_divided_by_the_scale():
 
 def test_absent_steer_gives_zero_loss_and_zero_gradient_into_the_head(real_shards):
     batch = batch_from_shards(real_shards, [A2D2, KITTI, GTSRB[0], TUSIMPLE], SIZE)
-    assert not batch["present"]["steer"].any()
     task, head = steer_head()
-    features = random_features(batch)
-    loss = task.batch_loss(head(features, SIZE), batch)
-    assert loss.item() == 0.0
-    loss.backward()
-    assert head_gradients_are_zero(head)
+    features = assert_absent_task_gives_zero_loss_and_gradient(task, head, batch)
     assert torch.count_nonzero(features[-1].grad) == 0  # the stride-32 map it pools
 
 
 def test_steer_loss_is_finite_on_samples_without_steering_and_trains_the_labelled_one(real_shards):
     batch = batch_from_shards(real_shards, [A2D2, KITTI], SIZE)
-    labelled = batch_of(steer_samples([45.0]), flip=False)
+    labelled = batch_of_samples(steer_samples([45.0]), SIZE)
     for key in ("steer", "image"):
         batch[key] = torch.cat([labelled[key], batch[key]])
     batch["present"] = {"steer": torch.tensor([True, False, False])}
@@ -119,7 +95,7 @@ def test_steer_loss_is_finite_on_samples_without_steering_and_trains_the_labelle
 @pytest.mark.parametrize("flip", [False, True])
 def test_decoding_steering_gives_the_stored_angle_for_mirrored_samples_too(flip):
     angles = [30.5, -12.25, 0.0, 400.0]
-    batch = batch_of(steer_samples(angles), flip=flip, dummies=1)
+    batch = batch_of_samples([*steer_samples(angles), None], SIZE, flip=flip)
     assert batch["flipped"].tolist() == [flip] * 4 + [False]
     if flip:  # the loader negated the labels of the mirrored images
         assert batch["steer"][:4].tolist() == [-a for a in angles]
@@ -176,13 +152,8 @@ def sign_head():
 
 def test_absent_sign_gives_zero_loss_and_zero_gradient_into_the_head(real_shards):
     batch = batch_from_shards(real_shards, [A2D2, KITTI, CITY, TUSIMPLE], SIZE)
-    assert not batch["present"]["sign"].any()
     task, head = sign_head()
-    features = random_features(batch)
-    loss = task.batch_loss(head(features, SIZE), batch)
-    assert loss.item() == 0.0
-    loss.backward()
-    assert head_gradients_are_zero(head)
+    features = assert_absent_task_gives_zero_loss_and_gradient(task, head, batch)
     assert torch.count_nonzero(features[-1].grad) == 0
 
 
@@ -203,7 +174,7 @@ def test_decoding_perfect_sign_logits_gives_the_stored_class(real_shards):
     # Letterboxed and with flips asked for: sign crops are never mirrored, so nothing to undo.
     shards = ShardSet.open(real_shards)
     samples = [shards.read_sample(k) for k in GTSRB]
-    batch = batch_of(samples, flip=True, letterbox=True, dummies=1)
+    batch = batch_of_samples([*samples, None], SIZE, letterbox=True, flip=True)
     assert not batch["flipped"].any()
     task = create_task("sign")
     logits = torch.nn.functional.one_hot(batch["sign"], len(SIGN_CLASSES)).float() * 5  # (B, 43)
@@ -251,20 +222,13 @@ def test_sign_metrics_merged_from_halves_equal_one_metric_on_everything():
 
 # ---- export ----------------------------------------------------------------------------------
 
-def write_predictions(task, out_dir, values: dict) -> None:
-    writer = task.writer(out_dir)
-    for key, value in values.items():
-        writer.add(key, value, None)
-    writer.close()
-
-
 def test_steer_and_sign_predictions_round_trip_through_csv_exactly(tmp_path):
     steer, sign = create_task("steer"), create_task("sign")
     steer_values = {"a2d2_train_b": 0.1 + 0.2, "a2d2_train_a": -123.456789012345, "a2d2_train_c": 1e-300}
     sign_values = {"gtsrb_test_00001": 1, "gtsrb_test_00000": 42}
     assert not steer.holds_predictions(tmp_path)
-    write_predictions(steer, tmp_path, steer_values)
-    write_predictions(sign, tmp_path, sign_values)
+    write_task_predictions(steer, tmp_path, steer_values)
+    write_task_predictions(sign, tmp_path, sign_values)
     assert steer.holds_predictions(tmp_path) and sign.holds_predictions(tmp_path)
     assert steer.read_predictions(tmp_path) == steer_values
     assert sign.read_predictions(tmp_path) == sign_values
@@ -286,10 +250,7 @@ def test_steer_and_sign_predictions_round_trip_through_csv_exactly(tmp_path):
 ])
 def test_reading_a_malformed_csv_names_the_file_and_line(tmp_path, task_name, text, line, says):
     path = tmp_path / f"{task_name}.csv"
-    path.write_text(text)
-    with pytest.raises(MtlDataError) as info:
-        create_task(task_name).read_predictions(tmp_path)
-    message = str(info.value)
+    message = prediction_read_error(create_task(task_name), tmp_path, path, text)
     assert message.startswith(f"{path}:{line}: ") and says in message and "\n" not in message
 
 

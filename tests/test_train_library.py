@@ -156,14 +156,20 @@ def test_written_predictions_score_exactly_as_the_metrics_in_memory(split, predi
         assert list(result["metrics"][task_name])[: len(headline)] == list(headline)
 
 
-def run_score(capsys, *args) -> tuple[int, str, str]:
+def run_train(capsys, *args) -> tuple[int, str, str]:
+    """``mtl-train ARGS`` in-process: exit code, stdout and stderr."""
     try:
-        mtl_train(["score", *map(str, args)])
+        mtl_train([str(a) for a in args])
         code = 0
     except SystemExit as exc:
         code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_score(capsys, *args) -> tuple[int, str, str]:
+    """``mtl-train score ARGS`` (see ``run_train``)."""
+    return run_train(capsys, "score", *args)
 
 
 def test_the_score_command_prints_a_table_and_writes_the_json(predictions, real_shards, tmp_path, capsys):
@@ -240,16 +246,6 @@ def test_predictions_are_written_whole_or_not_at_all(real_shards, small_model, t
     assert out.is_dir() and not (tmp_path / "p.partial").exists()
     with pytest.raises(MtlDataError, match="exists"):
         write_predictions(small_model, small_model.tasks, loader, real_shards, out)
-
-
-def run_train(capsys, *args) -> tuple[int, str, str]:
-    try:
-        mtl_train([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_the_predict_command_writes_benchmark_files_and_pictures_that_score(real_shards, tmp_path, capsys):

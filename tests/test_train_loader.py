@@ -26,6 +26,8 @@ from mtl_data.train.data.loader import build_loader, dist_info, to_device
 from mtl_data.train.data.stages import split_evenly
 from mtl_data.train.data.decode import UnsafeMemberError
 
+from conftest import first_batches
+
 SOURCES = ("a2d2", "cityscapes", "gtsrb", "kitti", "tusimple")
 SIZE = (64, 64)  # small: the tests are about what is loaded, not how fast
 
@@ -42,16 +44,6 @@ def manifest(shards) -> dict[str, dict]:
     return {row["key"]: row for row in ShardSet.open(shards).manifest.iter_rows(named=True)}
 
 
-def take(loader, n: int) -> list[dict]:
-    """The first ``n`` batches of a pass."""
-    out = []
-    for batch in loader:
-        out.append(batch)
-        if len(out) == n:
-            break
-    return out
-
-
 def labelled_keys(manifest: dict[str, dict], split: str, sources=SOURCES) -> list[str]:
     """Keys of ``split`` (of ``sources``) that label at least one task."""
     return sorted(k for k, r in manifest.items() if r["split"] == split and r["source"] in sources
@@ -63,7 +55,7 @@ def labelled_keys(manifest: dict[str, dict], split: str, sources=SOURCES) -> lis
 def test_mixing_ratios_hold_within_a_binomial_tolerance(shards):
     mix = {"gtsrb": 0.5, "a2d2": 0.3, "cityscapes": 0.2}
     loader = build_loader(shards, mix=mix, batch_size=64, image_size=SIZE, workers=0, seed=1)
-    counts = collections.Counter(s for batch in take(loader, 40) for s in batch["source"])
+    counts = collections.Counter(s for batch in first_batches(loader, 40) for s in batch["source"])
     n = sum(counts.values())
     assert n == 2560 and set(counts) == set(mix)
     for source, p in mix.items():
@@ -83,7 +75,7 @@ def test_proportional_mix_follows_the_sample_counts_of_the_split(shards, manifes
 def test_tasks_none_means_every_task_of_the_selected_sources(shards):
     loader = build_loader(shards, mix={"kitti": 1, "gtsrb": 1}, batch_size=2, image_size=SIZE, workers=0)
     assert loader.tasks == ("depth", "det2d", "det3d", "sign")
-    [batch] = take(loader, 1)
+    [batch] = first_batches(loader, 1)
     assert set(batch["present"]) == set(loader.tasks) and "seg" not in batch and "lane" not in batch
 
 
@@ -92,7 +84,7 @@ def test_sources_that_label_no_requested_task_are_left_out(shards, caplog):
                           workers=0)
     assert loader.probs == {"gtsrb": 1.0}
     assert "kitti is left out" in caplog.text
-    assert {s for batch in take(loader, 3) for s in batch["source"]} == {"gtsrb"}
+    assert {s for batch in first_batches(loader, 3) for s in batch["source"]} == {"gtsrb"}
 
 
 def test_a_stats_report_recommendation_sets_the_mix(shards, tmp_path):
@@ -125,7 +117,7 @@ def test_present_masks_match_each_samples_manifest_tasks_in_training(shards, man
     loader = build_loader(shards, batch_size=16, image_size=SIZE, workers=0, seed=2,
                           mix={s: 1 for s in SOURCES})
     assert loader.tasks == ("seg", "depth", "det2d", "det3d", "steer", "sign", "lane")
-    batches = take(loader, 6)
+    batches = first_batches(loader, 6)
     assert sum(_check_present(b, loader.tasks, manifest) for b in batches) == 96
     first = batches[0]
     assert first["image"].shape == (16, 3, *SIZE) and first["image"].dtype == torch.float32
@@ -200,7 +192,7 @@ def test_same_seed_gives_the_same_batches_and_another_seed_other_batches(shards)
     def batches(seed: int) -> list[dict]:
         loader = build_loader(shards, batch_size=8, image_size=SIZE, workers=2, seed=seed,
                               mix={s: 1 for s in SOURCES})
-        return take(loader, 3)
+        return first_batches(loader, 3)
 
     first, again, other = batches(7), batches(7), batches(8)
     assert all(_same(a, b) for a, b in zip(first, again))
@@ -214,7 +206,7 @@ def test_ranks_get_different_streams_and_never_run_out_of_shards(shards, tmp_pat
     streams = []
     for rank in range(2):
         loader = build_loader(root, batch_size=4, image_size=SIZE, workers=2, rank=rank, world_size=2, seed=5)
-        batches = take(loader, 4)
+        batches = first_batches(loader, 4)
         assert {k for b in batches for k in b["key"]} == set(keys[0])
         streams.append([b["key"] for b in batches])
     assert streams[0] != streams[1]
@@ -222,10 +214,10 @@ def test_ranks_get_different_streams_and_never_run_out_of_shards(shards, tmp_pat
 
 def test_each_pass_is_a_new_epoch_and_set_epoch_replays_one(shards):
     loader = build_loader(shards, batch_size=8, image_size=SIZE, workers=0, seed=3)
-    first, second = take(loader, 2), take(loader, 2)
+    first, second = first_batches(loader, 2), first_batches(loader, 2)
     assert [b["key"] for b in first] != [b["key"] for b in second]
     loader.set_epoch(0)
-    assert all(_same(a, b) for a, b in zip(first, take(loader, 2)))
+    assert all(_same(a, b) for a, b in zip(first, first_batches(loader, 2)))
 
 
 def test_augmentation_is_off_by_default_in_evaluation(shards):
@@ -309,7 +301,7 @@ def test_corrupt_data_is_skipped_and_counted_in_training(shards, tmp_path, damag
     root, keys = one_source_root(shards, tmp_path / "root", "gtsrb", "train", 2, damage)
     bad = keys[0][lost_from:] if lost_from is not None else [keys[0][1]]
     loader = build_loader(root, batch_size=16, image_size=SIZE, workers=0, shuffle_buffer=8)
-    seen = {k for batch in take(loader, 8) for k in batch["key"]}
+    seen = {k for batch in first_batches(loader, 8) for k in batch["key"]}
     assert seen == set(keys[0] + keys[1]) - set(bad)
     assert loader.skipped > 0 and loader.skipped % len(bad) == 0  # counted at every draw of the shard
 
@@ -341,7 +333,7 @@ def test_a_source_whose_shards_are_all_unreadable_is_an_error_not_a_hang(shards,
     root, _ = one_source_root(shards, tmp_path / "root", "gtsrb", "train", 1, lambda p: p.write_bytes(b"x" * 700))
     loader = build_loader(root, batch_size=4, image_size=SIZE, workers=0)
     with pytest.raises(MtlDataError, match="gave no readable sample"):
-        take(loader, 1)
+        first_batches(loader, 1)
     assert loader.skipped == 0  # the batch that would carry the counts never formed
 
 
@@ -350,7 +342,7 @@ def test_a_pickle_member_is_refused_in_training(shards, tmp_path, workers):
     root, keys = one_source_root(shards, tmp_path / "root", "gtsrb", "train", 1, lambda p: add_pickle_member(p, 0))
     loader = build_loader(root, batch_size=2, image_size=SIZE, workers=workers)
     with pytest.raises(UnsafeMemberError, match=rf"{keys[0][0]}\.pyd: refusing a pickle-style member"):
-        take(loader, 1)
+        first_batches(loader, 1)
 
 
 def test_a_pickle_member_is_refused_in_evaluation(shards, tmp_path):
@@ -389,7 +381,7 @@ def test_bad_options_are_one_clear_error(shards, kwargs, says):
 
 def test_device_option_moves_every_tensor(shards):
     loader = build_loader(shards, batch_size=2, image_size=SIZE, workers=0, device="cpu", mix={"kitti": 1})
-    [batch] = take(loader, 1)
+    [batch] = first_batches(loader, 1)
     assert batch["image"].device.type == "cpu" and batch["image"].dtype == torch.float32
     nested = to_device({"a": torch.zeros(2), "b": {"c": torch.ones(1)}, "k": ["x"]}, torch.device("cpu"))
     assert nested["k"] == ["x"] and nested["b"]["c"].item() == 1.0
@@ -397,7 +389,7 @@ def test_device_option_moves_every_tensor(shards):
 
 def test_batches_from_worker_processes_are_the_same_contract(shards, manifest):
     loader = build_loader(shards, batch_size=8, image_size=SIZE, workers=2, mix={s: 1 for s in SOURCES})
-    batches = take(loader, 4)
+    batches = first_batches(loader, 4)
     assert sum(_check_present(b, loader.tasks, manifest) for b in batches) == 32
     assert all(isinstance(b["skipped"], int) for b in batches) and np.isfinite(
         np.stack([b["image"].numpy() for b in batches])).all()

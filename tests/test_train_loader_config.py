@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ingest_cli
+from conftest import first_batches, ingest_cli
 from mtl_data.cli.main import main
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.taxonomy import DET_CLASSES
@@ -17,20 +17,11 @@ from mtl_data.train.data import LoaderConfig, build_loader
 SIZE = (64, 64)
 
 
-def first_batches(loader, n: int = 2) -> list[dict]:
-    out = []
-    for batch in loader:
-        out.append(batch)
-        if len(out) == n:
-            break
-    return out
-
-
 def test_a_config_and_the_keyword_form_give_the_same_batches(synth_shards):
     config = LoaderConfig(batch_size=4, image_size=SIZE, workers=0, seed=3, mix={"kitti": 1, "gtsrb": 1})
-    a = first_batches(build_loader(synth_shards, config))
+    a = first_batches(build_loader(synth_shards, config), 2)
     b = first_batches(build_loader(synth_shards, batch_size=4, image_size=SIZE, workers=0, seed=3,
-                                   mix={"kitti": 1, "gtsrb": 1}))
+                                   mix={"kitti": 1, "gtsrb": 1}), 2)
     assert [x["key"] for x in a] == [x["key"] for x in b]
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, b))
 
