@@ -271,3 +271,22 @@ def test_the_models_command_lists_models_and_tasks(capsys):
     code, stdout, _ = run_train(capsys, "models")
     assert code == 0
     assert "resnet18-fpn" in stdout and "tasks:  seg, depth, det2d, det3d, steer, sign, lane" in stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--model", "resnet99-fpn"], "resnet99-fpn"),
+    (["--tasks", "seg,flow"], "unknown flow"),
+    (["--image-size", "64by128"], "expected HxW"),
+])
+def test_bad_predict_options_are_one_line_each(args, says, real_shards, tmp_path, capsys):
+    line = one_error_line(*run_train(capsys, "predict", "--shards", real_shards, "--out", tmp_path / "p", *args)[::2])
+    assert says in line
+    assert not (tmp_path / "p").exists() and not (tmp_path / "p.partial").exists()
+
+
+def test_a_weights_file_that_is_not_a_state_dict_is_one_line(real_shards, tmp_path, capsys):
+    bad = tmp_path / "resnet18.pth"
+    bad.write_bytes(b"not a torch file")
+    line = one_error_line(*run_train(capsys, "predict", "--shards", real_shards, "--out", tmp_path / "p",
+                                     "--weights", bad)[::2])
+    assert str(bad) in line

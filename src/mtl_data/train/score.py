@@ -36,7 +36,7 @@ from mtl_data.schema.sample import Sample
 from mtl_data.shards.codec import DecodeError, decode_sample
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.data.loader import shard_classes
-from mtl_data.train.tasks import Task, create_task, list_tasks
+from mtl_data.train.tasks import Task, create_task, list_tasks, task_class
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def tasks_for(shard_set: ShardSet, names: Collection[str]) -> dict[str, Task]:
     classes = shard_classes(shard_set, shard_set.sources(), names)
     out = {}
     for name in names:
-        table = create_task(name).class_table
+        table = task_class(name).class_table
         out[name] = create_task(name, classes=classes.get(table) if table else None)
     return out
 
