@@ -1,14 +1,17 @@
 """``mtl-train``: the training side's command line (thin Click commands over ``mtl_data.train``).
 
-Today: ``mtl-train score`` checks any model's exported predictions against the shards with this
-project's metrics (each checked against its benchmark's official tool in the tests);
-``mtl-train predict`` writes a freshly built model's predictions (benchmark files and pictures);
-``mtl-train models`` lists what can be built. Training, evaluation and reports arrive as
-further commands of this group.
+``mtl-train --shards S --out RUN ...`` (no command) trains; ``mtl-train --resume RUN``
+continues a run; ``eval RUN`` evaluates a run (metrics, Delta_T against single-task runs);
+``predict RUN`` writes its predictions in the benchmarks' formats with pictures; ``report RUN
+...`` compares runs in one table; ``score`` checks any predictions folder against the shards;
+``models`` lists what can be built. Under ``torchrun`` every process runs the same command.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -18,11 +21,185 @@ from mtl_data.cli.runner import image_size_option, run
 from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
 
+#: training options -> the config key each sets (``config`` module); None values are not given.
+TRAIN_OPTIONS = {
+    "shards": "shards", "out": "out", "tasks": "tasks", "mode": "mode", "model": "model", "weighting": "weighting.name",
+    "mix": "loader.mix", "stats": "stats", "image_size": "loader.image_size", "batch_size": "loader.batch_size",
+    "letterbox": "loader.letterbox", "steps": "steps", "seed": "seed", "workers": "loader.workers", "device": "device",
+    "precision": "precision", "compile": "compile", "eval_every": "eval.every", "save_every": "save_every",
+    "log_every": "log_every", "weights": "weights", "lr": "optim.lr",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def _mix(ctx, param, value: str | None):
+    """``--mix``: ``proportional``, ``STATS.json#ALPHA`` or ``kitti=0.3,a2d2=0.7``."""
+    if value is None or "=" not in value:
+        return value
+    try:
+        return {name: float(ratio) for name, ratio in (part.split("=") for part in value.split(","))}
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected source=ratio pairs separated by commas") from None
+
+
+def _tasks(ctx, param, value: str | None):
+    return None if value is None else tuple(t.strip() for t in value.split(",") if t.strip())
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mtl-train")
-def cli() -> None:
-    """Train and evaluate multi-task networks on mtl-data shards (needs the 'train' extra)."""
+@click.option("--shards", type=click.Path(exists=True, file_okay=False), help="the shards root to train on")
+@click.option("--out", type=click.Path(file_okay=False), help="the run folder to create")
+@click.option("--resume", "resume_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="continue this run from its last checkpoint (only --steps may change)")
+@click.option("--stop-at", type=click.IntRange(min=1), default=None,
+              help="stop after this step with a checkpoint; --resume continues exactly")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a TOML training config (options and --set override it)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any config key, e.g. optim.lr=3e-4 (repeatable)")
+@click.option("--tasks", callback=_tasks, help="comma-separated; default: every task the train split labels")
+@click.option("--mode", type=click.Choice(["symmetric", "stl"]), default=None, help="default symmetric")
+@click.option("--model", default=None, help="a registered model (mtl-train models); default resnet18-fpn")
+@click.option("--weighting", default=None, help="task weighting strategy; default equal")
+@click.option("--mix", callback=_mix, default=None, help="proportional, STATS.json#ALPHA or src=ratio,...")
+@click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a mtl-data stats --json report: the default mix is its recommendation")
+@click.option("--image-size", callback=lambda c, p, v: None if v is None else image_size_option(c, p, v),
+              default=None, help="HxW, default 256x512")
+@click.option("--letterbox/--stretch", default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--steps", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=click.FloatRange(min=0.0), default=None, help="base learning rate (optim.lr)")
+@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="loader worker processes per rank")
+@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None)
+@click.option("--compile/--no-compile", default=None, help="torch.compile the model")
+@click.option("--eval-every", type=click.IntRange(min=0), default=None, help="steps between evaluations (0: at the end)")
+@click.option("--save-every", type=click.IntRange(min=0), default=None, help="steps between checkpoints")
+@click.option("--log-every", type=click.IntRange(min=1), default=None)
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="encoder ImageNet weights: a torchvision state dict file you have")
+@click.pass_context
+def cli(ctx, resume_run, stop_at, config_file, sets, **options) -> None:
+    """Train and evaluate multi-task networks on mtl-data shards (needs the 'train' extra).
+
+    Without a command: train (--shards and --out, or --resume RUN).
+    """
+    given = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
+    if ctx.invoked_subcommand is not None:
+        if given or resume_run or stop_at or config_file or sets:
+            raise click.UsageError("training options go without a command (mtl-train --shards ... --out ...)")
+        return
+    if not (given.get("shards") or resume_run or config_file):
+        click.echo(ctx.get_help())
+        return
+    from mtl_data.train.config import resolve
+    from mtl_data.train.loop import train
+
+    if resume_run is not None:
+        if "out" in given and Path(given["out"]) != Path(resume_run):
+            raise click.UsageError("--resume RUN continues RUN: leave out --out")
+        config_file = config_file or str(Path(resume_run) / "config.toml")
+        given["out"] = str(resume_run)
+    config = resolve(None if config_file is None else Path(config_file), given, list(sets))
+    if not config.shards or not config.out:
+        raise click.UsageError("training needs --shards and --out (or --resume RUN, or a --config that sets them)")
+    with _log_to_stderr():
+        result = train(config, resume=resume_run is not None, progress=True, stop_at=stop_at)
+    doc = result["eval"]
+    if doc is None:
+        click.echo(f"{result['run']}: stopped at step {result['step']} of {config.steps}; continue with "
+                   f"mtl-train --resume {result['run']}")
+        return
+    click.echo(f"{result['run']}: step {result['step']}, {doc['split']}: " + _headlines(doc))
+
+
+class _EchoHandler(logging.Handler):
+    """Library log records as plain lines on the current stderr (looked up at each record, so
+    in-process runs and tests that swap stderr see them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+@contextlib.contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """While training, the library's logs (start-up summary, warnings) go to stderr, one line each."""
+    root = logging.getLogger("mtl_data")
+    handler, level = _EchoHandler(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _headlines(doc: dict) -> str:
+    parts = []
+    for task, values in doc["metrics"].items():
+        key = next(iter(values))
+        parts.append(f"{task} {key} {values[key]:.4f}" if isinstance(values[key], float) else f"{task} {key} -")
+    delta = doc.get("delta_t")
+    return ", ".join(parts) + ("" if delta is None else f"; Delta_T {delta:+.2f} %")
+
+
+@cli.command("eval")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", default=None, help="default: the run's eval split")
+@click.option("--stl", "stl_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="a single-task run to compare with (repeatable): Delta_T")
+@click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last", show_default=True)
+@click.option("--predictions", "pred_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="also write the predictions (benchmark files and pictures) there")
+@click.option("--device", default="auto", show_default=True)
+def eval_command(run_dir: Path, split: str | None, stl_runs: tuple[Path, ...], which: str, pred_dir: Path | None,
+                 device: str) -> None:
+    """Evaluate RUN on a split: the scorer's metrics and Delta_T against --stl runs."""
+    from mtl_data.train.runs import evaluate_run
+
+    doc = evaluate_run(run_dir, split=split, stl=stl_runs, which=which, predictions=pred_dir, device=device)
+    from mtl_data.train.score import render
+    click.echo(render(doc))
+    if doc.get("delta_t") is not None:
+        click.echo(f"Delta_T {doc['delta_t']:+.2f} % against " + ", ".join(
+            f"{t} {v['metric']} {v['value']:.4f} ({v['run']})" for t, v in doc["stl"].items()))
+    click.echo(f"-> {doc['path']}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", default=None, help="default: the run's eval split")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="the predictions folder to write")
+@click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last", show_default=True)
+@click.option("--overlays/--no-overlays", default=True, show_default=True, help="also draw overlays/<key>.jpg")
+@click.option("--overwrite", is_flag=True, help="replace an existing --out")
+@click.option("--device", default="auto", show_default=True)
+def predict(run_dir: Path, split: str | None, out_dir: Path, which: str, overlays: bool, overwrite: bool,
+            device: str) -> None:
+    """Write RUN's predictions of a split in the benchmarks' formats (and pictures)."""
+    from mtl_data.train.runs import predict_run
+
+    counts = predict_run(run_dir, out_dir, split=split, which=which, overlays=overlays, overwrite=overwrite,
+                         device=device)
+    click.echo(f"{run_dir}: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f" -> {out_dir}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write the table as JSON")
+def report(runs: tuple[Path, ...], json_path: Path | None) -> None:
+    """One table of runs: headline metrics, Delta_T, parameters, GFLOPs, samples/s."""
+    from mtl_data.train.report import render_report, summarize_runs
+
+    rows = summarize_runs(runs)
+    click.echo(render_report(rows))
+    if json_path is not None:
+        import json
+        _write(json_path, json.dumps(rows, indent=1) + "\n")
 
 
 @cli.command()
@@ -50,62 +227,27 @@ def score(shards: Path, split: str, pred_dir: Path, tasks: tuple[str, ...], json
         return
     click.echo(render(result))
     if json_path is not None:
-        try:
-            write_atomic(json_path, text)
-        except OSError as exc:
-            raise MtlDataError(f"{json_path}: cannot write the result ({exc.strerror or exc})") from None
+        _write(json_path, text)
         click.echo(f"-> {json_path}")
 
 
-@cli.command()
-@click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="the shards root to predict")
-@click.option("--model", "model_name", default="resnet18-fpn", show_default=True,
-              help="a registered model (see `mtl-train models`)")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="encoder ImageNet weights: a torchvision state dict file you have")
-@click.option("--split", default="val", show_default=True)
-@click.option("--tasks", default=None, help="comma-separated; default: every task the split labels")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="the predictions folder to write")
-@click.option("--image-size", callback=image_size_option, default="256x512", show_default=True, help="HxW")
-@click.option("--letterbox/--stretch", default=True, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="seeds the initialisation")
-@click.option("--overlays/--no-overlays", default=True, show_default=True, help="also draw overlays/<key>.jpg")
-@click.option("--overwrite", is_flag=True, help="replace an existing --out")
-def predict(shards: Path, model_name: str, weights: Path | None, split: str, tasks: str | None, out_dir: Path,
-            image_size: tuple[int, int], letterbox: bool, batch_size: int, workers: int, seed: int, overlays: bool,
-            overwrite: bool) -> None:
-    """Write a freshly built model's predictions of a split in the benchmarks' formats.
-
-    Until training lands the network is untrained (its encoder from --weights if given): this
-    checks the pipeline from shards to the benchmark files, pictures and `mtl-train score`;
-    it is not a result.
-    """
-    import torch
-
-    from mtl_data.train.data import build_loader
-    from mtl_data.train.models import create_model
-    from mtl_data.train.predict import write_predictions
-
-    loader = build_loader(shards, split=split, tasks=None if tasks is None else tasks.split(","), infinite=False,
-                          batch_size=batch_size, image_size=image_size, letterbox=letterbox, workers=workers)
-    torch.manual_seed(seed)
-    model = create_model(model_name, tasks=list(loader.tasks), classes=loader.classes, weights=weights)
-    counts = write_predictions(model, model.tasks, loader, shards, out_dir, overwrite=overwrite, overlays=overlays)
-    click.echo(f"{model_name} on {split}: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f" -> {out_dir}")
+def _write(path: Path, text: str) -> None:
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise MtlDataError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 @cli.command()
 def models() -> None:
-    """List the registered models and tasks."""
+    """List the registered models, tasks and weighting strategies."""
     from mtl_data.train.models import list_models
     from mtl_data.train.tasks import list_tasks
+    from mtl_data.train.weighting import list_weightings
 
-    click.echo("models: " + ", ".join(list_models()))
-    click.echo("tasks:  " + ", ".join(list_tasks()))
+    click.echo("models:     " + ", ".join(list_models()))
+    click.echo("tasks:      " + ", ".join(list_tasks()))
+    click.echo("weightings: " + ", ".join(list_weightings()))
 
 
 def main(argv: list[str] | None = None) -> None:

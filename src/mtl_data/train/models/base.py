@@ -72,8 +72,10 @@ def load_state_dict_file(module: nn.Module, path: str | Path, ignore: Sequence[s
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for a bad file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MtlDataError(f"weights file {path} is not a torch state dict file ({reason[:200]})") from None
+        # Only the exception's kind: torch's own text for a non-weights file advises loading it
+        # with weights_only=False, i.e. running code from it, which this project never does.
+        raise MtlDataError(f"weights file {path} is not a torch state dict file ({type(exc).__name__}); pass a "
+                           "file saved with torch.save(model.state_dict(), path)") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                  for k, v in state.items()):
         shown = f" with keys {_names(list(state))}" if isinstance(state, Mapping) else ""
