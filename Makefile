@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TORCH  := torch==2.13.0
 DEMO   := build/demo
+# a small model for a few dozen CPU steps: the demo shows the pipeline, not a result
+DEMO_TRAIN := --steps 40 --image-size 64x128 --batch-size 8 --workers 2 --lr 2e-3 --set model_options.neck_channels=64
 
 .PHONY: setup test demo bench clean
 
@@ -43,8 +45,12 @@ demo: setup
 	$(BIN)/mtl-data batches $(DEMO)/shards --mix '$(DEMO)/stats.json#0.5' --batches 2 --workers 2
 	$(BIN)/mtl-data batches $(DEMO)/shards --split val --eval --batch-size 16 --batches 1 --letterbox
 	$(BIN)/mtl-train models
-	$(BIN)/mtl-train predict --shards $(DEMO)/shards --split val --image-size 128x256 --out $(DEMO)/predictions
+	$(BIN)/mtl-train --shards $(DEMO)/shards --stats $(DEMO)/stats.json --out $(DEMO)/runs/mtl $(DEMO_TRAIN) --eval-every 20
+	$(BIN)/mtl-train --shards $(DEMO)/shards --out $(DEMO)/runs/stl_seg --mode stl --tasks seg $(DEMO_TRAIN)
+	$(BIN)/mtl-train eval $(DEMO)/runs/mtl --stl $(DEMO)/runs/stl_seg
+	$(BIN)/mtl-train predict $(DEMO)/runs/mtl --out $(DEMO)/predictions
 	$(BIN)/mtl-train score $(DEMO)/shards --split val --predictions $(DEMO)/predictions --json $(DEMO)/scores.json
+	$(BIN)/mtl-train report $(DEMO)/runs/mtl $(DEMO)/runs/stl_seg
 
 bench: setup
 	$(BIN)/python bench/ingest_kitti.py
@@ -55,6 +61,7 @@ bench: setup
 	$(BIN)/python bench/stats.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/models.py
+	$(BIN)/python bench/trainer.py
 
 clean:
 	rm -rf build $(VENV)

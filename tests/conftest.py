@@ -376,6 +376,19 @@ def first_batches(loader, n: int) -> list[dict]:
     return out
 
 
+def run_mtl_train(capsys, *args) -> tuple[int, str, str]:
+    """``mtl-train ARGS`` in-process: exit code, stdout and stderr."""
+    from mtl_data.cli.mtl_train import main as mtl_train
+
+    try:
+        mtl_train([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @dataclass
 class CliResult:
     code: int

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import torch
 
-from conftest import batch_from_shards
+from conftest import batch_from_shards, run_mtl_train
 from mtl_data.cli.mtl_train import main as mtl_train
 from mtl_data.errors import MtlDataError
 from mtl_data.shards.reader import ShardSet
@@ -156,15 +156,7 @@ def test_written_predictions_score_exactly_as_the_metrics_in_memory(split, predi
         assert list(result["metrics"][task_name])[: len(headline)] == list(headline)
 
 
-def run_train(capsys, *args) -> tuple[int, str, str]:
-    """``mtl-train ARGS`` in-process: exit code, stdout and stderr."""
-    try:
-        mtl_train([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run_train = run_mtl_train
 
 
 def run_score(capsys, *args) -> tuple[int, str, str]:
@@ -268,7 +260,7 @@ def test_the_predict_command_writes_benchmark_files_and_pictures_that_score(trai
     assert code == 0, err
     assert "seg 2, det2d 2, det3d 2 ->" in stdout
     import cv2
-    pictures = sorted(out.glob("overlays/*.jpg"))
+    pictures = sorted(out.glob("overlays/*.png"))
     assert [p.stem for p in pictures] == ["cityscapes_val_frankfurt_000000_000294", "cityscapes_val_lindau_000000_000019"]
     assert all(cv2.imread(str(p)) is not None for p in pictures)
     code, stdout, err = run_train(capsys, "score", real_shards, "--split", "val", "--predictions", out)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_mtl_train
 from mtl_data.cli.mtl_train import main as mtl_train
 from mtl_data.train import checkpoint as ckpt
 from mtl_data.train.evaluate import delta_t
@@ -20,14 +21,7 @@ SMALL = ["--model", "resnet18-fpn", "--image-size", "64x128", "--batch-size", "4
          "--set", "model_options.neck_channels=32"]
 
 
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        mtl_train([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run_cli = run_mtl_train
 
 
 def one_error_line(code: int, err: str) -> str:
@@ -239,3 +233,28 @@ def test_a_non_finite_loss_stops_the_run_naming_task_and_step(synth_shards, tmp_
                                    "--save-every", "2", "--log-every", "2", *SMALL)[::2])
     assert "sign loss is not finite at step 3" in line
     assert ckpt.load(run / "checkpoints" / "last.pt")["step"] == 2
+
+
+# ---- two processes --------------------------------------------------------------------------
+
+def test_a_two_process_gloo_run_trains_writes_once_and_evaluates_exactly(synth_shards, tmp_path, capsys):
+    """torchrun with 2 CPU processes (gloo): the ranks end with the same parameters (the loop
+    checks), only rank 0 writes, and the distributed evaluation equals a single-process one."""
+    import os
+    import subprocess
+    import sys
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(Path(sys.executable).parent / "mtl-train"), "--shards", str(synth_shards), "--out", str(run),
+               "--tasks", "seg,sign", "--steps", "3", "--log-every", "1", "--device", "cpu", *SMALL]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert [int(r["step"]) for r in metrics_rows(run)] == [1, 2, 3]  # one writer
+    rows = metrics_rows(run)
+    assert all(int(r["present/seg"]) + int(r["present/sign"]) <= 2 * 4 for r in rows)
+    distributed = json.loads((run / "eval.json").read_text())["metrics"]
+    code, _, err = run_cli(capsys, "eval", run, "--device", "cpu")
+    assert code == 0, err
+    single = json.loads((run / "eval.json").read_text())["metrics"]
+    assert single == distributed

@@ -304,7 +304,7 @@ def edit_report(stats_report: Path, edit) -> Path:
 
 def test_static_from_a_missing_report_names_the_file(tmp_path):
     path = tmp_path / "none.json"
-    with pytest.raises(MtlDataError, match=f"stats report {path}: cannot read it"):
+    with pytest.raises(MtlDataError, match=f"stats report {path}: cannot read the stats report"):
         create_weighting("static", TASKS, stats=str(path), rule="inverse_frequency")
 
 

@@ -174,7 +174,7 @@ def eval_command(run_dir: Path, split: str | None, stl_runs: tuple[Path, ...], w
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="the predictions folder to write")
 @click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last", show_default=True)
-@click.option("--overlays/--no-overlays", default=True, show_default=True, help="also draw overlays/<key>.jpg")
+@click.option("--overlays/--no-overlays", default=True, show_default=True, help="also draw overlays/<key>.png")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out")
 @click.option("--device", default="auto", show_default=True)
 def predict(run_dir: Path, split: str | None, out_dir: Path, which: str, overlays: bool, overwrite: bool,

@@ -42,8 +42,9 @@ from mtl_data.errors import MtlDataError
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train import checkpoint as ckpt
 from mtl_data.train.config import TrainConfig, to_dict
-from mtl_data.train.data.loader import build_loader
-from mtl_data.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, setup, teardown
+from mtl_data.train.data.loader import build_loader, default_workers
+from mtl_data.train.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, gather_objects, setup,
+                                        teardown)
 from mtl_data.train.evaluate import EVAL_FILE, evaluate, write_eval
 from mtl_data.train.optim import build_optimizer, build_schedule, part_lrs
 from mtl_data.train.precision import check_precision, grad_scaler
@@ -88,7 +89,10 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
     check_precision(config.precision, info.device)
     shard_set = ShardSet.open(Path(config.shards))
     tasks_run = run_tasks(config, shard_set)
-    config = dataclasses.replace(config, tasks=tasks_run)  # the resolved tasks go into config.toml
+    # The resolved tasks and worker count go into config.toml: the data stream is seeded per
+    # worker, so a resume on a machine with another CPU count must keep the run's count.
+    workers = default_workers() if config.loader.workers is None else config.loader.workers
+    config = dataclasses.replace(config, tasks=tasks_run, loader=dataclasses.replace(config.loader, workers=workers))
     state = check_run(config, resume)
 
     # ---- data
@@ -100,7 +104,8 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
     model = build_model(config, tasks_run, loader.classes, weights=state is None)
     tasks: dict[str, Task] = model.tasks
     model.to(info.device)
-    if use_channels_last(config, info.device):
+    channels_last = use_channels_last(config, info.device)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     weighting = build_weighting(config, tasks_run).to(info.device)
     weighting.attach(model)  # gradient-based strategies keep the last shared layer
@@ -113,7 +118,11 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
     params = [p for g in optimizer.param_groups for p in g["params"]]
     net: nn.Module = model
     if info.distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda" else None)
+        # static_graph: every head runs on every batch, so the parameters used never change; a
+        # neck map no head reads (FPN's stride 8 and 16 outputs for seg + sign) is found unused
+        # once, at the first step, instead of find_unused_parameters' search at every step.
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda" else None,
+                                                  static_graph=True)
     if config.compile:
         net = torch.compile(net)
 
@@ -145,6 +154,8 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
             t0 = time.perf_counter()
             batch = next(stream)
             window.wait += time.perf_counter() - t0
+            if channels_last:
+                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
             out = symmetric_step(net, tasks, weighting, batch, step, optimizer, scheduler, scaler, info,
                                  config.precision, config.optim.clip_grad_norm, params)
             weighting.on_step_end(step)
@@ -177,6 +188,7 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
 
     # ---- end
     _stop_if_bad(first_bad, tasks_run)
+    _check_ranks_agree(model, info)
     if not config.save_every or end % config.save_every:
         _save(held, info, run / CHECKPOINTS / ckpt.LAST, end)
     if end < config.steps:
@@ -216,6 +228,18 @@ def _progress(enabled: bool, start: int, total: int):
         return None
     from tqdm import tqdm
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+
+def _check_ranks_agree(model: nn.Module, info: DistInfo) -> None:
+    """Under DDP every rank must hold the same parameters (DDP keeps them so; a rank that
+    diverged would train a different model silently). Compares one float64 checksum per rank."""
+    if not info.distributed:
+        return
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)  # (1,)
+    sums = [t.item() for t in gather_objects(total.cpu(), info)]
+    if len(set(sums)) != 1:
+        raise MtlDataError(f"the {info.world_size} ranks hold different parameters (checksums {sums}); "
+                           "this is a bug: please report it with the command")
 
 
 def _stop_if_bad(first_bad: torch.Tensor, tasks: tuple[str, ...]) -> None:

@@ -7,7 +7,7 @@ benchmark's submission files (``seg/<key>.png``, ``depth/<key>.png``, ``det2d.js
 ``det2d_gt.json``, ``det3d/<source>/<split>/<id>_pred.json``, ``lane.json``, ``steer.csv``,
 ``sign.csv``). The folder is written as ``OUT.partial`` and renamed to ``OUT`` when every file
 is complete, so an interrupted run leaves no folder that looks finished. ``mtl-train score``
-reads it back. With ``overlays=True`` it also writes ``overlays/<key>.jpg``: each task's
+reads it back. With ``overlays=True`` it also writes ``overlays/<key>.png``: each task's
 ``Task.draw`` of the sample, one panel per task, for a person to look at.
 """
 
@@ -44,7 +44,7 @@ def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Lo
         out_dir: the predictions folder to create.
         only: write only these tasks; None = every task of ``tasks`` that the loader loads.
         overwrite: replace an existing ``out_dir``.
-        overlays: also draw every sample's predictions into ``overlays/<key>.jpg``.
+        overlays: also draw every sample's predictions into ``overlays/<key>.png``.
 
     Returns:
         ``{task: samples written}``.
@@ -82,7 +82,7 @@ def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Lo
                     counts[t] += 1
                 if overlays:
                     panels = {t: tasks[t].draw(samples[key].image, decoded[t][i], samples[key]) for t in names}
-                    write_atomic(partial / "overlays" / f"{key}.jpg", encode_image(overlay(panels), "jpg", 90))
+                    write_atomic(partial / "overlays" / f"{key}.png", encode_image(overlay(panels), "png"))
     for writer in writers.values():
         writer.close()
     if out_dir.exists():

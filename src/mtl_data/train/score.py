@@ -16,7 +16,8 @@ Rules (a predictions folder is user input; every problem is one ``MtlDataError``
   a labelled sample, naming how many and the first; detection counts a missing sample as
   "nothing detected", as COCO does;
 * a prediction for a sample of the split that does not label the task is ignored (there is
-  nothing to score it against);
+  nothing to score it against), and a task no sample of the split labels is left out of the
+  result;
 * a prediction that does not fit its sample (a seg PNG of another size, lanes at other rows) is
   refused with the key.
 """
@@ -109,14 +110,20 @@ def score(shards: str | Path, split: str, pred_dir: str | Path, tasks: Collectio
     split_keys = set(rows["key"].to_list())
     predictions: dict[str, dict] = {}
     labelled: dict[str, list[str]] = {}
-    for name in found:
+    for name in list(found):
         predictions[name] = _checked_predictions(all_tasks[name], pred_dir, split, split_keys)
         keys = rows.filter(pl.col(f"has_{name}"))["key"].to_list()
+        if not keys:  # predictions for a split that has no labels of the task: nothing to score
+            logger.info("%s: no %s sample labels %s; its predictions are not scored", pred_dir, split, name)
+            found.remove(name)
+            continue
         missing = [k for k in keys if k not in predictions[name]]
         if missing and all_tasks[name].requires_every_prediction:
             raise MtlDataError(f"{pred_dir}: no {name} prediction for {len(missing)} of the {len(keys)} {split} "
                                f"samples that label {name} (first: {missing[0]}); the benchmark scores every image")
         labelled[name] = keys
+    if not found:
+        raise MtlDataError(f"{pred_dir}: no sample of split {split!r} labels the tasks it holds predictions of")
     metrics = {name: all_tasks[name].metric() for name in found}
     order = sorted(set().union(*labelled.values()))
     for sample in label_samples(shard_set, order, found):

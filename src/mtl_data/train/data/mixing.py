@@ -17,13 +17,13 @@ Every mistake is a ``MtlDataError`` that names what was wrong and what is allowe
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from mtl_data.errors import MtlDataError
+from mtl_data.stats.recommendations import read_recommendations
 
 PROPORTIONAL = "proportional"
 
@@ -93,15 +93,7 @@ def _from_report(spec: str) -> dict[str, float]:
         raise MtlDataError(f"mix {spec!r}: expected {PROPORTIONAL!r}, a {{source: ratio}} mapping or "
                            "'STATS.json#ALPHA' (a stats report and one of its recommendations.mix keys)")
     path = Path(path_text)
-    try:
-        report = json.loads(path.read_text())
-    except OSError as exc:
-        raise MtlDataError(f"{path}: cannot read the stats report ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise MtlDataError(f"{path}: not a JSON stats report ({exc})") from None
-    mixes = report.get("recommendations", {}).get("mix") if isinstance(report, dict) else None
-    if not isinstance(mixes, dict) or not mixes:
-        raise MtlDataError(f"{path}: no recommendations.mix table (write it with `mtl-data stats --json`)")
+    mixes = read_recommendations(path, "mix")
     key = alpha if alpha in mixes else _same_number(alpha, mixes)
     if key is None:
         raise MtlDataError(f"{path}: no mix for alpha {alpha!r}; available: {', '.join(sorted(mixes))}")

@@ -47,7 +47,6 @@ strategies must beat.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -58,6 +57,7 @@ import torch
 
 from mtl_data.errors import MtlDataError
 from mtl_data.stats.formulas import WEIGHT_RULES
+from mtl_data.stats.recommendations import read_recommendations
 from mtl_data.train.weighting.base import (Weighting, finite_nonnegative, mean_over_ranks, register_weighting,
                                            weighted_sum)
 
@@ -191,16 +191,7 @@ def report_weights(path: Path, rule: str, tasks: Sequence[str]) -> list[float]:
             no weight for one of ``tasks``, or a weight that is not a finite number >= 0.
     """
     where = f"weighting static: stats report {path}"
-    try:
-        report = json.loads(path.read_text())
-    except OSError as exc:
-        raise MtlDataError(f"{where}: cannot read it ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise MtlDataError(f"{where}: not a JSON stats report ({exc})") from None
-    recommendations = report.get("recommendations") if isinstance(report, dict) else None
-    rules = recommendations.get("task_weights") if isinstance(recommendations, dict) else None
-    if not isinstance(rules, dict) or not rules:
-        raise MtlDataError(f"{where}: no recommendations.task_weights table (write it with `mtl-data stats --json`)")
+    rules = read_recommendations(path, "task_weights", where)
     if rule not in rules:
         raise MtlDataError(f"{where}: no task-weight rule {rule!r}; the report has {', '.join(sorted(rules))}")
     table = rules[rule]
