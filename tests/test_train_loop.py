@@ -258,3 +258,16 @@ def test_a_two_process_gloo_run_trains_writes_once_and_evaluates_exactly(synth_s
     assert code == 0, err
     single = json.loads((run / "eval.json").read_text())["metrics"]
     assert single == distributed
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_train_on_cpu_with_finite_losses(precision, synth_shards, tmp_path, capsys):
+    run = tmp_path / precision
+    code, _, err = run_cli(capsys, "--shards", synth_shards, "--out", run, "--tasks", "sign", "--steps", "2",
+                           "--log-every", "1", "--precision", precision, *SMALL)
+    assert code == 0, err
+    rows = metrics_rows(run)
+    assert all(math.isfinite(float(r["loss"])) for r in rows)
+    state = ckpt.load(run / "checkpoints" / "last.pt")
+    assert state["config"]["precision"] == precision
+    assert all(v.dtype == torch.float32 for k, v in state["model"].items() if v.is_floating_point())

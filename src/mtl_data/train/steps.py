@@ -15,6 +15,8 @@ Nothing here reads a value back to the host: logging happens in ``loop`` every `
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,5 +73,10 @@ def symmetric_step(model: nn.Module, tasks: Mapping[str, Task], weighting: Weigh
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
+    with warnings.catch_warnings():
+        # fp16: GradScaler skips the optimizer step when the gradients overflowed (the first
+        # steps, while it finds its scale). Knowing it needs a host sync, so the schedule
+        # advances anyway (it counts steps, not updates); torch warns about that order.
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+        scheduler.step()
     return StepOutput(total.detach(), losses.detach(), weights.detach(), counts)
