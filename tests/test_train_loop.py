@@ -271,3 +271,38 @@ def test_mixed_precision_runs_train_on_cpu_with_finite_losses(precision, synth_s
     state = ckpt.load(run / "checkpoints" / "last.pt")
     assert state["config"]["precision"] == precision
     assert all(v.dtype == torch.float32 for k, v in state["model"].items() if v.is_floating_point())
+
+
+def test_task_losses_of_two_ranks_average_to_the_loss_of_the_whole_batch(real_shards, monkeypatch):
+    """The normalisation by global labelled counts (steps.task_losses): two ranks holding the
+    halves of a batch, whose samples label tasks unevenly, average (as DDP averages gradients) to
+    exactly the single-process loss of the whole batch."""
+    import polars as pl
+
+    from conftest import batch_from_shards
+    from mtl_data.shards.reader import ShardSet
+    from mtl_data.train import steps
+    from mtl_data.train.distributed import DistInfo
+    from mtl_data.train.models import create_model
+
+    keys = ShardSet.open(real_shards).manifest.filter(pl.col("split") == "train")["key"].to_list()[:6]
+    batch = batch_from_shards(real_shards, keys, (64, 128))
+    torch.manual_seed(0)
+    model = create_model("resnet18-fpn", tasks=["seg", "det2d", "sign"], neck_channels=16)
+    model.eval()
+
+    def half(b: dict, part: slice) -> dict:
+        return {k: (half(v, part) if isinstance(v, dict) else v[part]) for k, v in b.items()}
+
+    halves = [half(batch, slice(0, 3)), half(batch, slice(3, 6))]
+    with torch.no_grad():
+        whole, counts = steps.task_losses(model(batch["image"]), batch, model.tasks, DistInfo(0, 1, 0, torch.device("cpu")))
+        outputs = [model(h["image"]) for h in halves]
+        local = [torch.stack([h["present"][t].sum() for t in model.tasks]).float() for h in halves]
+        per_rank = []
+        for rank, h in enumerate(halves):
+            monkeypatch.setattr(steps, "all_reduce_sum", lambda t, info: local[0] + local[1])
+            loss, _ = steps.task_losses(outputs[rank], h, model.tasks, DistInfo(rank, 2, rank, torch.device("cpu")))
+            per_rank.append(loss)
+    assert [int(c) for c in counts] != [0, 0, 0] and any(int(l[0]) != int(l[1]) for l in zip(*local))
+    torch.testing.assert_close((per_rank[0] + per_rank[1]) / 2, whole, rtol=1e-5, atol=1e-6)
