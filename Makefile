@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[train,dev,plots]'
 	touch $(STAMP)
 
+# Two test processes on two cores: one torch thread each (OMP_NUM_THREADS=1), or each process's
+# torch pool takes every core and they fight (the suite then takes ~1.5x as long).
 test: setup
-	$(BIN)/python -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
 
 demo: setup
 	rm -rf $(DEMO)
