@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from mtl_data.errors import MtlDataError
-from mtl_data.train.config import (EvalConfig, LoaderConfig, OptimConfig, PartConfig, ScheduleConfig, TrainConfig,
-                                   WeightingConfig, apply_overrides, apply_sets, differences, from_dict, load_config,
-                                   resolve, to_dict, to_toml, validate)
+from mtl_data.train.config import (AsymmetricConfig, EvalConfig, LoaderConfig, OptimConfig, PartConfig,
+                                   ScheduleConfig, TrainConfig, WeightingConfig, apply_overrides, apply_sets,
+                                   differences, from_dict, load_config, resolve, to_dict, to_toml, validate)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,7 +37,7 @@ def full_config(mix: object) -> TrainConfig:
         shards="/data/shards", out='runs/a "quoted"\\back\tslash é', tasks=("seg", "depth"), mode="stl",
         model="resnet50-bifpn", model_options={"repeats": 2, "norm": "group", "scales": [1, 2.5], "flag": True},
         task_options={"depth": {"si_lambda": 0.85, "inner": {"a": 1, "b": [True, False]}}, "seg": {}},
-        weights="imagenet/resnet50.pth", steps=20_000, seed=7, device="cuda:1", precision="bf16", compile=True,
+        weights="imagenet/resnet50.pth", steps=20_000, epoch_steps=250, init_from="runs/b/checkpoints/best.pt", seed=7, device="cuda:1", precision="bf16", compile=True,
         channels_last=False, log_every=25, save_every=0, train_split="val", stats="stats.json", mix_alpha=0.3,
         loader=LoaderConfig(mix=mix, batch_size=4, image_size=(128, 320), workers=2, augment=False,
                             letterbox=True, flip_p=0.25, jitter=0.1, grid=16, anchors=5, max_boxes=32, max_lanes=6,
@@ -49,9 +49,11 @@ def full_config(mix: object) -> TrainConfig:
         schedule=ScheduleConfig(name="poly", warmup_steps=500, warmup_factor=0.01, min_lr_ratio=0.05, power=1.0,
                                 step_size=300, gamma=0.5),
         weighting=WeightingConfig(name="static", weights={"seg": 1.0, "depth": 0.25}, stats="weights.json",
-                                  rule="inverse_frequency", first_steps=100),
+                                  rule="inverse_frequency", first_steps=100,
+                                  options={"temperature": 2.0, "frequencies": {"seg": 1, "depth": 3}}),
         eval=EvalConfig(split="test", every=1000, batch_size=8, workers=1, stl={"seg": "runs/stl_seg"},
                         best_metric="depth/abs_rel"),
+        asymmetric=AsymmetricConfig(k={"encoder": 48, "seg": 32}),
     )
 
 
@@ -361,7 +363,7 @@ def test_an_out_of_range_value_names_the_set_item_that_gave_it(sets, says):
     ("optim.name=adam", "optim.name must be one of adamw, sgd, got 'adam'"),
     ("schedule.name=linear", "schedule.name must be one of cosine, poly, step, constant, got 'linear'"),
     ("precision=fp64", "precision must be one of fp32, bf16, fp16, got 'fp64'"),
-    ("mode=asym", "mode must be one of symmetric, stl, got 'asym'"),
+    ("mode=asym", "mode must be one of symmetric, asymmetric, stl, got 'asym'"),
     ("device=gpu", "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     ("train_split=training", "train_split must be one of train, val, test, got 'training'"),
     ("weighting.rule=sqrt", ("weighting.rule must be one of inverse_frequency, sqrt_inverse_frequency, "

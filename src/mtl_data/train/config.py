@@ -91,7 +91,7 @@ __all__ = [
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "step", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
-MODES = ("symmetric", "stl")
+MODES = ("symmetric", "asymmetric", "stl")
 #: parts of a model that take their own learning rate and weight decay, besides ``heads.<task>``
 PARTS = ("encoder", "neck", "weighting")
 MP_CONTEXTS = ("fork", "spawn", "forkserver")
@@ -187,6 +187,8 @@ class WeightingConfig:
             ``stats``; the weighting refuses one without the other).
         first_steps: > 0: handcrafted weights from the mean losses of the first N optimizer
             steps (Leang et al. 2020); 0 = off.
+        options: the strategy's own options (the fields of its ``Config``: a temperature, a
+            GradNorm alpha, frequencies, a schedule ...), e.g. ``--set weighting.options.alpha=1.5``.
     """
 
     name: str = "equal"
@@ -194,6 +196,21 @@ class WeightingConfig:
     stats: str | None = None
     rule: str | None = None
     first_steps: int = 0
+    options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AsymmetricConfig:
+    """The asymmetric mode's effective batches (UberNet, Kokkinos 2017; the Tartu thesis).
+
+    Attributes:
+        k: part -> labelled samples it accumulates gradients over before its optimizer steps:
+            ``encoder`` (the encoder with the neck: every sample that labels any task counts)
+            and one entry per task (its head: samples that label that task). A part left out
+            steps every ``loader.batch_size`` labelled samples.
+    """
+
+    k: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -226,8 +243,14 @@ class TrainConfig:
         shards: the shards root to train on (required by the trainer).
         out: the run folder (required by the trainer).
         tasks: the tasks to train; empty = every task the training split labels.
-        mode: ``symmetric`` (one forward, weighted sum, one backward) or ``stl`` (one task, for
-            Delta_T baselines; needs exactly one task).
+        mode: ``symmetric`` (one forward, weighted sum, one backward), ``asymmetric`` (one
+            optimizer per part, each stepping after ``asymmetric.k`` labelled samples) or ``stl``
+            (one task, for Delta_T baselines; needs exactly one task).
+        epoch_steps: optimizer steps per epoch for the strategies that work in epochs (dynamic
+            loss scaling, DWA, curricula by epoch); 0 = the steps it takes to see as many samples
+            as the training split holds (labelled ones, all ranks).
+        init_from: a checkpoint whose model weights start this run (optimizer and step start
+            afresh): the search's weight transfer; None = the initialisation.
         model: the model's registry name (``<encoder>-<neck>`` or a registered model).
         model_options: options of the encoder / neck (``create_model(**options)``).
         task_options: task -> its head / loss options (``create_task(name, **options)``).
@@ -248,13 +271,15 @@ class TrainConfig:
         loader: the data stream (``LoaderConfig``). Its ``split``, ``tasks`` and ``infinite`` are
             set by the trainer (from ``train_split`` / ``eval.split``, ``tasks``, and training vs
             evaluation): they stay at their defaults here.
-        optim, schedule, weighting, eval: the sections above.
+        optim, schedule, weighting, eval, asymmetric: the sections above.
     """
 
     shards: str = ""
     out: str = ""
     tasks: tuple[str, ...] = ()
     mode: str = "symmetric"
+    epoch_steps: int = 0
+    init_from: str | None = None
     model: str = "resnet18-fpn"
     model_options: dict[str, object] = field(default_factory=dict)
     task_options: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -275,6 +300,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    asymmetric: AsymmetricConfig = field(default_factory=AsymmetricConfig)
 
 
 #: (section, field) -> what sets it instead: fields a training configuration may not set.
@@ -938,6 +964,8 @@ def _check_run(c: TrainConfig) -> None:
     _named(c.weights, "weights")
     _named(c.stats, "stats")
     _at_least(c.steps, 1, "steps")
+    _at_least(c.epoch_steps, 0, "epoch_steps", " (0 = one pass over the training split)")
+    _named(c.init_from, "init_from")
     _at_least(c.seed, 0, "seed")
     _need(_DEVICE.fullmatch(c.device) is not None,
           f"device must be auto, cpu, cuda or cuda:N, got {c.device!r}", "device")
@@ -1030,6 +1058,12 @@ def _check_eval(c: EvalConfig, tasks: tuple[str, ...]) -> None:
         _among_tasks([c.best_metric.split("/")[0]], tasks, "eval.best_metric")
 
 
+def _check_asymmetric(c: AsymmetricConfig, tasks: tuple[str, ...]) -> None:
+    for part, k in c.k.items():
+        _at_least(k, 1, f"asymmetric.k.{part}")
+    _among_tasks([p for p in c.k if p != "encoder"], tasks, "asymmetric.k")
+
+
 def validate(config: TrainConfig) -> None:
     """Check a config: types (a config built in code is checked as a file would be), ranges,
     choices and fields that must agree.
@@ -1048,6 +1082,7 @@ def validate(config: TrainConfig) -> None:
     _check_schedule(config.schedule)
     _check_weighting(config.weighting, config.tasks)
     _check_eval(config.eval, config.tasks)
+    _check_asymmetric(config.asymmetric, config.tasks)
 
 
 # ---- writing -----------------------------------------------------------------------------------

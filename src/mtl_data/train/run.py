@@ -94,12 +94,13 @@ def build_model(config: TrainConfig, tasks: tuple[str, ...], classes: Mapping[st
 
 def build_weighting(config: TrainConfig, tasks: tuple[str, ...]) -> Weighting:
     """The weighting strategy with the fields of ``config.weighting`` that differ from their
-    defaults (a strategy that does not take a field set by the user refuses it)."""
+    defaults and ``weighting.options`` (a strategy that does not take a field set by the user
+    refuses it)."""
     w = config.weighting
     defaults = type(w)()
     options = {f.name: getattr(w, f.name) for f in dataclasses.fields(w)
-               if f.name != "name" and getattr(w, f.name) != getattr(defaults, f.name)}
-    return create_weighting(w.name, list(tasks), **options)
+               if f.name not in ("name", "options") and getattr(w, f.name) != getattr(defaults, f.name)}
+    return create_weighting(w.name, list(tasks), **options, **w.options)
 
 
 def use_channels_last(config: TrainConfig, device: torch.device) -> bool:

@@ -65,8 +65,11 @@ def symmetric_step(model: nn.Module, tasks: Mapping[str, Task], weighting: Weigh
     with autocast(precision, info.device):
         outputs = model(batch["image"])  # {task: output}
     losses, counts = task_losses(outputs, batch, tasks, info)  # fp32 (tasks compute losses in fp32)
-    total, weights = weighting.combine(losses, counts > 0, step)
-    scaler.scale(total).backward()
+    if weighting.custom_backward:  # the strategy combines the tasks' gradients itself
+        total, weights = weighting.backward(losses, counts > 0, step, scaler.scale)
+    else:
+        total, weights = weighting.combine(losses, counts > 0, step)
+        scaler.scale(total).backward()
     if clip_grad_norm > 0:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(params, clip_grad_norm)

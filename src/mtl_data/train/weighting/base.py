@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -67,6 +67,10 @@ class Weighting(nn.Module):
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
+    #: True when the strategy computes the gradients itself (``backward``) instead of the trainer
+    #: back-propagating ``combine``'s total: gradient-conflict methods aggregate the tasks'
+    #: gradients of the shared parameters.
+    custom_backward: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[str], config: Any = None):
         super().__init__()
@@ -98,6 +102,19 @@ class Weighting(nn.Module):
     def forward(self, losses: torch.Tensor, present: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``combine`` (so module hooks see the call)."""
         return self.combine(losses, present, step)
+
+    def backward(self, losses: torch.Tensor, present: torch.Tensor, step: int,
+                 scale: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """For ``custom_backward`` strategies: fill the ``.grad`` of every trained parameter from
+        ``losses`` (as a ``total.backward()`` would, but with the strategy's own combination of the
+        tasks' gradients), and return (total (), weights (T,)) for logging.
+
+        Args:
+            losses, present, step: as ``combine``.
+            scale: multiplies a loss by the fp16 gradient scaler's scale (the identity otherwise);
+                apply it to whatever is back-propagated.
+        """
+        raise NotImplementedError(f"weighting {self.name} has no custom backward")
 
     # ---- hooks ---------------------------------------------------------------------------------
 
