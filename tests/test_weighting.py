@@ -27,6 +27,15 @@ TASKS = ("seg", "depth", "det2d")
 #: after its state freezes within SCHEDULE); strategies not named here are tested with defaults.
 CONFIGS: dict[str, list[dict]] = {
     "static": [{}, {"weights": {"seg": 2.0, "det2d": 0.25}}, {"first_steps": 2}, {"first_steps": 4}],
+    "dwa": [{}, {"temperature": 0.5}],
+    "fls": [{}, {"focus": ["seg"]}, {"focus": ["seg", "det2d"]}],
+    "learned": [{}, {"scale": "sum"}],
+    "uncertainty": [{}, {"kinds": {"seg": "regression"}, "init_log_variance": -1.0}],
+    "curriculum": [{}, {"schedule": [{"until": 2, "weights": {"seg": 2.0}},
+                                     {"until": 5, "weights": {"depth": 0.0, "det2d": 3.0}}]},
+                   {"unit": "epoch", "schedule": [{"until": 1, "weights": {"seg": 2.0}},
+                                                  {"until": 3, "weights": {"depth": 0.0, "det2d": 3.0}}]}],
+    "async": [{}, {"frequencies": {"seg": 2, "det2d": 3}, "weights": {"depth": 0.5}}],
 }
 
 #: (losses, present) per step, in TASKS order; an absent task's loss entry is 0, as the trainer
@@ -97,6 +106,8 @@ def test_an_absent_task_gets_weight_zero_and_its_state_does_not_move(name, optio
             if value.dim() and value.shape[0] == len(TASKS):  # per-task state: task axis first
                 assert torch.equal(value[~present], before[key][~present]), (step, key)
         weighting.on_step_end(step)
+        if step % 3 == 2:  # epochs too, so the epoch-based strategies' state is in play
+            weighting.on_epoch_end(step // 3)
 
 
 @pytest.mark.parametrize(("name", "options"), cases())
@@ -105,11 +116,11 @@ def test_an_absent_task_gets_weight_zero_and_its_state_does_not_move(name, optio
                                                                    "all-absent"])
 def test_the_total_is_finite_and_gradients_nan_free_when_an_absent_loss_is_zero(name, options, labelled):
     weighting = create_weighting(name, TASKS, **options)
-    run_steps(weighting, range(5))  # past any warm-up, so remembered state is in play
+    run_steps(weighting, range(9))  # past any warm-up (three epochs), so remembered state is in play
     present = torch.tensor(labelled)
     theta = torch.tensor([0.7, -1.2, 2.0], requires_grad=True)
     losses = theta.pow(2) * present  # (T,) 0 where absent, still in the graph, as a masked mean is
-    total, weights = weighting.combine(losses, present, 5)
+    total, weights = weighting.combine(losses, present, 9)
     total.backward()
     assert math.isfinite(float(total.detach()))
     assert bool(torch.all(torch.isfinite(theta.grad))), theta.grad
