@@ -306,3 +306,16 @@ def test_task_losses_of_two_ranks_average_to_the_loss_of_the_whole_batch(real_sh
             per_rank.append(loss)
     assert [int(c) for c in counts] != [0, 0, 0] and any(int(l[0]) != int(l[1]) for l in zip(*local))
     torch.testing.assert_close((per_rank[0] + per_rank[1]) / 2, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_init_from_starts_a_run_from_another_runs_weights(all_tasks_run, synth_shards, tmp_path, capsys):
+    run = tmp_path / "continued"
+    code, _, err = run_cli(capsys, "--shards", synth_shards, "--out", run, "--steps", "1", "--lr", "0",
+                           "--set", f"init_from={all_tasks_run / 'checkpoints' / 'last.pt'}", *SMALL)
+    assert code == 0, err
+    a, b = parameters(all_tasks_run), parameters(run)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.endswith("weight"))  # lr 0: still the source's weights
+    code, _, err = run_cli(capsys, "--shards", synth_shards, "--out", tmp_path / "other", "--tasks", "seg",
+                           "--steps", "1", "--set", f"init_from={all_tasks_run / 'checkpoints' / 'last.pt'}", *SMALL)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert code != 0 and len(lines) == 1 and "same model and tasks" in lines[0]

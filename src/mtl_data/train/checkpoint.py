@@ -15,6 +15,7 @@ weights_only=True)`` reads it without running code from the file:
 ``rng``        ``{"torch": ByteTensor, "cuda": [ByteTensor, ...]}``
 ``loader``     ``{"segment": k, "offset": i}``: the data stream's position (``loop`` module)
 ``best``       ``{"metric": name, "value": float or None, "step": int}``: what ``best.pt`` holds
+``grads``      parameter name -> gradient accumulated but not yet applied (asymmetric mode)
 =============  ==================================================================================
 
 Files are written to a temporary name and renamed, so a crash never leaves half a checkpoint.

@@ -31,7 +31,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,12 @@ from mtl_data.train.data.loader import build_loader, default_workers
 from mtl_data.train.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, gather_objects, setup,
                                         teardown)
 from mtl_data.train.evaluate import EVAL_FILE, evaluate, write_eval
-from mtl_data.train.optim import build_optimizer, build_schedule, part_lrs
+from mtl_data.train.optim import NoSchedule, build_optimizer, build_part_optimizers, build_schedule, part_lrs
 from mtl_data.train.precision import check_precision, grad_scaler
-from mtl_data.train.run import (CHECKPOINTS, MetricsLog, build_model, build_weighting, check_run, create_run,
-                                eval_loader_config, metrics_columns, run_tasks, train_loader_config,
-                                use_channels_last)
-from mtl_data.train.steps import StepOutput, symmetric_step
+from mtl_data.train.run import (CHECKPOINTS, MetricsLog, best_metric, build_model, build_weighting, init_from,
+                                check_asymmetric, check_run, create_run, epoch_length, eval_loader_config,
+                                metrics_columns, run_tasks, train_loader_config, use_channels_last)
+from mtl_data.train.steps import StepOutput, asymmetric_step, symmetric_step
 from mtl_data.train.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -99,9 +99,13 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
     loader = build_loader(config.shards, train_loader_config(config, tasks_run), rank=info.rank,
                           world_size=info.world_size, device=info.device)
     segment = config.save_every or config.steps  # steps per data segment (module docstring)
+    epoch = config.epoch_steps or epoch_length(shard_set, loader, config.train_split,
+                                               config.loader.batch_size * info.world_size)
 
     # ---- model
-    model = build_model(config, tasks_run, loader.classes, weights=state is None)
+    model = build_model(config, tasks_run, loader.classes, weights=state is None and config.init_from is None)
+    if state is None and config.init_from is not None:
+        init_from(model, Path(config.init_from))
     tasks: dict[str, Task] = model.tasks
     model.to(info.device)
     channels_last = use_channels_last(config, info.device)
@@ -109,11 +113,18 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
         model.to(memory_format=torch.channels_last)
     weighting = build_weighting(config, tasks_run).to(info.device)
     weighting.attach(model)  # gradient-based strategies keep the last shared layer
-    parts = dict(model.parts())
-    if any(True for _ in weighting.parameters()):
-        parts["weighting"] = weighting
-    optimizer = build_optimizer(parts, config.optim)
-    scheduler = build_schedule(optimizer, config.steps, config.schedule)
+    global_batch = config.loader.batch_size * info.world_size
+    if config.mode == "asymmetric":
+        check_asymmetric(config, weighting, global_batch, tasks_run)
+        optimizer, part_params = build_part_optimizers(model, weighting, config.optim, config.schedule, config.steps,
+                                                       config.asymmetric.k, global_batch, tasks_run)
+        scheduler = NoSchedule()  # each part has its own
+    else:
+        parts = dict(model.parts())
+        if any(True for _ in weighting.parameters()):
+            parts["weighting"] = weighting
+        optimizer = build_optimizer(parts, config.optim)
+        scheduler = build_schedule(optimizer, config.steps, config.schedule)
     scaler = grad_scaler(config.precision, info.device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     net: nn.Module = model
@@ -121,8 +132,8 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
         # static_graph: every head runs on every batch, so the parameters used never change; a
         # neck map no head reads (FPN's stride 8 and 16 outputs for seg + sign) is found unused
         # once, at the first step, instead of find_unused_parameters' search at every step.
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda" else None,
-                                                  static_graph=True)
+        device_ids = [info.device] if info.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, static_graph=True)
     if config.compile:
         net = torch.compile(net)
 
@@ -156,9 +167,15 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
             window.wait += time.perf_counter() - t0
             if channels_last:
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
-            out = symmetric_step(net, tasks, weighting, batch, step, optimizer, scheduler, scaler, info,
-                                 config.precision, config.optim.clip_grad_norm, params)
+            if config.mode == "asymmetric":
+                out = asymmetric_step(net, tasks, weighting, batch, step, optimizer, part_params, info,
+                                      config.precision, config.optim.clip_grad_norm)
+            else:
+                out = symmetric_step(net, tasks, weighting, batch, step, optimizer, scheduler, scaler, info,
+                                     config.precision, config.optim.clip_grad_norm, params)
             weighting.on_step_end(step)
+            if (step + 1) % epoch == 0:  # epochs are counted in steps (the stream is endless)
+                weighting.on_epoch_end((step + 1) // epoch - 1)
             bad = ~torch.isfinite(out.losses)  # (T,)
             first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
             window.steps += 1
@@ -268,23 +285,6 @@ def _log_row(step: int, out: StepOutput, tasks: tuple[str, ...], optimizer: torc
     return row
 
 
-def best_metric(config: TrainConfig, tasks: Mapping[str, Task]) -> str:
-    """``task/metric`` that selects ``best.pt``: ``eval.best_metric`` or the first task's headline.
-
-    Raises:
-        MtlDataError: ``eval.best_metric`` names a task the run does not train or a metric it lacks.
-    """
-    chosen = config.eval.best_metric
-    if chosen is None:
-        first = next(iter(tasks.values()))
-        return f"{first.name}/{first.headline}"
-    task, _, metric = chosen.partition("/")
-    if task not in tasks or metric not in tasks[task].metric_keys:
-        raise MtlDataError(f"eval.best_metric {chosen!r}: expected <task>/<metric> with a task of this run "
-                           f"({', '.join(tasks)}) and one of its metrics")
-    return chosen
-
-
 @dataclasses.dataclass
 class Held:
     """Everything a checkpoint holds, and the best evaluation so far (``checkpoint`` module)."""
@@ -306,7 +306,13 @@ class Held:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(), "rng": ckpt.rng_state(),
                 "loader": {"segment": int(step // self.segment), "offset": int(step % self.segment)},
-                "best": dict(self.best)}
+                "best": dict(self.best), "grads": self._pending_grads()}
+
+    def _pending_grads(self) -> dict[str, torch.Tensor]:
+        # Gradients accumulated for parts that have not stepped yet (the asymmetric mode): a
+        # resume without them would drop those samples' contribution.
+        named = [*self.model.named_parameters(), *(("weighting." + n, p) for n, p in self.weighting.named_parameters())]
+        return {name: p.grad.detach().clone() for name, p in named if p.grad is not None}
 
     def load(self, state: dict[str, Any]) -> int:
         """Restore every state of a checkpoint; returns its step."""
@@ -317,6 +323,10 @@ class Held:
         self.weighting.load_state_dict(state["weighting"])
         ckpt.set_rng_state(state["rng"])
         self.best = dict(state["best"])
+        named = dict([*self.model.named_parameters(),
+                      *(("weighting." + n, p) for n, p in self.weighting.named_parameters())])
+        for name, grad in state.get("grads", {}).items():
+            named[name].grad = grad.to(named[name].device)
         return int(state["step"])
 
 

@@ -12,7 +12,8 @@ normalisation). Groups are named ``<part>`` and ``<part>/no_decay``; ``lr/<part>
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -94,3 +95,68 @@ def build_schedule(optimizer: torch.optim.Optimizer, total: int, config: Schedul
 def part_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """The current LR of each part (its decayed and undecayed groups share it)."""
     return {g["part"]: float(g["lr"]) for g in optimizer.param_groups}
+
+
+# ---- asymmetric mode: one optimizer per part ------------------------------------------------
+
+class PartOptimizers:
+    """One optimizer and LR schedule per part, with the labelled-sample counters (module docstring).
+
+    Args:
+        optimizers: part -> optimizer; parts are ``encoder`` and the task names.
+        schedules: part -> its LR schedule, stepped every training step (the schedule follows the
+            run's steps, whichever steps a part takes).
+        k: part -> effective batch in labelled samples.
+    """
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer],
+                 schedules: dict[str, torch.optim.lr_scheduler.LRScheduler], k: dict[str, int]):
+        self.optimizers, self.schedules, self.k = optimizers, schedules, k
+        self.count = dict.fromkeys(optimizers, 0)  # labelled samples since the part's last step (surplus kept)
+        self.steps = dict.fromkeys(optimizers, 0)  # optimizer steps taken per part
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """Every group of every part's optimizer (``optim.part_lrs`` reads them)."""
+        return [g for o in self.optimizers.values() for g in o.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
+                "schedules": {p: s.state_dict() for p, s in self.schedules.items()},
+                "count": dict(self.count), "steps": dict(self.steps)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for part, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][part])
+            self.schedules[part].load_state_dict(state["schedules"][part])
+        self.count = {p: int(v) for p, v in state["count"].items()}
+        self.steps = {p: int(v) for p, v in state["steps"].items()}
+
+
+class NoSchedule:
+    """The schedule slot of ``Held`` in asymmetric mode (each part has its own)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        pass
+
+
+def build_part_optimizers(model: nn.Module, weighting: nn.Module, optim: OptimConfig, schedule: ScheduleConfig,
+                          total: int, k: Mapping[str, int], default_k: int, tasks: Sequence[str]
+                          ) -> tuple[PartOptimizers, dict[str, list[nn.Parameter]]]:
+    """The asymmetric mode's optimizers: ``encoder`` (encoder + neck + the weighting's own
+    parameters) and one per task head, each with its groups (``param_groups``) and schedule.
+
+    Returns:
+        The ``PartOptimizers`` and each part's parameters (for per-part gradient clipping).
+    """
+    modules: dict[str, dict[str, nn.Module]] = {"encoder": {"encoder": model.encoder, "neck": model.neck}}
+    if any(True for _ in weighting.parameters()):
+        modules["encoder"]["weighting"] = weighting
+    modules.update({t: {f"heads.{t}": model.heads[t]} for t in tasks})
+    optimizers = {part: build_optimizer(mods, optim) for part, mods in modules.items()}
+    schedules = {part: build_schedule(o, total, schedule) for part, o in optimizers.items()}
+    params = {part: [p for g in o.param_groups for p in g["params"]] for part, o in optimizers.items()}
+    return PartOptimizers(optimizers, schedules, {p: int(k.get(p, default_k)) for p in optimizers}), params

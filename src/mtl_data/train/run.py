@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,13 +26,13 @@ import torch
 
 from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
-from mtl_data.shards.reader import ShardSet
+from mtl_data.shards.reader import ShardSet, labels_any
 from mtl_data.train import checkpoint as ckpt
 from mtl_data.train.config import TrainConfig, differences, from_dict, to_toml
 from mtl_data.train.data.loader import LoaderConfig
 from mtl_data.train.distributed import DistInfo, barrier
 from mtl_data.train.models import MultiTaskModel, create_model
-from mtl_data.train.tasks import list_tasks
+from mtl_data.train.tasks import Task, list_tasks
 from mtl_data.train.weighting import Weighting, create_weighting
 
 CONFIG_FILE, METRICS_FILE, TB_DIR, CHECKPOINTS = "config.toml", "metrics.csv", "tb", "checkpoints"
@@ -200,7 +201,8 @@ def load_run(run: str | Path, which: str = "last") -> tuple[TrainConfig, MultiTa
     """
     run = Path(run)
     if not (run / CONFIG_FILE).is_file():
-        raise MtlDataError(f"{run}: not a run folder (no {CONFIG_FILE}); train one with mtl-train --shards ... --out {run}")
+        raise MtlDataError(f"{run}: not a run folder (no {CONFIG_FILE}); train one with "
+                           f"mtl-train --shards ... --out {run}")
     state = ckpt.load(run / CHECKPOINTS / f"{which}.pt")
     config = from_dict(state["config"])
     classes = {task: tuple(names) for task, names in state["classes"].items()}
@@ -211,3 +213,60 @@ def load_run(run: str | Path, which: str = "last") -> tuple[TrainConfig, MultiTa
         raise MtlDataError(f"{run / CHECKPOINTS / which}.pt: its weights do not fit the model its config builds "
                            f"({str(exc).splitlines()[0]})") from None
     return config, model, state
+
+
+def epoch_length(shard_set: ShardSet, loader, split: str, global_batch: int) -> int:
+    """Steps of one epoch when ``epoch_steps`` is 0: as many samples as the split holds of the
+    loaded sources that label a trained task, over the global batch (at least 1)."""
+    rows = shard_set.manifest.filter((pl.col("split") == split) & pl.col("source").is_in(list(loader.sources))
+                                     & labels_any(loader.tasks))
+    return max(1, math.ceil(rows.height / global_batch))
+
+
+
+def check_asymmetric(config: TrainConfig, weighting, global_batch: int, tasks: tuple[str, ...]) -> None:
+    """The asymmetric mode's own limits, each one clear error."""
+    if config.precision == "fp16":
+        raise MtlDataError("--mode asymmetric runs in fp32 or bf16: fp16's gradient scaler cannot follow optimizers "
+                           "that step at different times; use --precision bf16")
+    if weighting.custom_backward:
+        raise MtlDataError(f"--mode asymmetric accumulates one backward pass per step; weighting "
+                           f"{config.weighting.name} combines the tasks' gradients itself: use --mode symmetric")
+    for part in ("encoder", *tasks):
+        k = config.asymmetric.k.get(part, global_batch)
+        if k < global_batch:
+            raise MtlDataError(f"asymmetric.k.{part}={k} is below the global batch ({global_batch} samples): a part "
+                               "steps at most once per batch; raise it or lower --batch-size")
+
+
+
+def best_metric(config: TrainConfig, tasks: Mapping[str, Task]) -> str:
+    """``task/metric`` that selects ``best.pt``: ``eval.best_metric`` or the first task's headline.
+
+    Raises:
+        MtlDataError: ``eval.best_metric`` names a task the run does not train or a metric it lacks.
+    """
+    chosen = config.eval.best_metric
+    if chosen is None:
+        first = next(iter(tasks.values()))
+        return f"{first.name}/{first.headline}"
+    task, _, metric = chosen.partition("/")
+    if task not in tasks or metric not in tasks[task].metric_keys:
+        raise MtlDataError(f"eval.best_metric {chosen!r}: expected <task>/<metric> with a task of this run "
+                           f"({', '.join(tasks)}) and one of its metrics")
+    return chosen
+
+
+def init_from(model: MultiTaskModel, path: Path) -> None:
+    """Start ``model`` from the weights of a checkpoint (``init_from``; the search's weight
+    transfer): the optimizer, schedule and step start afresh.
+
+    Raises:
+        MtlDataError: an unreadable checkpoint, or one of another architecture or other tasks.
+    """
+    state = ckpt.load(path)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise MtlDataError(f"{path}: init_from needs a checkpoint of the same model and tasks "
+                           f"({str(exc).splitlines()[0]})") from None
