@@ -3,8 +3,10 @@
 ``mtl-train --shards S --out RUN ...`` (no command) trains; ``mtl-train --resume RUN``
 continues a run; ``eval RUN`` evaluates a run (metrics, Delta_T against single-task runs);
 ``predict RUN`` writes its predictions in the benchmarks' formats with pictures; ``report RUN
-...`` compares runs in one table; ``score`` checks any predictions folder against the shards;
-``models`` lists what can be built. Under ``torchrun`` every process runs the same command.
+...`` compares runs in one table; ``search`` looks for task weights and asynchronous
+frequencies (Leang et al.'s evolutionary meta-learning); ``score`` checks any predictions folder
+against the shards; ``models`` lists what can be built. Under ``torchrun`` every process runs
+the same command.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ def _tasks(ctx, param, value: str | None):
               help="a TOML training config (options and --set override it)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any config key, e.g. optim.lr=3e-4 (repeatable)")
 @click.option("--tasks", callback=_tasks, help="comma-separated; default: every task the train split labels")
-@click.option("--mode", type=click.Choice(["symmetric", "stl"]), default=None, help="default symmetric")
+@click.option("--mode", type=click.Choice(["symmetric", "asymmetric", "stl"]), default=None,
+              help="default symmetric; asymmetric: one optimizer per part, each stepping every asymmetric.k labelled "
+                   "samples")
 @click.option("--model", default=None, help="a registered model (mtl-train models); default resnet18-fpn")
 @click.option("--weighting", default=None, help="task weighting strategy; default equal")
 @click.option("--mix", callback=_mix, default=None, help="proportional, STATS.json#ALPHA or src=ratio,...")
@@ -248,6 +252,89 @@ def models() -> None:
     click.echo("models:     " + ", ".join(list_models()))
     click.echo("tasks:      " + ", ".join(list_tasks()))
     click.echo("weightings: " + ", ".join(list_weightings()))
+
+
+def _weight_ranges(ctx, param, values: tuple[str, ...]):
+    """``--weight-range MIN,MAX`` (every task) or ``TASK=MIN,MAX`` (one task), repeatable -> the
+    search's ``weight_range`` (None when not given)."""
+    if not values:
+        return None
+    table: dict[str, tuple[float, float]] = {}
+    for value in values:
+        task, sep, pair = value.rpartition("=")
+        try:
+            low, high = (float(v) for v in pair.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected MIN,MAX or TASK=MIN,MAX, e.g. 0.01,100") from None
+        table[task.strip() if sep else "*"] = (low, high)
+    return table["*"] if list(table) == ["*"] else table
+
+
+@cli.command("search")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="the search folder: trials.csv, best.toml, trials/NNN/")
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="trials in all (a --resume may raise it)")
+@click.option("--steps-per-trial", type=click.IntRange(min=1), default=None, help="optimizer steps of each trial")
+@click.option("--population", type=click.IntRange(min=1), default=None, help="initial population and elite [4]")
+@click.option("--offspring", type=click.IntRange(min=1), default=None, help="new configurations per generation [4]")
+@click.option("--parents", type=click.IntRange(min=1), default=None, help="parents per configuration [2]")
+@click.option("--weight-range", "weight_range", multiple=True, callback=_weight_ranges, metavar="[TASK=]MIN,MAX",
+              help="range of the raw task weights, log scale [0.01,100]; TASK= for one task (repeatable)")
+@click.option("--max-frequency", type=click.IntRange(min=1), default=None,
+              help="largest asynchronous frequency: a task's loss every 1..N steps [10]")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="seeds the search's draws [0] (the training seed: --set seed=N)")
+@click.option("--resume", is_flag=True, help="continue the search in --out (options left out keep the search's)")
+@click.option("--shards", type=click.Path(exists=True, file_okay=False), help="the shards root to train on")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a TOML training config for the trials (options and --set override it)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any training config key (repeatable)")
+@click.option("--tasks", callback=_tasks, help="comma-separated; default: every task the train split labels")
+@click.option("--model", default=None, help="a registered model (mtl-train models); default resnet18-fpn")
+@click.option("--mix", callback=_mix, default=None, help="proportional, STATS.json#ALPHA or src=ratio,...")
+@click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a mtl-data stats --json report: the default mix is its recommendation")
+@click.option("--image-size", callback=lambda c, p, v: None if v is None else image_size_option(c, p, v),
+              default=None, help="HxW, default 256x512")
+@click.option("--letterbox/--stretch", default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=click.FloatRange(min=0.0), default=None, help="base learning rate (optim.lr)")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="loader worker processes")
+@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None)
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="encoder ImageNet weights: a torchvision state dict file you have")
+def search_command(out_dir: Path, resume: bool, config_file: str | None, sets: tuple[str, ...], **options) -> None:
+    """Search task weights and asynchronous frequencies (Leang et al. 2020): an evolution
+    strategy over short trainings, each continuing from the best model so far."""
+    from mtl_data.train.config import apply_overrides, apply_sets, resolve
+    from mtl_data.train.search import BEST_FILE, read_search, search
+
+    names = ("trials", "steps_per_trial", "population", "offspring", "parents", "weight_range", "max_frequency", "seed")
+    chosen = {k: options.pop(k) for k in names if options.get(k) is not None}
+    for k in names:
+        options.pop(k, None)
+    given = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
+    if resume:
+        if config_file is not None:
+            raise click.UsageError("--resume continues with the search's own config: leave out --config")
+        base, saved = read_search(out_dir)
+        base = apply_sets(apply_overrides(base, given), list(sets))  # a change is refused by the search
+        settings = {**saved, **chosen}
+    else:
+        base = resolve(None if config_file is None else Path(config_file), given, list(sets))
+        if not base.shards:
+            raise click.UsageError("a search needs --shards (or a --config that sets them)")
+        if "trials" not in chosen or "steps_per_trial" not in chosen:
+            raise click.UsageError("a search needs --trials and --steps-per-trial")
+        settings = chosen
+    with _log_to_stderr():
+        result = search(base, out_dir, resume=resume, on_trial=lambda line, record: click.echo(line), **settings)
+    best = result.best
+    if best is None:
+        click.echo(f"{out_dir}: no trial succeeded (their errors are in trials.csv)")
+        return
+    click.echo(f"best: trial {best.trial:03d}, fitness {best.fitness:.4g} -> {out_dir / BEST_FILE}")
 
 
 def main(argv: list[str] | None = None) -> None:
