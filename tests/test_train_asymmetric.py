@@ -99,3 +99,15 @@ def test_asymmetric_limits_are_one_line_each(args, says, synth_shards, tmp_path,
     assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
     assert says in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_the_thesis_preset_sets_its_configuration_and_options_override_it(synth_shards, tmp_path, capsys):
+    from mtl_data.train.config import load_config
+    run = tmp_path / "thesis"
+    ok(capsys, "--shards", synth_shards, "--out", run, "--preset", "thesis", "--steps", "1", "--image-size",
+       "64x128", "--workers", "0", "--set", "asymmetric.k.seg=40")
+    config = load_config(run / "config.toml")
+    assert config.mode == "asymmetric" and config.model == "resnet50-bifpn"
+    assert config.tasks == ("seg", "depth", "det2d", "steer") and config.loader.mix == {"a2d2": 1.0}
+    assert config.asymmetric.k == {"encoder": 48, "steer": 24, "seg": 40, "det2d": 16, "depth": 16}
+    assert config.loader.image_size == (64, 128)

@@ -22,6 +22,7 @@ from mtl_data import __version__
 from mtl_data.cli.runner import image_size_option, run
 from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
+from mtl_data.train.presets import PRESETS
 
 #: training options -> the config key each sets (``config`` module); None values are not given.
 TRAIN_OPTIONS = {
@@ -58,6 +59,8 @@ def _tasks(ctx, param, value: str | None):
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="a TOML training config (options and --set override it)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any config key, e.g. optim.lr=3e-4 (repeatable)")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="a named starting point (thesis: the asymmetric A2D2 configuration of the reference thesis)")
 @click.option("--tasks", callback=_tasks, help="comma-separated; default: every task the train split labels")
 @click.option("--mode", type=click.Choice(["symmetric", "asymmetric", "stl"]), default=None,
               help="default symmetric; asymmetric: one optimizer per part, each stepping every asymmetric.k labelled "
@@ -84,14 +87,14 @@ def _tasks(ctx, param, value: str | None):
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="encoder ImageNet weights: a torchvision state dict file you have")
 @click.pass_context
-def cli(ctx, resume_run, stop_at, config_file, sets, **options) -> None:
+def cli(ctx, resume_run, stop_at, config_file, sets, preset, **options) -> None:
     """Train and evaluate multi-task networks on mtl-data shards (needs the 'train' extra).
 
     Without a command: train (--shards and --out, or --resume RUN).
     """
     given = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
     if ctx.invoked_subcommand is not None:
-        if given or resume_run or stop_at or config_file or sets:
+        if given or resume_run or stop_at or config_file or sets or preset:
             raise click.UsageError("training options go without a command (mtl-train --shards ... --out ...)")
         return
     if not (given.get("shards") or resume_run or config_file):
@@ -105,7 +108,10 @@ def cli(ctx, resume_run, stop_at, config_file, sets, **options) -> None:
             raise click.UsageError("--resume RUN continues RUN: leave out --out")
         config_file = config_file or str(Path(resume_run) / "config.toml")
         given["out"] = str(resume_run)
-    config = resolve(None if config_file is None else Path(config_file), given, list(sets))
+    if preset is not None and resume_run is not None:
+        raise click.UsageError("--resume RUN continues RUN with its own config: leave out --preset")
+    config = resolve(None if config_file is None else Path(config_file), given, list(sets),
+                     preset=None if preset is None else (preset, PRESETS[preset]))
     if not config.shards or not config.out:
         raise click.UsageError("training needs --shards and --out (or --resume RUN, or a --config that sets them)")
     with _log_to_stderr():

@@ -817,9 +817,10 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"cannot read the config file ({exc.strerror})", (), str(path)) from None
 
 
-def _from_table(data: object, source: str) -> TrainConfig:
+def _from_table(data: object, source: str, base: TrainConfig | None = None) -> TrainConfig:
+    """A TOML table as a config, merged into ``base`` (its tables into the sections) when given."""
     try:
-        return _root().coerce(data, "", None)
+        return _root().coerce(data, "", base)
     except ConfigError as exc:
         raise exc.located(source) from None
 
@@ -883,8 +884,10 @@ def apply_sets(config: TrainConfig, sets: Sequence[str]) -> TrainConfig:
 
 
 def resolve(config_file: str | os.PathLike | None, overrides: Mapping[str, object] = types.MappingProxyType({}),
-            sets: Sequence[str] = ()) -> TrainConfig:
-    """The run's config: defaults < ``config_file`` < ``overrides`` < ``sets``, validated.
+            sets: Sequence[str] = (), preset: tuple[str, Mapping[str, object]] | None = None) -> TrainConfig:
+    """The run's config: defaults < ``preset`` < ``config_file`` < ``overrides`` < ``sets``, validated.
+
+    ``preset``: (its name, its dotted overrides), e.g. ``("thesis", presets.PRESETS["thesis"])``.
 
     A validation error names where the offending value came from (the file, the options or
     the ``--set`` item that set it last).
@@ -895,9 +898,13 @@ def resolve(config_file: str | os.PathLike | None, overrides: Mapping[str, objec
     """
     origins: list[tuple[str, str]] = []    # (dotted key, where its value came from), in order
     config = TrainConfig()
+    if preset is not None:
+        name, values = preset
+        config = apply_overrides(config, values, source=f"--preset {name}")
+        origins += [(".".join(_split_key(key)), f"--preset {name}") for key in values]
     if config_file is not None:
         data = _read_toml(Path(config_file))
-        config = _from_table(data, str(config_file))
+        config = _from_table(data, str(config_file), base=config)
         origins += [(key, str(config_file)) for key in _leaf_keys(data)]
     config = apply_overrides(config, overrides)
     origins += [(".".join(_split_key(key)), "command-line options") for key in overrides]
