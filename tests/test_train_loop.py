@@ -319,3 +319,28 @@ def test_init_from_starts_a_run_from_another_runs_weights(all_tasks_run, synth_s
                            "--steps", "1", "--set", f"init_from={all_tasks_run / 'checkpoints' / 'last.pt'}", *SMALL)
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert code != 0 and len(lines) == 1 and "same model and tasks" in lines[0]
+
+
+def test_the_leang_layout_has_a_column_per_strategy_and_the_geometric_mean():
+    from mtl_data.train.report import render_leang
+    rows = [{"run": "runs/a", "weighting": "equal", "weights": {"seg": 1.0, "depth": 1.0},
+             "frequencies": {"seg": 1, "depth": 1},
+             "metrics": {"seg": {"metric": "miou", "value": 0.5, "higher_is_better": True},
+                         "depth": {"metric": "abs_rel", "value": 0.2, "higher_is_better": False}}},
+            {"run": "runs/b", "weighting": "async", "weights": {"seg": 0.75, "depth": 0.25},
+             "frequencies": {"seg": 1, "depth": 3},
+             "metrics": {"seg": {"metric": "miou", "value": 0.6, "higher_is_better": True},
+                         "depth": {"metric": "abs_rel", "value": 0.1, "higher_is_better": False}}}]
+    text = render_leang(rows)
+    lines = {ln.split("  ")[0]: ln.split() for ln in text.splitlines() if ln.strip()}
+    assert text.splitlines()[0].split()[2:] == ["a", "(equal)", "b", "(async)"]
+    # geometric mean: miou, and abs_rel as the first run's value over the run's own
+    assert float(lines["geometric mean"][-2]) == pytest.approx(math.sqrt(0.5 * 1.0), abs=1e-4)
+    assert float(lines["geometric mean"][-1]) == pytest.approx(math.sqrt(0.6 * 2.0), abs=1e-4)
+    assert lines["weight depth"][-2:] == ["1.0000", "0.2500"] and lines["frequency depth"][-2:] == ["1", "3"]
+
+
+def test_the_report_command_lays_runs_out_as_leang_et_al(all_tasks_run, capsys):
+    code, out, err = run_cli(capsys, "report", all_tasks_run, all_tasks_run, "--layout", "leang")
+    assert code == 0, err
+    assert "Table II" in out and "geometric mean" in out and "Table I" in out and "frequency seg" in out

@@ -199,14 +199,17 @@ def predict(run_dir: Path, split: str | None, out_dir: Path, which: str, overlay
 
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--layout", type=click.Choice(["runs", "leang"]), default="runs", show_default=True,
+              help="runs: one row per run; leang: Leang et al.'s Tables II and I (a column per strategy, metrics "
+                   "and their geometric mean; the weights and frequencies each ended with)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the table as JSON")
-def report(runs: tuple[Path, ...], json_path: Path | None) -> None:
+def report(runs: tuple[Path, ...], layout: str, json_path: Path | None) -> None:
     """One table of runs: headline metrics, Delta_T, parameters, GFLOPs, samples/s."""
-    from mtl_data.train.report import render_report, summarize_runs
+    from mtl_data.train.report import render_leang, render_report, summarize_runs
 
     rows = summarize_runs(runs)
-    click.echo(render_report(rows))
+    click.echo(render_leang(rows) if layout == "leang" else render_report(rows))
     if json_path is not None:
         import json
         _write(json_path, json.dumps(rows, indent=1) + "\n")

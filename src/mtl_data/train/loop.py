@@ -126,7 +126,12 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
         optimizer = build_optimizer(parts, config.optim)
         scheduler = build_schedule(optimizer, config.steps, config.schedule)
     scaler = grad_scaler(config.precision, info.device)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    # Clipping is for the model: GradNorm's weight gradients live on another scale.
+    own = {id(p) for p in weighting.parameters()}
+    params = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in own]
+    if config.compile and weighting.custom_backward:
+        raise MtlDataError(f"weighting {config.weighting.name} takes per-task gradients through the model, which "
+                           "torch.compile is not tested with here: leave out --compile")
     net: nn.Module = model
     if info.distributed:
         # static_graph: every head runs on every batch, so the parameters used never change; a

@@ -40,14 +40,28 @@ def gflops(model: torch.nn.Module, image_size: tuple[int, int]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _median_speed(run: Path) -> float | None:
+def _metrics_rows(run: Path) -> list[dict]:
     path = run / METRICS_FILE
     if not path.is_file():
-        return None
+        return []
     with path.open(newline="") as f:
-        speeds = [float(r["samples_per_s"]) for r in csv.DictReader(f)]
+        return list(csv.DictReader(f))
+
+
+def _median_speed(rows: list[dict]) -> float | None:
+    speeds = [float(r["samples_per_s"]) for r in rows]
     speeds = speeds[1:] or speeds
     return statistics.median(speeds) if speeds else None
+
+
+def _final_weights(rows: list[dict], tasks: Sequence[str]) -> dict[str, float | None]:
+    """Each task's weight at the last logged step where it was labelled and applied (a task
+    skipped by asynchronous backpropagation on the very last step still shows its weight)."""
+    out: dict[str, float | None] = {}
+    for t in tasks:
+        applied = [float(r[f"weight/{t}"]) for r in rows if int(r[f"present/{t}"]) > 0 and float(r[f"weight/{t}"]) > 0]
+        out[t] = applied[-1] if applied else None
+    return out
 
 
 def summarize_run(run: str | Path) -> dict:
@@ -69,10 +83,14 @@ def summarize_run(run: str | Path) -> dict:
         values = (doc.get("metrics") or {}).get(name, {})
         metrics[name] = {"metric": task.headline, "value": values.get(task.headline),
                          "higher_is_better": task.higher_is_better}
+    rows = _metrics_rows(run)
+    frequencies = config.weighting.options.get("frequencies", {})
     return {"run": str(run), "mode": config.mode, "model": config.model, "steps": int(state["step"]),
-            "split": doc.get("split"), "metrics": metrics, "delta_t": doc.get("delta_t"),
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "gflops": gflops(model, tuple(config.loader.image_size)), "samples_per_s": _median_speed(run)}
+            "weighting": config.weighting.name, "split": doc.get("split"), "metrics": metrics,
+            "delta_t": doc.get("delta_t"), "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "gflops": gflops(model, tuple(config.loader.image_size)), "samples_per_s": _median_speed(rows),
+            "weights": _final_weights(rows, list(model.tasks)),
+            "frequencies": {t: int(frequencies.get(t, 1)) for t in model.tasks}}
 
 
 def summarize_runs(runs: Sequence[str | Path]) -> list[dict]:
@@ -99,5 +117,44 @@ def render_report(rows: Sequence[dict]) -> str:
         cells += [_cell(row["metrics"][t]["value"]) if t in row["metrics"] else "" for t in columns]
         cells += [_cell(row["delta_t"]), f"{row['params_m']:.2f}", f"{row['gflops']:.2f}", _cell(row["samples_per_s"])]
         table.append(cells)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return _align(table)
+
+
+def render_leang(rows: Sequence[dict]) -> str:
+    """The runs as Leang et al.'s (2020) tables: Table II, one column per run (its weighting
+    strategy), rows the tasks' headline metrics and their geometric mean (``search.fitness``:
+    a lower-is-better metric enters as the first run's value over its own); Table I, the
+    weights (at the last step each task was applied) and asynchronous frequencies each run
+    ended with."""
+    from mtl_data.train.search import fitness
+
+    names = [f"{Path(r['run']).name} ({r['weighting']})" for r in rows]
+    tasks = list(dict.fromkeys(t for r in rows for t in r["metrics"]))
+    metric = {t: next(r["metrics"][t] for r in rows if t in r["metrics"]) for t in tasks}
+    reference = {t: next((r["metrics"][t]["value"] for r in rows if t in r["metrics"]
+                          and _cell(r["metrics"][t]["value"]) != "-"), None) for t in tasks}
+    table2 = [["Table II", *names]]
+    for t in tasks:
+        arrow = "up" if metric[t]["higher_is_better"] else "down"
+        table2.append([f"{t} {metric[t]['metric']} ({arrow})",
+                       *(_cell(r["metrics"][t]["value"]) if t in r["metrics"] else "" for r in rows)])
+    means = []
+    for r in rows:
+        values = {t: m["value"] for t, m in r["metrics"].items()}
+        try:
+            means.append(_cell(fitness(values, {t: m["higher_is_better"] for t, m in r["metrics"].items()},
+                                       reference)))
+        except (MtlDataError, TypeError):
+            means.append("-")
+    table2.append(["geometric mean", *means])
+    table1 = [["Table I", *names]]
+    for t in tasks:
+        table1.append([f"weight {t}", *(_cell(r["weights"].get(t)) for r in rows)])
+    for t in tasks:
+        table1.append([f"frequency {t}", *(str(r["frequencies"].get(t, "")) for r in rows)])
+    return _align(table2) + "\n\n" + _align(table1)
+
+
+def _align(table: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
