@@ -53,6 +53,8 @@ demo: setup
 	$(BIN)/mtl-train predict $(DEMO)/runs/mtl --out $(DEMO)/predictions
 	$(BIN)/mtl-train score $(DEMO)/shards --split val --predictions $(DEMO)/predictions --json $(DEMO)/scores.json
 	$(BIN)/mtl-train report $(DEMO)/runs/mtl $(DEMO)/runs/stl_seg
+	$(BIN)/mtl-train --shards $(DEMO)/shards --stats $(DEMO)/stats.json --out $(DEMO)/runs/mtl_uncertainty $(DEMO_TRAIN) --weighting uncertainty
+	$(BIN)/mtl-train report --layout leang $(DEMO)/runs/mtl $(DEMO)/runs/mtl_uncertainty
 
 bench: setup
 	$(BIN)/python bench/ingest_kitti.py
@@ -64,6 +66,7 @@ bench: setup
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/trainer.py
+	$(BIN)/python bench/weighting.py
 
 clean:
 	rm -rf build $(VENV)

@@ -21,6 +21,8 @@ TINY = {
     "ingest_cityscapes.py": ["--frames", "2", "--repeats", "1", "--workers-max", "1"],
     "stats.py": ["--rows", "2000", "--repeats", "1"],
     "trainer.py": ["--steps", "4", "--warmup", "2", "--repeats", "1", "--size", "64x128", "--batch-size", "2"],
+    "weighting.py": ["--steps", "1", "--repeats", "1", "--size", "32x64", "--batch-size", "2", "--strategies",
+                     "equal,gradnorm,pcgrad"],
     "loader.py": ["--frames", "4", "--repeats", "1", "--batches", "1", "--warmup-batches", "1", "--batch-size", "2",
                   "--workers-max", "1", "--size", "64x128"],
 }

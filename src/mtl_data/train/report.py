@@ -138,15 +138,18 @@ def render_leang(rows: Sequence[dict]) -> str:
         arrow = "up" if metric[t]["higher_is_better"] else "down"
         table2.append([f"{t} {metric[t]['metric']} ({arrow})",
                        *(_cell(r["metrics"][t]["value"]) if t in r["metrics"] else "" for r in rows)])
+    # Over the tasks every run has a value of (a task without labels in the split has none), so
+    # the columns compare like with like.
+    common = [t for t in tasks if all(t in r["metrics"] and _cell(r["metrics"][t]["value"]) != "-" for r in rows)]
     means = []
     for r in rows:
-        values = {t: m["value"] for t, m in r["metrics"].items()}
+        values = {t: r["metrics"][t]["value"] for t in common}
         try:
-            means.append(_cell(fitness(values, {t: m["higher_is_better"] for t, m in r["metrics"].items()},
-                                       reference)))
-        except (MtlDataError, TypeError):
+            means.append(_cell(fitness(values, {t: metric[t]["higher_is_better"] for t in common}, reference)))
+        except MtlDataError:
             means.append("-")
     table2.append(["geometric mean", *means])
+    table2.append([f"  (over {', '.join(common) or 'no task'})", *([""] * len(rows))])
     table1 = [["Table I", *names]]
     for t in tasks:
         table1.append([f"weight {t}", *(_cell(r["weights"].get(t)) for r in rows)])
