@@ -48,6 +48,22 @@ def _tasks(ctx, param, value: str | None):
     return None if value is None else tuple(t.strip() for t in value.split(",") if t.strip())
 
 
+def _model_and_input_options(command):
+    """The model and input options that ``train`` and ``search`` share (one definition, one help)."""
+    for option in reversed([
+        click.option("--model", default=None, help="a registered model (mtl-train models); default resnet18-fpn"),
+        click.option("--mix", callback=_mix, default=None, help="proportional, STATS.json#ALPHA or src=ratio,..."),
+        click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="a mtl-data stats --json report: the default mix is its recommendation"),
+        click.option("--image-size", callback=lambda c, p, v: None if v is None else image_size_option(c, p, v),
+                     default=None, help="HxW, default 256x512"),
+        click.option("--letterbox/--stretch", default=None),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None),
+    ]):
+        command = option(command)
+    return command
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mtl-train")
 @click.option("--shards", type=click.Path(exists=True, file_okay=False), help="the shards root to train on")
@@ -65,15 +81,8 @@ def _tasks(ctx, param, value: str | None):
 @click.option("--mode", type=click.Choice(["symmetric", "asymmetric", "stl"]), default=None,
               help="default symmetric; asymmetric: one optimizer per part, each stepping every asymmetric.k labelled "
                    "samples")
-@click.option("--model", default=None, help="a registered model (mtl-train models); default resnet18-fpn")
 @click.option("--weighting", default=None, help="task weighting strategy; default equal")
-@click.option("--mix", callback=_mix, default=None, help="proportional, STATS.json#ALPHA or src=ratio,...")
-@click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="a mtl-data stats --json report: the default mix is its recommendation")
-@click.option("--image-size", callback=lambda c, p, v: None if v is None else image_size_option(c, p, v),
-              default=None, help="HxW, default 256x512")
-@click.option("--letterbox/--stretch", default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@_model_and_input_options
 @click.option("--steps", type=click.IntRange(min=1), default=None)
 @click.option("--lr", type=click.FloatRange(min=0.0), default=None, help="base learning rate (optim.lr)")
 @click.option("--seed", type=click.IntRange(min=0), default=None)
@@ -299,14 +308,7 @@ def _weight_ranges(ctx, param, values: tuple[str, ...]):
               help="a TOML training config for the trials (options and --set override it)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any training config key (repeatable)")
 @click.option("--tasks", callback=_tasks, help="comma-separated; default: every task the train split labels")
-@click.option("--model", default=None, help="a registered model (mtl-train models); default resnet18-fpn")
-@click.option("--mix", callback=_mix, default=None, help="proportional, STATS.json#ALPHA or src=ratio,...")
-@click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="a mtl-data stats --json report: the default mix is its recommendation")
-@click.option("--image-size", callback=lambda c, p, v: None if v is None else image_size_option(c, p, v),
-              default=None, help="HxW, default 256x512")
-@click.option("--letterbox/--stretch", default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@_model_and_input_options
 @click.option("--lr", type=click.FloatRange(min=0.0), default=None, help="base learning rate (optim.lr)")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="loader worker processes")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1")

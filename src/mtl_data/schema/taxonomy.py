@@ -13,11 +13,11 @@ or keeps each source's own classes with ``--taxonomy native``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtl_data.errors import MtlDataError
+from mtl_data.files import read_json_document
 
 IGNORE = "ignore"
 
@@ -309,12 +309,7 @@ def det_class_map(source: str, taxonomy: str = "unified") -> ClassMap:
 def _read_override(path: Path, task: str, source: str, table: dict[str, str],
                    unified: tuple[str, ...]) -> dict[str, str]:
     """The ``{task: {source: {native: unified}}}`` entries of a taxonomy file for one source."""
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MtlDataError(f"{path}: taxonomy file not found (expected 'unified', 'native' or a JSON file)") from None
-    except (OSError, ValueError) as exc:
-        raise MtlDataError(f"{path}: cannot read taxonomy file as JSON: {exc}") from None
+    doc = read_json_document(path, f"{path}: taxonomy file not found (expected 'unified', 'native' or a JSON file)")
     if not isinstance(doc, dict):
         raise MtlDataError(f'{path}: expected an object like {{"det": {{"{source}": {{"Misc": "van"}}}}}}')
     entries = doc.get(task, {}).get(source, {}) if isinstance(doc.get(task, {}), dict) else None

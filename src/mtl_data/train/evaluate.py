@@ -15,7 +15,6 @@ better on average.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from mtl_data.train.distributed import DistInfo, gather_objects
 from mtl_data.train.precision import autocast
 from mtl_data.train.score import label_samples, to_json
 from mtl_data.train.tasks import Metric, Task
+from mtl_data.files import read_json_document
 
 EVAL_FILE = "eval.json"
 
@@ -128,12 +128,7 @@ def read_baseline(run: str | Path, task: Task) -> float:
         MtlDataError: no ``eval.json`` there, or no value of that task and metric in it.
     """
     path = Path(run) / EVAL_FILE
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MtlDataError(f"{path}: missing; evaluate that run first (mtl-train eval {run})") from None
-    except (OSError, ValueError) as exc:
-        raise MtlDataError(f"{path}: not readable JSON ({exc})") from None
+    doc = read_json_document(path, f"{path}: missing; evaluate that run first (mtl-train eval {run})")
     name = task.headline
     value = (doc.get("metrics") or {}).get(task.name, {}).get(name)
     if not isinstance(value, (int, float)):

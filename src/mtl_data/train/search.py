@@ -125,7 +125,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_data.errors import MtlDataError
-from mtl_data.files import write_atomic
+from mtl_data.files import read_json_document, write_atomic
 from mtl_data.train.config import TrainConfig, WeightingConfig, differences, from_dict, to_dict, to_toml, validate
 
 logger = logging.getLogger(__name__)
@@ -763,12 +763,7 @@ def read_search(out: str | Path) -> tuple[TrainConfig, dict]:
 
 
 def _read_doc(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MtlDataError(f"{path.parent}: no search to resume ({SEARCH_FILE} missing)") from None
-    except (OSError, ValueError) as exc:
-        raise MtlDataError(f"{path}: not readable JSON ({exc})") from None
+    doc = read_json_document(path, f"{path.parent}: no search to resume ({SEARCH_FILE} missing)")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise MtlDataError(f"{path}: not a search file of this version (format {FORMAT})")
     return doc

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from mtl_data.errors import MtlDataError
-from mtl_data.train.weighting.base import Weighting, finite_nonnegative, register_weighting, weighted_sum
+from mtl_data.train.weighting.base import Weighting, register_weighting, task_weight_table, weighted_sum
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,7 @@ class AsyncConfig:
     frequencies: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
-        if self.weights is not None:
-            if not isinstance(self.weights, Mapping):
-                raise ValueError(f"weights must be a {{task: weight}} table, got {self.weights!r}")
-            bad = [f"{k}={v!r}" for k, v in self.weights.items() if not isinstance(k, str) or not finite_nonnegative(v)]
-            if bad:
-                raise ValueError(f"weights must be finite numbers >= 0; refused: {', '.join(bad)}")
-            object.__setattr__(self, "weights", {k: float(v) for k, v in self.weights.items()})
+        object.__setattr__(self, "weights", task_weight_table(self.weights))
         if self.frequencies is not None:
             if not isinstance(self.frequencies, Mapping):
                 raise ValueError(f"frequencies must be a {{task: steps}} table, got {self.frequencies!r}")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -152,6 +152,67 @@ class Weighting(nn.Module):
         return f"tasks={list(self.tasks)}, config={self.config}"
 
 
+@torch.no_grad()
+def accumulate_losses(loss_sum: torch.Tensor, loss_count: torch.Tensor, losses: torch.Tensor,
+                      present: torch.Tensor) -> None:
+    """Add this step's losses of the present tasks, averaged over ranks (the global batch's), to
+    ``loss_sum`` (T,) and count the step in ``loss_count`` (T,), in place. Every rank adds the
+    same numbers, so every rank derives the same weights from them."""
+    value = mean_over_ranks(losses).to(loss_sum.dtype)  # (T,) detached
+    # where(), not a masked add: an absent row is copied back bit for bit, whatever its loss holds.
+    loss_sum.copy_(torch.where(present, loss_sum + value, loss_sum))
+    loss_count.copy_(torch.where(present, loss_count + 1, loss_count))
+
+
+def mean_losses(loss_sum: torch.Tensor, loss_count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, measured)``, each (T,): the accumulated average losses and which tasks were
+    measured (present at least once, average finite and > 0)."""
+    mean = loss_sum / loss_count.clamp_min(1)
+    return mean, (loss_count > 0) & torch.isfinite(mean) & (mean > 0)
+
+
+def equal_scale_weights(mean: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
+    """(T,) ``m_ref / mean_t`` on the ``measured`` tasks (0 elsewhere), ``m_ref`` the harmonic
+    mean of their means: the weights that bring every measured task's mean loss to the same
+    value, averaging 1 over them (``static``'s first steps, ``dls``'s epochs). No host sync;
+    NaN-free for any ``mean``.
+
+    Computed as ``(min_U mean / mean_t) / (its mean over U)``: every ratio is in (0, 1] before
+    the division, so no tiny mean overflows ``1 / mean_t``.
+    """
+    safe = torch.where(measured, mean, torch.ones_like(mean))
+    smallest = torch.where(measured, mean, torch.full_like(mean, math.inf)).amin()
+    ratio = torch.where(measured, smallest / safe, torch.zeros_like(mean))  # (T,) in (0, 1]
+    ratio_mean = ratio.sum() / measured.sum().clamp_min(1)
+    return torch.where(measured, ratio / ratio_mean.clamp_min(torch.finfo(mean.dtype).tiny), torch.zeros_like(mean))
+
+
+class EpochLossAverage(Weighting):
+    """A strategy that re-derives its weights at each epoch end from the epoch's average losses
+    (``dls``, ``dwa``): the shared accumulation, not registered itself.
+
+    State (buffers, in ``state_dict``): ``loss_sum`` (T,) and ``loss_count`` (T,), the current
+    epoch's summed (global-batch) losses and the number of steps each task was present in.
+    """
+
+    def __init__(self, tasks: Sequence[str], config: Any = None):
+        super().__init__(tasks, config)
+        self.register_buffer("loss_sum", torch.zeros(self.num_tasks))    # (T,) this epoch
+        self.register_buffer("loss_count", torch.zeros(self.num_tasks))  # (T,) steps present this epoch
+
+    def accumulate(self, losses: torch.Tensor, present: torch.Tensor) -> None:
+        """Add this step's losses of the present tasks to the epoch's sums."""
+        accumulate_losses(self.loss_sum, self.loss_count, losses, present)
+
+    @torch.no_grad()
+    def take_epoch_means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean_losses`` of the epoch; then start a new epoch."""
+        out = mean_losses(self.loss_sum, self.loss_count)
+        self.loss_sum.zero_()
+        self.loss_count.zero_()
+        return out
+
+
 def weighted_sum(losses: torch.Tensor, weights: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """``sum_t w_t L_t`` over the present tasks: () from (T,) each.
 
@@ -181,6 +242,19 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
 def finite_nonnegative(value: Any) -> bool:
     """``value`` is a real number (not a bool), finite and >= 0."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def task_weight_table(weights: Any) -> dict[str, float] | None:
+    """A config's ``{task: weight}`` table, checked (string keys, finite weights >= 0) and with
+    float values; ``None`` stays ``None``. Raises ``ValueError`` naming what was refused."""
+    if weights is None:
+        return None
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"weights must be a {{task: weight}} table, got {weights!r}")
+    bad = [f"{k}={v!r}" for k, v in weights.items() if not isinstance(k, str) or not finite_nonnegative(v)]
+    if bad:
+        raise ValueError(f"weights must be finite numbers >= 0; refused: {', '.join(bad)}")
+    return {k: float(v) for k, v in weights.items()}
 
 
 # ---- the registry ------------------------------------------------------------------------------

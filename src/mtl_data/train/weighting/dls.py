@@ -36,31 +36,15 @@ loss falls much faster than the other.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
-from mtl_data.train.weighting.base import NoConfig, Weighting, mean_over_ranks, register_weighting, weighted_sum
-
-
-def equal_scale_weights(mean: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
-    """(T,) ``m_ref / mean_t`` on the ``measured`` tasks (0 elsewhere), ``m_ref`` the harmonic
-    mean of their means: the weights that bring every measured task's mean loss to the same
-    value, averaging 1 over them (module docstring). No host sync; NaN-free for any ``mean``.
-
-    Computed as ``(min mean / mean_t) / (its average over the measured tasks)``: every ratio is
-    in (0, 1] before the division, so a tiny mean cannot overflow ``1 / mean_t``.
-    """
-    safe = torch.where(measured, mean, torch.ones_like(mean))
-    smallest = torch.where(measured, mean, torch.full_like(mean, math.inf)).amin()
-    ratio = torch.where(measured, smallest / safe, torch.zeros_like(mean))  # (T,) in (0, 1]
-    ratio_mean = ratio.sum() / measured.sum().clamp_min(1)
-    return torch.where(measured, ratio / ratio_mean.clamp_min(torch.finfo(mean.dtype).tiny), torch.zeros_like(mean))
+from mtl_data.train.weighting.base import EpochLossAverage, NoConfig, equal_scale_weights, register_weighting, weighted_sum
 
 
 @register_weighting
-class DynamicLossScaling(Weighting):
+class DynamicLossScaling(EpochLossAverage):
     """Weights from the previous epoch's average losses (module docstring: the formula)."""
 
     name = "dls"
@@ -68,28 +52,16 @@ class DynamicLossScaling(Weighting):
 
     def __init__(self, tasks: Sequence[str], config: NoConfig | None = None):
         super().__init__(tasks, config)
-        self.register_buffer("loss_sum", torch.zeros(self.num_tasks))    # (T,) this epoch
-        self.register_buffer("loss_count", torch.zeros(self.num_tasks))  # (T,) steps present this epoch
-        self.register_buffer("weight", torch.ones(self.num_tasks))       # (T,) weights of this epoch
+        self.register_buffer("weight", torch.ones(self.num_tasks))  # (T,) weights of this epoch
 
     def combine(self, losses: torch.Tensor, present: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_inputs(losses, present)
-        self._accumulate(losses, present)
+        self.accumulate(losses, present)
         weights = torch.where(present, self.weight.to(losses.dtype), torch.zeros_like(losses))  # (T,)
         return weighted_sum(losses, weights, present), weights
 
     @torch.no_grad()
-    def _accumulate(self, losses: torch.Tensor, present: torch.Tensor) -> None:
-        value = mean_over_ranks(losses).to(self.loss_sum.dtype)  # (T,) detached, the global batch's
-        # where(), not a masked add: an absent row is copied back bit for bit, whatever its loss holds.
-        self.loss_sum.copy_(torch.where(present, self.loss_sum + value, self.loss_sum))
-        self.loss_count.copy_(torch.where(present, self.loss_count + 1, self.loss_count))
-
-    @torch.no_grad()
     def on_epoch_end(self, epoch: int) -> None:
         """Derive the next epoch's weights from this epoch's averages, then start a new epoch."""
-        mean = self.loss_sum / self.loss_count.clamp_min(1)  # (T,)
-        measured = (self.loss_count > 0) & torch.isfinite(mean) & (mean > 0)  # (T,) the set U
+        mean, measured = self.take_epoch_means()  # (T,) each; measured is the set U
         self.weight.copy_(torch.where(measured, equal_scale_weights(mean, measured), self.weight))
-        self.loss_sum.zero_()
-        self.loss_count.zero_()

@@ -38,8 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mtl_data.train.weighting.base import (Weighting, finite_nonnegative, mean_over_ranks, register_weighting,
-                                           weighted_sum)
+from mtl_data.train.weighting.base import EpochLossAverage, finite_nonnegative, register_weighting, weighted_sum
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def present_softmax(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor
 
 
 @register_weighting
-class DynamicWeightAverage(Weighting):
+class DynamicWeightAverage(EpochLossAverage):
     """``w_t = n_p softmax_present(r_t / tau)`` with the epoch-average loss ratios (module docstring)."""
 
     name = "dwa"
@@ -83,8 +82,6 @@ class DynamicWeightAverage(Weighting):
 
     def __init__(self, tasks: Sequence[str], config: DWAConfig | None = None):
         super().__init__(tasks, config)
-        self.register_buffer("loss_sum", torch.zeros(self.num_tasks))    # (T,) this epoch
-        self.register_buffer("loss_count", torch.zeros(self.num_tasks))  # (T,) steps present this epoch
         self.register_buffer("history", torch.ones(self.num_tasks, 2))   # (T, 2) [older, newer] epoch means
         self.register_buffer("measured", torch.zeros(self.num_tasks))    # (T,) epochs measured, capped at 2
 
@@ -97,24 +94,16 @@ class DynamicWeightAverage(Weighting):
 
     def combine(self, losses: torch.Tensor, present: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_inputs(losses, present)
-        self._accumulate(losses, present)
+        self.accumulate(losses, present)
         weights = present_softmax((self.ratios() / self.config.temperature).to(losses.dtype), present)  # (T,)
         return weighted_sum(losses, weights, present), weights
 
     @torch.no_grad()
-    def _accumulate(self, losses: torch.Tensor, present: torch.Tensor) -> None:
-        value = mean_over_ranks(losses).to(self.loss_sum.dtype)  # (T,) detached, the global batch's
-        self.loss_sum.copy_(torch.where(present, self.loss_sum + value, self.loss_sum))
-        self.loss_count.copy_(torch.where(present, self.loss_count + 1, self.loss_count))
-
-    @torch.no_grad()
     def on_epoch_end(self, epoch: int) -> None:
         """Push this epoch's averages into the history of the tasks measured in it; start a new epoch."""
-        mean = self.loss_sum / self.loss_count.clamp_min(1)  # (T,)
-        ok = ((self.loss_count > 0) & torch.isfinite(mean) & (mean > 0)).unsqueeze(1)  # (T, 1)
+        mean, measured = self.take_epoch_means()  # (T,) each
+        ok = measured.unsqueeze(1)  # (T, 1)
         shifted = torch.stack([self.history[:, 1], mean], dim=1)  # (T, 2)
         self.history.copy_(torch.where(ok, shifted, self.history))
-        self.measured.copy_(torch.where(ok[:, 0], (self.measured + 1).clamp_max(2), self.measured))
-        self.loss_sum.zero_()
-        self.loss_count.zero_()
+        self.measured.copy_(torch.where(measured, (self.measured + 1).clamp_max(2), self.measured))
 

@@ -58,8 +58,8 @@ import torch
 from mtl_data.errors import MtlDataError
 from mtl_data.stats.formulas import WEIGHT_RULES
 from mtl_data.stats.recommendations import read_recommendations
-from mtl_data.train.weighting.base import (Weighting, finite_nonnegative, mean_over_ranks, register_weighting,
-                                           weighted_sum)
+from mtl_data.train.weighting.base import (Weighting, accumulate_losses, equal_scale_weights, mean_losses,
+                                           finite_nonnegative, register_weighting, task_weight_table, weighted_sum)
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,7 @@ class StaticConfig:
         if len(chosen) > 1:
             raise ValueError(f"{' and '.join(chosen)} are exclusive: the weights come from one of weights, "
                              "stats (+ rule) or first_steps")
-        if self.weights is not None:
-            if not isinstance(self.weights, Mapping):
-                raise ValueError(f"weights must be a {{task: weight}} table, got {self.weights!r}")
-            bad = [f"{k}={v!r}" for k, v in self.weights.items() if not isinstance(k, str) or not finite_nonnegative(v)]
-            if bad:
-                raise ValueError(f"weights must be finite numbers >= 0; refused: {', '.join(bad)}")
-            object.__setattr__(self, "weights", {k: float(v) for k, v in self.weights.items()})
+        object.__setattr__(self, "weights", task_weight_table(self.weights))
         if self.stats is not None:
             if not isinstance(self.stats, (str, os.PathLike)) or not str(self.stats):
                 raise ValueError(f"stats must be the path of a `mtl-data stats --json` report, got {self.stats!r}")
@@ -150,7 +144,7 @@ class Static(Weighting):
         self.check_inputs(losses, present)
         first = self.config.first_steps
         if first is not None and step < first:
-            self._accumulate(losses, present)
+            accumulate_losses(self.loss_sum, self.loss_count, losses, present)
             fixed = torch.ones_like(losses)  # (T,) equal weights while measuring
         else:
             fixed = self.fixed_weights().to(losses.dtype)  # (T,)
@@ -158,28 +152,13 @@ class Static(Weighting):
         return weighted_sum(losses, weights, present), weights
 
     @torch.no_grad()
-    def _accumulate(self, losses: torch.Tensor, present: torch.Tensor) -> None:
-        """Add the present tasks' losses (averaged over ranks) to ``loss_sum``; count the step."""
-        value = mean_over_ranks(losses).to(self.loss_sum.dtype)  # (T,) detached
-        # where(), not a masked add: an absent row is copied back bit for bit, whatever its loss holds.
-        self.loss_sum.copy_(torch.where(present, self.loss_sum + value, self.loss_sum))
-        self.loss_count.copy_(torch.where(present, self.loss_count + 1, self.loss_count))
-
-    @torch.no_grad()
     def fixed_weights(self) -> torch.Tensor:
         """(T,) the weight of each task when present: the table, or the first-steps formula
         applied to what has been accumulated so far (the final weights from step N on)."""
         if self.config.first_steps is None:
             return self.table.clone()
-        mean = self.loss_sum / self.loss_count.clamp_min(1)  # (T,)
-        measured = (self.loss_count > 0) & torch.isfinite(mean) & (mean > 0)  # (T,) the set U
-        safe_mean = torch.where(measured, mean, torch.ones_like(mean))
-        # m_ref / mean_t computed as (min_U mean / mean_t) / (its mean over U): every ratio is in
-        # (0, 1] before the division, so no tiny mean overflows 1 / mean_t.
-        smallest = torch.where(measured, mean, torch.full_like(mean, math.inf)).amin()
-        ratio = torch.where(measured, smallest / safe_mean, torch.zeros_like(mean))  # (T,)
-        ratio_mean = ratio.sum() / measured.sum().clamp_min(1)
-        return torch.where(measured, ratio / ratio_mean.clamp_min(torch.finfo(mean.dtype).tiny), torch.ones_like(mean))
+        mean, measured = mean_losses(self.loss_sum, self.loss_count)  # (T,) each; measured is the set U
+        return torch.where(measured, equal_scale_weights(mean, measured), torch.ones_like(mean))
 
 
 def report_weights(path: Path, rule: str, tasks: Sequence[str]) -> list[float]:
