@@ -10,7 +10,7 @@ DEMO   := build/demo
 # a small model for a few dozen CPU steps: the demo shows the pipeline, not a result
 DEMO_TRAIN := --steps 40 --image-size 64x128 --batch-size 8 --workers 2 --lr 2e-3 --set model_options.neck_channels=64
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test lint demo bench clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml
 
 # Two test processes on two cores: one torch thread each (OMP_NUM_THREADS=1), or each process's
 # torch pool takes every core and they fight (the suite then takes ~1.5x as long).
-test: setup
+test: setup lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
+
+# Lint and format checks (config: [tool.ruff] in pyproject.toml); `ruff format src tests bench` fixes the format.
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 demo: setup
 	rm -rf $(DEMO)

@@ -45,11 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import best_of, ingest_once, stage_breakdown, wall_and_cpu  # noqa: E402
 
-from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest import a2d2  # noqa: E402
 from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options  # noqa: E402
-from mtl_data.ingest.readers import read_image  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
+from mtl_data.ingest.readers import read_image  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.schema import geometry as geo  # noqa: E402
 from mtl_data.schema.sample import IGNORE_INDEX  # noqa: E402
 from mtl_data.shards.codec import LABEL_PNG_PARAMS, encode_image  # noqa: E402
@@ -61,6 +61,7 @@ T0_US, FRAME_US = 1533646228000000, 33_333  # any increasing camera timestamps (
 
 # ---- raw root ---------------------------------------------------------------------------------
 
+
 def fixture_paths(fixtures: Path) -> dict[str, Path]:
     """The real fixture files the raw root is built from (exits with a message if one is missing)."""
     a = fixtures / "a2d2"
@@ -70,13 +71,21 @@ def fixture_paths(fixtures: Path) -> dict[str, Path]:
         "class_list": a / "class_list.json",
         "camera": sem / "camera" / "cam_front_center" / f"{PREFIX}_camera_frontcenter_{FIXTURE_ID}.png",
         "label": sem / "label" / "cam_front_center" / f"{PREFIX}_label_frontcenter_{FIXTURE_ID}.png",
-        "npz": (a / "camera_lidar_semantic_bboxes" / LIDAR_SCENE / "lidar" / "cam_front_center"
-                / f"{LIDAR_PREFIX}_lidar_frontcenter_{LIDAR_ID}.npz"),
+        "npz": (
+            a
+            / "camera_lidar_semantic_bboxes"
+            / LIDAR_SCENE
+            / "lidar"
+            / "cam_front_center"
+            / f"{LIDAR_PREFIX}_lidar_frontcenter_{LIDAR_ID}.npz"
+        ),
     }
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
-        sys.exit(f"error: A2D2 fixtures missing: {missing[0]} ({len(missing)} of {len(paths)} files); pass "
-                 f"--fixtures PATH or set MTL_FIXTURES to the folder holding a2d2/cams_lidars.json")
+        sys.exit(
+            f"error: A2D2 fixtures missing: {missing[0]} ({len(missing)} of {len(paths)} files); pass "
+            f"--fixtures PATH or set MTL_FIXTURES to the folder holding a2d2/cams_lidars.json"
+        )
     return paths
 
 
@@ -104,15 +113,16 @@ def build_raw(fx: dict[str, Path], root: Path, n: int, with_lidar: bool) -> Path
         fid = f"{i:09d}"
         _link(fx["camera"], dirs["camera"] / f"{PREFIX}_camera_frontcenter_{fid}.png")
         (dirs["camera"] / f"{PREFIX}_camera_frontcenter_{fid}.json").write_text(
-            json.dumps({"cam_tstamp": T0_US + i * FRAME_US, "cam_name": "front_center"}))
+            json.dumps({"cam_tstamp": T0_US + i * FRAME_US, "cam_name": "front_center"})
+        )
         _link(fx["label"], dirs["label"] / f"{PREFIX}_label_frontcenter_{fid}.png")
         if with_lidar:
             _link(fx["npz"], dirs["lidar"] / f"{PREFIX}_lidar_frontcenter_{fid}.npz")
     return root
 
 
-
 # ---- floors and breakdown ---------------------------------------------------------------------
+
 
 def codec_floor(frames, seg: np.ndarray | None, depth16: np.ndarray | None, maps=None) -> None:
     """The floor: read + decode camera PNG and label PNG, RGB->BGR + JPEG q95 [+ seg/depth PNG].
@@ -127,8 +137,7 @@ def codec_floor(frames, seg: np.ndarray | None, depth16: np.ndarray | None, maps
         if maps is not None:
             (map1, map2), label_map = maps
             rgb = cv2.remap(rgb, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-            cv2.remap(seg, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                      borderValue=IGNORE_INDEX)
+            cv2.remap(seg, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX)
         cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         # the settings the library writes seg.png / depth.png with: the same bytes as the ingest's
         if seg is not None:
@@ -148,24 +157,29 @@ def a2d2_parts(conv: A2D2Converter, opts: IngestOptions):
     def parts(tick, f) -> None:
         p = f.paths
         img = tick("  convert: read + decode camera PNG", read_image, p["image"], *a2d2._image_messages("camera image"))
-        img = tick("  convert: undistort image (remap linear)", lambda: cv2.remap(
-            img, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
+        img = tick(
+            "  convert: undistort image (remap linear)",
+            lambda: cv2.remap(img, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT),
+        )
         label = tick("  convert: read + decode label PNG", read_image, p["label"], *a2d2._image_messages("label"))
         packed = tick("  convert: colour->id: _pack_rgb (BGRA uint32)", a2d2._pack_rgb, label)
         ids = tick("  convert: colour->id: lut.take + unknown", _lut_step, lut, packed)
-        seg = tick("  convert: label remap (nearest, integer map)", lambda: cv2.remap(
-            ids, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-            borderValue=IGNORE_INDEX))
+        seg = tick(
+            "  convert: label remap (nearest, integer map)",
+            lambda: cv2.remap(
+                ids, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX
+            ),
+        )
         depth = None
         if "npz" in p:
             depth = tick("  convert: npz read + rasterize", a2d2._read_depth, p["npz"], size)
-        tick("  convert: frame json (+ bus: none here)", lambda: p["json"].exists() and
-             a2d2._read_timestamp(p["json"]))
+        tick("  convert: frame json (+ bus: none here)", lambda: p["json"].exists() and a2d2._read_timestamp(p["json"]))
         tick("  encode: JPEG (RGB->BGR, q95)", encode_image, img, opts.image_format, opts.jpeg_quality)
         tick("  encode: seg PNG (8-bit, no filter)", cv2.imencode, ".png", seg, LABEL_PNG_PARAMS)
         if depth is not None:
             d16 = tick("  encode: depth rint/uint16", _depth_u16, depth)
             tick("  encode: depth PNG (16-bit, no filter)", cv2.imencode, ".png", d16, LABEL_PNG_PARAMS)
+
     return parts
 
 
@@ -194,6 +208,7 @@ def cache_build(root: Path, repeats: int) -> tuple[float, float]:
 
 
 # ---- correctness of the label undistortion, and a possible gain ------------------------------
+
 
 def float_maps(camera: dict) -> tuple[np.ndarray, np.ndarray]:
     """Float32 undistortion maps (original -> undistorted) of the camera's own lens model,
@@ -229,15 +244,24 @@ def label_check(conv: A2D2Converter, frame, repeats: int) -> dict:
     seg = conv.convert(frame).seg
     differ = seg != exact
     (map1, map2), label_map = conv._maps("front_center")
-    remap = lambda m1, m2: cv2.remap(ids, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,  # noqa
-                                     borderValue=IGNORE_INDEX)
-    t = lambda fn: 1000 * best_of(max(repeats, 7), fn)  # noqa: E731
+
+    def remap(m1, m2):
+        return cv2.remap(ids, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX)
+
+    def t(fn):
+        return 1000 * best_of(max(repeats, 7), fn)
+
     old_rgb = cv2.remap(label, map1, map2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
-    return dict(px=h * w, differ_px=int(differ.sum()), differ_at_tie=int((differ & tie).sum()),
-                tie_px=int((tie & inside).sum()),
-                old_differ_px=int(np.count_nonzero(remap(map1, map2) != exact)),
-                old_differ_native_px=int(np.any(old_rgb != exact_rgb, -1).sum()),
-                remap_ms=t(lambda: remap(label_map, None)), old_remap_ms=t(lambda: remap(map1, map2)))
+    return dict(
+        px=h * w,
+        differ_px=int(differ.sum()),
+        differ_at_tie=int((differ & tie).sum()),
+        tie_px=int((tie & inside).sum()),
+        old_differ_px=int(np.count_nonzero(remap(map1, map2) != exact)),
+        old_differ_native_px=int(np.any(old_rgb != exact_rgb, -1).sum()),
+        remap_ms=t(lambda: remap(label_map, None)),
+        old_remap_ms=t(lambda: remap(map1, map2)),
+    )
 
 
 def possible_gains(seg: np.ndarray, repeats: int) -> dict:
@@ -283,8 +307,8 @@ def nearest_colour_vectorized(rgb: np.ndarray, palette: np.ndarray, chunk: int =
     out = np.empty(len(flat), dtype=np.int64)
     pal = palette.astype(np.int32)
     for s in range(0, len(flat), chunk):
-        d = ((flat[s:s + chunk, None, :] - pal[None]) ** 2).sum(-1)  # (chunk, 55)
-        out[s:s + chunk] = d.argmin(1)
+        d = ((flat[s : s + chunk, None, :] - pal[None]) ** 2).sum(-1)  # (chunk, 55)
+        out[s : s + chunk] = d.argmin(1)
     return out.reshape(rgb.shape[:2])
 
 
@@ -295,11 +319,11 @@ def thesis_comparison(fx: dict[str, Path], conv: A2D2Converter, repeats: int, bu
     ``budget_s`` the full frame is also timed once and that figure is used.
     """
     colours = json.loads(fx["class_list"].read_text())
-    palette = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in colours], dtype=np.uint8)
+    palette = np.array([[int(h[i : i + 2], 16) for i in (1, 3, 5)] for h in colours], dtype=np.uint8)
     pal_list = [tuple(int(v) for v in c) for c in palette]
     label = read_image(fx["label"], *a2d2._image_messages("label"))  # (H, W, 3) RGB, original geometry
     h, w = label.shape[:2]
-    crop = np.ascontiguousarray(label[3 * h // 8: 3 * h // 8 + h // 4, 3 * w // 8: 3 * w // 8 + w // 4])
+    crop = np.ascontiguousarray(label[3 * h // 8 : 3 * h // 8 + h // 4, 3 * w // 8 : 3 * w // 8 + w // 4])
     lut = conv._color_lut()
     res = {"crop_shape": crop.shape[:2], "full_shape": (h, w)}
 
@@ -307,8 +331,7 @@ def thesis_comparison(fx: dict[str, Path], conv: A2D2Converter, repeats: int, bu
     loop_crop = thesis_nearest_colour(crop, pal_list)
     res["loop_crop_s"] = time.perf_counter() - t
     # sanity: the loop and the vectorized nearest colour agree
-    res["loop_matches_vectorized"] = bool(np.array_equal(np.array(loop_crop),
-                                                         nearest_colour_vectorized(crop, palette)))
+    res["loop_matches_vectorized"] = bool(np.array_equal(np.array(loop_crop), nearest_colour_vectorized(crop, palette)))
     scale = (h * w) / (crop.shape[0] * crop.shape[1])
     res["loop_full_extrapolated_s"] = res["loop_crop_s"] * scale
     if res["loop_full_extrapolated_s"] <= budget_s:
@@ -324,16 +347,21 @@ def thesis_comparison(fx: dict[str, Path], conv: A2D2Converter, repeats: int, bu
     # the raw label holds class colours only: its nearest colour is its exact class
     native = nearest_colour_vectorized(label, palette).astype(np.uint8)
     res["raw_colours"] = len(np.unique(a2d2._pack_rgb(label)))
-    nearest = lambda img: cv2.remap(img, label_map, None, cv2.INTER_NEAREST,  # noqa: E731
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX)
+
+    def nearest(img):
+        return cv2.remap(
+            img, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX
+        )
+
     ref_native, ref_ids = nearest(native), nearest(_lut_step(lut, a2d2._pack_rgb(label)))
     bilinear = cv2.remap(label, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     res["bilinear_colours"] = len(np.unique(a2d2._pack_rgb(bilinear)))
     snapped = nearest_colour_vectorized(bilinear, palette).astype(np.uint8)
     snapped_ids = _lut_step(lut, a2d2._pack_rgb(palette[snapped]))
     # compare only where every bilinear tap lies inside the source image (no border blending)
-    inside = cv2.remap(np.ones((h, w), np.float32), map1, map2, cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_CONSTANT) > 0.999
+    inside = (
+        cv2.remap(np.ones((h, w), np.float32), map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) > 0.999
+    )
     not_class = (~np.isin(a2d2._pack_rgb(bilinear), a2d2._pack_rgb(palette[None])[0])) & inside
     res.update(compared_px=int(inside.sum()), interpolated_px=int(not_class.sum()))
     wrong_native = (snapped != ref_native) & inside
@@ -346,7 +374,7 @@ def thesis_comparison(fx: dict[str, Path], conv: A2D2Converter, repeats: int, bu
     near = np.zeros((h, w), bool)
     for dy in range(3):
         for dx in range(3):
-            near |= padded[dy:dy + h, dx:dx + w] == snapped
+            near |= padded[dy : dy + h, dx : dx + w] == snapped
     res.update(
         wrong_native_px=int(wrong_native.sum()),
         wrong_ids_px=int(((snapped_ids != ref_ids) & inside).sum()),
@@ -360,12 +388,21 @@ def thesis_comparison(fx: dict[str, Path], conv: A2D2Converter, repeats: int, bu
 
 # ---- main -------------------------------------------------------------------------------------
 
+
 def main() -> int:
     ap = common.parser(__doc__, frames=30, scale_factor=3)
-    ap.add_argument("--with-lidar", action=argparse.BooleanOptionalAction, default=True,
-                    help="give every frame the real front-center lidar npz (depth task)")
-    ap.add_argument("--thesis-budget-s", type=float, default=120.0,
-                    help="time the thesis loop on the full frame only if the crop predicts at most this")
+    ap.add_argument(
+        "--with-lidar",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give every frame the real front-center lidar npz (depth task)",
+    )
+    ap.add_argument(
+        "--thesis-budget-s",
+        type=float,
+        default=120.0,
+        help="time the thesis loop on the full frame only if the crop predicts at most this",
+    )
     args = ap.parse_args()
     n, r, n_scale = args.frames, args.repeats, args.scale_frames or 3 * args.frames
 
@@ -407,68 +444,97 @@ def main() -> int:
     ms = common.ms
     w = 52
     lidar = "with lidar npz" if args.with_lidar else "no lidar"
-    common.print_header(f"A2D2 ingest vs codec floor: {n} frames 1920x1208 ({lidar}), best of {r}", w,
-                        f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    common.print_header(
+        f"A2D2 ingest vs codec floor: {n} frames 1920x1208 ({lidar}), best of {r}",
+        w,
+        f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+    )
     common.print_row("floor 1: cam PNG dec + label PNG dec + JPEG q95 enc", floor1, w, 2)
-    common.print_row("floor 2: floor 1 + seg PNG" + (" + depth PNG enc" if args.with_lidar else " enc"),
-                     floor2, w, 2)
+    common.print_row("floor 2: floor 1 + seg PNG" + (" + depth PNG enc" if args.with_lidar else " enc"), floor2, w, 2)
     common.print_row("ingest, workers=1 (run_ingest)", ingest, w, 2)
     common.print_ratio("ingest / floor 1", ingest / floor1, w, ">= 0.80")
     common.print_ratio("ingest / floor 2", ingest / floor2, w, ">= 0.80")
     common.print_row("floor 3 (info): floor 2 + undistort image + label", floor3, w, 2)
     common.print_ratio("ingest / floor 3", ingest / floor3, w)
-    print(f"  on CPU time (less sensitive to other load on the machine): floor 1 {1000 * cpu_floor1:.2f}, "
-          f"floor 2 {1000 * cpu_floor2:.2f}, ingest {1000 * cpu_ingest:.2f} ms/frame; ratios "
-          f"{cpu_floor1 / cpu_ingest:.2f} and {cpu_floor2 / cpu_ingest:.2f}")
-    common.print_ingest_usage(best, n, f"; once per process: undistortion maps {1000 * t_maps:.1f} ms "
-                                       f"(inside the run), colour LUT {1000 * t_lut:.1f} ms (in plan_ingest)")
-    common.print_scaling(scale, n_scale, 2, f" (each worker also builds maps + LUT, "
-                                            f"~{1000 * (t_maps + t_lut):.0f} ms, inside the run)")
+    print(
+        f"  on CPU time (less sensitive to other load on the machine): floor 1 {1000 * cpu_floor1:.2f}, "
+        f"floor 2 {1000 * cpu_floor2:.2f}, ingest {1000 * cpu_ingest:.2f} ms/frame; ratios "
+        f"{cpu_floor1 / cpu_ingest:.2f} and {cpu_floor2 / cpu_ingest:.2f}"
+    )
+    common.print_ingest_usage(
+        best,
+        n,
+        f"; once per process: undistortion maps {1000 * t_maps:.1f} ms "
+        f"(inside the run), colour LUT {1000 * t_lut:.1f} ms (in plan_ingest)",
+    )
+    common.print_scaling(
+        scale, n_scale, 2, f" (each worker also builds maps + LUT, ~{1000 * (t_maps + t_lut):.0f} ms, inside the run)"
+    )
     common.print_stages(stages, best, n, f"floor 1 = {ms(floor1):.2f}, floor 2 = {ms(floor2):.2f}", 48)
 
     c = check
-    print(f"\nCheck, label undistortion: the converter's seg vs an exact nearest-neighbour remap of the ids "
-          f"(float maps, floor(x + 0.5)): {c['differ_px']} of {c['px']} px differ, {c['differ_at_tie']} of "
-          f"them at an exact .5 tie ({c['tie_px']} tie px in the image)")
-    print(f"  before cb90764 (fixed-point map1 + map2 with INTER_NEAREST): {c['old_differ_px']} px differ "
-          f"({c['old_differ_native_px']} px in native classes); "
-          f"remap {c['old_remap_ms']:.2f} ms, now {c['remap_ms']:.2f} ms "
-          f"({c['old_remap_ms'] / c['remap_ms']:.1f}x faster)")
+    print(
+        f"\nCheck, label undistortion: the converter's seg vs an exact nearest-neighbour remap of the ids "
+        f"(float maps, floor(x + 0.5)): {c['differ_px']} of {c['px']} px differ, {c['differ_at_tie']} of "
+        f"them at an exact .5 tie ({c['tie_px']} tie px in the image)"
+    )
+    print(
+        f"  before cb90764 (fixed-point map1 + map2 with INTER_NEAREST): {c['old_differ_px']} px differ "
+        f"({c['old_differ_native_px']} px in native classes); "
+        f"remap {c['old_remap_ms']:.2f} ms, now {c['remap_ms']:.2f} ms "
+        f"({c['old_remap_ms'] / c['remap_ms']:.1f}x faster)"
+    )
 
     g = gains["bincount"]
-    print(f"\nPossible gain (measured here, NOT used by the library): sample_row np.bincount(seg) "
-          f"{g[0]:.2f} ms -> cv2.calcHist {g[1]:.2f} ms (same counts: {g[2]})")
+    print(
+        f"\nPossible gain (measured here, NOT used by the library): sample_row np.bincount(seg) "
+        f"{g[0]:.2f} ms -> cv2.calcHist {g[1]:.2f} ms (same counts: {g[2]})"
+    )
 
     t = thesis
     ch, cw = t["crop_shape"]
     fh, fw = t["full_shape"]
     loop_full = t.get("loop_full_s")
     loop_s = loop_full if loop_full is not None else t["loop_full_extrapolated_s"]
-    how = "measured on the full frame" if loop_full is not None else (
-        f"extrapolated linearly x{fh * fw / (ch * cw):.0f} from a centred {cw}x{ch} crop")
-    print(f"\nThesis label mapping (per-pixel Python loop, nearest of 55 colours) vs our LUT, "
-          f"one {fw}x{fh} label")
+    how = (
+        "measured on the full frame"
+        if loop_full is not None
+        else (f"extrapolated linearly x{fh * fw / (ch * cw):.0f} from a centred {cw}x{ch} crop")
+    )
+    print(f"\nThesis label mapping (per-pixel Python loop, nearest of 55 colours) vs our LUT, one {fw}x{fh} label")
     print(f"{'method':<68}{'ms/frame':>12}{'speed-up':>10}")
     print(f"{'thesis loop (' + how + ')':<68}{1000 * loop_s:>12.0f}{1.0:>10.0f}")
     print(f"{'  its crop, measured (' + f'{cw}x{ch})':<68}{1000 * t['loop_crop_s']:>12.0f}")
-    print(f"{'ours: _pack_rgb + lut.take (+ unknown count)':<68}{1000 * t['lut_full_s']:>12.2f}"
-          f"{loop_s / t['lut_full_s']:>10.0f}")
-    print(f"  loop == vectorized nearest colour on the crop: {t['loop_matches_vectorized']}; "
-          f"crop speed-up {t['loop_crop_s'] / t['lut_crop_s']:.0f}x")
-    print(f"Correctness after undistortion ({t['compared_px']} px compared: every bilinear tap inside the "
-          f"source image): the raw label has {t['raw_colours']} colours, its bilinear undistortion "
-          f"{t['bilinear_colours']}; {t['interpolated_px']} px carry an interpolated colour that is no "
-          f"class colour.")
+    print(
+        f"{'ours: _pack_rgb + lut.take (+ unknown count)':<68}{1000 * t['lut_full_s']:>12.2f}"
+        f"{loop_s / t['lut_full_s']:>10.0f}"
+    )
+    print(
+        f"  loop == vectorized nearest colour on the crop: {t['loop_matches_vectorized']}; "
+        f"crop speed-up {t['loop_crop_s'] / t['lut_crop_s']:.0f}x"
+    )
+    print(
+        f"Correctness after undistortion ({t['compared_px']} px compared: every bilinear tap inside the "
+        f"source image): the raw label has {t['raw_colours']} colours, its bilinear undistortion "
+        f"{t['bilinear_colours']}; {t['interpolated_px']} px carry an interpolated colour that is no "
+        f"class colour."
+    )
     names = list(json.loads(fx["class_list"].read_text()).values())
-    print(f"{'thesis (bilinear + snap) vs':<30}{'other class':>12}{'%':>7}{'other id':>10}{'on boundary':>13}"
-          f"{'invented':>10}  invented classes (not in the 3x3 neighbourhood)")
-    print(f"{'the converter (ids, nearest)':<30}{t['wrong_native_px']:>12}"
-          f"{100 * t['wrong_native_px'] / t['compared_px']:>7.2f}{t['wrong_ids_px']:>10}{t['on_boundary']:>13}"
-          f"{t['invented_px']:>10}  {len(t['invented_classes'])}: "
-          f"{', '.join(names[i] for i in t['invented_classes'][:5])}"
-          f"{' ...' if len(t['invented_classes']) > 5 else ''}")
-    print(f"  ('other class' = native A2D2 class, 'other id' = unified id; 'on boundary' = where the "
-          f"reference has 2+ classes in a 3x3 neighbourhood, {t['boundary_px']} px)")
+    print(
+        f"{'thesis (bilinear + snap) vs':<30}{'other class':>12}{'%':>7}{'other id':>10}{'on boundary':>13}"
+        f"{'invented':>10}  invented classes (not in the 3x3 neighbourhood)"
+    )
+    print(
+        f"{'the converter (ids, nearest)':<30}{t['wrong_native_px']:>12}"
+        f"{100 * t['wrong_native_px'] / t['compared_px']:>7.2f}{t['wrong_ids_px']:>10}{t['on_boundary']:>13}"
+        f"{t['invented_px']:>10}  {len(t['invented_classes'])}: "
+        f"{', '.join(names[i] for i in t['invented_classes'][:5])}"
+        f"{' ...' if len(t['invented_classes']) > 5 else ''}"
+    )
+    print(
+        f"  ('other class' = native A2D2 class, 'other id' = unified id; 'on boundary' = where the "
+        f"reference has 2+ classes in a 3x3 neighbourhood, {t['boundary_px']} px)"
+    )
     print(f"\ncommand: {common.command_line()}")
     return 0
 

@@ -53,11 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import best_of, ingest_once, stage_breakdown  # noqa: E402
 
-from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest import cityscapes as cs  # noqa: E402
 from mtl_data.ingest.cityscapes import CityscapesConverter  # noqa: E402
-from mtl_data.ingest.readers import read_image  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
+from mtl_data.ingest.readers import read_image  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.schema import cityscapes_geometry as cg  # noqa: E402
 from mtl_data.schema import geometry as geo  # noqa: E402
 from mtl_data.schema.taxonomy import CITYSCAPES_LABEL_IDS  # noqa: E402
@@ -67,11 +67,12 @@ from mtl_data.shards.codec import LABEL_PNG_PARAMS, encode_image  # noqa: E402
 
 CITY, NATIVE_SPLIT, FIXTURE_ID = "frankfurt", "val", "frankfurt_000000_000294"
 SIZE = (1024, 2048)  # (height, width) of every Cityscapes frame
-GROUND = (6, 7, 8, 9, 10, 22)       # ground, road, sidewalk, parking, rail track, terrain
-INVALID = (0, 1, 2, 3, 23)          # unlabeled, ego vehicle, rectification border, out of roi, sky
+GROUND = (6, 7, 8, 9, 10, 22)  # ground, road, sidewalk, parking, rail track, terrain
+INVALID = (0, 1, 2, 3, 23)  # unlabeled, ego vehicle, rectification border, out of roi, sky
 
 
 # ---- one real-size frame ----------------------------------------------------------------------
+
 
 def fixture_paths(fixtures: Path) -> dict[str, Path]:
     """The real fixture files the frame is built from (exits with a message if one is missing)."""
@@ -84,8 +85,10 @@ def fixture_paths(fixtures: Path) -> dict[str, Path]:
     }
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
-        sys.exit(f"error: Cityscapes fixtures missing: {missing[0]} ({len(missing)} of {len(paths)} files); pass "
-                 f"--fixtures PATH or set MTL_FIXTURES to the folder holding cityscapes/mmseg_pseudo/")
+        sys.exit(
+            f"error: Cityscapes fixtures missing: {missing[0]} ({len(missing)} of {len(paths)} files); pass "
+            f"--fixtures PATH or set MTL_FIXTURES to the folder holding cityscapes/mmseg_pseudo/"
+        )
     return paths
 
 
@@ -102,7 +105,7 @@ def synth_disparity(labels: np.ndarray, camera: dict, rng: np.random.Generator, 
     ext = camera["extrinsic"]
     pitch, height, baseline = ext["pitch"], ext["z"], ext["baseline"]
     rows = (np.arange(h, dtype=np.float64) - v0) / fy
-    denom = rows * np.cos(pitch) + np.sin(pitch)          # the ground plane along each image row
+    denom = rows * np.cos(pitch) + np.sin(pitch)  # the ground plane along each image row
     z_row = np.where(denom > 1e-3, height / np.maximum(denom, 1e-3), np.inf)
     ground = np.isin(labels, GROUND) & np.isfinite(z_row)[:, None]
     # for every pixel, the nearest ground row at or below it in its column (-1: none)
@@ -117,20 +120,23 @@ def synth_disparity(labels: np.ndarray, camera: dict, rng: np.random.Generator, 
     return p
 
 
-def build_frame(fx: dict[str, Path], out: Path, noise: float, disparity_noise: float, seed: int = 0
-                ) -> dict[str, Path]:
+def build_frame(fx: dict[str, Path], out: Path, noise: float, disparity_noise: float, seed: int = 0) -> dict[str, Path]:
     """The real-size frame's five files under ``out`` (see the module docstring)."""
     rng = np.random.default_rng(seed)
     small = cv2.imread(str(fx["image"]), cv2.IMREAD_UNCHANGED)
     image = cv2.resize(small, SIZE[::-1], interpolation=cv2.INTER_CUBIC)
     if noise > 0:
         image = np.clip(image + rng.normal(0.0, noise, image.shape), 0, 255).round().astype(np.uint8)
-    labels = cv2.resize(cv2.imread(str(fx["label"]), cv2.IMREAD_UNCHANGED), SIZE[::-1],
-                        interpolation=cv2.INTER_NEAREST)
+    labels = cv2.resize(cv2.imread(str(fx["label"]), cv2.IMREAD_UNCHANGED), SIZE[::-1], interpolation=cv2.INTER_NEAREST)
     camera = json.loads(fx["camera"].read_text())
     out.mkdir(parents=True)
-    files = {"image": out / "leftImg8bit.png", "label": out / "labelIds.png", "disparity": out / "disparity.png",
-             "camera": fx["camera"], "boxes": fx["boxes"]}
+    files = {
+        "image": out / "leftImg8bit.png",
+        "label": out / "labelIds.png",
+        "disparity": out / "disparity.png",
+        "camera": fx["camera"],
+        "boxes": fx["boxes"],
+    }
     level = [cv2.IMWRITE_PNG_COMPRESSION, 6]
     cv2.imwrite(str(files["image"]), image, level)
     cv2.imwrite(str(files["label"]), labels, level)
@@ -153,6 +159,7 @@ def build_raw(files: dict[str, Path], root: Path, n: int) -> Path:
 
 
 # ---- floors and breakdown ---------------------------------------------------------------------
+
 
 def _decode(path: Path, flags: int) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), flags)
@@ -187,29 +194,43 @@ def cityscapes_parts(conv: CityscapesConverter, opts: IngestOptions):
 
     def parts(tick, f) -> None:
         p = f.paths
-        image = tick("  convert: read + decode leftImg8bit PNG", read_image, p["image"], "leftImg8bit image missing",
-                     "leftImg8bit image does not decode")
-        camera = tick("  convert: camera json + gtBbox3d json (read, check)", lambda: (
-            cs._read_camera(p["camera"], need_baseline=True), cs._read_boxes_json(p["boxes"], SIZE))[0])
+        image = tick(
+            "  convert: read + decode leftImg8bit PNG",
+            read_image,
+            p["image"],
+            "leftImg8bit image missing",
+            "leftImg8bit image does not decode",
+        )
+        camera = tick(
+            "  convert: camera json + gtBbox3d json (read, check)",
+            lambda: (cs._read_camera(p["camera"], need_baseline=True), cs._read_boxes_json(p["boxes"], SIZE))[0],
+        )
         boxes_doc = cs._read_boxes_json(p["boxes"], SIZE)
         label = tick("  convert: read + decode labelIds PNG", cs._read_png, p["label"], "labelIds PNG")
-        seg = tick("  convert: label id check (max) + cv2.LUT", lambda: (label.max() >= n_ids, cv2.LUT(
-            label, conv.seg_lut))[1])
+        seg = tick(
+            "  convert: label id check (max) + cv2.LUT", lambda: (label.max() >= n_ids, cv2.LUT(label, conv.seg_lut))[1]
+        )
         values = tick("  convert: read + decode disparity PNG", cs._read_png, p["disparity"], "disparity PNG")
-        table = tick("  convert: depth table (65,536 values)", lambda: cg.disparity_to_depth(
-            cg.disparity_from_png(np.arange(1 << 16)), camera["baseline"], camera["K"][0, 0]))
-        tick("  convert: clipped count (table > max)[values]", lambda: int(np.count_nonzero(
-            (table > geo.MAX_DEPTH_M)[values])))
+        table = tick(
+            "  convert: depth table (65,536 values)",
+            lambda: cg.disparity_to_depth(
+                cg.disparity_from_png(np.arange(1 << 16)), camera["baseline"], camera["K"][0, 0]
+            ),
+        )
+        tick(
+            "  convert: clipped count (table > max)[values]",
+            lambda: int(np.count_nonzero((table > geo.MAX_DEPTH_M)[values])),
+        )
         depth = tick("  convert: quantize_depth(table)[values] (gather)", lambda: geo.quantize_depth(table)[values])
         det2d, det3d = tick("  convert: _boxes (det2d, det3d)", conv._boxes, p["boxes"], boxes_doc)
         tick("  validate: depth check (_check_depth)", _check_depth, depth)
-        tick("  encode: encode_image (RGB->BGR, JPEG q95)", encode_image, image, opts.image_format,
-             opts.jpeg_quality)
+        tick("  encode: encode_image (RGB->BGR, JPEG q95)", encode_image, image, opts.image_format, opts.jpeg_quality)
         tick("  encode: seg PNG (8-bit, no filter)", codec._png, seg, LABEL_PNG_PARAMS)
         d16 = tick("  encode: depth rint/uint16", _depth_u16, depth)
         tick("  encode: depth PNG (16-bit, no filter)", codec._png, d16, LABEL_PNG_PARAMS)
         tick("  sample_row: np.bincount(seg)", lambda: np.bincount(seg.ravel(), minlength=256))
         tick("  sample_row: depth[depth > 0], min, max", lambda: (lambda v: (v.min(), v.max()))(depth[depth > 0]))
+
     return parts
 
 
@@ -226,24 +247,38 @@ def possible_gains(seg: np.ndarray, depth: np.ndarray, repeats: int) -> dict:
         count = cv2.countNonZero(depth)
         lo = cv2.minMaxLoc(depth, mask=(depth > 0).view(np.uint8))[0]
         return count, np.float32(lo), depth.max()
+
     depth16 = _depth_u16(depth)
     sub = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
-    png = {name: (t(lambda: codec._png(depth16, params)), codec._png(depth16, params))
-           for name, params in (("none", LABEL_PNG_PARAMS), ("sub", sub))}
+    png = {
+        name: (t(lambda params=params: codec._png(depth16, params)), codec._png(depth16, params))
+        for name, params in (("none", LABEL_PNG_PARAMS), ("sub", sub))
+    }
     same = np.array_equal(cv2.imdecode(np.frombuffer(png["sub"][1], np.uint8), cv2.IMREAD_UNCHANGED), depth16)
-    return {"bincount": (t(bincount), t(hist), bool(np.array_equal(bincount(), hist()))),
-            "depth_valid": (t(valid), t(minmax), tuple(map(float, valid())) == tuple(map(float, minmax()))),
-            "depth_png": {k: (ms_, len(b) / 1000) for k, (ms_, b) in png.items()} | {"lossless": bool(same)}}
+    return {
+        "bincount": (t(bincount), t(hist), bool(np.array_equal(bincount(), hist()))),
+        "depth_valid": (t(valid), t(minmax), tuple(map(float, valid())) == tuple(map(float, minmax()))),
+        "depth_png": {k: (ms_, len(b) / 1000) for k, (ms_, b) in png.items()} | {"lossless": bool(same)},
+    }
 
 
 # ---- main -------------------------------------------------------------------------------------
 
+
 def main() -> int:
     ap = common.parser(__doc__, frames=30, scale_factor=3)
-    ap.add_argument("--noise", type=float, default=0.5,
-                    help="Gaussian noise (grey levels) added to the upscaled image (its PNG size, ~2.2 MB at 0.5)")
-    ap.add_argument("--disparity-noise", type=float, default=0.002,
-                    help="Gaussian noise (px) of the synthetic disparity (its PNG size, ~0.75 MB at 0.002)")
+    ap.add_argument(
+        "--noise",
+        type=float,
+        default=0.5,
+        help="Gaussian noise (grey levels) added to the upscaled image (its PNG size, ~2.2 MB at 0.5)",
+    )
+    ap.add_argument(
+        "--disparity-noise",
+        type=float,
+        default=0.002,
+        help="Gaussian noise (px) of the synthetic disparity (its PNG size, ~0.75 MB at 0.002)",
+    )
     args = ap.parse_args()
     n, r, n_scale = args.frames, args.repeats, args.scale_frames or 3 * args.frames
 
@@ -262,10 +297,14 @@ def main() -> int:
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         first = conv.convert(frames[0])  # all frames are equal: its maps are every frame's
         depth16 = _depth_u16(first.depth)
-        floors, runs = common.interleaved(r, {
-            "floor 1": lambda: codec_floor(frames, None, None),
-            "floor 2": lambda: codec_floor(frames, first.seg, depth16),
-        }, lambda: ingest_once(CityscapesConverter(root), tmp / "out1", opts))
+        floors, runs = common.interleaved(
+            r,
+            {
+                "floor 1": lambda: codec_floor(frames, None, None),
+                "floor 2": lambda: codec_floor(frames, first.seg, depth16),
+            },
+            lambda: ingest_once(CityscapesConverter(root), tmp / "out1", opts),
+        )
         floor1, floor2 = (n / floors[k][0] for k in ("floor 1", "floor 2"))
         cpu_floor1, cpu_floor2 = (floors[k][1] / n for k in ("floor 1", "floor 2"))
         best = min(runs, key=lambda x: x["run"])
@@ -281,31 +320,40 @@ def main() -> int:
     ms = common.ms
     w = 56
     tasks = ", ".join(first.tasks)
-    common.print_header(f"Cityscapes ingest vs codec floor: {n} frames 2048x1024 (leftImg8bit {kb['image']:.0f} kB, "
-                        f"labelIds {kb['label']:.0f} kB, disparity {kb['disparity']:.0f} kB; {valid_px} px of depth; "
-                        f"tasks {tasks}; out: seg.png {out_kb['seg']:.0f} kB, depth.png {out_kb['depth']:.0f} kB), "
-                        f"best of {r}", w,
-                        f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    common.print_header(
+        f"Cityscapes ingest vs codec floor: {n} frames 2048x1024 (leftImg8bit {kb['image']:.0f} kB, "
+        f"labelIds {kb['label']:.0f} kB, disparity {kb['disparity']:.0f} kB; {valid_px} px of depth; "
+        f"tasks {tasks}; out: seg.png {out_kb['seg']:.0f} kB, depth.png {out_kb['depth']:.0f} kB), "
+        f"best of {r}",
+        w,
+        f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+    )
     common.print_row("floor 1: 3 PNG dec (image, labelIds, disp.) + JPEG enc", floor1, w, 2)
     common.print_row("floor 2: floor 1 + seg PNG + depth PNG enc", floor2, w, 2)
     common.print_row("ingest, workers=1 (run_ingest)", ingest, w, 2)
     common.print_ratio("ingest / floor 1", ingest / floor1, w, ">= 0.80")
     common.print_ratio("ingest / floor 2", ingest / floor2, w, ">= 0.80")
-    print(f"  on CPU time: floor 1 {1000 * cpu_floor1:.2f}, floor 2 {1000 * cpu_floor2:.2f}, ingest "
-          f"{1000 * cpu_ingest:.2f} ms/frame; ratios {cpu_floor1 / cpu_ingest:.2f} and {cpu_floor2 / cpu_ingest:.2f}")
+    print(
+        f"  on CPU time: floor 1 {1000 * cpu_floor1:.2f}, floor 2 {1000 * cpu_floor2:.2f}, ingest "
+        f"{1000 * cpu_ingest:.2f} ms/frame; ratios {cpu_floor1 / cpu_ingest:.2f} and {cpu_floor2 / cpu_ingest:.2f}"
+    )
     common.print_ingest_usage(best, n)
     common.print_scaling(scale, n_scale, 2)
     common.print_scaling_cpu(scale_cpu)
     common.print_stages(stages, best, n, f"floor 1 = {ms(floor1):.2f}, floor 2 = {ms(floor2):.2f}", 54)
     g, d = gains["bincount"], gains["depth_valid"]
-    print(f"\nPossible gains (measured here, NOT used by the library): sample_row np.bincount(seg) {g[0]:.2f} ms -> "
-          f"cv2.calcHist {g[1]:.2f} ms (same counts: {g[2]}); sample_row depth[depth > 0] + min + max {d[0]:.2f} ms "
-          f"-> cv2.countNonZero + masked cv2.minMaxLoc + max {d[1]:.2f} ms (same values: {d[2]})")
+    print(
+        f"\nPossible gains (measured here, NOT used by the library): sample_row np.bincount(seg) {g[0]:.2f} ms -> "
+        f"cv2.calcHist {g[1]:.2f} ms (same counts: {g[2]}); sample_row depth[depth > 0] + min + max {d[0]:.2f} ms "
+        f"-> cv2.countNonZero + masked cv2.minMaxLoc + max {d[1]:.2f} ms (same values: {d[2]})"
+    )
     dp = gains["depth_png"]
-    print(f"  depth.png of this dense map: no row filter (LABEL_PNG_PARAMS) {dp['none'][0]:.2f} ms, "
-          f"{dp['none'][1]:.0f} kB "
-          f"-> SUB filter (OpenCV's default) {dp['sub'][0]:.2f} ms, {dp['sub'][1]:.0f} kB (decodes to the same map: "
-          f"{dp['lossless']})")
+    print(
+        f"  depth.png of this dense map: no row filter (LABEL_PNG_PARAMS) {dp['none'][0]:.2f} ms, "
+        f"{dp['none'][1]:.0f} kB "
+        f"-> SUB filter (OpenCV's default) {dp['sub'][0]:.2f} ms, {dp['sub'][1]:.0f} kB (decodes to the same map: "
+        f"{dp['lossless']})"
+    )
     print(f"\ncommand: {common.command_line()}")
     return 0
 

@@ -48,10 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import best_of, ingest_once, stage_breakdown  # noqa: E402
 
-from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest.engine import FrameResult, IngestOptions  # noqa: E402
 from mtl_data.ingest.gtsrb import GtsrbConverter  # noqa: E402
 from mtl_data.ingest.resize import resize_sample  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.schema.sample import Sample, Sign, make_key  # noqa: E402
 from mtl_data.schema.validate import validate  # noqa: E402
 from mtl_data.shards import codec  # noqa: E402
@@ -67,6 +67,7 @@ _ECHO = None  # the prepared result of `_echo` (set in each pool worker)
 
 # ---- raw root ---------------------------------------------------------------------------------
 
+
 def _csv_rows(csv: Path) -> tuple[str, list[list[str]]]:
     lines = csv.read_text(encoding="utf-8-sig").splitlines()
     return lines[0], [line.split(";") for line in lines[1:] if line.strip()]
@@ -79,8 +80,10 @@ def fixture_rows(fixtures: Path) -> dict:
     csvs = [train_dir / c / f"GT-{c}.csv" for c in TRAIN_CLASSES] + [official / "GT-final_test.csv"]
     missing = [str(p) for p in csvs if not p.is_file()]
     if missing:
-        sys.exit(f"error: GTSRB fixtures missing: {missing[0]}; pass --fixtures PATH or set MTL_FIXTURES to "
-                 f"the folder holding gtsrb/official/")
+        sys.exit(
+            f"error: GTSRB fixtures missing: {missing[0]}; pass --fixtures PATH or set MTL_FIXTURES to "
+            f"the folder holding gtsrb/official/"
+        )
     out = {"train": {}, "test": None}
     for c, csv in zip(TRAIN_CLASSES, csvs):
         header, rows = _csv_rows(csv)
@@ -102,8 +105,7 @@ def build_raw(fx: dict, root: Path, n: int) -> tuple[Path, int, int]:
     """
     n_test = round(n * TEST_SHARE)
     n_train = n - n_test
-    per_class = [n_train // len(TRAIN_CLASSES) + (i < n_train % len(TRAIN_CLASSES))
-                 for i in range(len(TRAIN_CLASSES))]
+    per_class = [n_train // len(TRAIN_CLASSES) + (i < n_train % len(TRAIN_CLASSES)) for i in range(len(TRAIN_CLASSES))]
     for c, k in zip(TRAIN_CLASSES, per_class):
         header, rows = fx["train"][c]
         folder = root / "GTSRB" / "Final_Training" / "Images" / c
@@ -130,6 +132,7 @@ def build_raw(fx: dict, root: Path, n: int) -> tuple[Path, int, int]:
 
 # ---- floor, breakdown, scaling ----------------------------------------------------------------
 
+
 def codec_floor(paths: list[Path]) -> None:
     """The floor: read + decode the PPM, RGB->BGR + JPEG q95 encode."""
     for p in paths:
@@ -137,9 +140,13 @@ def codec_floor(paths: list[Path]) -> None:
         cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
 
 
-CONVERT_PARTS = ("  convert: find table + row (_table, _rows)", "  convert: parse + check row (_values)",
-                 "  convert: read image file", "  convert: decode_image (PPM)",
-                 "  convert: make_key + Sign + Sample")
+CONVERT_PARTS = (
+    "  convert: find table + row (_table, _rows)",
+    "  convert: parse + check row (_values)",
+    "  convert: read image file",
+    "  convert: decode_image (PPM)",
+    "  convert: make_key + Sign + Sample",
+)
 ENCODE_PARTS = ("  encode: encode_image (RGB->BGR, JPEG q95)", "  encode: meta.json (meta_dict + json.dumps)")
 TAR_ADD = "rest: TarShardWriter.add (3 members)"
 IPC_PARTS = ("ipc: pickle Frame dumps + loads", "ipc: pickle FrameResult dumps + loads")
@@ -147,8 +154,16 @@ IPC_PARTS = ("ipc: pickle Frame dumps + loads", "ipc: pickle FrameResult dumps +
 
 def _new_sample(conv, f, row, image, class_id, roi) -> Sample:
     """What the end of ``GtsrbConverter.convert`` builds."""
-    return Sample(key=make_key(conv.name, f.split, f.id), source=conv.name, split=f.split, id=f.id, image=image,
-                  orig_size=image.shape[:2], sequence=row.track, sign=None if class_id is None else Sign(class_id, roi))
+    return Sample(
+        key=make_key(conv.name, f.split, f.id),
+        source=conv.name,
+        split=f.split,
+        id=f.id,
+        image=image,
+        orig_size=image.shape[:2],
+        sequence=row.track,
+        sign=None if class_id is None else Sign(class_id, roi),
+    )
 
 
 def _roundtrip(obj):
@@ -178,6 +193,7 @@ def gtsrb_parts(conv: GtsrbConverter, opts: IngestOptions, tar_dir: Path):
         def find():
             table = conv._table(f.paths["csv"])
             return table, conv._rows(table)[f.id]
+
         table, row = tick(CONVERT_PARTS[0], find)
         width, height, roi, class_id = tick(CONVERT_PARTS[1], conv._values, table, row)
         data = tick(CONVERT_PARTS[2], row.image.read_bytes)
@@ -203,8 +219,9 @@ def gtsrb_parts(conv: GtsrbConverter, opts: IngestOptions, tar_dir: Path):
         images = [decode_image(d) for d in datas]
         samples = [conv.convert(f) for f in frames]
         members = [encode_sample(s, opts.image_format, opts.jpeg_quality) for s in samples]
-        results = [FrameResult(f.id, s.key, m, sample_row(s), notes=s.notes)
-                   for f, s, m in zip(frames, samples, members)]
+        results = [
+            FrameResult(f.id, s.key, m, sample_row(s), notes=s.notes) for f, s, m in zip(frames, samples, members)
+        ]
         num_det = len(conv.class_tables().get("det2d", [])) or None
         out = {
             "convert": loop(conv.convert, frames),
@@ -212,8 +229,9 @@ def gtsrb_parts(conv: GtsrbConverter, opts: IngestOptions, tar_dir: Path):
             CONVERT_PARTS[1]: loop(lambda x: conv._values(x[0], x[1]), found),
             CONVERT_PARTS[2]: loop(lambda x: x[1].image.read_bytes(), found),
             CONVERT_PARTS[3]: loop(decode_image, datas),
-            CONVERT_PARTS[4]: loop(lambda i: _new_sample(conv, found[i][2], found[i][1], images[i], values[i][3],
-                                                         values[i][2]), range(n)),
+            CONVERT_PARTS[4]: loop(
+                lambda i: _new_sample(conv, found[i][2], found[i][1], images[i], values[i][3], values[i][2]), range(n)
+            ),
             "resize_sample": loop(lambda s: resize_sample(s, opts.max_side), samples),
             "validate": loop(lambda s: validate(s, num_det), samples),
             "encode_sample": loop(lambda s: encode_sample(s, opts.image_format, opts.jpeg_quality), samples),
@@ -236,24 +254,26 @@ def gtsrb_parts(conv: GtsrbConverter, opts: IngestOptions, tar_dir: Path):
     def close() -> None:
         for w in writers:
             w.abort()
+
     return parts, part_major, close
 
 
 # ---- possible gains (measured, not used by the library) ---------------------------------------
 
+
 def ustar_header(name: bytes, size: int) -> bytes:
     """The 512-byte header ``TarShardWriter`` writes for a member of ``size`` bytes (names < 100
     bytes, as every key here), built directly: the same bytes as ``tarfile`` in PAX format."""
     b = bytearray(512)
-    b[0:len(name)] = name
-    b[100:108] = b"0000444\x00"      # mode
-    b[108:116] = b"0000000\x00"      # uid
-    b[116:124] = b"0000000\x00"      # gid
+    b[0 : len(name)] = name
+    b[100:108] = b"0000444\x00"  # mode
+    b[108:116] = b"0000000\x00"  # uid
+    b[116:124] = b"0000000\x00"  # gid
     b[124:136] = b"%011o\x00" % size
     b[136:148] = b"%011o\x00" % SHARD_MTIME
-    b[148:156] = b"        "          # checksum field counts as spaces
-    b[156:157] = b"0"                 # regular file
-    b[257:265] = b"ustar\x0000"       # POSIX magic + version
+    b[148:156] = b"        "  # checksum field counts as spaces
+    b[156:157] = b"0"  # regular file
+    b[257:265] = b"ustar\x0000"  # POSIX magic + version
     b[148:156] = b"%06o\x00 " % sum(b)
     return bytes(b)
 
@@ -306,14 +326,23 @@ def ipc_cost(conv: GtsrbConverter, frames, opts: IngestOptions, workers: int, ch
     order) with a worker that returns a prepared result: what the pool alone costs per sample,
     one frame per task (``chunk`` = 1, as the engine) or ``chunk`` frames per task."""
     sample = conv.convert(frames[0])
-    result = FrameResult(frames[0].id, sample.key, encode_sample(sample, opts.image_format, opts.jpeg_quality),
-                         sample_row(sample), notes=sample.notes)
-    tasks = [frames[i] for i in range(len(frames))] if chunk == 1 else \
-        [frames[i:i + chunk] for i in range(0, len(frames), chunk)]
+    result = FrameResult(
+        frames[0].id,
+        sample.key,
+        encode_sample(sample, opts.image_format, opts.jpeg_quality),
+        sample_row(sample),
+        notes=sample.notes,
+    )
+    tasks = (
+        [frames[i] for i in range(len(frames))]
+        if chunk == 1
+        else [frames[i : i + chunk] for i in range(0, len(frames), chunk)]
+    )
     best = None
     for _ in range(repeats):
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_echo_init,
-                                 initargs=(result,)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_echo_init, initargs=(result,)
+        ) as pool:
             pool.submit(time.sleep, 0.2).result()  # started
             u0 = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
             t, tt = time.perf_counter(), time.thread_time()
@@ -360,17 +389,25 @@ def scaling(root: Path, out: Path, frames: int, args) -> dict[int, dict]:
         o = IngestOptions(shard_size=args.shard_size, overwrite=True, workers=w)
         runs = [ingest_once(GtsrbConverter(root), out / f"out{w}w", o) for _ in range(args.repeats)]
         run = min(runs, key=lambda x: x["run"])
-        spawn, spawn_cpu = (min(common.pool_startup_usage(GtsrbConverter(root), o, w) for _ in range(args.repeats))
-                            if w > 1 else (0.0, 0.0))
-        res[w] = {"fps": frames / run["run"], "fps_ex": frames / max(run["run"] - spawn, 1e-9), "spawn": spawn,
-                  "spawn_cpu": spawn_cpu,
-                  "cpu": 1000 * (min(r["cpu"] for r in runs) - spawn_cpu) / frames,
-                  "cpu_self": 1000 * min(r["cpu_self"] for r in runs) / frames,
-                  "cpu_main_thread": 1000 * min(r["cpu_main_thread"] for r in runs) / frames}
+        spawn, spawn_cpu = (
+            min(common.pool_startup_usage(GtsrbConverter(root), o, w) for _ in range(args.repeats))
+            if w > 1
+            else (0.0, 0.0)
+        )
+        res[w] = {
+            "fps": frames / run["run"],
+            "fps_ex": frames / max(run["run"] - spawn, 1e-9),
+            "spawn": spawn,
+            "spawn_cpu": spawn_cpu,
+            "cpu": 1000 * (min(r["cpu"] for r in runs) - spawn_cpu) / frames,
+            "cpu_self": 1000 * min(r["cpu_self"] for r in runs) / frames,
+            "cpu_main_thread": 1000 * min(r["cpu_main_thread"] for r in runs) / frames,
+        }
     return res
 
 
 # ---- main -------------------------------------------------------------------------------------
+
 
 def main() -> int:
     ap = common.parser(__doc__, frames=2000, scale_factor=5)
@@ -382,8 +419,9 @@ def main() -> int:
     tune_worker_process()
     load0 = os.getloadavg()[0]
     fx = fixture_rows(args.fixtures)
-    sizes = [decode_image(src.read_bytes()).shape[:2] for _, rows in [*fx["train"].values(), fx["test"]]
-             for src, _ in rows]
+    sizes = [
+        decode_image(src.read_bytes()).shape[:2] for _, rows in [*fx["train"].values(), fx["test"]] for src, _ in rows
+    ]
     with tempfile.TemporaryDirectory(prefix="mtl-bench-gtsrb-") as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
@@ -395,8 +433,9 @@ def main() -> int:
             sys.exit(f"error: the raw root lists {len(frames)} frames, expected {n}")
         paths = [f.paths["image"] for f in frames]
         opts = IngestOptions(shard_size=args.shard_size, overwrite=True, workers=1)
-        floors, runs = common.interleaved(r, {"floor": lambda: codec_floor(paths)},
-                                          lambda: ingest_once(GtsrbConverter(root), tmp / "out1", opts))
+        floors, runs = common.interleaved(
+            r, {"floor": lambda: codec_floor(paths)}, lambda: ingest_once(GtsrbConverter(root), tmp / "out1", opts)
+        )
         floor, cpu_floor = n / floors["floor"][0], floors["floor"][1] / n
         best = min(runs, key=lambda x: x["run"])
         ingest = n / best["run"]
@@ -415,50 +454,74 @@ def main() -> int:
 
     ms = common.ms
     w = 50
-    common.print_header(f"GTSRB ingest vs codec floor: {n} samples ({n_train} train, {n_test} test; "
-                        f"{len(sizes)} real PPMs, {min(s[1] for s in sizes)}x{min(s[0] for s in sizes)} to "
-                        f"{max(s[1] for s in sizes)}x{max(s[0] for s in sizes)}), best of {r}", w,
-                        f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end", unit="sample")
+    common.print_header(
+        f"GTSRB ingest vs codec floor: {n} samples ({n_train} train, {n_test} test; "
+        f"{len(sizes)} real PPMs, {min(s[1] for s in sizes)}x{min(s[0] for s in sizes)} to "
+        f"{max(s[1] for s in sizes)}x{max(s[0] for s in sizes)}), best of {r}",
+        w,
+        f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+        unit="sample",
+    )
     common.print_row("floor: read + PPM dec + JPEG q95 enc", floor, w, 0)
     common.print_row("ingest, workers=1 (run_ingest)", ingest, w, 0)
     common.print_row("ingest, workers=1, plan_ingest + run_ingest", ingest_plan, w, 0)
     common.print_ratio("ingest / floor", ingest / floor, w, ">= 0.80")
-    print(f"  fixed overhead of the engine per sample (ingest - floor): {ms(ingest) - ms(floor):.3f} ms; "
-          f"plan_ingest adds {1000 * best['plan'] / n:.3f} ms/sample (CSV parsing, listing, sorting)")
-    print(f"  on CPU time: floor {1000 * cpu_floor:.3f}, ingest {1000 * cpu_ingest:.3f} ms/sample; ratio "
-          f"{cpu_floor / cpu_ingest:.2f}")
-    print(f"  {best['faults'] / n:.2f} minor page faults/sample; plan_ingest {1000 * best['plan']:.1f} ms for {n} "
-          f"samples; raw root built in {t_build:.2f} s")
+    print(
+        f"  fixed overhead of the engine per sample (ingest - floor): {ms(ingest) - ms(floor):.3f} ms; "
+        f"plan_ingest adds {1000 * best['plan'] / n:.3f} ms/sample (CSV parsing, listing, sorting)"
+    )
+    print(
+        f"  on CPU time: floor {1000 * cpu_floor:.3f}, ingest {1000 * cpu_ingest:.3f} ms/sample; ratio "
+        f"{cpu_floor / cpu_ingest:.2f}"
+    )
+    print(
+        f"  {best['faults'] / n:.2f} minor page faults/sample; plan_ingest {1000 * best['plan']:.1f} ms for {n} "
+        f"samples; raw root built in {t_build:.2f} s"
+    )
 
-    print(f"\nScaling: {n_scale} samples; 'excl.' subtracts pool spawn+shutdown measured separately; CPU = all "
-          f"processes, spawn CPU subtracted")
-    print(f"{'workers':<9}{'samples/s':>10}{'speed-up':>10}{'excl. spawn':>12}{'speed-up':>10}{'spawn s':>9}"
-          f"{'CPU ms/sample':>15}{'main process':>14}{'main thread':>13}")
+    print(
+        f"\nScaling: {n_scale} samples; 'excl.' subtracts pool spawn+shutdown measured separately; CPU = all "
+        f"processes, spawn CPU subtracted"
+    )
+    print(
+        f"{'workers':<9}{'samples/s':>10}{'speed-up':>10}{'excl. spawn':>12}{'speed-up':>10}{'spawn s':>9}"
+        f"{'CPU ms/sample':>15}{'main process':>14}{'main thread':>13}"
+    )
     for k, v in scale.items():
-        print(f"{k:<9}{v['fps']:>10.0f}{v['fps'] / scale[1]['fps']:>10.2f}{v['fps_ex']:>12.0f}"
-              f"{v['fps_ex'] / scale[1]['fps_ex']:>10.2f}{v['spawn']:>9.2f}{v['cpu']:>15.3f}{v['cpu_self']:>14.3f}"
-              f"{v['cpu_main_thread']:>13.3f}")
+        print(
+            f"{k:<9}{v['fps']:>10.0f}{v['fps'] / scale[1]['fps']:>10.2f}{v['fps_ex']:>12.0f}"
+            f"{v['fps_ex'] / scale[1]['fps_ex']:>10.2f}{v['spawn']:>9.2f}{v['cpu']:>15.3f}{v['cpu_self']:>14.3f}"
+            f"{v['cpu_main_thread']:>13.3f}"
+        )
     if 2 in scale:
         s2 = scale[2]
-        print(f"  2 workers: all processes {s2['cpu']:.3f} ms CPU/sample, {s2['cpu'] - scale[1]['cpu']:.3f} more than "
-              f"inline (spawn CPU {s2['spawn_cpu']:.2f} s subtracted); of it the main process {s2['cpu_self']:.3f} "
-              f"(its calling thread {s2['cpu_main_thread']:.3f}: tar, sidecars, manifest, submit, wait; the pool's "
-              f"helper threads {s2['cpu_self'] - s2['cpu_main_thread']:.3f}: pickle + send frames, receive + "
-              f"unpickle results), the workers {s2['cpu'] - s2['cpu_self']:.3f}")
-    print(f"\nThe pool alone ({n} samples; the engine's pattern, a worker that returns a prepared result of a real "
-          f"sample's size), ms/sample")
+        print(
+            f"  2 workers: all processes {s2['cpu']:.3f} ms CPU/sample, {s2['cpu'] - scale[1]['cpu']:.3f} more than "
+            f"inline (spawn CPU {s2['spawn_cpu']:.2f} s subtracted); of it the main process {s2['cpu_self']:.3f} "
+            f"(its calling thread {s2['cpu_main_thread']:.3f}: tar, sidecars, manifest, submit, wait; the pool's "
+            f"helper threads {s2['cpu_self'] - s2['cpu_main_thread']:.3f}: pickle + send frames, receive + "
+            f"unpickle results), the workers {s2['cpu'] - s2['cpu_self']:.3f}"
+        )
+    print(
+        f"\nThe pool alone ({n} samples; the engine's pattern, a worker that returns a prepared result of a real "
+        f"sample's size), ms/sample"
+    )
     print(f"{'':<34}{'wall':>8}{'main process CPU':>18}{'main thread CPU':>17}")
     for (wk, c), v in ipc.items():
         name = f"{wk} worker{'s' if wk > 1 else ''}, {c} frame{'s' if c > 1 else ''} per task"
         print(f"{name:<34}{v['wall']:>8.3f}{v['self']:>18.3f}{v['main_thread']:>17.3f}")
 
-    print(f"\nPer-stage time of one worker, ms/sample (floor = {ms(floor):.3f}); 'in context' = frame by frame, "
-          f"interleaved as in the ingest\n  (the parts of convert/encode are timed between the tar and pickle steps, "
-          f"so they read high and do not add up to their stage); "
-          f"'warm' = each part over all samples in a row")
+    print(
+        f"\nPer-stage time of one worker, ms/sample (floor = {ms(floor):.3f}); 'in context' = frame by frame, "
+        f"interleaved as in the ingest\n  (the parts of convert/encode are timed between the tar and pickle steps, "
+        f"so they read high and do not add up to their stage); "
+        f"'warm' = each part over all samples in a row"
+    )
     print(f"  {'stage':<52}{'in context':>11}{'warm':>8}")
-    row = lambda name, label=None: print(f"  {label or name:<52}{1000 * in_context[name]:>11.3f}"  # noqa: E731
-                                         f"{1000 * warm[name]:>8.3f}")
+
+    def row(name, label=None):
+        print(f"  {label or name:<52}{1000 * in_context[name]:>11.3f}{1000 * warm[name]:>8.3f}")
+
     row("convert")
     for name in CONVERT_PARTS:
         row(name)
@@ -466,18 +529,22 @@ def main() -> int:
     print(f"  {'  convert: the rest (field checks)':<52}{'':>11}{1000 * rest['w']:>8.3f}")
     for name in ("resize_sample", "validate", "encode_sample", *ENCODE_PARTS, "sample_row"):
         row(name)
-    print(f"  {'sum of process_frame stages':<52}{1000 * sum(in_context[k] for k in common.STAGES):>11.3f}"
-          f"{1000 * sum(warm[k] for k in common.STAGES):>8.3f}")
+    print(
+        f"  {'sum of process_frame stages':<52}{1000 * sum(in_context[k] for k in common.STAGES):>11.3f}"
+        f"{1000 * sum(warm[k] for k in common.STAGES):>8.3f}"
+    )
     print(f"  {'in run_ingest: inside process_frame':<52}{1000 * best['process_frame'] / n:>11.3f}")
     print(f"  {'in run_ingest: the rest':<52}{1000 * (best['run'] - best['process_frame']) / n:>11.3f}")
-    row(TAR_ADD, "  " + TAR_ADD[len("rest: "):])
+    row(TAR_ADD, "  " + TAR_ADD[len("rest: ") :])
     print(f"  {'  sidecar JSON of the rows (written, read back)':<52}{'':>11}{1000 * t_side / n:>8.3f}")
     print(f"  {'  manifest (rows_to_table + zstd Parquet)':<52}{'':>11}{1000 * t_manifest / n:>8.3f}")
     for name in IPC_PARTS:
         row(name)
-    print(f"\nPossible gain (measured here, NOT used by the library): the 3 tar members of a sample with "
-          f"TarShardWriter.add (tarfile, PAX format) {gain['lib']:.3f} ms -> headers built directly "
-          f"{gain['direct']:.3f} ms (the same bytes: {gain['same']})")
+    print(
+        f"\nPossible gain (measured here, NOT used by the library): the 3 tar members of a sample with "
+        f"TarShardWriter.add (tarfile, PAX format) {gain['lib']:.3f} ms -> headers built directly "
+        f"{gain['direct']:.3f} ms (the same bytes: {gain['same']})"
+    )
     print(f"\ncommand: {common.command_line()}")
     return 0
 

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import best_of, ingest_once, stage_breakdown  # noqa: E402
 
-from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.ingest.kitti import KittiConverter, parse_kitti_label, read_velodyne  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.schema import geometry as geo  # noqa: E402
 from mtl_data.schema.kitti_calib import parse_kitti_calib, split_projection, velo_to_optical  # noqa: E402
 from mtl_data.shards.codec import LABEL_PNG_PARAMS, decode_image, encode_image  # noqa: E402
@@ -50,11 +50,12 @@ def build_raw(fixtures: Path, root: Path, n: int) -> Path:
         The raw KITTI root (the folder holding ``training/``).
     """
     src = fixtures / "kitti" / "object" / "training"
-    missing = [f"{src}/{d}/00000{i}{e}" for d, e in ROLES for i in (0, 1)
-               if not (src / d / f"00000{i}{e}").is_file()]
+    missing = [f"{src}/{d}/00000{i}{e}" for d, e in ROLES for i in (0, 1) if not (src / d / f"00000{i}{e}").is_file()]
     if missing:
-        sys.exit(f"error: KITTI fixtures missing: {missing[0]} ({len(missing)} of 8 files); pass "
-                 f"--fixtures PATH or set MTL_FIXTURES to the folder holding kitti/object/training/")
+        sys.exit(
+            f"error: KITTI fixtures missing: {missing[0]} ({len(missing)} of 8 files); pass "
+            f"--fixtures PATH or set MTL_FIXTURES to the folder holding kitti/object/training/"
+        )
     for folder, ext in ROLES:
         (root / "training" / folder).mkdir(parents=True)
         for i in range(n):
@@ -80,19 +81,31 @@ def codec_floor(frames, depth16: dict[int, np.ndarray] | None) -> None:
 
 def kitti_parts(conv: KittiConverter, opts: IngestOptions):
     """Pass 2 of `common.stage_breakdown`: the parts of ``convert`` and ``encode_sample``."""
+
     def parts(tick, f) -> None:
         p = f.paths
         img = tick("  convert: read + decode_image (PNG)", lambda: decode_image(p["image"].read_bytes()))
-        calib = tick("  convert: read + parse calib, label", lambda: (
-            parse_kitti_calib(p["calib"].read_text()), parse_kitti_label(p["label"].read_text()))[0])
+        calib = tick(
+            "  convert: read + parse calib, label",
+            lambda: (parse_kitti_calib(p["calib"].read_text()), parse_kitti_label(p["label"].read_text()))[0],
+        )
         pts = tick("  convert: read_velodyne", read_velodyne, p["velodyne"])
         K, _ = split_projection(calib.P2)
-        depth = tick("  convert: project_to_depth (scan -> depth)", geo.project_to_depth, pts,
-                     K @ velo_to_optical(calib)[:3], img.shape[:2])
-        tick("  encode: encode_image (RGB->BGR, JPEG)", encode_image, img, opts.image_format,
-             opts.jpeg_quality)
-        tick("  encode: depth rint/uint16 + PNG", lambda: cv2.imencode(  # as encode_sample writes it
-            ".png", np.rint(depth * geo.DEPTH_SCALE).astype(np.uint16), LABEL_PNG_PARAMS))
+        depth = tick(
+            "  convert: project_to_depth (scan -> depth)",
+            geo.project_to_depth,
+            pts,
+            K @ velo_to_optical(calib)[:3],
+            img.shape[:2],
+        )
+        tick("  encode: encode_image (RGB->BGR, JPEG)", encode_image, img, opts.image_format, opts.jpeg_quality)
+        tick(
+            "  encode: depth rint/uint16 + PNG",
+            lambda: cv2.imencode(  # as encode_sample writes it
+                ".png", np.rint(depth * geo.DEPTH_SCALE).astype(np.uint16), LABEL_PNG_PARAMS
+            ),
+        )
+
     return parts
 
 
@@ -111,8 +124,7 @@ def main() -> int:
         frames = conv.frames()[:n]
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         # Depth maps for floor 2: converted once per distinct frame, outside the timed region.
-        depth16 = {int(f.id): np.rint(conv.convert(f).depth * geo.DEPTH_SCALE).astype(np.uint16)
-                   for f in frames[:2]}
+        depth16 = {int(f.id): np.rint(conv.convert(f).depth * geo.DEPTH_SCALE).astype(np.uint16) for f in frames[:2]}
         floor1 = n / best_of(r, lambda: codec_floor(frames, None))
         floor2 = n / best_of(r, lambda: codec_floor(frames, depth16))
         runs = [ingest_once(KittiConverter(root), tmp / "out1", opts) for _ in range(r)]

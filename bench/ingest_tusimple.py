@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, sha
 import common  # noqa: E402
 from common import ingest_once, stage_breakdown  # noqa: E402
 
-from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.ingest import tusimple as ts  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.ingest.tusimple import TuSimpleConverter  # noqa: E402
+from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.schema.lanes import rasterize_lanes  # noqa: E402
 from mtl_data.shards import codec  # noqa: E402
 from mtl_data.shards.codec import LABEL_PNG_PARAMS, decode_image, encode_image  # noqa: E402
@@ -47,13 +47,16 @@ DATE, CLIP0 = "0601", 1494453497604532231
 
 # ---- raw root ---------------------------------------------------------------------------------
 
+
 def fixture_paths(fixtures: Path) -> tuple[Path, dict]:
     """The real fixture frame and its label line (exits with a message if one is missing)."""
     base = fixtures / "tusimple" / "train_set"
     label = base / f"label_data_{DATE}.json"
     if not label.is_file():
-        sys.exit(f"error: TuSimple fixtures missing: {label}; pass --fixtures PATH or set MTL_FIXTURES to the "
-                 f"folder holding tusimple/train_set/")
+        sys.exit(
+            f"error: TuSimple fixtures missing: {label}; pass --fixtures PATH or set MTL_FIXTURES to the "
+            f"folder holding tusimple/train_set/"
+        )
     line = json.loads(label.read_text().splitlines()[0])
     image = base / line["raw_file"]
     if not image.is_file():
@@ -81,6 +84,7 @@ def build_raw(image: Path, line: dict, root: Path, n: int) -> Path:
 
 # ---- floor and breakdown ----------------------------------------------------------------------
 
+
 def codec_floor(frames, lane_mask: np.ndarray | None) -> None:
     """The floor: read + decode the JPEG, RGB->BGR + JPEG q95 [+ lane PNG encode]."""
     for f in frames:
@@ -100,20 +104,26 @@ def tusimple_parts(conv: TuSimpleConverter, opts: IngestOptions):
         label = f.paths["label"]
         doc = tick("  convert: read_label_line (seek, readline, json)", ts.read_label_line, label, f.offset, f.line)
         h_samples, xs, raw_file = tick("  convert: parse_label (checks, arrays)", ts.parse_label, doc, label, f.line)
-        img = tick("  convert: read + decode_image (JPEG)",
-                   lambda: decode_image((f.split_dir / raw_file).read_bytes()))
+        img = tick("  convert: read + decode_image (JPEG)", lambda: decode_image((f.split_dir / raw_file).read_bytes()))
         h, w = img.shape[:2]
 
         def order():
             kept, _ = ts.normalize_lanes(xs)
             return kept[ts.order_left_to_right(kept, h_samples, h - 1)]
+
         xs = tick("  convert: normalize_lanes + order_left_to_right", order)
         mask = tick("  convert: rasterize_lanes (cv2.polylines)", rasterize_lanes, xs, h_samples, (h, w), thickness)
-        tick("  validate: ids in the lane mask (bincount)", lambda: np.flatnonzero(np.bincount(mask.ravel(), minlength=256)))
+        tick(
+            "  validate: ids in the lane mask (bincount)",
+            lambda: np.flatnonzero(np.bincount(mask.ravel(), minlength=256)),
+        )
         tick("  encode: encode_image (RGB->BGR, JPEG q95)", encode_image, img, opts.image_format, opts.jpeg_quality)
         tick("  encode: lane.png (8-bit, no filter)", codec._png, mask, LABEL_PNG_PARAMS)
-        tick("  encode: lane.json", lambda: codec._json(
-            {"h_samples": h_samples.tolist(), "lanes": xs.tolist(), "thickness": thickness}))
+        tick(
+            "  encode: lane.json",
+            lambda: codec._json({"h_samples": h_samples.tolist(), "lanes": xs.tolist(), "thickness": thickness}),
+        )
+
     return parts
 
 
@@ -125,11 +135,15 @@ def possible_gains(mask: np.ndarray, repeats: int) -> dict:
     bincount = lambda: np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # noqa: E731
     hist = lambda: np.flatnonzero(cv2.calcHist([mask], [0], None, [256], [0, 256]).ravel())  # noqa: E731
     ref = unique()
-    return {"unique": t(unique), "bincount": (t(bincount), bool(np.array_equal(bincount(), ref))),
-            "calcHist": (t(hist), bool(np.array_equal(hist(), ref)))}
+    return {
+        "unique": t(unique),
+        "bincount": (t(bincount), bool(np.array_equal(bincount(), ref))),
+        "calcHist": (t(hist), bool(np.array_equal(hist(), ref))),
+    }
 
 
 # ---- main -------------------------------------------------------------------------------------
+
 
 def main() -> int:
     ap = common.parser(__doc__, frames=100, scale_factor=3)
@@ -148,10 +162,14 @@ def main() -> int:
         frames = conv.frames()[:n]
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         first = conv.convert(frames[0])  # all frames are equal: the lane mask of one is every frame's
-        floors, runs = common.interleaved(r, {
-            "floor 1": lambda: codec_floor(frames, None),
-            "floor 2": lambda: codec_floor(frames, first.lane.mask),
-        }, lambda: ingest_once(TuSimpleConverter(root), tmp / "out1", opts))
+        floors, runs = common.interleaved(
+            r,
+            {
+                "floor 1": lambda: codec_floor(frames, None),
+                "floor 2": lambda: codec_floor(frames, first.lane.mask),
+            },
+            lambda: ingest_once(TuSimpleConverter(root), tmp / "out1", opts),
+        )
         floor1, floor2 = (n / floors[k][0] for k in ("floor 1", "floor 2"))
         cpu_floor2 = floors["floor 2"][1] / n
         best = min(runs, key=lambda x: x["run"])
@@ -165,24 +183,31 @@ def main() -> int:
     ms = common.ms
     w = 50
     lanes = first.lane.xs.shape[0]
-    common.print_header(f"TuSimple ingest vs codec floor: {n} frames 1280x720 ({image.stat().st_size // 1000} kB "
-                        f"JPEG, {lanes} lanes), best of {r}", w,
-                        f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    common.print_header(
+        f"TuSimple ingest vs codec floor: {n} frames 1280x720 ({image.stat().st_size // 1000} kB "
+        f"JPEG, {lanes} lanes), best of {r}",
+        w,
+        f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+    )
     common.print_row("floor 1: JPEG dec + JPEG q95 enc", floor1, w, 1)
     common.print_row("floor 2: floor 1 + lane PNG enc", floor2, w, 1)
     common.print_row("ingest, workers=1 (run_ingest)", ingest, w, 1)
     common.print_ratio("ingest / floor 1", ingest / floor1, w, ">= 0.80")
     common.print_ratio("ingest / floor 2", ingest / floor2, w, ">= 0.80")
-    print(f"  on CPU time: floor 2 {1000 * cpu_floor2:.2f}, ingest {1000 * cpu_ingest:.2f} ms/frame; ratio "
-          f"{cpu_floor2 / cpu_ingest:.2f}")
+    print(
+        f"  on CPU time: floor 2 {1000 * cpu_floor2:.2f}, ingest {1000 * cpu_ingest:.2f} ms/frame; ratio "
+        f"{cpu_floor2 / cpu_ingest:.2f}"
+    )
     common.print_ingest_usage(best, n)
     common.print_scaling(scale, n_scale, 1)
     common.print_scaling_cpu(scale_cpu)
     common.print_stages(stages, best, n, f"floor 1 = {ms(floor1):.2f}, floor 2 = {ms(floor2):.2f}", 48)
-    print(f"\nIds of the lane mask (validate): np.unique {gains['unique']:.2f} ms (before), "
-          f"np.bincount + flatnonzero {gains['bincount'][0]:.2f} ms (the library now; same ids: "
-          f"{gains['bincount'][1]}), cv2.calcHist + flatnonzero {gains['calcHist'][0]:.2f} ms (same ids: "
-          f"{gains['calcHist'][1]})")
+    print(
+        f"\nIds of the lane mask (validate): np.unique {gains['unique']:.2f} ms (before), "
+        f"np.bincount + flatnonzero {gains['bincount'][0]:.2f} ms (the library now; same ids: "
+        f"{gains['bincount'][1]}), cv2.calcHist + flatnonzero {gains['calcHist'][0]:.2f} ms (same ids: "
+        f"{gains['calcHist'][1]})"
+    )
     print(f"\ncommand: {common.command_line()}")
     return 0
 

@@ -72,6 +72,7 @@ THESIS_SEG_CLASSES, THESIS_SEG_SIZE = 43, (1024, 1024)  # the thesis's one-hot A
 
 # ---- data ---------------------------------------------------------------------------------------
 
+
 def build_shards(fixtures: Path, tmp: Path, n: int) -> Path:
     """Ingest ``n`` replicated KITTI frames and ``n`` A2D2 frames into ``tmp/shards``."""
     kitti = ingest_kitti.build_raw(fixtures, tmp / "raw_kitti", n)
@@ -92,6 +93,7 @@ def raw_samples(shards: Path, source: str) -> list[dict]:
 
 # ---- floors ---------------------------------------------------------------------------------------
 
+
 def jpeg_floor(raws: list[dict]) -> None:
     for raw in raws:
         cv2.imdecode(np.frombuffer(raw["jpg"], np.uint8), cv2.IMREAD_COLOR)
@@ -100,17 +102,27 @@ def jpeg_floor(raws: list[dict]) -> None:
 def member_costs(raws: list[dict], repeats: int) -> dict[str, float]:
     """ms per sample of each codec piece alone, full size (best of ``repeats``): what bounds the
     loader from below whatever it does around them."""
-    pieces = {"jpg": ("jpg", cv2.IMREAD_COLOR), "seg.png": ("seg.png", cv2.IMREAD_UNCHANGED),
-              "depth.png": ("depth.png", cv2.IMREAD_UNCHANGED)}
+    pieces = {
+        "jpg": ("jpg", cv2.IMREAD_COLOR),
+        "seg.png": ("seg.png", cv2.IMREAD_UNCHANGED),
+        "depth.png": ("depth.png", cv2.IMREAD_UNCHANGED),
+    }
     out = {}
     for name, (ext, flag) in pieces.items():
         if ext in raws[0]:
-            out[name] = 1000 * common.best_of(repeats, lambda: [
-                cv2.imdecode(np.frombuffer(raw[ext], np.uint8), flag) for raw in raws]) / len(raws)
+            out[name] = (
+                1000
+                * common.best_of(
+                    repeats,
+                    lambda ext=ext, flag=flag: [cv2.imdecode(np.frombuffer(raw[ext], np.uint8), flag) for raw in raws],
+                )
+                / len(raws)
+            )
     if "depth.png" in raws[0]:  # the inflate alone: the PNG format's own floor, not OpenCV's
         idats = [_idat(raw["depth.png"]) for raw in raws]
-        out["depth.png zlib inflate alone"] = 1000 * common.best_of(
-            repeats, lambda: [zlib.decompress(d) for d in idats]) / len(raws)
+        out["depth.png zlib inflate alone"] = (
+            1000 * common.best_of(repeats, lambda: [zlib.decompress(d) for d in idats]) / len(raws)
+        )
     return out
 
 
@@ -118,9 +130,9 @@ def _idat(png: bytes) -> bytes:
     """The concatenated IDAT chunk data of a PNG."""
     pos, out = 8, []
     while pos < len(png):
-        length, kind = struct.unpack(">I4s", png[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
         if kind == b"IDAT":
-            out.append(png[pos + 8:pos + 8 + length])
+            out.append(png[pos + 8 : pos + 8 + length])
         pos += 12 + length
     return b"".join(out)
 
@@ -135,6 +147,7 @@ def sample_floor(raws: list[dict]) -> None:
 
 
 # ---- the loader ---------------------------------------------------------------------------------
+
 
 def _children_cpu() -> dict[int, float]:
     """CPU seconds (user + system) of each live child process of this one, from /proc."""
@@ -153,9 +166,18 @@ def _children_cpu() -> dict[int, float]:
 def loader_rate(shards: Path, source: str, workers: int, args, letterbox: bool, tasks=None) -> dict[str, float]:
     """The training loader on one source, over steady-state batches: samples/s and CPU ms per
     sample of the workers and of this process (CPU time does not depend on other load)."""
-    loader = build_loader(shards, mix={source: 1.0}, tasks=tasks, batch_size=args.batch_size,
-                          image_size=args.size, workers=workers, letterbox=letterbox, seed=0, device=args.device,
-                          shuffle_buffer=args.shuffle_buffer)
+    loader = build_loader(
+        shards,
+        mix={source: 1.0},
+        tasks=tasks,
+        batch_size=args.batch_size,
+        image_size=args.size,
+        workers=workers,
+        letterbox=letterbox,
+        seed=0,
+        device=args.device,
+        shuffle_buffer=args.shuffle_buffer,
+    )
     it = iter(loader)
     for _ in range(args.warmup_batches):
         next(it)
@@ -181,13 +203,25 @@ def stage_breakdown(raws: list[dict], args, letterbox: bool, repeats: int) -> di
     targets = TargetConfig(tasks, args.size)
     stored = decode(raws[0]).sample.size
     factor = reduced_decode_factor(stored, placement(stored, args.size, letterbox).content_size)
-    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-            8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+    flag = {
+        1: cv2.IMREAD_COLOR,
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+    }[factor]
     best: dict[str, float] = {}
     for _ in range(repeats):
-        acc = dict.fromkeys((f"JPEG alone at 1/{factor}", "decode() with a full-size JPEG",
-                             "decode() (reduced JPEG + labels)", "transform_sample", "encode_example",
-                             "collate (per sample)"), 0.0)
+        acc = dict.fromkeys(
+            (
+                f"JPEG alone at 1/{factor}",
+                "decode() with a full-size JPEG",
+                "decode() (reduced JPEG + labels)",
+                "transform_sample",
+                "encode_example",
+                "collate (per sample)",
+            ),
+            0.0,
+        )
         rng = np.random.default_rng(0)
         examples = []
         for raw in raws:
@@ -206,7 +240,7 @@ def stage_breakdown(raws: list[dict], args, letterbox: bool, repeats: int) -> di
                 acc[k] += v
         t = time.perf_counter()
         for i in range(0, len(examples), args.batch_size):
-            collate(examples[i:i + args.batch_size])
+            collate(examples[i : i + args.batch_size])
         acc["collate (per sample)"] = time.perf_counter() - t
         for k, v in acc.items():
             best[k] = min(best.get(k, np.inf), 1000 * v / len(raws))
@@ -214,6 +248,7 @@ def stage_breakdown(raws: list[dict], args, letterbox: bool, repeats: int) -> di
 
 
 # ---- the thesis baseline ------------------------------------------------------------------------------
+
 
 def build_thesis_files(raws: list[dict], out: Path) -> list[dict[str, Path]]:
     """Per sample: full-size PNG image and one .npy per task, as the reference code stored them."""
@@ -258,6 +293,7 @@ def thesis_load(files: list[dict[str, Path]], size: tuple[int, int]) -> None:
 
 # ---- main ---------------------------------------------------------------------------------------------
 
+
 def parse_size(text: str) -> tuple[int, int]:
     h, _, w = text.partition("x")
     return int(h), int(w)
@@ -275,8 +311,11 @@ def main() -> int:
     ap.add_argument("--workers-max", type=int, default=2)
     ap.add_argument("--stretch", action="store_true", help="also measure the stretched (non-letterbox) resize")
     ap.add_argument("--device", default=None, help="e.g. cuda: batches moved there non_blocking")
-    ap.add_argument("--fixtures", type=Path,
-                    default=Path(os.environ.get("MTL_FIXTURES", common.REPO.parent / "shared" / "fixtures")))
+    ap.add_argument(
+        "--fixtures",
+        type=Path,
+        default=Path(os.environ.get("MTL_FIXTURES", common.REPO.parent / "shared" / "fixtures")),
+    )
     args = ap.parse_args()
     r = args.repeats
 
@@ -293,8 +332,8 @@ def main() -> int:
             raws = raw_samples(shards, source)
             n = len(raws)
             res = {"n": n, "hw": decode(raws[0]).sample.size, "loader": {}}
-            res["floor"] = n / common.best_of(r, lambda: jpeg_floor(raws))
-            res["floor2"] = n / common.best_of(r, lambda: sample_floor(raws))
+            res["floor"] = n / common.best_of(r, lambda raws=raws: jpeg_floor(raws))
+            res["floor2"] = n / common.best_of(r, lambda raws=raws: sample_floor(raws))
             res["members"] = member_costs(raws, r)
             modes = [("letterbox", True)] + ([("stretch", False)] if args.stretch else [])
             for mode, letterbox in modes:
@@ -304,26 +343,28 @@ def main() -> int:
             if source == "kitti":  # image + boxes only: no label PNG to decode
                 runs = [loader_rate(shards, source, 0, args, True, tasks=("det2d", "det3d")) for _ in range(r)]
                 res["loader"][("letterbox, det2d+det3d only", 0)] = {
-                    k: (max if k == "rate" else min)(x[k] for x in runs) for k in runs[0]}
+                    k: (max if k == "rate" else min)(x[k] for x in runs) for k in runs[0]
+                }
             res["stages"] = stage_breakdown(raws, args, True, r)
             files = build_thesis_files(raws, tmp / f"thesis_{source}")
-            res["thesis"] = n / common.best_of(r, lambda: thesis_load(files, args.size))
+            res["thesis"] = n / common.best_of(r, lambda files=files: thesis_load(files, args.size))
             res["thesis_tasks"] = sorted({t for f in files for t in f if t != "image"})
             results[source] = res
 
     h, w = args.size
     width = 58
-    print(f"\nLoader vs JPEG-decode floor at {h}x{w} (letterboxed), batch {args.batch_size}, "
-          f"{args.batches} timed batches after {args.warmup_batches}; {os.cpu_count()} CPUs; "
-          f"load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    print(
+        f"\nLoader vs JPEG-decode floor at {h}x{w} (letterboxed), batch {args.batch_size}, "
+        f"{args.batches} timed batches after {args.warmup_batches}; {os.cpu_count()} CPUs; "
+        f"load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end"
+    )
     for source, res in results.items():
         fh, fw = res["hw"]
         print(f"\n{source}: {res['n']} frames {fw}x{fh}")
         print(f"{'measurement':<{width}}{'sample/s':>9}{'ms/sample':>10}{'ratio':>8}  target")
         common.print_row("floor: cv2.imdecode full-size JPEG, 1 core", res["floor"], width, 1)
         common.print_row("floor 2 (info): + label PNGs at full size", res["floor2"], width, 1)
-        print("  full-size decode alone, ms/sample: " +
-              ", ".join(f"{k} {v:.2f}" for k, v in res["members"].items()))
+        print("  full-size decode alone, ms/sample: " + ", ".join(f"{k} {v:.2f}" for k, v in res["members"].items()))
         for (mode, workers), got in res["loader"].items():
             name = f"loader {mode}, " + ("workers=0 (in process)" if workers == 0 else f"workers={workers}")
             common.print_row(name, got["rate"], width, 1)
@@ -331,14 +372,18 @@ def main() -> int:
             common.print_ratio("per worker / floor", per / res["floor"], width, ">= 0.90")
             common.print_ratio("per worker / floor 2", per / res["floor2"], width)
             cpu = got["main_ms"] + got["worker_ms"]
-            print(f"    CPU ms/sample: workers {got['worker_ms']:.2f}, main process {got['main_ms']:.2f}; "
-                  f"floor / CPU of the whole loader {common.ms(res['floor']) / cpu:.2f}")
+            print(
+                f"    CPU ms/sample: workers {got['worker_ms']:.2f}, main process {got['main_ms']:.2f}; "
+                f"floor / CPU of the whole loader {common.ms(res['floor']) / cpu:.2f}"
+            )
         tasks = "+".join(res["thesis_tasks"])
         common.print_row(f"thesis per-file: PNG + npy per task ({tasks}), 1 core", res["thesis"], width, 1)
-        common.print_ratio("loader workers=0 / thesis", res["loader"][("letterbox", 0)]["rate"] / res["thesis"], width,
-                           ">= 10")
-        print("  in-worker stages, ms/sample (one core): " +
-              ", ".join(f"{k} {v:.2f}" for k, v in res["stages"].items()))
+        common.print_ratio(
+            "loader workers=0 / thesis", res["loader"][("letterbox", 0)]["rate"] / res["thesis"], width, ">= 10"
+        )
+        print(
+            "  in-worker stages, ms/sample (one core): " + ", ".join(f"{k} {v:.2f}" for k, v in res["stages"].items())
+        )
     print(f"\ncommand: {common.command_line()}")
     return 0
 

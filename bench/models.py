@@ -71,6 +71,7 @@ def select_models(patterns: str | None) -> list[str]:
 
 # ---- measurements ---------------------------------------------------------------------------------
 
+
 def scalar_loss(model: MultiTaskModel, image: torch.Tensor) -> torch.Tensor:
     """The sum of the means of every floating tensor the model outputs (the neck's maps when it
     has no heads): a loss that reaches every head."""
@@ -127,8 +128,10 @@ def cuda_fps(model: MultiTaskModel, size: tuple[int, int], bf16: bool, warmup: i
 def measure(name: str, tasks: list[str], args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     model = create_model(name, tasks=tasks)
-    res: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()),
-                           "parts": {k: sum(p.numel() for p in m.parameters()) for k, m in model.parts().items()}}
+    res: dict[str, Any] = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "parts": {k: sum(p.numel() for p in m.parameters()) for k, m in model.parts().items()},
+    }
 
     model.eval()
     one = torch.randn(1, 3, *args.size)  # (1, 3, H, W)
@@ -144,7 +147,7 @@ def measure(name: str, tasks: list[str], args: argparse.Namespace) -> dict[str, 
     step_flops = count_flops(lambda: train_step(model, batch)).get_total_flops()
     a = torch.randn(MM_SIDE, MM_SIDE)
     b = torch.randn(MM_SIDE, MM_SIDE)
-    mm_flops = 2 * MM_SIDE ** 3
+    mm_flops = 2 * MM_SIDE**3
     reps = max(1, round(step_flops / mm_flops))
 
     def floor() -> None:
@@ -164,12 +167,15 @@ def measure(name: str, tasks: list[str], args: argparse.Namespace) -> dict[str, 
 
     if args.device == "cuda":
         model = model.to("cuda", memory_format=torch.channels_last).eval()
-        res["fps"] = {label: cuda_fps(model, args.size, bf16, args.cuda_warmup, args.cuda_iters)
-                      for label, bf16 in (("fp32", False), ("bf16", True))}
+        res["fps"] = {
+            label: cuda_fps(model, args.size, bf16, args.cuda_warmup, args.cuda_iters)
+            for label, bf16 in (("fp32", False), ("bf16", True))
+        }
     return res
 
 
 # ---- main -----------------------------------------------------------------------------------------
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -191,36 +197,52 @@ def main() -> int:
     torch.set_num_threads(1)
 
     h, w = args.size
-    print(f"\nModels at {h}x{w} with {len(tasks)} registered task(s) ({', '.join(tasks) or 'none: encoder + neck'}); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} thread")
-    print("GFLOPs: one forward, batch 1, counted by torch.utils.flop_counter.FlopCounterMode (convolutions and "
-          "matrix products only; a multiply-add counts as 2 FLOPs, so GMACs = GFLOPs / 2)")
-    print(f"fwd+bwd: CPU time (time.process_time) of a training step at batch {args.batch}, per sample, best of "
-          f"{args.repeats} after 1 warm-up; floor: torch.mm {MM_SIDE}x{MM_SIDE} fp32 on one thread doing the step's "
-          f"FLOPs, interleaved with it")
-    head = (f"{'model':<18}{'params M':>10}{'GFLOPs':>9}{'GMACs':>8}{'fwd+bwd ms':>12}{'floor ms':>10}"
-            f"{'GFLOP/s':>9}{'model/floor':>13}")
+    print(
+        f"\nModels at {h}x{w} with {len(tasks)} registered task(s) ({', '.join(tasks) or 'none: encoder + neck'}); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread"
+    )
+    print(
+        "GFLOPs: one forward, batch 1, counted by torch.utils.flop_counter.FlopCounterMode (convolutions and "
+        "matrix products only; a multiply-add counts as 2 FLOPs, so GMACs = GFLOPs / 2)"
+    )
+    print(
+        f"fwd+bwd: CPU time (time.process_time) of a training step at batch {args.batch}, per sample, best of "
+        f"{args.repeats} after 1 warm-up; floor: torch.mm {MM_SIDE}x{MM_SIDE} fp32 on one thread doing the step's "
+        f"FLOPs, interleaved with it"
+    )
+    head = (
+        f"{'model':<18}{'params M':>10}{'GFLOPs':>9}{'GMACs':>8}{'fwd+bwd ms':>12}{'floor ms':>10}"
+        f"{'GFLOP/s':>9}{'model/floor':>13}"
+    )
     if args.device == "cuda":
         head += f"{'FPS fp32':>10}{'FPS bf16':>10}"
     print(head)
     results = {}
     for name in names:
         res = results[name] = measure(name, tasks, args)
-        row = (f"{name:<18}{res['params'] / 1e6:>10.2f}{res['flops'] / 1e9:>9.2f}{res['flops'] / 2e9:>8.2f}"
-               f"{res['step_ms']:>12.1f}{res['floor_ms']:>10.1f}{res['rate'] / 1e9:>9.1f}"
-               f"{res['floor_ms'] / res['step_ms']:>13.2f}")
+        row = (
+            f"{name:<18}{res['params'] / 1e6:>10.2f}{res['flops'] / 1e9:>9.2f}{res['flops'] / 2e9:>8.2f}"
+            f"{res['step_ms']:>12.1f}{res['floor_ms']:>10.1f}{res['rate'] / 1e9:>9.1f}"
+            f"{res['floor_ms'] / res['step_ms']:>13.2f}"
+        )
         if "fps" in res:
             row += f"{res['fps']['fp32']:>10.1f}{res['fps']['bf16']:>10.1f}"
         print(row, flush=True)
     print("\nPer part: parameters M / GFLOPs (one forward, batch 1)")
     for name, res in results.items():
-        print(f"  {name:<18}" + ", ".join(f"{part} {n / 1e6:.3f} / {res['part_flops'][part] / 1e9:.2f}"
-                                         for part, n in res["parts"].items()))
+        print(
+            f"  {name:<18}"
+            + ", ".join(
+                f"{part} {n / 1e6:.3f} / {res['part_flops'][part] / 1e9:.2f}" for part, n in res["parts"].items()
+            )
+        )
     rates = [res["floor_rate"] for res in results.values()]
     print(f"\nfloor torch.mm throughput, one thread: {min(rates) / 1e9:.1f} .. {max(rates) / 1e9:.1f} GFLOP/s")
     if args.device == "cuda":
-        print(f"FPS on {torch.cuda.get_device_name()}: batch 1, {args.cuda_warmup} warm-up, {args.cuda_iters} timed "
-              f"iterations, channels_last, inference_mode, eval; bf16 = torch.autocast(dtype=bfloat16)")
+        print(
+            f"FPS on {torch.cuda.get_device_name()}: batch 1, {args.cuda_warmup} warm-up, {args.cuda_iters} timed "
+            f"iterations, channels_last, inference_mode, eval; bf16 = torch.autocast(dtype=bfloat16)"
+        )
     print(f"command: {common.command_line()}")
     return 0
 

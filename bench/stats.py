@@ -77,11 +77,15 @@ def replicate(real: Path, out: Path, rows: int, seed: int = 0) -> None:
             split=pl.Series(np.where(rng.random(n) < 0.9, "train", "val")),
         )
         if source == "a2d2":
-            df = df.with_columns(has_steer=pl.lit(True), steer_angle_deg=pl.Series(rng.normal(0, 60, n)),
-                                 steer_speed_kmh=pl.Series(rng.uniform(0, 120, n)))
+            df = df.with_columns(
+                has_steer=pl.lit(True),
+                steer_angle_deg=pl.Series(rng.normal(0, 60, n)),
+                steer_speed_kmh=pl.Series(rng.uniform(0, 120, n)),
+            )
         (out / source).mkdir(parents=True)
-        write_table(pa.Table.from_batches(df.to_arrow().cast(SCHEMA).to_batches(), schema=SCHEMA),
-                    out / source / MANIFEST_NAME)
+        write_table(
+            pa.Table.from_batches(df.to_arrow().cast(SCHEMA).to_batches(), schema=SCHEMA), out / source / MANIFEST_NAME
+        )
         shutil.copy(real / source / "classes.json", out / source / "classes.json")
 
 
@@ -89,7 +93,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--fixtures", type=Path, default=Path(os.environ.get("MTL_FIXTURES", common.REPO.parent / "shared" / "fixtures")))
+    ap.add_argument(
+        "--fixtures",
+        type=Path,
+        default=Path(os.environ.get("MTL_FIXTURES", common.REPO.parent / "shared" / "fixtures")),
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -105,8 +113,11 @@ def main() -> None:
         def whole_cli():
             with contextlib.redirect_stdout(io.StringIO()):
                 cli_main(["stats", str(shards), "--json", str(tmp / "report.json")])
+
         cli = common.best_of(args.repeats, whole_cli)
-    print(f"manifest: {n:,} rows in {len(paths)} files, {size / 2**20:.1f} MiB; polars {pl.__version__}, 1 thread, 1 core")
+    print(
+        f"manifest: {n:,} rows in {len(paths)} files, {size / 2**20:.1f} MiB; polars {pl.__version__}, 1 thread, 1 core"
+    )
     print(f"floor (read the report's columns):     {floor:6.3f} s")
     print(f"load_manifests + summarize:            {report:6.3f} s  = {floor / report:.2f} of floor")
     print(f"mtl-data stats (tables + --json):      {cli:6.3f} s  (target <= 3 s)")

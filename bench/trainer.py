@@ -33,12 +33,12 @@ from pathlib import Path
 import torch
 
 from mtl_data.cli.main import main as mtl_data
+from mtl_data.shards.reader import ShardSet
 from mtl_data.synth import SYNTHESIZERS
 from mtl_data.train.config import TrainConfig, apply_overrides
 from mtl_data.train.data.loader import build_loader
 from mtl_data.train.loop import train
 from mtl_data.train.run import build_model, run_tasks, train_loader_config
-from mtl_data.shards.reader import ShardSet
 
 
 def make_shards(root: Path) -> Path:
@@ -106,17 +106,29 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         shards = make_shards(root)
-        config = apply_overrides(TrainConfig(), {
-            "shards": str(shards), "out": str(root / "run"), "model": args.model, "loader.image_size": (h, w),
-            "loader.batch_size": args.batch_size, "loader.workers": 1, "log_every": args.log_every,
-            "save_every": 0, "device": "cpu"})
+        config = apply_overrides(
+            TrainConfig(),
+            {
+                "shards": str(shards),
+                "out": str(root / "run"),
+                "model": args.model,
+                "loader.image_size": (h, w),
+                "loader.batch_size": args.batch_size,
+                "loader.workers": 1,
+                "log_every": args.log_every,
+                "save_every": 0,
+                "device": "cpu",
+            },
+        )
         bare, loop = [], []
         for _ in range(args.repeats):
             bare.append(bare_seconds(config, args.steps - args.warmup))
             loop.append(loop_seconds(config, root, args.warmup, args.steps))
         b, lo = min(bare), min(loop)
-        print(f"Trainer overhead: {args.model}, all seven tasks, {h}x{w}, batch {args.batch_size}, CPU time of this "
-              f"process, one torch thread, best of {args.repeats}")
+        print(
+            f"Trainer overhead: {args.model}, all seven tasks, {h}x{w}, batch {args.batch_size}, CPU time of this "
+            f"process, one torch thread, best of {args.repeats}"
+        )
         print(f"  floor: bare forward/backward/step on a pre-built batch  {b * 1000:9.1f} ms/step")
         print(f"  loop:  mtl-train's loop (1 loader worker)               {lo * 1000:9.1f} ms/step")
         print(f"  bare / loop = {b / lo:.3f} of floor (target >= 0.9)")

@@ -45,8 +45,14 @@ from mtl_data.train.weighting import create_weighting, list_weightings  # noqa: 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
-def stepper(config: TrainConfig, batch: dict, tasks: tuple[str, ...], classes, weighting_name: str,
-            asymmetric_k: dict[str, int] | None) -> Callable[[int], None]:
+def stepper(
+    config: TrainConfig,
+    batch: dict,
+    tasks: tuple[str, ...],
+    classes,
+    weighting_name: str,
+    asymmetric_k: dict[str, int] | None,
+) -> Callable[[int], None]:
     """A closure running one training step of a fresh model (the same initialisation each time)."""
     model = build_model(config, tasks, classes)
     weighting = create_weighting(weighting_name, list(tasks))
@@ -59,11 +65,15 @@ def stepper(config: TrainConfig, batch: dict, tasks: tuple[str, ...], classes, w
         schedule = build_schedule(optimizer, 10_000, config.schedule)
         scaler = grad_scaler("fp32", CPU.device)
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        return lambda step: symmetric_step(model, model.tasks, weighting, batch, step, optimizer, schedule, scaler, CPU,
-                                           "fp32", 0.0, params)
-    parts, part_params = build_part_optimizers(model, weighting, config.optim, config.schedule, 10_000, asymmetric_k,
-                                               config.loader.batch_size, tasks)
-    return lambda step: asymmetric_step(model, model.tasks, weighting, batch, step, parts, part_params, CPU, "fp32", 0.0)
+        return lambda step: symmetric_step(
+            model, model.tasks, weighting, batch, step, optimizer, schedule, scaler, CPU, "fp32", 0.0, params
+        )
+    parts, part_params = build_part_optimizers(
+        model, weighting, config.optim, config.schedule, 10_000, asymmetric_k, config.loader.batch_size, tasks
+    )
+    return lambda step: asymmetric_step(
+        model, model.tasks, weighting, batch, step, parts, part_params, CPU, "fp32", 0.0
+    )
 
 
 def seconds_per_step(run: Callable[[int], None], steps: int) -> float:
@@ -89,10 +99,19 @@ def main() -> int:
     tasks = tuple(args.tasks.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         shards = trainer.make_shards(Path(tmp))
-        config = apply_overrides(TrainConfig(), {
-            "shards": str(shards), "model": args.model, "tasks": tasks, "loader.image_size": (h, w),
-            "loader.batch_size": args.batch_size, "loader.workers": 0, "device": "cpu",
-            "loader.mix": {"a2d2": 1.0, "kitti": 1.0, "gtsrb": 1.0}})
+        config = apply_overrides(
+            TrainConfig(),
+            {
+                "shards": str(shards),
+                "model": args.model,
+                "tasks": tasks,
+                "loader.image_size": (h, w),
+                "loader.batch_size": args.batch_size,
+                "loader.workers": 0,
+                "device": "cpu",
+                "loader.mix": {"a2d2": 1.0, "kitti": 1.0, "gtsrb": 1.0},
+            },
+        )
         tasks = run_tasks(config, ShardSet.open(shards))
         loader = build_loader(config.shards, train_loader_config(config, tasks), rank=0, world_size=1)
         stream = iter(loader)
@@ -103,15 +122,19 @@ def main() -> int:
         b = args.batch_size
         cases["asymmetric equal, every k = batch"] = ("equal", {})
         cases["asymmetric equal, k encoder 3 / heads 2 batches"] = (
-            "equal", {"encoder": 3 * b, **{t: 2 * b for t in tasks}})
+            "equal",
+            {"encoder": 3 * b, **{t: 2 * b for t in tasks}},
+        )
         best = dict.fromkeys(cases, float("inf"))
         for _ in range(args.repeats):
             for label, (name, k) in cases.items():
                 run = stepper(dataclasses.replace(config), batch, tasks, loader.classes, name, k)
                 best[label] = min(best[label], seconds_per_step(run, args.steps))
         floor = best["symmetric equal"]
-        print(f"Step cost per weighting strategy: {args.model}, tasks {', '.join(tasks)}, {h}x{w}, batch {b}, "
-              f"CPU time, one torch thread, best of {args.repeats}")
+        print(
+            f"Step cost per weighting strategy: {args.model}, tasks {', '.join(tasks)}, {h}x{w}, batch {b}, "
+            f"CPU time, one torch thread, best of {args.repeats}"
+        )
         print(f"  {'case':52s} {'ms/step':>9s} {'x equal (floor)':>16s}")
         for label, value in best.items():
             print(f"  {label:52s} {value * 1000:9.1f} {value / floor:16.2f}")

@@ -51,8 +51,10 @@ def box_sample_root(root: Path, big_image: Path, with_camera: bool) -> Path:
     """A Cityscapes root of one val frame: ``big_image`` with the real gtBbox3d sample (and the
     camera json when ``with_camera``)."""
     frame = "lindau_000000_000019"
-    files = {f"leftImg8bit/val/lindau/{frame}_leftImg8bit.png": big_image,
-             f"gtBbox3d/val/lindau/{frame}_gtBbox3d.json": fixture_path(*BOX_SAMPLE)}
+    files = {
+        f"leftImg8bit/val/lindau/{frame}_leftImg8bit.png": big_image,
+        f"gtBbox3d/val/lindau/{frame}_gtBbox3d.json": fixture_path(*BOX_SAMPLE),
+    }
     if with_camera:
         files[f"camera/val/lindau/{frame}_camera.json"] = fixture_path(*CAMERA_SAMPLE)
     for rel, src in files.items():
@@ -87,8 +89,9 @@ def ingest_cli(cli, source: str, root: Path, out: Path, *extra, workers: int = 1
     return cli("ingest", source, root, "--to", out, "--workers", workers, *extra)
 
 
-def ingest_corrupted(cli, source: str, corrupt: Callable[[Path], None], root: Path, tmp_path: Path, *extra,
-                     workers: int = 1) -> tuple[CliResult, Path]:
+def ingest_corrupted(
+    cli, source: str, corrupt: Callable[[Path], None], root: Path, tmp_path: Path, *extra, workers: int = 1
+) -> tuple[CliResult, Path]:
     """Corrupt ``root`` in place by ``corrupt(root)``, then ingest it into ``tmp_path/shards`` (see
     ``ingest_cli``); returns the result and that output folder."""
     corrupt(root)
@@ -101,10 +104,10 @@ class FrameCorruption:
     """A corruption of one frame of a writable raw root, and what the error must say."""
 
     apply: Callable[[Path], None]
-    bad_id: str                  # the bad frame
-    rel: str                     # the bad file, relative to the raw root
-    line: int | None             # its line number, where there is one
-    says: tuple[str, ...]        # substrings of the error line besides ``rel[:line]``
+    bad_id: str  # the bad frame
+    rel: str  # the bad file, relative to the raw root
+    line: int | None  # its line number, where there is one
+    says: tuple[str, ...]  # substrings of the error line besides ``rel[:line]``
 
 
 def assert_nothing_half_written(out: Path, source: str) -> None:
@@ -139,9 +142,19 @@ def assert_fails_before_writing(result: CliResult, out: Path, source: str, *frag
     return line
 
 
-def assert_skipped_cleanly(result: CliResult, out: Path, source: str, *, split: str, frame_id: str,
-                           path_suffix: str, line: int | None, expected_keys, column: str = "key",
-                           error_says: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
+def assert_skipped_cleanly(
+    result: CliResult,
+    out: Path,
+    source: str,
+    *,
+    split: str,
+    frame_id: str,
+    path_suffix: str,
+    line: int | None,
+    expected_keys,
+    column: str = "key",
+    error_says: tuple[str, ...] = (),
+) -> tuple[dict, list[dict]]:
     """A run under ``--on-error skip`` with one bad frame: exit 0 and no traceback; exactly one record
     in ``rejects.jsonl``, with this ``split`` and ``frame_id``, a path ending with ``path_suffix``,
     this ``line`` and a non-empty error that holds every fragment of ``error_says``; the manifest's
@@ -205,8 +218,20 @@ def synth_shards(synth_root, tmp_path_factory) -> Path:
     for source in sorted(SYNTHESIZERS):
         val = [] if source == "cityscapes" else ["--val-fraction", "0.34"]
         try:
-            main(["ingest", source, str(synth_root(source)), "--to", str(out), "--workers", "1",
-                  "--shard-size", "3", *val])
+            main(
+                [
+                    "ingest",
+                    source,
+                    str(synth_root(source)),
+                    "--to",
+                    str(out),
+                    "--workers",
+                    "1",
+                    "--shard-size",
+                    "3",
+                    *val,
+                ]
+            )
         except SystemExit as exc:  # pragma: no cover - a failed ingest is a broken fixture
             assert not exc.code, f"ingest {source} failed"
     return out
@@ -231,8 +256,13 @@ def real_shards(tmp_path_factory, big_image) -> Path:
     city = tmp_path_factory.mktemp("real_cityscapes")
     shutil.copytree(fixture_path("cityscapes", "mmseg_pseudo"), city, dirs_exist_ok=True)
     box_sample_root(city, big_image, with_camera=True)
-    roots = {"a2d2": fixture_path("a2d2"), "kitti": fixture_path("kitti", "object"),
-             "gtsrb": fixture_path("gtsrb", "official"), "tusimple": fixture_path("tusimple"), "cityscapes": city}
+    roots = {
+        "a2d2": fixture_path("a2d2"),
+        "kitti": fixture_path("kitti", "object"),
+        "gtsrb": fixture_path("gtsrb", "official"),
+        "tusimple": fixture_path("tusimple"),
+        "cityscapes": city,
+    }
     for source, root in roots.items():
         try:
             main(["ingest", source, str(root), "--to", str(out), "--workers", "1"])
@@ -241,8 +271,14 @@ def real_shards(tmp_path_factory, big_image) -> Path:
     return out
 
 
-def batch_of_samples(samples: list, image_size: tuple[int, int] = (64, 128), letterbox: bool = False,
-                     tasks: tuple[str, ...] | None = None, flip: bool = False, **target_options) -> dict:
+def batch_of_samples(
+    samples: list,
+    image_size: tuple[int, int] = (64, 128),
+    letterbox: bool = False,
+    tasks: tuple[str, ...] | None = None,
+    flip: bool = False,
+    **target_options,
+) -> dict:
     """The loader's batch (the contract, ``targets.collate``) of in-memory stored ``samples``, in
     that order (None = a dummy slot), resized (or letterboxed) to ``image_size`` without
     augmentation; with ``flip`` every sample that can be mirrored is (the loader's augmentation
@@ -265,18 +301,27 @@ def batch_of_samples(samples: list, image_size: tuple[int, int] = (64, 128), let
     return collate(examples)
 
 
-def batch_from_shards(root: Path, keys: list[str], image_size: tuple[int, int] = (64, 128), letterbox: bool = False,
-                      tasks: tuple[str, ...] | None = None, flip: bool = False, **target_options) -> dict:
+def batch_from_shards(
+    root: Path,
+    keys: list[str],
+    image_size: tuple[int, int] = (64, 128),
+    letterbox: bool = False,
+    tasks: tuple[str, ...] | None = None,
+    flip: bool = False,
+    **target_options,
+) -> dict:
     """``batch_of_samples`` of the samples ``keys`` of a shards root, in that order; any split."""
     from mtl_data.shards.reader import ShardSet
 
     shards = ShardSet.open(root)
-    return batch_of_samples([shards.read_sample(key) for key in keys], image_size, letterbox, tasks, flip,
-                            **target_options)
+    return batch_of_samples(
+        [shards.read_sample(key) for key in keys], image_size, letterbox, tasks, flip, **target_options
+    )
 
 
-def random_features(batch: dict, channels: int = 8, seed: int = 0,
-                    strides: tuple[int, ...] = (4, 8, 16, 32)) -> list[torch.Tensor]:
+def random_features(
+    batch: dict, channels: int = 8, seed: int = 0, strides: tuple[int, ...] = (4, 8, 16, 32)
+) -> list[torch.Tensor]:
     """Random neck outputs for ``batch``'s images (N(0, 1), from a generator seeded with ``seed``):
     one (B, channels, H / s, W / s) map per stride ``s``, each a leaf that records its gradient."""
     import torch
@@ -398,9 +443,11 @@ class CliResult:
     @property
     def error_lines(self) -> list[str]:
         """The lines of stderr that are not progress-bar output."""
-        return [ln for ln in self.err.replace("\r", "\n").splitlines() if ln.strip() and "frame/s" not in ln
-                and "it/s" not in ln and "frame]" not in ln and "?frame" not in ln]
-
+        return [
+            ln
+            for ln in self.err.replace("\r", "\n").splitlines()
+            if ln.strip() and "frame/s" not in ln and "it/s" not in ln and "frame]" not in ln and "?frame" not in ln
+        ]
 
     def one_error_line(self) -> str:
         """The single ``error: ...`` line of a failed command (non-zero exit, no traceback)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import fixture_path
 
 from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options
 from mtl_data.schema import a2d2_geometry as ag
@@ -16,8 +17,6 @@ from mtl_data.schema import geometry as geo
 from mtl_data.schema.sample import IGNORE_INDEX
 from mtl_data.schema.taxonomy import DET_CLASSES, DET_TABLES, SEG_CLASSES, SEG_TABLES
 from mtl_data.schema.validate import validate
-
-from conftest import fixture_path
 
 SEM_ID = "20180807145028_frontcenter_000006882"
 BOX_SCENE, BOX_PREFIX, BOX_ID = "20180810_142822", "20180810142822", "000015196"
@@ -53,25 +52,34 @@ def box_frame_root(tmp_path, a2d2_real) -> Path:
     shutil.copy(a2d2_real / "cams_lidars.json", root.mkdir(parents=True) or root / "cams_lidars.json")
     part = root / "camera_lidar_semantic_bboxes" / BOX_SCENE
     for kind, ext in (("lidar", "npz"), ("label3D", "json")):
-        src = a2d2_real / "camera_lidar_semantic_bboxes" / BOX_SCENE / kind / "cam_front_center" / \
-            f"{BOX_PREFIX}_{kind}_frontcenter_{BOX_ID}.{ext}"
+        src = (
+            a2d2_real
+            / "camera_lidar_semantic_bboxes"
+            / BOX_SCENE
+            / kind
+            / "cam_front_center"
+            / f"{BOX_PREFIX}_{kind}_frontcenter_{BOX_ID}.{ext}"
+        )
         (part / kind / "cam_front_center").mkdir(parents=True)
         shutil.copy(src, part / kind / "cam_front_center" / src.name)
     cam_dir = part / "camera" / "cam_front_center"
     cam_dir.mkdir(parents=True)
     image = np.random.default_rng(0).integers(0, 256, (1208, 1920, 3), dtype=np.uint8)
     cv2.imwrite(str(cam_dir / f"{BOX_PREFIX}_camera_frontcenter_{BOX_ID}.png"), image)
-    (cam_dir / f"{BOX_PREFIX}_camera_frontcenter_{BOX_ID}.json").write_text(json.dumps(
-        {"cam_tstamp": CAM_TSTAMP, "cam_name": "front_center", "lidar_ids": {"0": "front_center"}}))
+    (cam_dir / f"{BOX_PREFIX}_camera_frontcenter_{BOX_ID}.json").write_text(
+        json.dumps({"cam_tstamp": CAM_TSTAMP, "cam_name": "front_center", "lidar_ids": {"0": "front_center"}})
+    )
     # Bus ramp (sensor-fusion format): angle = -20 + 40 deg/s * t, through zero, 100 Hz.
     t = CAM_TSTAMP - 1_000_000 + np.arange(0, 2_000_000, 10_000) + 3_333
     angle = -20.0 + 40.0 * (t - t[0]) / 1e6
-    bus = {"steering_angle_calculated": {"unit": "Unit_DegreOfArc",
-                                         "values": [[int(a), abs(float(b))] for a, b in zip(t, angle)]},
-           "steering_angle_calculated_sign": {"unit": None,
-                                              "values": [[int(a), int(b < 0)] for a, b in zip(t, angle)]},
-           "vehicle_speed": {"unit": "Unit_KiloMeterPerHour",
-                             "values": [[int(a), 50.0 + (a - t[0]) / 1e5] for a in t]}}
+    bus = {
+        "steering_angle_calculated": {
+            "unit": "Unit_DegreOfArc",
+            "values": [[int(a), abs(float(b))] for a, b in zip(t, angle)],
+        },
+        "steering_angle_calculated_sign": {"unit": None, "values": [[int(a), int(b < 0)] for a, b in zip(t, angle)]},
+        "vehicle_speed": {"unit": "Unit_KiloMeterPerHour", "values": [[int(a), 50.0 + (a - t[0]) / 1e5] for a in t]},
+    }
     bus_dir = root / "camera_lidar" / BOX_SCENE / "bus"
     bus_dir.mkdir(parents=True)
     (bus_dir / f"{BOX_PREFIX}_bus_signals.json").write_text(json.dumps(bus))
@@ -105,8 +113,11 @@ def test_seg_ids_follow_the_table(semantic, a2d2_real):
     _, frame, sample = semantic
     class_list = json.loads((a2d2_real / "class_list.json").read_text())
     label = rgb(frame.paths["label"])
-    expected_ids = {SEG_CLASSES.index(u) if u != "ignore" else IGNORE_INDEX
-                    for c in colors_of(label) for u in [SEG_TABLES["a2d2"][class_list[c]]]}
+    expected_ids = {
+        SEG_CLASSES.index(u) if u != "ignore" else IGNORE_INDEX
+        for c in colors_of(label)
+        for u in [SEG_TABLES["a2d2"][class_list[c]]]
+    }
     assert set(np.unique(sample.seg).tolist()) <= expected_ids | {IGNORE_INDEX}
     # this real frame: road along the bottom, sky across the top
     assert np.mean(sample.seg[-60:] == SEG_CLASSES.index("road")) > 0.9
@@ -117,9 +128,11 @@ def test_undistorting_the_real_label_creates_no_new_colour(semantic, a2d2_real):
     conv, frame, _ = semantic
     label = rgb(frame.paths["label"])
     (map1, map2), label_map = ag.undistort_maps(
-        json.loads((a2d2_real / "cams_lidars.json").read_text())["cameras"]["front_center"])
-    undistorted = cv2.remap(label, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=(1, 2, 3))
+        json.loads((a2d2_real / "cams_lidars.json").read_text())["cameras"]["front_center"]
+    )
+    undistorted = cv2.remap(
+        label, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=(1, 2, 3)
+    )
     assert colors_of(undistorted) <= colors_of(label) | {"#010203"}
     bilinear = cv2.remap(label, map1, map2, cv2.INTER_LINEAR)  # what the official tutorial does
     assert len(colors_of(bilinear) - colors_of(label)) > 100
@@ -134,16 +147,22 @@ def test_seg_is_the_exact_nearest_neighbour_undistortion_of_the_label(semantic, 
     conv, frame, sample = semantic
     cam = json.loads((a2d2_real / "cams_lidars.json").read_text())["cameras"]["front_center"]
     mapx, mapy = cv2.initUndistortRectifyMap(
-        np.array(cam["CamMatrixOriginal"]), np.array(cam["Distortion"]).reshape(-1), None,
-        np.array(cam["CamMatrix"]), tuple(cam["Resolution"]), cv2.CV_32FC1)
+        np.array(cam["CamMatrixOriginal"]),
+        np.array(cam["Distortion"]).reshape(-1),
+        None,
+        np.array(cam["CamMatrix"]),
+        tuple(cam["Resolution"]),
+        cv2.CV_32FC1,
+    )
     col, row = np.floor(mapx + 0.5).astype(int), np.floor(mapy + 0.5).astype(int)
     inside = (col >= 0) & (col < 1920) & (row >= 0) & (row < 1208)
     class_list = json.loads((a2d2_real / "class_list.json").read_text())
     label = rgb(frame.paths["label"])
     ids_of = {int(c[1:], 16): SEG_TABLES["a2d2"][n] for c, n in class_list.items()}
     packed = (label[..., 0].astype(int) << 16) | (label[..., 1].astype(int) << 8) | label[..., 2]
-    source_ids = np.vectorize(lambda p: IGNORE_INDEX if ids_of[p] == "ignore" else SEG_CLASSES.index(ids_of[p]),
-                              otypes=[np.uint8])(packed)
+    source_ids = np.vectorize(
+        lambda p: IGNORE_INDEX if ids_of[p] == "ignore" else SEG_CLASSES.index(ids_of[p]), otypes=[np.uint8]
+    )(packed)
     expected = np.full((1208, 1920), IGNORE_INDEX, np.uint8)
     expected[inside] = source_ids[row[inside], col[inside]]
     # exact up to pixels whose mapped coordinate sits on a .5 tie (float32 maps): a handful
@@ -153,8 +172,14 @@ def test_seg_is_the_exact_nearest_neighbour_undistortion_of_the_label(semantic, 
 
 
 def test_depth_pixels_equal_the_npz_depths_at_rounded_row_col(box_sample, a2d2_real):
-    npz = np.load(a2d2_real / "camera_lidar_semantic_bboxes" / BOX_SCENE / "lidar" / "cam_front_center" /
-                  f"{BOX_PREFIX}_lidar_frontcenter_{BOX_ID}.npz")
+    npz = np.load(
+        a2d2_real
+        / "camera_lidar_semantic_bboxes"
+        / BOX_SCENE
+        / "lidar"
+        / "cam_front_center"
+        / f"{BOX_PREFIX}_lidar_frontcenter_{BOX_ID}.npz"
+    )
     row = np.floor(npz["row"] + 0.5).astype(int)
     col = np.floor(npz["col"] + 0.5).astype(int)
     best: dict[tuple[int, int], float] = {}
@@ -169,8 +194,16 @@ def test_depth_pixels_equal_the_npz_depths_at_rounded_row_col(box_sample, a2d2_r
 
 
 def test_2d_boxes_equal_the_projected_3d_points(box_sample, a2d2_real):
-    doc = json.loads((a2d2_real / "camera_lidar_semantic_bboxes" / BOX_SCENE / "label3D" / "cam_front_center" /
-                      f"{BOX_PREFIX}_label3D_frontcenter_{BOX_ID}.json").read_text())
+    doc = json.loads(
+        (
+            a2d2_real
+            / "camera_lidar_semantic_bboxes"
+            / BOX_SCENE
+            / "label3D"
+            / "cam_front_center"
+            / f"{BOX_PREFIX}_label3D_frontcenter_{BOX_ID}.json"
+        ).read_text()
+    )
     K = box_sample.K
     for i, name in enumerate(sorted(doc)):
         box = doc[name]
@@ -181,8 +214,16 @@ def test_2d_boxes_equal_the_projected_3d_points(box_sample, a2d2_real):
 
 
 def test_3d_box_corners_map_back_to_the_a2d2_3d_points(box_sample, a2d2_real):
-    doc = json.loads((a2d2_real / "camera_lidar_semantic_bboxes" / BOX_SCENE / "label3D" / "cam_front_center" /
-                      f"{BOX_PREFIX}_label3D_frontcenter_{BOX_ID}.json").read_text())
+    doc = json.loads(
+        (
+            a2d2_real
+            / "camera_lidar_semantic_bboxes"
+            / BOX_SCENE
+            / "label3D"
+            / "cam_front_center"
+            / f"{BOX_PREFIX}_label3D_frontcenter_{BOX_ID}.json"
+        ).read_text()
+    )
     corners = geo.box3d_corners(box_sample.det3d.boxes)  # yaw only: every real axis is vertical
     assert box_sample.det3d.rotation is None
     for i, name in enumerate(sorted(doc)):
@@ -219,13 +260,21 @@ def test_sensor_fusion_npz_keys_are_accepted_and_invalid_points_dropped(box_fram
     real = dict(np.load(npz_path))  # read fully before the file is rewritten
     valid = np.ones(len(real["depth"]), dtype=np.int64)
     valid[::2] = 0
-    np.savez(npz_path, **{"pcloud_points": real["points"], "pcloud_attr.row": real["row"],
-                          "pcloud_attr.col": real["col"], "pcloud_attr.depth": real["depth"],
-                          "pcloud_attr.valid": valid})
+    np.savez(
+        npz_path,
+        **{
+            "pcloud_points": real["points"],
+            "pcloud_attr.row": real["row"],
+            "pcloud_attr.col": real["col"],
+            "pcloud_attr.depth": real["depth"],
+            "pcloud_attr.valid": valid,
+        },
+    )
     conv = A2D2Converter(box_frame_root)
     depth = conv.convert(conv.frames()[0]).depth
-    kept = geo.rasterize_sparse_depth(np.column_stack([real["col"], real["row"]])[1::2], real["depth"][1::2],
-                                      (1208, 1920))
+    kept = geo.rasterize_sparse_depth(
+        np.column_stack([real["col"], real["row"]])[1::2], real["depth"][1::2], (1208, 1920)
+    )
     np.testing.assert_array_equal(depth, kept)
 
 

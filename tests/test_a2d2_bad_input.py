@@ -20,15 +20,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import (
+    FrameCorruption,
+    assert_fails_before_writing,
+    assert_fails_cleanly,
+    assert_skipped_cleanly,
+    file_and_line,
+    fixture_path,
+    ingest_cli,
+    ingest_corrupted,
+    read_manifest,
+    read_rejects,
+    read_report,
+)
 
 from mtl_data.schema import a2d2_geometry as ag
 from mtl_data.schema.sample import IGNORE_INDEX
 from mtl_data.schema.taxonomy import SEG_CLASSES
 from mtl_data.shards.reader import ShardSet
-
-from conftest import (FrameCorruption, assert_fails_before_writing, assert_fails_cleanly, assert_skipped_cleanly,
-                      file_and_line, fixture_path, ingest_cli, ingest_corrupted, read_manifest, read_rejects,
-                      read_report)
 
 SCENE, PREFIX = "20180810_142822", "20180810142822"
 IDS = ("000015196", "000015197")
@@ -37,11 +46,31 @@ TSTAMPS = {IDS[0]: CAM_TSTAMP, IDS[1]: CAM_TSTAMP + 33_333}
 BBOX = f"camera_lidar_semantic_bboxes/{SCENE}"
 BUS_REL = f"camera_lidar/{SCENE}/bus/{PREFIX}_bus_signals.json"
 CAMERAS = ("front_left", "front_right", "front_center", "side_left", "side_right", "rear_center")
-KNOWN_DET = ("Car", "VanSUV", "Truck", "Bus", "Pedestrian", "Cyclist", "MotorBiker", "Motorcycle", "Bicycle",
-             "UtilityVehicle", "EmergencyVehicle", "Trailer", "CaravanTransporter", "Animal")
+KNOWN_DET = (
+    "Car",
+    "VanSUV",
+    "Truck",
+    "Bus",
+    "Pedestrian",
+    "Cyclist",
+    "MotorBiker",
+    "Motorcycle",
+    "Bicycle",
+    "UtilityVehicle",
+    "EmergencyVehicle",
+    "Trailer",
+    "CaravanTransporter",
+    "Animal",
+)
 PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-SEM_LABEL = ("a2d2", "camera_lidar_semantic", "20180807_145028", "label", "cam_front_center",
-             "20180807145028_label_frontcenter_000006882.png")
+SEM_LABEL = (
+    "a2d2",
+    "camera_lidar_semantic",
+    "20180807_145028",
+    "label",
+    "cam_front_center",
+    "20180807145028_label_frontcenter_000006882.png",
+)
 
 
 def rel(kind: str, frame_id: str, ext: str) -> str:
@@ -54,6 +83,7 @@ def frame_key(frame_id: str) -> str:
 
 
 # ---- the raw root -----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def camera_png(tmp_path_factory) -> Path:
@@ -69,12 +99,14 @@ def _bus_ramp() -> dict:
     """Sensor-fusion bus file: angle = -20 + 40 deg/s * t through zero, 100 Hz, around CAM_TSTAMP."""
     t = CAM_TSTAMP - 1_000_000 + np.arange(0, 2_000_000, 10_000) + 3_333
     angle = -20.0 + 40.0 * (t - t[0]) / 1e6
-    return {"steering_angle_calculated": {"unit": "Unit_DegreOfArc",
-                                          "values": [[int(a), abs(float(b))] for a, b in zip(t, angle)]},
-            "steering_angle_calculated_sign": {"unit": None,
-                                               "values": [[int(a), int(b < 0)] for a, b in zip(t, angle)]},
-            "vehicle_speed": {"unit": "Unit_KiloMeterPerHour",
-                              "values": [[int(a), 50.0 + (a - t[0]) / 1e5] for a in t]}}
+    return {
+        "steering_angle_calculated": {
+            "unit": "Unit_DegreOfArc",
+            "values": [[int(a), abs(float(b))] for a, b in zip(t, angle)],
+        },
+        "steering_angle_calculated_sign": {"unit": None, "values": [[int(a), int(b < 0)] for a, b in zip(t, angle)]},
+        "vehicle_speed": {"unit": "Unit_KiloMeterPerHour", "values": [[int(a), 50.0 + (a - t[0]) / 1e5] for a in t]},
+    }
 
 
 def build_root(root: Path, camera_png: Path) -> Path:
@@ -90,8 +122,11 @@ def build_root(root: Path, camera_png: Path) -> Path:
         image = root / rel("camera", frame_id, "png")
         image.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(camera_png, image)
-        image.with_suffix(".json").write_text(json.dumps(
-            {"cam_tstamp": TSTAMPS[frame_id], "cam_name": "front_center", "lidar_ids": {"0": "front_center"}}))
+        image.with_suffix(".json").write_text(
+            json.dumps(
+                {"cam_tstamp": TSTAMPS[frame_id], "cam_name": "front_center", "lidar_ids": {"0": "front_center"}}
+            )
+        )
     bus = root / BUS_REL
     bus.parent.mkdir(parents=True)
     bus.write_text(json.dumps(_bus_ramp()))
@@ -107,6 +142,7 @@ def a2d2_root(tmp_path, camera_png) -> Path:
 
 # ---- helpers ----------------------------------------------------------------------------------
 
+
 def _add_class_list(root: Path) -> None:
     (root / "camera_lidar_semantic").mkdir(exist_ok=True)
     shutil.copy(fixture_path("a2d2", "class_list.json"), root / "camera_lidar_semantic" / "class_list.json")
@@ -117,6 +153,7 @@ def _edit_json(path: Path, edit: Callable[[object], object]) -> None:
 
 
 # ---- per-frame corruptions --------------------------------------------------------------------
+
 
 def _label_wrong_size(root: Path) -> None:
     _add_class_list(root)
@@ -135,6 +172,7 @@ def _box_without_3d_points(root: Path) -> None:
     def edit(doc):
         del doc["box_0"]["3d_points"]
         return doc
+
     _edit_json(root / rel("label3D", IDS[1], "json"), edit)
 
 
@@ -142,6 +180,7 @@ def _unknown_class(root: Path) -> None:
     def edit(doc):
         doc["box_1"]["class"] = "Spaceship"
         return doc
+
     _edit_json(root / rel("label3D", IDS[0], "json"), edit)
 
 
@@ -149,6 +188,7 @@ def _json_without_cam_tstamp(root: Path) -> None:
     def edit(doc):
         del doc["cam_tstamp"]
         return doc
+
     _edit_json(root / rel("camera", IDS[1], "json"), edit)
 
 
@@ -171,23 +211,38 @@ class Corruption(FrameCorruption):
 
 CORRUPTIONS = {
     "label_png_wrong_size": Corruption(
-        _label_wrong_size, IDS[1], rel("label", IDS[1], "png"), None, ("100x50", "1920x1208")),
+        _label_wrong_size, IDS[1], rel("label", IDS[1], "png"), None, ("100x50", "1920x1208")
+    ),
     "npz_without_expected_keys": Corruption(
-        _npz_only_points, IDS[0], rel("lidar", IDS[0], "npz"), None,
-        ("['points']", "expected", "{row, col, depth}", "pcloud_attr.depth")),
+        _npz_only_points,
+        IDS[0],
+        rel("lidar", IDS[0], "npz"),
+        None,
+        ("['points']", "expected", "{row, col, depth}", "pcloud_attr.depth"),
+    ),
     "label3d_box_without_3d_points": Corruption(
-        _box_without_3d_points, IDS[1], rel("label3D", IDS[1], "json"), None,
-        ("box_0", "lacks 3d_points", "2d_bbox")),
+        _box_without_3d_points, IDS[1], rel("label3D", IDS[1], "json"), None, ("box_0", "lacks 3d_points", "2d_bbox")
+    ),
     "label3d_unknown_class": Corruption(
-        _unknown_class, IDS[0], rel("label3D", IDS[0], "json"), None,
-        ("box_1", "unknown class", "'Spaceship'", *KNOWN_DET, "--taxonomy")),
+        _unknown_class,
+        IDS[0],
+        rel("label3D", IDS[0], "json"),
+        None,
+        ("box_1", "unknown class", "'Spaceship'", *KNOWN_DET, "--taxonomy"),
+    ),
     "frame_json_without_cam_tstamp": Corruption(
-        _json_without_cam_tstamp, IDS[1], rel("camera", IDS[1], "json"), None, ("cam_tstamp",)),
+        _json_without_cam_tstamp, IDS[1], rel("camera", IDS[1], "json"), None, ("cam_tstamp",)
+    ),
     "camera_png_does_not_decode": Corruption(
-        _camera_garbage, IDS[0], rel("camera", IDS[0], "png"), None, ("does not decode",)),
+        _camera_garbage, IDS[0], rel("camera", IDS[0], "png"), None, ("does not decode",)
+    ),
     "camera_png_wrong_size": Corruption(
-        _camera_wrong_size, IDS[1], rel("camera", IDS[1], "png"), None,
-        ("960x600", "cams_lidars.json", "1920x1208", "front_center")),
+        _camera_wrong_size,
+        IDS[1],
+        rel("camera", IDS[1], "png"),
+        None,
+        ("960x600", "cams_lidars.json", "1920x1208", "front_center"),
+    ),
 }
 
 
@@ -200,17 +255,25 @@ def test_bad_frame_fails_with_one_error_line_naming_the_file(case, cli, a2d2_roo
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_is_rejected_and_the_other_converted_under_on_error_skip(case, cli, a2d2_root, tmp_path):
     result, out = ingest_corrupted(cli, "a2d2", case.apply, a2d2_root, tmp_path, "--on-error", "skip")
-    assert_skipped_cleanly(result, out, "a2d2", split="train", frame_id=f"{PREFIX}_frontcenter_{case.bad_id}",
-                           path_suffix=case.rel, line=case.line, expected_keys=[frame_key(case.good_id)])
+    assert_skipped_cleanly(
+        result,
+        out,
+        "a2d2",
+        split="train",
+        frame_id=f"{PREFIX}_frontcenter_{case.bad_id}",
+        path_suffix=case.rel,
+        line=case.line,
+        expected_keys=[frame_key(case.good_id)],
+    )
     assert read_report(out, "a2d2")["splits"]["train"]["rejects"] == 1
 
 
 # ---- the scene's bus file ---------------------------------------------------------------------
 
+
 def _bus_not_json(root: Path) -> None:
     # valid up to line 3, where a bare word stands for a value
-    (root / BUS_REL).write_text('{\n "steering_angle_calculated": {\n  "unit": Unit_DegreOfArc,\n'
-                                '  "values": []}\n}\n')
+    (root / BUS_REL).write_text('{\n "steering_angle_calculated": {\n  "unit": Unit_DegreOfArc,\n  "values": []}\n}\n')
 
 
 def _bus_out_of_order(root: Path) -> None:
@@ -218,14 +281,17 @@ def _bus_out_of_order(root: Path) -> None:
         values = doc["steering_angle_calculated"]["values"]
         values[5], values[6] = values[6], values[5]
         return doc
+
     _edit_json(root / BUS_REL, edit)
 
 
 BUS_CORRUPTIONS = {
     "bus_file_not_json": (_bus_not_json, 3, ("not valid JSON", "line 3")),
     "bus_timestamps_out_of_order": (
-        _bus_out_of_order, None,
-        ("'steering_angle_calculated'", "out of order at sample 6", "expected strictly increasing timestamps")),
+        _bus_out_of_order,
+        None,
+        ("'steering_angle_calculated'", "out of order at sample 6", "expected strictly increasing timestamps"),
+    ),
 }
 
 
@@ -236,8 +302,9 @@ def test_bad_bus_file_fails_with_one_error_line_naming_it(corrupt, line, says, c
 
 
 @pytest.mark.parametrize("corrupt, line, says", BUS_CORRUPTIONS.values(), ids=BUS_CORRUPTIONS.keys())
-def test_bad_bus_file_rejects_every_frame_of_its_scene_under_on_error_skip(corrupt, line, says, cli, a2d2_root,
-                                                                            tmp_path):
+def test_bad_bus_file_rejects_every_frame_of_its_scene_under_on_error_skip(
+    corrupt, line, says, cli, a2d2_root, tmp_path
+):
     """The bus file belongs to the scene: each frame of the scene is rejected, naming it."""
     result, out = ingest_corrupted(cli, "a2d2", corrupt, a2d2_root, tmp_path, "--on-error", "skip")
     assert result.code == 0, result.err
@@ -253,6 +320,7 @@ def test_bad_bus_file_rejects_every_frame_of_its_scene_under_on_error_skip(corru
 
 
 # ---- layout errors ----------------------------------------------------------------------------
+
 
 def test_missing_cams_lidars_json_is_a_layout_error_naming_it(cli, a2d2_root, tmp_path):
     (a2d2_root / "cams_lidars.json").unlink()
@@ -278,6 +346,7 @@ def test_label_png_without_class_list_json_names_the_missing_class_list(cli, a2d
 
 # ---- not errors: counted in ingest.json -------------------------------------------------------
 
+
 def test_label_colour_not_in_class_list_is_ignored_and_counted(cli, a2d2_root, tmp_path):
     _add_class_list(a2d2_root)
     label_path = a2d2_root / rel("label", IDS[0], "png")
@@ -285,7 +354,7 @@ def test_label_colour_not_in_class_list_is_ignored_and_counted(cli, a2d2_root, t
     label = cv2.imread(str(fixture_path(*SEM_LABEL)), cv2.IMREAD_COLOR)  # BGR
     r0, c0 = 1000, 700  # "RD normal street" (road) in the real label
     patch = np.zeros(label.shape[:2], np.uint8)
-    patch[r0:r0 + 10, c0:c0 + 10] = 1
+    patch[r0 : r0 + 10, c0 : c0 + 10] = 1
     label[patch == 1] = (0x56, 0x34, 0x12)  # #123456 in BGR order
     assert cv2.imwrite(str(label_path), label, PNG_FAST)
 
@@ -324,9 +393,10 @@ def test_frame_beyond_the_bus_gap_converts_without_steer_and_is_counted(cli, a2d
 
 BAD_OPTIONS = {
     "val_fraction_above_one": (["--val-fraction", "1.5"], ("--val-fraction", "1.5", "0.0<=x<1.0")),
-    "parts_not_a_part": (["--parts", "nosuchpart"],
-                         ("--parts", "nosuchpart", "camera_lidar_semantic", "camera_lidar_semantic_bboxes",
-                          "camera_lidar")),
+    "parts_not_a_part": (
+        ["--parts", "nosuchpart"],
+        ("--parts", "nosuchpart", "camera_lidar_semantic", "camera_lidar_semantic_bboxes", "camera_lidar"),
+    ),
 }
 
 

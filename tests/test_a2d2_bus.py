@@ -76,8 +76,9 @@ def test_sign_one_gives_negative_angles(tmp_path):
 def test_zero_crossing_left_to_right_passes_through_zero(tmp_path, sign_at_zero):
     # left 5 -> 0 -> right 5; the sign flips at the centred sample (either value there is 0 deg)
     times = [T0 + k * 10 * MS for k in range(5)]
-    bus = read_bus_file(write_fusion(
-        tmp_path, steering_signals(times, [5.0, 2.5, 0.0, 2.5, 5.0], [0, 0, sign_at_zero, 1, 1])))
+    bus = read_bus_file(
+        write_fusion(tmp_path, steering_signals(times, [5.0, 2.5, 0.0, 2.5, 5.0], [0, 0, sign_at_zero, 1, 1]))
+    )
     assert steering_at(bus, T0 + 15 * MS).angle_deg == pytest.approx(1.25, abs=1e-12)
     assert steering_at(bus, T0 + 20 * MS).angle_deg == 0.0
     assert steering_at(bus, T0 + 25 * MS).angle_deg == pytest.approx(-1.25, abs=1e-12)
@@ -215,15 +216,16 @@ def test_float_timestamps_above_2_53_are_kept_exact(tmp_path):
     # a float anywhere turns the fast path's array into float64; the timestamps must not round
     t = 2**53 + 1
     path = tmp_path / "bus.json"
-    path.write_text('{"x": {"unit": null, "values": [[%d, 1.5], [%d, 2]]}}' % (t, t + 2))
+    path.write_text(f'{{"x": {{"unit": null, "values": [[{t}, 1.5], [{t + 2}, 2]]}}}}')
     assert read_bus_file(path).signals["x"].t_us.tolist() == [t, t + 2]
 
 
 # ---- format (b): semantic subset
 
 
-def frame_entry(t: int, magnitude_window: list[float], sign_window: list[int], speed_window: list[float],
-                frame_id: int) -> dict:
+def frame_entry(
+    t: int, magnitude_window: list[float], sign_window: list[int], speed_window: list[float], frame_id: int
+) -> dict:
     return {
         "frame_name": f"20180807145028_camera_frontcenter_{frame_id:09d}.json",
         "timestamp": t,
@@ -317,15 +319,18 @@ def test_repeated_timestamps_name_the_signal_and_samples(tmp_path):
         read_bus_file(path)
 
 
-@pytest.mark.parametrize("bad_sample, expected", [
-    ([T0 + 1], r"sample 1 is \[\d+\]; expected \[timestamp_us, value\]"),
-    ([T0 + 1, 2.0, 3.0], r"sample 1 is .*expected \[timestamp_us, value\]"),
-    ([T0 + 1, "2.0"], r"sample 1 has value \"2.0\"; expected a finite number"),
-    ([T0 + 1, None], r"sample 1 has value null"),
-    (["t", 2.0], r"sample 1 has timestamp \"t\"; expected an integer"),
-    ([T0 + 0.5, 2.0], r"sample 1 has timestamp .*expected an integer"),
-    (7, r"sample 1 is 7"),
-])
+@pytest.mark.parametrize(
+    "bad_sample, expected",
+    [
+        ([T0 + 1], r"sample 1 is \[\d+\]; expected \[timestamp_us, value\]"),
+        ([T0 + 1, 2.0, 3.0], r"sample 1 is .*expected \[timestamp_us, value\]"),
+        ([T0 + 1, "2.0"], r"sample 1 has value \"2.0\"; expected a finite number"),
+        ([T0 + 1, None], r"sample 1 has value null"),
+        (["t", 2.0], r"sample 1 has timestamp \"t\"; expected an integer"),
+        ([T0 + 0.5, 2.0], r"sample 1 has timestamp .*expected an integer"),
+        (7, r"sample 1 is 7"),
+    ],
+)
 def test_malformed_sample_is_an_error(tmp_path, bad_sample, expected):
     path = write_fusion(tmp_path, {"vehicle_speed": [[T0, 1.0], bad_sample, [T0 + 2, 1.0]]})
     with pytest.raises(InputError, match=r"'vehicle_speed': " + expected) as info:
@@ -364,8 +369,11 @@ def test_missing_file_is_an_error(tmp_path):
 
 def test_bus_built_in_memory_and_numpy_time_work():
     t_us = np.array([T0], dtype=np.int64)
-    bus = BusSignals(path="mem", signals={
-        "steering_angle_calculated": Signal(t_us=t_us, values=np.array([1.0])),
-        "steering_angle_calculated_sign": Signal(t_us=t_us, values=np.array([1.0])),
-    })
+    bus = BusSignals(
+        path="mem",
+        signals={
+            "steering_angle_calculated": Signal(t_us=t_us, values=np.array([1.0])),
+            "steering_angle_calculated_sign": Signal(t_us=t_us, values=np.array([1.0])),
+        },
+    )
     assert steering_at(bus, np.int64(T0)).angle_deg == -1.0

@@ -10,15 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from conftest import (FrameCorruption, assert_fails_before_writing, assert_fails_cleanly, assert_skipped_cleanly,
-                      file_and_line, ingest_cli, ingest_corrupted, read_manifest, read_rejects)
+from conftest import (
+    FrameCorruption,
+    assert_fails_before_writing,
+    assert_fails_cleanly,
+    assert_skipped_cleanly,
+    file_and_line,
+    ingest_cli,
+    ingest_corrupted,
+    read_manifest,
+    read_rejects,
+)
 
 FRAMES = ("000000", "000001")
 LABEL_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+
 
 def _edit_line(path: Path, lineno: int, edit: Callable[[list[str]], list[str]]) -> None:
     """Replace the fields of line ``lineno`` (1-based) of a text file by ``edit(fields)``."""
@@ -28,6 +37,7 @@ def _edit_line(path: Path, lineno: int, edit: Callable[[list[str]], list[str]]) 
 
 
 # ---- per-frame corruptions --------------------------------------------------------------------
+
 
 def _label_14_fields(root: Path) -> None:
     _edit_line(root / "training/label_2/000001.txt", 2, lambda f: f[:-1])
@@ -82,22 +92,31 @@ class Corruption(FrameCorruption):
 
 CORRUPTIONS = {
     "label_line_with_14_fields": Corruption(
-        _label_14_fields, "000001", "training/label_2/000001.txt", 2, ("15", "fields", "found 14")),
+        _label_14_fields, "000001", "training/label_2/000001.txt", 2, ("15", "fields", "found 14")
+    ),
     "label_field_not_a_number": Corruption(
-        _label_non_numeric, "000001", "training/label_2/000001.txt", 3, ("left", "'abc'", "not a number")),
-    "calib_without_p2": Corruption(
-        _calib_without_p2, "000000", "training/calib/000000.txt", None, ("P2", "missing")),
+        _label_non_numeric, "000001", "training/label_2/000001.txt", 3, ("left", "'abc'", "not a number")
+    ),
+    "calib_without_p2": Corruption(_calib_without_p2, "000000", "training/calib/000000.txt", None, ("P2", "missing")),
     "velodyne_size_not_multiple_of_16": Corruption(
-        _velodyne_truncated, "000001", "training/velodyne/000001.bin", None, ("multiple of 16",)),
+        _velodyne_truncated, "000001", "training/velodyne/000001.bin", None, ("multiple of 16",)
+    ),
     "image_garbage_bytes": Corruption(
-        _image_garbage, "000000", "training/image_2/000000.png", None, ("does not decode",)),
+        _image_garbage, "000000", "training/image_2/000000.png", None, ("does not decode",)
+    ),
     "image_truncated_png": Corruption(
-        _image_truncated, "000000", "training/image_2/000000.png", None, ("does not decode",)),
+        _image_truncated, "000000", "training/image_2/000000.png", None, ("does not decode",)
+    ),
     "image_missing_but_label_exists": Corruption(
-        _image_missing, "000001", "training/image_2/000001.png", None, ("missing",)),
+        _image_missing, "000001", "training/image_2/000001.png", None, ("missing",)
+    ),
     "label_unknown_object_type": Corruption(
-        _label_unknown_type, "000001", "training/label_2/000001.txt", 4,
-        ("unknown object type", "'Spaceship'", *LABEL_TYPES)),
+        _label_unknown_type,
+        "000001",
+        "training/label_2/000001.txt",
+        4,
+        ("unknown object type", "'Spaceship'", *LABEL_TYPES),
+    ),
 }
 
 
@@ -116,14 +135,30 @@ def test_error_from_a_worker_process_comes_back_as_one_error_line(cli, kitti_cop
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_is_rejected_and_the_other_converted_under_on_error_skip(case, cli, kitti_copy, tmp_path):
     result, out = ingest_corrupted(cli, "kitti", case.apply, kitti_copy, tmp_path, "--on-error", "skip")
-    _, rows = assert_skipped_cleanly(result, out, "kitti", split="train", frame_id=case.bad_id, path_suffix=case.rel,
-                                     line=case.line, expected_keys=[f"kitti_train_{case.good_id}"])
+    _, rows = assert_skipped_cleanly(
+        result,
+        out,
+        "kitti",
+        split="train",
+        frame_id=case.bad_id,
+        path_suffix=case.rel,
+        line=case.line,
+        expected_keys=[f"kitti_train_{case.good_id}"],
+    )
     assert [r["id"] for r in rows] == [case.good_id]
 
 
 def test_rejects_from_worker_processes_are_recorded_under_on_error_skip(cli, kitti_copy, tmp_path):
-    result, out = ingest_corrupted(cli, "kitti", CORRUPTIONS["velodyne_size_not_multiple_of_16"].apply, kitti_copy,
-                                   tmp_path, "--on-error", "skip", workers=2)
+    result, out = ingest_corrupted(
+        cli,
+        "kitti",
+        CORRUPTIONS["velodyne_size_not_multiple_of_16"].apply,
+        kitti_copy,
+        tmp_path,
+        "--on-error",
+        "skip",
+        workers=2,
+    )
     assert result.code == 0, result.err
     [reject] = read_rejects(out, "kitti")
     assert Path(reject["path"]).as_posix().endswith("training/velodyne/000001.bin")
@@ -131,6 +166,7 @@ def test_rejects_from_worker_processes_are_recorded_under_on_error_skip(cli, kit
 
 
 # ---- layout errors ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("folder", ["label_2", "calib"])
 def test_missing_required_folder_is_named_as_missing(folder, cli, kitti_copy, tmp_path):
@@ -150,10 +186,12 @@ def test_empty_dataset_folder_names_the_folder_and_the_expected_layout(cli, tmp_
 
 # ---- resume after fixing the input ------------------------------------------------------------
 
+
 def test_rerun_after_fixing_the_bad_file_resumes_without_loss_or_duplicates(cli, kitti_copy, kitti_real, tmp_path):
     args = ("--shard-size", "1")
-    result, out = ingest_corrupted(cli, "kitti", CORRUPTIONS["label_line_with_14_fields"].apply, kitti_copy,
-                                   tmp_path, *args)
+    result, out = ingest_corrupted(
+        cli, "kitti", CORRUPTIONS["label_line_with_14_fields"].apply, kitti_copy, tmp_path, *args
+    )
     assert_fails_cleanly(result, out, "kitti", "label_2/000001.txt:2")
     assert (out / "kitti" / "train-000000.tar").exists()  # the good frame's shard completed
 
@@ -170,6 +208,7 @@ def test_rerun_after_fixing_the_bad_file_resumes_without_loss_or_duplicates(cli,
 
 # ---- bad options ------------------------------------------------------------------------------
 
+
 def _taxonomy_file(tmp_path: Path, mapping: dict) -> Path:
     path = tmp_path / "taxonomy.json"
     path.write_text(json.dumps({"det": {"kitti": mapping}}))
@@ -182,10 +221,12 @@ BAD_OPTIONS = {
     "split_not_a_split": (lambda tmp: ["--split", "bogus"], ("--split", "bogus")),
     "taxonomy_unknown_kitti_class": (
         lambda tmp: ["--taxonomy", _taxonomy_file(tmp, {"Spaceship": "car"})],
-        ("taxonomy.json", "unknown native class", "'Spaceship'", "Car")),
+        ("taxonomy.json", "unknown native class", "'Spaceship'", "Car"),
+    ),
     "taxonomy_unknown_unified_class": (
         lambda tmp: ["--taxonomy", _taxonomy_file(tmp, {"Misc": "unicorn"})],
-        ("taxonomy.json", "unknown class", "'unicorn'", "other_vehicle")),
+        ("taxonomy.json", "unknown class", "'unicorn'", "other_vehicle"),
+    ),
     "val_fraction_above_one": (lambda tmp: ["--val-fraction", "1.5"], ("--val-fraction", "1.5", "0.0<=x<1.0")),
 }
 

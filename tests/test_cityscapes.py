@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import BOX_SAMPLE, CAMERA_SAMPLE, box_sample_root, fixture_path, ingest_cli, read_manifest, read_rejects
 
 from mtl_data.ingest.cityscapes import CityscapesConverter, CityscapesOptions
 from mtl_data.ingest.resize import resize_sample
@@ -23,16 +24,49 @@ from mtl_data.shards.reader import ShardSet
 from mtl_data.synth.cityscapes import synth_cityscapes
 from mtl_data.synth.registry import SYNTHESIZERS
 
-from conftest import BOX_SAMPLE, CAMERA_SAMPLE, box_sample_root, fixture_path, ingest_cli, read_manifest, read_rejects
-
 #: cityscapesScripts helpers/labels.py: label id -> train id (raw-formats 5.3), written out independently
-OFFICIAL_TRAIN_ID = {0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255, 7: 0, 8: 1, 9: 255, 10: 255, 11: 2,
-                     12: 3, 13: 4, 14: 255, 15: 255, 16: 255, 17: 5, 18: 255, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-                     24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 29: 255, 30: 255, 31: 16, 32: 17, 33: 18}
+OFFICIAL_TRAIN_ID = {
+    0: 255,
+    1: 255,
+    2: 255,
+    3: 255,
+    4: 255,
+    5: 255,
+    6: 255,
+    7: 0,
+    8: 1,
+    9: 255,
+    10: 255,
+    11: 2,
+    12: 3,
+    13: 4,
+    14: 255,
+    15: 255,
+    16: 255,
+    17: 5,
+    18: 255,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    29: 255,
+    30: 255,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 REAL_FRAME = ("cityscapes", "mmseg_pseudo")
 REAL_GT = "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_{}.png"
-SYNTH_IDS = {"train": ["aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000313"],
-             "val": ["frankfurt_000000_000294", "frankfurt_000001_000019"]}
+SYNTH_IDS = {
+    "train": ["aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000313"],
+    "val": ["frankfurt_000000_000294", "frankfurt_000001_000019"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +88,14 @@ def read_json(path: Path):
 def hamilton(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     w1, x1, y1, z1 = a
     w2, x2, y2, z2 = b
-    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+    return np.array(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ]
+    )
 
 
 def rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -78,12 +118,12 @@ def official_projection(obj: dict, sensor: dict) -> np.ndarray:
 
 # ---- pure geometry, hand-computed ------------------------------------------------------------------
 
+
 def test_quaternion_to_matrix_hand_values():
     np.testing.assert_allclose(cg.quaternion_to_matrix([1, 0, 0, 0])[0], np.eye(3))
     np.testing.assert_allclose(cg.quaternion_to_matrix([2, 0, 0, 0])[0], np.eye(3))  # normalised first
     s = np.sqrt(0.5)  # 90 degrees about z: x -> y, y -> -x
-    np.testing.assert_allclose(cg.quaternion_to_matrix([s, 0, 0, s])[0], [[0, -1, 0], [1, 0, 0], [0, 0, 1]],
-                               atol=1e-15)
+    np.testing.assert_allclose(cg.quaternion_to_matrix([s, 0, 0, s])[0], [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-15)
     np.testing.assert_allclose(cg.quaternion_to_matrix([0, 1, 0, 0])[0], np.diag([1, -1, -1]), atol=1e-15)
     q = np.array([0.9735839424380041, -0.010751769161021867, 0.0027191710555974913, 0.22805988817753894])
     np.testing.assert_allclose(cg.quaternion_to_matrix(q)[0], rotate(q, np.eye(3)).T, atol=1e-15)
@@ -139,6 +179,7 @@ def test_disparity_png_values_to_disparity_and_depth():
 
 # ---- real fixtures ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("with_camera", [False, True], ids=["K_from_sensor_block", "K_from_camera_json"])
 def test_real_3d_box_projects_onto_its_amodal_box(with_camera, tmp_path, big_image):
     conv = CityscapesConverter(box_sample_root(tmp_path / "raw", big_image, with_camera))
@@ -189,15 +230,17 @@ def test_real_seg_disagrees_with_the_independently_resized_train_ids_only_at_cla
     rows, cols = np.nonzero(seg != train_ids)
     assert len(rows) == 77 and len(rows) / seg.size < 0.005
     for r, c in zip(rows, cols):  # the other file's class is right next to it: a shifted border
-        window = seg[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3]
+        window = seg[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3]
         assert train_ids[r, c] in window, (r, c)
 
 
 def test_every_label_id_maps_as_the_official_table_says(tmp_path):
     root = tmp_path / "raw"
     ids = np.arange(34, dtype=np.uint8).reshape(2, 17)
-    for rel, array in (("leftImg8bit/train/ulm/ulm_000000_000019_leftImg8bit.png", np.zeros((2, 17, 3), np.uint8)),
-                       ("gtFine/train/ulm/ulm_000000_000019_gtFine_labelIds.png", ids)):
+    for rel, array in (
+        ("leftImg8bit/train/ulm/ulm_000000_000019_leftImg8bit.png", np.zeros((2, 17, 3), np.uint8)),
+        ("gtFine/train/ulm/ulm_000000_000019_gtFine_labelIds.png", ids),
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         assert cv2.imwrite(str(root / rel), array)
     for taxonomy in ("unified", "native"):
@@ -209,6 +252,7 @@ def test_every_label_id_maps_as_the_official_table_says(tmp_path):
 
 # ---- stereo depth ----------------------------------------------------------------------------------
 
+
 def depth_root(root: Path, disparity: np.ndarray, baseline: float, fx: float) -> Path:
     h, w = disparity.shape
     base = "ulm_000003_000019"
@@ -217,9 +261,22 @@ def depth_root(root: Path, disparity: np.ndarray, baseline: float, fx: float) ->
     (root / "disparity/val/ulm").mkdir(parents=True)
     assert cv2.imwrite(str(root / f"disparity/val/ulm/{base}_disparity.png"), disparity)
     (root / "camera/val/ulm").mkdir(parents=True)
-    (root / f"camera/val/ulm/{base}_camera.json").write_text(json.dumps(
-        {"extrinsic": {"baseline": baseline, "pitch": 0.0, "roll": 0.0, "x": 1.7, "y": 0.1, "yaw": 0.0, "z": 1.22},
-         "intrinsic": {"fx": fx, "fy": fx, "u0": w / 2, "v0": h / 2}}))
+    (root / f"camera/val/ulm/{base}_camera.json").write_text(
+        json.dumps(
+            {
+                "extrinsic": {
+                    "baseline": baseline,
+                    "pitch": 0.0,
+                    "roll": 0.0,
+                    "x": 1.7,
+                    "y": 0.1,
+                    "yaw": 0.0,
+                    "z": 1.22,
+                },
+                "intrinsic": {"fx": fx, "fy": fx, "u0": w / 2, "v0": h / 2},
+            }
+        )
+    )
     return root
 
 
@@ -250,6 +307,7 @@ def test_stereo_depth_with_the_real_camera_is_baseline_fx_over_d_quantized(tmp_p
 
 # ---- the synthetic dataset --------------------------------------------------------------------------
 
+
 def test_synth_is_registered_and_writes_two_train_cities_and_one_val_city(synth):
     assert SYNTHESIZERS["cityscapes"] is synth_cityscapes
     cities = {split: sorted(p.name for p in (synth / "leftImg8bit" / split).iterdir()) for split in ("train", "val")}
@@ -267,11 +325,13 @@ def test_synth_file_formats_match_the_real_fixtures(synth):
     real = fixture_path(*REAL_FRAME)
     for kind in ("labelIds", "instanceIds"):
         want = cv2.imread(str(real / REAL_GT.format(kind)), cv2.IMREAD_UNCHANGED)
-        got = cv2.imread(str(synth / f"gtFine/train/aachen/aachen_000000_000019_gtFine_{kind}.png"),
-                         cv2.IMREAD_UNCHANGED)
+        got = cv2.imread(
+            str(synth / f"gtFine/train/aachen/aachen_000000_000019_gtFine_{kind}.png"), cv2.IMREAD_UNCHANGED
+        )
         assert (got.dtype, got.ndim) == (want.dtype, want.ndim), kind
-    disparity = cv2.imread(str(synth / "disparity/train/aachen/aachen_000000_000019_disparity.png"),
-                           cv2.IMREAD_UNCHANGED)
+    disparity = cv2.imread(
+        str(synth / "disparity/train/aachen/aachen_000000_000019_disparity.png"), cv2.IMREAD_UNCHANGED
+    )
     assert disparity.dtype == np.uint16 and disparity.shape == (128, 256)
     color = cv2.imread(str(synth / "gtFine/train/aachen/aachen_000000_000019_gtFine_color.png"), cv2.IMREAD_UNCHANGED)
     assert color.shape == (128, 256, 4)
@@ -290,8 +350,10 @@ def test_synth_file_formats_match_the_real_fixtures(synth):
 
 def test_synth_instance_ids_encode_the_label_ids_as_in_the_real_files(synth):
     real = fixture_path(*REAL_FRAME)
-    for folder, stem in ((real, "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_{}.png"),
-                         (synth, "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_{}.png")):
+    for folder, stem in (
+        (real, "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_{}.png"),
+        (synth, "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_{}.png"),
+    ):
         labels = cv2.imread(str(folder / stem.format("labelIds")), cv2.IMREAD_UNCHANGED)
         instances = cv2.imread(str(folder / stem.format("instanceIds")), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(np.where(instances >= 1000, instances // 1000, instances), labels)
@@ -401,8 +463,9 @@ def test_synth_2d_boxes_fit_the_3d_boxes_and_the_instance_masks(synth_samples):
             assert np.all(sample.det2d.boxes[i, 2:] <= sample.det2d.amodal[i, 2:])
         assert len(sample.det2d.boxes) == len(sample.det3d.boxes) == len(doc["objects"]) >= 2
         assert sample.det2d.native_class == sample.det3d.native_class == tuple(o["label"] for o in doc["objects"])
-        np.testing.assert_array_equal(sample.det2d.ignore, [[x, y, x + w, y + h] for x, y, w, h in
-                                                            (e["2d"] for e in doc["ignore"])])
+        np.testing.assert_array_equal(
+            sample.det2d.ignore, [[x, y, x + w, y + h] for x, y, w, h in (e["2d"] for e in doc["ignore"])]
+        )
         assert sample.det3d.rotation is not None  # the camera pitch tilts every box
 
 
@@ -425,6 +488,7 @@ def test_resizing_keeps_3d_boxes_and_amodal_boxes_consistent(synth_samples):
 
 
 # ---- splits, options, taxonomy --------------------------------------------------------------------
+
 
 def _copy_frame(synth: Path, root: Path, src_id: str, dst: tuple[str, str]) -> None:
     """Copy every file of synth frame ``src_id`` to ``dst`` = (split, new id) under ``root``."""
@@ -475,6 +539,7 @@ def test_taxonomy_file_can_turn_a_class_into_ignore_regions(synth_samples, tmp_p
 
 
 # ---- through the CLI ---------------------------------------------------------------------------------
+
 
 def test_cli_ingest_of_the_synthetic_dataset(cli, synth, synth_samples, tmp_path):
     out = tmp_path / "shards"

@@ -13,13 +13,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from conftest import (FrameCorruption, assert_error_line, assert_fails_before_writing, assert_fails_cleanly,
-                      assert_skipped_cleanly, file_and_line, ingest_cli, ingest_corrupted, read_report)
+from conftest import (
+    FrameCorruption,
+    assert_error_line,
+    assert_fails_before_writing,
+    assert_fails_cleanly,
+    assert_skipped_cleanly,
+    file_and_line,
+    ingest_cli,
+    ingest_corrupted,
+    read_report,
+)
 
 FRAMES = {  # id -> split of the synthetic dataset
-    "aachen_000000_000019": "train", "aachen_000001_000019": "train", "bochum_000000_000313": "train",
-    "frankfurt_000000_000294": "val", "frankfurt_000001_000019": "val",
+    "aachen_000000_000019": "train",
+    "aachen_000001_000019": "train",
+    "bochum_000000_000313": "train",
+    "frankfurt_000000_000294": "val",
+    "frankfurt_000001_000019": "val",
 }
 KNOWN_BOX_LABELS = ("car", "truck", "bus", "train", "motorcycle", "bicycle", "caravan", "trailer")
 
@@ -108,60 +119,98 @@ class Corruption(FrameCorruption):
 
 
 CORRUPTIONS = {
-    "disparity_png_8bit": Corruption(_disparity_8bit, "aachen_000000_000019", DISPARITY, None,
-                                     ("disparity PNG is 8-bit", "expected 16-bit single-channel")),
+    "disparity_png_8bit": Corruption(
+        _disparity_8bit,
+        "aachen_000000_000019",
+        DISPARITY,
+        None,
+        ("disparity PNG is 8-bit", "expected 16-bit single-channel"),
+    ),
     "camera_json_missing_for_disparity": Corruption(
-        _camera_missing, "frankfurt_000000_000294", CAMERA, None, ("camera json", "missing", "disparity")),
+        _camera_missing, "frankfurt_000000_000294", CAMERA, None, ("camera json", "missing", "disparity")
+    ),
     "gtbbox3d_without_sensor": Corruption(
-        _sensor_missing, "aachen_000001_000019", BOXES_A1, None, ("no 'sensor' block", "sensor_T_ISO_8855")),
+        _sensor_missing, "aachen_000001_000019", BOXES_A1, None, ("no 'sensor' block", "sensor_T_ISO_8855")
+    ),
     "gtbbox3d_box_without_3d": Corruption(
-        _box_without_3d, "frankfurt_000000_000294", BOXES_F0, None,
-        ("objects[1]", "lacks '3d'", "3d.center", "3d.rotation")),
+        _box_without_3d,
+        "frankfurt_000000_000294",
+        BOXES_F0,
+        None,
+        ("objects[1]", "lacks '3d'", "3d.center", "3d.rotation"),
+    ),
     "labelids_wrong_size": Corruption(
-        _label_wrong_size, "bochum_000000_000313", LABEL_B0, None, ("100x50", "expected 256x128", "leftImg8bit")),
+        _label_wrong_size, "bochum_000000_000313", LABEL_B0, None, ("100x50", "expected 256x128", "leftImg8bit")
+    ),
     "labelids_unknown_id": Corruption(
-        _label_unknown_id, "aachen_000001_000019", LABEL_A1, None,
-        ("label id 34", "12 px", "row 3, col 5", "expected 0..33")),
-    "gtbbox3d_not_json": Corruption(_boxes_not_json, "bochum_000000_000313", BOXES_B0, 4,
-                                    ("not valid JSON", "line 4")),
+        _label_unknown_id,
+        "aachen_000001_000019",
+        LABEL_A1,
+        None,
+        ("label id 34", "12 px", "row 3, col 5", "expected 0..33"),
+    ),
+    "gtbbox3d_not_json": Corruption(_boxes_not_json, "bochum_000000_000313", BOXES_B0, 4, ("not valid JSON", "line 4")),
     "gtbbox3d_unknown_label": Corruption(
-        _box_unknown_label, "frankfurt_000000_000294", BOXES_F0, None,
-        ("objects[0]", "unknown label 'spaceship'", *KNOWN_BOX_LABELS)),
+        _box_unknown_label,
+        "frankfurt_000000_000294",
+        BOXES_F0,
+        None,
+        ("objects[0]", "unknown label 'spaceship'", *KNOWN_BOX_LABELS),
+    ),
     "gtbbox3d_intrinsics_differ_from_camera_json": Corruption(
-        _sensor_intrinsics_differ, "frankfurt_000000_000294", BOXES_F0, None,
-        ("sensor intrinsics", "differ from the camera json", "frankfurt_000000_000294_camera.json")),
+        _sensor_intrinsics_differ,
+        "frankfurt_000000_000294",
+        BOXES_F0,
+        None,
+        ("sensor intrinsics", "differ from the camera json", "frankfurt_000000_000294_camera.json"),
+    ),
     "gtbbox3d_for_another_image_size": Corruption(
-        _boxes_for_another_image_size, "aachen_000001_000019", BOXES_A1, None, ("2048x1024", "256x128")),
+        _boxes_for_another_image_size, "aachen_000001_000019", BOXES_A1, None, ("2048x1024", "256x128")
+    ),
     "image_missing_for_labels": Corruption(
-        _image_missing, "frankfurt_000001_000019", IMAGE_F1, None, ("leftImg8bit image missing",)),
+        _image_missing, "frankfurt_000001_000019", IMAGE_F1, None, ("leftImg8bit image missing",)
+    ),
 }
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_fails_with_one_error_line_naming_the_file(case, cli, raw, tmp_path):
     result, out = ingest_corrupted(cli, "cityscapes", case.apply, raw, tmp_path)
-    assert_fails_cleanly(result, out, "cityscapes", "error: " + file_and_line(raw / case.rel, case.line) + ": ",
-                         *case.says)
+    assert_fails_cleanly(
+        result, out, "cityscapes", "error: " + file_and_line(raw / case.rel, case.line) + ": ", *case.says
+    )
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_frame_is_rejected_and_the_others_converted_under_on_error_skip(case, cli, raw, tmp_path):
     result, out = ingest_corrupted(cli, "cityscapes", case.apply, raw, tmp_path, "--on-error", "skip")
-    assert_skipped_cleanly(result, out, "cityscapes", split=FRAMES[case.bad_id], frame_id=case.bad_id,
-                           path_suffix=case.rel, line=case.line, error_says=case.says,
-                           expected_keys=[f"cityscapes_{s}_{i}" for i, s in FRAMES.items() if i != case.bad_id])
+    assert_skipped_cleanly(
+        result,
+        out,
+        "cityscapes",
+        split=FRAMES[case.bad_id],
+        frame_id=case.bad_id,
+        path_suffix=case.rel,
+        line=case.line,
+        error_says=case.says,
+        expected_keys=[f"cityscapes_{s}_{i}" for i, s in FRAMES.items() if i != case.bad_id],
+    )
     assert read_report(out, "cityscapes")["splits"][FRAMES[case.bad_id]]["rejects"] == 1
 
 
 # ---- layout errors (whole root; not skippable) -------------------------------------------------------
+
 
 def test_empty_root_names_it_and_the_expected_tree(cli, tmp_path):
     root = tmp_path / "empty"
     root.mkdir()
     out = tmp_path / "shards"
     for extra in ((), ("--on-error", "skip")):
-        assert_error_line(ingest_cli(cli, "cityscapes", root, out, *extra),
-                          f"error: {root}: no leftImg8bit folder", "leftImg8bit/{train,val,test}/<city>/")
+        assert_error_line(
+            ingest_cli(cli, "cityscapes", root, out, *extra),
+            f"error: {root}: no leftImg8bit folder",
+            "leftImg8bit/{train,val,test}/<city>/",
+        )
     assert not (out / "cityscapes").exists()
 
 
@@ -183,5 +232,6 @@ def test_disparity_split_without_camera_split_is_a_layout_error(cli, raw, tmp_pa
     shutil.rmtree(raw / "camera" / "val")
     out = tmp_path / "shards"
     result = ingest_cli(cli, "cityscapes", raw, out, "--on-error", "skip")
-    assert_fails_before_writing(result, out, "cityscapes", f"error: {raw / 'camera' / 'val'}: missing folder",
-                                "disparity/val")
+    assert_fails_before_writing(
+        result, out, "cityscapes", f"error: {raw / 'camera' / 'val'}: missing folder", "disparity/val"
+    )

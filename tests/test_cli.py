@@ -19,6 +19,7 @@ MEMBERS = (".jpg", ".meta.json", ".depth.png", ".det2d.json", ".det3d.json")
 
 # ---- helpers ----------------------------------------------------------------------------------
 
+
 def _ingest(cli, root: Path, out: Path, *extra):
     return cli("ingest", "kitti", root, "--to", out, "--workers", 1, *extra)
 
@@ -42,6 +43,7 @@ def _table_rows(text: str) -> list[dict[str, str]]:
 
 
 # ---- synth ------------------------------------------------------------------------------------
+
 
 def _assert_kitti_layout(root: Path) -> None:
     for folder in ("image_2", "label_2", "calib", "velodyne"):
@@ -79,6 +81,7 @@ def test_synth_overwrite_replaces_a_non_empty_folder(cli, tmp_path):
 
 
 # ---- ingest + inspect -------------------------------------------------------------------------
+
 
 def test_inspect_prints_counts_per_source_and_split(cli, kitti_real, tmp_path):
     out = tmp_path / "shards"
@@ -136,6 +139,7 @@ def test_command_on_unfinished_ingest_says_to_resume(command, cli, kitti_copy, t
 
 
 # ---- validate ---------------------------------------------------------------------------------
+
 
 def test_validate_passes_on_a_fresh_ingest(cli, kitti_real, tmp_path):
     out = tmp_path / "shards"
@@ -209,6 +213,7 @@ def test_validate_reports_a_stray_shard_next_to_the_manifest(cli, kitti_real, tm
 
 # ---- help -------------------------------------------------------------------------------------
 
+
 def test_ingest_help_lists_the_registered_converters(cli):
     result = cli("ingest", "--help")
     assert result.code == 0, result.err
@@ -236,6 +241,7 @@ def test_ingest_kitti_help_shows_its_options_and_the_native_layout_tree(cli):
 
 
 # ---- re-runs ----------------------------------------------------------------------------------
+
 
 def test_second_identical_ingest_leaves_the_complete_split_byte_identical(cli, kitti_real, tmp_path):
     out = tmp_path / "shards"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import batch_from_shards, det2d_perfect_output, det3d_perfect_output, random_features
 
 from mtl_data.schema import cityscapes_geometry as cg
 from mtl_data.schema import geometry as geo
@@ -21,8 +22,6 @@ from mtl_data.train.tasks import FeatureSpec, create_task, list_tasks
 from mtl_data.train.tasks.det2d import DRAW_SCORE_THRESHOLD, Detections
 from mtl_data.train.tasks.det3d import Det3DPrediction, sensor_transform
 from mtl_data.train.tasks.lane import LanePrediction
-
-from conftest import batch_from_shards, det2d_perfect_output, det3d_perfect_output, random_features
 
 SIZE = (64, 128)  # (H, W) of the loader's batches
 KITTI_KEY = "kitti_train_000000"
@@ -43,11 +42,13 @@ def key_for(shards: ShardSet, task: str) -> str:
 
 
 def blank_sample(image: np.ndarray, K: np.ndarray | None = None) -> Sample:
-    return Sample(key="hand_made", source="synthetic", split="val", id="hand_made", image=image,
-                  orig_size=image.shape[:2], K=K)
+    return Sample(
+        key="hand_made", source="synthetic", split="val", id="hand_made", image=image, orig_size=image.shape[:2], K=K
+    )
 
 
 # ---- plausible raw outputs, from the batch's own targets -----------------------------------------
+
 
 def one_hot_logits(ids: torch.Tensor, classes: int, logit: float = 10.0) -> torch.Tensor:
     """(B, H, W) ids (any outside ``0..classes-1``, e.g. 255, as class 0) -> (B, C, H, W) logits."""
@@ -109,6 +110,7 @@ def test_every_task_draws_an_untrained_heads_prediction(name, real_shards, shard
 
 # ---- the helpers -----------------------------------------------------------------------------------
 
+
 def test_blend_mixes_the_colour_on_the_mask_only():
     image = np.full((4, 5, 3), 100, np.uint8)
     mask = np.zeros((4, 5), bool)
@@ -157,6 +159,7 @@ def test_caption_darkens_a_band_at_the_top_only():
 
 
 # ---- hand-made predictions -----------------------------------------------------------------------
+
 
 def test_seg_blends_the_road_colour_and_leaves_pixels_of_no_class():
     task = create_task("seg")
@@ -211,33 +214,40 @@ def kitti_box(shards: ShardSet) -> tuple[Sample, np.ndarray, np.ndarray]:
 def test_det3d_draws_a_box_ahead_at_its_projected_corners_and_nothing_behind(shards):
     task = create_task("det3d")
     sample, boxes, rotation = kitti_box(shards)
-    out = task.draw(sample.image, Det3DPrediction(boxes, rotation, np.array([0.8]), np.array([0]), np.zeros((1, 4))),
-                    sample)
+    out = task.draw(
+        sample.image, Det3DPrediction(boxes, rotation, np.array([0.8]), np.array([0]), np.zeros((1, 4))), sample
+    )
     changed = (out != sample.image).any(axis=2)  # (h, w)
     corners = geo.box3d_corners(boxes, rotation)[0]  # (8, 3)
     uv, _ = geo.project(corners, sample.K)
     for u, v in uv:
         r, c = int(round(v)), int(round(u))
-        assert changed[r - 1:r + 2, c - 1:c + 2].any(), (u, v)
+        assert changed[r - 1 : r + 2, c - 1 : c + 2].any(), (u, v)
     front, _ = geo.project(corners[[0, 1, 4, 5]].mean(axis=0, keepdims=True), sample.K)  # the front face's cross
     r, c = (int(round(x)) for x in front[0][::-1])
-    assert changed[r - 1:r + 2, c - 1:c + 2].any()
+    assert changed[r - 1 : r + 2, c - 1 : c + 2].any()
     (x0, y0), (x1, y1) = np.floor(uv.min(axis=0)).astype(int) - 4, np.ceil(uv.max(axis=0)).astype(int) + 4
-    assert changed[y0:y1 + 1, x0:x1 + 1].sum() > 500
+    assert changed[y0 : y1 + 1, x0 : x1 + 1].sum() > 500
     outside = changed.copy()
-    outside[y0:y1 + 1, x0:x1 + 1] = False
+    outside[y0 : y1 + 1, x0 : x1 + 1] = False
     rows, cols = np.nonzero(outside)  # only the tag, above the box's top left
     assert rows.max() < y0 + 5 and rows.min() > y0 - 40 and cols.min() >= x0 and cols.max() < x1
 
     behind = boxes.copy()
     behind[0, 2] = -15.0
-    out = task.draw(sample.image, Det3DPrediction(behind, rotation, np.array([0.8]), np.array([0]), np.zeros((1, 4))),
-                    sample)
+    out = task.draw(
+        sample.image, Det3DPrediction(behind, rotation, np.array([0.8]), np.array([0]), np.zeros((1, 4))), sample
+    )
     np.testing.assert_array_equal(out, sample.image)
     across = boxes.copy()  # a box through the camera plane: only its part in front is drawn
     across[0, [0, 2, 6]] = (0.0, 0.5, np.pi / 2)
-    out = task.draw(sample.image, Det3DPrediction(across, geo.yaw_to_rotation(across[:, 6]).reshape(1, 3, 3),
-                                                  np.array([0.8]), np.array([0]), np.zeros((1, 4))), sample)
+    out = task.draw(
+        sample.image,
+        Det3DPrediction(
+            across, geo.yaw_to_rotation(across[:, 6]).reshape(1, 3, 3), np.array([0.8]), np.array([0]), np.zeros((1, 4))
+        ),
+        sample,
+    )
     assert (out != sample.image).any()
 
 
@@ -251,8 +261,9 @@ def test_det3d_boxes_read_back_in_vehicle_coordinates_draw_where_the_optical_one
     scores, classes = np.array([0.9, 0.6]), np.array([0, 3])
     optical = task.draw(sample.image, Det3DPrediction(boxes, rotation, scores, classes, np.zeros((2, 4))), sample)
     center, dims, rot_v = cg.optical_boxes_to_frame(boxes, rotation, T)
-    vehicle = Det3DPrediction(np.column_stack([center, dims, np.zeros(2)]), rot_v, scores, classes, np.zeros((2, 4)),
-                              frame="vehicle")
+    vehicle = Det3DPrediction(
+        np.column_stack([center, dims, np.zeros(2)]), rot_v, scores, classes, np.zeros((2, 4)), frame="vehicle"
+    )
     diff = np.abs(task.draw(sample.image, vehicle, sample).astype(int) - optical.astype(int))
     assert (diff > 40).sum() < 20  # the same drawing, up to rounding at anti-aliased edges
     assert (optical != sample.image).any()
@@ -288,7 +299,7 @@ def test_depth_colours_predicted_pixels_and_leaves_pixels_without_a_prediction()
 
 def wheel_pixels(out: np.ndarray) -> np.ndarray:
     """(H, W) bool: pixels in (nearly) the wheel's accent colour."""
-    return (np.abs(out.astype(int) - np.array(draw.WHEEL_COLOUR)).max(axis=2) <= 30)
+    return np.abs(out.astype(int) - np.array(draw.WHEEL_COLOUR)).max(axis=2) <= 30
 
 
 def test_steer_turns_the_wheel_left_for_positive_angles():

@@ -128,8 +128,20 @@ def test_manifests_of_a_root_read_together_with_a_glob(synth_root, tmp_path):
 
 
 def _ingest_cmd(raw: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "mtl_data", "ingest", "kitti", str(raw), "--to", str(out),
-            "--shard-size", "2", "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "mtl_data",
+        "ingest",
+        "kitti",
+        str(raw),
+        "--to",
+        str(out),
+        "--shard-size",
+        "2",
+        "--workers",
+        "1",
+    ]
 
 
 def _many_frames(src: Path, dst: Path, copies: int) -> Path:
@@ -146,8 +158,9 @@ def _many_frames(src: Path, dst: Path, copies: int) -> Path:
 def test_kill_9_mid_run_then_rerun_resumes_without_loss_or_duplicates(synth_root, tmp_path):
     raw = _many_frames(synth_root("kitti"), tmp_path / "raw", copies=30)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_ingest_cmd(raw, tmp_path / "out"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _ingest_cmd(raw, tmp_path / "out"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     sidecar = tmp_path / "out" / "kitti" / ".ingest" / "train-000002.json"
     while not sidecar.exists() and proc.poll() is None:
         time.sleep(0.005)
@@ -181,6 +194,7 @@ def test_ingest_memory_is_bounded_by_the_in_flight_window(synth_root, tmp_path, 
     class CountingPool:
         def __init__(self):
             from concurrent.futures import ThreadPoolExecutor
+
             self.inner = ThreadPoolExecutor(2)
 
         def submit(self, fn, task):
@@ -203,7 +217,8 @@ def test_adding_a_split_keeps_the_rejects_and_rows_of_the_others(kitti_copy, tmp
     for sub, ext in (("image_2", "png"), ("calib", "txt"), ("velodyne", "bin")):
         (kitti_copy / "testing" / sub).mkdir(parents=True)
         (kitti_copy / "testing" / sub / f"000000.{ext}").write_bytes(
-            (kitti_copy / "training" / sub / f"000000.{ext}").read_bytes())
+            (kitti_copy / "training" / sub / f"000000.{ext}").read_bytes()
+        )
     conv = KittiConverter(kitti_copy)
     run_ingest(plan_ingest(conv, tmp_path, IngestOptions(splits=("train",), on_error="skip")))
     report = run_ingest(plan_ingest(conv, tmp_path, IngestOptions(splits=("test",), on_error="skip")))
@@ -214,7 +229,8 @@ def test_adding_a_split_keeps_the_rejects_and_rows_of_the_others(kitti_copy, tmp
 
 
 def test_crash_after_the_last_shard_but_before_the_manifest_resumes_without_reconverting(
-        synth_root, tmp_path, monkeypatch):
+    synth_root, tmp_path, monkeypatch
+):
     from mtl_data.ingest import engine
 
     conv = KittiConverter(synth_root("kitti"))

@@ -19,8 +19,8 @@ def test_yaw_rotation_turns_forward_x_into_minus_z_at_90_degrees():
 def test_box_corners_follow_length_width_height_axes():
     box = np.array([[1.0, 2.0, 10.0, 4.0, 2.0, 1.5, 0.0]])  # l=4 along x, w=2 along z, h=1.5 along y
     c = geo.box3d_corners(box)[0]
-    np.testing.assert_allclose(c[0], [3.0, 2.75, 11.0])   # +l/2, +h/2 (bottom), +w/2
-    np.testing.assert_allclose(c[6], [-1.0, 1.25, 9.0])   # -l/2, -h/2 (top), -w/2
+    np.testing.assert_allclose(c[0], [3.0, 2.75, 11.0])  # +l/2, +h/2 (bottom), +w/2
+    np.testing.assert_allclose(c[6], [-1.0, 1.25, 9.0])  # -l/2, -h/2 (top), -w/2
     np.testing.assert_allclose(c.mean(axis=0), [1.0, 2.0, 10.0])  # geometric centre
     assert np.all(c[:4, 1] > c[4:, 1])  # corners 0-3 are the bottom face (y points down)
 
@@ -59,7 +59,7 @@ def test_rasterize_drops_points_behind_and_clips_far_points_instead_of_wrapping(
     uv = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
     d = geo.rasterize_sparse_depth(uv, np.array([-3.0, 300.0, 255.99]), (1, 3))
     assert d[0, 0] == 0.0
-    assert d[0, 1] == pytest.approx(65535 / 256)   # clipped at the uint16 limit, not 300 mod 256
+    assert d[0, 1] == pytest.approx(65535 / 256)  # clipped at the uint16 limit, not 300 mod 256
     assert d[0, 2] == pytest.approx(round(255.99 * 256) / 256)
 
 
@@ -95,8 +95,8 @@ def test_scale_pixel_coords_maps_pixel_edges_to_pixel_edges():
 
 def test_resize_sparse_depth_min_pools_and_never_mixes_in_zeros():
     d = np.zeros((4, 4), np.float32)
-    d[0, 0], d[1, 1] = 8.0, 4.0   # block (0, 0): min is 4
-    d[0, 3] = 6.0                  # block (0, 1): single point, kept exactly (no averaging with zeros)
+    d[0, 0], d[1, 1] = 8.0, 4.0  # block (0, 0): min is 4
+    d[0, 3] = 6.0  # block (0, 1): single point, kept exactly (no averaging with zeros)
     out = geo.resize_sparse_depth(d, (2, 2))
     np.testing.assert_array_equal(out, [[4.0, 6.0], [0.0, 0.0]])
 

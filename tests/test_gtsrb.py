@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import fixture_path, read_manifest
 from PIL import Image
 
 import mtl_data.files as synth_files
@@ -24,15 +25,13 @@ from mtl_data.shards.reader import ShardSet, check_shards
 from mtl_data.synth import SYNTHESIZERS
 from mtl_data.synth.gtsrb import synth_gtsrb
 
-from conftest import fixture_path, read_manifest
-
-
 TRAIN_IDS = ("00000_00000_00000", "00000_00000_00001", "00020_00000_00000", "00020_00000_00001")
 TEST_IDS = ("00000", "00001", "00002")
 NUMBERS = ("Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def official() -> Path:
@@ -72,6 +71,7 @@ def convert_all(root: Path, **options) -> dict[str, object]:
 
 # ---- listing ----------------------------------------------------------------------------------
 
+
 def test_both_real_layouts_list_the_same_frames(official, kaggle):
     expected = [("test", i) for i in TEST_IDS] + [("train", i) for i in TRAIN_IDS]
     for root in (official, kaggle):
@@ -101,6 +101,7 @@ def test_kaggle_path_without_or_with_another_prefix_gives_the_same_samples(prefi
 
 
 # ---- labels -----------------------------------------------------------------------------------
+
 
 def test_roi_class_and_size_equal_the_official_crlf_csv_rows(official):
     samples = convert_all(official)
@@ -146,7 +147,8 @@ def test_only_gt_final_test_test_csv_gives_unlabelled_test_images(official, tmp_
         sample = samples[frame_id]
         assert (sample.split, sample.sign, sample.tasks) == ("test", None, ())
         np.testing.assert_array_equal(
-            sample.image, read_ppm_or_png(root / "GTSRB" / "Final_Test" / "Images" / f"{frame_id}.ppm"))
+            sample.image, read_ppm_or_png(root / "GTSRB" / "Final_Test" / "Images" / f"{frame_id}.ppm")
+        )
     assert all(samples[i].sign is not None for i in TRAIN_IDS)
 
 
@@ -160,8 +162,11 @@ def test_sequence_is_the_track_prefixed_with_its_class(official):
     samples = convert_all(official)
     # both classes have a track 00000: the class prefix keeps the two physical signs apart
     assert {i: samples[i].sequence for i in TRAIN_IDS} == {
-        "00000_00000_00000": "00000_00000", "00000_00000_00001": "00000_00000",
-        "00020_00000_00000": "00020_00000", "00020_00000_00001": "00020_00000"}
+        "00000_00000_00000": "00000_00000",
+        "00000_00000_00001": "00000_00000",
+        "00020_00000_00000": "00020_00000",
+        "00020_00000_00001": "00020_00000",
+    }
     assert {samples[i].sequence for i in TEST_IDS} == {None}
 
 
@@ -181,6 +186,7 @@ def test_converted_real_samples_validate_with_the_sign_task_only(official, kaggl
 
 
 # ---- the same image in both layouts -----------------------------------------------------------
+
 
 def test_same_image_gets_the_same_key_class_roi_and_pixels_in_both_layouts(official, kaggle):
     a, b = convert_all(official), convert_all(kaggle)
@@ -204,6 +210,7 @@ def test_official_ppm_pixels_equal_the_kaggle_png_pixels_read_independently(offi
 
 # ---- validation split -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def full_class_csv(tmp_path) -> tuple[Path, Path]:
     """The complete real GT-00000.csv (7 tracks x 30 frames) in both layouts (CSV rows only)."""
@@ -214,8 +221,10 @@ def full_class_csv(tmp_path) -> tuple[Path, Path]:
     shutil.copyfile(full, folder / "GT-00000.csv")
     kaggle = tmp_path / "kaggle"
     (kaggle / "Train" / "0").mkdir(parents=True)
-    lines = [",".join([*(r[k] for k in NUMBERS), r["ClassId"], f"Train/0/00000_{r['Filename'][:-4]}.png"])
-             for r in read_csv(full, ";")]
+    lines = [
+        ",".join([*(r[k] for k in NUMBERS), r["ClassId"], f"Train/0/00000_{r['Filename'][:-4]}.png"])
+        for r in read_csv(full, ";")
+    ]
     (kaggle / "Train.csv").write_text("\n".join(["Width,Height,Roi.X1,Roi.Y1,Roi.X2,Roi.Y2,ClassId,Path", *lines]))
     return official, kaggle
 
@@ -256,6 +265,7 @@ def test_a_class_with_a_single_track_stays_in_train(official):
 
 # ---- through the engine and the CLI -----------------------------------------------------------
 
+
 def test_png_round_trip_through_the_engine_is_pixel_exact(official, kaggle, tmp_path):
     for name, root in (("a", official), ("b", kaggle)):
         plan = plan_ingest(GtsrbConverter(root), tmp_path / name, IngestOptions(image_format="png"))
@@ -267,7 +277,8 @@ def test_png_round_trip_through_the_engine_is_pixel_exact(official, kaggle, tmp_
         cls, rest = frame_id[:5], frame_id[6:]
         got = shards.read_sample(f"gtsrb_train_{frame_id}")
         np.testing.assert_array_equal(
-            got.image, read_ppm_or_png(official / "GTSRB/Final_Training/Images" / cls / f"{rest}.ppm"))
+            got.image, read_ppm_or_png(official / "GTSRB/Final_Training/Images" / cls / f"{rest}.ppm")
+        )
         assert got.sign.class_id == int(cls)
         assert got.sequence == frame_id[:11]
     meta = json.loads(shards.read_members("gtsrb_test_00000")["meta.json"])
@@ -288,8 +299,10 @@ def test_cli_ingest_writes_the_manifest_and_class_names(cli, official, tmp_path)
         "gtsrb_train_00000_00000_00001": (0, "00000_00000", True),
         "gtsrb_train_00020_00000_00000": (20, "00020_00000", True),
         "gtsrb_train_00020_00000_00001": (20, "00020_00000", True),
-        "gtsrb_test_00000": (16, None, True), "gtsrb_test_00001": (1, None, True),
-        "gtsrb_test_00002": (38, None, True)}
+        "gtsrb_test_00000": (16, None, True),
+        "gtsrb_test_00001": (1, None, True),
+        "gtsrb_test_00002": (38, None, True),
+    }
     assert json.loads((out / "gtsrb" / "classes.json").read_text()) == {"sign": list(SIGN_CLASSES)}
     assert "gtsrb/train: 4 samples" in result.out and "gtsrb/test: 3 samples" in result.out
 
@@ -304,8 +317,9 @@ def test_cli_val_fraction_and_two_workers_give_the_same_shards_as_one(cli, full_
     tars = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        result = cli("ingest", "gtsrb", official, "--to", out, "--workers", workers, "--val-fraction", 0.3,
-                     "--shard-size", 100)
+        result = cli(
+            "ingest", "gtsrb", official, "--to", out, "--workers", workers, "--val-fraction", 0.3, "--shard-size", 100
+        )
         assert result.code == 0, result.err
         tars.append({p.name: p.read_bytes() for p in sorted((out / "gtsrb").glob("*.tar"))})
         rows = read_manifest(out, "gtsrb")
@@ -319,6 +333,7 @@ def test_cli_val_fraction_and_two_workers_give_the_same_shards_as_one(cli, full_
 
 
 # ---- the synthetic dataset --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
@@ -352,8 +367,9 @@ def test_synth_writes_the_official_layout(synth):
     expected |= {f"GTSRB/Final_Test/Images/{i:05d}.ppm" for i in range(n_test)}
     for c in classes:
         expected.add(f"GTSRB/Final_Training/Images/{c:05d}/GT-{c:05d}.csv")
-        expected |= {f"GTSRB/Final_Training/Images/{c:05d}/{t:05d}_{i:05d}.ppm"
-                     for t in range(tracks) for i in range(frames)}
+        expected |= {
+            f"GTSRB/Final_Training/Images/{c:05d}/{t:05d}_{i:05d}.ppm" for t in range(tracks) for i in range(frames)
+        }
     assert set(_files(synth)) == expected
 
 
@@ -403,9 +419,10 @@ def test_synth_roi_is_the_box_of_the_drawn_sign(synth):
 def test_synth_class_is_learnable_by_nearest_neighbour_on_roi_crops(synth):
     """1-NN on contrast-normalized 16x16 ROI crops, trained on the training images, labels every
     test image right (raw pixels would mostly measure each track's lighting)."""
+
     def crop(image, row):
         x1, y1, x2, y2 = (int(row[k]) for k in NUMBERS[2:])
-        patch = read_ppm_or_png(image)[y1:y2 + 1, x1:x2 + 1]
+        patch = read_ppm_or_png(image)[y1 : y2 + 1, x1 : x2 + 1]
         values = cv2.resize(patch, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
         return (values - values.mean()) / values.std()
 
@@ -447,7 +464,8 @@ def test_synth_converts_with_tracks_that_restart_in_every_class(synth):
     assert {s.sequence[6:] for s in train} == {f"{t:05d}" for t in range(tracks)}
     assert all(s.sequence[:5] == f"{s.sign.class_id:05d}" for s in train)
     assert sorted(s.key for s in samples if s.split == "test") == [
-        f"gtsrb_test_{i:05d}" for i in range(len(classes) * synth_module.TEST_PER_CLASS)]
+        f"gtsrb_test_{i:05d}" for i in range(len(classes) * synth_module.TEST_PER_CLASS)
+    ]
     assert all(validate(s) == [] and s.tasks == ("sign",) for s in samples)
 
 

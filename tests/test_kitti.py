@@ -99,9 +99,9 @@ def test_3d_box_converted_from_bottom_centre_and_hwl(samples, kitti_real):
     types, rows = read_label(kitti_real / "training" / "label_2" / "000001.txt")
     p2 = read_calib(kitti_real / "training" / "calib" / "000001.txt")["P2"].reshape(3, 4)
     t = np.linalg.solve(p2[:, :3], p2[:, 3])
-    h, w, l = rows[0, 7:10]
+    h, w, length = rows[0, 7:10]
     loc = rows[0, 10:13]
-    expected = [loc[0] + t[0], loc[1] + t[1] - h / 2, loc[2] + t[2], l, w, h, rows[0, 13]]
+    expected = [loc[0] + t[0], loc[1] + t[1] - h / 2, loc[2] + t[2], length, w, h, rows[0, 13]]
     np.testing.assert_allclose(samples["000001"].det3d.boxes[0], expected)
 
 
@@ -190,8 +190,10 @@ def test_without_a_velodyne_folder_samples_have_no_depth(kitti_copy):
 
 
 def test_val_fraction_moves_a_deterministic_hashed_subset(kitti_real):
-    splits = [[f.split for f in KittiConverter(kitti_real, KittiOptions(val_fraction=v)).frames()]
-              for v in (0.0, 0.5, 0.5, 0.99)]
+    splits = [
+        [f.split for f in KittiConverter(kitti_real, KittiOptions(val_fraction=v)).frames()]
+        for v in (0.0, 0.5, 0.5, 0.99)
+    ]
     assert splits[0] == ["train", "train"]
     assert splits[1] == splits[2]
     assert splits[3] == ["val", "val"]

@@ -8,7 +8,11 @@ import pytest
 from mtl_data.errors import InputError
 from mtl_data.schema import geometry as geo
 from mtl_data.schema.kitti_calib import (
-    kitti_label_to_box3d, parse_kitti_calib, split_projection, velo_to_optical, velo_to_rect,
+    kitti_label_to_box3d,
+    parse_kitti_calib,
+    split_projection,
+    velo_to_optical,
+    velo_to_rect,
 )
 
 
@@ -27,8 +31,12 @@ def test_real_calib_parses_with_its_trailing_blank_line(calib_text):
 
 
 def test_colon_less_tracking_variant_parses_to_the_same_matrices(calib_text):
-    tracking = (calib_text.replace("R0_rect:", "R_rect").replace("Tr_velo_to_cam:", "Tr_velo_cam")
-                .replace("Tr_imu_to_velo:", "Tr_imu_velo").replace("P2:", "P2"))
+    tracking = (
+        calib_text.replace("R0_rect:", "R_rect")
+        .replace("Tr_velo_to_cam:", "Tr_velo_cam")
+        .replace("Tr_imu_to_velo:", "Tr_imu_velo")
+        .replace("P2:", "P2")
+    )
     a, b = parse_kitti_calib(calib_text), parse_kitti_calib(tracking)
     np.testing.assert_array_equal(a.P2, b.P2)
     np.testing.assert_array_equal(a.R0_rect, b.R0_rect)

@@ -62,9 +62,11 @@ def test_the_checker_sees_an_import_hidden_in_a_function():
 def test_importing_every_data_module_loads_no_torch():
     modules = [".".join(("mtl_data",) + p.relative_to(SRC).with_suffix("").parts) for p in data_side_files()]
     modules = [m.removesuffix(".__init__") for m in modules]
-    code = ("import importlib, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'mtl_data.train')))\n"
-            "print(','.join(bad))\n")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'mtl_data.train')))\n"
+        "print(','.join(bad))\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""

@@ -17,9 +17,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl_data.errors import MtlDataError
-from mtl_data.train.models import (MultiTaskModel, create_encoder, create_model, create_neck, list_encoders,
-                                   list_models, list_necks, register_encoder, register_model, register_neck)
-from mtl_data.train.models import registry
+from mtl_data.train.models import (
+    MultiTaskModel,
+    create_encoder,
+    create_model,
+    create_neck,
+    list_encoders,
+    list_models,
+    list_necks,
+    register_encoder,
+    register_model,
+    register_neck,
+    registry,
+)
 from mtl_data.train.models.bifpn import FastNormalizedFusion
 from mtl_data.train.tasks import FeatureSpec, Task, list_tasks
 from mtl_data.train.tasks import base as task_base
@@ -30,6 +40,7 @@ SIZE = (64, 128)  # (H, W) of the test images
 
 # ---- test-local tasks (never registered globally) ------------------------------------------------
 
+
 class DenseHead(nn.Module):
     """Every level -> 1x1 conv -> upsampled to the image and summed: uses every neck output."""
 
@@ -38,8 +49,10 @@ class DenseHead(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(spec.channels, out, 1) for _ in spec.strides)
 
     def forward(self, features: list[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
-        maps = [F.interpolate(conv(f), size=image_size, mode="bilinear", align_corners=False)
-                for conv, f in zip(self.convs, features)]
+        maps = [
+            F.interpolate(conv(f), size=image_size, mode="bilinear", align_corners=False)
+            for conv, f in zip(self.convs, features)
+        ]
         return torch.stack(maps).sum(0)  # (B, out, H, W)
 
 
@@ -147,6 +160,7 @@ def error_of(fn, *args, **kw) -> str:
 
 # ---- torchvision's ResNet, written out from its description ----------------------------------------
 
+
 def torchvision_resnet_shapes(block: str, layers: list[int]) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every entry of torchvision's ``resnet*().state_dict()``, in its order.
 
@@ -158,8 +172,15 @@ def torchvision_resnet_shapes(block: str, layers: list[int]) -> list[tuple[str, 
     entries: list[tuple[str, tuple[int, ...]]] = []
 
     def bn(prefix: str, c: int) -> None:
-        entries.extend([(f"{prefix}.weight", (c,)), (f"{prefix}.bias", (c,)), (f"{prefix}.running_mean", (c,)),
-                        (f"{prefix}.running_var", (c,)), (f"{prefix}.num_batches_tracked", ())])
+        entries.extend(
+            [
+                (f"{prefix}.weight", (c,)),
+                (f"{prefix}.bias", (c,)),
+                (f"{prefix}.running_mean", (c,)),
+                (f"{prefix}.running_var", (c,)),
+                (f"{prefix}.num_batches_tracked", ()),
+            ]
+        )
 
     entries.append(("conv1.weight", (64, 3, 7, 7)))
     bn("bn1", 64)
@@ -190,19 +211,28 @@ def torchvision_resnet_shapes(block: str, layers: list[int]) -> list[tuple[str, 
     return entries
 
 
-RESNETS = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]),
-           "resnet50": ("bottleneck", [3, 4, 6, 3])}
+RESNETS = {
+    "resnet18": ("basic", [2, 2, 2, 2]),
+    "resnet34": ("basic", [3, 4, 6, 3]),
+    "resnet50": ("bottleneck", [3, 4, 6, 3]),
+}
 
 
 def torchvision_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random values in the shapes (and dtypes) of torchvision's state dict, fc included."""
     g = torch.Generator().manual_seed(seed)
-    return {k: (torch.randint(0, 1000, shape, generator=g) if k.endswith("num_batches_tracked")
-                else torch.randn(shape, generator=g))
-            for k, shape in torchvision_resnet_shapes(*RESNETS[name])}
+    return {
+        k: (
+            torch.randint(0, 1000, shape, generator=g)
+            if k.endswith("num_batches_tracked")
+            else torch.randn(shape, generator=g)
+        )
+        for k, shape in torchvision_resnet_shapes(*RESNETS[name])
+    }
 
 
 # ---- registry ---------------------------------------------------------------------------------------
+
 
 def test_every_encoder_composes_with_every_neck_and_the_list_is_sorted():
     names = list_models()
@@ -235,8 +265,9 @@ def test_unknown_option_names_the_known_options():
     assert "known: zero_init_residual" in error_of(create_model, "resnet18-fpn", tasks=toy_tasks(), repeats=2)
 
 
-@pytest.mark.parametrize("options", [{"repeats": "2"}, {"repeats": True}, {"zero_init_residual": 1},
-                                     {"activation": "gelu"}, {"repeats": 0}])
+@pytest.mark.parametrize(
+    "options", [{"repeats": "2"}, {"repeats": True}, {"zero_init_residual": 1}, {"activation": "gelu"}, {"repeats": 0}]
+)
 def test_option_of_wrong_type_or_value_is_an_error(options):
     message = error_of(create_model, "resnet18-bifpn", tasks=toy_tasks(), **options)
     assert next(iter(options)) in message
@@ -256,14 +287,19 @@ def test_task_options_for_a_task_not_given_is_an_error():
 
 
 def test_tasks_by_name_take_their_class_table_and_options(sign_registered):
-    model = create_model("resnet18-fpn", tasks=["sign"], classes={"sign": ["a", "b", "c"], "seg": ["x"]},
-                         task_options={"sign": {"hidden": 4}})
+    model = create_model(
+        "resnet18-fpn",
+        tasks=["sign"],
+        classes={"sign": ["a", "b", "c"], "seg": ["x"]},
+        task_options={"sign": {"hidden": 4}},
+    )
     assert model.tasks["sign"].classes == ("a", "b", "c")
     assert model.tasks["sign"].config == ToySignConfig(hidden=4)
     default = create_model("resnet18-fpn", tasks=["sign"])
     assert default.tasks["sign"].classes == ("stop", "yield")
-    assert "unknown option(s) depth" in error_of(create_model, "resnet18-fpn", tasks=["sign"],
-                                                 task_options={"sign": {"depth": 4}})
+    assert "unknown option(s) depth" in error_of(
+        create_model, "resnet18-fpn", tasks=["sign"], task_options={"sign": {"depth": 4}}
+    )
 
 
 def test_registered_tasks_build_by_name_and_run():
@@ -314,6 +350,7 @@ def test_registering_a_name_twice_or_with_a_dash_is_refused(monkeypatch):
 
 # ---- ResNet encoders ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(RESNETS))
 def test_resnet_state_dict_has_torchvisions_names_and_shapes(name):
     expected = [(k, s) for k, s in torchvision_resnet_shapes(*RESNETS[name]) if not k.startswith("fc.")]
@@ -322,8 +359,10 @@ def test_resnet_state_dict_has_torchvisions_names_and_shapes(name):
     assert state["bn1.num_batches_tracked"].dtype == torch.int64
 
 
-@pytest.mark.parametrize("name, channels", [("resnet18", (64, 128, 256, 512)), ("resnet34", (64, 128, 256, 512)),
-                                            ("resnet50", (256, 512, 1024, 2048))])
+@pytest.mark.parametrize(
+    "name, channels",
+    [("resnet18", (64, 128, 256, 512)), ("resnet34", (64, 128, 256, 512)), ("resnet50", (256, 512, 1024, 2048))],
+)
 def test_resnet_returns_four_stages_at_strides_4_to_32(name, channels):
     encoder = create_encoder(name)
     assert encoder.channels == channels and encoder.strides == (4, 8, 16, 32)
@@ -346,8 +385,7 @@ def test_create_model_loads_the_encoder_weights(tmp_path):
     state = torchvision_state_dict("resnet18", seed=3)
     torch.save(state, tmp_path / "r18.pth")
     model = create_model("resnet18-fpn", tasks=toy_tasks(), weights=str(tmp_path / "r18.pth"))
-    assert torch.equal(model.encoder.layer3[1].conv2.weight,
-                       state["layer3.1.conv2.weight"])
+    assert torch.equal(model.encoder.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
     assert torch.equal(model.encoder.layer2[0].downsample[1].running_var, state["layer2.0.downsample.1.running_var"])
 
 
@@ -382,11 +420,17 @@ def test_many_offending_keys_are_summarised(tmp_path):
     assert "missing keys layer4.0.conv1.weight, layer4.0.bn1.weight, layer4.0.bn1.bias and 27 more" in message
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"not a checkpoint\n", "is not a torch state dict file"),
-    ([1, 2, 3], "holds a list, not a state dict"),
-    ({"model": {"conv1.weight": torch.zeros(1)}, "epoch": 3}, "holds a dict with keys model, epoch, not a state dict"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"not a checkpoint\n", "is not a torch state dict file"),
+        ([1, 2, 3], "holds a list, not a state dict"),
+        (
+            {"model": {"conv1.weight": torch.zeros(1)}, "epoch": 3},
+            "holds a dict with keys model, epoch, not a state dict",
+        ),
+    ],
+)
 def test_a_file_that_is_not_a_state_dict_is_one_error(tmp_path, content, expected):
     path = tmp_path / "weights.pth"
     if isinstance(content, bytes):
@@ -426,6 +470,7 @@ def test_zero_init_residual_zeroes_the_last_bn_of_each_block_only_when_asked(nam
 
 # ---- necks ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("neck", ["fpn", "bifpn"])
 @pytest.mark.parametrize("size", [(64, 128), (70, 130)])  # 70x130: levels halve with ceil, not exactly
 def test_necks_return_four_maps_of_out_channels_at_the_encoder_sizes(neck, size):
@@ -437,7 +482,7 @@ def test_necks_return_four_maps_of_out_channels_at_the_encoder_sizes(neck, size)
 
 def test_fpn_is_lateral_plus_upsampled_top_down_then_3x3():
     neck = create_neck("fpn", (4, 8, 16, 32), 8)
-    maps = [torch.randn(1, c, 16 // 2 ** i, 32 // 2 ** i) for i, c in enumerate((4, 8, 16, 32))]
+    maps = [torch.randn(1, c, 16 // 2**i, 32 // 2**i) for i, c in enumerate((4, 8, 16, 32))]
     p5 = neck.lateral[3](maps[3])
     p4 = neck.lateral[2](maps[2]) + p5.repeat_interleave(2, -2).repeat_interleave(2, -1)
     outs = neck(maps)
@@ -479,10 +524,15 @@ def test_bifpn_nodes_fuse_the_documented_inputs():
     def keep(key):
         return lambda module, args, output: seen.__setitem__(key, output)
 
-    for key, module in {"p4_in": neck.inputs[2], "p5_in": neck.inputs[3], "p4_td": layer.top_down[2].fusion,
-                        "p4_out": layer.bottom_up[1], "p5_fused": layer.bottom_up[2].fusion}.items():
+    for key, module in {
+        "p4_in": neck.inputs[2],
+        "p5_in": neck.inputs[3],
+        "p4_td": layer.top_down[2].fusion,
+        "p4_out": layer.bottom_up[1],
+        "p5_fused": layer.bottom_up[2].fusion,
+    }.items():
         module.register_forward_hook(keep(key))
-    maps = [torch.randn(1, c, 16 // 2 ** i, 32 // 2 ** i) for i, c in enumerate((4, 8, 16, 32))]
+    maps = [torch.randn(1, c, 16 // 2**i, 32 // 2**i) for i, c in enumerate((4, 8, 16, 32))]
     with torch.no_grad():
         outs = neck(maps)
     up = seen["p5_in"].repeat_interleave(2, -2).repeat_interleave(2, -1)
@@ -493,6 +543,7 @@ def test_bifpn_nodes_fuse_the_documented_inputs():
 
 
 # ---- MultiTaskModel ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list_models())
 def test_forward_returns_one_output_per_task(name):
@@ -549,9 +600,15 @@ def test_config_dataclasses_have_defaults_for_every_field():
 
 # ---- the benchmark ------------------------------------------------------------------------------
 
+
 def test_model_benchmark_runs_tiny_and_prints_its_table():
-    proc = subprocess.run([sys.executable, "bench/models.py", "--tiny", "--models", "resnet18-fpn"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "bench/models.py", "--tiny", "--models", "resnet18-fpn"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert any(line.startswith("model") and "GFLOPs" in line and "GMACs" in line for line in lines)

@@ -13,6 +13,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 
 # ---- brute-force references (plain Python floats, the same arithmetic order) ---------------------
 
+
 def ref_iou(a, b) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -52,6 +53,7 @@ def random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 # ---- box_iou ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_box_iou_equals_the_reference_bit_for_bit_including_degenerate_boxes(device):
     rng = np.random.default_rng(0)
@@ -66,9 +68,11 @@ def test_box_iou_equals_the_reference_bit_for_bit_including_degenerate_boxes(dev
 def test_box_iou_of_hand_computed_pairs():
     a = torch.tensor([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0], [5.0, 5.0, 5.0, 7.0]], dtype=torch.float64)
     b = torch.tensor([[0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 3.0, 1.0], [5.0, 5.0, 5.0, 7.0]], dtype=torch.float64)
-    expected = [[0.5, 1 / 3, 0.0],  # half of a; a and b[1] share [1, 2] x [0, 1]: 1 / (2 + 2 - 1)
-                [1.0, 0.0, 0.0],  # touching edges do not overlap
-                [0.0, 0.0, 0.0]]  # two identical zero-area boxes: union 0 -> 0, not NaN
+    expected = [
+        [0.5, 1 / 3, 0.0],  # half of a; a and b[1] share [1, 2] x [0, 1]: 1 / (2 + 2 - 1)
+        [1.0, 0.0, 0.0],  # touching edges do not overlap
+        [0.0, 0.0, 0.0],
+    ]  # two identical zero-area boxes: union 0 -> 0, not NaN
     np.testing.assert_array_equal(box_iou(a, b).numpy(), expected)
 
 
@@ -78,6 +82,7 @@ def test_box_iou_of_empty_inputs_has_the_empty_shape():
 
 
 # ---- nms -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", range(6))
@@ -100,8 +105,16 @@ def test_batched_nms_equals_nms_per_class_and_the_reference(device, seed):
     boxes = random_boxes(rng, n) * 50  # large coordinates: an offset trick would round here
     scores = rng.choice([0.2, 0.4, 0.6, 0.8], size=n)
     classes = rng.integers(0, 4, size=n)
-    got = batched_nms(torch.tensor(boxes, device=device), torch.tensor(scores, device=device),
-                      torch.tensor(classes, device=device), 0.5).cpu().tolist()
+    got = (
+        batched_nms(
+            torch.tensor(boxes, device=device),
+            torch.tensor(scores, device=device),
+            torch.tensor(classes, device=device),
+            0.5,
+        )
+        .cpu()
+        .tolist()
+    )
     assert got == ref_nms(boxes.tolist(), scores.tolist(), 0.5, classes.tolist())
     t_boxes, t_scores = torch.tensor(boxes), torch.tensor(scores)
     per_class = set()
@@ -113,9 +126,14 @@ def test_batched_nms_equals_nms_per_class_and_the_reference(device, seed):
 
 
 def test_nms_keeps_the_higher_score_and_suppresses_only_strictly_above_the_threshold():
-    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0],  # IoU with box 1: 0.5 exactly -> kept at 0.5
-                          [0.0, 0.0, 2.0, 1.0],
-                          [0.0, 0.0, 2.0, 1.0]], dtype=torch.float64)  # duplicate of 1, lower score
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 1.0, 1.0],  # IoU with box 1: 0.5 exactly -> kept at 0.5
+            [0.0, 0.0, 2.0, 1.0],
+            [0.0, 0.0, 2.0, 1.0],
+        ],
+        dtype=torch.float64,
+    )  # duplicate of 1, lower score
     scores = torch.tensor([0.3, 0.9, 0.8], dtype=torch.float64)
     assert nms(boxes, scores, 0.5).tolist() == [1, 0]
     assert nms(boxes, scores, 0.49).tolist() == [1]

@@ -8,8 +8,8 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-
 from conftest import fixture_path
+
 from mtl_data.shards import png
 from mtl_data.shards.codec import LABEL_PNG_PARAMS
 from mtl_data.shards.png import decode_png
@@ -52,8 +52,11 @@ def test_real_label_pngs_decode_on_the_fast_path_to_what_opencv_gives(real_label
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-@pytest.mark.parametrize("params", [LABEL_PNG_PARAMS, [], [cv2.IMWRITE_PNG_COMPRESSION, 9]],
-                         ids=["no-filter", "opencv-default-filters", "level-9"])
+@pytest.mark.parametrize(
+    "params",
+    [LABEL_PNG_PARAMS, [], [cv2.IMWRITE_PNG_COMPRESSION, 9]],
+    ids=["no-filter", "opencv-default-filters", "level-9"],
+)
 def test_any_grey_png_decodes_to_what_opencv_gives(dtype, params):
     rng = np.random.default_rng(0)
     array = rng.integers(0, np.iinfo(dtype).max, size=(37, 53), dtype=dtype)
@@ -73,19 +76,19 @@ def test_colour_and_other_pngs_go_to_opencv():
 
 def hand_png(rows: bytes, width: int, height: int, bit_depth: int, idat_split: int = 1) -> bytes:
     """A grey PNG assembled chunk by chunk (the IDAT stream cut into ``idat_split`` chunks)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
     stream = zlib.compress(rows)
     step = -(-len(stream) // idat_split)
-    idats = b"".join(chunk(b"IDAT", stream[i:i + step]) for i in range(0, len(stream), step))
+    idats = b"".join(chunk(b"IDAT", stream[i : i + step]) for i in range(0, len(stream), step))
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bit_depth, 0, 0, 0, 0])
     return png.SIGNATURE + chunk(b"IHDR", ihdr) + idats + chunk(b"IEND", b"")
 
 
 def test_16_bit_samples_are_big_endian_and_idat_may_be_split():
-    rows = b"".join(b"\x00" + b"".join(v.to_bytes(2, "big") for v in (256 * r + c for c in range(3)))
-                    for r in range(2))
+    rows = b"".join(b"\x00" + b"".join(v.to_bytes(2, "big") for v in (256 * r + c for c in range(3))) for r in range(2))
     data = hand_png(rows, width=3, height=2, bit_depth=16, idat_split=3)
     expected = np.array([[0, 1, 2], [256, 257, 258]], dtype=np.uint16)
     np.testing.assert_array_equal(png._unfiltered_grey(data), expected)

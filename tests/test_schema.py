@@ -23,16 +23,31 @@ def full_sample(**changes) -> Sample:
     lane_mask = np.zeros((h, w), np.uint8)
     lane_mask[:, 5], lane_mask[:, 20], lane_mask[0, :] = 1, 2, 255
     fields = dict(
-        key="src_train_a-b_1", source="src", split="train", id="a-b.1",
-        image=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), orig_size=(48, 64), sequence="drive_3",
-        K=np.array([[100.5, 0, 16], [0, 100.25, 12], [0, 0, 1]]), timestamp_us=1533904617000001,
+        key="src_train_a-b_1",
+        source="src",
+        split="train",
+        id="a-b.1",
+        image=rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+        orig_size=(48, 64),
+        sequence="drive_3",
+        K=np.array([[100.5, 0, 16], [0, 100.25, 12], [0, 0, 1]]),
+        timestamp_us=1533904617000001,
         seg=rng.integers(0, 19, (h, w), dtype=np.uint8),
         depth=(rng.integers(0, 5000, (h, w)) * (rng.random((h, w)) < 0.1) / 256).astype(np.float32),
-        det2d=Det2D(boxes=np.array([[1.5, 2.25, 10.0, 20.0]]), classes=np.array([3]),
-                    ignore=np.array([[0.0, 0.0, 4.0, 4.0]]), truncated=np.array([0.25]),
-                    occluded=np.array([2]), native_class=("Bus",)),
-        det3d=Det3D(boxes=np.array([[1.0, 1.5, 20.0, 10.0, 2.5, 3.0, 0.3]]), classes=np.array([3]),
-                    rotation=np.eye(3)[None], native_class=("Bus",)),
+        det2d=Det2D(
+            boxes=np.array([[1.5, 2.25, 10.0, 20.0]]),
+            classes=np.array([3]),
+            ignore=np.array([[0.0, 0.0, 4.0, 4.0]]),
+            truncated=np.array([0.25]),
+            occluded=np.array([2]),
+            native_class=("Bus",),
+        ),
+        det3d=Det3D(
+            boxes=np.array([[1.0, 1.5, 20.0, 10.0, 2.5, 3.0, 0.3]]),
+            classes=np.array([3]),
+            rotation=np.eye(3)[None],
+            native_class=("Bus",),
+        ),
         steer=Steer(angle_deg=-12.5, speed_kmh=43.2, gap_ms=4.0),
         sign=Sign(class_id=14, roi=(5.0, 6.0, 24.0, 25.0)),
         lane=Lanes(mask=lane_mask, h_samples=np.array([10.0, 20.0]), xs=np.array([[5.0, -2.0], [20.0, 21.0]])),
@@ -63,8 +78,10 @@ def test_taxonomy_file_with_an_unknown_target_class_is_a_clear_error(tmp_path):
 
 
 def test_keys_are_sanitized_so_webdataset_cannot_merge_samples():
-    assert make_key("a2d2", "train", "20180807145028_camera_frontcenter_000006882") == \
-        "a2d2_train_20180807145028_camera_frontcenter_000006882"
+    assert (
+        make_key("a2d2", "train", "20180807145028_camera_frontcenter_000006882")
+        == "a2d2_train_20180807145028_camera_frontcenter_000006882"
+    )
     assert make_key("tusimple", "train", "clips/0601/149.20.jpg") == "tusimple_train_clips_0601_149_20_jpg"
     assert "." not in make_key("x", "val", "a.b.c")
 
@@ -75,17 +92,20 @@ def test_full_sample_is_valid_and_has_every_task():
     assert sample.tasks == TASKS
 
 
-@pytest.mark.parametrize("change, problem", [
-    (dict(key="bad.key"), "characters outside"),
-    (dict(split="training"), "split 'training'"),
-    (dict(depth=np.full((24, 32), 1.001, np.float32)), "not quantized"),
-    (dict(depth=np.zeros((10, 10), np.float32)), "depth is (10, 10)"),
-    (dict(det2d=Det2D(boxes=np.array([[5.0, 0, 1.0, 4]]), classes=np.array([0]))), "x2 < x1"),
-    (dict(det2d=Det2D(boxes=np.array([[100.0, 0, 110, 4]]), classes=np.array([0]))), "entirely outside"),
-    (dict(det2d=Det2D(boxes=np.zeros((1, 4)), classes=np.array([99]))), "class ids [99]"),
-    (dict(det3d=Det3D(boxes=np.array([[0, 0, 5, 0, 1, 1, 0.0]]), classes=np.array([0]))), "non-positive size"),
-    (dict(seg=np.zeros((24, 32), np.int32)), "seg must be uint8"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (dict(key="bad.key"), "characters outside"),
+        (dict(split="training"), "split 'training'"),
+        (dict(depth=np.full((24, 32), 1.001, np.float32)), "not quantized"),
+        (dict(depth=np.zeros((10, 10), np.float32)), "depth is (10, 10)"),
+        (dict(det2d=Det2D(boxes=np.array([[5.0, 0, 1.0, 4]]), classes=np.array([0]))), "x2 < x1"),
+        (dict(det2d=Det2D(boxes=np.array([[100.0, 0, 110, 4]]), classes=np.array([0]))), "entirely outside"),
+        (dict(det2d=Det2D(boxes=np.zeros((1, 4)), classes=np.array([99]))), "class ids [99]"),
+        (dict(det3d=Det3D(boxes=np.array([[0, 0, 5, 0, 1, 1, 0.0]]), classes=np.array([0]))), "non-positive size"),
+        (dict(seg=np.zeros((24, 32), np.int32)), "seg must be uint8"),
+    ],
+)
 def test_validate_names_each_problem(change, problem):
     problems = validate(full_sample(**change), len(DET_CLASSES))
     assert any(problem in p for p in problems), problems
@@ -94,8 +114,18 @@ def test_validate_names_each_problem(change, problem):
 def test_codec_round_trip_is_lossless_for_every_label_and_png_image():
     sample = full_sample()
     members = encode_sample(sample, "png")
-    assert [ext for ext, _ in members] == ["png", "meta.json", "seg.png", "depth.png", "det2d.json",
-                                          "det3d.json", "steer.json", "sign.cls", "lane.png", "lane.json"]
+    assert [ext for ext, _ in members] == [
+        "png",
+        "meta.json",
+        "seg.png",
+        "depth.png",
+        "det2d.json",
+        "det3d.json",
+        "steer.json",
+        "sign.cls",
+        "lane.png",
+        "lane.json",
+    ]
     back = decode_sample(sample.key, dict(members))
     for name in ("image", "seg", "depth", "K"):
         np.testing.assert_array_equal(getattr(back, name), getattr(sample, name))
@@ -107,8 +137,15 @@ def test_codec_round_trip_is_lossless_for_every_label_and_png_image():
     assert back.steer == sample.steer and back.sign == sample.sign
     np.testing.assert_array_equal(back.lane.mask, sample.lane.mask)
     np.testing.assert_array_equal(back.lane.xs, sample.lane.xs)
-    assert (back.source, back.split, back.id, back.sequence, back.timestamp_us, back.orig_size, back.extra) == \
-        (sample.source, sample.split, sample.id, sample.sequence, sample.timestamp_us, sample.orig_size, sample.extra)
+    assert (back.source, back.split, back.id, back.sequence, back.timestamp_us, back.orig_size, back.extra) == (
+        sample.source,
+        sample.split,
+        sample.id,
+        sample.sequence,
+        sample.timestamp_us,
+        sample.orig_size,
+        sample.extra,
+    )
 
 
 def test_decoding_only_some_tasks_leaves_the_other_labels_unread():
@@ -138,8 +175,18 @@ def test_an_image_decoded_elsewhere_is_used_instead_of_the_member():
 def test_meta_json_carries_the_documented_keys():
     members = dict(encode_sample(full_sample(), "jpg"))
     meta = json.loads(members["meta.json"])
-    assert list(meta)[:10] == ["schema", "source", "split", "id", "sequence", "size", "orig_size", "K",
-                               "timestamp_us", "tasks"]
+    assert list(meta)[:10] == [
+        "schema",
+        "source",
+        "split",
+        "id",
+        "sequence",
+        "size",
+        "orig_size",
+        "K",
+        "timestamp_us",
+        "tasks",
+    ]
     assert meta["size"] == [24, 32] and meta["orig_size"] == [48, 64] and meta["sign_roi"] == [5, 6, 24, 25]
     assert members["sign.cls"] == b"14"
 
@@ -180,8 +227,27 @@ def test_cityscapes_train_ids_are_the_unified_seg_ids():
     """Cityscapes' official trainId of every label id equals its unified seg id (255 = ignore)."""
     from mtl_data.schema.taxonomy import CITYSCAPES_LABEL_IDS, SEG_CLASSES, class_map
 
-    official = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-                26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # raw-formats 5.3
+    official = {
+        7: 0,
+        8: 1,
+        11: 2,
+        12: 3,
+        13: 4,
+        17: 5,
+        19: 6,
+        20: 7,
+        21: 8,
+        22: 9,
+        23: 10,
+        24: 11,
+        25: 12,
+        26: 13,
+        27: 14,
+        28: 15,
+        31: 16,
+        32: 17,
+        33: 18,
+    }  # raw-formats 5.3
     cmap = class_map("seg", "cityscapes")
     assert sorted(CITYSCAPES_LABEL_IDS) == list(range(34))
     for label_id, name in CITYSCAPES_LABEL_IDS.items():
@@ -193,9 +259,9 @@ def test_cityscapes_train_ids_are_the_unified_seg_ids():
 def test_sign_table_has_the_43_gtsrb_classes():
     import csv
 
-    from mtl_data.schema.taxonomy import SIGN_CLASSES
-
     from conftest import fixture_path
+
+    from mtl_data.schema.taxonomy import SIGN_CLASSES
 
     with fixture_path("gtsrb", "signnames.csv").open() as f:
         rows = list(csv.DictReader(f))

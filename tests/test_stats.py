@@ -53,6 +53,7 @@ def class_names(shards: Path, source: str, task: str) -> list[str]:
 
 # ---- counts equal independent counts ----------------------------------------------------------
 
+
 def test_source_and_split_counts_equal_the_manifest_rows(report, rows):
     per = collections.Counter((r["source"], r["split"]) for r in rows)
     assert report["samples"] == len(rows) == sum(per.values())
@@ -163,34 +164,82 @@ def test_recommendations_are_computed_from_the_labelled_train_rows(report, rows)
 
 # ---- formulas on a hand-made manifest ---------------------------------------------------------
 
+
 def hand_rows() -> list[dict]:
     """100 sign crops, 25 KITTI frames (det2d + depth), 4 lane frames; all train."""
     rows = []
     for i in range(100):
-        rows.append({"key": f"gtsrb_train_{i}", "source": "gtsrb", "split": "train", "sequence": f"t{i // 10}",
-                     "height": 32, "width": 32, "has_sign": True, "sign_class": i % 4})
+        rows.append(
+            {
+                "key": f"gtsrb_train_{i}",
+                "source": "gtsrb",
+                "split": "train",
+                "sequence": f"t{i // 10}",
+                "height": 32,
+                "width": 32,
+                "has_sign": True,
+                "sign_class": i % 4,
+            }
+        )
     for i in range(25):
-        rows.append({"key": f"kitti_train_{i}", "source": "kitti", "split": "train", "height": 10, "width": 10,
-                     "has_det2d": True, "det2d_classes": [0, 0, 4], "det2d_count": 3, "has_depth": True,
-                     "depth_points": 10, "depth_min_m": 1.0, "depth_max_m": 9.0})
+        rows.append(
+            {
+                "key": f"kitti_train_{i}",
+                "source": "kitti",
+                "split": "train",
+                "height": 10,
+                "width": 10,
+                "has_det2d": True,
+                "det2d_classes": [0, 0, 4],
+                "det2d_count": 3,
+                "has_depth": True,
+                "depth_points": 10,
+                "depth_min_m": 1.0,
+                "depth_max_m": 9.0,
+            }
+        )
     for i in range(4):
-        rows.append({"key": f"tusimple_train_{i}", "source": "tusimple", "split": "train", "sequence": "c0",
-                     "height": 10, "width": 10, "has_lane": True, "lane_count": 2 + i % 2})
+        rows.append(
+            {
+                "key": f"tusimple_train_{i}",
+                "source": "tusimple",
+                "split": "train",
+                "sequence": "c0",
+                "height": 10,
+                "width": 10,
+                "has_lane": True,
+                "lane_count": 2 + i % 2,
+            }
+        )
     return rows
 
 
 def write_manifests(root: Path, rows: list[dict]) -> Path:
     for source in sorted({r["source"] for r in rows}):
         (root / source).mkdir(parents=True, exist_ok=True)
-        full = [{**{f"has_{t}": False for t in TASKS}, "id": r["key"], "shard": "x.tar", "position": 0, "offset": 0,
-                 "orig_height": r["height"], "orig_width": r["width"], **r} for r in rows if r["source"] == source]
+        full = [
+            {
+                **{f"has_{t}": False for t in TASKS},
+                "id": r["key"],
+                "shard": "x.tar",
+                "position": 0,
+                "offset": 0,
+                "orig_height": r["height"],
+                "orig_width": r["width"],
+                **r,
+            }
+            for r in rows
+            if r["source"] == source
+        ]
         write_table(rows_to_table(full), root / source / MANIFEST_NAME)
     return root
 
 
 def test_task_weights_follow_their_formulas_on_a_hand_made_manifest(tmp_path):
     beta = 0.99
-    report = summarize(load_manifests(write_manifests(tmp_path, hand_rows())), StatsOptions(beta=beta, alphas=(0.0, 0.5, 1.0)))
+    report = summarize(
+        load_manifests(write_manifests(tmp_path, hand_rows())), StatsOptions(beta=beta, alphas=(0.0, 0.5, 1.0))
+    )
     n = {"sign": 100, "det2d": 25, "depth": 25, "lane": 4}
     weights = report["recommendations"]["task_weights"]
     assert set(weights) == {"inverse_frequency", "sqrt_inverse_frequency", "effective_number"}
@@ -201,7 +250,7 @@ def test_task_weights_follow_their_formulas_on_a_hand_made_manifest(tmp_path):
 
     assert weights["inverse_frequency"] == normalized({t: 1 / v for t, v in n.items()})
     assert weights["sqrt_inverse_frequency"] == normalized({t: 1 / math.sqrt(v) for t, v in n.items()})
-    assert weights["effective_number"] == normalized({t: (1 - beta) / (1 - beta ** v) for t, v in n.items()})
+    assert weights["effective_number"] == normalized({t: (1 - beta) / (1 - beta**v) for t, v in n.items()})
     # hand values: 1/n normalized -> sign 0.01/0.1225 * 4 ... lane = 0.25 / mean(0.01, 0.04, 0.04, 0.25)
     assert weights["inverse_frequency"]["lane"] == pytest.approx(0.25 / 0.085, abs=1e-5)
     mix = report["recommendations"]["mix"]
@@ -223,7 +272,7 @@ def test_formula_edge_cases():
 
 def test_class_histogram_imbalance_rare_and_absent_on_a_hand_made_manifest(tmp_path):
     rows = hand_rows()
-    rows[0]["sign_class"] = 42      # one sample of a class that is otherwise absent
+    rows[0]["sign_class"] = 42  # one sample of a class that is otherwise absent
     (tmp_path / "gtsrb").mkdir()
     (tmp_path / "gtsrb" / "classes.json").write_text(json.dumps({"sign": [f"s{i}" for i in range(43)]}))
     report = summarize(load_manifests(write_manifests(tmp_path, rows)), StatsOptions(rare_share=0.05))
@@ -238,6 +287,7 @@ def test_class_histogram_imbalance_rare_and_absent_on_a_hand_made_manifest(tmp_p
 
 # ---- warnings ---------------------------------------------------------------------------------
 
+
 def codes(report: dict) -> collections.Counter:
     return collections.Counter(w["code"] for w in report["warnings"])
 
@@ -245,8 +295,8 @@ def codes(report: dict) -> collections.Counter:
 def test_leakage_is_detected_when_a_sequence_is_in_train_and_val(tmp_path, report):
     assert codes(report)["sequence_leak"] == 0, "the tool's own grouped splits do not leak"
     rows = hand_rows()
-    rows[5] = {**rows[5], "split": "val"}          # track t0: now in train and in val
-    rows[101] = {**rows[101], "split": "val"}      # KITTI rows have no sequence: never a leak
+    rows[5] = {**rows[5], "split": "val"}  # track t0: now in train and in val
+    rows[101] = {**rows[101], "split": "val"}  # KITTI rows have no sequence: never a leak
     report = summarize(load_manifests(write_manifests(tmp_path, rows)))
     leaks = [w for w in report["warnings"] if w["code"] == "sequence_leak"]
     assert len(leaks) == 1 and leaks[0]["source"] == "gtsrb" and leaks[0]["sequences"] == ["t0"]
@@ -257,7 +307,7 @@ def test_task_without_validation_samples_and_class_absent_from_a_split_are_warne
     rows = hand_rows()
     for r in rows:
         if r["source"] == "gtsrb" and r["sign_class"] != 3 and int(r["key"].rsplit("_", 1)[1]) >= 80:
-            r["split"] = "val"                     # val has classes 0-2 only, every track of them
+            r["split"] = "val"  # val has classes 0-2 only, every track of them
     report = summarize(load_manifests(write_manifests(tmp_path, rows)))
     no_val = {w["task"] for w in report["warnings"] if w["code"] == "no_validation"}
     assert no_val == {"det2d", "depth", "lane"}
@@ -266,8 +316,9 @@ def test_task_without_validation_samples_and_class_absent_from_a_split_are_warne
 
 
 def test_a_source_whose_samples_label_no_task_is_warned(tmp_path):
-    rows = hand_rows() + [{"key": f"kitti_test_{i}", "source": "kitti", "split": "test", "height": 4, "width": 4}
-                          for i in range(3)]
+    rows = hand_rows() + [
+        {"key": f"kitti_test_{i}", "source": "kitti", "split": "test", "height": 4, "width": 4} for i in range(3)
+    ]
     rows += [{"key": "cityscapes_train_0", "source": "cityscapes", "split": "train", "height": 4, "width": 4}]
     report = summarize(load_manifests(write_manifests(tmp_path, rows)))
     unlabelled = [w for w in report["warnings"] if w["code"] == "unlabelled_source"]
@@ -285,6 +336,7 @@ def test_a_split_without_samples_is_warned_not_an_error(cli, tmp_path):
 
 
 # ---- errors -----------------------------------------------------------------------------------
+
 
 def test_empty_shards_folder_is_one_clear_error(cli, tmp_path):
     (tmp_path / "shards").mkdir()
@@ -336,6 +388,7 @@ def test_stats_never_opens_a_tar(shards, tmp_path):
 
 # ---- command line -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("by", ["task", "source"])
 def test_terminal_report_fits_100_columns_and_shows_the_shares(cli, shards, by):
     result = cli("stats", shards, "--by", by)
@@ -367,8 +420,14 @@ def test_plots_are_pngs_a_person_can_open(cli, shards, tmp_path):
     result = cli("stats", shards, "--plots", tmp_path / "plots")
     assert result.code == 0, result.err
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert names == ["classes_det2d.png", "classes_det3d.png", "classes_seg.png", "classes_sign.png",
-                     "shares.png", "steering.png"]
+    assert names == [
+        "classes_det2d.png",
+        "classes_det3d.png",
+        "classes_seg.png",
+        "classes_sign.png",
+        "shares.png",
+        "steering.png",
+    ]
     for name in names:
         image = cv2.imread(str(tmp_path / "plots" / name))
         assert image is not None and image.shape[0] > 200 and image.std() > 10

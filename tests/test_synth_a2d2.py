@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import fixture_path
+
 from mtl_data.synth.a2d2 import synth_a2d2, synth_speed_kmh, synth_steering_deg
 from mtl_data.synth.registry import SYNTHESIZERS
 
@@ -21,12 +21,21 @@ WIDTH, HEIGHT = 480, 302
 CAMERA_JSON_KEYS = ["cam_tstamp", "cam_name", "image_zoom", "image_png", "pcld_npz", "pcld_view", "lidar_ids"]
 LIDAR_IDS = {"0": "front_center", "1": "front_left", "2": "front_right", "3": "rear_left", "4": "rear_right"}
 #: label3D class -> the class_list class its pixels carry (any instance shade)
-SEMANTIC = {"Car": "Car", "VanSUV": "Car", "Truck": "Truck", "Pedestrian": "Pedestrian",
-            "Cyclist": "Bicycle", "Bicycle": "Bicycle"}
-REAL_NPZ = ("camera_lidar_semantic_bboxes/20180810_142822/lidar/cam_front_center/"
-            "20180810142822_lidar_frontcenter_000015196.npz")
-REAL_LABEL3D = ("camera_lidar_semantic_bboxes/20180810_142822/label3D/cam_front_center/"
-                "20180810142822_label3D_frontcenter_000015196.json")
+SEMANTIC = {
+    "Car": "Car",
+    "VanSUV": "Car",
+    "Truck": "Truck",
+    "Pedestrian": "Pedestrian",
+    "Cyclist": "Bicycle",
+    "Bicycle": "Bicycle",
+}
+REAL_NPZ = (
+    "camera_lidar_semantic_bboxes/20180810_142822/lidar/cam_front_center/20180810142822_lidar_frontcenter_000015196.npz"
+)
+REAL_LABEL3D = (
+    "camera_lidar_semantic_bboxes/20180810_142822/label3D/cam_front_center/"
+    "20180810142822_label3D_frontcenter_000015196.json"
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,16 +121,22 @@ def test_writes_the_a2d2_layout(root: Path):
         match = pattern.match(path.name)
         assert match and match[1] == scene.replace("_", "") and match[2] == cam[4:].replace("_", "")
         rel = path.relative_to(root / "camera_lidar_semantic")
-        frame = [rel.as_posix(), rel.with_suffix(".png").as_posix(),
-                 _sibling(rel, "lidar", "npz").as_posix(), _sibling(rel, "label", "png").as_posix()]
+        frame = [
+            rel.as_posix(),
+            rel.with_suffix(".png").as_posix(),
+            _sibling(rel, "lidar", "npz").as_posix(),
+            _sibling(rel, "label", "png").as_posix(),
+        ]
         expected |= {f"camera_lidar_semantic/{f}" for f in frame}
         if scene == scenes[0] and cam == "cam_front_center":
             frame.append(_sibling(rel, "label3D", "json").as_posix())
             expected |= {f"camera_lidar_semantic_bboxes/{f}" for f in frame}
     assert len(_camera_jsons(root)) == 12
     p0, p1 = scenes[0].replace("_", ""), scenes[1].replace("_", "")
-    expected |= {f"camera_lidar_semantic_bus/{scenes[0]}/bus/{p0}_bus_signals.json",
-                 f"camera_lidar/{scenes[1]}/bus/{p1}_bus_signals.json"}
+    expected |= {
+        f"camera_lidar_semantic_bus/{scenes[0]}/bus/{p0}_bus_signals.json",
+        f"camera_lidar/{scenes[1]}/bus/{p1}_bus_signals.json",
+    }
     assert files == expected
     assert len(files) == 67
 
@@ -226,7 +241,7 @@ def test_undistorted_label_has_each_box_in_its_class_colour(root: Path, config: 
         label = _undistorted_label(_sibling(path, "label", "png"), config["cameras"]["front_center"])
         for box in json.loads(path.read_text()).values():
             x0, y0, x1, y1 = box["2d_bbox"]
-            region = label[int(np.ceil(y0)):int(y1) + 1, int(np.ceil(x0)):int(x1) + 1]
+            region = label[int(np.ceil(y0)) : int(y1) + 1, int(np.ceil(x0)) : int(x1) + 1]
             names = [class_list[c].rsplit(" ", 1)[0] for c in _hex(region)]
             share = np.mean([n == SEMANTIC[box["class"]] for n in names])
             assert share > 0.75, (path.name, box["class"], share)
@@ -243,8 +258,11 @@ def test_lidar_points_land_on_their_objects_in_the_undistorted_label(root: Path,
         cols = np.clip(np.floor(npz["col"] + 0.5).astype(int), 0, WIDTH - 1)
         names = np.array([class_list[c] for c in _hex(label[rows, cols])])
         assert np.mean(names == "Sky") < 0.002, path.name
-        label3d = _sibling(path, "label3D", "json").as_posix().replace(
-            "camera_lidar_semantic/", "camera_lidar_semantic_bboxes/")
+        label3d = (
+            _sibling(path, "label3D", "json")
+            .as_posix()
+            .replace("camera_lidar_semantic/", "camera_lidar_semantic_bboxes/")
+        )
         if not Path(label3d).exists():
             continue
         for box in json.loads(Path(label3d).read_text()).values():
@@ -358,8 +376,10 @@ def test_bus_files_belong_to_scenes_one_and_two(root: Path):
 def test_semantic_bus_array_averages_to_the_known_signals(root: Path):
     semantic, _ = _bus_files(root)
     entries = json.loads(semantic.read_text())
-    frames = {p.name: json.loads(p.read_text())["cam_tstamp"]
-              for p in (root / "camera_lidar_semantic" / semantic.parts[-3]).glob("camera/*/*.json")}
+    frames = {
+        p.name: json.loads(p.read_text())["cam_tstamp"]
+        for p in (root / "camera_lidar_semantic" / semantic.parts[-3]).glob("camera/*/*.json")
+    }
     assert isinstance(entries, list) and len(entries) == len(frames) == 6
     assert {e["frame_name"]: e["timestamp"] for e in entries} == frames
     for entry in entries:
@@ -382,8 +402,13 @@ def test_sensor_fusion_bus_object_interpolates_to_the_known_signals(root: Path):
     _, fusion = _bus_files(root)
     doc = json.loads(fusion.read_text())
     assert isinstance(doc, dict)
-    assert {"steering_angle_calculated", "steering_angle_calculated_sign", "vehicle_speed",
-            "accelerator_pedal", "brake_pressure"} <= set(doc)
+    assert {
+        "steering_angle_calculated",
+        "steering_angle_calculated_sign",
+        "vehicle_speed",
+        "accelerator_pedal",
+        "brake_pressure",
+    } <= set(doc)
     series = {}
     for name, spec in doc.items():
         assert set(spec) == {"unit", "values"}
@@ -395,8 +420,10 @@ def test_sensor_fusion_bus_object_interpolates_to_the_known_signals(root: Path):
     t_sign, sign = series["steering_angle_calculated_sign"]
     assert np.array_equal(t, t_sign) and set(np.unique(sign)) <= {0.0, 1.0}
     signed = np.where(sign == 1, -magnitude, magnitude)
-    stamps = [json.loads(p.read_text())["cam_tstamp"]
-              for p in (root / "camera_lidar_semantic" / fusion.parts[-3]).glob("camera/*/*.json")]
+    stamps = [
+        json.loads(p.read_text())["cam_tstamp"]
+        for p in (root / "camera_lidar_semantic" / fusion.parts[-3]).glob("camera/*/*.json")
+    ]
     assert len(stamps) == 3
     for stamp in stamps:
         assert t[0] < stamp < t[-1]
@@ -412,5 +439,6 @@ def test_steering_function_is_signed_and_periodic():
     assert synth_steering_deg(1_000_000) == pytest.approx(30.0)
     assert synth_steering_deg(3_000_000) == pytest.approx(-30.0)
     assert synth_steering_deg(1_533_646_500_000_000 + 4_000_000) == pytest.approx(
-        synth_steering_deg(1_533_646_500_000_000))
+        synth_steering_deg(1_533_646_500_000_000)
+    )
     assert synth_steering_deg(np.array([0, 1_000_000])).shape == (2,)

@@ -12,7 +12,10 @@ import pytest
 
 from mtl_data.schema.geometry import box3d_corners, project, transform_points
 from mtl_data.schema.kitti_calib import (
-    kitti_label_to_box3d, parse_kitti_calib, split_projection, velo_to_optical,
+    kitti_label_to_box3d,
+    parse_kitti_calib,
+    split_projection,
+    velo_to_optical,
 )
 from mtl_data.synth import SYNTHESIZERS
 from mtl_data.synth.kitti import synth_kitti
@@ -61,8 +64,10 @@ def test_synth_kitti_is_registered_under_kitti():
 
 def test_writes_exactly_the_kitti_object_layout(root: Path):
     expected = set()
-    for split, count, folders in [("training", N_TRAIN, ["image_2", "label_2", "calib", "velodyne"]),
-                                  ("testing", N_TEST, ["image_2", "calib", "velodyne"])]:
+    for split, count, folders in [
+        ("training", N_TRAIN, ["image_2", "label_2", "calib", "velodyne"]),
+        ("testing", N_TEST, ["image_2", "calib", "velodyne"]),
+    ]:
         ext = {"image_2": "png", "label_2": "txt", "calib": "txt", "velodyne": "bin"}
         expected |= {f"{split}/{d}/{i:06d}.{ext[d]}" for d in folders for i in range(count)}
     assert set(_files(root)) == expected
@@ -182,10 +187,9 @@ def test_lidar_points_inside_each_2d_box_lie_on_its_3d_box(root: Path):
         corners = box3d_corners(kitti_label_to_box3d(location, hwl, rotation_y, t))
         near, far = corners[:, :, 2].min(1), corners[:, :, 2].max(1)
 
-        def inside(box: np.ndarray) -> np.ndarray:
+        def inside(box: np.ndarray, uv: np.ndarray = uv) -> np.ndarray:
             with np.errstate(invalid="ignore"):
-                return ((uv[:, 0] >= box[0]) & (uv[:, 0] <= box[2])
-                        & (uv[:, 1] >= box[1]) & (uv[:, 1] <= box[3]))
+                return (uv[:, 0] >= box[0]) & (uv[:, 0] <= box[2]) & (uv[:, 1] >= box[1]) & (uv[:, 1] <= box[3])
 
         checked = 0
         for i in range(len(boxes2d)):

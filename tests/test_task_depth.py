@@ -9,14 +9,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    assert_absent_task_gives_zero_loss_and_gradient,
+    batch_from_shards,
+    prediction_read_error,
+    random_features,
+    write_task_predictions,
+)
 
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.tasks import FeatureSpec, create_task
 from mtl_data.train.tasks.base import view_of
 from mtl_data.train.tasks.depth import DepthMetric, metres_to_png, scale_invariant_loss
-
-from conftest import (assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards, prediction_read_error,
-                      random_features, write_task_predictions)
 
 A2D2 = "a2d2_train_20180807145028_frontcenter_000006882"
 CITY = "cityscapes_val_frankfurt_000000_000294"
@@ -36,6 +40,7 @@ def tiny_depth():
 
 # ---- the scale-invariant loss ----------------------------------------------------------------
 
+
 def numpy_si(pred: np.ndarray, target: np.ndarray, lam: float, sign: float = -1.0) -> float:
     """Eigen et al. 2014 eq. 4 for one image, written out; ``sign=+1`` is the thesis' version."""
     valid = target > 0
@@ -43,7 +48,7 @@ def numpy_si(pred: np.ndarray, target: np.ndarray, lam: float, sign: float = -1.
         return 0.0
     d = np.log(pred[valid].astype(np.float64)) - np.log(target[valid].astype(np.float64))
     n = d.size
-    return float(np.sum(d ** 2) / n + sign * lam * np.sum(d) ** 2 / n ** 2)
+    return float(np.sum(d**2) / n + sign * lam * np.sum(d) ** 2 / n**2)
 
 
 def si_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +56,7 @@ def si_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     target = rng.uniform(2.0, 60.0, size=(3, 8, 10)).astype(np.float32)
     target[rng.random(target.shape) < 0.6] = 0.0  # sparse, like LiDAR
     target[2] = 0.0  # no valid pixel at all
-    pred = (target * rng.uniform(0.7, 1.4, size=target.shape) + rng.uniform(1, 5, size=target.shape))
+    pred = target * rng.uniform(0.7, 1.4, size=target.shape) + rng.uniform(1, 5, size=target.shape)
     return torch.from_numpy(pred.astype(np.float32)), torch.from_numpy(target)
 
 
@@ -68,8 +73,9 @@ def test_scale_invariant_loss_at_lambda_one_ignores_a_global_scale_and_the_flipp
     pred, target = si_inputs(1)
     base = scale_invariant_loss(pred, target, 1.0)
     for alpha in (0.25, 3.0):
-        np.testing.assert_allclose(scale_invariant_loss(pred * alpha, target, 1.0).numpy(), base.numpy(),
-                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            scale_invariant_loss(pred * alpha, target, 1.0).numpy(), base.numpy(), rtol=1e-4, atol=1e-6
+        )
         # lambda = 0.5 (the training default) only partly forgives the scale ...
         assert scale_invariant_loss(pred * alpha, target, 0.5)[0] > scale_invariant_loss(pred, target, 0.5)[0] + 0.05
         # ... and the reference thesis' "+" instead of "-" is not scale invariant at all.
@@ -87,6 +93,7 @@ def test_depth_loss_without_any_valid_pixel_is_zero_with_zero_finite_gradient():
 
 
 # ---- head and partial labels -----------------------------------------------------------------
+
 
 def test_depth_head_gives_positive_metres_at_the_input_size_and_starts_at_init_depth():
     task, head = tiny_depth()
@@ -163,8 +170,9 @@ def test_decoding_a_depth_linear_in_stored_pixels_gives_it_back_exactly(real_sha
 
 
 @pytest.mark.parametrize(("image_size", "letterbox", "flip"), CASES)
-def test_decoding_the_batch_depth_target_gives_back_the_stored_depth_where_valid(real_shards, image_size, letterbox,
-                                                                                 flip):
+def test_decoding_the_batch_depth_target_gives_back_the_stored_depth_where_valid(
+    real_shards, image_size, letterbox, flip
+):
     """Perfect output = the batch's own (min-pooled, sparse) target. At stored LiDAR pixels whose
     output neighbourhood is measured, the decoded depth is a blend of the target pixels around it,
     so within their range, and close to the stored depth: median relative error < 6% (the
@@ -198,6 +206,7 @@ def test_decoding_the_batch_depth_target_gives_back_the_stored_depth_where_valid
 
 # ---- the metric ------------------------------------------------------------------------------
 
+
 def numpy_depth_metrics(pairs, min_depth: float, max_depth: float) -> dict[str, float]:
     """monodepth2's ``compute_errors`` per image (GT in [min, max], prediction clipped), averaged."""
     rows = []
@@ -208,11 +217,17 @@ def numpy_depth_metrics(pairs, min_depth: float, max_depth: float) -> dict[str, 
         g = gt[mask].astype(np.float64)
         p = np.clip(pred[mask].astype(np.float64), min_depth, max_depth)
         thresh = np.maximum(g / p, p / g)
-        rows.append({
-            "abs_rel": np.mean(np.abs(g - p) / g), "sq_rel": np.mean((g - p) ** 2 / g),
-            "rmse": np.sqrt(np.mean((g - p) ** 2)), "log_rmse": np.sqrt(np.mean((np.log(g) - np.log(p)) ** 2)),
-            "delta1": np.mean(thresh < 1.25), "delta2": np.mean(thresh < 1.25 ** 2),
-            "delta3": np.mean(thresh < 1.25 ** 3)})
+        rows.append(
+            {
+                "abs_rel": np.mean(np.abs(g - p) / g),
+                "sq_rel": np.mean((g - p) ** 2 / g),
+                "rmse": np.sqrt(np.mean((g - p) ** 2)),
+                "log_rmse": np.sqrt(np.mean((np.log(g) - np.log(p)) ** 2)),
+                "delta1": np.mean(thresh < 1.25),
+                "delta2": np.mean(thresh < 1.25**2),
+                "delta3": np.mean(thresh < 1.25**3),
+            }
+        )
     return {k: float(np.mean([row[k] for row in rows])) for k in KEYS}
 
 
@@ -242,8 +257,9 @@ def test_depth_metric_matches_numpy_per_image_averages_on_imperfect_predictions(
         assert values[k] == pytest.approx(expected[k], rel=1e-12), k
     assert 0.05 < values["abs_rel"] < 1.0 and 0.0 < values["delta1"] < 1.0
     # Per image, not per pixel: pooling the pixels of every image gives another number.
-    pooled = numpy_depth_metrics([(np.concatenate([p.ravel() for p, _ in pairs]),
-                                   np.concatenate([g.ravel() for _, g in pairs]))], 1e-3, 80.0)
+    pooled = numpy_depth_metrics(
+        [(np.concatenate([p.ravel() for p, _ in pairs]), np.concatenate([g.ravel() for _, g in pairs]))], 1e-3, 80.0
+    )
     assert abs(pooled["abs_rel"] - values["abs_rel"]) > 1e-3
 
 
@@ -265,6 +281,7 @@ def test_depth_metric_refuses_a_prediction_of_another_size_and_is_nan_when_empty
 
 
 # ---- export ----------------------------------------------------------------------------------
+
 
 def test_depth_predictions_round_trip_through_kitti_pngs(real_shards, tmp_path):
     task = create_task("depth")
@@ -289,11 +306,14 @@ def test_depth_png_values_are_metres_times_256_with_zero_kept_for_none():
         metres_to_png(np.array([[np.nan]]))
 
 
-@pytest.mark.parametrize(("content", "says"), [
-    (b"\x89PNG\r\n\x1a\n but then nothing", "not a PNG"),
-    (cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes(), "found a 8-bit grey PNG"),
-    (cv2.imencode(".png", np.zeros((4, 4, 3), np.uint16))[1].tobytes(), "found a 16-bit RGB PNG"),
-])
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"\x89PNG\r\n\x1a\n but then nothing", "not a PNG"),
+        (cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes(), "found a 8-bit grey PNG"),
+        (cv2.imencode(".png", np.zeros((4, 4, 3), np.uint16))[1].tobytes(), "found a 16-bit RGB PNG"),
+    ],
+)
 def test_reading_a_malformed_depth_png_names_the_file(tmp_path, content, says):
     path = tmp_path / "depth" / "kitti_train_000000.png"
     message = prediction_read_error(create_task("depth"), tmp_path, path, content)

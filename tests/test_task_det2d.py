@@ -72,8 +72,11 @@ def stored(shard_set) -> dict[str, Sample]:
 
 def sample_of(key: str, size: tuple[int, int], boxes, classes, ignore=()) -> Sample:
     image = np.broadcast_to(np.uint8(0), (*size, 3))  # (h, w, 3) placeholder: only its shape is read
-    det = Det2D(boxes=np.asarray(boxes, np.float64).reshape(-1, 4), classes=np.asarray(classes, np.int64),
-                ignore=np.asarray(ignore, np.float64).reshape(-1, 4))
+    det = Det2D(
+        boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
+        classes=np.asarray(classes, np.int64),
+        ignore=np.asarray(ignore, np.float64).reshape(-1, 4),
+    )
     return Sample(key=key, source="test", split="val", id=key, image=image, orig_size=size, det2d=det)
 
 
@@ -82,6 +85,7 @@ def sort_rows(a: np.ndarray) -> np.ndarray:
 
 
 # ---- the head ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", [(64, 128), (96, 96), (160, 64), (256, 512)])
 def test_head_gives_the_s_by_s_grid_whatever_the_input_size(task, size):
@@ -108,6 +112,7 @@ def test_head_cell_sees_its_own_image_region(task):
 
 # ---- the loss ----------------------------------------------------------------------------------
 
+
 def test_loss_equals_the_hand_computed_yolo_terms():
     task = create_task("det2d", grid=2, anchors=1, ignore_ioa=2.0)  # ignore regions off
     task = Det2DTask(task.config, classes=("a", "b"))
@@ -119,9 +124,16 @@ def test_loss_equals_the_hand_computed_yolo_terms():
     raw[0, 0, 0, 0] = torch.tensor([0.0, 1.0, 0.6, 0.3, 2.0, 0.5, -0.5])
     raw[0, 1, 1, 0, 4] = -1.0
     x, y = 0.5, 0.25  # target offsets in the cell: u S - col, v S - row
-    coord = (0.5 - x) ** 2 + (1 / (1 + math.exp(-1.0)) - y) ** 2 + (0.6 - math.sqrt(8 / 32)) ** 2 \
+    coord = (
+        (0.5 - x) ** 2
+        + (1 / (1 + math.exp(-1.0)) - y) ** 2
+        + (0.6 - math.sqrt(8 / 32)) ** 2
         + (0.3 - math.sqrt(4 / 32)) ** 2
-    bce = lambda z, t: math.log1p(math.exp(-z)) if t else math.log1p(math.exp(z))
+    )
+
+    def bce(z, t):
+        return math.log1p(math.exp(-z)) if t else math.log1p(math.exp(z))
+
     cls = -(-0.5 - math.log(math.exp(0.5) + math.exp(-0.5)))
     noobj = 2 * bce(0.0, 0) + bce(-1.0, 0)
     expected = 5.0 * coord + bce(2.0, 1) + cls + 0.5 * noobj  # one object: divided by 1
@@ -132,8 +144,9 @@ def test_loss_equals_the_hand_computed_yolo_terms():
 
 def test_loss_is_finite_without_objects_and_zero_for_samples_without_the_task(task, real_shards, keys_of):
     empty = batch_of_samples([sample_of("e", SIZE, np.zeros((0, 4)), [])])
-    shards = batch_from_shards(real_shards, [KITTI[1], keys_of["gtsrb"][0], keys_of["tusimple"][0]], SIZE,
-                               tasks=("det2d", "sign", "lane"))
+    shards = batch_from_shards(
+        real_shards, [KITTI[1], keys_of["gtsrb"][0], keys_of["tusimple"][0]], SIZE, tasks=("det2d", "sign", "lane")
+    )
     for batch in (empty, shards):
         out = torch.randn(len(batch["key"]), 8, 8, 10, 5 + NUM_CLASSES) * 3
         loss = task.loss(out, batch)
@@ -147,8 +160,7 @@ def test_loss_is_finite_without_objects_and_zero_for_samples_without_the_task(ta
 
 def test_task_absent_from_every_sample_gives_exactly_zero_loss_and_zero_head_gradient(task, real_shards, keys_of):
     batch = batch_from_shards(real_shards, [keys_of["gtsrb"][0], keys_of["tusimple"][0]], SIZE)
-    assert_absent_task_gives_zero_loss_and_gradient(task, task.build_head(FeatureSpec(channels=16)), batch,
-                                                    channels=16)
+    assert_absent_task_gives_zero_loss_and_gradient(task, task.build_head(FeatureSpec(channels=16)), batch, channels=16)
 
 
 def test_perfect_output_has_a_lower_loss_than_a_perturbed_one(task, real_shards):
@@ -184,6 +196,7 @@ def test_no_object_penalty_is_dropped_only_inside_ignore_regions(task):
 
 
 # ---- decoding --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("letterbox", [True, False])
@@ -223,6 +236,7 @@ def test_decode_sorts_by_score_applies_class_wise_nms_and_clips_to_the_stored_im
 
 
 # ---- the COCO metric against pycocotools -------------------------------------------------------------
+
 
 def run_cocoeval(folder: Path) -> COCOeval:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
@@ -290,8 +304,9 @@ def synthetic_scene(rng: np.random.Generator, stored: dict[str, Sample]) -> tupl
                 boxes.append(jitter(rng, np.array([10.0, 10.0, 50.0, 40.0]), 0.2))
                 scores.append(rng.uniform(0, 1))
                 classes.append(2)
-        preds[sample.key] = Detections(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64),
-                                       np.asarray(classes, np.int64))
+        preds[sample.key] = Detections(
+            np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64), np.asarray(classes, np.int64)
+        )
     return samples, preds
 
 
@@ -324,21 +339,36 @@ def test_coco_ap_equals_pycocotools_on_the_written_files(task, stored, tmp_path,
 
 def test_coco_matching_edge_cases_equal_pycocotools(task, tmp_path):
     """Hand-made cases where a near miss of COCOeval's matching rules changes the numbers."""
-    image = sample_of("edge", (100, 200), [[8, 10, 18, 20], [12, 10, 22, 20],  # two GT at equal IoU to d0
-                                           [100, 10, 120, 30],  # d2 covers half of it: IoU 0.5 exactly
-                                           [150, 50, 170, 70]],  # exactly inside an ignore region
-                      [0, 0, 1, 2], ignore=[[150, 50, 170, 70]])
+    image = sample_of(
+        "edge",
+        (100, 200),
+        [
+            [8, 10, 18, 20],
+            [12, 10, 22, 20],  # two GT at equal IoU to d0
+            [100, 10, 120, 30],  # d2 covers half of it: IoU 0.5 exactly
+            [150, 50, 170, 70],
+        ],  # exactly inside an ignore region
+        [0, 0, 1, 2],
+        ignore=[[150, 50, 170, 70]],
+    )
     other = sample_of("edge2", (100, 200), [[10, 10, 30, 30]], [2])
-    preds = {"edge": Detections(np.array([
-        [10.0, 10, 20, 20],  # d0: IoU 8/12 with both GT: pycocotools takes the last one (B)
-        [13, 10, 23, 20],  # d1: IoU 9/11 with B, 1/3 with A: a FP once d0 took B
-        [100, 10, 110, 30],  # d2: matches at IoU >= 0.5 exactly
-        [150, 50, 170, 70],  # d3: IoU 1 with the regular GT and the crowd region: the regular GT first
-        [151, 50, 170, 70],  # d4: the GT is taken: matches the crowd region, ignored
-        [155, 55, 165, 65],  # d5: inside the region too (a region matches any number of detections)
-    ]), np.array([0.9, 0.8, 0.7, 0.6, 0.6, 0.5]), np.array([0, 0, 1, 2, 2, 0])),
-        "edge2": Detections(np.array([[10.0, 10, 30, 30], [60, 60, 70, 70]]), np.array([0.6, 0.95]),
-                            np.array([2, 2]))}  # a tie in score with d3, d4 across images
+    preds = {
+        "edge": Detections(
+            np.array(
+                [
+                    [10.0, 10, 20, 20],  # d0: IoU 8/12 with both GT: pycocotools takes the last one (B)
+                    [13, 10, 23, 20],  # d1: IoU 9/11 with B, 1/3 with A: a FP once d0 took B
+                    [100, 10, 110, 30],  # d2: matches at IoU >= 0.5 exactly
+                    [150, 50, 170, 70],  # d3: IoU 1 with the regular GT and the crowd region: the regular GT first
+                    [151, 50, 170, 70],  # d4: the GT is taken: matches the crowd region, ignored
+                    [155, 55, 165, 65],  # d5: inside the region too (a region matches any number of detections)
+                ]
+            ),
+            np.array([0.9, 0.8, 0.7, 0.6, 0.6, 0.5]),
+            np.array([0, 0, 1, 2, 2, 0]),
+        ),
+        "edge2": Detections(np.array([[10.0, 10, 30, 30], [60, 60, 70, 70]]), np.array([0.6, 0.95]), np.array([2, 2])),
+    }  # a tie in score with d3, d4 across images
     folder = write_task_predictions(task, tmp_path, preds, [image, other])
     ev = run_cocoeval(folder)
     values = evaluate(task, [image, other], preds).compute()
@@ -350,11 +380,14 @@ def test_coco_matching_edge_cases_equal_pycocotools(task, tmp_path):
 
 def test_coco_iou_is_bit_identical_to_pycocotools():
     from pycocotools import mask as mask_utils
+
     rng = np.random.default_rng(3)
     dt = to_xywh(np.sort(rng.uniform(0, 300, size=(30, 2, 2)), axis=1).transpose(0, 2, 1).reshape(30, 4))
     gt = to_xywh(np.sort(rng.uniform(0, 300, size=(20, 2, 2)), axis=1).transpose(0, 2, 1).reshape(20, 4))
     crowd = rng.random(20) < 0.3
-    np.testing.assert_array_equal(coco_iou(dt, gt, crowd), mask_utils.iou(dt.tolist(), gt.tolist(), crowd.astype(np.uint8).tolist()))
+    np.testing.assert_array_equal(
+        coco_iou(dt, gt, crowd), mask_utils.iou(dt.tolist(), gt.tolist(), crowd.astype(np.uint8).tolist())
+    )
 
 
 def test_ignore_regions_are_crowd_regions_for_every_class(task):
@@ -386,9 +419,14 @@ def test_metric_merged_from_two_halves_equals_the_whole(task, stored):
 def test_mean_best_iou_averages_each_gt_boxes_best_overlap_over_confident_detections(task):
     a = sample_of("a", (100, 100), [[0, 0, 10, 10], [50, 50, 60, 60]], [0, 1], ignore=[[80, 80, 99, 99]])
     b = sample_of("b", (100, 100), [[0, 0, 20, 10]], [2])
-    preds = {"a": Detections(np.array([[0.0, 0, 10, 5], [0, 0, 10, 10], [50, 50, 60, 55]]),
-                             np.array([0.9, 0.4, 0.6]), np.array([3, 0, 1])),  # class ignored; 0.4 < 0.5
-             "b": Detections(np.array([[0.0, 0, 10, 10], [80, 80, 99, 99]]), np.array([0.7, 0.99]), np.array([2, 2]))}
+    preds = {
+        "a": Detections(
+            np.array([[0.0, 0, 10, 5], [0, 0, 10, 10], [50, 50, 60, 55]]),
+            np.array([0.9, 0.4, 0.6]),
+            np.array([3, 0, 1]),
+        ),  # class ignored; 0.4 < 0.5
+        "b": Detections(np.array([[0.0, 0, 10, 10], [80, 80, 99, 99]]), np.array([0.7, 0.99]), np.array([2, 2])),
+    }
     values = evaluate(task, [a, b], preds).compute()
     assert values["mean_best_iou"] == pytest.approx((0.5 + 0.5 + 0.5) / 3)
     assert task.metric_keys[0] == "map50" and list(values)[:4] == list(task.metric_keys)
@@ -399,11 +437,14 @@ def test_metric_without_ground_truth_is_nan_and_refuses_unknown_classes(task):
     assert math.isnan(values["map50"]) and math.isnan(values["mean_best_iou"])
     metric = task.metric()
     with pytest.raises(ValueError, match="outside 0..10"):
-        metric.update(Detections(np.zeros((1, 4)), np.ones(1), np.array([11])), task.ground_truth(
-            sample_of("a", (10, 10), np.zeros((0, 4)), [])))
+        metric.update(
+            Detections(np.zeros((1, 4)), np.ones(1), np.array([11])),
+            task.ground_truth(sample_of("a", (10, 10), np.zeros((0, 4)), [])),
+        )
 
 
 # ---- export ------------------------------------------------------------------------------------------
+
 
 def test_export_and_read_back_round_trip(task, stored, real_shards, keys_of, tmp_path):
     batch = batch_of_samples([stored[k] for k in (*KITTI, CITY)], (128, 256), letterbox=True)
@@ -422,8 +463,9 @@ def test_export_and_read_back_round_trip(task, stored, real_shards, keys_of, tmp
         np.testing.assert_array_equal(pred.classes, preds[key].classes)
     truth = json.loads((tmp_path / GROUND_TRUTH_FILE).read_text())
     assert [img["id"] for img in truth["images"]] == sorted(KITTI + (CITY,))
-    assert {(img["id"], img["width"], img["height"]) for img in truth["images"]} == \
-        {(k, stored[k].size[1], stored[k].size[0]) for k in stored}
+    assert {(img["id"], img["width"], img["height"]) for img in truth["images"]} == {
+        (k, stored[k].size[1], stored[k].size[0]) for k in stored
+    }
     assert [c["id"] for c in truth["categories"]] == list(range(1, NUM_CLASSES + 1))
     assert [c["name"] for c in truth["categories"]] == list(task.classes)
     anns = truth["annotations"]
@@ -439,21 +481,24 @@ def test_export_and_read_back_round_trip(task, stored, real_shards, keys_of, tmp
 GOOD = {"image_id": "k", "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5}
 
 
-@pytest.mark.parametrize("text, says", [
-    ("{not json", "not JSON"),
-    (json.dumps({"annotations": []}), "got a JSON dict"),
-    (json.dumps([GOOD, {k: v for k, v in GOOD.items() if k != "score"}]), "entry 1: missing field(s) score"),
-    (json.dumps([{**GOOD, "bbox": "1 2 3 4"}]), "entry 0: bbox must be"),
-    (json.dumps([{**GOOD, "bbox": [1, 2, 3]}]), "entry 0: bbox must be"),
-    (json.dumps([GOOD, GOOD, {**GOOD, "bbox": [1, 2, -3, 4]}]), "entry 2: bbox width and height must be >= 0"),
-    (json.dumps([{**GOOD, "category_id": 0}]), "entry 0: unknown category_id 0 (known: 1..11)"),
-    (json.dumps([{**GOOD, "category_id": 12}]), "entry 0: unknown category_id 12"),
-    (json.dumps([{**GOOD, "category_id": "car"}]), "entry 0: category_id must be an integer"),
-    (json.dumps([{**GOOD, "category_id": True}]), "entry 0: category_id must be an integer"),
-    (json.dumps([{**GOOD, "image_id": 3}]), "entry 0: image_id must be a sample key"),
-    ('[{"image_id": "k", "category_id": 1, "bbox": [1, 2, 3, 4], "score": NaN}]', "entry 0: score must be"),
-    (json.dumps([[1, 2]]), "entry 0: expected an object"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("{not json", "not JSON"),
+        (json.dumps({"annotations": []}), "got a JSON dict"),
+        (json.dumps([GOOD, {k: v for k, v in GOOD.items() if k != "score"}]), "entry 1: missing field(s) score"),
+        (json.dumps([{**GOOD, "bbox": "1 2 3 4"}]), "entry 0: bbox must be"),
+        (json.dumps([{**GOOD, "bbox": [1, 2, 3]}]), "entry 0: bbox must be"),
+        (json.dumps([GOOD, GOOD, {**GOOD, "bbox": [1, 2, -3, 4]}]), "entry 2: bbox width and height must be >= 0"),
+        (json.dumps([{**GOOD, "category_id": 0}]), "entry 0: unknown category_id 0 (known: 1..11)"),
+        (json.dumps([{**GOOD, "category_id": 12}]), "entry 0: unknown category_id 12"),
+        (json.dumps([{**GOOD, "category_id": "car"}]), "entry 0: category_id must be an integer"),
+        (json.dumps([{**GOOD, "category_id": True}]), "entry 0: category_id must be an integer"),
+        (json.dumps([{**GOOD, "image_id": 3}]), "entry 0: image_id must be a sample key"),
+        ('[{"image_id": "k", "category_id": 1, "bbox": [1, 2, 3, 4], "score": NaN}]', "entry 0: score must be"),
+        (json.dumps([[1, 2]]), "entry 0: expected an object"),
+    ],
+)
 def test_malformed_results_file_is_one_clear_error(task, tmp_path, text, says):
     path = tmp_path / PREDICTIONS_FILE
     message = prediction_read_error(task, tmp_path, path, text)

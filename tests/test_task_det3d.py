@@ -14,6 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    BOX_SAMPLE,
+    assert_absent_task_gives_zero_loss_and_gradient,
+    batch_from_shards,
+    det3d_perfect_output,
+    fixture_path,
+    prediction_read_error,
+    random_features,
+    write_task_predictions,
+)
 from pyquaternion import Quaternion
 
 from mtl_data.errors import MtlDataError
@@ -22,12 +32,13 @@ from mtl_data.schema import cityscapes_geometry as cg
 from mtl_data.schema import geometry as geo
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.tasks import FeatureSpec, create_task, view_of
-from mtl_data.train.tasks.det3d import (CITYSCAPES3D_EVAL_LABELS, Det3DPrediction, amodal_boxes,
-                                        rotation_to_yaw_pitch_roll_torch, stored_intrinsics)
-
-from conftest import (BOX_SAMPLE, assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards,
-                      det3d_perfect_output, fixture_path, prediction_read_error, random_features,
-                      write_task_predictions)
+from mtl_data.train.tasks.det3d import (
+    CITYSCAPES3D_EVAL_LABELS,
+    Det3DPrediction,
+    amodal_boxes,
+    rotation_to_yaw_pitch_roll_torch,
+    stored_intrinsics,
+)
 
 CITY_KEY = "cityscapes_val_lindau_000000_000019"
 KITTI_KEYS = ["kitti_train_000000", "kitti_train_000001"]
@@ -47,18 +58,21 @@ def shards(real_shards) -> ShardSet:
 
 # ---- geometry ----------------------------------------------------------------------------------
 
+
 def test_yaw_pitch_roll_round_trip_on_random_rotations():
     rng = np.random.default_rng(1)
     yaw, pitch, roll = rng.uniform(-np.pi, np.pi, 500), rng.uniform(-1.5, 1.5, 500), rng.uniform(-np.pi, np.pi, 500)
     rotation = geo.yaw_pitch_roll_to_rotation(yaw, pitch, roll)
-    np.testing.assert_allclose(rotation @ np.swapaxes(rotation, 1, 2), np.broadcast_to(np.eye(3), (500, 3, 3)),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        rotation @ np.swapaxes(rotation, 1, 2), np.broadcast_to(np.eye(3), (500, 3, 3)), atol=1e-12
+    )
     back = geo.rotation_to_yaw_pitch_roll(rotation)
     np.testing.assert_allclose(np.stack(back), np.stack([yaw, pitch, roll]), atol=1e-9)
     # and any rotation (uniform quaternions) comes back from its angles
     any_rot = cg.quaternion_to_matrix(rng.normal(size=(500, 4)))
-    np.testing.assert_allclose(geo.yaw_pitch_roll_to_rotation(*geo.rotation_to_yaw_pitch_roll(any_rot)), any_rot,
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        geo.yaw_pitch_roll_to_rotation(*geo.rotation_to_yaw_pitch_roll(any_rot)), any_rot, atol=1e-9
+    )
 
 
 def test_upright_box_has_zero_pitch_and_roll_and_the_kitti_yaw():
@@ -85,22 +99,25 @@ def test_real_cityscapes_box_decomposes_and_flips_as_documented(shards):
     assert abs(yaw - det.boxes[0, 6]) < 2e-3
     mirrored = np.diag([-1.0, 1.0, 1.0]) @ rotation @ np.diag([1.0, 1.0, -1.0])  # transforms' flip
     flipped = geo.rotation_to_yaw_pitch_roll(mirrored)
-    np.testing.assert_allclose([float(np.cos(flipped[0] - (np.pi - yaw))), flipped[1], flipped[2]],
-                               [1.0, pitch, -roll], atol=1e-12)
+    np.testing.assert_allclose(
+        [float(np.cos(flipped[0] - (np.pi - yaw))), flipped[1], flipped[2]], [1.0, pitch, -roll], atol=1e-12
+    )
 
 
 def test_torch_decomposition_matches_numpy():
     rotation = cg.quaternion_to_matrix(np.random.default_rng(2).normal(size=(50, 4)))
     got = rotation_to_yaw_pitch_roll_torch(torch.from_numpy(rotation))
-    np.testing.assert_allclose(np.stack([g.numpy() for g in got]), np.stack(geo.rotation_to_yaw_pitch_roll(rotation)),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        np.stack([g.numpy() for g in got]), np.stack(geo.rotation_to_yaw_pitch_roll(rotation)), atol=1e-12
+    )
 
 
 def test_optical_boxes_go_back_to_the_real_vehicle_frame_annotation(shards):
     sample = shards.read_sample(CITY_KEY)
     assert sample.extra["sensor_T_ISO_8855"] == REAL_BOXES["sensor"]["sensor_T_ISO_8855"]
-    center, dims, rotation = cg.optical_boxes_to_frame(sample.det3d.boxes, sample.det3d.rotation,
-                                                       np.array(sample.extra["sensor_T_ISO_8855"]))
+    center, dims, rotation = cg.optical_boxes_to_frame(
+        sample.det3d.boxes, sample.det3d.rotation, np.array(sample.extra["sensor_T_ISO_8855"])
+    )
     obj = REAL_BOXES["objects"][0]["3d"]
     np.testing.assert_allclose(center[0], obj["center"], atol=1e-12)
     np.testing.assert_allclose(dims[0], obj["dimensions"], atol=1e-12)
@@ -122,8 +139,7 @@ def test_cityscapes_ingest_keeps_the_camera_extrinsic_from_the_camera_json_alone
     conv = CONVERTERS["cityscapes"](tmp_path)
     [f] = conv.frames()
     sample = conv.convert(f)
-    np.testing.assert_allclose(sample.extra["sensor_T_ISO_8855"], REAL_BOXES["sensor"]["sensor_T_ISO_8855"],
-                               atol=1e-12)
+    np.testing.assert_allclose(sample.extra["sensor_T_ISO_8855"], REAL_BOXES["sensor"]["sensor_T_ISO_8855"], atol=1e-12)
     del camera["extrinsic"]["roll"]  # an incomplete pose gives no transform, and no error
     (tmp_path / f"camera/test/lindau/{frame}_camera.json").write_text(json.dumps(camera))
     assert "sensor_T_ISO_8855" not in conv.convert(f).extra
@@ -166,12 +182,19 @@ def test_amodal_boxes_match_cityscapesscripts_also_across_the_camera_plane():
 
 # ---- head, targets, loss ----------------------------------------------------------------------
 
+
 def test_head_returns_every_output_on_the_stride_4_map(task):
     head = task.build_head(FeatureSpec(channels=8))
     out = head(random_features({"image": torch.zeros(2, 3, *SIZE)}), SIZE)
     shapes = {k: tuple(v.shape) for k, v in out.items()}
-    assert shapes == {"heatmap": (2, task.num_classes, 32, 64), "offset": (2, 2, 32, 64), "depth": (2, 1, 32, 64),
-                      "size": (2, 3, 32, 64), "orientation": (2, 2, 32, 64), "pitch_roll": (2, 4, 32, 64)}
+    assert shapes == {
+        "heatmap": (2, task.num_classes, 32, 64),
+        "offset": (2, 2, 32, 64),
+        "depth": (2, 1, 32, 64),
+        "size": (2, 3, 32, 64),
+        "orientation": (2, 2, 32, 64),
+        "pitch_roll": (2, 4, 32, 64),
+    }
     assert torch.all(head.branches["heatmap"][-1].bias == -2.19)
     with pytest.raises(MtlDataError, match="stride 4"):
         task.build_head(FeatureSpec(channels=8, strides=(8, 16, 32)))
@@ -199,8 +222,9 @@ def test_perfect_outputs_decode_to_the_ground_truth_boxes(task, real_shards, sha
     preds = task.decode(det3d_perfect_output(task, batch), batch)
     for i in range(len(keys)):
         pred, truth, trained, order = _match_to_truth(task, batch, preds, shards, i)
-        pred = dataclasses.replace(pred, **{f: getattr(pred, f)[order] for f in
-                                            ("boxes", "rotation", "scores", "classes", "boxes2d")})
+        pred = dataclasses.replace(
+            pred, **{f: getattr(pred, f)[order] for f in ("boxes", "rotation", "scores", "classes", "boxes2d")}
+        )
         np.testing.assert_allclose(pred.boxes[:, :3], truth.boxes[trained, :3], rtol=2e-6, atol=1e-5)
         np.testing.assert_allclose(pred.boxes[:, 3:], truth.boxes[trained, 3:], atol=1e-5)
         np.testing.assert_allclose(pred.rotation, truth.rotation[trained], atol=1e-5)
@@ -260,14 +284,24 @@ def test_loss_is_finite_without_boxes_and_zero_without_K(task, real_shards):
 # ---- the Cityscapes-3D detection score against cityscapesScripts ------------------------------
 
 #: (label, typical dims l, w, h) of the generated objects; caravan is not scored (other_vehicle)
-_OBJECT_KINDS = [("car", (4.3, 1.8, 1.5)), ("car", (4.6, 1.9, 1.6)), ("truck", (8.0, 2.5, 3.2)),
-                 ("bus", (11.0, 2.6, 3.1)), ("train", (20.0, 3.0, 3.8)), ("motorcycle", (2.1, 0.8, 1.4)),
-                 ("bicycle", (1.8, 0.6, 1.6)), ("caravan", (6.0, 2.3, 2.8))]
+_OBJECT_KINDS = [
+    ("car", (4.3, 1.8, 1.5)),
+    ("car", (4.6, 1.9, 1.6)),
+    ("truck", (8.0, 2.5, 3.2)),
+    ("bus", (11.0, 2.6, 3.1)),
+    ("train", (20.0, 3.0, 3.8)),
+    ("motorcycle", (2.1, 0.8, 1.4)),
+    ("bicycle", (1.8, 0.6, 1.6)),
+    ("caravan", (6.0, 2.3, 2.8)),
+]
 
 
 def _v_quaternion(yaw: float, pitch: float, roll: float) -> list[float]:
-    q = (Quaternion(axis=[0, 0, 1], angle=yaw) * Quaternion(axis=[0, 1, 0], angle=pitch)
-         * Quaternion(axis=[1, 0, 0], angle=roll))
+    q = (
+        Quaternion(axis=[0, 0, 1], angle=yaw)
+        * Quaternion(axis=[0, 1, 0], angle=pitch)
+        * Quaternion(axis=[1, 0, 0], angle=roll)
+    )
     return [float(v) for v in q.elements]
 
 
@@ -304,11 +338,17 @@ def _scenario(rng: np.random.Generator, frames: int = 8) -> tuple[list[dict], li
                 quat = _v_quaternion(rng.uniform(-np.pi, np.pi), rng.normal(0, 0.03), rng.normal(0, 0.03))
                 amodal = _official_amodal(center, dims, quat)
                 if amodal is not None:
-                    doc["objects"].append({"2d": {"amodal": amodal, "modal": amodal},
-                                           "3d": {"center": center, "dimensions": dims, "rotation": quat,
-                                                  "format": "CRS_ISO8855"},
-                                           "label": label, "score": 1.0, "instanceId": 1000 * f + len(doc["objects"]),
-                                           "truncation": 0.0, "occlusion": 0.0})
+                    doc["objects"].append(
+                        {
+                            "2d": {"amodal": amodal, "modal": amodal},
+                            "3d": {"center": center, "dimensions": dims, "rotation": quat, "format": "CRS_ISO8855"},
+                            "label": label,
+                            "score": 1.0,
+                            "instanceId": 1000 * f + len(doc["objects"]),
+                            "truncation": 0.0,
+                            "occlusion": 0.0,
+                        }
+                    )
         preds = []
         for obj in doc["objects"]:
             kind = rng.random()
@@ -326,15 +366,22 @@ def _scenario(rng: np.random.Generator, frames: int = 8) -> tuple[list[dict], li
             preds += [_jittered(obj, rng, 0.0, 0.0) for obj in doc["objects"][:3]]
         for _ in range(2):  # false positives somewhere in view
             x = float(rng.uniform(8, 60))
-            preds.append({"center": np.array([x, rng.uniform(-0.25, 0.25) * x, 0.8]), "dims": np.array([4.2, 1.8, 1.5]),
-                          "quat": _v_quaternion(rng.uniform(-3, 3), 0, 0), "label": "car",
-                          "score": float(grid[rng.integers(2, 36)])})
+            preds.append(
+                {
+                    "center": np.array([x, rng.uniform(-0.25, 0.25) * x, 0.8]),
+                    "dims": np.array([4.2, 1.8, 1.5]),
+                    "quat": _v_quaternion(rng.uniform(-3, 3), 0, 0),
+                    "label": "car",
+                    "score": float(grid[rng.integers(2, 36)]),
+                }
+            )
         if f == 2:  # a confident false positive inside an ignore region
             center, dims, quat = [20.0, -4.0, 0.8], [4.2, 1.8, 1.5], _v_quaternion(0.3, 0, 0)
             x, y, w, h = _official_amodal(center, dims, quat)
             doc["ignore"] = [{"2d": [x - 10, y - 10, w + 20, h + 20]}]
-            preds.append({"center": np.array(center), "dims": np.array(dims), "quat": quat, "label": "car",
-                          "score": 0.95})
+            preds.append(
+                {"center": np.array(center), "dims": np.array(dims), "quat": quat, "label": "car", "score": 0.95}
+            )
         docs.append(doc)
         predictions.append(preds)
     return docs, predictions
@@ -346,8 +393,9 @@ def _jittered(obj: dict, rng: np.random.Generator, spread: float, score: float) 
     center = np.array(three["center"]) + spread * rng.normal(0, 0.004 * three["center"][0] + 0.03, 3)
     dims = np.array(three["dimensions"]) * (1 + spread * rng.uniform(-0.08, 0.08, 3))
     yaw, pitch, roll = Quaternion(three["rotation"]).yaw_pitch_roll
-    quat = _v_quaternion(yaw + spread * rng.normal(0, 0.2), pitch + spread * rng.normal(0, 0.04),
-                         roll + spread * rng.normal(0, 0.04))
+    quat = _v_quaternion(
+        yaw + spread * rng.normal(0, 0.2), pitch + spread * rng.normal(0, 0.04), roll + spread * rng.normal(0, 0.04)
+    )
     return {"center": center, "dims": dims, "quat": quat, "label": obj["label"], "score": score}
 
 
@@ -361,8 +409,10 @@ def _borderline(obj: dict, rng: np.random.Generator, score: float) -> dict:
     for _ in range(500):
         pred = _jittered(obj, rng, float(rng.uniform(1.0, 6.0)), score)
         box = _official_amodal(pred["center"], pred["dims"], pred["quat"])
-        if box is not None and 0.69 < calcIouMatrix(gt, np.array([[box[0], box[1], box[0] + box[2],
-                                                                    box[1] + box[3]]]))[0, 0] < 0.71:
+        if (
+            box is not None
+            and 0.69 < calcIouMatrix(gt, np.array([[box[0], box[1], box[0] + box[2], box[1] + box[3]]]))[0, 0] < 0.71
+        ):
             return pred
     return pred
 
@@ -394,10 +444,22 @@ def run_cityscapesscripts(gt_dir: Path, pred_dir: Path, work: Path) -> dict:
     and writes eval.log in its working directory on import); returns its results.json."""
     out = work / "official_results"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-c", _OFFICIAL, str(gt_dir), str(pred_dir), str(out),
-                           json.dumps(list(CITYSCAPES3D_EVAL_LABELS))],
-                          cwd=work, capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _OFFICIAL,
+            str(gt_dir),
+            str(pred_dir),
+            str(out),
+            json.dumps(list(CITYSCAPES3D_EVAL_LABELS)),
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "results.json").read_text())
 
@@ -418,12 +480,19 @@ def ds_case(tmp_path_factory, big_image):
     predictions = {}
     for sample, preds in zip(samples, raw_preds):
         T = np.array(sample.extra["sensor_T_ISO_8855"])
-        boxes, rotation = cg.vehicle_boxes_to_optical(np.array([p["center"] for p in preds]).reshape(-1, 3),
-                                                      np.array([p["dims"] for p in preds]).reshape(-1, 3),
-                                                      np.array([p["quat"] for p in preds]).reshape(-1, 4), T)
+        boxes, rotation = cg.vehicle_boxes_to_optical(
+            np.array([p["center"] for p in preds]).reshape(-1, 3),
+            np.array([p["dims"] for p in preds]).reshape(-1, 3),
+            np.array([p["quat"] for p in preds]).reshape(-1, 4),
+            T,
+        )
         predictions[sample.key] = Det3DPrediction(
-            boxes, rotation, np.array([p["score"] for p in preds]), np.array([class_of[p["label"]] for p in preds]),
-            amodal_boxes(boxes, rotation, sample.K, sample.size))
+            boxes,
+            rotation,
+            np.array([p["score"] for p in preds]),
+            np.array([class_of[p["label"]] for p in preds]),
+            amodal_boxes(boxes, rotation, sample.K, sample.size),
+        )
     write_task_predictions(task, work / "preds", predictions, samples)
     official = run_cityscapesscripts(work / "raw/gtBbox3d/val", work / "preds/det3d", work)
     return task, samples, predictions, official, work
@@ -436,8 +505,14 @@ def _metric(task, samples, predictions) -> dict[str, float]:
     return metric.compute()
 
 
-_OFFICIAL_NAMES = {"ds": "Detection_Score", "ds_ap": "AP", "ds_center_dist": "Center_Dist",
-                   "ds_size_similarity": "Size_Similarity", "ds_os_yaw": "OS_Yaw", "ds_os_pitch_roll": "OS_Pitch_Roll"}
+_OFFICIAL_NAMES = {
+    "ds": "Detection_Score",
+    "ds_ap": "AP",
+    "ds_center_dist": "Center_Dist",
+    "ds_size_similarity": "Size_Similarity",
+    "ds_os_yaw": "OS_Yaw",
+    "ds_os_pitch_roll": "OS_Pitch_Roll",
+}
 
 
 def _assert_equals_official(ours: dict[str, float], official: dict) -> None:
@@ -455,8 +530,14 @@ def test_detection_score_equals_cityscapesscripts_on_the_same_files(ds_case):
     assert sum(official["Detection_Score"][label] > 0 for label in CITYSCAPES3D_EVAL_LABELS) >= 4
     assert all(0 < official[f"m{n}"] < 1 for n in ("Center_Dist", "Size_Similarity", "OS_Yaw", "OS_Pitch_Roll"))
     assert len(official["Center_Dist"]["car"]["data"]) >= 3
-    far = [np.hypot(*cg.optical_boxes_to_frame(s.det3d.boxes, s.det3d.rotation,
-                                               np.array(s.extra["sensor_T_ISO_8855"]))[0][:, :2].T) for s in samples]
+    far = [
+        np.hypot(
+            *cg.optical_boxes_to_frame(s.det3d.boxes, s.det3d.rotation, np.array(s.extra["sensor_T_ISO_8855"]))[0][
+                :, :2
+            ].T
+        )
+        for s in samples
+    ]
     assert sum(int((d >= 100).sum()) for d in far) >= 3  # beyond the TP similarities' range
     ours = _metric(task, samples, predictions)
     _assert_equals_official(ours, official)
@@ -473,8 +554,9 @@ def test_detection_score_from_the_read_back_files_is_the_same(ds_case):
 
 def test_ignore_region_and_depth_rules_change_the_score(ds_case):
     task, samples, predictions, official, _ = ds_case
-    without_ignore = [dataclasses.replace(s, det2d=dataclasses.replace(s.det2d, ignore=np.zeros((0, 4))))
-                      for s in samples]
+    without_ignore = [
+        dataclasses.replace(s, det2d=dataclasses.replace(s.det2d, ignore=np.zeros((0, 4)))) for s in samples
+    ]
     assert _metric(task, without_ignore, predictions)["ds_ap/car"] < official["AP"]["car"]["auc"] - 1e-6
     # TP similarities stop at ds_max_depth (100 m; the scenario has TPs beyond 60 m), AP does not
     nearer = _metric(create_task("det3d", ds_max_depth=60), samples, predictions)
@@ -496,6 +578,7 @@ def test_metric_merges_to_the_single_pass_result(ds_case):
 
 # ---- BEV AP against a plain reference ---------------------------------------------------------
 
+
 def _reference_bev_ap(items, classes, thresholds) -> dict[str, float]:
     """Global greedy matching by descending score, 101-point interpolated AP, loops only.
 
@@ -509,8 +592,9 @@ def _reference_bev_ap(items, classes, thresholds) -> dict[str, float]:
             continue
         aps = []
         for thr in thresholds:
-            dets = sorted([(p[3], s, p) for s, (_, preds) in enumerate(items) for p in preds if p[0] == c],
-                          key=lambda d: -d[0])
+            dets = sorted(
+                [(p[3], s, p) for s, (_, preds) in enumerate(items) for p in preds if p[0] == c], key=lambda d: -d[0]
+            )
             used = set()
             flags = []
             for _, s, p in dets:
@@ -547,16 +631,30 @@ def test_bev_ap_equals_a_plain_reference_over_mixed_sources(ds_case, shards):
         gt = sample.det3d.boxes
         boxes = np.concatenate([gt, gt[:1] + [3, 0, 2, 0, 0, 0, 0]])  # every box and a false positive
         boxes[:, :3] += rng.normal(0, 0.6, (len(boxes), 3))
-        pairs.append((sample, Det3DPrediction(boxes, geo.yaw_to_rotation(boxes[:, 6]), rng.uniform(0, 1, len(boxes)),
-                                              np.concatenate([sample.det3d.classes, [0]]), np.zeros((len(boxes), 4)))))
+        pairs.append(
+            (
+                sample,
+                Det3DPrediction(
+                    boxes,
+                    geo.yaw_to_rotation(boxes[:, 6]),
+                    rng.uniform(0, 1, len(boxes)),
+                    np.concatenate([sample.det3d.classes, [0]]),
+                    np.zeros((len(boxes), 4)),
+                ),
+            )
+        )
     items = []
     for sample, pred in pairs:
         T = sample.extra.get("sensor_T_ISO_8855")
         T = None if T is None else np.array(T)
         g_center, _, _ = cg.optical_boxes_to_frame(sample.det3d.boxes, sample.det3d.rotation, T)
         p_center, _, _ = cg.optical_boxes_to_frame(pred.boxes, pred.rotation, T)
-        items.append(([(int(c), *xy) for c, xy in zip(sample.det3d.classes, g_center[:, :2])],
-                      [(int(c), *xy, float(s)) for c, xy, s in zip(pred.classes, p_center[:, :2], pred.scores)]))
+        items.append(
+            (
+                [(int(c), *xy) for c, xy in zip(sample.det3d.classes, g_center[:, :2])],
+                [(int(c), *xy, float(s)) for c, xy, s in zip(pred.classes, p_center[:, :2], pred.scores)],
+            )
+        )
         if T is None:  # the camera frame's ground plane is the optical x-z plane
             x, z = sample.det3d.boxes[:, 0], sample.det3d.boxes[:, 2]
             np.testing.assert_allclose(g_center[:, :2], np.column_stack([z, -x]))
@@ -577,14 +675,23 @@ def test_metric_without_cityscapes_samples_reports_nan_ds_and_a_bev_ap(task, sha
     for key in KITTI_KEYS:
         sample = shards.read_sample(key)
         det = sample.det3d
-        metric.update(Det3DPrediction(det.boxes, geo.yaw_to_rotation(det.boxes[:, 6]), np.ones(len(det.boxes)),
-                                      det.classes, np.zeros((len(det.boxes), 4))), task.ground_truth(sample))
+        metric.update(
+            Det3DPrediction(
+                det.boxes,
+                geo.yaw_to_rotation(det.boxes[:, 6]),
+                np.ones(len(det.boxes)),
+                det.classes,
+                np.zeros((len(det.boxes), 4)),
+            ),
+            task.ground_truth(sample),
+        )
     out = metric.compute()
     assert list(out)[:7] == list(task.metric_keys)
     assert math.isnan(out["ds"]) and out["bev_ap"] == 1.0
 
 
 # ---- export -----------------------------------------------------------------------------------
+
 
 def test_export_writes_the_cityscapes3d_format_and_reads_back(task, real_shards, shards, tmp_path):
     keys = [*KITTI_KEYS, CITY_KEY]
@@ -638,21 +745,37 @@ def test_unified_tram_train_is_exported_as_cityscapes_train(task, shards, tmp_pa
     assert task.read_predictions(tmp_path)[sample.key].classes.tolist() == [tram]
 
 
-_GOOD = {"2d": {"amodal": [1, 2, 3, 4]}, "3d": {"center": [10, 0, 1], "dimensions": [4, 2, 1.5],
-                                                "rotation": [1, 0, 0, 0]}, "label": "car", "score": 0.5}
+_GOOD = {
+    "2d": {"amodal": [1, 2, 3, 4]},
+    "3d": {"center": [10, 0, 1], "dimensions": [4, 2, 1.5], "rotation": [1, 0, 0, 0]},
+    "label": "car",
+    "score": 0.5,
+}
 
 
-@pytest.mark.parametrize("content, says", [
-    ("{not json", "not a readable JSON"),
-    (json.dumps({"boxes": []}), '{"objects"'),
-    (json.dumps({"objects": [{**_GOOD, "score": "high"}]}), "objects[0].score"),
-    (json.dumps({"objects": [_GOOD, {k: v for k, v in _GOOD.items() if k != "score"}]}), "objects[1].score"),
-    (json.dumps({"objects": [{**_GOOD, "3d": {**_GOOD["3d"], "center": [1, 2]}}]}), "objects[0].3d.center"),
-    (json.dumps({"objects": [{**_GOOD, "3d": {**_GOOD["3d"], "dimensions": [4, 0, 1]}}]}), "positive"),
-    (json.dumps({"objects": [{**_GOOD, "3d": {**_GOOD["3d"], "format": "CRS_S"}}]}), "3d.format"),
-    (json.dumps({"objects": [{**_GOOD, "2d": {}}]}), "objects[0]"),
-], ids=["not_json", "no_objects", "score_text", "score_missing", "short_center", "zero_size", "unknown_frame",
-        "no_amodal"])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("{not json", "not a readable JSON"),
+        (json.dumps({"boxes": []}), '{"objects"'),
+        (json.dumps({"objects": [{**_GOOD, "score": "high"}]}), "objects[0].score"),
+        (json.dumps({"objects": [_GOOD, {k: v for k, v in _GOOD.items() if k != "score"}]}), "objects[1].score"),
+        (json.dumps({"objects": [{**_GOOD, "3d": {**_GOOD["3d"], "center": [1, 2]}}]}), "objects[0].3d.center"),
+        (json.dumps({"objects": [{**_GOOD, "3d": {**_GOOD["3d"], "dimensions": [4, 0, 1]}}]}), "positive"),
+        (json.dumps({"objects": [{**_GOOD, "3d": {**_GOOD["3d"], "format": "CRS_S"}}]}), "3d.format"),
+        (json.dumps({"objects": [{**_GOOD, "2d": {}}]}), "objects[0]"),
+    ],
+    ids=[
+        "not_json",
+        "no_objects",
+        "score_text",
+        "score_missing",
+        "short_center",
+        "zero_size",
+        "unknown_frame",
+        "no_amodal",
+    ],
+)
 def test_malformed_prediction_file_is_one_clear_error_naming_it(task, tmp_path, content, says):
     path = tmp_path / "det3d/cityscapes/val/lindau_000000_000019_pred.json"
     message = prediction_read_error(task, tmp_path, path, content)
@@ -715,8 +838,12 @@ def _hand_batch() -> dict:
     K = np.zeros((b, 3, 3), np.float32)
     K[0] = [[80, 0, 31.5], [0, 80, 15.5], [0, 0, 1]]
     K[1] = [[70, 0, 30], [0, 75, 16], [0, 0, 1]]
-    upright = [([0.5, 0.75, 8.0, 4.0, 1.8, 1.5, 0.4], 0), ([1.5, 0.95, 9.0, 4.2, 1.9, 1.6, -1.0], 0),
-               ([-2.0, 0.7, 6.0, 0.6, 0.6, 1.7, 2.5], 4), ([0.0, 0.0, -3.0, 4.0, 1.8, 1.5, 0.0], 0)]
+    upright = [
+        ([0.5, 0.75, 8.0, 4.0, 1.8, 1.5, 0.4], 0),
+        ([1.5, 0.95, 9.0, 4.2, 1.9, 1.6, -1.0], 0),
+        ([-2.0, 0.7, 6.0, 0.6, 0.6, 1.7, 2.5], 4),
+        ([0.0, 0.0, -3.0, 4.0, 1.8, 1.5, 0.0], 0),
+    ]
     for j, (box, cls) in enumerate(upright):
         boxes[0, j], classes[0, j], rotation[0, j] = box, cls, geo.yaw_to_rotation(box[6])
     tilted = geo.yaw_pitch_roll_to_rotation(0.7, 0.05, -0.08)
@@ -725,10 +852,16 @@ def _hand_batch() -> dict:
     boxes[1, 1] = [30.0, 1.0, 10.0, 4.0, 1.8, 1.5, 0.0]
     classes[1, 1], rotation[1, 1], full[1, 1] = 0, geo.yaw_to_rotation(0.0), True
     boxes[2, 0], classes[2, 0], rotation[2, 0] = boxes[0, 0], 0, rotation[0, 0]
-    return {"image": torch.zeros(b, 3, 32, 64), "K": torch.from_numpy(K), "K_known": torch.tensor([True, True, False]),
-            "det3d_boxes": torch.from_numpy(boxes), "det3d_classes": torch.from_numpy(classes),
-            "det3d_count": torch.tensor([4, 2, 1]), "det3d_rotation": torch.from_numpy(rotation),
-            "det3d_full": torch.from_numpy(full)}
+    return {
+        "image": torch.zeros(b, 3, 32, 64),
+        "K": torch.from_numpy(K),
+        "K_known": torch.tensor([True, True, False]),
+        "det3d_boxes": torch.from_numpy(boxes),
+        "det3d_classes": torch.from_numpy(classes),
+        "det3d_count": torch.tensor([4, 2, 1]),
+        "det3d_rotation": torch.from_numpy(rotation),
+        "det3d_full": torch.from_numpy(full),
+    }
 
 
 def _random_output(batch: dict, num_classes: int, seed: int = 0, stride: int = 4) -> dict[str, torch.Tensor]:
@@ -743,16 +876,17 @@ def _random_output(batch: dict, num_classes: int, seed: int = 0, stride: int = 4
 def _centernet_radius(height: float, width: float, min_overlap: float = 0.7) -> float:
     """``gaussian_radius`` of CenterNet's code (CornerNet's three cases, CenterNet's arithmetic)."""
     a1, b1, c1 = 1.0, height + width, width * height * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 + math.sqrt(max(b1 ** 2 - 4 * a1 * c1, 0.0))) / 2
+    r1 = (b1 + math.sqrt(max(b1**2 - 4 * a1 * c1, 0.0))) / 2
     a2, b2, c2 = 4.0, 2 * (height + width), (1 - min_overlap) * width * height
-    r2 = (b2 + math.sqrt(max(b2 ** 2 - 4 * a2 * c2, 0.0))) / 2
+    r2 = (b2 + math.sqrt(max(b2**2 - 4 * a2 * c2, 0.0))) / 2
     a3, b3, c3 = 4 * min_overlap, -2 * min_overlap * (height + width), (min_overlap - 1) * width * height
-    r3 = (b3 + math.sqrt(max(b3 ** 2 - 4 * a3 * c3, 0.0))) / 2
+    r3 = (b3 + math.sqrt(max(b3**2 - 4 * a3 * c3, 0.0))) / 2
     return min(r1, r2, r3)
 
 
-def _reference_det3d_loss(batch: dict, output: dict[str, torch.Tensor], config, *, alpha: float = 2.0,
-                          beta: float = 4.0, overlay=np.maximum) -> dict:
+def _reference_det3d_loss(
+    batch: dict, output: dict[str, torch.Tensor], config, *, alpha: float = 2.0, beta: float = 4.0, overlay=np.maximum
+) -> dict:
     """Each det3d loss term per sample, float64 numpy, box by box from the documented formulas.
 
     Nothing of ``det3d``'s target or loss code is used; ``config`` gives only stride,
@@ -788,8 +922,9 @@ def _reference_det3d_loss(batch: dict, output: dict[str, torch.Tensor], config, 
             cells[i].append((row, col))
             # CenterNet's Gaussian from the box's projected extent (corners clamped in front), cells
             half = np.array([length, hgt, wid]) / 2  # box axes: x length, y height (down), z width
-            corners = np.array([R @ (half * [sx, sy, sz]) + [x, y, z]
-                                for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+            corners = np.array(
+                [R @ (half * [sx, sy, sz]) + [x, y, z] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]
+            )
             cuvw = corners @ K.T
             cz = np.maximum(cuvw[:, 2], config.min_depth)
             cu, cv = cuvw[:, 0] / cz, cuvw[:, 1] / cz
@@ -800,16 +935,19 @@ def _reference_det3d_loss(batch: dict, output: dict[str, torch.Tensor], config, 
             sigma = (2 * radius + 1) / 6  # CenterNet: diameter / 6
             for r in range(max(row - radius, 0), min(row + radius + 1, fh)):
                 for c in range(max(col - radius, 0), min(col + radius + 1, fw)):
-                    g = math.exp(-((r - row) ** 2 + (c - col) ** 2) / (2 * sigma ** 2))
+                    g = math.exp(-((r - row) ** 2 + (c - col) ** 2) / (2 * sigma**2))
                     targets[i, cls, r, c] = overlay(targets[i, cls, r, c], g)
             # regression targets at the centre cell
             yaw, pitch, roll = (float(a) for a in geo.rotation_to_yaw_pitch_roll(R))
             alpha_obs = yaw - math.atan2(x, z)
             scale = config.virtual_focal / math.sqrt(K[0, 0] * K[1, 1]) if config.virtual_focal > 0 else 1.0
-            wanted = {"offset": [fu - col, fv - row], "depth": [math.log(z * scale)],
-                      "size": [math.log(length), math.log(wid), math.log(hgt)],
-                      "orientation": [math.sin(alpha_obs), math.cos(alpha_obs)],
-                      "pitch_roll": [math.sin(pitch), math.cos(pitch), math.sin(roll), math.cos(roll)]}
+            wanted = {
+                "offset": [fu - col, fv - row],
+                "depth": [math.log(z * scale)],
+                "size": [math.log(length), math.log(wid), math.log(hgt)],
+                "orientation": [math.sin(alpha_obs), math.cos(alpha_obs)],
+                "pitch_roll": [math.sin(pitch), math.cos(pitch), math.sin(roll), math.cos(roll)],
+            }
             for name in _REGRESSION_TERMS:
                 if name == "pitch_roll" and not bool(batch["det3d_full"][i, j]):
                     continue  # only rows with the source's own rotation
@@ -821,7 +959,7 @@ def _reference_det3d_loss(batch: dict, output: dict[str, torch.Tensor], config, 
         p = np.clip(1 / (1 + np.exp(-logits[i])), 1e-4, 1 - 1e-4)
         y_map = targets[i]
         pos = y_map == 1
-        focal = np.where(pos, (1 - p) ** alpha * np.log(p), (1 - y_map) ** beta * p ** alpha * np.log(1 - p))
+        focal = np.where(pos, (1 - p) ** alpha * np.log(p), (1 - y_map) ** beta * p**alpha * np.log(1 - p))
         terms["heatmap"][i] = -focal.sum() / max(len(cells[i]), 1)
     return {**terms, "heatmap_target": targets, "cells": cells}
 
@@ -829,8 +967,10 @@ def _reference_det3d_loss(batch: dict, output: dict[str, torch.Tensor], config, 
 @pytest.fixture(scope="module")
 def loss_batches(real_shards) -> dict[str, dict]:
     """The hand-built batch and a real one (two KITTI frames and the Cityscapes-3D box)."""
-    return {"hand": _hand_batch(),
-            "real": batch_from_shards(real_shards, [*KITTI_KEYS, CITY_KEY], SIZE, letterbox=True)}
+    return {
+        "hand": _hand_batch(),
+        "real": batch_from_shards(real_shards, [*KITTI_KEYS, CITY_KEY], SIZE, letterbox=True),
+    }
 
 
 def test_hand_built_case_is_what_its_docstring_says(task):
@@ -854,8 +994,9 @@ def test_focal_term_alone_equals_centernet_eq1(loss_batches, case):
     output = _random_output(batch, task.num_classes, seed=1)
     ref = _reference_det3d_loss(batch, output, task.config)
     fh, fw = output["heatmap"].shape[-2:]
-    np.testing.assert_allclose(task.targets(batch, (fh, fw)).heatmap.double().numpy(), ref["heatmap_target"],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        task.targets(batch, (fh, fw)).heatmap.double().numpy(), ref["heatmap_target"], rtol=0, atol=1e-6
+    )
     got = task.loss(output, batch).double().numpy()
     assert np.all(ref["heatmap"][batch["K_known"].numpy()] > 0)
     np.testing.assert_allclose(got, ref["heatmap"], rtol=1e-6, atol=1e-6)

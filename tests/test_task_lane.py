@@ -9,22 +9,26 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    assert_absent_task_gives_zero_loss_and_gradient,
+    batch_from_shards,
+    fixture_path,
+    prediction_read_error,
+    random_features,
+)
 
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.lanes import NO_POINT, rasterize_lanes
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.tasks import FeatureSpec, create_task
-from mtl_data.train.tasks.lane import (LaneConfig, LaneMetric, LanePrediction, LaneTruth, read_lane_json,
-                                       tusimple_bench)
-
-from conftest import (assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards, fixture_path,
-                      prediction_read_error, random_features)
+from mtl_data.train.tasks.lane import LaneConfig, LaneMetric, LanePrediction, LaneTruth, read_lane_json, tusimple_bench
 
 KEY = "tusimple_train_clips_0601_1494453497604532231_20"
 SIZE = (128, 256)
 
 
 # ---- the official rules, written again the plain way ------------------------------------------
+
 
 def reference_bench(pred, gt, y_samples, running_time=0.0):
     """TuSimple's ``LaneEval.bench`` (evaluate/lane.py, tusimple-benchmark commit 365c4cd), step by
@@ -129,11 +133,30 @@ def cases(label) -> dict:
     }
 
 
-CASES = ["perfect", "shift_15_inside", "shift_35_angle_decides", "shift_80_outside", "steep_lane_shift_40",
-         "steep_lane_shift_46", "single_point_gt", "missing_two", "no_prediction", "extra_two", "too_many_lanes",
-         "slow", "gaps_kept", "gaps_too_many", "points_where_gt_has_none", "five_gt_four_found",
-         "five_gt_three_found", "five_gt_all_found", "one_prediction_two_gt", "noisy_8px", "noisy_20px",
-         "no_gt_lanes"]
+CASES = [
+    "perfect",
+    "shift_15_inside",
+    "shift_35_angle_decides",
+    "shift_80_outside",
+    "steep_lane_shift_40",
+    "steep_lane_shift_46",
+    "single_point_gt",
+    "missing_two",
+    "no_prediction",
+    "extra_two",
+    "too_many_lanes",
+    "slow",
+    "gaps_kept",
+    "gaps_too_many",
+    "points_where_gt_has_none",
+    "five_gt_four_found",
+    "five_gt_three_found",
+    "five_gt_all_found",
+    "one_prediction_two_gt",
+    "noisy_8px",
+    "noisy_20px",
+    "no_gt_lanes",
+]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -153,7 +176,7 @@ def test_tusimple_bench_values_worked_by_hand(real_label):
     assert tusimple_bench(*c["shift_15_inside"][:2], h) == (1.0, 0.0, 0.0)
     # thresholds 20 sqrt(1 + k^2): lane 0 (k = -3.5) 72.8, 1 (k = -1.25) 32.0, 2 (k = 1.13) 30.2, 3 (k = 3.35) 69.9
     for k, inside in ((0, True), (1, False), (2, False), (3, True)):
-        one = gt[k:k + 1]
+        one = gt[k : k + 1]
         want = (1.0, 0.0, 0.0) if inside else (absent[k] / 56, 1.0, 1.0)  # only the shared -2 rows are right
         assert tusimple_bench(shift(one, 35.0), one, h) == pytest.approx(want), k
     assert tusimple_bench(*c["steep_lane_shift_40"][:2], h) == (1.0, 0.0, 0.0)  # 40 < 44.7
@@ -178,22 +201,36 @@ def test_a_lane_of_another_length_is_a_format_error(real_label):
 
 # ---- the metric --------------------------------------------------------------------------------
 
+
 def truth_of(lanes: np.ndarray, h_samples: np.ndarray, size=(720, 1280), thickness=5.0, scale=(1.0, 1.0)) -> LaneTruth:
-    return LaneTruth(h_samples=h_samples, lanes=lanes, mask=rasterize_lanes(lanes, h_samples, size, thickness),
-                     thickness=thickness, native_scale=scale)
+    return LaneTruth(
+        h_samples=h_samples,
+        lanes=lanes,
+        mask=rasterize_lanes(lanes, h_samples, size, thickness),
+        thickness=thickness,
+        native_scale=scale,
+    )
 
 
 def test_metric_averages_images_as_the_official_script(real_label):
     h = real_label["h_samples"]
     c = cases(real_label)
-    names = ["perfect", "shift_35_angle_decides", "missing_two", "extra_two", "noisy_20px", "five_gt_three_found",
-             "slow"]
+    names = [
+        "perfect",
+        "shift_35_angle_decides",
+        "missing_two",
+        "extra_two",
+        "noisy_20px",
+        "five_gt_three_found",
+        "slow",
+    ]
     metric = LaneMetric()
     for name in names:
         pred, gt, run_time = c[name]
         metric.update(LanePrediction(h, pred, run_time), truth_of(gt, h))
-    want = reference_submit({n: (list(c[n][0]), c[n][2]) for n in names},
-                            {n: {"lanes": list(c[n][1]), "h_samples": h} for n in names})
+    want = reference_submit(
+        {n: (list(c[n][0]), c[n][2]) for n in names}, {n: {"lanes": list(c[n][1]), "h_samples": h} for n in names}
+    )
     got = metric.compute()
     for key, value in want.items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
@@ -258,6 +295,7 @@ def test_lane_iou_is_binary_over_the_dataset_without_ignored_pixels():
 
 # ---- loss and head -----------------------------------------------------------------------------
 
+
 def test_head_gives_one_logit_map_per_slot_at_the_input_size():
     task = create_task("lane", max_lanes=6)
     head = task.build_head(FeatureSpec(8))
@@ -305,6 +343,7 @@ def test_config_refuses_bad_values():
 
 # ---- decoding ----------------------------------------------------------------------------------
 
+
 def perfect_logits(batch, slots=9) -> torch.Tensor:
     """Logits whose argmax is the batch's own lane map (ignore -> background)."""
     lane = torch.where(batch["lane"] == 255, 0, batch["lane"])  # (B, H, W)
@@ -314,8 +353,9 @@ def perfect_logits(batch, slots=9) -> torch.Tensor:
 @pytest.mark.parametrize("how", ["letterbox", "stretch", "flip", "letterbox_flip"])
 def test_decoding_a_perfect_output_scores_full_accuracy_in_stored_pixels(real_shards, how):
     flip = "flip" in how
-    batch = batch_from_shards(real_shards, [KEY], SIZE, letterbox=how.startswith("letterbox"), flip=flip,
-                              tasks=("lane",) if flip else None)
+    batch = batch_from_shards(
+        real_shards, [KEY], SIZE, letterbox=how.startswith("letterbox"), flip=flip, tasks=("lane",) if flip else None
+    )
     assert batch["flipped"].tolist() == [flip]
     task = create_task("lane")
     [pred] = task.decode(perfect_logits(batch), batch)
@@ -362,9 +402,16 @@ def test_decoding_drops_short_lanes_keeps_the_longest_and_skips_dummy_slots(real
 def identity_batch(ids: torch.Tensor, rows) -> dict:
     """A one-sample batch whose output pixels are the stored pixels, with logits argmax = ``ids``."""
     h, w = ids.shape
-    return {"key": ["k"], "image": torch.zeros(1, 3, h, w), "size": torch.tensor([[h, w]]),
-            "scale": torch.ones(1, 2), "offset": torch.zeros(1, 2), "flipped": torch.tensor([False]),
-            "lane_h": torch.tensor([rows], dtype=torch.float32), "lane_rows": torch.tensor([len(rows)])}
+    return {
+        "key": ["k"],
+        "image": torch.zeros(1, 3, h, w),
+        "size": torch.tensor([[h, w]]),
+        "scale": torch.ones(1, 2),
+        "offset": torch.zeros(1, 2),
+        "flipped": torch.tensor([False]),
+        "lane_h": torch.tensor([rows], dtype=torch.float32),
+        "lane_rows": torch.tensor([len(rows)]),
+    }
 
 
 def test_decoding_interpolates_between_rows_and_stops_half_a_row_past_a_lane_end():
@@ -390,12 +437,15 @@ def test_decoding_ignores_lane_pixels_in_the_letterbox_padding(real_shards):
 
 # ---- export --------------------------------------------------------------------------------------
 
+
 def test_lane_json_round_trip(tmp_path, real_label):
     task = create_task("lane")
     h = real_label["h_samples"]
-    preds = {"a": LanePrediction(h, shift(real_label["lanes"], 0.25), 12.5),
-             "b": LanePrediction(h, np.zeros((0, len(h)))),
-             "c": LanePrediction(h / 3.0, real_label["lanes"][:1] / 3.0)}
+    preds = {
+        "a": LanePrediction(h, shift(real_label["lanes"], 0.25), 12.5),
+        "b": LanePrediction(h, np.zeros((0, len(h)))),
+        "c": LanePrediction(h / 3.0, real_label["lanes"][:1] / 3.0),
+    }
     writer = task.writer(tmp_path)
     for key, pred in preds.items():
         writer.add(key, pred, None)
@@ -416,20 +466,23 @@ def test_lane_json_round_trip(tmp_path, real_label):
 GOOD = '{"raw_file": "a", "lanes": [[1, -2]], "h_samples": [10, 20], "run_time": 0}'
 
 
-@pytest.mark.parametrize("line, says", [
-    ('{"raw_file": "b", "lanes": [[1, 2]], "h_samples": [10, 20], "run_time": 0', "not valid JSON"),
-    ('{"raw_file": "b", "h_samples": [10, 20], "run_time": 0}', "missing key(s) lanes"),
-    ('{"raw_file": "b", "lanes": [[1, 2]], "h_samples": [10, 20]}', "missing key(s) run_time"),
-    ('["b"]', "JSON object"),
-    ('{"raw_file": 3, "lanes": [[1, 2]], "h_samples": [10, 20], "run_time": 0}', "raw_file"),
-    ('{"raw_file": "b", "lanes": "1 2", "h_samples": [10, 20], "run_time": 0}', "lanes must be"),
-    ('{"raw_file": "b", "lanes": [[1, "2"]], "h_samples": [10, 20], "run_time": 0}', "not a finite number"),
-    ('{"raw_file": "b", "lanes": [[1, NaN]], "h_samples": [10, 20], "run_time": 0}', "not a finite number"),
-    ('{"raw_file": "b", "lanes": [[1, 2]], "h_samples": [10, "20"], "run_time": 0}', "h_samples"),
-    ('{"raw_file": "b", "lanes": [[1, 2]], "h_samples": [10, 20], "run_time": "fast"}', "run_time"),
-    ('{"raw_file": "b", "lanes": [[1, 2, 3]], "h_samples": [10, 20], "run_time": 0}', "3 values for 2 h_samples"),
-    (GOOD, "already predicted on line 1"),
-])
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        ('{"raw_file": "b", "lanes": [[1, 2]], "h_samples": [10, 20], "run_time": 0', "not valid JSON"),
+        ('{"raw_file": "b", "h_samples": [10, 20], "run_time": 0}', "missing key(s) lanes"),
+        ('{"raw_file": "b", "lanes": [[1, 2]], "h_samples": [10, 20]}', "missing key(s) run_time"),
+        ('["b"]', "JSON object"),
+        ('{"raw_file": 3, "lanes": [[1, 2]], "h_samples": [10, 20], "run_time": 0}', "raw_file"),
+        ('{"raw_file": "b", "lanes": "1 2", "h_samples": [10, 20], "run_time": 0}', "lanes must be"),
+        ('{"raw_file": "b", "lanes": [[1, "2"]], "h_samples": [10, 20], "run_time": 0}', "not a finite number"),
+        ('{"raw_file": "b", "lanes": [[1, NaN]], "h_samples": [10, 20], "run_time": 0}', "not a finite number"),
+        ('{"raw_file": "b", "lanes": [[1, 2]], "h_samples": [10, "20"], "run_time": 0}', "h_samples"),
+        ('{"raw_file": "b", "lanes": [[1, 2]], "h_samples": [10, 20], "run_time": "fast"}', "run_time"),
+        ('{"raw_file": "b", "lanes": [[1, 2, 3]], "h_samples": [10, 20], "run_time": 0}', "3 values for 2 h_samples"),
+        (GOOD, "already predicted on line 1"),
+    ],
+)
 def test_malformed_lane_json_names_file_and_line(tmp_path, line, says):
     path = tmp_path / "lane.json"
     message = prediction_read_error(create_task("lane"), tmp_path, path, GOOD + "\n" + line + "\n")

@@ -12,6 +12,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    assert_absent_task_gives_zero_loss_and_gradient,
+    batch_from_shards,
+    batch_of_samples,
+    fixture_path,
+    prediction_read_error,
+    random_features,
+    write_task_predictions,
+)
 
 from mtl_data.schema.sample import IGNORE_INDEX
 from mtl_data.schema.taxonomy import SEG_CLASSES
@@ -20,9 +29,6 @@ from mtl_data.train.tasks import FeatureSpec, create_task
 from mtl_data.train.tasks._dense import to_stored
 from mtl_data.train.tasks.base import view_of
 from mtl_data.train.tasks.seg import SegMetric
-
-from conftest import (assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards, batch_of_samples,
-                      fixture_path, prediction_read_error, random_features, write_task_predictions)
 
 A2D2 = "a2d2_train_20180807145028_frontcenter_000006882"
 CITY = "cityscapes_val_frankfurt_000000_000294"
@@ -43,13 +49,18 @@ def tiny_seg():
 
 # ---- the metric against cityscapesScripts ----------------------------------------------------
 
+
 @pytest.fixture
 def cityscapes_eval(monkeypatch):
     """cityscapesScripts' pixel-level evaluation module, quiet, writing nothing, class IoU only."""
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as ev
 
-    for name, value in {"quiet": True, "JSONOutput": False, "evalInstLevelScore": False,
-                        "evalPixelAccuracy": False}.items():
+    for name, value in {
+        "quiet": True,
+        "JSONOutput": False,
+        "evalInstLevelScore": False,
+        "evalPixelAccuracy": False,
+    }.items():
         monkeypatch.setattr(ev.args, name, value)
     return ev
 
@@ -122,11 +133,10 @@ def corrupt(truth: np.ndarray, rng: np.random.Generator, never: tuple[int, ...],
     return pred.astype(np.uint8)
 
 
-def test_miou_and_pixel_accuracy_match_cityscapes_scripts_on_synthetic_imperfect_predictions(cityscapes_eval,
-                                                                                             tmp_path):
+def test_miou_and_pixel_accuracy_match_cityscapes_scripts_on_synthetic_imperfect_predictions(cityscapes_eval, tmp_path):
     rng = np.random.default_rng(0)
     metric, pairs = SegMetric(SEG_CLASSES), []
-    for i in range(3):
+    for _ in range(3):
         # Ground truth in Cityscapes label ids 0..33 (void labels included), blocky like real maps.
         blocks = rng.integers(0, 34, size=(6, 8)).astype(np.uint8)
         label_gt = cv2.resize(blocks, (96, 48), interpolation=cv2.INTER_NEAREST)  # (48, 96)
@@ -146,8 +156,10 @@ def test_miou_and_pixel_accuracy_match_cityscapes_scripts_on_synthetic_imperfect
 
 
 def test_miou_matches_cityscapes_scripts_on_the_real_cityscapes_label(cityscapes_eval, real_shards, tmp_path):
-    label_gt = cv2.imread(str(next(fixture_path("cityscapes", "mmseg_pseudo", "gtFine", "val", "frankfurt")
-                                   .glob("*_labelIds.png"))), cv2.IMREAD_UNCHANGED)
+    label_gt = cv2.imread(
+        str(next(fixture_path("cityscapes", "mmseg_pseudo", "gtFine", "val", "frankfurt").glob("*_labelIds.png"))),
+        cv2.IMREAD_UNCHANGED,
+    )
     truth = create_task("seg").ground_truth(ShardSet.open(real_shards).read_sample(CITY))
     # The shards hold exactly what the official tool evaluates.
     np.testing.assert_array_equal(truth, label_to_train_ids(label_gt))
@@ -201,6 +213,7 @@ def test_seg_metric_of_nothing_is_nan():
 
 
 # ---- loss and partial labels -----------------------------------------------------------------
+
 
 def test_absent_seg_gives_zero_loss_and_zero_gradient_into_the_head(real_shards):
     batch = batch_from_shards(real_shards, [KITTI[0], GTSRB, TUSIMPLE, CITY_BOXES], SIZE)
@@ -257,6 +270,7 @@ def test_seg_head_gives_logits_at_the_input_size():
 
 # ---- decoding to stored pixels ---------------------------------------------------------------
 
+
 def perfect_logits(batch: dict) -> torch.Tensor:
     """Logits that predict the batch's own target: one-hot x 10, zeros where ignored."""
     target = batch["seg"]  # (B, H, W)
@@ -269,12 +283,15 @@ def perfect_logits(batch: dict) -> torch.Tensor:
 def interior(label: np.ndarray, ry: int, rx: int) -> np.ndarray:
     """Pixels whose (2 ry + 1) x (2 rx + 1) neighbourhood holds a single value (away from borders)."""
     kernel = np.ones((2 * ry + 1, 2 * rx + 1), np.uint8)
-    return cv2.erode(label, kernel, borderType=cv2.BORDER_REPLICATE) == cv2.dilate(label, kernel,
-                                                                                  borderType=cv2.BORDER_REPLICATE)
+    return cv2.erode(label, kernel, borderType=cv2.BORDER_REPLICATE) == cv2.dilate(
+        label, kernel, borderType=cv2.BORDER_REPLICATE
+    )
 
 
-@pytest.mark.parametrize(("image_size", "letterbox", "flip"), [
-    ((64, 128), False, False), ((64, 128), False, True), ((64, 96), True, False), ((64, 96), True, True)])
+@pytest.mark.parametrize(
+    ("image_size", "letterbox", "flip"),
+    [((64, 128), False, False), ((64, 128), False, True), ((64, 96), True, False), ((64, 96), True, True)],
+)
 def test_decoding_perfect_logits_gives_back_the_stored_label(real_shards, image_size, letterbox, flip):
     """Away from class borders the decoded map is the stored label exactly.
 
@@ -332,6 +349,7 @@ def test_decode_leaves_dummy_slots_empty(real_shards):
 
 # ---- export ----------------------------------------------------------------------------------
 
+
 def test_seg_predictions_round_trip_through_png_files(real_shards, tmp_path):
     task = create_task("seg")
     shards = ShardSet.open(real_shards)
@@ -348,12 +366,15 @@ def test_seg_predictions_round_trip_through_png_files(real_shards, tmp_path):
     assert not list(tmp_path.rglob("*.part"))
 
 
-@pytest.mark.parametrize(("content", "says"), [
-    (b"not a png at all", "not a PNG"),
-    (cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes(), "found a 8-bit RGB PNG"),
-    (cv2.imencode(".png", np.zeros((4, 4), np.uint16))[1].tobytes(), "found a 16-bit grey PNG"),
-    (cv2.imencode(".png", np.arange(64, dtype=np.uint8).reshape(8, 8))[1].tobytes()[:-30], "does not decode"),
-])
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"not a png at all", "not a PNG"),
+        (cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes(), "found a 8-bit RGB PNG"),
+        (cv2.imencode(".png", np.zeros((4, 4), np.uint16))[1].tobytes(), "found a 16-bit grey PNG"),
+        (cv2.imencode(".png", np.arange(64, dtype=np.uint8).reshape(8, 8))[1].tobytes()[:-30], "does not decode"),
+    ],
+)
 def test_reading_a_malformed_seg_png_names_the_file(tmp_path, content, says):
     path = tmp_path / "seg" / "some_key.png"
     message = prediction_read_error(create_task("seg"), tmp_path, path, content)

@@ -8,6 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    assert_absent_task_gives_zero_loss_and_gradient,
+    batch_from_shards,
+    batch_of_samples,
+    prediction_read_error,
+    random_features,
+    write_task_predictions,
+)
 
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import Sample, Steer
@@ -16,9 +24,6 @@ from mtl_data.shards.reader import ShardSet
 from mtl_data.train.tasks import FeatureSpec, create_task
 from mtl_data.train.tasks.sign import SignMetric
 from mtl_data.train.tasks.steer import SteerMetric
-
-from conftest import (assert_absent_task_gives_zero_loss_and_gradient, batch_from_shards, batch_of_samples,
-                      prediction_read_error, random_features, write_task_predictions)
 
 A2D2 = "a2d2_train_20180807145028_frontcenter_000006882"
 CITY = "cityscapes_val_frankfurt_000000_000294"
@@ -35,12 +40,22 @@ def head_gradients_are_zero(head: torch.nn.Module) -> bool:
 
 def steer_samples(angles) -> list[Sample]:
     """Small frames labelled with steering only (the real fixtures have no steering label)."""
-    return [Sample(key=f"a2d2_train_steer_{i}", source="a2d2", split="train", id=str(i),
-                   image=np.full((48, 80, 3), 10 * i, np.uint8), orig_size=(48, 80),
-                   steer=Steer(angle_deg=float(a), speed_kmh=None, gap_ms=0.0)) for i, a in enumerate(angles)]
+    return [
+        Sample(
+            key=f"a2d2_train_steer_{i}",
+            source="a2d2",
+            split="train",
+            id=str(i),
+            image=np.full((48, 80, 3), 10 * i, np.uint8),
+            orig_size=(48, 80),
+            steer=Steer(angle_deg=float(a), speed_kmh=None, gap_ms=0.0),
+        )
+        for i, a in enumerate(angles)
+    ]
 
 
 # ---- steer: loss and head --------------------------------------------------------------------
+
 
 def steer_head():
     torch.manual_seed(0)
@@ -65,7 +80,7 @@ def test_steer_loss_is_huber_in_degrees_divided_by_the_scale():
     pred = torch.tensor([0.0, 3.0, -10.0, 100.0])
     target = torch.tensor([1.0, 0.0, 10.0, -50.0])
     e = np.abs(pred.numpy() - target.numpy())
-    huber_deg = np.where(e < 4.0, 0.5 * e ** 2 / 4.0, e - 2.0)
+    huber_deg = np.where(e < 4.0, 0.5 * e**2 / 4.0, e - 2.0)
     np.testing.assert_allclose(task.loss(pred, {"steer": target}).numpy(), huber_deg / 20.0, rtol=1e-6)
 
 
@@ -92,6 +107,7 @@ def test_steer_loss_is_finite_on_samples_without_steering_and_trains_the_labelle
 
 # ---- steer: decoding -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("flip", [False, True])
 def test_decoding_steering_gives_the_stored_angle_for_mirrored_samples_too(flip):
     angles = [30.5, -12.25, 0.0, 400.0]
@@ -104,6 +120,7 @@ def test_decoding_steering_gives_the_stored_angle_for_mirrored_samples_too(flip)
 
 
 # ---- steer: metric ---------------------------------------------------------------------------
+
 
 def steer_pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -143,6 +160,7 @@ def test_steer_metric_refuses_a_missing_or_non_finite_prediction_and_is_nan_when
 
 
 # ---- sign: loss, head, decoding --------------------------------------------------------------
+
 
 def sign_head():
     torch.manual_seed(0)
@@ -184,6 +202,7 @@ def test_decoding_perfect_sign_logits_gives_the_stored_class(real_shards):
 
 # ---- sign: metric ----------------------------------------------------------------------------
 
+
 def sign_pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     truth = rng.choice([0, 1, 2, 14, 38], p=[0.5, 0.2, 0.15, 0.1, 0.05], size=200)  # unbalanced
@@ -222,6 +241,7 @@ def test_sign_metrics_merged_from_halves_equal_one_metric_on_everything():
 
 # ---- export ----------------------------------------------------------------------------------
 
+
 def test_steer_and_sign_predictions_round_trip_through_csv_exactly(tmp_path):
     steer, sign = create_task("steer"), create_task("sign")
     steer_values = {"a2d2_train_b": 0.1 + 0.2, "a2d2_train_a": -123.456789012345, "a2d2_train_c": 1e-300}
@@ -237,17 +257,20 @@ def test_steer_and_sign_predictions_round_trip_through_csv_exactly(tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
-@pytest.mark.parametrize(("task_name", "text", "line", "says"), [
-    ("steer", "key,value\na,1.5\nb,left\n", 3, "'left' of 'b' is not a finite steering angle"),
-    ("steer", "key,value\na,1.5\na,2.5\n", 3, "duplicate key 'a' (first on line 2)"),
-    ("steer", "key,value\na,1.5,7\n", 2, "expected 2 fields"),
-    ("steer", "key,value\n\na,nan\n", 3, "'nan'"),
-    ("steer", "key;value\na;1\n", 1, "expected the header key,value"),
-    ("steer", "key,value\n,3\n", 2, "empty sample key"),
-    ("sign", "key,value\nx,3.0\n", 2, "'3.0' of 'x' is not a class id in 0..42"),
-    ("sign", "key,value\nx,43\n", 2, "not a class id"),
-    ("sign", "key,value\nx,1\ny\n", 3, "expected 2 fields"),
-])
+@pytest.mark.parametrize(
+    ("task_name", "text", "line", "says"),
+    [
+        ("steer", "key,value\na,1.5\nb,left\n", 3, "'left' of 'b' is not a finite steering angle"),
+        ("steer", "key,value\na,1.5\na,2.5\n", 3, "duplicate key 'a' (first on line 2)"),
+        ("steer", "key,value\na,1.5,7\n", 2, "expected 2 fields"),
+        ("steer", "key,value\n\na,nan\n", 3, "'nan'"),
+        ("steer", "key;value\na;1\n", 1, "expected the header key,value"),
+        ("steer", "key,value\n,3\n", 2, "empty sample key"),
+        ("sign", "key,value\nx,3.0\n", 2, "'3.0' of 'x' is not a class id in 0..42"),
+        ("sign", "key,value\nx,43\n", 2, "not a class id"),
+        ("sign", "key,value\nx,1\ny\n", 3, "expected 2 fields"),
+    ],
+)
 def test_reading_a_malformed_csv_names_the_file_and_line(tmp_path, task_name, text, line, says):
     path = tmp_path / f"{task_name}.csv"
     message = prediction_read_error(create_task(task_name), tmp_path, path, text)

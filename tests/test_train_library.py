@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-
 from conftest import batch_from_shards, run_mtl_train
+
 from mtl_data.cli.mtl_train import main as mtl_train
 from mtl_data.errors import MtlDataError
 from mtl_data.shards.reader import ShardSet
@@ -75,8 +75,7 @@ def small_model():
 
 
 @pytest.mark.parametrize("task_name", list_tasks())
-def test_a_task_no_sample_labels_gives_exactly_zero_loss_and_no_gradient(task_name, small_model, real_shards,
-                                                                         manifest):
+def test_a_task_no_sample_labels_gives_exactly_zero_loss_and_no_gradient(task_name, small_model, real_shards, manifest):
     unlabelled = manifest.filter(~pl.col(f"has_{task_name}"))["key"].to_list()
     batch = batch_from_shards(real_shards, unlabelled[:6], SIZE)
     assert not batch["present"][task_name].any()
@@ -99,8 +98,9 @@ def predictions(real_shards, small_model, tmp_path_factory) -> dict[str, Path]:
     """A random small model's predictions of the train and val splits of the real shards."""
     out = {}
     for split in SPLITS:
-        loader = build_loader(real_shards, split=split, infinite=False, batch_size=4, image_size=SIZE,
-                              letterbox=True, workers=0)
+        loader = build_loader(
+            real_shards, split=split, infinite=False, batch_size=4, image_size=SIZE, letterbox=True, workers=0
+        )
         folder = tmp_path_factory.mktemp("preds") / split
         write_predictions(small_model, small_model.tasks, loader, real_shards, folder)
         out[split] = folder
@@ -111,8 +111,7 @@ def in_memory_metrics(model, shards: Path, split: str) -> dict:
     """The same evaluation without files: decode -> metric, truth from the shards."""
     shard_set = ShardSet.open(shards)
     tasks = tasks_for(shard_set, list_tasks())
-    loader = build_loader(shards, split=split, infinite=False, batch_size=4, image_size=SIZE, letterbox=True,
-                          workers=0)
+    loader = build_loader(shards, split=split, infinite=False, batch_size=4, image_size=SIZE, letterbox=True, workers=0)
     metrics = {t: tasks[t].metric() for t in loader.tasks}
     with torch.no_grad():
         for batch in loader:
@@ -142,8 +141,9 @@ def same(a, b, tolerance: tuple[float, float]) -> bool:
 
 
 @pytest.mark.parametrize("split", SPLITS)
-def test_written_predictions_score_exactly_as_the_metrics_in_memory(split, predictions, real_shards, small_model,
-                                                                    manifest):
+def test_written_predictions_score_exactly_as_the_metrics_in_memory(
+    split, predictions, real_shards, small_model, manifest
+):
     result = score(real_shards, split, predictions[split])
     labelled = {t for t in list_tasks() if manifest.filter((pl.col("split") == split) & pl.col(f"has_{t}")).height}
     assert result["split"] == split and labelled <= set(result["metrics"])
@@ -151,7 +151,10 @@ def test_written_predictions_score_exactly_as_the_metrics_in_memory(split, predi
     for task_name in labelled:
         tolerance = TOLERANCE.get(task_name, (1e-12, 1e-12))
         assert same(result["metrics"][task_name], expected[task_name], tolerance), (
-            task_name, result["metrics"][task_name], expected[task_name])
+            task_name,
+            result["metrics"][task_name],
+            expected[task_name],
+        )
         headline = tasks_for(ShardSet.open(real_shards), [task_name])[task_name].metric_keys
         assert list(result["metrics"][task_name])[: len(headline)] == list(headline)
 
@@ -166,14 +169,16 @@ def run_score(capsys, *args) -> tuple[int, str, str]:
 
 def test_the_score_command_prints_a_table_and_writes_the_json(predictions, real_shards, tmp_path, capsys):
     out = tmp_path / "scores.json"
-    code, stdout, _ = run_score(capsys, real_shards, "--split", "train", "--predictions", predictions["train"],
-                                "--json", out)
+    code, stdout, _ = run_score(
+        capsys, real_shards, "--split", "train", "--predictions", predictions["train"], "--json", out
+    )
     assert code == 0
     assert stdout.startswith("split train") and "seg" in stdout and "miou" in stdout
     written = json.loads(out.read_text())
     assert written["split"] == "train" and {"seg", "depth", "det2d", "det3d", "sign", "lane"} <= set(written["metrics"])
-    code, stdout, _ = run_score(capsys, real_shards, "--split", "train", "--predictions", predictions["train"],
-                                "--json", "-", "--task", "sign")
+    code, stdout, _ = run_score(
+        capsys, real_shards, "--split", "train", "--predictions", predictions["train"], "--json", "-", "--task", "sign"
+    )
     assert code == 0 and list(json.loads(stdout)["metrics"]) == ["sign"]
 
 
@@ -210,6 +215,7 @@ def test_a_seg_prediction_of_the_wrong_size_is_refused(predictions, real_shards,
     preds = copy_predictions(predictions["train"], tmp_path)
     victim = sorted((preds / "seg").glob("a2d2_*.png"))[0]
     import cv2
+
     assert cv2.imwrite(str(victim), np.zeros((10, 20), np.uint8))
     line = one_error_line(*run_score(capsys, real_shards, "--split", "train", "--predictions", preds)[::2])
     assert victim.stem in line and "seg" in line
@@ -245,23 +251,43 @@ def trained_run(real_shards, tmp_path_factory) -> Path:
     """A one-step run on the real shards (train: A2D2 seg, KITTI boxes; val: the Cityscapes frames)."""
     run = tmp_path_factory.mktemp("runs") / "run"
     try:
-        mtl_train(["--shards", str(real_shards), "--out", str(run), "--tasks", "seg,det2d,det3d", "--steps", "1",
-                   "--image-size", "64x128", "--batch-size", "2", "--workers", "0",
-                   "--set", "model_options.neck_channels=32"])
+        mtl_train(
+            [
+                "--shards",
+                str(real_shards),
+                "--out",
+                str(run),
+                "--tasks",
+                "seg,det2d,det3d",
+                "--steps",
+                "1",
+                "--image-size",
+                "64x128",
+                "--batch-size",
+                "2",
+                "--workers",
+                "0",
+                "--set",
+                "model_options.neck_channels=32",
+            ]
+        )
     except SystemExit as exc:  # pragma: no cover - shown by the tests using it
         assert not exc.code
     return run
 
 
-def test_the_predict_command_writes_benchmark_files_and_pictures_that_score(trained_run, real_shards, tmp_path,
-                                                                            capsys):
+def test_the_predict_command_writes_benchmark_files_and_pictures_that_score(trained_run, real_shards, tmp_path, capsys):
     out = tmp_path / "preds"
     code, stdout, err = run_train(capsys, "predict", trained_run, "--out", out)
     assert code == 0, err
     assert "seg 2, det2d 2, det3d 2 ->" in stdout
     import cv2
+
     pictures = sorted(out.glob("overlays/*.png"))
-    assert [p.stem for p in pictures] == ["cityscapes_val_frankfurt_000000_000294", "cityscapes_val_lindau_000000_000019"]
+    assert [p.stem for p in pictures] == [
+        "cityscapes_val_frankfurt_000000_000294",
+        "cityscapes_val_lindau_000000_000019",
+    ]
     assert all(cv2.imread(str(p)) is not None for p in pictures)
     code, stdout, err = run_train(capsys, "score", real_shards, "--split", "val", "--predictions", out)
     assert code == 0 and "det3d  ds" in stdout, err
@@ -276,7 +302,10 @@ def test_the_models_command_lists_models_tasks_and_weightings(capsys):
     assert code == 0
     assert "resnet18-fpn" in stdout and "seg, depth, det2d, det3d, steer, sign, lane" in stdout
     from mtl_data.train.weighting import list_weightings
-    assert ", ".join(list_weightings()) in stdout and {"equal", "static", "gradnorm", "pcgrad"} <= set(list_weightings())
+
+    assert ", ".join(list_weightings()) in stdout and {"equal", "static", "gradnorm", "pcgrad"} <= set(
+        list_weightings()
+    )
 
 
 def test_bad_predict_input_is_one_line_each(trained_run, tmp_path, capsys):
@@ -290,8 +319,9 @@ def test_bad_predict_input_is_one_line_each(trained_run, tmp_path, capsys):
 def test_a_weights_file_that_is_not_a_state_dict_is_one_line(real_shards, tmp_path, capsys):
     bad = tmp_path / "resnet18.pth"
     bad.write_bytes(b"not a torch file")
-    code, _, err = run_train(capsys, "--shards", real_shards, "--out", tmp_path / "r", "--tasks", "seg", "--steps", "1",
-                             "--weights", bad)
+    code, _, err = run_train(
+        capsys, "--shards", real_shards, "--out", tmp_path / "r", "--tasks", "seg", "--steps", "1", "--weights", bad
+    )
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]  # training also logs its start-up
     assert code == 1 and len(lines) == 1 and "Traceback" not in err
     assert str(bad) in lines[0] and "weights_only" not in lines[0]

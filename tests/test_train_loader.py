@@ -18,15 +18,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import first_batches
 
 from mtl_data.cli.main import main
 from mtl_data.errors import MtlDataError
 from mtl_data.shards.reader import ShardSet
+from mtl_data.train.data.decode import UnsafeMemberError
 from mtl_data.train.data.loader import build_loader, dist_info, to_device
 from mtl_data.train.data.stages import split_evenly
-from mtl_data.train.data.decode import UnsafeMemberError
-
-from conftest import first_batches
 
 SOURCES = ("a2d2", "cityscapes", "gtsrb", "kitti", "tusimple")
 SIZE = (64, 64)  # small: the tests are about what is loaded, not how fast
@@ -46,11 +45,15 @@ def manifest(shards) -> dict[str, dict]:
 
 def labelled_keys(manifest: dict[str, dict], split: str, sources=SOURCES) -> list[str]:
     """Keys of ``split`` (of ``sources``) that label at least one task."""
-    return sorted(k for k, r in manifest.items() if r["split"] == split and r["source"] in sources
-                  and any(v for c, v in r.items() if c.startswith("has_")))
+    return sorted(
+        k
+        for k, r in manifest.items()
+        if r["split"] == split and r["source"] in sources and any(v for c, v in r.items() if c.startswith("has_"))
+    )
 
 
 # ---- mixing ------------------------------------------------------------------------------------
+
 
 def test_mixing_ratios_hold_within_a_binomial_tolerance(shards):
     mix = {"gtsrb": 0.5, "a2d2": 0.3, "cityscapes": 0.2}
@@ -80,8 +83,9 @@ def test_tasks_none_means_every_task_of_the_selected_sources(shards):
 
 
 def test_sources_that_label_no_requested_task_are_left_out(shards, caplog):
-    loader = build_loader(shards, tasks=["sign"], mix={"gtsrb": 1, "kitti": 1}, batch_size=8, image_size=SIZE,
-                          workers=0)
+    loader = build_loader(
+        shards, tasks=["sign"], mix={"gtsrb": 1, "kitti": 1}, batch_size=8, image_size=SIZE, workers=0
+    )
     assert loader.probs == {"gtsrb": 1.0}
     assert "kitti is left out" in caplog.text
     assert {s for batch in first_batches(loader, 3) for s in batch["source"]} == {"gtsrb"}
@@ -97,6 +101,7 @@ def test_a_stats_report_recommendation_sets_the_mix(shards, tmp_path):
 
 
 # ---- the batch contract --------------------------------------------------------------------------
+
 
 def _check_present(batch: dict, tasks, manifest) -> int:
     """Every real sample's ``present`` equals its manifest ``has_<task>``; absent labels are zeros."""
@@ -114,8 +119,7 @@ def _check_present(batch: dict, tasks, manifest) -> int:
 
 
 def test_present_masks_match_each_samples_manifest_tasks_in_training(shards, manifest):
-    loader = build_loader(shards, batch_size=16, image_size=SIZE, workers=0, seed=2,
-                          mix={s: 1 for s in SOURCES})
+    loader = build_loader(shards, batch_size=16, image_size=SIZE, workers=0, seed=2, mix={s: 1 for s in SOURCES})
     assert loader.tasks == ("seg", "depth", "det2d", "det3d", "steer", "sign", "lane")
     batches = first_batches(loader, 6)
     assert sum(_check_present(b, loader.tasks, manifest) for b in batches) == 96
@@ -133,14 +137,24 @@ def test_present_masks_match_each_samples_manifest_tasks_in_evaluation(shards, m
 
 # ---- the evaluation pass ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mix", [None, {"gtsrb": 1, "cityscapes": 1}], ids=["all-sources", "odd-count"])
 def test_two_ranks_two_workers_evaluation_pass_yields_every_key_exactly_once(shards, manifest, mix):
     sources = SOURCES if mix is None else tuple(mix)
     expected = labelled_keys(manifest, "val", sources)
     seen, per_rank, sizes = [], [], []
     for rank in range(2):
-        loader = build_loader(shards, split="val", mix=mix, infinite=False, batch_size=4, image_size=SIZE,
-                              workers=2, rank=rank, world_size=2)
+        loader = build_loader(
+            shards,
+            split="val",
+            mix=mix,
+            infinite=False,
+            batch_size=4,
+            image_size=SIZE,
+            workers=2,
+            rank=rank,
+            world_size=2,
+        )
         batches = list(loader)
         per_rank.append((len(batches), len(loader)))
         sizes.append([len(b["key"]) for b in batches])
@@ -175,6 +189,7 @@ def test_evaluation_loader_has_a_length_and_training_loader_has_none(shards):
 
 # ---- reproducibility -------------------------------------------------------------------------------
 
+
 def _same(a: dict, b: dict) -> bool:
     for key, value in a.items():
         if isinstance(value, torch.Tensor):
@@ -190,8 +205,7 @@ def _same(a: dict, b: dict) -> bool:
 
 def test_same_seed_gives_the_same_batches_and_another_seed_other_batches(shards):
     def batches(seed: int) -> list[dict]:
-        loader = build_loader(shards, batch_size=8, image_size=SIZE, workers=2, seed=seed,
-                              mix={s: 1 for s in SOURCES})
+        loader = build_loader(shards, batch_size=8, image_size=SIZE, workers=2, seed=seed, mix={s: 1 for s in SOURCES})
         return first_batches(loader, 3)
 
     first, again, other = batches(7), batches(7), batches(8)
@@ -228,6 +242,7 @@ def test_augmentation_is_off_by_default_in_evaluation(shards):
 
 # ---- corrupt data ------------------------------------------------------------------------------------
 
+
 def _members(path: Path) -> list[tarfile.TarInfo]:
     with tarfile.open(path) as tar:
         return tar.getmembers()
@@ -253,8 +268,9 @@ def garble_image(path: Path, index: int) -> None:
     """Overwrite sample ``index``'s JPEG with as many junk bytes (offsets stay valid)."""
     image = next(m for m in _sample_members(path, index) if m.name.endswith(".jpg"))
     data = bytearray(path.read_bytes())
-    data[image.offset_data: image.offset_data + image.size] = bytes(range(7, 256)) * (image.size // 249) + \
-        b"\x01" * (image.size % 249)
+    data[image.offset_data : image.offset_data + image.size] = bytes(range(7, 256)) * (image.size // 249) + b"\x01" * (
+        image.size % 249
+    )
     path.write_bytes(bytes(data))
 
 
@@ -273,8 +289,9 @@ def add_pickle_member(path: Path, index: int) -> None:
                 tar.addfile(extra, io.BytesIO(payload))
 
 
-def one_source_root(shards: Path, dst: Path, source: str, split: str, count: int,
-                    damage: Callable[[Path], None] | None = None) -> tuple[Path, list[list[str]]]:
+def one_source_root(
+    shards: Path, dst: Path, source: str, split: str, count: int, damage: Callable[[Path], None] | None = None
+) -> tuple[Path, list[list[str]]]:
     """A shards root holding the first ``count`` shards of ``source``/``split`` (the first one
     damaged by ``damage``) and their manifest rows; returns it and the keys of each shard."""
     table = pq.read_table(shards / source / "manifest.parquet")
@@ -292,11 +309,15 @@ def one_source_root(shards: Path, dst: Path, source: str, split: str, count: int
     return dst, [[r["key"] for r in rows if r["shard"] == n] for n in names]
 
 
-@pytest.mark.parametrize("damage, lost_from", [
-    (lambda p: truncate_inside_image(p, 1), 1),
-    (lambda p: truncate_before(p, 2), 2),
-    (lambda p: garble_image(p, 1), None),
-], ids=["truncated-mid-member", "truncated-at-a-sample", "corrupt-image"])
+@pytest.mark.parametrize(
+    "damage, lost_from",
+    [
+        (lambda p: truncate_inside_image(p, 1), 1),
+        (lambda p: truncate_before(p, 2), 2),
+        (lambda p: garble_image(p, 1), None),
+    ],
+    ids=["truncated-mid-member", "truncated-at-a-sample", "corrupt-image"],
+)
 def test_corrupt_data_is_skipped_and_counted_in_training(shards, tmp_path, damage, lost_from):
     root, keys = one_source_root(shards, tmp_path / "root", "gtsrb", "train", 2, damage)
     bad = keys[0][lost_from:] if lost_from is not None else [keys[0][1]]
@@ -316,10 +337,14 @@ def test_corrupt_image_becomes_a_counted_dummy_in_evaluation(shards, tmp_path, s
     assert got.count("") == 1 and loader.skipped == 1 and len(batches) == len(loader)
 
 
-@pytest.mark.parametrize("damage, lost_from", [
-    (lambda p: truncate_inside_image(p, 1), 1),
-    (lambda p: truncate_before(p, 2), 2),
-], ids=["truncated-mid-member", "truncated-at-a-sample"])
+@pytest.mark.parametrize(
+    "damage, lost_from",
+    [
+        (lambda p: truncate_inside_image(p, 1), 1),
+        (lambda p: truncate_before(p, 2), 2),
+    ],
+    ids=["truncated-mid-member", "truncated-at-a-sample"],
+)
 def test_truncated_tar_becomes_counted_dummies_in_evaluation(shards, tmp_path, damage, lost_from):
     root, keys = one_source_root(shards, tmp_path / "root", "gtsrb", "val", 2, damage)
     loader = build_loader(root, split="val", infinite=False, batch_size=4, image_size=SIZE, workers=0)
@@ -354,6 +379,7 @@ def test_a_pickle_member_is_refused_in_evaluation(shards, tmp_path):
 
 # ---- options ------------------------------------------------------------------------------------------
 
+
 def test_rank_and_world_size_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "3")
@@ -365,13 +391,16 @@ def test_rank_and_world_size_come_from_the_environment(monkeypatch):
         dist_info(2, 2)
 
 
-@pytest.mark.parametrize("kwargs, says", [
-    ({"tasks": ["segmentation"]}, "unknown segmentation; choose from seg, depth"),
-    ({"split": "holdout"}, "no sample in split 'holdout'; the shards have test, train, val"),
-    ({"mix": {"kitty": 1}}, "unknown source(s) 'kitty'; the shards hold a2d2, cityscapes, gtsrb, kitti, tusimple"),
-    ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"image_size": (0, 64)}, "image_size must be (H, W) positive integers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"tasks": ["segmentation"]}, "unknown segmentation; choose from seg, depth"),
+        ({"split": "holdout"}, "no sample in split 'holdout'; the shards have test, train, val"),
+        ({"mix": {"kitty": 1}}, "unknown source(s) 'kitty'; the shards hold a2d2, cityscapes, gtsrb, kitti, tusimple"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"image_size": (0, 64)}, "image_size must be (H, W) positive integers"),
+    ],
+)
 def test_bad_options_are_one_clear_error(shards, kwargs, says):
     args = {"batch_size": 2, "image_size": SIZE, "workers": 0, **kwargs}
     with pytest.raises(MtlDataError) as info:
@@ -391,11 +420,14 @@ def test_batches_from_worker_processes_are_the_same_contract(shards, manifest):
     loader = build_loader(shards, batch_size=8, image_size=SIZE, workers=2, mix={s: 1 for s in SOURCES})
     batches = first_batches(loader, 4)
     assert sum(_check_present(b, loader.tasks, manifest) for b in batches) == 32
-    assert all(isinstance(b["skipped"], int) for b in batches) and np.isfinite(
-        np.stack([b["image"].numpy() for b in batches])).all()
+    assert (
+        all(isinstance(b["skipped"], int) for b in batches)
+        and np.isfinite(np.stack([b["image"].numpy() for b in batches])).all()
+    )
 
 
 # ---- the `mtl-data batches` command -------------------------------------------------------------
+
 
 def test_batches_command_shows_a_mixed_training_stream(cli, shards, tmp_path):
     report = tmp_path / "stats.json"
@@ -410,19 +442,34 @@ def test_batches_command_shows_a_mixed_training_stream(cli, shards, tmp_path):
 
 
 def test_batches_command_evaluation_pass_counts_every_sample_once(cli, shards, manifest):
-    result = cli("batches", shards, "--split", "val", "--eval", "--batch-size", "4", "--image-size", "32x32",
-                 "--mix", "kitti=1,tusimple=1")
+    result = cli(
+        "batches",
+        shards,
+        "--split",
+        "val",
+        "--eval",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32x32",
+        "--mix",
+        "kitti=1,tusimple=1",
+    )
     assert result.code == 0, result.err
     expected = collections.Counter(manifest[k]["source"] for k in labelled_keys(manifest, "val", ("kitti", "tusimple")))
-    assert result.out.splitlines()[-1] == ("samples per source: " + ", ".join(f"{s} {n}" for s, n in sorted(expected.items()))
-                                           + "; skipped (corrupt) 0")
+    assert result.out.splitlines()[-1] == (
+        "samples per source: " + ", ".join(f"{s} {n}" for s, n in sorted(expected.items())) + "; skipped (corrupt) 0"
+    )
 
 
-@pytest.mark.parametrize("args, says", [
-    (("--mix", "kitti:1"), "expected 'proportional', a {source: ratio} mapping or 'STATS.json#ALPHA'"),
-    (("--mix", "kitti=x"), "expected source=ratio pairs"),
-    (("--image-size", "64"), "expected HxW"),
-    (("--tasks", "seg,flow"), "unknown flow"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (("--mix", "kitti:1"), "expected 'proportional', a {source: ratio} mapping or 'STATS.json#ALPHA'"),
+        (("--mix", "kitti=x"), "expected source=ratio pairs"),
+        (("--image-size", "64"), "expected HxW"),
+        (("--tasks", "seg,flow"), "unknown flow"),
+    ],
+)
 def test_batches_command_bad_options_are_one_clear_error(cli, shards, args, says):
     assert says in cli("batches", shards, *args).one_error_line()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import first_batches, ingest_cli
+
 from mtl_data.cli.main import main
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.taxonomy import DET_CLASSES
@@ -20,8 +20,9 @@ SIZE = (64, 64)
 def test_a_config_and_the_keyword_form_give_the_same_batches(synth_shards):
     config = LoaderConfig(batch_size=4, image_size=SIZE, workers=0, seed=3, mix={"kitti": 1, "gtsrb": 1})
     a = first_batches(build_loader(synth_shards, config), 2)
-    b = first_batches(build_loader(synth_shards, batch_size=4, image_size=SIZE, workers=0, seed=3,
-                                   mix={"kitti": 1, "gtsrb": 1}), 2)
+    b = first_batches(
+        build_loader(synth_shards, batch_size=4, image_size=SIZE, workers=0, seed=3, mix={"kitti": 1, "gtsrb": 1}), 2
+    )
     assert [x["key"] for x in a] == [x["key"] for x in b]
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, b))
 
@@ -33,12 +34,15 @@ def test_keywords_override_the_fields_of_a_config(synth_shards):
     assert len(first_batches(loader, 1)[0]["key"]) == 2
 
 
-@pytest.mark.parametrize("options, says", [
-    ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"seed": -1}, "seed must be >= 0"),
-    ({"workers": -2}, "workers must be >= 0"),
-    ({"tasks": ["seg", "flow"]}, "unknown flow"),
-])
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"workers": -2}, "workers must be >= 0"),
+        ({"tasks": ["seg", "flow"]}, "unknown flow"),
+    ],
+)
 def test_a_config_out_of_range_is_one_clear_error(options, says):
     with pytest.raises(MtlDataError, match=says):
         LoaderConfig(**options)

@@ -29,8 +29,17 @@ def stored_sample() -> Sample:
     seg = (xx // 40 % 19).astype(np.uint8)
     seg[:10] = 255
     det = Det2D(boxes=np.array([[10.0, 20.0, 110.0, 90.0]]), classes=np.array([2]))
-    return Sample(key="kitti_train_000007", source="kitti", split="train", id="000007", image=image,
-                  orig_size=(H, W), seg=seg, depth=depth, det2d=det)
+    return Sample(
+        key="kitti_train_000007",
+        source="kitti",
+        split="train",
+        id="000007",
+        image=image,
+        orig_size=(H, W),
+        seg=seg,
+        depth=depth,
+        det2d=det,
+    )
 
 
 def raw_of(sample: Sample, **replace: bytes) -> dict:
@@ -53,13 +62,23 @@ def test_16_bit_depth_stays_16_bit_and_class_maps_stay_single_channel():
     assert got.image.shape == (H, W, 3)
 
 
-@pytest.mark.parametrize("member, array, says", [
-    ("depth.png", np.zeros((H, W), np.uint8),
-     "depth.png: expected a single-channel 16-bit PNG of depth, found 8-bit grey"),
-    ("seg.png", np.zeros((H, W, 3), np.uint8), "seg.png: expected a single-channel 8-bit PNG of class ids, found "
-                                               "8-bit RGB"),
-    ("seg.png", np.zeros((H // 2, W), np.uint8), f"seg.png: is {H // 2}x{W}, the image is {H}x{W}"),
-], ids=["8-bit-depth", "rgb-class-map", "class-map-of-another-size"])
+@pytest.mark.parametrize(
+    "member, array, says",
+    [
+        (
+            "depth.png",
+            np.zeros((H, W), np.uint8),
+            "depth.png: expected a single-channel 16-bit PNG of depth, found 8-bit grey",
+        ),
+        (
+            "seg.png",
+            np.zeros((H, W, 3), np.uint8),
+            "seg.png: expected a single-channel 8-bit PNG of class ids, found 8-bit RGB",
+        ),
+        ("seg.png", np.zeros((H // 2, W), np.uint8), f"seg.png: is {H // 2}x{W}, the image is {H}x{W}"),
+    ],
+    ids=["8-bit-depth", "rgb-class-map", "class-map-of-another-size"],
+)
 def test_label_png_of_the_wrong_kind_is_a_corrupt_sample(member, array, says):
     raw = raw_of(stored_sample(), **{member: cv2.imencode(".png", array)[1].tobytes()})
     with pytest.raises(CorruptSampleError) as info:
@@ -67,12 +86,16 @@ def test_label_png_of_the_wrong_kind_is_a_corrupt_sample(member, array, says):
     assert str(info.value) == f"shards/kitti/train-000003.tar: kitti_train_000007: does not decode: {says}"
 
 
-@pytest.mark.parametrize("replace, says", [
-    ({"jpg": b"\xff\xd8" + b"junk" * 100}, "jpg: image does not decode"),
-    ({"det2d.json": b"{\"boxes\": [[1, 2, 3]]"}, "det2d.json: not valid JSON"),
-    ({"meta.json": b"[]"}, "meta.json is not a JSON object"),
-    ({"depth.png": b"GIF89a"}, "depth.png: not a PNG"),
-], ids=["jpeg", "json", "meta", "png"])
+@pytest.mark.parametrize(
+    "replace, says",
+    [
+        ({"jpg": b"\xff\xd8" + b"junk" * 100}, "jpg: image does not decode"),
+        ({"det2d.json": b'{"boxes": [[1, 2, 3]]'}, "det2d.json: not valid JSON"),
+        ({"meta.json": b"[]"}, "meta.json is not a JSON object"),
+        ({"depth.png": b"GIF89a"}, "depth.png: not a PNG"),
+    ],
+    ids=["jpeg", "json", "meta", "png"],
+)
 def test_undecodable_members_are_one_specific_error_naming_shard_and_key(replace, says):
     with pytest.raises(CorruptSampleError, match="train-000003.tar: kitti_train_000007: does not decode") as info:
         decode(raw_of(stored_sample(), **replace))
@@ -92,8 +115,9 @@ def test_pickle_style_members_are_refused_before_anything_is_decoded(ext):
     raw = raw_of(stored_sample(), **{ext: pickle.dumps({"boxes": []}), "jpg": b"not even a jpeg"})
     with pytest.raises(UnsafeMemberError) as info:
         decode(raw)
-    assert str(info.value).startswith(f"shards/kitti/train-000003.tar: kitti_train_000007.{ext}: "
-                                      "refusing a pickle-style member")
+    assert str(info.value).startswith(
+        f"shards/kitti/train-000003.tar: kitti_train_000007.{ext}: refusing a pickle-style member"
+    )
     assert info.value.ext == ext
 
 

@@ -22,16 +22,19 @@ def test_proportional_is_by_sample_count(mix):
     assert resolve_mix(mix, {**COUNTS, "tusimple": 0}) == pytest.approx({"a2d2": 0.3, "gtsrb": 0.1, "kitti": 0.6})
 
 
-@pytest.mark.parametrize("mix, says", [
-    ({"kitty": 1.0}, "mix: unknown source(s) 'kitty'; the shards hold a2d2, gtsrb, kitti"),
-    ({"kitti": -0.5, "a2d2": 1}, "mix: ratio of 'kitti' is negative (-0.5); ratios must be >= 0"),
-    ({"kitti": 0, "a2d2": 0.0}, "mix: every ratio is 0; give at least one source a positive ratio"),
-    ({"kitti": "0.3"}, "mix: ratio of 'kitti' must be a finite number, got '0.3'"),
-    ({"kitti": float("nan")}, "mix: ratio of 'kitti' must be a finite number, got nan"),
-    ({"kitti": True}, "mix: ratio of 'kitti' must be a finite number, got True"),
-    (0.5, "mix must be 'proportional', a {source: ratio} mapping or 'STATS.json#ALPHA', got float"),
-    ("uniform", "mix 'uniform': expected 'proportional', a {source: ratio} mapping or 'STATS.json#ALPHA'"),
-])
+@pytest.mark.parametrize(
+    "mix, says",
+    [
+        ({"kitty": 1.0}, "mix: unknown source(s) 'kitty'; the shards hold a2d2, gtsrb, kitti"),
+        ({"kitti": -0.5, "a2d2": 1}, "mix: ratio of 'kitti' is negative (-0.5); ratios must be >= 0"),
+        ({"kitti": 0, "a2d2": 0.0}, "mix: every ratio is 0; give at least one source a positive ratio"),
+        ({"kitti": "0.3"}, "mix: ratio of 'kitti' must be a finite number, got '0.3'"),
+        ({"kitti": float("nan")}, "mix: ratio of 'kitti' must be a finite number, got nan"),
+        ({"kitti": True}, "mix: ratio of 'kitti' must be a finite number, got True"),
+        (0.5, "mix must be 'proportional', a {source: ratio} mapping or 'STATS.json#ALPHA', got float"),
+        ("uniform", "mix 'uniform': expected 'proportional', a {source: ratio} mapping or 'STATS.json#ALPHA'"),
+    ],
+)
 def test_bad_mixes_are_one_clear_error(mix, says):
     with pytest.raises(MtlDataError) as info:
         resolve_mix(mix, COUNTS)
@@ -52,10 +55,20 @@ def test_a_source_without_loadable_samples_is_left_out_with_a_note(caplog):
 def report(tmp_path):
     """A stats report with the ``recommendations.mix`` table the stats command writes."""
     path = tmp_path / "stats.json"
-    path.write_text(json.dumps({"version": 1, "recommendations": {"mix": {
-        "0.0": {"a2d2": 0.333333, "gtsrb": 0.333333, "kitti": 0.333333},
-        "0.5": {"a2d2": 0.3, "gtsrb": 0.2, "kitti": 0.5},
-        "1.0": {"a2d2": 0.3, "gtsrb": 0.1, "kitti": 0.6}}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "recommendations": {
+                    "mix": {
+                        "0.0": {"a2d2": 0.333333, "gtsrb": 0.333333, "kitti": 0.333333},
+                        "0.5": {"a2d2": 0.3, "gtsrb": 0.2, "kitti": 0.5},
+                        "1.0": {"a2d2": 0.3, "gtsrb": 0.1, "kitti": 0.6},
+                    }
+                },
+            }
+        )
+    )
     return path
 
 

@@ -10,15 +10,25 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_mtl_train
+
 from mtl_data.cli.mtl_train import main as mtl_train
 from mtl_data.train import checkpoint as ckpt
 from mtl_data.train.evaluate import delta_t
 from mtl_data.train.tasks import create_task
 
-SMALL = ["--model", "resnet18-fpn", "--image-size", "64x128", "--batch-size", "4", "--workers", "0",
-         "--set", "model_options.neck_channels=32"]
+SMALL = [
+    "--model",
+    "resnet18-fpn",
+    "--image-size",
+    "64x128",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--set",
+    "model_options.neck_channels=32",
+]
 
 
 run_cli = run_mtl_train
@@ -41,6 +51,7 @@ def parameters(run: Path, which: str = "last") -> dict[str, torch.Tensor]:
 
 # ---- a run of every task ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def all_tasks_run(synth_shards, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "all"
@@ -59,8 +70,14 @@ def test_a_two_step_run_of_all_seven_tasks_on_mixed_sources_writes_the_run_folde
     rows = metrics_rows(run)
     tasks = ["seg", "depth", "det2d", "det3d", "steer", "sign", "lane"]
     assert [int(r["step"]) for r in rows] == [1, 2]
-    for column in ["loss", "samples_per_s", "data_wait", *(f"{k}/{t}" for k in ("loss", "weight", "present")
-                                                             for t in tasks), "lr/encoder", "lr/heads.seg"]:
+    for column in [
+        "loss",
+        "samples_per_s",
+        "data_wait",
+        *(f"{k}/{t}" for k in ("loss", "weight", "present") for t in tasks),
+        "lr/encoder",
+        "lr/heads.seg",
+    ]:
         assert column in rows[0], column
         assert math.isfinite(float(rows[0][column])), column
     assert all(float(rows[0][f"weight/{t}"]) in (0.0, 1.0) for t in tasks)
@@ -72,10 +89,28 @@ def test_a_two_step_run_of_all_seven_tasks_on_mixed_sources_writes_the_run_folde
 
 def test_a_checkpoint_loads_with_weights_only_and_holds_every_state(all_tasks_run):
     state = torch.load(all_tasks_run / "checkpoints" / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "scaler", "weighting", "rng", "loader", "config", "step",
-            "classes", "best"} <= set(state)
-    assert state["step"] == 2 and state["config"]["tasks"] == ["seg", "depth", "det2d", "det3d", "steer", "sign",
-                                                                 "lane"]
+    assert {
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "weighting",
+        "rng",
+        "loader",
+        "config",
+        "step",
+        "classes",
+        "best",
+    } <= set(state)
+    assert state["step"] == 2 and state["config"]["tasks"] == [
+        "seg",
+        "depth",
+        "det2d",
+        "det3d",
+        "steer",
+        "sign",
+        "lane",
+    ]
 
 
 def test_the_report_has_one_row_per_run(all_tasks_run, capsys):
@@ -88,23 +123,62 @@ def test_the_report_has_one_row_per_run(all_tasks_run, capsys):
 
 # ---- learning ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["stl", "symmetric"])
 def test_a_small_model_overfits_a_few_samples(mode, synth_shards, tmp_path, capsys):
     """Training on the synthetic A2D2 train split, evaluated on that same split: the seg loss falls
     well below its start and mIoU rises above the untrained model's."""
     tasks = "seg" if mode == "stl" else "seg,depth"
     run = tmp_path / mode
-    code, _, err = run_cli(capsys, "--shards", synth_shards, "--out", run, "--mode", mode, "--tasks", tasks,
-                           "--mix", "a2d2=1", "--steps", "60", "--log-every", "5", "--lr", "3e-3",
-                           "--set", "eval.split=train", "--set", "loader.augment=false", *SMALL)
+    code, _, err = run_cli(
+        capsys,
+        "--shards",
+        synth_shards,
+        "--out",
+        run,
+        "--mode",
+        mode,
+        "--tasks",
+        tasks,
+        "--mix",
+        "a2d2=1",
+        "--steps",
+        "60",
+        "--log-every",
+        "5",
+        "--lr",
+        "3e-3",
+        "--set",
+        "eval.split=train",
+        "--set",
+        "loader.augment=false",
+        *SMALL,
+    )
     assert code == 0, err
     rows = metrics_rows(run)
     first, last = float(rows[0]["loss/seg"]), float(rows[-1]["loss/seg"])
     assert last < 0.5 * first, (first, last)
     trained = json.loads((run / "eval.json").read_text())["metrics"]["seg"]["miou"]
-    code, _, err = run_cli(capsys, "--shards", synth_shards, "--out", tmp_path / "untrained", "--mode", mode,
-                           "--tasks", tasks, "--mix", "a2d2=1", "--steps", "1", "--lr", "0",
-                           "--set", "eval.split=train", *SMALL)
+    code, _, err = run_cli(
+        capsys,
+        "--shards",
+        synth_shards,
+        "--out",
+        tmp_path / "untrained",
+        "--mode",
+        mode,
+        "--tasks",
+        tasks,
+        "--mix",
+        "a2d2=1",
+        "--steps",
+        "1",
+        "--lr",
+        "0",
+        "--set",
+        "eval.split=train",
+        *SMALL,
+    )
     assert code == 0, err
     untrained = json.loads((tmp_path / "untrained" / "eval.json").read_text())["metrics"]["seg"]["miou"]
     assert trained > untrained + 0.05, (untrained, trained)
@@ -151,6 +225,7 @@ def test_a_resume_with_another_config_is_refused(straight_run, capsys):
 
 def test_a_corrupt_checkpoint_is_one_line(straight_run, tmp_path, capsys):
     import shutil
+
     run = tmp_path / "copy"
     shutil.copytree(straight_run, run)
     path = run / "checkpoints" / "last.pt"
@@ -160,6 +235,7 @@ def test_a_corrupt_checkpoint_is_one_line(straight_run, tmp_path, capsys):
 
 
 # ---- evaluation and Delta_T -----------------------------------------------------------------
+
 
 def test_delta_t_on_hand_values():
     tasks = {"seg": create_task("seg"), "depth": create_task("depth")}
@@ -172,8 +248,9 @@ def test_delta_t_on_hand_values():
 
 def test_eval_against_single_task_runs_gives_delta_t(all_tasks_run, synth_shards, tmp_path, capsys):
     stl = tmp_path / "stl_seg"
-    code, _, err = run_cli(capsys, "--shards", synth_shards, "--out", stl, "--mode", "stl", "--tasks", "seg",
-                           "--steps", "1", *SMALL)
+    code, _, err = run_cli(
+        capsys, "--shards", synth_shards, "--out", stl, "--mode", "stl", "--tasks", "seg", "--steps", "1", *SMALL
+    )
     assert code == 0, err
     code, out, err = run_cli(capsys, "eval", all_tasks_run, "--stl", stl)
     assert code == 0, err
@@ -185,14 +262,18 @@ def test_eval_against_single_task_runs_gives_delta_t(all_tasks_run, synth_shards
 
 # ---- bad input ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, says", [
-    (["--tasks", "seg,flow"], "unknown task flow"),
-    (["--model", "resnet99-fpn"], "resnet99-fpn"),
-    (["--weighting", "magic"], "magic"),
-    (["--set", "optim.lrr=1"], "optim.lrr"),
-    (["--set", "optim.lr=fast"], "optim.lr"),
-    (["--mode", "stl", "--tasks", "seg,sign"], "one task"),
-])
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--tasks", "seg,flow"], "unknown task flow"),
+        (["--model", "resnet99-fpn"], "resnet99-fpn"),
+        (["--weighting", "magic"], "magic"),
+        (["--set", "optim.lrr=1"], "optim.lrr"),
+        (["--set", "optim.lr=fast"], "optim.lr"),
+        (["--mode", "stl", "--tasks", "seg,sign"], "one task"),
+    ],
+)
 def test_bad_training_input_is_one_line(args, says, synth_shards, tmp_path, capsys):
     out = tmp_path / "run"
     line = one_error_line(*run_cli(capsys, "--shards", synth_shards, "--out", out, "--steps", "1", *SMALL, *args)[::2])
@@ -203,19 +284,22 @@ def test_bad_training_input_is_one_line(args, says, synth_shards, tmp_path, caps
 def test_a_task_the_split_does_not_label_is_refused(synth_root, tmp_path, capsys, cli):
     shards = tmp_path / "shards"
     assert cli("ingest", "gtsrb", synth_root("gtsrb"), "--to", shards, "--workers", "1").code == 0
-    line = one_error_line(*run_cli(capsys, "--shards", shards, "--out", tmp_path / "r", "--tasks", "seg", "--steps",
-                                   "1", *SMALL)[::2])
+    line = one_error_line(
+        *run_cli(capsys, "--shards", shards, "--out", tmp_path / "r", "--tasks", "seg", "--steps", "1", *SMALL)[::2]
+    )
     assert "labels seg" in line and "sign" in line
 
 
 def test_a_new_run_into_an_existing_run_is_refused(all_tasks_run, synth_shards, capsys):
-    line = one_error_line(*run_cli(capsys, "--shards", synth_shards, "--out", all_tasks_run, "--steps", "1",
-                                   *SMALL)[::2])
+    line = one_error_line(
+        *run_cli(capsys, "--shards", synth_shards, "--out", all_tasks_run, "--steps", "1", *SMALL)[::2]
+    )
     assert "holds a run already" in line
 
 
 def test_a_non_finite_loss_stops_the_run_naming_task_and_step(synth_shards, tmp_path, capsys, monkeypatch):
     from mtl_data.train.tasks.sign import SignTask
+
     real = SignTask.loss
 
     def poisoned(self, output, batch):
@@ -229,13 +313,30 @@ def test_a_non_finite_loss_stops_the_run_naming_task_and_step(synth_shards, tmp_
     poisoned.calls = 0
     monkeypatch.setattr(SignTask, "loss", counting)
     run = tmp_path / "run"
-    line = one_error_line(*run_cli(capsys, "--shards", synth_shards, "--out", run, "--tasks", "sign", "--steps", "6",
-                                   "--save-every", "2", "--log-every", "2", *SMALL)[::2])
+    line = one_error_line(
+        *run_cli(
+            capsys,
+            "--shards",
+            synth_shards,
+            "--out",
+            run,
+            "--tasks",
+            "sign",
+            "--steps",
+            "6",
+            "--save-every",
+            "2",
+            "--log-every",
+            "2",
+            *SMALL,
+        )[::2]
+    )
     assert "sign loss is not finite at step 3" in line
     assert ckpt.load(run / "checkpoints" / "last.pt")["step"] == 2
 
 
 # ---- two processes --------------------------------------------------------------------------
+
 
 def test_a_two_process_gloo_run_trains_writes_once_and_evaluates_exactly(synth_shards, tmp_path, capsys):
     """torchrun with 2 CPU processes (gloo): the ranks end with the same parameters (the loop
@@ -243,11 +344,30 @@ def test_a_two_process_gloo_run_trains_writes_once_and_evaluates_exactly(synth_s
     import os
     import subprocess
     import sys
+
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(Path(sys.executable).parent / "mtl-train"), "--shards", str(synth_shards), "--out", str(run),
-               "--tasks", "seg,sign", "--steps", "3", "--log-every", "1", "--device", "cpu", *SMALL]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(Path(sys.executable).parent / "mtl-train"),
+        "--shards",
+        str(synth_shards),
+        "--out",
+        str(run),
+        "--tasks",
+        "seg,sign",
+        "--steps",
+        "3",
+        "--log-every",
+        "1",
+        "--device",
+        "cpu",
+        *SMALL,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert [int(r["step"]) for r in metrics_rows(run)] == [1, 2, 3]  # one writer
@@ -263,8 +383,22 @@ def test_a_two_process_gloo_run_trains_writes_once_and_evaluates_exactly(synth_s
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_runs_train_on_cpu_with_finite_losses(precision, synth_shards, tmp_path, capsys):
     run = tmp_path / precision
-    code, _, err = run_cli(capsys, "--shards", synth_shards, "--out", run, "--tasks", "sign", "--steps", "2",
-                           "--log-every", "1", "--precision", precision, *SMALL)
+    code, _, err = run_cli(
+        capsys,
+        "--shards",
+        synth_shards,
+        "--out",
+        run,
+        "--tasks",
+        "sign",
+        "--steps",
+        "2",
+        "--log-every",
+        "1",
+        "--precision",
+        precision,
+        *SMALL,
+    )
     assert code == 0, err
     rows = metrics_rows(run)
     assert all(math.isfinite(float(r["loss"])) for r in rows)
@@ -278,8 +412,8 @@ def test_task_losses_of_two_ranks_average_to_the_loss_of_the_whole_batch(real_sh
     halves of a batch, whose samples label tasks unevenly, average (as DDP averages gradients) to
     exactly the single-process loss of the whole batch."""
     import polars as pl
-
     from conftest import batch_from_shards
+
     from mtl_data.shards.reader import ShardSet
     from mtl_data.train import steps
     from mtl_data.train.distributed import DistInfo
@@ -296,7 +430,9 @@ def test_task_losses_of_two_ranks_average_to_the_loss_of_the_whole_batch(real_sh
 
     halves = [half(batch, slice(0, 3)), half(batch, slice(3, 6))]
     with torch.no_grad():
-        whole, counts = steps.task_losses(model(batch["image"]), batch, model.tasks, DistInfo(0, 1, 0, torch.device("cpu")))
+        whole, counts = steps.task_losses(
+            model(batch["image"]), batch, model.tasks, DistInfo(0, 1, 0, torch.device("cpu"))
+        )
         outputs = [model(h["image"]) for h in halves]
         local = [torch.stack([h["present"][t].sum() for t in model.tasks]).float() for h in halves]
         per_rank = []
@@ -304,33 +440,72 @@ def test_task_losses_of_two_ranks_average_to_the_loss_of_the_whole_batch(real_sh
             monkeypatch.setattr(steps, "all_reduce_sum", lambda t, info: local[0] + local[1])
             loss, _ = steps.task_losses(outputs[rank], h, model.tasks, DistInfo(rank, 2, rank, torch.device("cpu")))
             per_rank.append(loss)
-    assert [int(c) for c in counts] != [0, 0, 0] and any(int(l[0]) != int(l[1]) for l in zip(*local))
+    assert [int(c) for c in counts] != [0, 0, 0] and any(int(pair[0]) != int(pair[1]) for pair in zip(*local))
     torch.testing.assert_close((per_rank[0] + per_rank[1]) / 2, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_init_from_starts_a_run_from_another_runs_weights(all_tasks_run, synth_shards, tmp_path, capsys):
     run = tmp_path / "continued"
-    code, _, err = run_cli(capsys, "--shards", synth_shards, "--out", run, "--steps", "1", "--lr", "0",
-                           "--set", f"init_from={all_tasks_run / 'checkpoints' / 'last.pt'}", *SMALL)
+    code, _, err = run_cli(
+        capsys,
+        "--shards",
+        synth_shards,
+        "--out",
+        run,
+        "--steps",
+        "1",
+        "--lr",
+        "0",
+        "--set",
+        f"init_from={all_tasks_run / 'checkpoints' / 'last.pt'}",
+        *SMALL,
+    )
     assert code == 0, err
     a, b = parameters(all_tasks_run), parameters(run)
     assert all(torch.equal(a[k], b[k]) for k in a if k.endswith("weight"))  # lr 0: still the source's weights
-    code, _, err = run_cli(capsys, "--shards", synth_shards, "--out", tmp_path / "other", "--tasks", "seg",
-                           "--steps", "1", "--set", f"init_from={all_tasks_run / 'checkpoints' / 'last.pt'}", *SMALL)
+    code, _, err = run_cli(
+        capsys,
+        "--shards",
+        synth_shards,
+        "--out",
+        tmp_path / "other",
+        "--tasks",
+        "seg",
+        "--steps",
+        "1",
+        "--set",
+        f"init_from={all_tasks_run / 'checkpoints' / 'last.pt'}",
+        *SMALL,
+    )
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert code != 0 and len(lines) == 1 and "same model and tasks" in lines[0]
 
 
 def test_the_leang_layout_has_a_column_per_strategy_and_the_geometric_mean():
     from mtl_data.train.report import render_leang
-    rows = [{"run": "runs/a", "weighting": "equal", "weights": {"seg": 1.0, "depth": 1.0},
-             "frequencies": {"seg": 1, "depth": 1},
-             "metrics": {"seg": {"metric": "miou", "value": 0.5, "higher_is_better": True},
-                         "depth": {"metric": "abs_rel", "value": 0.2, "higher_is_better": False}}},
-            {"run": "runs/b", "weighting": "async", "weights": {"seg": 0.75, "depth": 0.25},
-             "frequencies": {"seg": 1, "depth": 3},
-             "metrics": {"seg": {"metric": "miou", "value": 0.6, "higher_is_better": True},
-                         "depth": {"metric": "abs_rel", "value": 0.1, "higher_is_better": False}}}]
+
+    rows = [
+        {
+            "run": "runs/a",
+            "weighting": "equal",
+            "weights": {"seg": 1.0, "depth": 1.0},
+            "frequencies": {"seg": 1, "depth": 1},
+            "metrics": {
+                "seg": {"metric": "miou", "value": 0.5, "higher_is_better": True},
+                "depth": {"metric": "abs_rel", "value": 0.2, "higher_is_better": False},
+            },
+        },
+        {
+            "run": "runs/b",
+            "weighting": "async",
+            "weights": {"seg": 0.75, "depth": 0.25},
+            "frequencies": {"seg": 1, "depth": 3},
+            "metrics": {
+                "seg": {"metric": "miou", "value": 0.6, "higher_is_better": True},
+                "depth": {"metric": "abs_rel", "value": 0.1, "higher_is_better": False},
+            },
+        },
+    ]
     text = render_leang(rows)
     lines = {ln.split("  ")[0]: ln.split() for ln in text.splitlines() if ln.strip()}
     assert text.splitlines()[0].split()[2:] == ["a", "(equal)", "b", "(async)"]

@@ -18,13 +18,48 @@ import pytest
 from mtl_data.cli.mtl_train import main as mtl_train
 from mtl_data.errors import MtlDataError
 from mtl_data.train.config import TrainConfig, load_config, resolve
-from mtl_data.train.search import (Genome, Outcome, SearchSpace, Settings, Tabu, TrialRecord, TrialSpec, best_of,
-                                   elite, fitness, mutate, plan_generation, recombine, search)
+from mtl_data.train.search import (
+    Genome,
+    Outcome,
+    SearchSpace,
+    Settings,
+    Tabu,
+    TrialRecord,
+    TrialSpec,
+    best_of,
+    elite,
+    fitness,
+    mutate,
+    plan_generation,
+    recombine,
+    search,
+)
 
-SMALL = ["--model", "resnet18-fpn", "--image-size", "64x128", "--batch-size", "4", "--workers", "0",
-         "--set", "model_options.neck_channels=32"]
-SEARCH = ["--tasks", "seg,depth", "--steps-per-trial", "2", "--population", "2", "--offspring", "1", "--device", "cpu",
-          *SMALL]
+SMALL = [
+    "--model",
+    "resnet18-fpn",
+    "--image-size",
+    "64x128",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--set",
+    "model_options.neck_channels=32",
+]
+SEARCH = [
+    "--tasks",
+    "seg,depth",
+    "--steps-per-trial",
+    "2",
+    "--population",
+    "2",
+    "--offspring",
+    "1",
+    "--device",
+    "cpu",
+    *SMALL,
+]
 
 
 def rows_of(out: Path) -> list[dict]:
@@ -43,19 +78,21 @@ def record(trial: int, value: float, genome: Genome | None = None) -> TrialRecor
 
 # ---- the genome ---------------------------------------------------------------------------------
 
+
 def test_weights_are_ten_to_the_exponents_normalised_to_sum_one():
     assert Genome((0.0, 1.0), (1, 1)).weights() == pytest.approx((1 / 11, 10 / 11), rel=1e-12)
     assert Genome((-2.0, 2.0, 0.0), (1, 1, 1)).weights() == pytest.approx(
-        (0.01 / 101.01, 100 / 101.01, 1 / 101.01), rel=1e-12)
+        (0.01 / 101.01, 100 / 101.01, 1 / 101.01), rel=1e-12
+    )
     assert math.fsum(Genome((1.37, -0.42), (3, 7)).weights()) == pytest.approx(1.0, abs=1e-15)
 
 
 def test_the_tabu_list_compares_normalised_weights_and_frequencies():
     tabu = Tabu([Genome((0.0, 1.0), (1, 2))])
-    assert Genome((0.5, 1.5), (1, 2)) in tabu            # the same normalised weights
+    assert Genome((0.5, 1.5), (1, 2)) in tabu  # the same normalised weights
     assert Genome((-1.25, -0.25), (1, 2)) in tabu
-    assert Genome((0.0, 1.01), (1, 2)) not in tabu       # one grid step (0.01 decades) apart
-    assert Genome((0.0, 1.0), (2, 1)) not in tabu        # other frequencies
+    assert Genome((0.0, 1.01), (1, 2)) not in tabu  # one grid step (0.01 decades) apart
+    assert Genome((0.0, 1.0), (2, 1)) not in tabu  # other frequencies
     assert Genome((0.5, 1.5), (1, 2)).key() == ((-100, 0), (1, 2))
 
 
@@ -63,12 +100,15 @@ def test_the_space_holds_the_papers_ranges_on_a_grid_of_hundredths_of_a_decade()
     # Leang et al. V-A: min_seg = min_det = 0.1, max_seg = 1000, max_det = 100
     space = SearchSpace.create(("seg", "det2d"), {"seg": (0.1, 1000), "*": (0.1, 100)}, 10)
     assert space.bounds == ((-100, 300), (-100, 200))
-    assert space.genome([5.0, -0.123], [0.2, 11.6]) == Genome((3.0, -0.12), (1, 10))   # clipped, on the grid
-    assert space.genome([0.125, 0.0], [2.5, 3.49]) == Genome((0.13, 0.0), (3, 3))      # rounded half up
+    assert space.genome([5.0, -0.123], [0.2, 11.6]) == Genome((3.0, -0.12), (1, 10))  # clipped, on the grid
+    assert space.genome([0.125, 0.0], [2.5, 3.49]) == Genome((0.13, 0.0), (3, 3))  # rounded half up
     assert SearchSpace.create(("seg", "depth"), (0.15, 150), 10).bounds == ((-82, 217),) * 2  # inside the range
-    for tasks, weight_range, message in [(("seg",), (0.1, 10), "at least two"), (("seg", "depth"), (0, 10), "0 < min"),
-                                         (("seg", "depth"), (10, 1), "0 < min"),
-                                         (("seg", "depth"), {"lane": (1, 2)}, "lane")]:
+    for tasks, weight_range, message in [
+        (("seg",), (0.1, 10), "at least two"),
+        (("seg", "depth"), (0, 10), "0 < min"),
+        (("seg", "depth"), (10, 1), "0 < min"),
+        (("seg", "depth"), {"lane": (1, 2)}, "lane"),
+    ]:
         with pytest.raises(MtlDataError, match=message):
             SearchSpace.create(tasks, weight_range, 10)
 
@@ -85,6 +125,7 @@ def test_initial_genomes_are_uniform_over_the_grid_and_the_frequencies():
 
 # ---- the operators ------------------------------------------------------------------------------
 
+
 def test_recombination_steps_along_the_search_gradient_towards_the_better_parent():
     better, worse = Genome((0.0, 1.0), (1, 3)), Genome((1.0, 0.0), (5, 1))
     # two parents: utilities +1/2, -1/2; m + 1/2 sum u_k (x_k - m) = 3/4 better + 1/4 worse
@@ -96,7 +137,7 @@ def test_recombination_steps_along_the_search_gradient_towards_the_better_parent
     assert recombine([worse]) == ([1.0, 0.0], [5.0, 1.0])
     space = SearchSpace.create(("seg", "depth"), (0.01, 100), 10)
     child = mutate(space, *recombine([better, worse]), 0.0, np.random.default_rng(0))
-    assert child == Genome((0.25, 0.75), (2, 3))   # no noise: the recombined mean on the grid
+    assert child == Genome((0.25, 0.75), (2, 3))  # no noise: the recombined mean on the grid
 
 
 def test_mutation_is_gaussian_with_a_tenth_of_each_range():
@@ -111,7 +152,7 @@ def test_mutation_is_gaussian_with_a_tenth_of_each_range():
 
 
 def test_a_tabu_child_is_drawn_again_and_an_exhausted_space_is_an_error():
-    space = SearchSpace.create(("seg", "depth"), (1.0, 1.0), 2)   # one weight: 4 configurations
+    space = SearchSpace.create(("seg", "depth"), (1.0, 1.0), 2)  # one weight: 4 configurations
     settings = Settings(steps_per_trial=1, population=4, offspring=2, parents=2, max_frequency=2, mutation=0.1, seed=0)
     specs = plan_generation(space, settings, [], 0)
     assert sorted(s.genome.frequencies for s in specs) == [(1, 1), (1, 2), (2, 1), (2, 2)]
@@ -129,35 +170,42 @@ def test_a_tabu_child_is_drawn_again_and_an_exhausted_space_is_an_error():
 
 def test_parents_come_from_the_best_successful_trials():
     records = [record(0, 0.2), record(1, math.nan), record(2, 0.5), record(3, 0.5), record(4, 0.1)]
-    assert [r.trial for r in elite(records, 3)] == [2, 3, 0]    # a tie: the earlier trial first
+    assert [r.trial for r in elite(records, 3)] == [2, 3, 0]  # a tie: the earlier trial first
     assert best_of(records).trial == 2 and best_of([record(0, math.nan)]) is None
     space = SearchSpace.create(("seg", "depth"), (0.01, 100), 10)
-    settings = Settings(steps_per_trial=1, population=2, offspring=50, parents=2, max_frequency=10, mutation=0.1,
-                        seed=3)
+    settings = Settings(
+        steps_per_trial=1, population=2, offspring=50, parents=2, max_frequency=10, mutation=0.1, seed=3
+    )
     children = plan_generation(space, settings, records, 1)
     assert [c.trial for c in children] == list(range(2, 52)) and {c.parents for c in children} == {(2, 3)}
 
 
 # ---- fitness ------------------------------------------------------------------------------------
 
+
 def test_fitness_is_the_geometric_mean_with_lower_is_better_as_a_ratio_to_the_reference():
     higher = {"seg": True, "depth": False, "det2d": True}
     assert fitness({"seg": 0.5, "det2d": 0.8}, higher, {}) == pytest.approx(math.sqrt(0.4))
-    assert fitness({"seg": 0.5, "depth": 0.2}, higher, {"depth": 0.4}) == pytest.approx(1.0)   # sqrt(0.5 * 0.4/0.2)
+    assert fitness({"seg": 0.5, "depth": 0.2}, higher, {"depth": 0.4}) == pytest.approx(1.0)  # sqrt(0.5 * 0.4/0.2)
     assert fitness({"seg": 0.5, "depth": 0.4}, higher, {"depth": 0.4}) == pytest.approx(math.sqrt(0.5))
     assert fitness({"seg": 0.0, "depth": 0.4}, higher, {"depth": 0.4}) == 0.0
     # the reference scales every trial alike: which trial is better does not depend on it
     a, b = {"seg": 0.5, "depth": 0.3}, {"seg": 0.45, "depth": 0.25}
     for ref in (0.01, 1.0, 100.0):
         assert fitness(b, higher, {"depth": ref}) / fitness(a, higher, {"depth": ref}) == pytest.approx(
-            math.sqrt(0.45 / 0.5 * 0.3 / 0.25))
-    for values, message in [({"seg": math.nan, "depth": 0.2}, "undefined"), ({"seg": -0.1, "depth": 0.2}, "< 0"),
-                            ({"seg": 0.5, "depth": 0.0}, "> 0")]:
+            math.sqrt(0.45 / 0.5 * 0.3 / 0.25)
+        )
+    for values, message in [
+        ({"seg": math.nan, "depth": 0.2}, "undefined"),
+        ({"seg": -0.1, "depth": 0.2}, "< 0"),
+        ({"seg": 0.5, "depth": 0.0}, "> 0"),
+    ]:
         with pytest.raises(MtlDataError, match=message):
             fitness(values, higher, {"depth": 0.4})
 
 
 # ---- a search with a stand-in engine ------------------------------------------------------------
+
 
 def stand_in(fail: set[int]):
     """An engine that 'trains' by formula: seg mIoU and depth abs_rel from the genome."""
@@ -171,8 +219,12 @@ def stand_in(fail: set[int]):
                 outcome = Outcome(None, "NonFiniteLoss: the seg loss is not finite at step 1")
             else:
                 (e_seg, e_depth), (nu_seg, nu_depth) = spec.genome.exponents, spec.genome.frequencies
-                outcome = Outcome({"seg": {"miou": 1 / (1 + abs(e_seg - e_depth - 1) + 0.1 * nu_seg), "pixel_acc": 0.9},
-                                   "depth": {"abs_rel": 0.2 + 0.05 * nu_depth}})
+                outcome = Outcome(
+                    {
+                        "seg": {"miou": 1 / (1 + abs(e_seg - e_depth - 1) + 0.1 * nu_seg), "pixel_acc": 0.9},
+                        "depth": {"abs_rel": 0.2 + 0.05 * nu_depth},
+                    }
+                )
             state.record(spec, source, outcome)
 
     return engine
@@ -193,12 +245,12 @@ def test_a_search_records_failures_and_continues_and_a_resume_writes_the_same_fi
     ok = [r for r in straight.records if r.ok]
     assert len(ok) == 12 and straight.best == max(ok, key=lambda r: r.fitness)
     for r in straight.records:
-        before = straight.records[:r.trial]
+        before = straight.records[: r.trial]
         expected = best_of(before)
-        assert r.transfer_from == (None if expected is None else expected.trial)   # the best so far
+        assert r.transfer_from == (None if expected is None else expected.trial)  # the best so far
         assert 1 not in r.spec.parents and 5 not in r.spec.parents and r.transfer_from not in (1, 5)
         if r.spec.generation:
-            best = {e.trial for e in elite(straight.records[:4 + 3 * (r.spec.generation - 1)], 4)}
+            best = {e.trial for e in elite(straight.records[: 4 + 3 * (r.spec.generation - 1)], 4)}
             assert len(r.spec.parents) == 2 and set(r.spec.parents) <= best
     assert len({r.spec.genome.key() for r in straight.records}) == 14
     # trial 0's depth abs_rel is the reference: its ratio is 1
@@ -211,18 +263,22 @@ def test_a_search_records_failures_and_continues_and_a_resume_writes_the_same_fi
     assert rows_of(cut) == rows[:5]
     (cut / "trials" / "005" / "checkpoints").mkdir(parents=True)
     resumed = search(base, cut, trials=14, resume=True, engine=stand_in({1, 5}), **kwargs)
-    assert not (cut / "trials" / "005").exists()   # the stand-in trains nothing: the stale folder was removed
+    assert not (cut / "trials" / "005").exists()  # the stand-in trains nothing: the stale folder was removed
     assert (cut / "trials.csv").read_text() == (tmp_path / "straight" / "trials.csv").read_text()
     assert [r.spec for r in resumed.records] == [r.spec for r in straight.records]
     assert (cut / "best.toml").read_text().replace(str(cut), "S") == (
-        tmp_path / "straight" / "best.toml").read_text().replace(str(tmp_path / "straight"), "S")
+        tmp_path / "straight" / "best.toml"
+    ).read_text().replace(str(tmp_path / "straight"), "S")
 
 
 def test_without_any_success_children_are_random_and_there_is_no_best(base, tmp_path):
-    result = search(base, tmp_path / "s", trials=4, steps_per_trial=1, population=2, offspring=2,
-                    engine=stand_in({0, 1, 2, 3}))
+    result = search(
+        base, tmp_path / "s", trials=4, steps_per_trial=1, population=2, offspring=2, engine=stand_in({0, 1, 2, 3})
+    )
     assert result.best is None and not (tmp_path / "s" / "best.toml").exists()
-    assert [r.spec.parents for r in result.records] == [()] * 4 and [r.transfer_from for r in result.records] == [None] * 4
+    assert [r.spec.parents for r in result.records] == [()] * 4 and [r.transfer_from for r in result.records] == [
+        None
+    ] * 4
 
 
 def test_a_search_refuses_a_taken_folder_a_changed_resume_and_a_weighting_of_its_own(base, tmp_path):
@@ -233,19 +289,37 @@ def test_a_search_refuses_a_taken_folder_a_changed_resume_and_a_weighting_of_its
     with pytest.raises(MtlDataError, match="differ.*population"):
         search(base, out, trials=3, steps_per_trial=1, population=3, resume=True, engine=stand_in(set()))
     with pytest.raises(MtlDataError, match="differ.*optim.lr"):
-        search(dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=0.5)), out, trials=3,
-               steps_per_trial=1, population=2, resume=True, engine=stand_in(set()))
+        search(
+            dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=0.5)),
+            out,
+            trials=3,
+            steps_per_trial=1,
+            population=2,
+            resume=True,
+            engine=stand_in(set()),
+        )
     with pytest.raises(MtlDataError, match="leave weighting"):
-        search(dataclasses.replace(base, weighting=dataclasses.replace(base.weighting, name="dwa")), tmp_path / "w",
-               trials=2, steps_per_trial=1, engine=stand_in(set()))
+        search(
+            dataclasses.replace(base, weighting=dataclasses.replace(base.weighting, name="dwa")),
+            tmp_path / "w",
+            trials=2,
+            steps_per_trial=1,
+            engine=stand_in(set()),
+        )
     with pytest.raises(MtlDataError, match="no search to resume"):
         search(base, tmp_path / "none", trials=2, steps_per_trial=1, resume=True, engine=stand_in(set()))
     with pytest.raises(MtlDataError, match="evaluation split 'test' labels seg"):
-        search(dataclasses.replace(base, eval=dataclasses.replace(base.eval, split="test")), tmp_path / "t",
-               trials=2, steps_per_trial=1, engine=stand_in(set()))
+        search(
+            dataclasses.replace(base, eval=dataclasses.replace(base.eval, split="test")),
+            tmp_path / "t",
+            trials=2,
+            steps_per_trial=1,
+            engine=stand_in(set()),
+        )
 
 
 # ---- a real search end to end --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def straight_search(synth_shards, tmp_path_factory) -> tuple[Path, str]:
@@ -294,7 +368,8 @@ def test_a_three_trial_search_trains_each_trial_from_the_best_so_far(straight_se
         assert config.steps == 2 and config.weighting.name == "async"
         assert config.weighting.options == {
             "weights": {"seg": float(r["weight/seg"]), "depth": float(r["weight/depth"])},
-            "frequencies": {"seg": int(r["frequency/seg"]), "depth": int(r["frequency/depth"])}}
+            "frequencies": {"seg": int(r["frequency/seg"]), "depth": int(r["frequency/depth"])},
+        }
     # best.toml: the best row's whole config
     best = max(range(3), key=lambda i: (fitness_values[i], -i))
     assert lines[3].startswith(f"best: trial {best:03d}")
@@ -305,7 +380,7 @@ def test_a_resumed_search_writes_the_csv_of_an_uninterrupted_one(straight_search
     out = tmp_path / "s"
     code, _, err = search_cli("--shards", synth_shards, "--out", out, "--trials", "2", *SEARCH)
     assert code == 0, err
-    code, stdout, err = search_cli("--out", out, "--resume", "--trials", "3")   # the rest from search.json
+    code, stdout, err = search_cli("--out", out, "--resume", "--trials", "3")  # the rest from search.json
     assert code == 0, err
     assert stdout.startswith("trial 002 (generation 1, parents ")
     straight = rows_of(straight_search[0])

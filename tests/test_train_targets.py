@@ -8,15 +8,23 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import fixture_path, ingest_cli
 
 from mtl_data.ingest import CONVERTERS
 from mtl_data.schema.sample import TASKS, Det2D, Det3D, Sample
 from mtl_data.shards.reader import ShardSet
-from mtl_data.train.data.targets import (IMAGENET_MEAN, IMAGENET_STD, TargetConfig, collate, decode_grid, encode_example,
-                                    encode_grid, expand, normalize_images)
+from mtl_data.train.data.targets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TargetConfig,
+    collate,
+    decode_grid,
+    encode_example,
+    encode_grid,
+    expand,
+    normalize_images,
+)
 from mtl_data.train.data.transforms import TransformConfig, transform_sample, transform_view
-
-from conftest import fixture_path, ingest_cli
 
 SIZE = (256, 512)
 EVAL = TransformConfig(SIZE, augment=False)
@@ -34,9 +42,15 @@ def kitti() -> Sample:
 
 
 def sample_with_boxes(boxes, classes, size=SIZE) -> Sample:
-    return Sample(key="k", source="test", split="train", id="0", image=np.zeros(size + (3,), np.uint8),
-                  orig_size=size, det2d=Det2D(boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
-                                              classes=np.asarray(classes, np.int64)))
+    return Sample(
+        key="k",
+        source="test",
+        split="train",
+        id="0",
+        image=np.zeros(size + (3,), np.uint8),
+        orig_size=size,
+        det2d=Det2D(boxes=np.asarray(boxes, np.float64).reshape(-1, 4), classes=np.asarray(classes, np.int64)),
+    )
 
 
 def sort_rows(a: np.ndarray) -> np.ndarray:
@@ -44,6 +58,7 @@ def sort_rows(a: np.ndarray) -> np.ndarray:
 
 
 # ---- the YOLO grid --------------------------------------------------------------------------
+
 
 def test_grid_round_trip_gives_back_the_real_kitti_boxes(kitti):
     config = TargetConfig(image_size=SIZE)
@@ -62,8 +77,9 @@ def test_grid_vector_is_cell_offset_size_objectness_and_one_hot():
     target, mask = encode_grid(np.array([box]), np.array([3]), SIZE, grid=8, anchors=2, num_classes=5)
     assert target.shape == (8, 8, 2, 10) and target.dtype == np.float32 and mask.dtype == bool
     assert np.argwhere(mask).tolist() == [[2, 2, 0]]  # row 2, column 2, slot 0
-    np.testing.assert_allclose(target[2, 2, 0], [140.5 / w * 8 - 2, 65.5 / h * 8 - 2, 80 / w, 50 / h, 1,
-                                                 0, 0, 0, 1, 0], rtol=1e-6)
+    np.testing.assert_allclose(
+        target[2, 2, 0], [140.5 / w * 8 - 2, 65.5 / h * 8 - 2, 80 / w, 50 / h, 1, 0, 0, 0, 1, 0], rtol=1e-6
+    )
     assert np.count_nonzero(target) == np.count_nonzero(target[2, 2, 0])
 
 
@@ -103,6 +119,7 @@ def test_class_ids_outside_the_configured_classes_are_refused():
 
 # ---- examples -------------------------------------------------------------------------------
 
+
 def test_dummy_example_is_masked_zeros_with_fixed_shapes(kitti):
     config = TargetConfig(image_size=SIZE)
     dummy, real = encode_example(None, config), encode_example(kitti, config)
@@ -137,12 +154,16 @@ def test_unknown_tasks_are_refused():
 
 # ---- the batch ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def shards(cli, tmp_path):
     """The real GTSRB, KITTI and TuSimple fixtures ingested into one shards root."""
     out = tmp_path / "shards"
-    for name, root in (("gtsrb", fixture_path("gtsrb", "official")), ("kitti", fixture_path("kitti", "object")),
-                       ("tusimple", fixture_path("tusimple"))):
+    for name, root in (
+        ("gtsrb", fixture_path("gtsrb", "official")),
+        ("kitti", fixture_path("kitti", "object")),
+        ("tusimple", fixture_path("tusimple")),
+    ):
         result = ingest_cli(cli, name, root, out)
         assert result.code == 0, result.err
     return ShardSet.open(out)
@@ -159,19 +180,35 @@ def test_collate_a_mixed_batch_of_a_sign_crop_a_kitti_frame_and_a_tusimple_frame
     b, (h, w), m = 4, SIZE, config.max_boxes
     s, a, c = config.grid, config.anchors, config.num_classes
     expected = {
-        "image": ((b, 3, h, w), torch.float32), "K": ((b, 3, 3), torch.float32), "K_known": ((b,), torch.bool),
-        "seg": ((b, h, w), torch.int64), "depth": ((b, h, w), torch.float32),
-        "det2d": ((b, s, s, a, 5 + c), torch.float32), "det2d_mask": ((b, s, s, a), torch.bool),
-        "det2d_boxes": ((b, m, 4), torch.float32), "det2d_classes": ((b, m), torch.int64),
-        "det2d_count": ((b,), torch.int64), "det2d_ignore": ((b, m, 4), torch.float32),
-        "det2d_ignore_count": ((b,), torch.int64), "det2d_dropped": ((b,), torch.int64),
-        "det3d_boxes": ((b, m, 7), torch.float32), "det3d_classes": ((b, m), torch.int64),
-        "det3d_count": ((b,), torch.int64), "det3d_dropped": ((b,), torch.int64),
-        "steer": ((b,), torch.float32), "sign": ((b,), torch.int64), "lane": ((b, h, w), torch.int64),
-        "size": ((b, 2), torch.int64), "scale": ((b, 2), torch.float32), "offset": ((b, 2), torch.float32),
-        "flipped": ((b,), torch.bool), "det3d_rotation": ((b, m, 3, 3), torch.float32),
-        "det3d_full": ((b, m), torch.bool), "lane_h": ((b, config.lane_rows), torch.float32),
-        "lane_rows": ((b,), torch.int64), "lane_xs": ((b, config.max_lanes, config.lane_rows), torch.float32),
+        "image": ((b, 3, h, w), torch.float32),
+        "K": ((b, 3, 3), torch.float32),
+        "K_known": ((b,), torch.bool),
+        "seg": ((b, h, w), torch.int64),
+        "depth": ((b, h, w), torch.float32),
+        "det2d": ((b, s, s, a, 5 + c), torch.float32),
+        "det2d_mask": ((b, s, s, a), torch.bool),
+        "det2d_boxes": ((b, m, 4), torch.float32),
+        "det2d_classes": ((b, m), torch.int64),
+        "det2d_count": ((b,), torch.int64),
+        "det2d_ignore": ((b, m, 4), torch.float32),
+        "det2d_ignore_count": ((b,), torch.int64),
+        "det2d_dropped": ((b,), torch.int64),
+        "det3d_boxes": ((b, m, 7), torch.float32),
+        "det3d_classes": ((b, m), torch.int64),
+        "det3d_count": ((b,), torch.int64),
+        "det3d_dropped": ((b,), torch.int64),
+        "steer": ((b,), torch.float32),
+        "sign": ((b,), torch.int64),
+        "lane": ((b, h, w), torch.int64),
+        "size": ((b, 2), torch.int64),
+        "scale": ((b, 2), torch.float32),
+        "offset": ((b, 2), torch.float32),
+        "flipped": ((b,), torch.bool),
+        "det3d_rotation": ((b, m, 3, 3), torch.float32),
+        "det3d_full": ((b, m), torch.bool),
+        "lane_h": ((b, config.lane_rows), torch.float32),
+        "lane_rows": ((b,), torch.int64),
+        "lane_xs": ((b, config.max_lanes, config.lane_rows), torch.float32),
         "lane_count": ((b,), torch.int64),
     }
     assert set(batch) == set(expected) | {"key", "source", "present"}
@@ -208,8 +245,10 @@ def test_collate_can_leave_normalization_to_the_device(kitti):
 
 
 def test_compact_batches_expand_to_exactly_the_contract(kitti, shards):
-    samples = [transform_sample(shards.read_sample(k), TransformConfig(SIZE, augment=False), np.random.default_rng(0))
-               for k in sorted(shards.manifest.filter(pl.col("has_seg") | pl.col("has_lane"))["key"].to_list())[:3]]
+    samples = [
+        transform_sample(shards.read_sample(k), TransformConfig(SIZE, augment=False), np.random.default_rng(0))
+        for k in sorted(shards.manifest.filter(pl.col("has_seg") | pl.col("has_lane"))["key"].to_list())[:3]
+    ]
     examples = [encode_example(s, TargetConfig(image_size=SIZE)) for s in [kitti, *samples]]
     compact = collate(examples, compact=True)
     assert compact["image"].dtype == compact["seg"].dtype == compact["lane"].dtype == torch.uint8
@@ -233,8 +272,11 @@ def test_collate_refuses_examples_of_different_configs(kitti):
 
 def test_decode_grid_reads_batched_torch_targets(kitti):
     config = TargetConfig(image_size=SIZE)
-    empty = dataclasses.replace(kitti, det2d=Det2D(boxes=np.zeros((0, 4)), classes=np.zeros(0, np.int64)),
-                                det3d=Det3D(boxes=np.zeros((0, 7)), classes=np.zeros(0, np.int64)))
+    empty = dataclasses.replace(
+        kitti,
+        det2d=Det2D(boxes=np.zeros((0, 4)), classes=np.zeros(0, np.int64)),
+        det3d=Det3D(boxes=np.zeros((0, 7)), classes=np.zeros(0, np.int64)),
+    )
     batch = collate([encode_example(kitti, config), encode_example(empty, config)])
     decoded = decode_grid(batch["det2d"], batch["det2d_mask"], SIZE)
     assert [len(boxes) for boxes, _ in decoded] == [3, 0]
@@ -258,6 +300,7 @@ def test_the_view_fields_say_where_each_output_pixel_came_from(shards):
     boxes = out.det2d.boxes  # (N, 4) in the flipped, letterboxed output
     back_x = view.to_stored_x(boxes[:, [2, 0]])  # a flip swaps x1 and x2
     back_y = view.to_stored_y(boxes[:, [1, 3]])
-    np.testing.assert_allclose(np.column_stack([back_x[:, 0], back_y[:, 0], back_x[:, 1], back_y[:, 1]]),
-                               sample.det2d.boxes, atol=1e-9)
+    np.testing.assert_allclose(
+        np.column_stack([back_x[:, 0], back_y[:, 0], back_x[:, 1], back_y[:, 1]]), sample.det2d.boxes, atol=1e-9
+    )
     np.testing.assert_allclose([sy, sx], [view.placement.sy, view.placement.sx], rtol=1e-6)

@@ -8,6 +8,7 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
+from conftest import fixture_path
 
 from mtl_data.ingest import CONVERTERS
 from mtl_data.schema import geometry as geo
@@ -17,8 +18,6 @@ from mtl_data.schema.validate import validate
 from mtl_data.shards.codec import encode_image
 from mtl_data.train.data import transforms as T
 from mtl_data.train.data.transforms import TransformConfig, hflip, resize_to, transform_sample
-
-from conftest import fixture_path
 
 M = np.diag([-1.0, 1.0, 1.0])  # mirror of the optical frame
 
@@ -85,6 +84,7 @@ def bottom_x(xs: np.ndarray, h_samples: np.ndarray, bottom: float) -> np.ndarray
 
 # ---- flip -----------------------------------------------------------------------------------
 
+
 def test_flip_moves_each_box_together_with_its_seg_depth_and_image_pixels(a2d2_synth):
     flipped = hflip(a2d2_synth)
     w = a2d2_synth.size[1]
@@ -114,8 +114,9 @@ def test_flip_negates_steering_and_mirrors_3d_boxes(a2d2_synth):
     np.testing.assert_allclose(np.sin(fb[:, 6]), np.sin(b[:, 6]), atol=1e-12)
     assert np.all((fb[:, 6] > -np.pi) & (fb[:, 6] <= np.pi))
     # the mirrored corner set, and the heading (box x axis) mirrored, not reversed
-    np.testing.assert_allclose(np.sort(geo.box3d_corners(fb), axis=1),
-                               np.sort(geo.box3d_corners(b) @ M, axis=1), atol=1e-9)
+    np.testing.assert_allclose(
+        np.sort(geo.box3d_corners(fb), axis=1), np.sort(geo.box3d_corners(b) @ M, axis=1), atol=1e-9
+    )
     heading = geo.yaw_to_rotation(b[:, 6])[:, :, 0]
     np.testing.assert_allclose(geo.yaw_to_rotation(fb[:, 6])[:, :, 0], heading @ M, atol=1e-12)
 
@@ -127,12 +128,17 @@ def test_flipped_3d_box_projects_onto_the_flipped_2d_box_on_real_kitti(kitti):
     after = geo.box_extent_in_image(geo.box3d_corners(flipped.det3d.boxes), flipped.K)
     expected = np.column_stack([w - 1 - before[:, 2], before[:, 1], w - 1 - before[:, 0], before[:, 3]])
     np.testing.assert_allclose(after, expected, atol=1e-6)
+
     # and the labelled 2D boxes keep their overlap with the projection
     def iou(a, b):
         ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
         iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-        area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+
+        def area(x):
+            return (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+
         return ix * iy / (area(a) + area(b) - ix * iy)
+
     iou_before = iou(kitti.det2d.boxes, np.clip(before, [0, 0, 0, 0], [w - 1, 1e9, w - 1, 1e9]))
     iou_after = iou(flipped.det2d.boxes, np.clip(after, [0, 0, 0, 0], [w - 1, 1e9, w - 1, 1e9]))
     np.testing.assert_allclose(iou_after, iou_before, atol=1e-9)
@@ -158,13 +164,17 @@ def test_flipped_full_rotation_agrees_with_the_flipped_yaw_and_corners(cityscape
     flipped = hflip(cityscapes_synth).det3d
     np.testing.assert_allclose(np.linalg.det(flipped.rotation), 1.0, atol=1e-9)  # still a rotation
     np.testing.assert_allclose(flipped.rotation[:, :, 0], det.rotation[:, :, 0] @ M, atol=1e-12)  # heading
-    np.testing.assert_allclose(np.sort(geo.box3d_corners(flipped.boxes, flipped.rotation), axis=1),
-                               np.sort(geo.box3d_corners(det.boxes, det.rotation) @ M, axis=1), atol=1e-9)
+    np.testing.assert_allclose(
+        np.sort(geo.box3d_corners(flipped.boxes, flipped.rotation), axis=1),
+        np.sort(geo.box3d_corners(det.boxes, det.rotation) @ M, axis=1),
+        atol=1e-9,
+    )
     yaw = np.arctan2(flipped.rotation[:, 0, 2], flipped.rotation[:, 0, 0])
     np.testing.assert_allclose(np.cos(yaw - flipped.boxes[:, 6]), 1.0, atol=1e-9)
     upright = geo.yaw_to_rotation(np.array([0.3, -2.0, np.pi]))
-    np.testing.assert_allclose(M @ upright @ np.diag([1.0, 1.0, -1.0]),
-                               geo.yaw_to_rotation(np.pi - np.array([0.3, -2.0, np.pi])), atol=1e-12)
+    np.testing.assert_allclose(
+        M @ upright @ np.diag([1.0, 1.0, -1.0]), geo.yaw_to_rotation(np.pi - np.array([0.3, -2.0, np.pi])), atol=1e-12
+    )
 
 
 def test_flip_mirrors_amodal_boxes_and_ignore_regions(cityscapes_synth, kitti):
@@ -237,6 +247,7 @@ def test_flip_probability_one_always_flips_and_zero_never(kitti):
 
 # ---- resize ---------------------------------------------------------------------------------
 
+
 def object_pixels(sample: Sample, box: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """The box's majority seg class and the (rows, cols) of its pixels inside the box."""
     r, c = rows_in(box), columns_in(box)
@@ -268,15 +279,24 @@ def test_resize_keeps_boxes_on_their_seg_content(a2d2_synth, size):
         assert len(nrows) == pytest.approx(len(rows) * sx * sy, rel=0.3)
 
 
-@pytest.mark.parametrize("size,letterbox", [((64, 100), False), ((120, 1000), False), ((250, 260), True),
-                                            ((64, 64), True), ((37, 411), False)])
+@pytest.mark.parametrize(
+    "size,letterbox",
+    [((64, 100), False), ((120, 1000), False), ((250, 260), True), ((64, 64), True), ((37, 411), False)],
+)
 def test_image_content_follows_the_box_mapping_exactly(size, letterbox):
     """A bright block's centroid lands where the box mapping puts its centre, on every resize path."""
     image = np.zeros((301, 479, 3), dtype=np.uint8)
     image[60:90, 100:140] = 200  # pixel centres 100..139 x 60..89
     box = np.array([[99.5, 59.5, 139.5, 89.5]])  # its outer edges
-    sample = Sample(key="k", source="test", split="train", id="0", image=image, orig_size=(301, 479),
-                    det2d=Det2D(boxes=box, classes=np.array([0])))
+    sample = Sample(
+        key="k",
+        source="test",
+        split="train",
+        id="0",
+        image=image,
+        orig_size=(301, 479),
+        det2d=Det2D(boxes=box, classes=np.array([0])),
+    )
     out = resize_to(sample, size, letterbox)
     weights = out.image[..., 0].astype(np.float64)
     if letterbox:
@@ -332,14 +352,14 @@ def test_letterbox_places_content_with_offsets_and_pads_every_map(kitti, a2d2_sy
     tall = resize_to(a2d2_synth, (400, 300), letterbox=True)  # 302x480 -> content 189x300, pad above and below
     pl = T.placement(a2d2_synth.size, (400, 300), True)
     top, nh = pl.top, pl.content_size[0]
-    assert np.all(tall.seg[:top] == IGNORE_INDEX) and np.all(tall.seg[top + nh:] == IGNORE_INDEX)
-    assert np.all(tall.seg[top:top + nh] != IGNORE_INDEX) == np.all(a2d2_synth.seg != IGNORE_INDEX)
+    assert np.all(tall.seg[:top] == IGNORE_INDEX) and np.all(tall.seg[top + nh :] == IGNORE_INDEX)
+    assert np.all(tall.seg[top : top + nh] != IGNORE_INDEX) == np.all(a2d2_synth.seg != IGNORE_INDEX)
     wide = resize_to(tusimple, (256, 640), letterbox=True)  # 720x1280 -> content 256x455, pad left/right
     pl = T.placement(tusimple.size, (256, 640), True)
     assert pl.left > 0 and pl.top == 0
-    assert np.all(wide.lane.mask[:, :pl.left] == IGNORE_INDEX)
-    assert np.all(wide.lane.mask[:, pl.left + pl.content_size[1]:] == IGNORE_INDEX)
-    assert np.all(wide.image[:, :pl.left] == T.IMAGE_PAD)
+    assert np.all(wide.lane.mask[:, : pl.left] == IGNORE_INDEX)
+    assert np.all(wide.lane.mask[:, pl.left + pl.content_size[1] :] == IGNORE_INDEX)
+    assert np.all(wide.image[:, : pl.left] == T.IMAGE_PAD)
 
 
 def test_lanes_are_redrawn_from_the_scaled_polylines(tusimple):
@@ -398,6 +418,7 @@ def test_resizing_a_reduced_jpeg_decode_matches_the_full_decode(kitti):
 
 
 # ---- randomness and jitter ------------------------------------------------------------------
+
 
 def test_same_seed_gives_identical_outputs_and_different_seeds_differ(a2d2_synth):
     config = TransformConfig((128, 256), flip_p=0.5, jitter=0.3)

@@ -16,23 +16,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import fixture_path, read_manifest
 
 from mtl_data.errors import LayoutError
 from mtl_data.ingest.registry import CONVERTERS
 from mtl_data.ingest.resize import resize_sample
+from mtl_data.ingest.tusimple import (
+    TuSimpleConverter,
+    TuSimpleOptions,
+    order_left_to_right,
+)
 from mtl_data.schema.lanes import NO_POINT, rasterize_lanes
 from mtl_data.schema.validate import validate
 from mtl_data.shards.codec import decode_sample, encode_sample
 from mtl_data.shards.reader import ShardSet
 from mtl_data.synth.registry import SYNTHESIZERS
-
-from mtl_data.ingest.tusimple import (
-    TuSimpleConverter, TuSimpleOptions, order_left_to_right,
-)
 from mtl_data.synth.tusimple import synth_tusimple
-
-from conftest import fixture_path, read_manifest
-
 
 CLIP = "0601/1494453497604532231"
 RAW_FILE = f"clips/{CLIP}/20.jpg"
@@ -42,6 +41,7 @@ GRID_56 = list(range(160, 720, 10))
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+
 
 def label_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -90,6 +90,7 @@ def real_sample():
 
 # ---- the real frame against LaneNet's ground truth --------------------------------------------
 
+
 def test_lists_the_labelled_real_frame_and_leaves_out_the_unlabelled_test_set(caplog):
     root = fixture_path("tusimple")
     with caplog.at_level(logging.WARNING, logger="mtl_data.ingest.tusimple"):
@@ -106,16 +107,18 @@ def test_lists_the_labelled_real_frame_and_leaves_out_the_unlabelled_test_set(ca
 
 
 def test_binary_lane_mask_equals_lanenet_gt_binary_bit_exactly(real_sample):
-    gt = cv2.imread(str(fixture_path("tusimple", "lanenet_example", "gt_binary_image", "0000.png")),
-                    cv2.IMREAD_UNCHANGED)
+    gt = cv2.imread(
+        str(fixture_path("tusimple", "lanenet_example", "gt_binary_image", "0000.png")), cv2.IMREAD_UNCHANGED
+    )
     assert gt.shape == real_sample.lane.mask.shape == (720, 1280)
     assert set(np.unique(gt).tolist()) == {0, 255}
     np.testing.assert_array_equal(real_sample.lane.mask > 0, gt > 0)
 
 
 def test_instances_are_lanenet_lanes_numbered_left_to_right_with_the_same_pixels(real_sample):
-    gt = cv2.imread(str(fixture_path("tusimple", "lanenet_example", "gt_instance_image", "0000.png")),
-                    cv2.IMREAD_UNCHANGED)
+    gt = cv2.imread(
+        str(fixture_path("tusimple", "lanenet_example", "gt_instance_image", "0000.png")), cv2.IMREAD_UNCHANGED
+    )
     doc = real_line()
     # LaneNet: value = json_index * 50 + 20. Left to right: every lane has a point on row 420.
     row = doc["h_samples"].index(420)
@@ -136,9 +139,11 @@ def test_lane_json_keeps_the_native_polylines_in_id_order(real_sample):
     np.testing.assert_array_equal(lane.xs, doc["lanes"])  # already left to right in this line
     assert lane.thickness == 5.0
     members = dict(encode_sample(real_sample, "png"))
-    assert json.loads(members["lane.json"]) == {"h_samples": [float(v) for v in doc["h_samples"]],
-                                                "lanes": [[float(v) for v in ln] for ln in doc["lanes"]],
-                                                "thickness": 5.0}
+    assert json.loads(members["lane.json"]) == {
+        "h_samples": [float(v) for v in doc["h_samples"]],
+        "lanes": [[float(v) for v in ln] for ln in doc["lanes"]],
+        "thickness": 5.0,
+    }
     back = decode_sample(real_sample.key, members)
     np.testing.assert_array_equal(back.lane.mask, lane.mask)
     np.testing.assert_array_equal(back.lane.xs, lane.xs)
@@ -182,14 +187,17 @@ def test_lane_thickness_option_draws_wider_lines_and_is_recorded(tmp_path):
 
 # ---- the real first lines of all four label files ---------------------------------------------
 
+
 def test_real_first_lines_of_every_label_file_convert_with_both_grids(tmp_path):
     variant = fixture_path("tusimple", "category_variant")
     image = fixture_path("tusimple", "train_set", "clips", *CLIP.split("/"), "20.jpg")
     root = tmp_path / "raw"
-    for name, target in (("label_data_0313.head1.json", "train_set/label_data_0313.json"),
-                         ("label_data_0531.head1.json", "train_set/label_data_0531.json"),
-                         ("label_data_0601.head2.json", "train_set/label_data_0601.json"),
-                         ("test_tasks_0627.head1.json", "test_label.json")):
+    for name, target in (
+        ("label_data_0313.head1.json", "train_set/label_data_0313.json"),
+        ("label_data_0531.head1.json", "train_set/label_data_0531.json"),
+        ("label_data_0601.head2.json", "train_set/label_data_0601.json"),
+        ("test_tasks_0627.head1.json", "test_label.json"),
+    ):
         docs = label_lines(variant / name)
         assert all("classes" in d for d in docs)  # the unknown key is there to be tolerated
         write_lines(root / target, docs)
@@ -199,8 +207,12 @@ def test_real_first_lines_of_every_label_file_convert_with_both_grids(tmp_path):
             shutil.copyfile(image, dst)
     samples = convert_all(root)
     assert sorted((s.split, s.sequence) for s in samples.values()) == [
-        ("test", "0530/1492626760788443246_0"), ("train", "0313-1/6040"), ("train", "0531/1492626287507231547"),
-        ("train", "0601/1494453497604532231"), ("train", "0601/1494453503601902751")]
+        ("test", "0530/1492626760788443246_0"),
+        ("train", "0313-1/6040"),
+        ("train", "0531/1492626287507231547"),
+        ("train", "0601/1494453497604532231"),
+        ("train", "0601/1494453503601902751"),
+    ]
     assert "tusimple_test_clips_0530_1492626760788443246_0_20" in samples
     for fid, sample in samples.items():
         grid = GRID_48 if "0313" in fid else GRID_56
@@ -217,6 +229,7 @@ def test_real_first_lines_of_every_label_file_convert_with_both_grids(tmp_path):
 
 
 # ---- lane order and point rules ---------------------------------------------------------------
+
 
 def test_a_lane_ending_high_up_sorts_left_of_the_lane_it_is_left_of():
     """The far-left lane ends at row 400 (x 300); the ego-left lane reaches the bottom at x 40.
@@ -248,7 +261,7 @@ def test_lane_order_does_not_depend_on_the_order_in_the_file(tmp_path, real_samp
 def test_negative_x_become_no_point_and_x_beyond_the_right_edge_are_kept(tmp_path):
     rows = GRID_56
     left = [-2] * 30 + [-35, -8] + [40 + 20 * i for i in range(24)]  # enters from the left border
-    right = [-2] * 40 + [1180, 1230, 1281, 1340] + [-2] * 12           # leaves on the right
+    right = [-2] * 40 + [1180, 1230, 1281, 1340] + [-2] * 12  # leaves on the right
     doc = {"lanes": [right, left], "h_samples": rows, "raw_file": RAW_FILE}
     [sample] = convert_all(train_root(tmp_path, [doc])).values()
     xs = sample.lane.xs
@@ -257,7 +270,7 @@ def test_negative_x_become_no_point_and_x_beyond_the_right_edge_are_kept(tmp_pat
     mask = sample.lane.mask
     # the kept points beyond the edge pull the line to the border (OpenCV clips it)
     assert np.any(mask[:, -1] == 2)
-    assert not np.any(mask[:rows[32] - 3] == 1)  # nothing drawn towards the dropped points
+    assert not np.any(mask[: rows[32] - 3] == 1)  # nothing drawn towards the dropped points
     assert np.any(mask[rows[32]] == 1)
 
 
@@ -269,7 +282,7 @@ def test_gaps_inside_a_lane_are_bridged_like_lanenet(tmp_path):
     [sample] = convert_all(train_root(tmp_path, [gapped])).values()
     ours = sample.lane.mask == 1
     assert components(ours) == 1
-    assert np.all(ours[doc["h_samples"][30]:doc["h_samples"][35] + 1].any(axis=1))
+    assert np.all(ours[doc["h_samples"][30] : doc["h_samples"][35] + 1].any(axis=1))
     np.testing.assert_array_equal(sample.lane.xs[0], lane)
 
 
@@ -291,11 +304,13 @@ def test_a_line_without_lanes_is_a_sample_with_an_empty_mask(tmp_path):
 
 # ---- layouts ----------------------------------------------------------------------------------
 
+
 def test_root_may_be_the_train_set_or_the_test_set_folder_itself(tmp_path):
     docs = [real_line()]
     root = train_root(tmp_path, docs)
-    assert [(f.split, f.id) for f in TuSimpleConverter(root / "train_set").frames()] == \
-        [("train", "clips/0601/1494453497604532231/20")]
+    assert [(f.split, f.id) for f in TuSimpleConverter(root / "train_set").frames()] == [
+        ("train", "clips/0601/1494453497604532231/20")
+    ]
     test_dir = tmp_path / "test_set"
     shutil.copytree(root / "train_set" / "clips", test_dir / "clips")
     write_lines(test_dir / "test_label.json", docs)
@@ -335,15 +350,18 @@ def test_val_fraction_moves_whole_clips_deterministically(synth_root):
 
 # ---- the synthetic writer ---------------------------------------------------------------------
 
+
 def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _label_files(root: Path) -> dict[str, tuple[Path, Path]]:
     """label file name -> (path, folder its raw_file paths are relative to)."""
-    return {"label_data_0313.json": (root / "train_set/label_data_0313.json", root / "train_set"),
-            "label_data_0601.json": (root / "train_set/label_data_0601.json", root / "train_set"),
-            "test_label.json": (root / "test_label.json", root / "test_set")}
+    return {
+        "label_data_0313.json": (root / "train_set/label_data_0313.json", root / "train_set"),
+        "label_data_0601.json": (root / "train_set/label_data_0601.json", root / "train_set"),
+        "test_label.json": (root / "test_label.json", root / "test_set"),
+    }
 
 
 def test_synth_tusimple_is_registered_under_tusimple():
@@ -452,12 +470,26 @@ def test_synth_frames_convert_with_lanes_left_to_right(synth_root):
 
 # ---- the command line -------------------------------------------------------------------------
 
+
 def test_cli_synth_then_ingest_with_val_and_thickness_gives_valid_shards(cli, tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "shards"
     result = cli("synth", "tusimple", "--to", raw)
     assert result.code == 0, result.err
-    result = cli("ingest", "tusimple", raw, "--to", out, "--workers", 1, "--val-fraction", 0.34,
-                 "--lane-thickness", 3, "--image-format", "png")
+    result = cli(
+        "ingest",
+        "tusimple",
+        raw,
+        "--to",
+        out,
+        "--workers",
+        1,
+        "--val-fraction",
+        0.34,
+        "--lane-thickness",
+        3,
+        "--image-format",
+        "png",
+    )
     assert result.code == 0, result.err
     rows = read_manifest(out, "tusimple")
     assert sorted(r["split"] for r in rows) == ["test"] * 2 + ["train"] * 4 + ["val"] * 2
@@ -477,8 +509,9 @@ def test_cli_synth_then_ingest_with_val_and_thickness_gives_valid_shards(cli, tm
 
 def test_cli_max_side_stores_scaled_polylines_and_a_redrawn_mask(cli, tmp_path, real_sample):
     out = tmp_path / "shards"
-    result = cli("ingest", "tusimple", fixture_path("tusimple", "train_set"), "--to", out, "--workers", 1,
-                 "--max-side", 640)
+    result = cli(
+        "ingest", "tusimple", fixture_path("tusimple", "train_set"), "--to", out, "--workers", 1, "--max-side", 640
+    )
     assert result.code == 0, result.err
     members = ShardSet.open(out).read_members(KEY)
     doc = json.loads(members["lane.json"])

@@ -17,10 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from conftest import (FrameCorruption, assert_fails_before_writing, assert_fails_cleanly, assert_skipped_cleanly,
-                      file_and_line, fixture_path, ingest_cli, ingest_corrupted, read_manifest, read_rejects,
-                      read_report)
+from conftest import (
+    FrameCorruption,
+    assert_fails_before_writing,
+    assert_fails_cleanly,
+    assert_skipped_cleanly,
+    file_and_line,
+    fixture_path,
+    ingest_cli,
+    ingest_corrupted,
+    read_manifest,
+    read_rejects,
+    read_report,
+)
 
 #: label file in the raw root -> (category_variant source, split folder of its raw_file paths)
 LABEL_FILES = {
@@ -55,6 +64,7 @@ def raw(tmp_path) -> Path:
 
 # ---- helpers ----------------------------------------------------------------------------------
 
+
 def _edit_line(path: Path, lineno: int, edit: Callable[[str], str]) -> None:
     """Replace line ``lineno`` (1-based) of a JSON-lines file by ``edit(line)``."""
     lines = path.read_text().splitlines()
@@ -67,6 +77,7 @@ def _edit_doc(path: Path, lineno: int, edit: Callable[[dict], None]) -> None:
         doc = json.loads(line)
         edit(doc)
         return json.dumps(doc)
+
     _edit_line(path, lineno, change)
 
 
@@ -75,6 +86,7 @@ def _image(root: Path, frame: str) -> Path:
 
 
 # ---- per-line corruptions ---------------------------------------------------------------------
+
 
 def _malformed_json(root: Path) -> None:
     _edit_line(root / "train_set/label_data_0601.json", 2, lambda line: line[:700])  # cut mid-lane
@@ -120,12 +132,14 @@ def _without_raw_file(root: Path) -> None:
 def _h_samples_not_increasing(root: Path) -> None:
     def swap(doc):
         doc["h_samples"][5], doc["h_samples"][6] = doc["h_samples"][6], doc["h_samples"][5]
+
     _edit_doc(root / "train_set/label_data_0313.json", 1, swap)
 
 
 def _x_not_a_number(root: Path) -> None:
     def edit(doc):
         doc["lanes"][2][20] = "abc"
+
     _edit_doc(root / "train_set/label_data_0601.json", 1, edit)
 
 
@@ -134,7 +148,7 @@ class Corruption(FrameCorruption):
     """A corruption of one label line (or its image), and what the error must say; ``bad_id`` is the
     frame id in rejects.jsonl."""
 
-    lost: str = ""               # the frame of the bad line, when its id cannot be read from it
+    lost: str = ""  # the frame of the bad line, when its id cannot be read from it
 
     @property
     def frame(self) -> str:
@@ -147,60 +161,122 @@ class Corruption(FrameCorruption):
 
 CORRUPTIONS = {
     "malformed_json_line": Corruption(
-        _malformed_json, "label_data_0601.json:2", "train_set/label_data_0601.json", 2,
-        ("malformed JSON line (Expecting ',' delimiter at column 701)",
-         "expected one JSON object per line with lanes, h_samples, raw_file",
-         '\'{"raw_file": "clips/0601/1494453503601902751/20.jpg"'), lost="clips/0601/1494453503601902751/20"),
+        _malformed_json,
+        "label_data_0601.json:2",
+        "train_set/label_data_0601.json",
+        2,
+        (
+            "malformed JSON line (Expecting ',' delimiter at column 701)",
+            "expected one JSON object per line with lanes, h_samples, raw_file",
+            '\'{"raw_file": "clips/0601/1494453503601902751/20.jpg"',
+        ),
+        lost="clips/0601/1494453503601902751/20",
+    ),
     "malformed_test_label_line": Corruption(
-        _malformed_test_line, "test_label.json:1", "test_label.json", 1,
-        ("malformed JSON line", "Expecting ':' delimiter at column 1082"), lost="clips/0530/1492626760788443246_0/20"),
+        _malformed_test_line,
+        "test_label.json:1",
+        "test_label.json",
+        1,
+        ("malformed JSON line", "Expecting ':' delimiter at column 1082"),
+        lost="clips/0530/1492626760788443246_0/20",
+    ),
     "lane_longer_than_h_samples": Corruption(
-        _lane_longer, "clips/0601/1494453497604532231/20", "train_set/label_data_0601.json", 1,
-        ("lane 1 has 57 x values but h_samples has 56 rows", "expected one x per row, -2 where")),
+        _lane_longer,
+        "clips/0601/1494453497604532231/20",
+        "train_set/label_data_0601.json",
+        1,
+        ("lane 1 has 57 x values but h_samples has 56 rows", "expected one x per row, -2 where"),
+    ),
     "lane_shorter_than_h_samples": Corruption(
-        _lane_shorter, "clips/0313-1/6040/20", "train_set/label_data_0313.json", 1,
-        ("lane 0 has 47 x values but h_samples has 48 rows",)),
+        _lane_shorter,
+        "clips/0313-1/6040/20",
+        "train_set/label_data_0313.json",
+        1,
+        ("lane 0 has 47 x values but h_samples has 48 rows",),
+    ),
     "raw_file_image_missing": Corruption(
-        _image_missing, "clips/0601/1494453503601902751/20",
-        "train_set/clips/0601/1494453503601902751/20.jpg", None,
-        ("image missing", "raw_file of label_data_0601.json:2")),
+        _image_missing,
+        "clips/0601/1494453503601902751/20",
+        "train_set/clips/0601/1494453503601902751/20.jpg",
+        None,
+        ("image missing", "raw_file of label_data_0601.json:2"),
+    ),
     "image_does_not_decode": Corruption(
-        _image_garbage, "clips/0531/1492626287507231547/20", "train_set/clips/0531/1492626287507231547/20.jpg",
-        None, ("does not decode as an image", "raw_file of label_data_0531.json:1")),
+        _image_garbage,
+        "clips/0531/1492626287507231547/20",
+        "train_set/clips/0531/1492626287507231547/20.jpg",
+        None,
+        ("does not decode as an image", "raw_file of label_data_0531.json:1"),
+    ),
     "image_truncated": Corruption(
-        _image_truncated, "clips/0313-1/6040/20", "train_set/clips/0313-1/6040/20.jpg", None,
-        ("does not decode as an image",)),
+        _image_truncated,
+        "clips/0313-1/6040/20",
+        "train_set/clips/0313-1/6040/20.jpg",
+        None,
+        ("does not decode as an image",),
+    ),
     "line_without_lanes": Corruption(
-        _without_lanes, "clips/0531/1492626287507231547/20", "train_set/label_data_0531.json", 1,
-        ("lacks 'lanes'", "a TuSimple label line has lanes, h_samples, raw_file", "found classes, h_samples")),
+        _without_lanes,
+        "clips/0531/1492626287507231547/20",
+        "train_set/label_data_0531.json",
+        1,
+        ("lacks 'lanes'", "a TuSimple label line has lanes, h_samples, raw_file", "found classes, h_samples"),
+    ),
     "line_without_h_samples": Corruption(
-        _without_h_samples, "clips/0601/1494453503601902751/20", "train_set/label_data_0601.json", 2,
-        ("lacks 'h_samples'",)),
+        _without_h_samples,
+        "clips/0601/1494453503601902751/20",
+        "train_set/label_data_0601.json",
+        2,
+        ("lacks 'h_samples'",),
+    ),
     "line_without_raw_file": Corruption(
-        _without_raw_file, "label_data_0313.json:1", "train_set/label_data_0313.json", 1,
-        ("lacks 'raw_file'",), lost="clips/0313-1/6040/20"),
+        _without_raw_file,
+        "label_data_0313.json:1",
+        "train_set/label_data_0313.json",
+        1,
+        ("lacks 'raw_file'",),
+        lost="clips/0313-1/6040/20",
+    ),
     "h_samples_not_increasing": Corruption(
-        _h_samples_not_increasing, "clips/0313-1/6040/20", "train_set/label_data_0313.json", 1,
-        ("h_samples must be strictly increasing", "h_samples[6] = 290 follows 300")),
+        _h_samples_not_increasing,
+        "clips/0313-1/6040/20",
+        "train_set/label_data_0313.json",
+        1,
+        ("h_samples must be strictly increasing", "h_samples[6] = 290 follows 300"),
+    ),
     "x_not_a_number": Corruption(
-        _x_not_a_number, "clips/0601/1494453497604532231/20", "train_set/label_data_0601.json", 1,
-        ("lane 2: x at row 360 is 'abc'", "expected a finite number (-2 = no point)")),
+        _x_not_a_number,
+        "clips/0601/1494453497604532231/20",
+        "train_set/label_data_0601.json",
+        1,
+        ("lane 2: x at row 360 is 'abc'", "expected a finite number (-2 = no point)"),
+    ),
 }
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_line_fails_with_one_error_line_naming_file_line_and_expectation(case, cli, raw, tmp_path):
     result, out = ingest_corrupted(cli, "tusimple", case.apply, raw, tmp_path)
-    assert_fails_cleanly(result, out, "tusimple", "error: " + file_and_line(raw / case.rel, case.line) + ": ",
-                         *case.says)
+    assert_fails_cleanly(
+        result, out, "tusimple", "error: " + file_and_line(raw / case.rel, case.line) + ": ", *case.says
+    )
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_bad_line_is_rejected_and_the_rest_converted_under_on_error_skip(case, cli, raw, tmp_path):
     result, out = ingest_corrupted(cli, "tusimple", case.apply, raw, tmp_path, "--on-error", "skip")
     reject, rows = assert_skipped_cleanly(
-        result, out, "tusimple", split=case.split, frame_id=case.bad_id, path_suffix=case.rel, line=case.line,
-        expected_keys=[f for f in FRAMES if f != case.frame], column="id", error_says=case.says[:1])
+        result,
+        out,
+        "tusimple",
+        split=case.split,
+        frame_id=case.bad_id,
+        path_suffix=case.rel,
+        line=case.line,
+        expected_keys=[f for f in FRAMES if f != case.frame],
+        column="id",
+        error_says=case.says[:1],
+    )
     assert Path(reject["path"]) == raw / case.rel
     assert all(r["has_lane"] and r["lane_count"] == 4 for r in rows)
     assert read_report(out, "tusimple")["splits"][case.split]["rejects"] == 1
@@ -220,8 +296,9 @@ def test_malformed_line_from_a_worker_process_is_one_error_line_or_one_reject(cl
 def test_rerun_after_fixing_the_bad_line_resumes_without_loss_or_duplicates(cli, raw, tmp_path):
     path = raw / "train_set/label_data_0601.json"
     good = path.read_text()
-    result, out = ingest_corrupted(cli, "tusimple", CORRUPTIONS["malformed_json_line"].apply, raw, tmp_path,
-                                   "--shard-size", 1)
+    result, out = ingest_corrupted(
+        cli, "tusimple", CORRUPTIONS["malformed_json_line"].apply, raw, tmp_path, "--shard-size", 1
+    )
     line = result.one_error_line()
     assert "label_data_0601.json:2" in line
     assert (out / "tusimple" / "train-000000.tar").exists()  # frames before the bad line are kept
@@ -236,13 +313,23 @@ def test_rerun_after_fixing_the_bad_line_resumes_without_loss_or_duplicates(cli,
 
 # ---- layout errors ----------------------------------------------------------------------------
 
+
 def test_empty_folder_names_the_folder_and_the_expected_layout(cli, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "shards"
     result = ingest_cli(cli, "tusimple", empty, out)
-    assert_fails_cleanly(result, out, "tusimple", f"error: {empty}: no TuSimple split found (expected ",
-                         "train_set/", "clips/", "label_data_*.json", "test_set/", "test_label.json")
+    assert_fails_cleanly(
+        result,
+        out,
+        "tusimple",
+        f"error: {empty}: no TuSimple split found (expected ",
+        "train_set/",
+        "clips/",
+        "label_data_*.json",
+        "test_set/",
+        "test_label.json",
+    )
 
 
 def test_parent_of_the_dataset_root_suggests_the_folder_meant(cli, raw, tmp_path):

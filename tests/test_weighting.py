@@ -18,8 +18,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from mtl_data.errors import MtlDataError
-from mtl_data.train.weighting import (Weighting, create_weighting, list_weightings, register_weighting,
-                                      weighting_class)
+from mtl_data.train.weighting import Weighting, create_weighting, list_weightings, register_weighting, weighting_class
 
 TASKS = ("seg", "depth", "det2d")
 
@@ -31,10 +30,14 @@ CONFIGS: dict[str, list[dict]] = {
     "fls": [{}, {"focus": ["seg"]}, {"focus": ["seg", "det2d"]}],
     "learned": [{}, {"scale": "sum"}],
     "uncertainty": [{}, {"kinds": {"seg": "regression"}, "init_log_variance": -1.0}],
-    "curriculum": [{}, {"schedule": [{"until": 2, "weights": {"seg": 2.0}},
-                                     {"until": 5, "weights": {"depth": 0.0, "det2d": 3.0}}]},
-                   {"unit": "epoch", "schedule": [{"until": 1, "weights": {"seg": 2.0}},
-                                                  {"until": 3, "weights": {"depth": 0.0, "det2d": 3.0}}]}],
+    "curriculum": [
+        {},
+        {"schedule": [{"until": 2, "weights": {"seg": 2.0}}, {"until": 5, "weights": {"depth": 0.0, "det2d": 3.0}}]},
+        {
+            "unit": "epoch",
+            "schedule": [{"until": 1, "weights": {"seg": 2.0}}, {"until": 3, "weights": {"depth": 0.0, "det2d": 3.0}}],
+        },
+    ],
     "async": [{}, {"frequencies": {"seg": 2, "det2d": 3}, "weights": {"depth": 0.5}}],
 }
 
@@ -85,6 +88,7 @@ def snapshot(weighting: Weighting) -> dict[str, torch.Tensor]:
 
 # ---- the contract, for every registered strategy ------------------------------------------------
 
+
 def test_the_registry_holds_equal_and_static_and_every_configured_strategy():
     assert {"equal", "static"} <= set(list_weightings())
     assert set(CONFIGS) <= set(list_weightings()), "CONFIGS names a strategy that is not registered"
@@ -111,9 +115,11 @@ def test_an_absent_task_gets_weight_zero_and_its_state_does_not_move(name, optio
 
 
 @pytest.mark.parametrize(("name", "options"), cases())
-@pytest.mark.parametrize("labelled", [[False, True, True], [True, False, True], [False, False, True],
-                                      [False, False, False]], ids=["seg-absent", "depth-absent", "two-absent",
-                                                                   "all-absent"])
+@pytest.mark.parametrize(
+    "labelled",
+    [[False, True, True], [True, False, True], [False, False, True], [False, False, False]],
+    ids=["seg-absent", "depth-absent", "two-absent", "all-absent"],
+)
 def test_the_total_is_finite_and_gradients_nan_free_when_an_absent_loss_is_zero(name, options, labelled):
     weighting = create_weighting(name, TASKS, **options)
     run_steps(weighting, range(9))  # past any warm-up (three epochs), so remembered state is in play
@@ -137,8 +143,9 @@ def test_the_state_dict_round_trips_into_a_fresh_instance(name, options):
     fresh = create_weighting(name, TASKS, **options)
     fresh.load_state_dict(snapshot(trained))
     assert snapshot(fresh).keys() == snapshot(trained).keys()
-    for (total_a, weights_a), (total_b, weights_b) in zip(run_steps(trained, range(3, 9)),
-                                                          run_steps(fresh, range(3, 9)), strict=True):
+    for (total_a, weights_a), (total_b, weights_b) in zip(
+        run_steps(trained, range(3, 9)), run_steps(fresh, range(3, 9)), strict=True
+    ):
         assert torch.equal(weights_a, weights_b)
         assert torch.equal(total_a, total_b)
     for key, value in snapshot(trained).items():
@@ -167,6 +174,7 @@ def test_combine_refuses_inputs_of_the_wrong_shape_or_dtype(name, options):
 
 # ---- the registry -------------------------------------------------------------------------------
 
+
 def test_an_unknown_strategy_is_an_error_listing_the_registered_ones():
     with pytest.raises(MtlDataError, match="unknown weighting 'nope'") as info:
         create_weighting("nope", TASKS)
@@ -174,8 +182,11 @@ def test_an_unknown_strategy_is_an_error_listing_the_registered_ones():
 
 
 def test_an_unknown_option_is_an_error_naming_it_and_the_known_ones():
-    with pytest.raises(MtlDataError, match=r"weighting static: unknown option\(s\) alpha, beta; known: "
-                                           r"first_steps, rule, stats, weights"):
+    with pytest.raises(
+        MtlDataError,
+        match=r"weighting static: unknown option\(s\) alpha, beta; known: "
+        r"first_steps, rule, stats, weights",
+    ):
         create_weighting("static", TASKS, beta=1, alpha=2)
     with pytest.raises(MtlDataError, match=r"weighting equal: unknown option\(s\) weights; known: none"):
         create_weighting("equal", TASKS, weights={"seg": 1.0})
@@ -207,6 +218,7 @@ def test_a_name_registered_twice_or_a_nameless_strategy_is_refused():
 
 # ---- equal --------------------------------------------------------------------------------------
 
+
 def test_equal_sums_the_present_losses_with_weight_one():
     weighting = create_weighting("equal", TASKS)
     total, weights = weighting.combine(torch.tensor([1.5, 0.0, 4.0]), torch.tensor([True, False, True]), 0)
@@ -225,6 +237,7 @@ def test_equal_ignores_a_nan_left_in_an_absent_entry():
 
 # ---- static: hand weights -----------------------------------------------------------------------
 
+
 def test_static_hand_weights_are_used_as_written_and_missing_tasks_weigh_one():
     weighting = create_weighting("static", TASKS, weights={"seg": 2.0, "det2d": 0.25})
     total, weights = weighting.combine(torch.tensor([1.0, 3.0, 8.0]), torch.tensor([True, True, True]), 0)
@@ -240,27 +253,34 @@ def test_static_without_options_weighs_every_present_task_one():
     assert torch.equal(weights, torch.tensor([1.0, 0.0, 1.0]))
 
 
-@pytest.mark.parametrize(("options", "says"), [
-    ({"weights": {"seg": -1.0}}, "weights must be finite numbers >= 0; refused: seg=-1.0"),
-    ({"weights": {"seg": math.nan}}, "refused: seg=nan"),
-    ({"weights": {"seg": math.inf}}, "refused: seg=inf"),
-    ({"weights": {"seg": True}}, "refused: seg=True"),
-    ({"weights": {"seg": "2"}}, "refused: seg='2'"),
-    ({"weights": [1.0, 2.0]}, "weights must be a {task: weight} table"),
-    ({"weights": {"lane": 1.0, "seg": 2.0}}, ("weights name task(s) lane that the run does not train; "
-                                              "its tasks: seg, depth, det2d")),
-    ({"weights": {"seg": 0.0, "depth": 0, "det2d": 0.0}}, "every weight is 0"),
-    ({"weights": {"seg": 1.0}, "first_steps": 3}, "weights and first_steps are exclusive"),
-    ({"stats": "s.json", "rule": "inverse_frequency", "first_steps": 3}, "stats and first_steps are exclusive"),
-    ({"weights": {}, "stats": "s.json", "rule": "inverse_frequency"}, "weights and stats are exclusive"),
-    ({"stats": "s.json"}, ("stats s.json needs a rule: one of inverse_frequency, sqrt_inverse_frequency, "
-                           "effective_number")),
-    ({"rule": "inverse_frequency"}, "rule 'inverse_frequency' picks weights from a stats report: set stats too"),
-    ({"stats": 3, "rule": "inverse_frequency"}, "stats must be the path"),
-    ({"first_steps": -2}, "first_steps must be an integer > 0, got -2"),
-    ({"first_steps": 1.5}, "first_steps must be an integer > 0, got 1.5"),
-    ({"first_steps": True}, "first_steps must be an integer > 0, got True"),
-])
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"weights": {"seg": -1.0}}, "weights must be finite numbers >= 0; refused: seg=-1.0"),
+        ({"weights": {"seg": math.nan}}, "refused: seg=nan"),
+        ({"weights": {"seg": math.inf}}, "refused: seg=inf"),
+        ({"weights": {"seg": True}}, "refused: seg=True"),
+        ({"weights": {"seg": "2"}}, "refused: seg='2'"),
+        ({"weights": [1.0, 2.0]}, "weights must be a {task: weight} table"),
+        (
+            {"weights": {"lane": 1.0, "seg": 2.0}},
+            ("weights name task(s) lane that the run does not train; its tasks: seg, depth, det2d"),
+        ),
+        ({"weights": {"seg": 0.0, "depth": 0, "det2d": 0.0}}, "every weight is 0"),
+        ({"weights": {"seg": 1.0}, "first_steps": 3}, "weights and first_steps are exclusive"),
+        ({"stats": "s.json", "rule": "inverse_frequency", "first_steps": 3}, "stats and first_steps are exclusive"),
+        ({"weights": {}, "stats": "s.json", "rule": "inverse_frequency"}, "weights and stats are exclusive"),
+        (
+            {"stats": "s.json"},
+            ("stats s.json needs a rule: one of inverse_frequency, sqrt_inverse_frequency, effective_number"),
+        ),
+        ({"rule": "inverse_frequency"}, "rule 'inverse_frequency' picks weights from a stats report: set stats too"),
+        ({"stats": 3, "rule": "inverse_frequency"}, "stats must be the path"),
+        ({"first_steps": -2}, "first_steps must be an integer > 0, got -2"),
+        ({"first_steps": 1.5}, "first_steps must be an integer > 0, got 1.5"),
+        ({"first_steps": True}, "first_steps must be an integer > 0, got True"),
+    ],
+)
 def test_static_refuses_bad_options_with_one_error_naming_them(options, says):
     with pytest.raises(MtlDataError) as info:
         create_weighting("static", TASKS, **options)
@@ -269,6 +289,7 @@ def test_static_refuses_bad_options_with_one_error_naming_them(options, says):
 
 
 # ---- static: a stats report ---------------------------------------------------------------------
+
 
 @pytest.fixture
 def stats_report(synth_shards, tmp_path, cli) -> Path:
@@ -301,8 +322,9 @@ def test_the_reports_inverse_frequency_weighs_a_rarely_labelled_task_more(stats_
     labelled = report["recommendations"]["basis"]["labelled"]
     rare, common = min(labelled, key=labelled.get), max(labelled, key=labelled.get)
     assert labelled[rare] < labelled[common]
-    _, weights = create_weighting("static", (rare, common), stats=str(stats_report),
-                                  rule="inverse_frequency").combine(torch.ones(2), torch.ones(2, dtype=torch.bool), 0)
+    _, weights = create_weighting("static", (rare, common), stats=str(stats_report), rule="inverse_frequency").combine(
+        torch.ones(2), torch.ones(2, dtype=torch.bool), 0
+    )
     assert float(weights[0] / weights[1]) == pytest.approx(labelled[common] / labelled[rare], rel=1e-5)
 
 
@@ -329,8 +351,11 @@ def test_static_from_a_file_that_is_not_json_names_the_file(tmp_path):
 def test_static_from_json_without_task_weights_says_how_to_write_them(tmp_path):
     path = tmp_path / "stats.json"
     path.write_text(json.dumps({"recommendations": {"mix": {}}}))
-    with pytest.raises(MtlDataError, match=f"stats report {path}: no recommendations.task_weights table "
-                                           r"\(write it with `mtl-data stats --json`\)"):
+    with pytest.raises(
+        MtlDataError,
+        match=f"stats report {path}: no recommendations.task_weights table "
+        r"\(write it with `mtl-data stats --json`\)",
+    ):
         create_weighting("static", TASKS, stats=str(path), rule="inverse_frequency")
 
 
@@ -338,14 +363,19 @@ def test_static_with_a_rule_the_report_lacks_lists_the_rules_it_has(stats_report
     edit_report(stats_report, lambda r: r["recommendations"]["task_weights"].pop("effective_number"))
     with pytest.raises(MtlDataError) as info:
         create_weighting("static", TASKS, stats=str(stats_report), rule="effective_number")
-    assert str(info.value) == (f"weighting static: stats report {stats_report}: no task-weight rule "
-                               "'effective_number'; the report has inverse_frequency, sqrt_inverse_frequency")
+    assert str(info.value) == (
+        f"weighting static: stats report {stats_report}: no task-weight rule "
+        "'effective_number'; the report has inverse_frequency, sqrt_inverse_frequency"
+    )
 
 
 def test_static_with_a_task_the_report_does_not_weigh_names_the_task_and_the_file(stats_report):
     edit_report(stats_report, lambda r: r["recommendations"]["task_weights"]["inverse_frequency"].pop("depth"))
-    with pytest.raises(MtlDataError, match=f"stats report {stats_report}: recommendations.task_weights."
-                                           r"inverse_frequency has no weight for depth \(no training sample"):
+    with pytest.raises(
+        MtlDataError,
+        match=f"stats report {stats_report}: recommendations.task_weights."
+        r"inverse_frequency has no weight for depth \(no training sample",
+    ):
         create_weighting("static", TASKS, stats=str(stats_report), rule="inverse_frequency")
 
 
@@ -368,14 +398,17 @@ def test_static_report_weights_are_kept_in_the_state_not_reread(stats_report):
 
 # ---- static: the first steps' loss ratio (Leang et al. eq. 4) -----------------------------------
 
+
 def test_static_first_steps_weights_from_the_mean_losses_by_hand():
     # N = 3; depth is absent at step 1, det2d at step 0.
     #   seg:   (2 + 4 + 6) / 3 = 4        depth: (10 + 20) / 2 = 15        det2d: (1 + 3) / 2 = 2
     #   m_ref = 3 / (1/4 + 1/15 + 1/2) = 180/49;  w = m_ref / mean = 45/49, 12/49, 90/49 (mean 1)
     weighting = create_weighting("static", TASKS, first_steps=3)
-    steps = [([2.0, 10.0, 0.0], [True, True, False]),
-             ([4.0, 0.0, 1.0], [True, False, True]),
-             ([6.0, 20.0, 3.0], [True, True, True])]
+    steps = [
+        ([2.0, 10.0, 0.0], [True, True, False]),
+        ([4.0, 0.0, 1.0], [True, False, True]),
+        ([6.0, 20.0, 3.0], [True, True, True]),
+    ]
     for step, (losses, present) in enumerate(steps):
         total, weights = weighting.combine(torch.tensor(losses), torch.tensor(present), step)
         assert torch.equal(weights, torch.tensor(present, dtype=torch.float32)), step  # 1 while measuring
@@ -444,6 +477,7 @@ def test_static_buffers_move_with_the_module():
 
 # ---- static under DDP: every rank fixes the weights of the global batch ---------------------------
 
+
 def _ddp_rank(rank: int, world: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
@@ -451,8 +485,9 @@ def _ddp_rank(rank: int, world: int, init: str, out: str) -> None:
         # each rank's losses are its share of the global batch times world_size (steps.task_losses):
         # rank 0 saw a quarter of the global loss, rank 1 three quarters; their mean is the global loss.
         share = (0.25, 0.75)[rank] * world
-        for step, (losses, present) in enumerate([([2.0, 10.0, 0.0], [True, True, False]),
-                                                  ([4.0, 20.0, 3.0], [True, True, True])]):
+        for step, (losses, present) in enumerate(
+            [([2.0, 10.0, 0.0], [True, True, False]), ([4.0, 20.0, 3.0], [True, True, True])]
+        ):
             weighting.combine(torch.tensor(losses) * share, torch.tensor(present), step)
         torch.save({"weights": weighting.fixed_weights(), "sum": weighting.loss_sum.clone()}, f"{out}.{rank}")
     finally:

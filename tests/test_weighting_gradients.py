@@ -32,6 +32,7 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 
 # ---- a model whose task gradients on the shared parameter are given vectors ------------------------
 
+
 class Bias(nn.Module):
     def __init__(self, value: float):
         super().__init__()
@@ -53,8 +54,9 @@ class GivenGradients(nn.Module):
         return {"encoder": self.encoder, **{f"heads.{n}": h for n, h in self.heads.items()}}
 
     def losses(self) -> torch.Tensor:
-        return torch.stack([g @ self.encoder.theta + h.b ** 2 / 2
-                            for g, h in zip(self.gradients, self.heads.values(), strict=True)])
+        return torch.stack(
+            [g @ self.encoder.theta + h.b**2 / 2 for g, h in zip(self.gradients, self.heads.values(), strict=True)]
+        )
 
 
 def aggregate(name: str, gradients, present=None, scale=identity, **options):
@@ -72,6 +74,7 @@ def aggregate(name: str, gradients, present=None, scale=identity, **options):
 
 
 # ---- independent computations, from the papers' formulas ------------------------------------------
+
 
 def pcgrad_by_hand(g: list[np.ndarray]) -> np.ndarray:
     """Yu et al. 2020, Algorithm 1, for two tasks (the order of the others does not matter)."""
@@ -108,6 +111,7 @@ def cagrad_by_grid(g: np.ndarray, c: float) -> np.ndarray:
 
 # ---- PCGrad ---------------------------------------------------------------------------------------
 
+
 def test_pcgrad_projects_conflicting_gradients_on_each_others_normal_plane():
     g1, g2 = np.array([1.0, 0.0]), np.array([-1.0, 1.0])  # g1 . g2 = -1 < 0
     # by hand: g1^PC = g1 + g2 / 2 = (0.5, 0.5), g2^PC = g2 + g1 = (0, 1)
@@ -136,10 +140,16 @@ def test_pcgrad_is_reproducible_and_leaves_the_global_random_stream_alone():
 
 # ---- MGDA -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("g1", "g2"), [([1.0, 0.0], [0.0, 2.0]),      # interior: alpha_1 = 4/5
-                                        ([1.0, 0.0], [-1.0, 1.0]),     # conflicting
-                                        ([1.0, 0.0], [2.0, 1.0])],     # clipped: the min-norm point is g1
-                         ids=["orthogonal", "conflicting", "clipped"])
+
+@pytest.mark.parametrize(
+    ("g1", "g2"),
+    [
+        ([1.0, 0.0], [0.0, 2.0]),  # interior: alpha_1 = 4/5
+        ([1.0, 0.0], [-1.0, 1.0]),  # conflicting
+        ([1.0, 0.0], [2.0, 1.0]),
+    ],  # clipped: the min-norm point is g1
+    ids=["orthogonal", "conflicting", "clipped"],
+)
 def test_mgda_finds_the_minimum_norm_convex_combination_of_two_gradients(g1, g2):
     g1, g2 = np.array(g1), np.array(g2)
     alpha = mgda_two_by_hand(g1, g2)
@@ -160,9 +170,13 @@ def test_mgda_by_hand_for_the_orthogonal_case():
 
 # ---- CAGrad ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("c", [0.2, 0.5, 0.9])
-@pytest.mark.parametrize("g", [[[1.0, 0.0], [-0.5, 1.0]], [[2.0, 1.0], [-1.0, 0.5]], [[1.0, 0.2], [0.8, 1.0]]],
-                         ids=["conflicting", "opposed", "agreeing"])
+@pytest.mark.parametrize(
+    "g",
+    [[[1.0, 0.0], [-0.5, 1.0]], [[2.0, 1.0], [-1.0, 0.5]], [[1.0, 0.2], [0.8, 1.0]]],
+    ids=["conflicting", "opposed", "agreeing"],
+)
 def test_cagrad_update_on_two_gradients_matches_a_grid_search_of_the_dual(g, c):
     g = np.array(g)
     expected = 2 * cagrad_by_grid(g, c)  # times P = 2
@@ -212,6 +226,7 @@ def test_the_cagrad_dual_solver_reaches_the_optimum_of_a_three_task_problem():
 
     def f(v):  # (N, 3) -> (N,)
         return v @ (m @ b) + k * np.sqrt(np.einsum("ni,ij,nj->n", v, m, v))
+
     i, j = np.meshgrid(np.arange(401), np.arange(401), indexing="ij")
     keep = i + j <= 400
     grid = np.stack([i[keep], j[keep], 400 - i[keep] - j[keep]], axis=1) / 400
@@ -225,6 +240,7 @@ def test_simplex_projection():
 
 
 # ---- what every conflict method shares --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", CONFLICT)
 def test_an_absent_task_takes_no_part_and_its_head_gets_zero(name):
@@ -273,22 +289,26 @@ def test_combine_is_the_plain_sum_and_backward_needs_attach(name):
         weighting.backward(torch.ones(2, requires_grad=True), torch.ones(2, dtype=torch.bool), 0, identity)
 
 
-@pytest.mark.parametrize(("name", "options", "says"), [
-    ("cagrad", {"c": -0.1}, "c must be a finite number >= 0"),
-    ("cagrad", {"c": math.inf}, "c must be a finite number >= 0"),
-    ("cagrad", {"rescale": 1}, "rescale must be true or false"),
-    ("mgda", {"epsilon": 0}, "epsilon must be a finite number > 0"),
-    ("mgda", {"max_iters": 2.5}, "max_iters must be an integer > 0"),
-    ("gradnorm", {"alpha": -1}, "alpha must be a finite number >= 0"),
-    ("gradnorm", {"alpha": True}, "alpha must be a finite number >= 0"),
-    ("gradnorm", {"layer": ""}, "layer must be a module path"),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "says"),
+    [
+        ("cagrad", {"c": -0.1}, "c must be a finite number >= 0"),
+        ("cagrad", {"c": math.inf}, "c must be a finite number >= 0"),
+        ("cagrad", {"rescale": 1}, "rescale must be true or false"),
+        ("mgda", {"epsilon": 0}, "epsilon must be a finite number > 0"),
+        ("mgda", {"max_iters": 2.5}, "max_iters must be an integer > 0"),
+        ("gradnorm", {"alpha": -1}, "alpha must be a finite number >= 0"),
+        ("gradnorm", {"alpha": True}, "alpha must be a finite number >= 0"),
+        ("gradnorm", {"layer": ""}, "layer must be a module path"),
+    ],
+)
 def test_refused_options(name, options, says):
     with pytest.raises(MtlDataError, match=f"weighting {name}: {says}"):
         create_weighting(name, ["a", "b"], **options)
 
 
 # ---- GradNorm -------------------------------------------------------------------------------------
+
 
 class Regressions(nn.Module):
     """Two linear regressions on a shared linear layer (the last shared layer: ``neck``)."""
@@ -318,16 +338,21 @@ def regression_losses(model: nn.Module, step: int) -> torch.Tensor:
 
 
 def weighted_norms_on_the_shared_layer(model: Regressions, losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return torch.stack([torch.autograd.grad(w * l, model.neck.weight, retain_graph=True)[0].norm()
-                        for w, l in zip(weights, losses, strict=True)])
+    return torch.stack(
+        [
+            torch.autograd.grad(w * loss, model.neck.weight, retain_graph=True)[0].norm()
+            for w, loss in zip(weights, losses, strict=True)
+        ]
+    )
 
 
 def train_regressions(steps: int) -> tuple[Regressions, nn.Module, list[torch.Tensor]]:
     model = Regressions()
     weighting = create_weighting("gradnorm", ("a", "b"))
     weighting.attach(model)
-    optimizer = torch.optim.Adam([{"params": model.parameters(), "lr": 1e-2},
-                                  {"params": weighting.parameters(), "lr": 5e-2}])
+    optimizer = torch.optim.Adam(
+        [{"params": model.parameters(), "lr": 1e-2}, {"params": weighting.parameters(), "lr": 5e-2}]
+    )
     seen = []
     for step in range(steps):
         losses = regression_losses(model, step)
@@ -373,8 +398,11 @@ def test_gradnorm_weight_gradient_by_hand():
     weighting = create_weighting("gradnorm", ("a", "b", "c"), alpha=1.0)
     weighting.attach(model)
     assert weighting.shared_parameters == (model.encoder.weight,)
-    u = [torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([[3.0, 4.0], [0.0, 0.0]]),
-         torch.tensor([[0.0, 0.0], [0.0, 1.0]])]
+    u = [
+        torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
+        torch.tensor([[3.0, 4.0], [0.0, 0.0]]),
+        torch.tensor([[0.0, 0.0], [0.0, 1.0]]),
+    ]
 
     def losses(k):
         return torch.stack([k[t] * (model.encoder.weight * u[t]).sum() for t in range(3)])
@@ -443,14 +471,17 @@ def test_gradnorm_scaled_losses_scale_the_weight_gradient():
 
 def test_gradnorm_backward_needs_attach():
     with pytest.raises(MtlDataError, match="weighting gradnorm: attach"):
-        create_weighting("gradnorm", ["a"]).backward(torch.ones(1, requires_grad=True), torch.ones(1, dtype=torch.bool),
-                                                     0, identity)
+        create_weighting("gradnorm", ["a"]).backward(
+            torch.ones(1, requires_grad=True), torch.ones(1, dtype=torch.bool), 0, identity
+        )
 
 
-@pytest.mark.parametrize(("model_name", "layer", "count"), [("resnet18-fpn", "neck.output", 4),
-                                                            ("resnet18-bifpn", "neck.layers.0", 12)])
+@pytest.mark.parametrize(
+    ("model_name", "layer", "count"), [("resnet18-fpn", "neck.output", 4), ("resnet18-bifpn", "neck.layers.0", 12)]
+)
 def test_gradnorms_last_shared_layer_of_the_model_family(model_name, layer, count):
     from mtl_data.train.models import create_model
+
     model = create_model(model_name, tasks=["sign"], neck_channels=8)
     name, params = last_shared_layer(model)
     assert name == layer and len(params) == count
@@ -515,8 +546,10 @@ def train_tiny(name: str, rank: int, world: int, steps: int = 4) -> dict[str, to
         x, y, labelled = x[share], y[share], labelled[share]
         counts = step_batch(step)[2].sum(0).to(torch.float32)  # (T,) the global labelled counts
         out = net(x)
-        per_sample = torch.stack([(out["a"][:, 0] - y[:, 0]).pow(2), (out["b"] - y[:, 1:3]).pow(2).sum(1),
-                                  (out["c"][:, 0] - y[:, 3]).abs()], dim=1)  # (b, T)
+        per_sample = torch.stack(
+            [(out["a"][:, 0] - y[:, 0]).pow(2), (out["b"] - y[:, 1:3]).pow(2).sum(1), (out["c"][:, 0] - y[:, 3]).abs()],
+            dim=1,
+        )  # (b, T)
         # steps.task_losses: world x this rank's masked sum / the global count
         losses = world * (per_sample * labelled).sum(0) / counts.clamp_min(1)
         _, weights = weighting.backward(losses, counts > 0, step, identity)
@@ -524,10 +557,13 @@ def train_tiny(name: str, rank: int, world: int, steps: int = 4) -> dict[str, to
         optimizer.zero_grad(set_to_none=True)
         weighting.on_step_end(step)
         history.append(weights.detach().clone())
-    return {"params": torch.cat([p.detach().reshape(-1) for p in model.parameters()]),
-            "state": torch.cat([v.reshape(-1).to(torch.float32) for v in weighting.state_dict().values()] or
-                               [torch.zeros(0)]),
-            "weights": torch.stack(history)}
+    return {
+        "params": torch.cat([p.detach().reshape(-1) for p in model.parameters()]),
+        "state": torch.cat(
+            [v.reshape(-1).to(torch.float32) for v in weighting.state_dict().values()] or [torch.zeros(0)]
+        ),
+        "weights": torch.stack(history),
+    }
 
 
 def _ddp_rank(rank: int, world: int, init: str, out: str) -> None:
@@ -548,8 +584,13 @@ def test_under_ddp_two_ranks_train_exactly_as_one_process_on_the_whole_batch(tmp
         assert not torch.allclose(single["params"], start), name  # it trained
         for rank, result in enumerate(ranks):
             for key in ("params", "state", "weights"):
-                torch.testing.assert_close(result[name][key], single[key], rtol=1e-5, atol=1e-6,
-                                           msg=lambda m, n=name, r=rank, k=key: f"{n} rank {r} {k}: {m}")
+                torch.testing.assert_close(
+                    result[name][key],
+                    single[key],
+                    rtol=1e-5,
+                    atol=1e-6,
+                    msg=lambda m, n=name, r=rank, k=key: f"{n} rank {r} {k}: {m}",
+                )
         assert torch.equal(ranks[0][name]["params"], ranks[1][name]["params"]), name
     # the steps had conflicts worth the name: the methods' weights differ from equal's
     assert not torch.allclose(ranks[0]["mgda"]["weights"][0], torch.ones(3))

@@ -47,6 +47,7 @@ def scale_weights(means: dict[str, float]) -> dict[str, float]:
 
 # ---- dls: dynamic task loss scaling (Leang et al. IV-A.3) ---------------------------------------
 
+
 def test_dls_weighs_one_in_the_first_epoch_then_rescales_by_the_previous_epochs_mean_losses():
     w = create_weighting("dls", TASKS)
     epoch0 = [([2.0, 10.0, 0.0], [1, 1, 0]), ([4.0, 0.0, 1.0], [1, 0, 1]), ([6.0, 20.0, 3.0], [1, 1, 1])]
@@ -97,6 +98,7 @@ def test_dls_a_task_whose_mean_loss_was_zero_keeps_its_weight():
 
 # ---- dwa: Dynamic Weight Average (Liu et al. 2019) ----------------------------------------------
 
+
 def dwa_weights(ratios: dict[str, float], temperature: float) -> dict[str, float]:
     """K exp(r_t / T) / sum_s exp(r_s / T) over the given (present) tasks."""
     e = {t: math.exp(r / temperature) for t, r in ratios.items()}
@@ -138,8 +140,8 @@ def test_dwa_weighs_one_for_two_epochs_then_softmaxes_the_loss_ratios_over_the_p
 def test_dwa_a_task_absent_for_an_epoch_keeps_the_ratio_of_its_last_two_measured_epochs():
     w = create_weighting("dwa", TASKS, temperature=1.0)
     run_epoch(w, 0, [([4.0, 10.0, 2.0], [1, 1, 1])], 0)
-    run_epoch(w, 1, [([2.0, 5.0, 0.0], [1, 1, 0])], 1)   # det2d unmeasured: one measured epoch only
-    run_epoch(w, 2, [([1.0, 0.0, 1.0], [1, 0, 1])], 2)   # depth unmeasured: keeps 10 -> 5
+    run_epoch(w, 1, [([2.0, 5.0, 0.0], [1, 1, 0])], 1)  # det2d unmeasured: one measured epoch only
+    run_epoch(w, 2, [([1.0, 0.0, 1.0], [1, 0, 1])], 2)  # depth unmeasured: keeps 10 -> 5
     # seg: 2 -> 1 (0.5); depth: 10 -> 5 (0.5, carried); det2d: 2 -> 1 (0.5, its two measured epochs)
     assert torch.equal(w.measured, torch.tensor([2.0, 2.0, 2.0]))
     # (combine accumulates, so the weights are read from the next epochs' steps)
@@ -149,6 +151,7 @@ def test_dwa_a_task_absent_for_an_epoch_keeps_the_ratio_of_its_last_two_measured
     (weights,) = run_epoch(w, 4, [([1.0, 1.0, 1.0], [1, 1, 1])], 4)
     want = dwa_weights({"seg": 0.5, "depth": 1.0, "det2d": 2.0}, 1.0)
     torch.testing.assert_close(weights, torch.tensor([want[t] for t in TASKS]))
+
 
 def test_dwa_until_a_task_has_two_measured_epochs_its_ratio_is_one():
     w = create_weighting("dwa", TASKS, temperature=0.5)
@@ -175,6 +178,7 @@ def test_dwa_refuses_a_temperature_that_is_not_a_positive_number(bad):
 
 # ---- uncertainty (Kendall et al. 2018) ----------------------------------------------------------
 
+
 def test_uncertainty_uses_kendalls_regression_and_classification_forms():
     w = create_weighting("uncertainty", ("seg", "depth", "steer"))  # classification, regression, regression
     s = torch.tensor([0.5, -1.0, 2.0])
@@ -190,8 +194,7 @@ def test_uncertainty_uses_kendalls_regression_and_classification_forms():
     assert not weights.requires_grad
     total.backward()
     # d/ds (c e^-s L + s/2) = -c e^-s L + 1/2; the absent steer gets exactly 0
-    torch.testing.assert_close(w.log_variance.grad, torch.tensor([-2.0 / sigma2[0] + 0.5,
-                                                                  -1.5 / sigma2[1] + 0.5, 0.0]))
+    torch.testing.assert_close(w.log_variance.grad, torch.tensor([-2.0 / sigma2[0] + 0.5, -1.5 / sigma2[1] + 0.5, 0.0]))
     assert float(w.log_variance.grad[2]) == 0.0
 
 
@@ -209,8 +212,10 @@ def test_uncertainty_learns_the_noise_variance_of_each_regression_task():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(8192, generator=gen)
     noise_var = (0.25, 4.0)
-    y = [2.0 * x + 1.0 + math.sqrt(noise_var[0]) * torch.randn(8192, generator=gen),
-         -1.0 * x + 3.0 + math.sqrt(noise_var[1]) * torch.randn(8192, generator=gen)]
+    y = [
+        2.0 * x + 1.0 + math.sqrt(noise_var[0]) * torch.randn(8192, generator=gen),
+        -1.0 * x + 3.0 + math.sqrt(noise_var[1]) * torch.randn(8192, generator=gen),
+    ]
     w = create_weighting("uncertainty", ("depth", "steer"))
     head = torch.zeros(2, 2, requires_grad=True)  # (task, [slope, bias])
     opt = torch.optim.Adam([head, *w.parameters()], lr=0.05)
@@ -235,13 +240,20 @@ def test_uncertainty_kinds_override_the_default_table():
     torch.testing.assert_close(weights, torch.tensor([0.5, 1.0, 1.0]))  # s = 0: c_t
 
 
-@pytest.mark.parametrize(("tasks", "options", "says"), [
-    (TASKS, {"kinds": {"seg": "ordinal"}}, "kinds must be one of regression, classification; refused: seg='ordinal'"),
-    (TASKS, {"kinds": ["seg"]}, "kinds must be a {task: kind} table"),
-    (TASKS, {"kinds": {"lane": "classification"}}, "kinds name task(s) lane that the run does not train"),
-    (("seg", "flow"), {}, "no likelihood form for task(s) flow; set kinds"),
-    (TASKS, {"init_log_variance": math.nan}, "init_log_variance must be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("tasks", "options", "says"),
+    [
+        (
+            TASKS,
+            {"kinds": {"seg": "ordinal"}},
+            "kinds must be one of regression, classification; refused: seg='ordinal'",
+        ),
+        (TASKS, {"kinds": ["seg"]}, "kinds must be a {task: kind} table"),
+        (TASKS, {"kinds": {"lane": "classification"}}, "kinds name task(s) lane that the run does not train"),
+        (("seg", "flow"), {}, "no likelihood form for task(s) flow; set kinds"),
+        (TASKS, {"init_log_variance": math.nan}, "init_log_variance must be a finite number"),
+    ],
+)
 def test_uncertainty_refuses_bad_kinds_naming_them(tasks, options, says):
     with pytest.raises(MtlDataError) as info:
         create_weighting("uncertainty", tasks, **options)
@@ -255,6 +267,7 @@ def test_uncertainty_a_task_outside_the_table_is_fine_with_a_kind():
 
 
 # ---- learned (Leang et al. IV-B) ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("scale", "factor"), [("sum", 1.0), ("mean", 2.0)])
 def test_learned_two_tasks_is_a_sigmoid_weight(scale, factor):
@@ -311,6 +324,7 @@ def test_learned_refuses_an_unknown_scale():
 
 # ---- gls and fls (Chennupati et al., MultiNet++) ------------------------------------------------
 
+
 def grads(total: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
     (g,) = torch.autograd.grad(total, losses)
     return g
@@ -365,7 +379,6 @@ def test_gls_gradient_weights_come_from_the_global_losses_under_ddp(monkeypatch)
     assert float(weights[1]) > 0
 
 
-
 def _ddp_rank(rank: int, world: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
@@ -400,6 +413,7 @@ def test_gls_and_dls_under_ddp_follow_the_global_batch_on_every_rank(tmp_path):
         torch.testing.assert_close(result["grad"], want)  # not the mean of the ranks' own GLS gradients
         torch.testing.assert_close(result["dls"], single.weight)
 
+
 def test_fls_multiplies_gls_by_the_geometric_mean_of_the_focused_tasks():
     values = [2.0, 8.0, 0.5]
     losses = torch.tensor(values, requires_grad=True)
@@ -408,8 +422,9 @@ def test_fls_multiplies_gls_by_the_geometric_mean_of_the_focused_tasks():
     ref_total = reference.prod() ** (1 / 3) * (reference[0] * reference[2]) ** (1 / 2)  # eq. 3
     assert float(total.detach()) == pytest.approx(2.0 * 1.0, rel=1e-6)
     torch.testing.assert_close(grads(total, losses), grads(ref_total, reference))
-    torch.testing.assert_close(weights, torch.tensor([2.0 * (1 / 3 + 1 / 2) / 2.0, 2.0 / (3 * 8.0),
-                                                      2.0 * (1 / 3 + 1 / 2) / 0.5]))
+    torch.testing.assert_close(
+        weights, torch.tensor([2.0 * (1 / 3 + 1 / 2) / 2.0, 2.0 / (3 * 8.0), 2.0 * (1 / 3 + 1 / 2) / 0.5])
+    )
 
 
 def test_fls_focus_over_the_present_focused_tasks_only_and_plain_gls_when_none_is_present():
@@ -424,12 +439,15 @@ def test_fls_focus_over_the_present_focused_tasks_only_and_plain_gls_when_none_i
     assert torch.equal(plain_total, no_focus_total) and torch.equal(plain_weights, no_focus_weights)
 
 
-@pytest.mark.parametrize(("options", "says"), [
-    ({"focus": ("lane",)}, "focus names task(s) lane that the run does not train; its tasks: seg, depth, det2d"),
-    ({"focus": "seg"}, "focus must be a list of task names, got 'seg'"),
-    ({"focus": ["seg", "seg"]}, "focus names task(s) seg twice"),
-    ({"focus": [3]}, "focus must be a list of task names; refused: 3"),
-])
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"focus": ("lane",)}, "focus names task(s) lane that the run does not train; its tasks: seg, depth, det2d"),
+        ({"focus": "seg"}, "focus must be a list of task names, got 'seg'"),
+        ({"focus": ["seg", "seg"]}, "focus names task(s) seg twice"),
+        ({"focus": [3]}, "focus must be a list of task names; refused: 3"),
+    ],
+)
 def test_fls_refuses_a_bad_focus_naming_it(options, says):
     with pytest.raises(MtlDataError) as info:
         create_weighting("fls", TASKS, **options)
@@ -441,12 +459,18 @@ def test_fls_refuses_a_bad_focus_naming_it(options, says):
 REPORT_TASKS = ("sign", "det2d", "lane")
 
 
-@pytest.mark.parametrize(("epochs_done", "want"), [
-    (0, [1.0, 1.0, 1.0]), (9, [1.0, 1.0, 1.0]),      # report epochs 1-10: equal
-    (10, [1.0, 3.0, 15.0]), (29, [1.0, 3.0, 15.0]),  # epochs 11-30
-    (30, [1.0, 5.0, 30.0]), (49, [1.0, 5.0, 30.0]),  # epochs 31-50
-    (80, [1.0, 5.0, 30.0]),                          # past the plan: the last phase stays
-])
+@pytest.mark.parametrize(
+    ("epochs_done", "want"),
+    [
+        (0, [1.0, 1.0, 1.0]),
+        (9, [1.0, 1.0, 1.0]),  # report epochs 1-10: equal
+        (10, [1.0, 3.0, 15.0]),
+        (29, [1.0, 3.0, 15.0]),  # epochs 11-30
+        (30, [1.0, 5.0, 30.0]),
+        (49, [1.0, 5.0, 30.0]),  # epochs 31-50
+        (80, [1.0, 5.0, 30.0]),  # past the plan: the last phase stays
+    ],
+)
 def test_curriculum_follows_the_reports_proposed_schedule_by_epoch(epochs_done, want):
     w = create_weighting("curriculum", REPORT_TASKS, schedule=list(EXAMPLE_SCHEDULE), unit="epoch")
     for epoch in range(epochs_done):
@@ -477,17 +501,23 @@ def test_curriculum_without_a_schedule_weighs_every_present_task_one():
     assert torch.equal(weights, torch.tensor([1.0, 0.0, 1.0]))
 
 
-@pytest.mark.parametrize(("options", "says"), [
-    ({"unit": "iteration"}, "unit must be one of step, epoch, got 'iteration'"),
-    ({"schedule": {"until": 3}}, "schedule must be a list of {until, weights} phases"),
-    ({"schedule": [{"until": 0, "weights": {}}]}, "schedule[0].until must be an integer > 0"),
-    ({"schedule": [{"until": 5}, {"until": 5}]}, "schedule[1].until must be an integer > 5"),
-    ({"schedule": [{"until": 2.5}]}, "schedule[0].until must be an integer > 0 (> 0 and increasing), got 2.5"),
-    ({"schedule": [{"until": 2, "weight": {}}]}, "schedule[0] has unknown key(s) weight"),
-    ({"schedule": [{"until": 2, "weights": {"seg": -1}}]}, "weights must be finite numbers >= 0; refused: seg=-1"),
-    ({"schedule": [{"until": 2, "weights": {"lane": 3}}]}, "schedule[0].weights name task(s) lane that the run"),
-    ({"schedule": [{"until": 2, "weights": {"seg": 0, "depth": 0, "det2d": 0}}]}, "schedule[0] weighs every task 0"),
-])
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"unit": "iteration"}, "unit must be one of step, epoch, got 'iteration'"),
+        ({"schedule": {"until": 3}}, "schedule must be a list of {until, weights} phases"),
+        ({"schedule": [{"until": 0, "weights": {}}]}, "schedule[0].until must be an integer > 0"),
+        ({"schedule": [{"until": 5}, {"until": 5}]}, "schedule[1].until must be an integer > 5"),
+        ({"schedule": [{"until": 2.5}]}, "schedule[0].until must be an integer > 0 (> 0 and increasing), got 2.5"),
+        ({"schedule": [{"until": 2, "weight": {}}]}, "schedule[0] has unknown key(s) weight"),
+        ({"schedule": [{"until": 2, "weights": {"seg": -1}}]}, "weights must be finite numbers >= 0; refused: seg=-1"),
+        ({"schedule": [{"until": 2, "weights": {"lane": 3}}]}, "schedule[0].weights name task(s) lane that the run"),
+        (
+            {"schedule": [{"until": 2, "weights": {"seg": 0, "depth": 0, "det2d": 0}}]},
+            "schedule[0] weighs every task 0",
+        ),
+    ],
+)
 def test_curriculum_refuses_a_bad_schedule_naming_the_phase(options, says):
     with pytest.raises(MtlDataError) as info:
         create_weighting("curriculum", TASKS, **options)
@@ -495,6 +525,7 @@ def test_curriculum_refuses_a_bad_schedule_naming_the_phase(options, says):
 
 
 # ---- async: asynchronous backpropagation (Leang et al. IV-D) ------------------------------------
+
 
 @pytest.mark.parametrize("n_steps", [1, 7, 20, 21])
 def test_async_applies_each_task_every_nu_steps_from_step_zero(n_steps):
@@ -530,16 +561,22 @@ def test_async_leangs_kitti_configuration():
     torch.testing.assert_close(w.combine(torch.ones(2), two, 15)[1], torch.tensor([0.0, 0.0224]))
 
 
-@pytest.mark.parametrize(("options", "says"), [
-    ({"frequencies": {"seg": 0}}, "frequencies must be integers >= 1 (apply the task every nu steps); refused: seg=0"),
-    ({"frequencies": {"seg": 2.5}}, "refused: seg=2.5"),
-    ({"frequencies": {"seg": True}}, "refused: seg=True"),
-    ({"frequencies": [2]}, "frequencies must be a {task: steps} table"),
-    ({"weights": {"seg": -0.5}}, "weights must be finite numbers >= 0; refused: seg=-0.5"),
-    ({"frequencies": {"lane": 2}}, "frequencies name task(s) lane that the run does not train"),
-    ({"weights": {"sign": 2.0}}, "weights name task(s) sign that the run does not train"),
-    ({"weights": {"seg": 0, "depth": 0, "det2d": 0.0}}, "every weight is 0"),
-])
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (
+            {"frequencies": {"seg": 0}},
+            "frequencies must be integers >= 1 (apply the task every nu steps); refused: seg=0",
+        ),
+        ({"frequencies": {"seg": 2.5}}, "refused: seg=2.5"),
+        ({"frequencies": {"seg": True}}, "refused: seg=True"),
+        ({"frequencies": [2]}, "frequencies must be a {task: steps} table"),
+        ({"weights": {"seg": -0.5}}, "weights must be finite numbers >= 0; refused: seg=-0.5"),
+        ({"frequencies": {"lane": 2}}, "frequencies name task(s) lane that the run does not train"),
+        ({"weights": {"sign": 2.0}}, "weights name task(s) sign that the run does not train"),
+        ({"weights": {"seg": 0, "depth": 0, "det2d": 0.0}}, "every weight is 0"),
+    ],
+)
 def test_async_refuses_bad_options_naming_them(options, says):
     with pytest.raises(MtlDataError) as info:
         create_weighting("async", TASKS, **options)
@@ -551,4 +588,3 @@ def test_strategies_with_no_learned_weights_have_no_parameters():
         assert list(create_weighting(name, TASKS).parameters()) == [], name
     assert [p.shape for p in create_weighting("uncertainty", TASKS).parameters()] == [torch.Size([3])]
     assert [p.shape for p in create_weighting("learned", TASKS).parameters()] == [torch.Size([3])]
-

@@ -42,6 +42,7 @@ def cli() -> None:
 
 # ---- ingest -----------------------------------------------------------------------------------
 
+
 @cli.group()
 def ingest() -> None:
     """Convert a raw dataset folder into shards under --to (one sub-folder per dataset)."""
@@ -61,25 +62,56 @@ def _taxonomy(ctx, param, value: str) -> str:
 
 
 COMMON_OPTIONS = [
-    click.Option(["--to", "out_root"], required=True, type=click.Path(file_okay=False, path_type=Path),
-                 help="shards root; the dataset's shards go to TO/<dataset>/"),
-    click.Option(["--split", "splits"], multiple=True, type=click.Choice(SPLITS),
-                 help="convert only this output split (repeatable); default: every split present"),
-    click.Option(["--workers"], type=click.IntRange(min=1), default=None,
-                 help="worker processes (default: all cores)"),
+    click.Option(
+        ["--to", "out_root"],
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="shards root; the dataset's shards go to TO/<dataset>/",
+    ),
+    click.Option(
+        ["--split", "splits"],
+        multiple=True,
+        type=click.Choice(SPLITS),
+        help="convert only this output split (repeatable); default: every split present",
+    ),
+    click.Option(["--workers"], type=click.IntRange(min=1), default=None, help="worker processes (default: all cores)"),
     click.Option(["--limit"], type=click.IntRange(min=1), default=None, help="at most N frames per split"),
-    click.Option(["--image-format"], type=click.Choice(IMAGE_FORMATS), default="jpg", show_default=True,
-                 help="png keeps the image lossless"),
+    click.Option(
+        ["--image-format"],
+        type=click.Choice(IMAGE_FORMATS),
+        default="jpg",
+        show_default=True,
+        help="png keeps the image lossless",
+    ),
     click.Option(["--jpeg-quality"], type=click.IntRange(1, 100), default=95, show_default=True),
-    click.Option(["--max-side"], type=click.IntRange(min=16), default=None,
-                 help="downscale so the longer side is at most N px (labels, depth and K follow)"),
-    click.Option(["--shard-size"], default="256MB", show_default=True, callback=_parse_shard_size,
-                 help="samples per shard (1000) or bytes per shard (256MB, 1GB)"),
-    click.Option(["--on-error"], type=click.Choice(ON_ERROR), default="fail", show_default=True,
-                 help="skip: record bad frames in rejects.jsonl and convert the rest"),
+    click.Option(
+        ["--max-side"],
+        type=click.IntRange(min=16),
+        default=None,
+        help="downscale so the longer side is at most N px (labels, depth and K follow)",
+    ),
+    click.Option(
+        ["--shard-size"],
+        default="256MB",
+        show_default=True,
+        callback=_parse_shard_size,
+        help="samples per shard (1000) or bytes per shard (256MB, 1GB)",
+    ),
+    click.Option(
+        ["--on-error"],
+        type=click.Choice(ON_ERROR),
+        default="fail",
+        show_default=True,
+        help="skip: record bad frames in rejects.jsonl and convert the rest",
+    ),
     click.Option(["--overwrite"], is_flag=True, help="rebuild the requested splits even if complete"),
-    click.Option(["--taxonomy"], default="unified", show_default=True, callback=_taxonomy,
-                 help="unified, native (each source's own class ids) or a JSON override file"),
+    click.Option(
+        ["--taxonomy"],
+        default="unified",
+        show_default=True,
+        callback=_taxonomy,
+        help="unified, native (each source's own class ids) or a JSON override file",
+    ),
 ]
 
 
@@ -112,36 +144,51 @@ def _ingest_command(name: str) -> click.Command:
             converter = cls(root, cls.Options(**{k: kwargs.pop(k) for k in option_names}), taxonomy)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-        options = IngestOptions(splits=tuple(kwargs.pop("splits")) or None, workers=workers or usable_cpus(),
-                                **kwargs)
+        options = IngestOptions(splits=tuple(kwargs.pop("splits")) or None, workers=workers or usable_cpus(), **kwargs)
         plan = plan_ingest(converter, out_root, options)
         tune_worker_process()  # with --workers 1 this process converts the frames itself
         complete = [sp.split for sp in plan.splits if sp.status == "complete"]
         if complete:
-            click.echo(f"{name}: {', '.join(complete)} already complete in {plan.out_dir}; left alone "
-                       f"(pass --overwrite to rebuild)", err=True)
-        with tqdm(total=plan.remaining, unit="frame", desc=name, disable=plan.remaining == 0,
-                  file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+            click.echo(
+                f"{name}: {', '.join(complete)} already complete in {plan.out_dir}; left alone "
+                f"(pass --overwrite to rebuild)",
+                err=True,
+            )
+        with tqdm(
+            total=plan.remaining,
+            unit="frame",
+            desc=name,
+            disable=plan.remaining == 0,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+        ) as bar:
             report = run_ingest(plan, progress=bar.update)
         for split, info in report["splits"].items():
             tasks = ", ".join(f"{t} {n}" for t, n in info["tasks"].items() if n)
-            click.echo(f"{name}/{split}: {info['samples']} samples in {info['shards']} shards, "
-                       f"{info['rejects']} rejected; labels: {tasks or 'none'}")
+            click.echo(
+                f"{name}/{split}: {info['samples']} samples in {info['shards']} shards, "
+                f"{info['rejects']} rejected; labels: {tasks or 'none'}"
+            )
         click.echo(f"-> {plan.out_dir}")
 
     doc = (cls.__doc__ or "").strip()
     return click.Command(
-        name, callback=run, help=_keep_indented_blocks(doc),
-        params=[click.Argument(["root"], type=click.Path(exists=True, file_okay=False, path_type=Path)),
-                *COMMON_OPTIONS, *_converter_options(cls.Options)],
+        name,
+        callback=run,
+        help=_keep_indented_blocks(doc),
+        params=[
+            click.Argument(["root"], type=click.Path(exists=True, file_okay=False, path_type=Path)),
+            *COMMON_OPTIONS,
+            *_converter_options(cls.Options),
+        ],
     )
 
 
 def _keep_indented_blocks(doc: str) -> str:
     """Mark paragraphs with indented lines (layout trees, lists) so Click does not re-wrap them."""
     paragraphs = doc.split("\n\n")
-    return "\n\n".join("\b\n" + p if any(ln.startswith((" ", "*")) for ln in p.splitlines()) else p
-                       for p in paragraphs)
+    return "\n\n".join("\b\n" + p if any(ln.startswith((" ", "*")) for ln in p.splitlines()) else p for p in paragraphs)
 
 
 for _name in sorted(CONVERTERS):
@@ -169,8 +216,10 @@ def inspect(shards: Path, key: str | None) -> None:
         click.echo(f"  {key}.{ext:<12} {len(data):>9,} B")
     sample = ss.read_sample(key)
     names = ss.class_tables(sample.source)
-    click.echo(f"  image {sample.size[1]}x{sample.size[0]} (orig {sample.orig_size[1]}x{sample.orig_size[0]}), "
-               f"tasks: {', '.join(sample.tasks) or 'none'}")
+    click.echo(
+        f"  image {sample.size[1]}x{sample.size[0]} (orig {sample.orig_size[1]}x{sample.orig_size[0]}), "
+        f"tasks: {', '.join(sample.tasks) or 'none'}"
+    )
     if sample.K is not None:
         k = sample.K
         click.echo(f"  K: fx {k[0, 0]:.2f} fy {k[1, 1]:.2f} cx {k[0, 2]:.2f} cy {k[1, 2]:.2f}")
@@ -193,8 +242,10 @@ def _label_lines(sample, names: dict[str, list[str]]) -> list[str]:
         if det is None:
             continue
         table = names.get(task, [])
-        lines.append(f"{task}: {det.boxes.shape[0]} boxes" +
-                     (f", {det.ignore.shape[0]} ignore regions" if task == "det2d" else ""))
+        lines.append(
+            f"{task}: {det.boxes.shape[0]} boxes"
+            + (f", {det.ignore.shape[0]} ignore regions" if task == "det2d" else "")
+        )
         for box, cls in zip(det.boxes, det.classes):
             label = table[cls] if cls < len(table) else str(cls)
             lines.append(f"  {label:<14} [{', '.join(f'{v:.2f}' for v in box)}]")
@@ -205,13 +256,16 @@ def _label_lines(sample, names: dict[str, list[str]]) -> list[str]:
     if sample.seg is not None:
         table = names.get("seg", [])
         ids, counts = np.unique(sample.seg, return_counts=True)
-        parts = [f"{table[i] if i < len(table) else ('ignore' if i == 255 else i)} {c / sample.seg.size:.0%}"
-                 for i, c in zip(ids.tolist(), counts.tolist())]
+        parts = [
+            f"{table[i] if i < len(table) else ('ignore' if i == 255 else i)} {c / sample.seg.size:.0%}"
+            for i, c in zip(ids.tolist(), counts.tolist())
+        ]
         lines.append(f"seg: {', '.join(parts)}")
     if sample.steer is not None:
         speed = "unknown" if sample.steer.speed_kmh is None else f"{sample.steer.speed_kmh:.1f} km/h"
-        lines.append(f"steer: {sample.steer.angle_deg:+.2f} deg (+ = left), speed {speed}, "
-                     f"bus gap {sample.steer.gap_ms:.1f} ms")
+        lines.append(
+            f"steer: {sample.steer.angle_deg:+.2f} deg (+ = left), speed {speed}, bus gap {sample.steer.gap_ms:.1f} ms"
+        )
     if sample.notes:
         lines.append(f"notes: {sample.notes}")
     if sample.sign is not None:
@@ -238,25 +292,69 @@ def validate_cmd(shards: Path) -> None:
 
 # ---- stats ------------------------------------------------------------------------------------
 
+
 @cli.command()
 @click.argument("shards", type=click.Path(path_type=Path), default=Path("shards"))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
-              help="also write the report as JSON (layout in docs/conventions.md); '-' prints only the JSON")
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="write PNG charts into this folder (needs the 'plots' extra: matplotlib)")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default=None,
+    help="also write the report as JSON (layout in docs/conventions.md); '-' prints only the JSON",
+)
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="write PNG charts into this folder (needs the 'plots' extra: matplotlib)",
+)
 @click.option("--split", type=click.Choice(SPLITS), default=None, help="count only this split [default: all]")
-@click.option("--by", type=click.Choice(["task", "source"]), default="task", show_default=True,
-              help="class histograms over all sources, or one per source")
-@click.option("--alpha", "alphas", type=click.FloatRange(min=0), multiple=True, default=StatsOptions.alphas,
-              show_default=True, help="temperature of a recommended source mix, p ~ n^alpha (repeatable)")
-@click.option("--beta", type=click.FloatRange(0, 1, max_open=True), default=StatsOptions.beta, show_default=True,
-              help="effective-number parameter (Cui et al. 2019)")
-@click.option("--rare-share", type=click.FloatRange(0, 1), default=StatsOptions.rare_share, show_default=True,
-              help="a class under this share of its task's count is listed as rare")
-@click.option("--steer-bin", "steer_bin_deg", type=click.FloatRange(min=0, min_open=True),
-              default=StatsOptions.steer_bin_deg, show_default=True, help="steering histogram bin width, degrees")
-@click.option("--straight-deg", type=click.FloatRange(min=0), default=StatsOptions.straight_deg, show_default=True,
-              help="steering |angle| counted as near straight, degrees")
+@click.option(
+    "--by",
+    type=click.Choice(["task", "source"]),
+    default="task",
+    show_default=True,
+    help="class histograms over all sources, or one per source",
+)
+@click.option(
+    "--alpha",
+    "alphas",
+    type=click.FloatRange(min=0),
+    multiple=True,
+    default=StatsOptions.alphas,
+    show_default=True,
+    help="temperature of a recommended source mix, p ~ n^alpha (repeatable)",
+)
+@click.option(
+    "--beta",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=StatsOptions.beta,
+    show_default=True,
+    help="effective-number parameter (Cui et al. 2019)",
+)
+@click.option(
+    "--rare-share",
+    type=click.FloatRange(0, 1),
+    default=StatsOptions.rare_share,
+    show_default=True,
+    help="a class under this share of its task's count is listed as rare",
+)
+@click.option(
+    "--steer-bin",
+    "steer_bin_deg",
+    type=click.FloatRange(min=0, min_open=True),
+    default=StatsOptions.steer_bin_deg,
+    show_default=True,
+    help="steering histogram bin width, degrees",
+)
+@click.option(
+    "--straight-deg",
+    type=click.FloatRange(min=0),
+    default=StatsOptions.straight_deg,
+    show_default=True,
+    help="steering |angle| counted as near straight, degrees",
+)
 def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str, **options) -> None:
     """Imbalance report of the shards under SHARDS (default ./shards), from the manifests alone.
 
@@ -282,6 +380,7 @@ def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str,
 
 # ---- batches ----------------------------------------------------------------------------------
 
+
 @cli.command()
 @SHARDS_ARG
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
@@ -290,13 +389,30 @@ def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str,
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--image-size", callback=image_size_option, default="256x512", show_default=True, help="HxW")
 @click.option("--letterbox", is_flag=True, help="keep the aspect ratio and pad")
-@click.option("--batches", "count", type=click.IntRange(min=1), default=2, show_default=True,
-              help="batches to show (training streams are endless)")
+@click.option(
+    "--batches",
+    "count",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="batches to show (training streams are endless)",
+)
 @click.option("--eval", "evaluate", is_flag=True, help="one evaluation pass (every sample once) instead")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-def batches(shards: Path, split: str, tasks: str | None, mix: str | None, batch_size: int,
-            image_size: tuple[int, int], letterbox: bool, count: int, evaluate: bool, workers: int, seed: int) -> None:
+def batches(
+    shards: Path,
+    split: str,
+    tasks: str | None,
+    mix: str | None,
+    batch_size: int,
+    image_size: tuple[int, int],
+    letterbox: bool,
+    count: int,
+    evaluate: bool,
+    workers: int,
+    seed: int,
+) -> None:
     """Stream a few loader batches from SHARDS and show what they hold (needs the 'train' extra).
 
     The same loader a trainer gets from mtl_data.train.data.build_loader: sources mixed with
@@ -311,12 +427,26 @@ def batches(shards: Path, split: str, tasks: str | None, mix: str | None, batch_
             mix = {name: float(ratio) for name, ratio in (part.split("=") for part in mix.split(","))}
         except ValueError:
             raise MtlDataError(f"--mix {mix!r}: expected source=ratio pairs separated by commas") from None
-    loader = build_loader(shards, split=split, tasks=None if tasks is None else tasks.split(","), mix=mix,
-                          batch_size=batch_size, image_size=image_size, letterbox=letterbox, seed=seed,
-                          workers=workers, infinite=not evaluate)
+    loader = build_loader(
+        shards,
+        split=split,
+        tasks=None if tasks is None else tasks.split(","),
+        mix=mix,
+        batch_size=batch_size,
+        image_size=image_size,
+        letterbox=letterbox,
+        seed=seed,
+        workers=workers,
+        infinite=not evaluate,
+    )
     click.echo(f"{'evaluation pass' if evaluate else 'training stream'} of {split}: tasks {', '.join(loader.tasks)}")
-    click.echo("\n".join(textwrap.wrap("sources: " + ", ".join(f"{s} {p:.1%}" for s, p in loader.probs.items()), 100,
-                                       subsequent_indent="  ")))
+    click.echo(
+        "\n".join(
+            textwrap.wrap(
+                "sources: " + ", ".join(f"{s} {p:.1%}" for s, p in loader.probs.items()), 100, subsequent_indent="  "
+            )
+        )
+    )
     seen = collections.Counter()
     for i, batch in enumerate(loader):
         if i < count:
@@ -324,26 +454,38 @@ def batches(shards: Path, split: str, tasks: str | None, mix: str | None, batch_
         seen.update(s or "(padding)" for s in batch["source"])
         if not evaluate and i + 1 == count:
             break
-    click.echo("samples per source: " + ", ".join(f"{s} {n}" for s, n in sorted(seen.items()))
-               + f"; skipped (corrupt) {loader.skipped}")
+    click.echo(
+        "samples per source: "
+        + ", ".join(f"{s} {n}" for s, n in sorted(seen.items()))
+        + f"; skipped (corrupt) {loader.skipped}"
+    )
 
 
 def _echo_batch(index: int, batch: dict) -> None:
     n = len(batch["key"])
     click.echo(f"batch {index}: {n} samples, image {tuple(batch['image'].shape)} {str(batch['image'].dtype)[6:]}")
     for task, present in batch["present"].items():
-        shapes = "; ".join(f"{k} {'x'.join(map(str, v.shape))} {str(v.dtype)[6:]}" for k, v in batch.items()
-                           if (k == task or k.startswith(task + "_")) and hasattr(v, "shape"))
+        shapes = "; ".join(
+            f"{k} {'x'.join(map(str, v.shape))} {str(v.dtype)[6:]}"
+            for k, v in batch.items()
+            if (k == task or k.startswith(task + "_")) and hasattr(v, "shape")
+        )
         text = f"{task:<6} present {int(present.sum())}/{n}: {shapes}"
         click.echo("\n".join(textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent=" " * 10)))
 
 
 # ---- synth ------------------------------------------------------------------------------------
 
+
 @cli.command()
 @click.argument("dataset", type=click.Choice(sorted(SYNTHESIZERS)))
-@click.option("--to", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="folder to write the raw dataset into")
+@click.option(
+    "--to",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="folder to write the raw dataset into",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace an existing non-empty --to folder")
 def synth(dataset: str, out_dir: Path, seed: int, overwrite: bool) -> None:
@@ -359,6 +501,7 @@ def synth(dataset: str, out_dir: Path, seed: int, overwrite: bool) -> None:
 
 
 # ---- entry point ------------------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> None:
     """Run the ``mtl-data`` CLI; user errors become one line on stderr and a non-zero exit."""

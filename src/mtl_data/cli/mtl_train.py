@@ -26,11 +26,28 @@ from mtl_data.train.presets import PRESETS
 
 #: training options -> the config key each sets (``config`` module); None values are not given.
 TRAIN_OPTIONS = {
-    "shards": "shards", "out": "out", "tasks": "tasks", "mode": "mode", "model": "model", "weighting": "weighting.name",
-    "mix": "loader.mix", "stats": "stats", "image_size": "loader.image_size", "batch_size": "loader.batch_size",
-    "letterbox": "loader.letterbox", "steps": "steps", "seed": "seed", "workers": "loader.workers", "device": "device",
-    "precision": "precision", "compile": "compile", "eval_every": "eval.every", "save_every": "save_every",
-    "log_every": "log_every", "weights": "weights", "lr": "optim.lr",
+    "shards": "shards",
+    "out": "out",
+    "tasks": "tasks",
+    "mode": "mode",
+    "model": "model",
+    "weighting": "weighting.name",
+    "mix": "loader.mix",
+    "stats": "stats",
+    "image_size": "loader.image_size",
+    "batch_size": "loader.batch_size",
+    "letterbox": "loader.letterbox",
+    "steps": "steps",
+    "seed": "seed",
+    "workers": "loader.workers",
+    "device": "device",
+    "precision": "precision",
+    "compile": "compile",
+    "eval_every": "eval.every",
+    "save_every": "save_every",
+    "log_every": "log_every",
+    "weights": "weights",
+    "lr": "optim.lr",
 }
 
 
@@ -50,16 +67,26 @@ def _tasks(ctx, param, value: str | None):
 
 def _model_and_input_options(command):
     """The model and input options that ``train`` and ``search`` share (one definition, one help)."""
-    for option in reversed([
-        click.option("--model", default=None, help="a registered model (mtl-train models); default resnet18-fpn"),
-        click.option("--mix", callback=_mix, default=None, help="proportional, STATS.json#ALPHA or src=ratio,..."),
-        click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="a mtl-data stats --json report: the default mix is its recommendation"),
-        click.option("--image-size", callback=lambda c, p, v: None if v is None else image_size_option(c, p, v),
-                     default=None, help="HxW, default 256x512"),
-        click.option("--letterbox/--stretch", default=None),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None),
-    ]):
+    for option in reversed(
+        [
+            click.option("--model", default=None, help="a registered model (mtl-train models); default resnet18-fpn"),
+            click.option("--mix", callback=_mix, default=None, help="proportional, STATS.json#ALPHA or src=ratio,..."),
+            click.option(
+                "--stats",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help="a mtl-data stats --json report: the default mix is its recommendation",
+            ),
+            click.option(
+                "--image-size",
+                callback=lambda c, p, v: None if v is None else image_size_option(c, p, v),
+                default=None,
+                help="HxW, default 256x512",
+            ),
+            click.option("--letterbox/--stretch", default=None),
+            click.option("--batch-size", type=click.IntRange(min=1), default=None),
+        ]
+    ):
         command = option(command)
     return command
 
@@ -68,19 +95,42 @@ def _model_and_input_options(command):
 @click.version_option(__version__, prog_name="mtl-train")
 @click.option("--shards", type=click.Path(exists=True, file_okay=False), help="the shards root to train on")
 @click.option("--out", type=click.Path(file_okay=False), help="the run folder to create")
-@click.option("--resume", "resume_run", type=click.Path(exists=True, file_okay=False), default=None,
-              help="continue this run from its last checkpoint (only --steps may change)")
-@click.option("--stop-at", type=click.IntRange(min=1), default=None,
-              help="stop after this step with a checkpoint; --resume continues exactly")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="a TOML training config (options and --set override it)")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any config key, e.g. optim.lr=3e-4 (repeatable)")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-              help="a named starting point (thesis: the asymmetric A2D2 configuration of the reference thesis)")
+@click.option(
+    "--resume",
+    "resume_run",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="continue this run from its last checkpoint (only --steps may change)",
+)
+@click.option(
+    "--stop-at",
+    type=click.IntRange(min=1),
+    default=None,
+    help="stop after this step with a checkpoint; --resume continues exactly",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="a TOML training config (options and --set override it)",
+)
+@click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="any config key, e.g. optim.lr=3e-4 (repeatable)"
+)
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default=None,
+    help="a named starting point (thesis: the asymmetric A2D2 configuration of the reference thesis)",
+)
 @click.option("--tasks", callback=_tasks, help="comma-separated; default: every task the train split labels")
-@click.option("--mode", type=click.Choice(["symmetric", "asymmetric", "stl"]), default=None,
-              help="default symmetric; asymmetric: one optimizer per part, each stepping every asymmetric.k labelled "
-                   "samples")
+@click.option(
+    "--mode",
+    type=click.Choice(["symmetric", "asymmetric", "stl"]),
+    default=None,
+    help="default symmetric; asymmetric: one optimizer per part, each stepping every asymmetric.k labelled samples",
+)
 @click.option("--weighting", default=None, help="task weighting strategy; default equal")
 @_model_and_input_options
 @click.option("--steps", type=click.IntRange(min=1), default=None)
@@ -90,11 +140,17 @@ def _model_and_input_options(command):
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None)
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model")
-@click.option("--eval-every", type=click.IntRange(min=0), default=None, help="steps between evaluations (0: at the end)")
+@click.option(
+    "--eval-every", type=click.IntRange(min=0), default=None, help="steps between evaluations (0: at the end)"
+)
 @click.option("--save-every", type=click.IntRange(min=0), default=None, help="steps between checkpoints")
 @click.option("--log-every", type=click.IntRange(min=1), default=None)
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="encoder ImageNet weights: a torchvision state dict file you have")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="encoder ImageNet weights: a torchvision state dict file you have",
+)
 @click.pass_context
 def cli(ctx, resume_run, stop_at, config_file, sets, preset, **options) -> None:
     """Train and evaluate multi-task networks on mtl-data shards (needs the 'train' extra).
@@ -119,16 +175,22 @@ def cli(ctx, resume_run, stop_at, config_file, sets, preset, **options) -> None:
         given["out"] = str(resume_run)
     if preset is not None and resume_run is not None:
         raise click.UsageError("--resume RUN continues RUN with its own config: leave out --preset")
-    config = resolve(None if config_file is None else Path(config_file), given, list(sets),
-                     preset=None if preset is None else (preset, PRESETS[preset]))
+    config = resolve(
+        None if config_file is None else Path(config_file),
+        given,
+        list(sets),
+        preset=None if preset is None else (preset, PRESETS[preset]),
+    )
     if not config.shards or not config.out:
         raise click.UsageError("training needs --shards and --out (or --resume RUN, or a --config that sets them)")
     with _log_to_stderr():
         result = train(config, resume=resume_run is not None, progress=True, stop_at=stop_at)
     doc = result["eval"]
     if doc is None:
-        click.echo(f"{result['run']}: stopped at step {result['step']} of {config.steps}; continue with "
-                   f"mtl-train --resume {result['run']}")
+        click.echo(
+            f"{result['run']}: stopped at step {result['step']} of {config.steps}; continue with "
+            f"mtl-train --resume {result['run']}"
+        )
         return
     click.echo(f"{result['run']}: step {result['step']}, {doc['split']}: " + _headlines(doc))
 
@@ -167,52 +229,83 @@ def _headlines(doc: dict) -> str:
 @cli.command("eval")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", default=None, help="default: the run's eval split")
-@click.option("--stl", "stl_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="a single-task run to compare with (repeatable): Delta_T")
+@click.option(
+    "--stl",
+    "stl_runs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="a single-task run to compare with (repeatable): Delta_T",
+)
 @click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last", show_default=True)
-@click.option("--predictions", "pred_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="also write the predictions (benchmark files and pictures) there")
+@click.option(
+    "--predictions",
+    "pred_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="also write the predictions (benchmark files and pictures) there",
+)
 @click.option("--device", default="auto", show_default=True)
-def eval_command(run_dir: Path, split: str | None, stl_runs: tuple[Path, ...], which: str, pred_dir: Path | None,
-                 device: str) -> None:
+def eval_command(
+    run_dir: Path, split: str | None, stl_runs: tuple[Path, ...], which: str, pred_dir: Path | None, device: str
+) -> None:
     """Evaluate RUN on a split: the scorer's metrics and Delta_T against --stl runs."""
     from mtl_data.train.runs import evaluate_run
 
     doc = evaluate_run(run_dir, split=split, stl=stl_runs, which=which, predictions=pred_dir, device=device)
     from mtl_data.train.score import render
+
     click.echo(render(doc))
     if doc.get("delta_t") is not None:
-        click.echo(f"Delta_T {doc['delta_t']:+.2f} % against " + ", ".join(
-            f"{t} {v['metric']} {v['value']:.4f} ({v['run']})" for t, v in doc["stl"].items()))
+        click.echo(
+            f"Delta_T {doc['delta_t']:+.2f} % against "
+            + ", ".join(f"{t} {v['metric']} {v['value']:.4f} ({v['run']})" for t, v in doc["stl"].items())
+        )
     click.echo(f"-> {doc['path']}")
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", default=None, help="default: the run's eval split")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="the predictions folder to write")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the predictions folder to write",
+)
 @click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last", show_default=True)
 @click.option("--overlays/--no-overlays", default=True, show_default=True, help="also draw overlays/<key>.png")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out")
 @click.option("--device", default="auto", show_default=True)
-def predict(run_dir: Path, split: str | None, out_dir: Path, which: str, overlays: bool, overwrite: bool,
-            device: str) -> None:
+def predict(
+    run_dir: Path, split: str | None, out_dir: Path, which: str, overlays: bool, overwrite: bool, device: str
+) -> None:
     """Write RUN's predictions of a split in the benchmarks' formats (and pictures)."""
     from mtl_data.train.runs import predict_run
 
-    counts = predict_run(run_dir, out_dir, split=split, which=which, overlays=overlays, overwrite=overwrite,
-                         device=device)
+    counts = predict_run(
+        run_dir, out_dir, split=split, which=which, overlays=overlays, overwrite=overwrite, device=device
+    )
     click.echo(f"{run_dir}: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f" -> {out_dir}")
 
 
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--layout", type=click.Choice(["runs", "leang"]), default="runs", show_default=True,
-              help="runs: one row per run; leang: Leang et al.'s Tables II and I (a column per strategy, metrics "
-                   "and their geometric mean; the weights and frequencies each ended with)")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="also write the table as JSON")
+@click.option(
+    "--layout",
+    type=click.Choice(["runs", "leang"]),
+    default="runs",
+    show_default=True,
+    help="runs: one row per run; leang: Leang et al.'s Tables II and I (a column per strategy, metrics "
+    "and their geometric mean; the weights and frequencies each ended with)",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="also write the table as JSON",
+)
 def report(runs: tuple[Path, ...], layout: str, json_path: Path | None) -> None:
     """One table of runs: headline metrics, Delta_T, parameters, GFLOPs, samples/s."""
     from mtl_data.train.report import render_leang, render_report, summarize_runs
@@ -221,18 +314,28 @@ def report(runs: tuple[Path, ...], layout: str, json_path: Path | None) -> None:
     click.echo(render_leang(rows) if layout == "leang" else render_report(rows))
     if json_path is not None:
         import json
+
         _write(json_path, json.dumps(rows, indent=1) + "\n")
 
 
 @cli.command()
 @click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", default="val", show_default=True, help="the split the predictions are for")
-@click.option("--predictions", "pred_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="a predictions folder: seg/, depth/, det3d/ (one file per sample), det2d.json, lane.json, "
-                   "steer.csv, sign.csv")
+@click.option(
+    "--predictions",
+    "pred_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="a predictions folder: seg/, depth/, det3d/ (one file per sample), det2d.json, lane.json, steer.csv, sign.csv",
+)
 @click.option("--task", "tasks", multiple=True, help="score only this task (repeatable); default: every task found")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="also write the result as JSON here ('-' for stdout only)")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="also write the result as JSON here ('-' for stdout only)",
+)
 def score(shards: Path, split: str, pred_dir: Path, tasks: tuple[str, ...], json_path: Path | None) -> None:
     """Score the predictions in --predictions against the SHARDS' labels of --split.
 
@@ -240,7 +343,8 @@ def score(shards: Path, split: str, pred_dir: Path, tasks: tuple[str, ...], json
     keys: seg miou, pixel_acc; depth abs_rel, rmse, delta1; det2d map50, map; det3d ds; steer
     mae_deg; sign top1; lane accuracy, fp, fn, iou; plus per-class values).
     """
-    from mtl_data.train.score import render, score as run_score, to_json
+    from mtl_data.train.score import render, to_json
+    from mtl_data.train.score import score as run_score
 
     result = run_score(shards, split, pred_dir, tasks=tasks or None)
     text = to_json(result)
@@ -289,23 +393,47 @@ def _weight_ranges(ctx, param, values: tuple[str, ...]):
 
 
 @cli.command("search")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="the search folder: trials.csv, best.toml, trials/NNN/")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the search folder: trials.csv, best.toml, trials/NNN/",
+)
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="trials in all (a --resume may raise it)")
 @click.option("--steps-per-trial", type=click.IntRange(min=1), default=None, help="optimizer steps of each trial")
 @click.option("--population", type=click.IntRange(min=1), default=None, help="initial population and elite [4]")
 @click.option("--offspring", type=click.IntRange(min=1), default=None, help="new configurations per generation [4]")
 @click.option("--parents", type=click.IntRange(min=1), default=None, help="parents per configuration [2]")
-@click.option("--weight-range", "weight_range", multiple=True, callback=_weight_ranges, metavar="[TASK=]MIN,MAX",
-              help="range of the raw task weights, log scale [0.01,100]; TASK= for one task (repeatable)")
-@click.option("--max-frequency", type=click.IntRange(min=1), default=None,
-              help="largest asynchronous frequency: a task's loss every 1..N steps [10]")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
-              help="seeds the search's draws [0] (the training seed: --set seed=N)")
+@click.option(
+    "--weight-range",
+    "weight_range",
+    multiple=True,
+    callback=_weight_ranges,
+    metavar="[TASK=]MIN,MAX",
+    help="range of the raw task weights, log scale [0.01,100]; TASK= for one task (repeatable)",
+)
+@click.option(
+    "--max-frequency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="largest asynchronous frequency: a task's loss every 1..N steps [10]",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="seeds the search's draws [0] (the training seed: --set seed=N)",
+)
 @click.option("--resume", is_flag=True, help="continue the search in --out (options left out keep the search's)")
 @click.option("--shards", type=click.Path(exists=True, file_okay=False), help="the shards root to train on")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="a TOML training config for the trials (options and --set override it)")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="a TOML training config for the trials (options and --set override it)",
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any training config key (repeatable)")
 @click.option("--tasks", callback=_tasks, help="comma-separated; default: every task the train split labels")
 @_model_and_input_options
@@ -313,8 +441,12 @@ def _weight_ranges(ctx, param, values: tuple[str, ...]):
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="loader worker processes")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None)
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="encoder ImageNet weights: a torchvision state dict file you have")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="encoder ImageNet weights: a torchvision state dict file you have",
+)
 def search_command(out_dir: Path, resume: bool, config_file: str | None, sets: tuple[str, ...], **options) -> None:
     """Search task weights and asynchronous frequencies (Leang et al. 2020): an evolution
     strategy over short trainings, each continuing from the best model so far."""

@@ -51,13 +51,13 @@ import numpy as np
 
 from mtl_data.errors import InputError, LayoutError
 from mtl_data.ingest.a2d2_bus import BusSignals, read_bus_file, steering_at
+from mtl_data.ingest.readers import read_image, read_json
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import val_groups
 from mtl_data.schema import a2d2_geometry as ag
 from mtl_data.schema import geometry as geo
 from mtl_data.schema.sample import IGNORE_INDEX, Det2D, Det3D, Sample, make_key
 from mtl_data.schema.taxonomy import class_map
-from mtl_data.ingest.readers import read_image, read_json
 
 PARTS = ("camera_lidar_semantic", "camera_lidar_semantic_bboxes", "camera_lidar")
 BUS_DIRS = ("camera_lidar_semantic_bus", "camera_lidar")
@@ -68,8 +68,12 @@ _CAMERA_FILE = re.compile(r"^\d{14}_camera_[a-z]+_\d+\.png$")
 _UNKNOWN = 254  # LUT marker for a colour missing from class_list.json (never a class id)
 NPZ_KEYS = {  # role -> key, for the semantic subsets and the sensor-fusion set
     "semantic": {"row": "row", "col": "col", "depth": "depth"},
-    "sensor_fusion": {"row": "pcloud_attr.row", "col": "pcloud_attr.col", "depth": "pcloud_attr.depth",
-                      "valid": "pcloud_attr.valid"},
+    "sensor_fusion": {
+        "row": "pcloud_attr.row",
+        "col": "pcloud_attr.col",
+        "depth": "pcloud_attr.depth",
+        "valid": "pcloud_attr.valid",
+    },
 }
 BOX_KEYS = ("class", "center", "size", "axis", "rot_angle", "3d_points", "2d_bbox")
 
@@ -78,17 +82,27 @@ BOX_KEYS = ("class", "center", "size", "axis", "rot_angle", "3d_points", "2d_bbo
 class A2D2Options:
     """Options of ``mtl-data ingest a2d2``."""
 
-    cameras: tuple[str, ...] = field(default=("front_center",), metadata={
-        "help": f"camera to convert (repeatable): {', '.join(CAMERAS)}"})
-    val_scenes: tuple[str, ...] = field(default=(), metadata={
-        "help": "scene folder (e.g. 20180807_145028) whose frames all go to 'val' (repeatable)"})
-    val_fraction: float = field(default=0.0, metadata={
-        "range": (0.0, 1.0), "help": "fraction of scenes moved to 'val': the round(f x scenes) scenes "
-                                     "with the lowest hash of their name (at least one)"})
-    max_bus_gap_ms: float = field(default=100.0, metadata={
-        "help": "no steer label when the nearest bus samples are farther from the camera timestamp"})
-    parts: tuple[str, ...] = field(default=(), metadata={
-        "help": f"only these parts (repeatable): {', '.join(PARTS)}; default: every part present"})
+    cameras: tuple[str, ...] = field(
+        default=("front_center",), metadata={"help": f"camera to convert (repeatable): {', '.join(CAMERAS)}"}
+    )
+    val_scenes: tuple[str, ...] = field(
+        default=(), metadata={"help": "scene folder (e.g. 20180807_145028) whose frames all go to 'val' (repeatable)"}
+    )
+    val_fraction: float = field(
+        default=0.0,
+        metadata={
+            "range": (0.0, 1.0),
+            "help": "fraction of scenes moved to 'val': the round(f x scenes) scenes "
+            "with the lowest hash of their name (at least one)",
+        },
+    )
+    max_bus_gap_ms: float = field(
+        default=100.0,
+        metadata={"help": "no steer label when the nearest bus samples are farther from the camera timestamp"},
+    )
+    parts: tuple[str, ...] = field(
+        default=(), metadata={"help": f"only these parts (repeatable): {', '.join(PARTS)}; default: every part present"}
+    )
 
 
 def _sibling(image: Path, part_root: Path, kind: str, ext: str) -> Path:
@@ -126,15 +140,18 @@ class A2D2Converter(Converter):
         if not self.root.is_dir():
             raise LayoutError(f"{self.root}: not a folder (expected the A2D2 root with cams_lidars.json)")
         if not (self.root / "cams_lidars.json").is_file():
-            raise LayoutError(f"{self.root / 'cams_lidars.json'}: missing (expected the A2D2 root holding "
-                              f"cams_lidars.json and {', '.join(PARTS)})")
+            raise LayoutError(
+                f"{self.root / 'cams_lidars.json'}: missing (expected the A2D2 root holding "
+                f"cams_lidars.json and {', '.join(PARTS)})"
+            )
         if not self._parts():
             raise LayoutError(f"{self.root}: no A2D2 part found (expected one of {', '.join(PARTS)})")
         cameras = self._config()["cameras"]
         for cam in self.options.cameras:
             if cam not in cameras:
-                raise LayoutError(f"{self.root / 'cams_lidars.json'}: no camera {cam!r} "
-                                  f"(cameras: {', '.join(cameras)})")
+                raise LayoutError(
+                    f"{self.root / 'cams_lidars.json'}: no camera {cam!r} (cameras: {', '.join(cameras)})"
+                )
         if any(self.root.glob("camera_lidar_semantic*/*/label")):
             self._color_lut()  # labels exist: class_list.json must exist and map every class
 
@@ -151,8 +168,9 @@ class A2D2Converter(Converter):
         for path in (self.root / "camera_lidar_semantic" / "class_list.json", self.root / "class_list.json"):
             if path.is_file():
                 return path
-        raise LayoutError(f"{self.root / 'camera_lidar_semantic' / 'class_list.json'}: missing "
-                          "(needed to read the label colours)")
+        raise LayoutError(
+            f"{self.root / 'camera_lidar_semantic' / 'class_list.json'}: missing (needed to read the label colours)"
+        )
 
     def _color_lut(self) -> np.ndarray:
         """uint8 LUT over packed 24-bit colours -> output seg id (255 ignore, 254 unknown).
@@ -169,8 +187,10 @@ class A2D2Converter(Converter):
             lut = np.full(1 << 24, _UNKNOWN, dtype=np.uint8)
             for hexcolor, name in colors.items():
                 if name not in self.seg_classes.ids:
-                    raise LayoutError(f"{path}: class {name!r} has no entry in the A2D2 segmentation table "
-                                      f"(map it with --taxonomy FILE.json)")
+                    raise LayoutError(
+                        f"{path}: class {name!r} has no entry in the A2D2 segmentation table "
+                        f"(map it with --taxonomy FILE.json)"
+                    )
                 cid = self.seg_classes.lookup(name)
                 lut[int(hexcolor.lstrip("#"), 16)] = IGNORE_INDEX if cid is None else cid
             self._cache["lut"] = lut
@@ -195,8 +215,11 @@ class A2D2Converter(Converter):
                     for image in sorted(p for p in cam_dir.iterdir() if _CAMERA_FILE.match(p.name)):
                         paths = found.setdefault((scene_dir.name, cam, image.stem), {"image": image})
                         paths.setdefault("json", image.with_suffix(".json"))
-                        for role, kind, ext in (("npz", "lidar", ".npz"), ("label", "label", ".png"),
-                                                ("label3d", "label3D", ".json")):
+                        for role, kind, ext in (
+                            ("npz", "lidar", ".npz"),
+                            ("label", "label", ".png"),
+                            ("label3d", "label3D", ".json"),
+                        ):
                             path = _sibling(image, part_root, kind, ext)
                             if path.exists():
                                 paths.setdefault(role, path)
@@ -204,13 +227,12 @@ class A2D2Converter(Converter):
         scenes = {scene for scene, _, _ in found}
         val = set(self.options.val_scenes) | val_groups(scenes, self.options.val_fraction, salt="a2d2")
         out = []
-        for (scene, cam, stem), paths in sorted(found.items()):
+        for (scene, _cam, stem), paths in sorted(found.items()):
             if scene in buses:
                 paths["bus"] = buses[scene]
             prefix, _, token, frame_id = stem.split("_")
             in_val = scene in val
-            out.append(Frame(split="val" if in_val else "train", id=f"{prefix}_{token}_{frame_id}",
-                             paths=paths))
+            out.append(Frame(split="val" if in_val else "train", id=f"{prefix}_{token}_{frame_id}", paths=paths))
         return out
 
     def _bus_files(self) -> dict[str, Path]:
@@ -240,13 +262,16 @@ class A2D2Converter(Converter):
 
     def convert(self, frame: Frame) -> Sample:
         paths = frame.paths
-        cam_name = paths["image"].parent.name[len("cam_"):]
+        cam_name = paths["image"].parent.name[len("cam_") :]
         camera = self._camera(cam_name)
         width, height = (int(v) for v in camera["Resolution"])
         image = read_image(paths["image"], *_image_messages("camera image"))
         if image.shape[:2] != (height, width):
-            raise InputError(paths["image"], f"camera image is {image.shape[1]}x{image.shape[0]}, "
-                             f"cams_lidars.json says {width}x{height} for {cam_name}")
+            raise InputError(
+                paths["image"],
+                f"camera image is {image.shape[1]}x{image.shape[0]}, "
+                f"cams_lidars.json says {width}x{height} for {cam_name}",
+            )
         (map1, map2), label_map = self._maps(cam_name)
         image = cv2.remap(image, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         notes: dict[str, int] = {}
@@ -255,15 +280,19 @@ class A2D2Converter(Converter):
         if "label" in paths:
             label = read_image(paths["label"], *_image_messages("label"))
             if label.shape != (height, width, 3):
-                raise InputError(paths["label"], f"label PNG is {label.shape[1]}x{label.shape[0]}, "
-                                 f"expected {width}x{height} (cams_lidars.json Resolution of {cam_name})")
+                raise InputError(
+                    paths["label"],
+                    f"label PNG is {label.shape[1]}x{label.shape[0]}, "
+                    f"expected {width}x{height} (cams_lidars.json Resolution of {cam_name})",
+                )
             ids = self._color_lut().take(_pack_rgb(label))
             unknown = int(np.count_nonzero(ids == _UNKNOWN))
             if unknown:
                 ids[ids == _UNKNOWN] = IGNORE_INDEX
                 notes["seg_unknown_color_px"] = unknown
-            seg = cv2.remap(ids, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=IGNORE_INDEX)
+            seg = cv2.remap(
+                ids, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX
+            )
 
         depth = _read_depth(paths["npz"], (height, width)) if "npz" in paths else None
         det2d = det3d = None
@@ -282,11 +311,22 @@ class A2D2Converter(Converter):
 
         scene = paths["image"].parent.parent.parent.name
         return Sample(
-            key=make_key(self.name, frame.split, frame.id), source=self.name, split=frame.split,
-            id=frame.id, image=image, orig_size=(height, width), sequence=scene,
-            K=np.asarray(camera["CamMatrix"], dtype=np.float64), timestamp_us=timestamp,
-            seg=seg, depth=depth, det2d=det2d, det3d=det3d, steer=steer,
-            extra={"camera": cam_name}, notes=notes,
+            key=make_key(self.name, frame.split, frame.id),
+            source=self.name,
+            split=frame.split,
+            id=frame.id,
+            image=image,
+            orig_size=(height, width),
+            sequence=scene,
+            K=np.asarray(camera["CamMatrix"], dtype=np.float64),
+            timestamp_us=timestamp,
+            seg=seg,
+            depth=depth,
+            det2d=det2d,
+            det3d=det3d,
+            steer=steer,
+            extra={"camera": cam_name},
+            notes=notes,
         )
 
     def _boxes(self, path: Path) -> tuple[Det2D, Det3D]:
@@ -300,8 +340,11 @@ class A2D2Converter(Converter):
             if missing:
                 raise InputError(path, f"{name} lacks {', '.join(missing)} (a label3D box has {', '.join(BOX_KEYS)})")
             if box["class"] not in self.det_classes.ids:
-                raise InputError(path, f"{name}: unknown class {box['class']!r}; known: "
-                                 f"{', '.join(self.det_classes.ids)}", hint="map it with --taxonomy FILE.json")
+                raise InputError(
+                    path,
+                    f"{name}: unknown class {box['class']!r}; known: {', '.join(self.det_classes.ids)}",
+                    hint="map it with --taxonomy FILE.json",
+                )
             boxes.append(box)
         ids = [self.det_classes.lookup(b["class"]) for b in boxes]
         keep = [b for b, i in zip(boxes, ids) if i is not None]
@@ -309,8 +352,13 @@ class A2D2Converter(Converter):
         bbox2d = np.array([b["2d_bbox"] for b in boxes], dtype=np.float64).reshape(-1, 4)
         mask = np.array([i is not None for i in ids], dtype=bool)
         names = tuple(b["class"] for b in keep)
-        det2d = Det2D(boxes=bbox2d[mask], classes=classes, ignore=bbox2d[~mask],
-                      truncated=np.array([float(b.get("truncation", 0.0)) for b in keep]), native_class=names)
+        det2d = Det2D(
+            boxes=bbox2d[mask],
+            classes=classes,
+            ignore=bbox2d[~mask],
+            truncated=np.array([float(b.get("truncation", 0.0)) for b in keep]),
+            native_class=names,
+        )
         boxes3d, rotation = ag.a2d2_boxes_to_optical(
             center=np.array([b["center"] for b in keep], dtype=np.float64).reshape(-1, 3),
             size=np.array([b["size"] for b in keep], dtype=np.float64).reshape(-1, 3),
@@ -328,8 +376,11 @@ def _image_messages(what: str) -> tuple[str, str]:
 def _read_timestamp(path: Path) -> int:
     doc = read_json(path, "frame json")
     if not isinstance(doc, dict) or "cam_tstamp" not in doc:
-        raise InputError(path, "frame json has no cam_tstamp (camera timestamp, integer microseconds)",
-                         hint="needed to synchronize the bus signals")
+        raise InputError(
+            path,
+            "frame json has no cam_tstamp (camera timestamp, integer microseconds)",
+            hint="needed to synchronize the bus signals",
+        )
     if not isinstance(doc["cam_tstamp"], int) or isinstance(doc["cam_tstamp"], bool):
         raise InputError(path, f"cam_tstamp {doc['cam_tstamp']!r} is not an integer (microseconds)")
     return doc["cam_tstamp"]
@@ -350,7 +401,7 @@ def _read_depth(path: Path, size: tuple[int, int]) -> np.ndarray:
     try:
         with np.load(path) as npz:
             files = set(npz.files)
-            for kind, keys in NPZ_KEYS.items():
+            for keys in NPZ_KEYS.values():
                 if set(keys.values()) <= files:
                     arrays = {role: npz[key] for role, key in keys.items()}
                     break

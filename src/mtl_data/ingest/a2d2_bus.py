@@ -108,16 +108,19 @@ def read_bus_file(path: Path) -> BusSignals:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(path, "bus signal file not found",
-                         hint="check the scene's bus/ folder") from None
+        raise InputError(path, "bus signal file not found", hint="check the scene's bus/ folder") from None
     except OSError as e:
         raise InputError(path, f"cannot read bus signal file: {e.strerror or e}") from None
     try:
         # json.loads on bytes detects UTF-8/16/32 itself.
         doc = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
-                         line=e.lineno, hint="the file may be truncated; re-extract it") from None
+        raise InputError(
+            path,
+            f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+            line=e.lineno,
+            hint="the file may be truncated; re-extract it",
+        ) from None
     except UnicodeDecodeError as e:
         raise InputError(path, f"not valid JSON: not UTF-8/16/32 text ({e.reason})") from None
     except RecursionError:
@@ -128,8 +131,11 @@ def read_bus_file(path: Path) -> BusSignals:
     elif isinstance(doc, list):
         signals = _read_semantic_subset(path, doc)
     else:
-        raise InputError(path, f"top level is a JSON {_json_type(doc)}; expected an object "
-                               "(sensor-fusion bus file) or an array (semantic-subset bus file)")
+        raise InputError(
+            path,
+            f"top level is a JSON {_json_type(doc)}; expected an object "
+            "(sensor-fusion bus file) or an array (semantic-subset bus file)",
+        )
     return BusSignals(path=str(path), signals=signals)
 
 
@@ -138,8 +144,10 @@ def _read_sensor_fusion(path: Path, doc: dict) -> dict[str, Signal]:
     signals = {}
     for name, spec in doc.items():
         if not isinstance(spec, dict) or "values" not in spec:
-            raise InputError(path, f"signal {name!r} has no 'values'; expected "
-                                   '{"unit": ..., "values": [[timestamp_us, value], ...]}')
+            raise InputError(
+                path,
+                f'signal {name!r} has no \'values\'; expected {{"unit": ..., "values": [[timestamp_us, value], ...]}}',
+            )
         t_us, values = _parse_pairs(path, name, spec["values"])
         _check_increasing(path, name, t_us)
         signals[name] = Signal(t_us=t_us, values=values)
@@ -149,8 +157,11 @@ def _read_sensor_fusion(path: Path, doc: dict) -> dict[str, Signal]:
 def _parse_pairs(path: Path, name: str, samples: object) -> tuple[np.ndarray, np.ndarray]:
     """``[[t_us, v], ...]`` -> (int64 t_us, float64 values), with an error at the first bad sample."""
     if not isinstance(samples, list):
-        raise InputError(path, f"signal {name!r}: 'values' is a JSON {_json_type(samples)}; "
-                               "expected a list of [timestamp_us, value] pairs")
+        raise InputError(
+            path,
+            f"signal {name!r}: 'values' is a JSON {_json_type(samples)}; "
+            "expected a list of [timestamp_us, value] pairs",
+        )
     if not samples:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
 
@@ -175,8 +186,7 @@ def _parse_pairs(path: Path, name: str, samples: object) -> tuple[np.ndarray, np
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         i = int(bad[0])
-        raise InputError(path, f"signal {name!r}: sample {i} has value {samples[i][1]!r}; "
-                               "expected a finite number")
+        raise InputError(path, f"signal {name!r}: sample {i} has value {samples[i][1]!r}; expected a finite number")
     return t_us, values
 
 
@@ -186,15 +196,15 @@ def _parse_pairs_slow(path: Path, name: str, samples: list) -> tuple[np.ndarray,
     values = np.empty(len(samples), dtype=np.float64)
     for i, sample in enumerate(samples):
         if not (isinstance(sample, list) and len(sample) == 2):
-            raise InputError(path, f"signal {name!r}: sample {i} is {_quote(sample)}; "
-                                   "expected [timestamp_us, value]")
+            raise InputError(path, f"signal {name!r}: sample {i} is {_quote(sample)}; expected [timestamp_us, value]")
         t, v = sample
         if not _is_int_us(t):
-            raise InputError(path, f"signal {name!r}: sample {i} has timestamp {_quote(t)}; "
-                                   "expected an integer number of microseconds")
+            raise InputError(
+                path,
+                f"signal {name!r}: sample {i} has timestamp {_quote(t)}; expected an integer number of microseconds",
+            )
         if not _is_finite_number(v):
-            raise InputError(path, f"signal {name!r}: sample {i} has value {_quote(v)}; "
-                                   "expected a finite number")
+            raise InputError(path, f"signal {name!r}: sample {i} has value {_quote(v)}; expected a finite number")
         t_us[i] = int(t)
         values[i] = float(v)
     return t_us, values
@@ -219,17 +229,22 @@ def _read_semantic_subset(path: Path, doc: list) -> dict[str, Signal]:
     entries = []  # (timestamp, file index, frame name, flexray)
     for i, entry in enumerate(doc):
         if not isinstance(entry, dict):
-            raise InputError(path, f"entry {i} is a JSON {_json_type(entry)}; expected an object "
-                                   'with "frame_name", "timestamp" and "flexray"')
+            raise InputError(
+                path,
+                f"entry {i} is a JSON {_json_type(entry)}; expected an object "
+                'with "frame_name", "timestamp" and "flexray"',
+            )
         where = _entry_name(i, entry)
         t = entry.get("timestamp")
         if not _is_int_us(t):
-            raise InputError(path, f"{where}: timestamp is {_quote(t)}; "
-                                   "expected an integer number of microseconds")
+            raise InputError(path, f"{where}: timestamp is {_quote(t)}; expected an integer number of microseconds")
         flexray = entry.get("flexray")
         if not isinstance(flexray, dict):
-            raise InputError(path, f"{where}: 'flexray' is {_quote(flexray)}; "
-                                   'expected an object {"<signal>": {"unit": ..., "values": [...]}}')
+            raise InputError(
+                path,
+                f"{where}: 'flexray' is {_quote(flexray)}; "
+                'expected an object {"<signal>": {"unit": ..., "values": [...]}}',
+            )
         entries.append((int(t), i, where, flexray))
 
     # File order is not time order in this format; sort, but two frames at the same instant
@@ -237,29 +252,35 @@ def _read_semantic_subset(path: Path, doc: list) -> dict[str, Signal]:
     entries.sort(key=lambda e: (e[0], e[1]))
     for (t0, _, where0, _), (t1, _, where1, _) in zip(entries, entries[1:]):
         if t0 == t1:
-            raise InputError(path, f"{where0} and {where1} share timestamp {t0}; "
-                                   "expected one entry per camera frame time")
+            raise InputError(
+                path, f"{where0} and {where1} share timestamp {t0}; expected one entry per camera frame time"
+            )
 
     series: dict[str, tuple[list[int], list[float]]] = {}
     for t, _, where, flexray in entries:
         for name, spec in flexray.items():
             times, means = series.setdefault(name, ([], []))
             if not isinstance(spec, dict) or "values" not in spec:
-                raise InputError(path, f"{where}: signal {name!r} has no 'values'; "
-                                       'expected {"unit": ..., "values": [v, ...]}')
+                raise InputError(
+                    path, f'{where}: signal {name!r} has no \'values\'; expected {{"unit": ..., "values": [v, ...]}}'
+                )
             window = spec["values"]
             if not isinstance(window, list):
-                raise InputError(path, f"{where}: signal {name!r}: 'values' is {_quote(window)}; "
-                                       "expected a list of numbers")
+                raise InputError(
+                    path, f"{where}: signal {name!r}: 'values' is {_quote(window)}; expected a list of numbers"
+                )
             for j, v in enumerate(window):
                 if not _is_finite_number(v):
-                    raise InputError(path, f"{where}: signal {name!r}: value {j} is {_quote(v)}; "
-                                           "expected a finite number")
+                    raise InputError(
+                        path, f"{where}: signal {name!r}: value {j} is {_quote(v)}; expected a finite number"
+                    )
             if window:  # an empty window says nothing about this frame
                 times.append(t)
                 means.append(math.fsum(window) / len(window))
-    return {name: Signal(t_us=np.array(times, dtype=np.int64), values=np.array(means, dtype=np.float64))
-            for name, (times, means) in series.items()}
+    return {
+        name: Signal(t_us=np.array(times, dtype=np.int64), values=np.array(means, dtype=np.float64))
+        for name, (times, means) in series.items()
+    }
 
 
 def _entry_name(i: int, entry: dict) -> str:
@@ -282,8 +303,15 @@ def _is_finite_number(x: object) -> bool:
 
 
 def _json_type(x: object) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean",
-            int: "number", float: "number", type(None): "null"}.get(type(x), type(x).__name__)
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }.get(type(x), type(x).__name__)
 
 
 def _quote(x: object, limit: int = 60) -> str:
@@ -348,10 +376,10 @@ def steering_at(bus: BusSignals, t_us: int, max_gap_ms: float = 100.0) -> Steer 
     if speed_signal is not None and len(speed_signal.t_us):
         sa, sb, speed_gap_us = _bracket(speed_signal.t_us, t_us)
         if speed_gap_us / 1000.0 <= max_gap_ms:
-            speed = _lerp(speed_signal.t_us, sa, sb, float(speed_signal.values[sa]),
-                          float(speed_signal.values[sb]), t_us)
-    return Steer(angle_deg=float(angle), speed_kmh=None if speed is None else float(speed),
-                 gap_ms=float(gap_ms))
+            speed = _lerp(
+                speed_signal.t_us, sa, sb, float(speed_signal.values[sa]), float(speed_signal.values[sb]), t_us
+            )
+    return Steer(angle_deg=float(angle), speed_kmh=None if speed is None else float(speed), gap_ms=float(gap_ms))
 
 
 def _bracket(times: np.ndarray, t: int) -> tuple[int, int, int]:

@@ -51,12 +51,12 @@ import cv2
 import numpy as np
 
 from mtl_data.errors import InputError, LayoutError
+from mtl_data.ingest.readers import read_file, read_image, read_json
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.schema import cityscapes_geometry as cg
 from mtl_data.schema import geometry as geo
 from mtl_data.schema.sample import IGNORE_INDEX, Det2D, Det3D, Sample, make_key
 from mtl_data.schema.taxonomy import CITYSCAPES_LABEL_IDS, class_map
-from mtl_data.ingest.readers import read_file, read_image, read_json
 
 SPLITS = ("train", "val", "test")
 #: native split folder -> output split (train_extra only with --train-extra).
@@ -76,17 +76,23 @@ SENSOR_KEYS = ("sensor_T_ISO_8855", "fx", "fy", "u0", "v0")
 OBJECT_KEYS = "2d.amodal, 3d.center, 3d.dimensions, 3d.rotation and label"
 #: the camera json and gtBbox3d sensor intrinsics of one frame may differ by this much (px)
 K_TOLERANCE_PX = 1e-3
-TREE = ("leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png plus any of "
-        "gtFine/, disparity/ with camera/, gtBbox3d/")
+TREE = (
+    "leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png plus any of "
+    "gtFine/, disparity/ with camera/, gtBbox3d/"
+)
 
 
 @dataclass(frozen=True)
 class CityscapesOptions:
     """Options of ``mtl-data ingest cityscapes``."""
 
-    train_extra: bool = field(default=False, metadata={
-        "help": "also convert leftImg8bit/train_extra (19,998 frames with coarse labels only: they get "
-                "depth from disparity and K, no seg) into the 'train' split"})
+    train_extra: bool = field(
+        default=False,
+        metadata={
+            "help": "also convert leftImg8bit/train_extra (19,998 frames with coarse labels only: they get "
+            "depth from disparity and K, no seg) into the 'train' split"
+        },
+    )
 
 
 @register_converter
@@ -126,13 +132,17 @@ class CityscapesConverter(Converter):
         splits = [s for s in self._native_splits() if (images / s).is_dir()]
         if not splits:
             found = sorted(p.name for p in images.iterdir() if p.is_dir())
-            extra = ("; train_extra is converted only with --train-extra" if "train_extra" in found else "")
-            raise LayoutError(f"{images}: no split folder to convert (expected {', '.join(self._native_splits())}; "
-                              f"found: {', '.join(found) or 'nothing'}; demoVideo is never converted){extra}")
+            extra = "; train_extra is converted only with --train-extra" if "train_extra" in found else ""
+            raise LayoutError(
+                f"{images}: no split folder to convert (expected {', '.join(self._native_splits())}; "
+                f"found: {', '.join(found) or 'nothing'}; demoVideo is never converted){extra}"
+            )
         for split in splits:
             if (root / "disparity" / split).is_dir() and not (root / "camera" / split).is_dir():
-                raise LayoutError(f"{root / 'camera' / split}: missing folder (disparity/{split} needs the camera "
-                                  f"json of each frame for its baseline and fx: the camera package)")
+                raise LayoutError(
+                    f"{root / 'camera' / split}: missing folder (disparity/{split} needs the camera "
+                    f"json of each frame for its baseline and fx: the camera package)"
+                )
         return splits
 
     def class_tables(self) -> dict[str, list[str]]:
@@ -171,10 +181,16 @@ class CityscapesConverter(Converter):
         paths = frame.paths
         match = _FRAME_ID.match(frame.id)
         if match is None or match["city"] != paths["image"].parent.name:
-            raise InputError(paths["image"], f"file name does not follow <city>_<seq>_<frame>_leftImg8bit.png "
-                             f"with the city of its folder ({paths['image'].parent.name!r})")
-        image = read_image(paths["image"], "leftImg8bit image missing for this frame (its labels exist)",
-                           "leftImg8bit image does not decode as an image (truncated or not a PNG?)")
+            raise InputError(
+                paths["image"],
+                f"file name does not follow <city>_<seq>_<frame>_leftImg8bit.png "
+                f"with the city of its folder ({paths['image'].parent.name!r})",
+            )
+        image = read_image(
+            paths["image"],
+            "leftImg8bit image missing for this frame (its labels exist)",
+            "leftImg8bit image does not decode as an image (truncated or not a PNG?)",
+        )
         h, w = image.shape[:2]
         notes: dict[str, int] = {}
 
@@ -190,8 +206,11 @@ class CityscapesConverter(Converter):
                 K = boxes_doc["K"]
             elif not np.allclose(K, boxes_doc["K"], rtol=0, atol=K_TOLERANCE_PX):
                 # the 2D boxes were drawn with the sensor block: both must describe the stored image
-                raise InputError(paths["boxes"], f"sensor intrinsics (fx, fy, u0, v0 = {_kvals(boxes_doc['K'])}) "
-                                 f"differ from the camera json {paths['camera'].name} ({_kvals(K)})")
+                raise InputError(
+                    paths["boxes"],
+                    f"sensor intrinsics (fx, fy, u0, v0 = {_kvals(boxes_doc['K'])}) "
+                    f"differ from the camera json {paths['camera'].name} ({_kvals(K)})",
+                )
 
         seg = self._seg(paths["label"], (h, w)) if "label" in paths else None
         depth = None
@@ -204,9 +223,20 @@ class CityscapesConverter(Converter):
             det2d, det3d = self._boxes(paths["boxes"], boxes_doc)
 
         return Sample(
-            key=make_key(self.name, frame.split, frame.id), source=self.name, split=frame.split,
-            id=frame.id, image=image, orig_size=(h, w), sequence=f"{match['city']}_{match['seq']}", K=K,
-            seg=seg, depth=depth, det2d=det2d, det3d=det3d, extra=extra, notes=notes,
+            key=make_key(self.name, frame.split, frame.id),
+            source=self.name,
+            split=frame.split,
+            id=frame.id,
+            image=image,
+            orig_size=(h, w),
+            sequence=f"{match['city']}_{match['seq']}",
+            K=K,
+            seg=seg,
+            depth=depth,
+            det2d=det2d,
+            det3d=det3d,
+            extra=extra,
+            notes=notes,
         )
 
     def _seg(self, path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -214,25 +244,32 @@ class CityscapesConverter(Converter):
         if label.dtype != np.uint8 or label.ndim != 2:
             raise InputError(path, f"labelIds PNG is {_describe(label)}; expected 8-bit single-channel label ids 0..33")
         if label.shape != size:
-            raise InputError(path, f"labelIds PNG is {label.shape[1]}x{label.shape[0]}, expected "
-                             f"{size[1]}x{size[0]} (the size of its leftImg8bit image)")
+            raise InputError(
+                path,
+                f"labelIds PNG is {label.shape[1]}x{label.shape[0]}, expected "
+                f"{size[1]}x{size[0]} (the size of its leftImg8bit image)",
+            )
         if label.max() >= len(CITYSCAPES_LABEL_IDS):
             counts = np.bincount(label.ravel(), minlength=256)
-            unknown = np.flatnonzero(counts[len(CITYSCAPES_LABEL_IDS):])
+            unknown = np.flatnonzero(counts[len(CITYSCAPES_LABEL_IDS) :])
             value = int(unknown[0]) + len(CITYSCAPES_LABEL_IDS)
             row, col = (int(v) for v in np.argwhere(label == value)[0])
             others = f" (and {unknown.size - 1} other unknown ids)" if unknown.size > 1 else ""
-            raise InputError(path, f"label id {value} ({int(counts[value])} px, first at row {row}, col {col}){others} "
-                             f"is not a Cityscapes label id (expected 0..{len(CITYSCAPES_LABEL_IDS) - 1}, "
-                             "cityscapesScripts helpers/labels.py)")
+            raise InputError(
+                path,
+                f"label id {value} ({int(counts[value])} px, first at row {row}, col {col}){others} "
+                f"is not a Cityscapes label id (expected 0..{len(CITYSCAPES_LABEL_IDS) - 1}, "
+                "cityscapesScripts helpers/labels.py)",
+            )
         return cv2.LUT(label, self.seg_lut)
 
     def _boxes(self, path: Path, doc: dict) -> tuple[Det2D, Det3D]:
         objects = doc["objects"]
         for i, obj in enumerate(objects):
             if obj["label"] not in self.det_classes.ids:
-                raise InputError(path, f"objects[{i}]: unknown label {obj['label']!r} (known: "
-                                 f"{', '.join(self.det_classes.ids)})")
+                raise InputError(
+                    path, f"objects[{i}]: unknown label {obj['label']!r} (known: {', '.join(self.det_classes.ids)})"
+                )
         ids = [self.det_classes.lookup(o["label"]) for o in objects]
         keep = np.array([i is not None for i in ids], dtype=bool)
         classes = np.array([i for i in ids if i is not None], dtype=np.int64)
@@ -241,9 +278,14 @@ class CityscapesConverter(Converter):
         amodal = np.array([o["amodal"] for o in objects], dtype=np.float64).reshape(-1, 4)
         # An object mapped to ignore (by a taxonomy file) becomes an ignore region of its full extent.
         ignore = np.concatenate([doc["ignore"], amodal[~keep]])
-        det2d = Det2D(boxes=modal[keep], classes=classes, ignore=ignore, amodal=amodal[keep],
-                      truncated=np.array([o["truncation"] for o, k in zip(objects, keep) if k], dtype=np.float64),
-                      native_class=names)
+        det2d = Det2D(
+            boxes=modal[keep],
+            classes=classes,
+            ignore=ignore,
+            amodal=amodal[keep],
+            truncated=np.array([o["truncation"] for o, k in zip(objects, keep) if k], dtype=np.float64),
+            native_class=names,
+        )
         kept = [o for o, k in zip(objects, keep) if k]
         boxes3d, rotation = cg.vehicle_boxes_to_optical(
             center=np.array([o["center"] for o in kept], dtype=np.float64).reshape(-1, 3),
@@ -256,6 +298,7 @@ class CityscapesConverter(Converter):
 
 
 # ---- readers (each raises InputError naming its file) -----------------------------------------------
+
 
 def _read_png(path: Path, what: str) -> np.ndarray:
     """The PNG's values as stored (8 or 16 bit, any channels)."""
@@ -274,8 +317,11 @@ def _describe(array: np.ndarray) -> str:
 
 def _numbers(value, count: int, path: Path, where: str) -> list[float]:
     """``count`` finite numbers of a JSON list, or an InputError naming ``where``."""
-    ok = (isinstance(value, list) and len(value) == count
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    ok = (
+        isinstance(value, list)
+        and len(value) == count
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
     if not ok or not np.all(np.isfinite(value)):
         raise InputError(path, f"{where}: expected {count} finite numbers, got {json.dumps(value)}")
     return [float(v) for v in value]
@@ -300,9 +346,12 @@ def _read_camera(path: Path, need_baseline: bool) -> dict:
     finite numbers, else None (the pose is optional: nothing else needs it).
     """
     if not path.is_file():
-        raise InputError(path, "camera json missing for this frame" + (
-            ": its disparity needs the baseline and fx" if need_baseline else ""),
-            hint="the camera package belongs with disparity")
+        raise InputError(
+            path,
+            "camera json missing for this frame"
+            + (": its disparity needs the baseline and fx" if need_baseline else ""),
+            hint="the camera package belongs with disparity",
+        )
     doc = read_json(path, "camera json", "camera json missing for this frame")
     intrinsic = doc.get("intrinsic") if isinstance(doc, dict) else None
     if not isinstance(intrinsic, dict):
@@ -319,7 +368,8 @@ def _read_camera(path: Path, need_baseline: bool) -> dict:
     extrinsic = doc.get("extrinsic")
     pose = [extrinsic.get(k) for k in POSE_KEYS] if isinstance(extrinsic, dict) else []
     numeric = len(pose) == len(POSE_KEYS) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in pose)
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in pose
+    )
     sensor_T = cg.extrinsic_to_sensor_T(*(float(v) for v in pose)) if numeric else None
     return {"K": K, "baseline": baseline, "sensor_T": sensor_T}
 
@@ -328,11 +378,17 @@ def _depth(path: Path, size: tuple[int, int], baseline: float, fx: float) -> tup
     """Quantized depth (metres, 0 = none) of a disparity PNG, and how many pixels were clipped."""
     values = _read_png(path, "disparity PNG")
     if values.dtype != np.uint16 or values.ndim != 2:
-        raise InputError(path, f"disparity PNG is {_describe(values)}; expected 16-bit single-channel "
-                         "(value = 256 x disparity + 1, 0 = invalid)")
+        raise InputError(
+            path,
+            f"disparity PNG is {_describe(values)}; expected 16-bit single-channel "
+            "(value = 256 x disparity + 1, 0 = invalid)",
+        )
     if values.shape != size:
-        raise InputError(path, f"disparity PNG is {values.shape[1]}x{values.shape[0]}, expected "
-                         f"{size[1]}x{size[0]} (the size of its leftImg8bit image)")
+        raise InputError(
+            path,
+            f"disparity PNG is {values.shape[1]}x{values.shape[0]}, expected "
+            f"{size[1]}x{size[0]} (the size of its leftImg8bit image)",
+        )
     # Depth of every possible PNG value, then one lookup per pixel (a third of the cost of
     # converting the 2M pixels of a frame one by one).
     table = cg.disparity_to_depth(cg.disparity_from_png(np.arange(1 << 16)), baseline, fx)
@@ -347,14 +403,21 @@ def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
         raise InputError(path, 'expected an object with "imgWidth", "imgHeight", "sensor" and an "objects" list')
     height, width = size
     if (doc.get("imgWidth"), doc.get("imgHeight")) != (width, height):
-        raise InputError(path, f"imgWidth x imgHeight is {doc.get('imgWidth')}x{doc.get('imgHeight')}, but its "
-                         f"leftImg8bit image is {width}x{height}")
+        raise InputError(
+            path,
+            f"imgWidth x imgHeight is {doc.get('imgWidth')}x{doc.get('imgHeight')}, but its "
+            f"leftImg8bit image is {width}x{height}",
+        )
     sensor = doc.get("sensor")
     if not isinstance(sensor, dict) or any(k not in sensor for k in SENSOR_KEYS):
-        lacks = "no 'sensor' block" if not isinstance(sensor, dict) else \
-            f"'sensor' lacks {', '.join(k for k in SENSOR_KEYS if k not in sensor)}"
-        raise InputError(path, f"{lacks} ({', '.join(SENSOR_KEYS)}): needed to bring the 3D boxes into the camera "
-                         "frame")
+        lacks = (
+            "no 'sensor' block"
+            if not isinstance(sensor, dict)
+            else f"'sensor' lacks {', '.join(k for k in SENSOR_KEYS if k not in sensor)}"
+        )
+        raise InputError(
+            path, f"{lacks} ({', '.join(SENSOR_KEYS)}): needed to bring the 3D boxes into the camera frame"
+        )
     T = sensor["sensor_T_ISO_8855"]
     if not (isinstance(T, list) and len(T) == 3):
         raise InputError(path, f"sensor.sensor_T_ISO_8855: expected 3 rows of 4 numbers, got {json.dumps(T)}")
@@ -366,16 +429,25 @@ def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
         where = f"objects[{i}]"
         if not isinstance(obj, dict):
             raise InputError(path, f"{where} is not an object")
-        what = f"{where} ({obj.get('label', 'no label')}" + (f", instanceId {obj['instanceId']})"
-                                                            if "instanceId" in obj else ")")
+        what = f"{where} ({obj.get('label', 'no label')}" + (
+            f", instanceId {obj['instanceId']})" if "instanceId" in obj else ")"
+        )
         two, three = obj.get("2d"), obj.get("3d")
-        lacks = [k for k, ok in (("2d", isinstance(two, dict) and "amodal" in two), ("3d", isinstance(three, dict)),
-                                 ("label", isinstance(obj.get("label"), str))) if not ok]
+        lacks = [
+            k
+            for k, ok in (
+                ("2d", isinstance(two, dict) and "amodal" in two),
+                ("3d", isinstance(three, dict)),
+                ("label", isinstance(obj.get("label"), str)),
+            )
+            if not ok
+        ]
         if not lacks:
             lacks = [f"3d.{k}" for k in ("center", "dimensions", "rotation") if k not in three]
         if lacks:
-            raise InputError(path, f"{what} lacks {', '.join(repr(k) for k in lacks)} "
-                             f"(each object needs {OBJECT_KEYS})")
+            raise InputError(
+                path, f"{what} lacks {', '.join(repr(k) for k in lacks)} (each object needs {OBJECT_KEYS})"
+            )
         if three.get("format", "CRS_ISO8855") != "CRS_ISO8855":
             raise InputError(path, f"{what}: 3d.format {three['format']!r} is not supported (expected CRS_ISO8855)")
         amodal = _numbers(two["amodal"], 4, path, f"{where}.2d.amodal")
@@ -386,13 +458,22 @@ def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
         if min(dims) <= 0:
             raise InputError(path, f"{where}.3d.dimensions {dims}: every size must be positive")
         if not 0.5 < np.linalg.norm(quat) < 2.0:
-            raise InputError(path, f"{where}.3d.rotation {quat}: not a rotation quaternion [w, x, y, z] (norm "
-                             f"{np.linalg.norm(quat):.3g})")
+            raise InputError(
+                path,
+                f"{where}.3d.rotation {quat}: not a rotation quaternion [w, x, y, z] (norm {np.linalg.norm(quat):.3g})",
+            )
         truncation = obj.get("truncation", 0.0)
-        objects.append({"label": obj["label"], "modal": _xywh_to_xyxy(modal), "amodal": _xywh_to_xyxy(amodal),
-                        "center": _numbers(three["center"], 3, path, f"{where}.3d.center"),
-                        "dimensions": dims, "rotation": quat,
-                        "truncation": _numbers([truncation], 1, path, f"{where}.truncation")[0]})
+        objects.append(
+            {
+                "label": obj["label"],
+                "modal": _xywh_to_xyxy(modal),
+                "amodal": _xywh_to_xyxy(amodal),
+                "center": _numbers(three["center"], 3, path, f"{where}.3d.center"),
+                "dimensions": dims,
+                "rotation": quat,
+                "truncation": _numbers([truncation], 1, path, f"{where}.truncation")[0],
+            }
+        )
     ignore = []
     entries = doc.get("ignore", [])  # optional, as in cityscapesScripts' Annotation loader
     if not isinstance(entries, list):
@@ -400,8 +481,7 @@ def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
     for i, entry in enumerate(entries):
         box = entry.get("2d") if isinstance(entry, dict) else None
         ignore.append(_xywh_to_xyxy(_numbers(box, 4, path, f"ignore[{i}].2d")))
-    return {"objects": objects, "ignore": np.array(ignore, dtype=np.float64).reshape(-1, 4),
-            "sensor_T": T, "K": K}
+    return {"objects": objects, "ignore": np.array(ignore, dtype=np.float64).reshape(-1, 4), "sensor_T": T, "K": K}
 
 
 def _xywh_to_xyxy(box: list[float]) -> list[float]:

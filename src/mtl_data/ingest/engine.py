@@ -39,9 +39,9 @@ import pyarrow.parquet as pq
 from mtl_data import __version__
 from mtl_data.errors import InputError, MtlDataError
 from mtl_data.files import write_atomic
-from mtl_data.procs import tune_worker_process
 from mtl_data.ingest.registry import Converter, Frame
 from mtl_data.ingest.resize import resize_sample
+from mtl_data.procs import tune_worker_process
 from mtl_data.schema.sample import TASKS
 from mtl_data.schema.validate import SPLITS, validate
 from mtl_data.shards.codec import encode_sample
@@ -66,22 +66,22 @@ class ShardSize:
         m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(text))
         unit = m.group(2).upper() if m else None
         if not m or unit not in _SIZE_UNITS or int(m.group(1)) <= 0:
-            raise MtlDataError(f"--shard-size {text!r}: expected a sample count (1000) or a size "
-                               f"(256MB, 1GB, 512MiB)")
+            raise MtlDataError(f"--shard-size {text!r}: expected a sample count (1000) or a size (256MB, 1GB, 512MiB)")
         n = int(m.group(1))
         return cls(count=n) if _SIZE_UNITS[unit] is None else cls(bytes=n * _SIZE_UNITS[unit])
 
     def full(self, writer: TarShardWriter) -> bool:
         return (self.count is not None and writer.count >= self.count) or (
-            self.bytes is not None and writer.size >= self.bytes)
+            self.bytes is not None and writer.size >= self.bytes
+        )
 
 
 @dataclass(frozen=True)
 class IngestOptions:
     """Options common to every converter (``mtl-data ingest DATASET --help``)."""
 
-    splits: tuple[str, ...] | None = None     # None = every split present
-    limit: int | None = None                  # at most this many frames per split
+    splits: tuple[str, ...] | None = None  # None = every split present
+    limit: int | None = None  # at most this many frames per split
     image_format: str = "jpg"
     jpeg_quality: int = 95
     max_side: int | None = None
@@ -92,8 +92,13 @@ class IngestOptions:
 
     def output_fields(self) -> dict:
         """The options that change the bytes of a split's output (not workers, splits, ...)."""
-        return {"limit": self.limit, "image_format": self.image_format, "jpeg_quality": self.jpeg_quality,
-                "max_side": self.max_side, "shard_size": asdict(self.shard_size)}
+        return {
+            "limit": self.limit,
+            "image_format": self.image_format,
+            "jpeg_quality": self.jpeg_quality,
+            "max_side": self.max_side,
+            "shard_size": asdict(self.shard_size),
+        }
 
 
 @dataclass
@@ -102,8 +107,8 @@ class SplitPlan:
 
     split: str
     frames: list[Frame]
-    status: str = "todo"      # todo | resume | complete
-    start: int = 0            # first frame index still to convert
+    status: str = "todo"  # todo | resume | complete
+    start: int = 0  # first frame index still to convert
     next_shard: int = 0
 
 
@@ -135,6 +140,7 @@ class FrameResult:
 
 # ---- planning ---------------------------------------------------------------------------------
 
+
 def plan_ingest(converter: Converter, out_root: Path, options: IngestOptions) -> Plan:
     """Check the layout, list frames, and compare with what ``out_root`` already holds.
 
@@ -145,9 +151,13 @@ def plan_ingest(converter: Converter, out_root: Path, options: IngestOptions) ->
     """
     converter.check_layout()
     out_dir = Path(out_root) / converter.name
-    fingerprint = {"converter": converter.name, "root": str(converter.root.resolve()),
-                   "taxonomy": converter.taxonomy, "converter_options": converter.options_dict(),
-                   "options": options.output_fields()}
+    fingerprint = {
+        "converter": converter.name,
+        "root": str(converter.root.resolve()),
+        "taxonomy": converter.taxonomy,
+        "converter_options": converter.options_dict(),
+        "options": options.output_fields(),
+    }
     by_split: dict[str, list[Frame]] = collections.defaultdict(list)
     for frame in converter.frames():
         by_split[frame.split].append(frame)
@@ -164,15 +174,19 @@ def plan_ingest(converter: Converter, out_root: Path, options: IngestOptions) ->
         # Rebuilding some splits with new options must not leave others built with the old ones.
         others = sorted(set((done or {}).get("splits", {})) - set(wanted), key=SPLITS.index)
         if done and done["fingerprint"] != fingerprint and others:
-            raise MtlDataError(f"{out_dir}: splits {', '.join(others)} were built with other options "
-                               f"({'; '.join(_diff(done['fingerprint'], fingerprint))}); rebuild them too "
-                               f"(drop --split) or write to another --to folder")
+            raise MtlDataError(
+                f"{out_dir}: splits {', '.join(others)} were built with other options "
+                f"({'; '.join(_diff(done['fingerprint'], fingerprint))}); rebuild them too "
+                f"(drop --split) or write to another --to folder"
+            )
     else:
         for prev, verb in ((done, "was built"), (running, "is being built (interrupted run)")):
             if prev and prev["fingerprint"] != fingerprint:
-                raise MtlDataError(f"{out_dir} {verb} with different options "
-                                   f"({'; '.join(_diff(prev['fingerprint'], fingerprint))}); re-run with "
-                                   f"the same options, or pass --overwrite to rebuild")
+                raise MtlDataError(
+                    f"{out_dir} {verb} with different options "
+                    f"({'; '.join(_diff(prev['fingerprint'], fingerprint))}); re-run with "
+                    f"the same options, or pass --overwrite to rebuild"
+                )
         for sp in plans:
             if done and sp.split in done["splits"]:
                 sp.status = "complete"
@@ -223,6 +237,7 @@ def _write_json(path: Path, obj, **kwargs) -> None:
 
 # ---- conversion (runs in workers) -------------------------------------------------------------
 
+
 def process_frame(converter: Converter, options: IngestOptions, frame: Frame) -> FrameResult:
     """Convert, resize, validate and encode one frame. Bad input becomes a rejected result."""
     try:
@@ -250,8 +265,9 @@ def _work(frames: list[Frame]) -> list[FrameResult]:
     return [process_frame(*_WORKER, frame) for frame in frames]
 
 
-def _ordered_results(converter: Converter, options: IngestOptions, frames: list[Frame],
-                     pool: ProcessPoolExecutor | None) -> Iterator[FrameResult]:
+def _ordered_results(
+    converter: Converter, options: IngestOptions, frames: list[Frame], pool: ProcessPoolExecutor | None
+) -> Iterator[FrameResult]:
     """Results in frame order; at most a few tasks per worker in flight, so memory stays bounded.
 
     A task is ``converter.frames_per_task`` consecutive frames.
@@ -261,7 +277,7 @@ def _ordered_results(converter: Converter, options: IngestOptions, frames: list[
             yield process_frame(converter, options, frame)
         return
     size = max(1, converter.frames_per_task)
-    tasks = (frames[i:i + size] for i in range(0, len(frames), size))
+    tasks = (frames[i : i + size] for i in range(0, len(frames), size))
     window = collections.deque()
     for task in tasks:
         window.append(pool.submit(_work, task))
@@ -276,6 +292,7 @@ def _ordered_results(converter: Converter, options: IngestOptions, frames: list[
 
 
 # ---- writing ----------------------------------------------------------------------------------
+
 
 def run_ingest(plan: Plan, progress: Callable[[int], None] | None = None) -> dict:
     """Execute a plan; returns the ``ingest.json`` content.
@@ -301,8 +318,12 @@ def run_ingest(plan: Plan, progress: Callable[[int], None] | None = None) -> dic
     started = time.time()
     pool = None
     if options.workers > 1 and plan.remaining:
-        pool = ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(plan.converter, options))
+        pool = ProcessPoolExecutor(
+            options.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(plan.converter, options),
+        )
     try:
         for sp in todo:
             if not (state / f"{sp.split}.done").exists():
@@ -335,35 +356,44 @@ def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
     def flush(frames_end: int) -> None:
         nonlocal index, writer, rows, rejects, notes
         name = _shard_name(sp.split, index)
-        side = {"shard": None if writer is None else f"{source_dir}/{name}.tar",
-                "shard_file": f"{name}.tar", "frames_end": frames_end, "rows": rows, "rejects": rejects,
-                "notes": dict(notes)}
+        side = {
+            "shard": None if writer is None else f"{source_dir}/{name}.tar",
+            "shard_file": f"{name}.tar",
+            "frames_end": frames_end,
+            "rows": rows,
+            "rejects": rejects,
+            "notes": dict(notes),
+        }
         _write_json(state / f"{name}.json", side)  # the sidecar first: a tar never exists without it
         if writer is not None:
             writer.commit()
         index, writer, rows, rejects, notes = index + 1, None, [], [], collections.Counter()
 
-    frames = sp.frames[sp.start:]
+    frames = sp.frames[sp.start :]
     try:
         for i, result in enumerate(_ordered_results(plan.converter, options, frames, pool), start=sp.start):
             if result.error is not None:
                 if options.on_error == "fail":
                     raise result.error
                 err = result.error
-                rejects.append({"split": sp.split, "id": result.frame_id, "path": err.path, "line": err.line,
-                                "error": err.message})
+                rejects.append(
+                    {"split": sp.split, "id": result.frame_id, "path": err.path, "line": err.line, "error": err.message}
+                )
             else:
                 if result.key in seen:
-                    raise MtlDataError(f"{plan.converter.root}: two frames give the key {result.key!r} "
-                                       f"(keys keep only [A-Za-z0-9_-]); rename one of them")
+                    raise MtlDataError(
+                        f"{plan.converter.root}: two frames give the key {result.key!r} "
+                        f"(keys keep only [A-Za-z0-9_-]); rename one of them"
+                    )
                 seen.add(result.key)
                 notes.update(result.notes)
                 if writer is None:
                     name = _shard_name(sp.split, index)
                     writer = TarShardWriter(state / f"{name}.tar.part", out_dir / f"{name}.tar")
                 position, offset = writer.add(result.key, result.members)
-                result.row.update(shard=f"{source_dir}/{_shard_name(sp.split, index)}.tar",
-                                  position=position, offset=offset)
+                result.row.update(
+                    shard=f"{source_dir}/{_shard_name(sp.split, index)}.tar", position=position, offset=offset
+                )
                 rows.append(result.row)
                 if options.shard_size.full(writer):
                     flush(i + 1)
@@ -422,10 +452,15 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
     write_atomic(out_dir / "rejects.jsonl", "".join(json.dumps(r) + "\n" for r in rejects))
     write_table(pa.concat_tables(tables), out_dir / MANIFEST_NAME)
     report = {
-        "tool": "mtl-data", "version": __version__, "source": plan.converter.name,
-        "root": str(plan.converter.root.resolve()), "fingerprint": plan.fingerprint,
-        "splits": splits, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "elapsed_s": round(elapsed, 3), "workers": plan.options.workers,
+        "tool": "mtl-data",
+        "version": __version__,
+        "source": plan.converter.name,
+        "root": str(plan.converter.root.resolve()),
+        "fingerprint": plan.fingerprint,
+        "splits": splits,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "elapsed_s": round(elapsed, 3),
+        "workers": plan.options.workers,
     }
     _write_json(out_dir / "ingest.json", report, indent=1)
     shutil.rmtree(state, ignore_errors=True)

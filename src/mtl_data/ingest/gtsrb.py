@@ -51,21 +51,23 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from mtl_data.errors import InputError, LayoutError
+from mtl_data.ingest.readers import decode_or_raise
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import hash_fraction
 from mtl_data.schema.parsing import parse_numbers
 from mtl_data.schema.sample import Sample, Sign, make_key
 from mtl_data.schema.taxonomy import SIGN_CLASSES
-from mtl_data.ingest.readers import decode_or_raise
 
 NUMBER_COLUMNS = ("Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")
 IMAGE_SUFFIXES = (".ppm", ".png")
-_TRAIN_STEM = re.compile(r"^(\d{5})_(\d{5})$")               # official: <track>_<index>
+_TRAIN_STEM = re.compile(r"^(\d{5})_(\d{5})$")  # official: <track>_<index>
 _KAGGLE_TRAIN_STEM = re.compile(r"^(\d{5})_(\d{5})_(\d{5})$")  # Kaggle: <class>_<track>_<index>
 _TEST_STEM = re.compile(r"^\d{5}$")
 _CLASS_DIR = re.compile(r"^\d{5}$")
-EXPECTED_TREE = ("GTSRB/Final_Training/Images/<class>/GT-<class>.csv and/or GTSRB/Final_Test/Images/ "
-                 "(official), or Train.csv + Train/, Test.csv + Test/ (Kaggle)")
+EXPECTED_TREE = (
+    "GTSRB/Final_Training/Images/<class>/GT-<class>.csv and/or GTSRB/Final_Test/Images/ "
+    "(official), or Train.csv + Train/, Test.csv + Test/ (Kaggle)"
+)
 
 
 @dataclass(frozen=True)
@@ -149,13 +151,18 @@ class CsvRow:
 class GtsrbOptions:
     """Options of ``mtl-data ingest gtsrb``."""
 
-    val_fraction: float = field(default=0.0, metadata={
-        "range": (0.0, 1.0),
-        "help": "fraction of each class's tracks moved to 'val': round(f x tracks) whole tracks per class "
-                "(at least one, never all), those with the lowest hash of their id"})
+    val_fraction: float = field(
+        default=0.0,
+        metadata={
+            "range": (0.0, 1.0),
+            "help": "fraction of each class's tracks moved to 'val': round(f x tracks) whole tracks per class "
+            "(at least one, never all), those with the lowest hash of their id",
+        },
+    )
 
 
 # ---- CSV reading ----------------------------------------------------------------------------------
+
 
 def _read_lines(path: Path, what: str) -> list[str]:
     """The lines of a CSV (CRLF or LF, a UTF-8 byte-order mark dropped)."""
@@ -206,22 +213,28 @@ def parse_rows(table: CsvTable, root: Path) -> dict[str, CsvRow]:
             continue
         fields = tuple(f.strip() for f in line.split(d))
         if len(fields) != width:
-            error = (f"expected {width} {d!r}-separated fields ({lines[0].strip()}), "
-                     f"found {len(fields)}: {line.strip()!r}")
+            error = (
+                f"expected {width} {d!r}-separated fields ({lines[0].strip()}), found {len(fields)}: {line.strip()!r}"
+            )
             rows[f"{table.tag}_line{lineno}"] = CsvRow(lineno, fields, error=error)
             continue
         name = fields[table.columns[spec.name_column]]
         frame_id, row = _resolve(table, root, lineno, fields, name)
         if frame_id in rows:
-            frame_id, row = f"{table.tag}_line{lineno}", CsvRow(
-                lineno, fields, image=row.image,
-                error=f"{spec.name_column} {name!r} is listed again (first on line {rows[frame_id].line})")
+            frame_id, row = (
+                f"{table.tag}_line{lineno}",
+                CsvRow(
+                    lineno,
+                    fields,
+                    image=row.image,
+                    error=f"{spec.name_column} {name!r} is listed again (first on line {rows[frame_id].line})",
+                ),
+            )
         rows[frame_id] = row
     return rows
 
 
-def _resolve(table: CsvTable, root: Path, lineno: int, fields: tuple[str, ...],
-             name: str) -> tuple[str, CsvRow]:
+def _resolve(table: CsvTable, root: Path, lineno: int, fields: tuple[str, ...], name: str) -> tuple[str, CsvRow]:
     """Frame id and row for the image a CSV row names."""
     col = table.spec.name_column
     fallback = f"{table.tag}_line{lineno}"
@@ -235,19 +248,25 @@ def _resolve(table: CsvTable, root: Path, lineno: int, fields: tuple[str, ...],
             return stem, CsvRow(lineno, fields, image=table.image_dir / name)
         m = _TRAIN_STEM.match(stem)
         if not m:
-            return fallback, CsvRow(lineno, fields, error=f"{col} {name!r}: expected <track 5 digits>_<index "
-                                                          f"5 digits>.ppm")
+            return fallback, CsvRow(
+                lineno, fields, error=f"{col} {name!r}: expected <track 5 digits>_<index 5 digits>.ppm"
+            )
         return f"{table.class_dir}_{stem}", CsvRow(
-            lineno, fields, image=table.image_dir / name, class_id=int(table.class_dir),
-            track=f"{table.class_dir}_{m.group(1)}")
+            lineno,
+            fields,
+            image=table.image_dir / name,
+            class_id=int(table.class_dir),
+            track=f"{table.class_dir}_{m.group(1)}",
+        )
 
     # Kaggle: resolved by the trailing components, whatever prefix the path carries
     parts = PurePosixPath(name.replace("\\", "/")).parts
     need = 3 if table.kaggle_dir == "Train" else 2
     shape = "Train/<class>/<class 5>_<track 5>_<index 5>.png" if need == 3 else "Test/<5 digits>.png"
     if len(parts) < need or parts[-need] != table.kaggle_dir:
-        return fallback, CsvRow(lineno, fields, error=f"{col} {name!r} does not end in {shape} "
-                                                      f"(a prefix such as /code/ is fine)")
+        return fallback, CsvRow(
+            lineno, fields, error=f"{col} {name!r} does not end in {shape} (a prefix such as /code/ is fine)"
+        )
     image = root.joinpath(*parts[-need:])
     stem = PurePosixPath(parts[-1]).stem
     if need == 2:
@@ -257,12 +276,14 @@ def _resolve(table: CsvTable, root: Path, lineno: int, fields: tuple[str, ...],
     m = _KAGGLE_TRAIN_STEM.match(stem)
     folder = parts[-2]
     if not m or not folder.isdigit() or int(folder) != int(m.group(1)):
-        return fallback, CsvRow(lineno, fields, error=f"{col} {name!r} does not end in {shape} "
-                                                      f"with the same class in folder and file name")
+        return fallback, CsvRow(
+            lineno, fields, error=f"{col} {name!r} does not end in {shape} with the same class in folder and file name"
+        )
     return stem, CsvRow(lineno, fields, image=image, class_id=int(folder), track=f"{m.group(1)}_{m.group(2)}")
 
 
 # ---- the converter -----------------------------------------------------------------------------
+
 
 @register_converter
 class GtsrbConverter(Converter):
@@ -298,10 +319,13 @@ class GtsrbConverter(Converter):
             raise LayoutError(f"{root}: not a folder (expected the GTSRB root holding {EXPECTED_TREE})")
         official = (root / "GTSRB").is_dir()
         kaggle = any((root / n).is_file() for n in ("Train.csv", "Test.csv")) or (
-            (root / "Train").is_dir() and (root / "Test").is_dir())
+            (root / "Train").is_dir() and (root / "Test").is_dir()
+        )
         if official and kaggle:
-            raise LayoutError(f"{root}: holds both the official layout (GTSRB/) and the Kaggle one "
-                              f"(Train.csv, Test.csv); RAW_ROOT must hold one of them (they list the same images)")
+            raise LayoutError(
+                f"{root}: holds both the official layout (GTSRB/) and the Kaggle one "
+                f"(Train.csv, Test.csv); RAW_ROOT must hold one of them (they list the same images)"
+            )
         if official:
             return self._official_tables()
         if kaggle:
@@ -323,31 +347,39 @@ class GtsrbConverter(Converter):
         gtsrb = self.root / "GTSRB"
         train_dir, test_dir = gtsrb / "Final_Training" / "Images", gtsrb / "Final_Test" / "Images"
         if not train_dir.is_dir() and not test_dir.is_dir():
-            raise LayoutError(f"{gtsrb}: neither Final_Training/Images/ nor Final_Test/Images/ found "
-                              f"(expected {EXPECTED_TREE})")
+            raise LayoutError(
+                f"{gtsrb}: neither Final_Training/Images/ nor Final_Test/Images/ found (expected {EXPECTED_TREE})"
+            )
         tables = []
         if train_dir.is_dir():
             class_dirs = sorted(p for p in train_dir.iterdir() if p.is_dir() and _CLASS_DIR.match(p.name))
             if not class_dirs:
-                raise LayoutError(f"{train_dir}: no class folder (expected 00000/ .. 00042/, each with "
-                                  f"its GT-<class>.csv and images)")
+                raise LayoutError(
+                    f"{train_dir}: no class folder (expected 00000/ .. 00042/, each with its GT-<class>.csv and images)"
+                )
             for folder in class_dirs:
                 csv = folder / f"GT-{folder.name}.csv"
                 if not csv.is_file():
-                    raise LayoutError(f"{csv}: missing (every class folder holds its GT-<class>.csv with "
-                                      f"the header {OFFICIAL.header!r})")
-                tables.append(CsvTable("train", csv, OFFICIAL, check_header(csv, OFFICIAL), folder,
-                                       class_dir=folder.name))
+                    raise LayoutError(
+                        f"{csv}: missing (every class folder holds its GT-<class>.csv with "
+                        f"the header {OFFICIAL.header!r})"
+                    )
+                tables.append(
+                    CsvTable("train", csv, OFFICIAL, check_header(csv, OFFICIAL), folder, class_dir=folder.name)
+                )
         if test_dir.is_dir():
-            labelled = [p for p in (self.root / "GT-final_test.csv", gtsrb / "Final_Test" / "GT-final_test.csv")
-                        if p.is_file()]
+            labelled = [
+                p for p in (self.root / "GT-final_test.csv", gtsrb / "Final_Test" / "GT-final_test.csv") if p.is_file()
+            ]
             if labelled:
                 csv, spec = labelled[0], OFFICIAL
             else:
                 csv, spec = test_dir / "GT-final_test.test.csv", OFFICIAL_UNLABELLED
                 if not csv.is_file():
-                    raise LayoutError(f"{csv}: missing (expected it, or {self.root / 'GT-final_test.csv'} with "
-                                      f"ClassId, to list the images of {test_dir})")
+                    raise LayoutError(
+                        f"{csv}: missing (expected it, or {self.root / 'GT-final_test.csv'} with "
+                        f"ClassId, to list the images of {test_dir})"
+                    )
             tables.append(CsvTable("test", csv, spec, check_header(csv, spec), test_dir))
         return tables
 
@@ -356,14 +388,14 @@ class GtsrbConverter(Converter):
         for folder, split in (("Train", "train"), ("Test", "test")):
             csv, images = self.root / f"{folder}.csv", self.root / folder
             if csv.is_file() and not images.is_dir():
-                raise LayoutError(f"{images}: missing folder ({csv.name} lists its images; expected "
-                                  f"{EXPECTED_TREE})")
+                raise LayoutError(f"{images}: missing folder ({csv.name} lists its images; expected {EXPECTED_TREE})")
             if images.is_dir() and not csv.is_file():
-                raise LayoutError(f"{csv}: missing ({folder}/ exists; the CSV gives each image's size, ROI "
-                                  f"and class, with the header {KAGGLE.header!r})")
+                raise LayoutError(
+                    f"{csv}: missing ({folder}/ exists; the CSV gives each image's size, ROI "
+                    f"and class, with the header {KAGGLE.header!r})"
+                )
             if csv.is_file():
-                tables.append(CsvTable(split, csv, KAGGLE, check_header(csv, KAGGLE), self.root,
-                                       kaggle_dir=folder))
+                tables.append(CsvTable(split, csv, KAGGLE, check_header(csv, KAGGLE), self.root, kaggle_dir=folder))
         return tables
 
     def _rows(self, table: CsvTable) -> dict[str, CsvRow]:
@@ -409,8 +441,12 @@ class GtsrbConverter(Converter):
             folders = sorted(p for p in (self.root / "Train").iterdir() if p.is_dir())
         else:
             folders = [table.image_dir if table.kaggle_dir is None else self.root / table.kaggle_dir]
-        return [p for folder in folders for p in sorted(folder.iterdir())
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        return [
+            p
+            for folder in folders
+            for p in sorted(folder.iterdir())
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        ]
 
     @staticmethod
     def _orphan_id(table: CsvTable, image: Path) -> str:
@@ -444,8 +480,10 @@ class GtsrbConverter(Converter):
         table = self._table(frame.paths["csv"])
         row = self._rows(table).get(frame.id)
         if row is None:
-            raise InputError(frame.paths["image"], f"not listed in {table.csv} (every image needs a row with "
-                                                   f"its size, ROI and class)")
+            raise InputError(
+                frame.paths["image"],
+                f"not listed in {table.csv} (every image needs a row with its size, ROI and class)",
+            )
         if row.error is not None:
             raise InputError(table.csv, row.error, line=row.line)
         width, height, roi, class_id = self._values(table, row)
@@ -454,25 +492,38 @@ class GtsrbConverter(Converter):
             data = row.image.read_bytes()
         except FileNotFoundError:
             name = row.fields[table.columns[table.spec.name_column]]
-            raise InputError(table.csv, f"{table.spec.name_column} {name!r}: image {row.image} is missing",
-                             line=row.line) from None
+            raise InputError(
+                table.csv, f"{table.spec.name_column} {name!r}: image {row.image} is missing", line=row.line
+            ) from None
         except OSError as exc:
             raise InputError(row.image, f"cannot read the image: {exc.strerror}") from None
         image = decode_or_raise(data, row.image, "does not decode as an image (truncated, or not a PPM/PNG?)")
         h, w = image.shape[:2]
         if (w, h) != (width, height):
-            raise InputError(table.csv, f"Width/Height say {width}x{height} but {row.image.name} is {w}x{h} "
-                             f"(a resized copy? the ROI refers to the original size)", line=row.line)
+            raise InputError(
+                table.csv,
+                f"Width/Height say {width}x{height} but {row.image.name} is {w}x{h} "
+                f"(a resized copy? the ROI refers to the original size)",
+                line=row.line,
+            )
         x1, y1, x2, y2 = roi
         # Lenient by one pixel at the far edges: inclusive indices should stop at w - 1.
         if not (0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h):
-            raise InputError(table.csv, f"ROI [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is not an ordered box inside "
-                             f"the {w}x{h} image (expected 0 <= Roi.X1 <= Roi.X2 <= Width, same for Y)",
-                             line=row.line)
+            raise InputError(
+                table.csv,
+                f"ROI [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is not an ordered box inside "
+                f"the {w}x{h} image (expected 0 <= Roi.X1 <= Roi.X2 <= Width, same for Y)",
+                line=row.line,
+            )
 
         return Sample(
-            key=make_key(self.name, frame.split, frame.id), source=self.name, split=frame.split,
-            id=frame.id, image=image, orig_size=(h, w), sequence=row.track,
+            key=make_key(self.name, frame.split, frame.id),
+            source=self.name,
+            split=frame.split,
+            id=frame.id,
+            image=image,
+            orig_size=(h, w),
+            sequence=row.track,
             sign=None if class_id is None else Sign(class_id, roi),
         )
 
@@ -494,9 +545,15 @@ class GtsrbConverter(Converter):
             return width, height, roi, None
         class_id = int(values[6])
         if not 0 <= class_id < len(SIGN_CLASSES):
-            raise InputError(table.csv, f"ClassId {class_id} is outside 0..{len(SIGN_CLASSES) - 1} "
-                             f"(GTSRB's {len(SIGN_CLASSES)} classes)", line=row.line)
+            raise InputError(
+                table.csv,
+                f"ClassId {class_id} is outside 0..{len(SIGN_CLASSES) - 1} (GTSRB's {len(SIGN_CLASSES)} classes)",
+                line=row.line,
+            )
         if row.class_id is not None and class_id != row.class_id:
-            raise InputError(table.csv, f"ClassId {class_id} but the image is filed under class "
-                             f"{row.class_id} ({row.image.parent.name}/)", line=row.line)
+            raise InputError(
+                table.csv,
+                f"ClassId {class_id} but the image is filed under class {row.class_id} ({row.image.parent.name}/)",
+                line=row.line,
+            )
         return width, height, roi, class_id

@@ -35,14 +35,14 @@ import numpy as np
 
 from mtl_data.errors import InputError
 from mtl_data.ingest.layout import SplitLayout, check_split_layout, list_stems
+from mtl_data.ingest.readers import read_image, read_text
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import is_val
 from mtl_data.schema import geometry as geo
-from mtl_data.schema.parsing import parse_numbers
 from mtl_data.schema.kitti_calib import kitti_label_to_box3d, parse_kitti_calib, split_projection, velo_to_optical
+from mtl_data.schema.parsing import parse_numbers
 from mtl_data.schema.sample import Det2D, Det3D, Sample, make_key
 from mtl_data.schema.taxonomy import DET_TABLES, det_class_map
-from mtl_data.ingest.readers import read_image, read_text
 
 LAYOUT = {
     "training": SplitLayout(required=("image_2", "label_2", "calib"), optional=("velodyne",)),
@@ -52,8 +52,23 @@ OUTPUT_SPLIT = {"training": "train", "testing": "test"}
 _MISSING = "{} missing for this frame (other files of the frame exist)"
 
 #: label_2 field names, in file order (the 16th, ``score``, exists only in result files).
-LABEL_FIELDS = ("type", "truncated", "occluded", "alpha", "left", "top", "right", "bottom",
-                "height", "width", "length", "x", "y", "z", "rotation_y")
+LABEL_FIELDS = (
+    "type",
+    "truncated",
+    "occluded",
+    "alpha",
+    "left",
+    "top",
+    "right",
+    "bottom",
+    "height",
+    "width",
+    "length",
+    "x",
+    "y",
+    "z",
+    "rotation_y",
+)
 
 
 @dataclass(frozen=True)
@@ -86,11 +101,15 @@ def parse_kitti_label(text: str, path: str | Path = "<label>") -> KittiLabels:
         if not fields:
             continue
         if len(fields) not in (15, 16):
-            raise InputError(path, f"expected 15 space-separated fields ({' '.join(LABEL_FIELDS)}), "
-                             f"found {len(fields)}: {line.strip()!r}", line=lineno)
+            raise InputError(
+                path,
+                f"expected 15 space-separated fields ({' '.join(LABEL_FIELDS)}), found {len(fields)}: {line.strip()!r}",
+                line=lineno,
+            )
         if fields[0] not in known:
-            raise InputError(path, f"unknown object type {fields[0]!r} (expected one of {', '.join(known)})",
-                             line=lineno)
+            raise InputError(
+                path, f"unknown object type {fields[0]!r} (expected one of {', '.join(known)})", line=lineno
+            )
         names = [f"field {i} ({name})" for i, name in enumerate(LABEL_FIELDS[1:], start=2)]
         rows.append(parse_numbers(fields[1:15], path, lineno, names))
         types.append(fields[0])
@@ -106,24 +125,32 @@ def read_velodyne(path: Path) -> np.ndarray:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(path, "velodyne scan missing for this frame",
-                         hint="every frame needs a .bin when the velodyne/ folder exists") from None
+        raise InputError(
+            path,
+            "velodyne scan missing for this frame",
+            hint="every frame needs a .bin when the velodyne/ folder exists",
+        ) from None
     if len(data) % 16:
-        raise InputError(path, f"size {len(data)} bytes is not a multiple of 16 (4 float32 per point): "
-                         "truncated file?", hint="re-extract data_object_velodyne.zip")
+        raise InputError(
+            path,
+            f"size {len(data)} bytes is not a multiple of 16 (4 float32 per point): truncated file?",
+            hint="re-extract data_object_velodyne.zip",
+        )
     return np.frombuffer(data, dtype="<f4").reshape(-1, 4)
-
-
 
 
 @dataclass(frozen=True)
 class KittiOptions:
     """Options of ``mtl-data ingest kitti``."""
 
-    val_fraction: float = field(default=0.0, metadata={
-        "range": (0.0, 1.0),
-        "help": "fraction of training frame ids moved to a 'val' split (hashed on the frame id: "
-                "deterministic, and stable when frames are added)"})
+    val_fraction: float = field(
+        default=0.0,
+        metadata={
+            "range": (0.0, 1.0),
+            "help": "fraction of training frame ids moved to a 'val' split (hashed on the frame id: "
+            "deterministic, and stable when frames are added)",
+        },
+    )
 
 
 @register_converter
@@ -163,15 +190,22 @@ class KittiConverter(Converter):
 
     def convert(self, frame: Frame) -> Sample:
         paths = frame.paths
-        image = read_image(paths["image"], "image missing for this frame (its calib/label exist)",
-                           "does not decode as an image (truncated or not a PNG?)")
+        image = read_image(
+            paths["image"],
+            "image missing for this frame (its calib/label exist)",
+            "does not decode as an image (truncated or not a PNG?)",
+        )
         h, w = image.shape[:2]
-        calib = parse_kitti_calib(read_text(paths["calib"], "calib file", _MISSING.format("calib file")), paths["calib"])
+        calib = parse_kitti_calib(
+            read_text(paths["calib"], "calib file", _MISSING.format("calib file")), paths["calib"]
+        )
         K, t = split_projection(calib.P2)
 
         det2d = det3d = depth = None
         if "label" in paths:
-            labels = parse_kitti_label(read_text(paths["label"], "label file", _MISSING.format("label file")), paths["label"])
+            labels = parse_kitti_label(
+                read_text(paths["label"], "label file", _MISSING.format("label file")), paths["label"]
+            )
             det2d, det3d = self._boxes(labels, t)
         if "velodyne" in paths:
             points = read_velodyne(paths["velodyne"])
@@ -180,9 +214,16 @@ class KittiConverter(Converter):
             depth = geo.project_to_depth(points, K @ velo_to_optical(calib)[:3], (h, w))
 
         return Sample(
-            key=make_key(self.name, frame.split, frame.id), source=self.name, split=frame.split,
-            id=frame.id, image=image, orig_size=(h, w), K=K,
-            depth=depth, det2d=det2d, det3d=det3d,
+            key=make_key(self.name, frame.split, frame.id),
+            source=self.name,
+            split=frame.split,
+            id=frame.id,
+            image=image,
+            orig_size=(h, w),
+            K=K,
+            depth=depth,
+            det2d=det2d,
+            det3d=det3d,
         )
 
     def _boxes(self, labels: KittiLabels, t: np.ndarray) -> tuple[Det2D, Det3D]:
@@ -192,7 +233,9 @@ class KittiConverter(Converter):
         names = tuple(tp for tp, i in zip(labels.types, ids) if i is not None)
         bbox = labels.values[:, 3:7]  # left, top, right, bottom
         det2d = Det2D(
-            boxes=bbox[keep], classes=classes, ignore=bbox[~keep],
+            boxes=bbox[keep],
+            classes=classes,
+            ignore=bbox[~keep],
             truncated=labels.column("truncated")[keep],
             occluded=labels.column("occluded")[keep].astype(np.int64),
             native_class=names,

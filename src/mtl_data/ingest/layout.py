@@ -27,14 +27,16 @@ def check_split_layout(root: Path, dataset: str, splits: Mapping[str, SplitLayou
         LayoutError: naming the missing path and the expected tree.
     """
     root = Path(root)
-    tree = "; ".join(f"{name}/{{{','.join([*lay.required, *(f'[{o}]' for o in lay.optional)])}}}"
-                     for name, lay in splits.items())
+    tree = "; ".join(
+        f"{name}/{{{','.join([*lay.required, *(f'[{o}]' for o in lay.optional)])}}}" for name, lay in splits.items()
+    )
     if not root.is_dir():
         raise LayoutError(f"{root}: not a folder (expected the {dataset} root containing {tree})")
     present = [name for name in splits if (root / name).is_dir()]
     if not present:
-        raise LayoutError(f"{root}: no {dataset} split folder found (expected {tree}; "
-                          f"[..] = optional){_nested_hint(root, splits)}")
+        raise LayoutError(
+            f"{root}: no {dataset} split folder found (expected {tree}; [..] = optional){_nested_hint(root, splits)}"
+        )
     for name in present:
         for sub in splits[name].required:
             if not (root / name / sub).is_dir():

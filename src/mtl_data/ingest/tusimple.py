@@ -49,11 +49,11 @@ import numpy as np
 
 from mtl_data.errors import InputError, LayoutError
 from mtl_data.ingest.layout import SplitLayout, check_split_layout
+from mtl_data.ingest.readers import read_image
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import val_groups
 from mtl_data.schema.lanes import NO_POINT, rasterize_lanes
 from mtl_data.schema.sample import IGNORE_INDEX, Lanes, Sample, make_key
-from mtl_data.ingest.readers import read_image
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,10 @@ OUTPUT_SPLIT = {"train_set": "train", "test_set": "test"}
 TRAIN_LABELS = "label_data_*.json"
 TEST_LABEL = "test_label.json"
 LINE_KEYS = ("lanes", "h_samples", "raw_file")
-EXPECTED_TREE = (f"train_set/ with clips/ and {TRAIN_LABELS}, and/or test_set/ with clips/ and {TEST_LABEL} "
-                 f"(in RAW_ROOT or test_set/); or one of those split folders itself")
+EXPECTED_TREE = (
+    f"train_set/ with clips/ and {TRAIN_LABELS}, and/or test_set/ with clips/ and {TEST_LABEL} "
+    f"(in RAW_ROOT or test_set/); or one of those split folders itself"
+)
 #: ``lane.png`` ids are 1..N below the ignore value.
 MAX_LANES = IGNORE_INDEX - 1
 
@@ -88,17 +90,26 @@ class TuSimpleFrame(Frame):
 class TuSimpleOptions:
     """Options of ``mtl-data ingest tusimple``."""
 
-    val_fraction: float = field(default=0.0, metadata={
-        "range": (0.0, 1.0),
-        "help": "fraction of training clips moved to a 'val' split: the round(f x clips) clips with the "
-                "lowest hash of their name (at least one)"})
-    lane_thickness: float = field(default=5.0, metadata={
-        "range": (1.0, 100.0),
-        "help": "line width in px of the lanes in lane.png at the native 1280x720 (5 = LaneNet's ground "
-                "truth); drawn rounded to whole px, scaled with the image by --max-side"})
+    val_fraction: float = field(
+        default=0.0,
+        metadata={
+            "range": (0.0, 1.0),
+            "help": "fraction of training clips moved to a 'val' split: the round(f x clips) clips with the "
+            "lowest hash of their name (at least one)",
+        },
+    )
+    lane_thickness: float = field(
+        default=5.0,
+        metadata={
+            "range": (1.0, 100.0),
+            "help": "line width in px of the lanes in lane.png at the native 1280x720 (5 = LaneNet's ground "
+            "truth); drawn rounded to whole px, scaled with the image by --max-side",
+        },
+    )
 
 
 # ---- pure helpers ------------------------------------------------------------------------------
+
 
 def order_left_to_right(xs: np.ndarray, h_samples: np.ndarray, bottom: float) -> np.ndarray:
     """Indices that sort lanes left to right at the image row ``bottom``.
@@ -164,7 +175,7 @@ def frame_id(raw_file: str) -> str:
 def clip_of(raw_file: str) -> str:
     """The clip of a frame: ``raw_file``'s folder without ``clips/`` (``0601/<clip>``)."""
     folder = posixpath.dirname(raw_file)
-    return folder[len("clips/"):] if folder.startswith("clips/") else folder
+    return folder[len("clips/") :] if folder.startswith("clips/") else folder
 
 
 def _peek_raw_file(raw: bytes) -> str | None:
@@ -195,8 +206,9 @@ def read_label_line(path: Path, offset: int, line: int) -> dict:
     except UnicodeDecodeError:
         raise InputError(path, f"line is not UTF-8 text ({expected})", line=line) from None
     except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON line ({exc.msg} at column {exc.pos + 1}): {_quote(text)}; {expected}",
-                         line=line) from None
+        raise InputError(
+            path, f"malformed JSON line ({exc.msg} at column {exc.pos + 1}): {_quote(text)}; {expected}", line=line
+        ) from None
     if not isinstance(doc, dict):
         raise InputError(path, f"line is a JSON {type(doc).__name__}, {expected}", line=line)
     return doc
@@ -208,25 +220,29 @@ def parse_label(doc: dict, path: Path, line: int) -> tuple[np.ndarray, np.ndarra
     Raises:
         InputError: naming file and line, what is wrong and what was expected.
     """
+
     def bad(message: str) -> InputError:
         return InputError(path, message, line=line)
 
     missing = [k for k in LINE_KEYS if k not in doc]
     if missing:
         found = ", ".join(sorted(doc)) or "none"
-        raise bad(f"line lacks {', '.join(repr(k) for k in missing)} (a TuSimple label line has "
-                  f"{', '.join(LINE_KEYS)}; found {found})")
+        raise bad(
+            f"line lacks {', '.join(repr(k) for k in missing)} (a TuSimple label line has "
+            f"{', '.join(LINE_KEYS)}; found {found})"
+        )
     raw_file = _clean_raw_file(doc["raw_file"])
     if raw_file is None:
-        raise bad(f"raw_file {doc['raw_file']!r} is not a relative path inside the split folder "
-                  f"(expected e.g. 'clips/0601/1494453497604532231/20.jpg')")
+        raise bad(
+            f"raw_file {doc['raw_file']!r} is not a relative path inside the split folder "
+            f"(expected e.g. 'clips/0601/1494453497604532231/20.jpg')"
+        )
     rows = doc["h_samples"]
     if not isinstance(rows, list) or not rows or not all(_is_number(v) for v in rows):
         raise bad(f"h_samples must be a non-empty list of row numbers (px), got {_quote(json.dumps(rows), 60)}")
     for i in range(1, len(rows)):
         if rows[i] <= rows[i - 1]:
-            raise bad(f"h_samples must be strictly increasing rows; h_samples[{i}] = {rows[i]} follows "
-                      f"{rows[i - 1]}")
+            raise bad(f"h_samples must be strictly increasing rows; h_samples[{i}] = {rows[i]} follows {rows[i - 1]}")
     lanes = doc["lanes"]
     if not isinstance(lanes, list):
         raise bad(f"lanes must be a list of lanes (lists of x), got {type(lanes).__name__}")
@@ -234,8 +250,10 @@ def parse_label(doc: dict, path: Path, line: int) -> tuple[np.ndarray, np.ndarra
         if not isinstance(lane, list):
             raise bad(f"lane {i} must be a list of x values, got {type(lane).__name__}")
         if len(lane) != len(rows):
-            raise bad(f"lane {i} has {len(lane)} x values but h_samples has {len(rows)} rows "
-                      f"(expected one x per row, -2 where the lane has no point)")
+            raise bad(
+                f"lane {i} has {len(lane)} x values but h_samples has {len(rows)} rows "
+                f"(expected one x per row, -2 where the lane has no point)"
+            )
         for j, x in enumerate(lane):
             if not _is_number(x):
                 raise bad(f"lane {i}: x at row {rows[j]} is {x!r}, expected a finite number (-2 = no point)")
@@ -246,6 +264,7 @@ def parse_label(doc: dict, path: Path, line: int) -> tuple[np.ndarray, np.ndarra
 
 
 # ---- converter --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Split:
@@ -297,25 +316,34 @@ class TuSimpleConverter(Converter):
             folder = folders["train_set"]
             labels = tuple(sorted(p for p in folder.glob(TRAIN_LABELS) if p.is_file()))
             if not labels:
-                raise LayoutError(f"{folder}: no {TRAIN_LABELS} (expected the training label files, JSON lines, "
-                                  f"next to clips/)")
+                raise LayoutError(
+                    f"{folder}: no {TRAIN_LABELS} (expected the training label files, JSON lines, next to clips/)"
+                )
             out.append(_Split("train_set", folder, labels))
         if "test_set" in folders:
             folder = folders["test_set"]
             label = _test_label(folder, in_root)
             if label is None and not self._told_no_test_label:
                 self._told_no_test_label = True
-                logger.warning("%s: no %s in it%s; the test split is left out", folder, TEST_LABEL,
-                               "" if in_root is None else f" or in {self.root}")
+                logger.warning(
+                    "%s: no %s in it%s; the test split is left out",
+                    folder,
+                    TEST_LABEL,
+                    "" if in_root is None else f" or in {self.root}",
+                )
             elif label is not None:
                 out.append(_Split("test_set", folder, (label,)))
         elif in_root is not None and in_root.is_file():
-            raise LayoutError(f"{self.root / 'test_set'}: missing folder ({in_root} names frames relative to "
-                              f"test_set/; expected test_set/clips/)")
+            raise LayoutError(
+                f"{self.root / 'test_set'}: missing folder ({in_root} names frames relative to "
+                f"test_set/; expected test_set/clips/)"
+            )
         for split in out:
             if not (split.folder / "clips").is_dir():
-                raise LayoutError(f"{split.folder / 'clips'}: missing folder (expected the clip frames that "
-                                  f"{split.labels[0].name} names)")
+                raise LayoutError(
+                    f"{split.folder / 'clips'}: missing folder (expected the clip frames that "
+                    f"{split.labels[0].name} names)"
+                )
         if not out:
             raise LayoutError(f"{self.root}: no labelled TuSimple split (expected {EXPECTED_TREE})")
         return out
@@ -357,18 +385,28 @@ class TuSimpleConverter(Converter):
         h_samples, xs, raw_file = parse_label(doc, label, frame.line)
         image_path = frame.split_dir / raw_file
         where = f"raw_file of {label.name}:{frame.line}"
-        image = read_image(image_path, f"image missing ({where}; expected the clip frame, e.g. 20.jpg)",
-                           f"does not decode as an image ({where}; truncated or not a JPEG?)")
+        image = read_image(
+            image_path,
+            f"image missing ({where}; expected the clip frame, e.g. 20.jpg)",
+            f"does not decode as an image ({where}; truncated or not a JPEG?)",
+        )
         h, w = image.shape[:2]
 
         xs, dropped = normalize_lanes(xs)
         xs = xs[order_left_to_right(xs, h_samples, h - 1)]
         thickness = float(self.options.lane_thickness)
-        lane = Lanes(mask=rasterize_lanes(xs, h_samples, (h, w), thickness), h_samples=h_samples, xs=xs,
-                     thickness=thickness)
+        lane = Lanes(
+            mask=rasterize_lanes(xs, h_samples, (h, w), thickness), h_samples=h_samples, xs=xs, thickness=thickness
+        )
         return Sample(
-            key=make_key(self.name, frame.split, frame.id), source=self.name, split=frame.split, id=frame.id,
-            image=image, orig_size=(h, w), sequence=clip_of(raw_file) or None, lane=lane,
+            key=make_key(self.name, frame.split, frame.id),
+            source=self.name,
+            split=frame.split,
+            id=frame.id,
+            image=image,
+            orig_size=(h, w),
+            sequence=clip_of(raw_file) or None,
+            lane=lane,
             notes={"lane_without_points": dropped} if dropped else {},
         )
 

@@ -23,8 +23,7 @@ VIEW_TO_OPTICAL = geo.FLU_TO_OPTICAL
 #: A2D2 corner order (official tutorial ``get_points``): b/t = bottom/top, f/r = front (+x) /
 #: rear, l/r = left (+y) / right, as signs of (x, y, z) in box axes.
 A2D2_CORNER_SIGNS = np.array(
-    [[-1, 1, -1], [1, 1, -1], [1, -1, -1], [-1, -1, -1],
-     [-1, 1, 1], [1, 1, 1], [1, -1, 1], [-1, -1, 1]],
+    [[-1, 1, -1], [1, 1, -1], [1, -1, -1], [-1, -1, -1], [-1, 1, 1], [1, 1, 1], [1, -1, 1], [-1, -1, 1]],
     dtype=np.float64,
 )
 
@@ -76,8 +75,9 @@ def a2d2_box_corners(center: np.ndarray, size: np.ndarray, rotation: np.ndarray)
     return np.einsum("nij,nkj->nki", rotation, local) + np.asarray(center, np.float64).reshape(-1, 1, 3)
 
 
-def a2d2_boxes_to_optical(center: np.ndarray, size: np.ndarray, axis: np.ndarray,
-                          angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def a2d2_boxes_to_optical(
+    center: np.ndarray, size: np.ndarray, axis: np.ndarray, angle: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Convert label3D boxes to the project's 3D box convention in the optical frame.
 
     Args:

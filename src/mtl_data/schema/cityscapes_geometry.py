@@ -39,11 +39,20 @@ def quaternion_to_matrix(quaternion: np.ndarray) -> np.ndarray:
     q = np.asarray(quaternion, dtype=np.float64).reshape(-1, 4)
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     w, x, y, z = q.T
-    return np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], axis=-1).reshape(-1, 3, 3)
+    return np.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        axis=-1,
+    ).reshape(-1, 3, 3)
 
 
 def vehicle_to_camera(points_vehicle: np.ndarray, sensor_T_iso: np.ndarray) -> np.ndarray:
@@ -56,8 +65,9 @@ def camera_to_optical(points_camera: np.ndarray) -> np.ndarray:
     return np.asarray(points_camera, dtype=np.float64).reshape(-1, 3) @ CAMERA_TO_OPTICAL.T
 
 
-def vehicle_boxes_to_optical(center: np.ndarray, dimensions: np.ndarray, rotation_wxyz: np.ndarray,
-                             sensor_T_iso: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def vehicle_boxes_to_optical(
+    center: np.ndarray, dimensions: np.ndarray, rotation_wxyz: np.ndarray, sensor_T_iso: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """gtBbox3d boxes (V frame) -> the project's boxes in the optical frame.
 
     Args:
@@ -73,8 +83,9 @@ def vehicle_boxes_to_optical(center: np.ndarray, dimensions: np.ndarray, rotatio
     return frame_boxes_to_optical(center, dimensions, quaternion_to_matrix(rotation_wxyz), sensor_T_iso)
 
 
-def frame_boxes_to_optical(center: np.ndarray, dimensions: np.ndarray, rotation: np.ndarray,
-                           sensor_T_iso: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def frame_boxes_to_optical(
+    center: np.ndarray, dimensions: np.ndarray, rotation: np.ndarray, sensor_T_iso: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """``vehicle_boxes_to_optical`` with rotation matrices; ``sensor_T_iso=None`` reads the boxes
     in the camera frame C instead of V (an identity extrinsic).
 
@@ -104,8 +115,9 @@ def camera_to_vehicle(points_camera: np.ndarray, sensor_T_iso: np.ndarray) -> np
     return geo.transform_points(np.linalg.inv(T), points_camera)
 
 
-def optical_boxes_to_frame(boxes: np.ndarray, rotation: np.ndarray | None,
-                           sensor_T_iso: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def optical_boxes_to_frame(
+    boxes: np.ndarray, rotation: np.ndarray | None, sensor_T_iso: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The project's optical-frame boxes -> Cityscapes-3D boxes in V (or in C without ``T``).
 
     The inverse of ``frame_boxes_to_optical`` (and so of the ingest's conversion): optical ->
@@ -142,20 +154,24 @@ def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
     r = np.asarray(rotation, dtype=np.float64).reshape(-1, 3, 3)
     trace = r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2]
     # 4 w^2, 4 x^2, 4 y^2, 4 z^2 (each >= 0 for a rotation); the largest is the stable pivot
-    squares = np.stack([1 + trace, 1 + 2 * r[:, 0, 0] - trace, 1 + 2 * r[:, 1, 1] - trace,
-                        1 + 2 * r[:, 2, 2] - trace], axis=1)  # (N, 4)
+    squares = np.stack(
+        [1 + trace, 1 + 2 * r[:, 0, 0] - trace, 1 + 2 * r[:, 1, 1] - trace, 1 + 2 * r[:, 2, 2] - trace], axis=1
+    )  # (N, 4)
     pivot = np.argmax(squares, axis=1)
     big = np.sqrt(np.maximum(squares[np.arange(len(r)), pivot], 0.0))  # (N,) = 2 |q_pivot|
     # q_a q_b products from the off-diagonals: 4 w x = R21 - R12, 4 w y = R02 - R20, 4 w z = R10 - R01,
     # 4 x y = R01 + R10, 4 x z = R02 + R20, 4 y z = R12 + R21
     wx, wy, wz = r[:, 2, 1] - r[:, 1, 2], r[:, 0, 2] - r[:, 2, 0], r[:, 1, 0] - r[:, 0, 1]
     xy, xz, yz = r[:, 0, 1] + r[:, 1, 0], r[:, 0, 2] + r[:, 2, 0], r[:, 1, 2] + r[:, 2, 1]
-    products = np.stack([
-        np.stack([squares[:, 0], wx, wy, wz], axis=1),
-        np.stack([wx, squares[:, 1], xy, xz], axis=1),
-        np.stack([wy, xy, squares[:, 2], yz], axis=1),
-        np.stack([wz, xz, yz, squares[:, 3]], axis=1),
-    ], axis=1)  # (N, 4 pivot, 4) = 4 q_pivot q
+    products = np.stack(
+        [
+            np.stack([squares[:, 0], wx, wy, wz], axis=1),
+            np.stack([wx, squares[:, 1], xy, xz], axis=1),
+            np.stack([wy, xy, squares[:, 2], yz], axis=1),
+            np.stack([wz, xz, yz, squares[:, 3]], axis=1),
+        ],
+        axis=1,
+    )  # (N, 4 pivot, 4) = 4 q_pivot q
     q = products[np.arange(len(r)), pivot] / (2.0 * big[:, None])  # (N, 4) = +-q
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     return np.where(q[:, :1] < 0, -q, q)
@@ -180,9 +196,9 @@ def quaternion_yaw_pitch_roll(quaternion: np.ndarray) -> tuple[np.ndarray, np.nd
     """
     q = np.asarray(quaternion, dtype=np.float64).reshape(-1, 4)
     w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
-    yaw = np.arctan2(2 * (w * z - x * y), 1 - 2 * (y ** 2 + z ** 2))
+    yaw = np.arctan2(2 * (w * z - x * y), 1 - 2 * (y**2 + z**2))
     pitch = np.arcsin(np.clip(2 * (w * y + z * x), -1.0, 1.0))
-    roll = np.arctan2(2 * (w * x - y * z), 1 - 2 * (x ** 2 + y ** 2))
+    roll = np.arctan2(2 * (w * x - y * z), 1 - 2 * (x**2 + y**2))
     return yaw, pitch, roll
 
 

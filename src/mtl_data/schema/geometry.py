@@ -27,8 +27,14 @@ MAX_DEPTH_M = 65535.0 / DEPTH_SCALE
 #: (+x, +z). This is the KITTI devkit order (``computeBox3D``).
 _CORNER_SIGNS = np.array(
     [
-        [1, 1, 1], [1, 1, -1], [-1, 1, -1], [-1, 1, 1],
-        [1, -1, 1], [1, -1, -1], [-1, -1, -1], [-1, -1, 1],
+        [1, 1, 1],
+        [1, 1, -1],
+        [-1, 1, -1],
+        [-1, 1, 1],
+        [1, -1, 1],
+        [1, -1, -1],
+        [-1, -1, -1],
+        [-1, -1, 1],
     ],
     dtype=np.float64,
 )  # (8, 3)
@@ -76,8 +82,9 @@ def box3d_corners(boxes: np.ndarray, rotation: np.ndarray | None = None) -> np.n
     return np.einsum("nij,nkj->nki", rot, local) + boxes[:, None, :3]
 
 
-def flu_boxes_to_optical(center: np.ndarray, size_lwh: np.ndarray,
-                         rotation_flu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def flu_boxes_to_optical(
+    center: np.ndarray, size_lwh: np.ndarray, rotation_flu: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Boxes given in a forward-left-up camera frame -> the project's boxes in the optical frame.
 
     Args:
@@ -303,6 +310,7 @@ def box_extent_in_image(corners: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 # ---- full rotations: yaw, pitch, roll -------------------------------------------------------
 
+
 def _rotation_z(angle: np.ndarray) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     zeros, ones = np.zeros_like(angle), np.ones_like(angle)
@@ -315,8 +323,9 @@ def _rotation_x(angle: np.ndarray) -> np.ndarray:
     return np.stack([ones, zeros, zeros, zeros, c, -s, zeros, s, c], axis=-1).reshape(angle.shape + (3, 3))
 
 
-def yaw_pitch_roll_to_rotation(yaw: np.ndarray | float, pitch: np.ndarray | float,
-                               roll: np.ndarray | float) -> np.ndarray:
+def yaw_pitch_roll_to_rotation(
+    yaw: np.ndarray | float, pitch: np.ndarray | float, roll: np.ndarray | float
+) -> np.ndarray:
     """A full box rotation in the optical frame: ``R = R_y(yaw) @ R_z(pitch) @ R_x(roll)``.
 
     Intrinsic y-z'-x'' angles of the project's box axes (x along the length, y down along the
@@ -361,8 +370,9 @@ def rotation_to_yaw_pitch_roll(rotation: np.ndarray) -> tuple[np.ndarray, np.nda
     return yaw, pitch, roll
 
 
-def optical_boxes_to_flu(boxes: np.ndarray, rotation: np.ndarray | None = None
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def optical_boxes_to_flu(
+    boxes: np.ndarray, rotation: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverse of ``flu_boxes_to_optical``: the project's boxes -> a forward-left-up camera frame.
 
     Args:
@@ -382,8 +392,7 @@ def optical_boxes_to_flu(boxes: np.ndarray, rotation: np.ndarray | None = None
 
 
 #: the 12 edges of a box between the corners of ``box3d_corners`` (bottom face, top face, verticals).
-BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
-                      [0, 4], [1, 5], [2, 6], [3, 7]])
+BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]])
 
 
 def clipped_box_extent(corners: np.ndarray, K: np.ndarray, near: float = 0.01) -> np.ndarray:

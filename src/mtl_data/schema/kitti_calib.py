@@ -32,10 +32,16 @@ from mtl_data.schema.parsing import parse_numbers
 
 # name in the file -> (canonical name, number of values)
 _KEYS = {
-    "P0": ("P0", 12), "P1": ("P1", 12), "P2": ("P2", 12), "P3": ("P3", 12),
-    "R0_rect": ("R0_rect", 9), "R_rect": ("R0_rect", 9),
-    "Tr_velo_to_cam": ("Tr_velo_to_cam", 12), "Tr_velo_cam": ("Tr_velo_to_cam", 12),
-    "Tr_imu_to_velo": ("Tr_imu_to_velo", 12), "Tr_imu_velo": ("Tr_imu_to_velo", 12),
+    "P0": ("P0", 12),
+    "P1": ("P1", 12),
+    "P2": ("P2", 12),
+    "P3": ("P3", 12),
+    "R0_rect": ("R0_rect", 9),
+    "R_rect": ("R0_rect", 9),
+    "Tr_velo_to_cam": ("Tr_velo_to_cam", 12),
+    "Tr_velo_cam": ("Tr_velo_to_cam", 12),
+    "Tr_imu_to_velo": ("Tr_imu_to_velo", 12),
+    "Tr_imu_velo": ("Tr_imu_to_velo", 12),
 }
 _REQUIRED = ("P2", "R0_rect")
 
@@ -126,8 +132,7 @@ def velo_to_optical(calib: KittiCalib) -> np.ndarray:
     return shift @ velo_to_rect(calib)
 
 
-def kitti_label_to_box3d(location: np.ndarray, hwl: np.ndarray, rotation_y: np.ndarray,
-                         t: np.ndarray) -> np.ndarray:
+def kitti_label_to_box3d(location: np.ndarray, hwl: np.ndarray, rotation_y: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Convert KITTI label geometry to the project's 3D box convention.
 
     Args:

@@ -10,8 +10,9 @@ import numpy as np
 from mtl_data.errors import InputError
 
 
-def parse_numbers(tokens: Sequence[str], path: str | Path, line: int, names: Sequence[str] | None = None,
-                  prefix: str = "") -> np.ndarray:
+def parse_numbers(
+    tokens: Sequence[str], path: str | Path, line: int, names: Sequence[str] | None = None, prefix: str = ""
+) -> np.ndarray:
     """Float64 values of ``tokens``.
 
     Args:

@@ -94,8 +94,15 @@ def pad(array: np.ndarray, pl: Placement, value: float) -> np.ndarray:
     if not pl.padded:
         return array
     (out_h, out_w), (nh, nw) = pl.out_size, pl.content_size
-    return cv2.copyMakeBorder(array, pl.top, out_h - nh - pl.top, pl.left, out_w - nw - pl.left,
-                              cv2.BORDER_CONSTANT, value=value if array.ndim == 2 else (value,) * array.shape[2])
+    return cv2.copyMakeBorder(
+        array,
+        pl.top,
+        out_h - nh - pl.top,
+        pl.left,
+        out_w - nw - pl.left,
+        cv2.BORDER_CONSTANT,
+        value=value if array.ndim == 2 else (value,) * array.shape[2],
+    )
 
 
 def _resize_seg(seg: np.ndarray, pl: Placement) -> np.ndarray:
@@ -113,8 +120,12 @@ def _resize_depth(depth: np.ndarray, pl: Placement) -> np.ndarray:
 
 
 def _resize_det2d(det: Det2D, pl: Placement) -> Det2D:
-    return dataclasses.replace(det, boxes=map_boxes(det.boxes, pl), ignore=map_boxes(det.ignore, pl),
-                               amodal=None if det.amodal is None else map_boxes(det.amodal, pl))
+    return dataclasses.replace(
+        det,
+        boxes=map_boxes(det.boxes, pl),
+        ignore=map_boxes(det.ignore, pl),
+        amodal=None if det.amodal is None else map_boxes(det.amodal, pl),
+    )
 
 
 def _resize_sign(sign: Sign, pl: Placement) -> Sign:
@@ -134,9 +145,9 @@ def _resize_lanes(lane: Lanes, pl: Placement) -> Lanes:
     if pl.padded:
         (nh, nw), top, left = pl.content_size, pl.top, pl.left
         mask[:top] = IGNORE_INDEX
-        mask[top + nh:] = IGNORE_INDEX
+        mask[top + nh :] = IGNORE_INDEX
         mask[:, :left] = IGNORE_INDEX
-        mask[:, left + nw:] = IGNORE_INDEX
+        mask[:, left + nw :] = IGNORE_INDEX
     return Lanes(mask=mask, h_samples=h_samples, xs=xs, thickness=thickness)
 
 
@@ -155,8 +166,9 @@ def place_labels(sample: Sample, pl: Placement) -> dict:
 
     Tasks the sample lacks are left out; the image is not touched (callers resize it).
     """
-    changes = {task: fn(getattr(sample, task), pl) for task, fn in _RESIZERS.items()
-               if getattr(sample, task) is not None}
+    changes = {
+        task: fn(getattr(sample, task), pl) for task, fn in _RESIZERS.items() if getattr(sample, task) is not None
+    }
     if sample.K is not None:
         changes["K"] = map_K(sample.K, pl)
     return changes

@@ -174,4 +174,3 @@ class Sample:
     def tasks(self) -> tuple[str, ...]:
         """The tasks this sample has labels for, in ``TASKS`` order."""
         return tuple(t for t in TASKS if getattr(self, t) is not None)
-

@@ -77,8 +77,7 @@ def _check_depth(depth: np.ndarray) -> list[str]:
     return problems
 
 
-def _check_boxes(name: str, boxes: np.ndarray, classes: np.ndarray, width: int,
-                 num_classes: int | None) -> list[str]:
+def _check_boxes(name: str, boxes: np.ndarray, classes: np.ndarray, width: int, num_classes: int | None) -> list[str]:
     problems = []
     if boxes.ndim != 2 or boxes.shape[1] != width:
         return [f"{name} boxes must be (N, {width}), got {boxes.shape}"]

@@ -32,8 +32,20 @@ from mtl_data.schema.sample import SCHEMA_VERSION, TASKS, Det2D, Det3D, Lanes, S
 from mtl_data.shards.png import decode_png
 
 IMAGE_FORMATS = ("jpg", "png")
-_STANDARD_META = ("schema", "source", "split", "id", "sequence", "size", "orig_size", "K",
-                  "timestamp_us", "tasks", "sign_roi", "notes")
+_STANDARD_META = (
+    "schema",
+    "source",
+    "split",
+    "id",
+    "sequence",
+    "size",
+    "orig_size",
+    "K",
+    "timestamp_us",
+    "tasks",
+    "sign_roi",
+    "notes",
+)
 
 
 class DecodeError(ValueError):
@@ -107,8 +119,10 @@ def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int =
 
     The order is fixed (image, meta, then tasks in ``TASKS`` order) so shards are reproducible.
     """
-    members = [(image_format, encode_image(sample.image, image_format, jpeg_quality)),
-               ("meta.json", _json(meta_dict(sample)))]
+    members = [
+        (image_format, encode_image(sample.image, image_format, jpeg_quality)),
+        ("meta.json", _json(meta_dict(sample))),
+    ]
     if sample.seg is not None:
         members.append(("seg.png", _png(sample.seg, LABEL_PNG_PARAMS)))
     if sample.depth is not None:
@@ -137,16 +151,34 @@ def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int =
         members.append(("det3d.json", _json(doc)))
     if sample.steer is not None:
         s = sample.steer
-        members.append(("steer.json", _json({"angle_deg": float(s.angle_deg),
-                                             "speed_kmh": None if s.speed_kmh is None else float(s.speed_kmh),
-                                             "gap_ms": float(s.gap_ms)})))
+        members.append(
+            (
+                "steer.json",
+                _json(
+                    {
+                        "angle_deg": float(s.angle_deg),
+                        "speed_kmh": None if s.speed_kmh is None else float(s.speed_kmh),
+                        "gap_ms": float(s.gap_ms),
+                    }
+                ),
+            )
+        )
     if sample.sign is not None:
         members.append(("sign.cls", str(int(sample.sign.class_id)).encode()))
     if sample.lane is not None:
         members.append(("lane.png", _png(sample.lane.mask, LABEL_PNG_PARAMS)))
-        members.append(("lane.json", _json({"h_samples": sample.lane.h_samples.tolist(),
-                                            "lanes": sample.lane.xs.tolist(),
-                                            "thickness": float(sample.lane.thickness)})))
+        members.append(
+            (
+                "lane.json",
+                _json(
+                    {
+                        "h_samples": sample.lane.h_samples.tolist(),
+                        "lanes": sample.lane.xs.tolist(),
+                        "thickness": float(sample.lane.thickness),
+                    }
+                ),
+            )
+        )
     return members
 
 
@@ -168,8 +200,9 @@ def _boxes(values: list, width: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1, width)
 
 
-def decode_sample(key: str, members: dict[str, bytes], tasks: Collection[str] | None = None,
-                  image: np.ndarray | None = None) -> Sample:
+def decode_sample(
+    key: str, members: dict[str, bytes], tasks: Collection[str] | None = None, image: np.ndarray | None = None
+) -> Sample:
     """Rebuild a ``Sample`` from its members (extension -> bytes).
 
     Args:
@@ -199,8 +232,11 @@ def decode_sample(key: str, members: dict[str, bytes], tasks: Collection[str] | 
     if missing:
         raise DecodeError(f"meta.json lists tasks {missing} without their members")
     if tasks is not None:
-        members = {ext: data for ext, data in members.items() if ext.partition(".")[0] not in TASKS
-                   or ext.partition(".")[0] in wanted}
+        members = {
+            ext: data
+            for ext, data in members.items()
+            if ext.partition(".")[0] not in TASKS or ext.partition(".")[0] in wanted
+        }
     det2d = det3d = steer = sign = lane = seg = depth = None
     if "seg.png" in members:
         seg = _load_png(members, "seg.png")
@@ -235,9 +271,12 @@ def decode_sample(key: str, members: dict[str, bytes], tasks: Collection[str] | 
     if "lane.png" in members:
         d = _load_json(members, "lane.json")
         h_samples = np.asarray(d["h_samples"], dtype=np.float64)
-        lane = Lanes(mask=_load_png(members, "lane.png"), h_samples=h_samples,
-                     xs=np.asarray(d["lanes"], dtype=np.float64).reshape(-1, len(h_samples)),
-                     thickness=float(d.get("thickness", 5.0)))
+        lane = Lanes(
+            mask=_load_png(members, "lane.png"),
+            h_samples=h_samples,
+            xs=np.asarray(d["lanes"], dtype=np.float64).reshape(-1, len(h_samples)),
+            thickness=float(d.get("thickness", 5.0)),
+        )
     return Sample(
         key=key,
         source=meta["source"],
@@ -248,7 +287,13 @@ def decode_sample(key: str, members: dict[str, bytes], tasks: Collection[str] | 
         sequence=meta["sequence"],
         K=None if meta["K"] is None else np.asarray(meta["K"], dtype=np.float64),
         timestamp_us=meta["timestamp_us"],
-        seg=seg, depth=depth, det2d=det2d, det3d=det3d, steer=steer, sign=sign, lane=lane,
+        seg=seg,
+        depth=depth,
+        det2d=det2d,
+        det3d=det3d,
+        steer=steer,
+        sign=sign,
+        lane=lane,
         extra={k: v for k, v in meta.items() if k not in _STANDARD_META},
         notes=meta.get("notes", {}),
     )

@@ -30,9 +30,9 @@ SCHEMA = pa.schema(
         ("source", pa.string()),
         ("split", pa.string()),
         ("id", pa.string()),
-        ("shard", pa.string()),          # path of the tar relative to the shards root
-        ("position", pa.int32()),        # index of the sample inside its shard
-        ("offset", pa.int64()),          # byte offset of the sample's first tar header
+        ("shard", pa.string()),  # path of the tar relative to the shards root
+        ("position", pa.int32()),  # index of the sample inside its shard
+        ("offset", pa.int64()),  # byte offset of the sample's first tar header
         ("height", pa.int32()),
         ("width", pa.int32()),
         ("orig_height", pa.int32()),
@@ -45,8 +45,8 @@ SCHEMA = pa.schema(
         ("det2d_ignore_count", pa.int32()),
         ("det3d_count", pa.int32()),
         ("det3d_classes", pa.list_(pa.int16())),
-        ("seg_classes", pa.list_(pa.uint8())),   # class ids present ...
-        ("seg_pixels", pa.list_(pa.int64())),    # ... and their pixel counts (ignore included)
+        ("seg_classes", pa.list_(pa.uint8())),  # class ids present ...
+        ("seg_pixels", pa.list_(pa.int64())),  # ... and their pixel counts (ignore included)
         ("depth_points", pa.int64()),
         ("depth_min_m", pa.float32()),
         ("depth_max_m", pa.float32()),
@@ -58,13 +58,21 @@ SCHEMA = pa.schema(
     metadata={VERSION_KEY: str(MANIFEST_VERSION).encode()},
 )
 
+
 def sample_row(sample: Sample) -> dict:
     """The manifest row of a sample, without the writer's columns (shard, position, offset)."""
     h, w = sample.size
     row = {
-        "key": sample.key, "source": sample.source, "split": sample.split, "id": sample.id,
-        "height": h, "width": w, "orig_height": int(sample.orig_size[0]), "orig_width": int(sample.orig_size[1]),
-        "sequence": sample.sequence, "timestamp_us": sample.timestamp_us,
+        "key": sample.key,
+        "source": sample.source,
+        "split": sample.split,
+        "id": sample.id,
+        "height": h,
+        "width": w,
+        "orig_height": int(sample.orig_size[0]),
+        "orig_width": int(sample.orig_size[1]),
+        "sequence": sample.sequence,
+        "timestamp_us": sample.timestamp_us,
     }
     for t in TASKS:
         row[f"has_{t}"] = getattr(sample, t) is not None
@@ -130,17 +138,21 @@ def check_manifest(path: Path) -> None:
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:
-        raise MtlDataError(f"{path}: not a readable Parquet manifest ({exc}); re-run the ingest "
-                           "with --overwrite to rebuild it") from None
+        raise MtlDataError(
+            f"{path}: not a readable Parquet manifest ({exc}); re-run the ingest with --overwrite to rebuild it"
+        ) from None
     found = (schema.metadata or {}).get(VERSION_KEY)
     if found != str(MANIFEST_VERSION).encode():
         what = f"version {found.decode()}" if found else "an older layout without a version"
-        raise MtlDataError(f"{path}: manifest has {what}, this tool reads version {MANIFEST_VERSION}; "
-                           "re-run the ingest with --overwrite to rebuild it")
+        raise MtlDataError(
+            f"{path}: manifest has {what}, this tool reads version {MANIFEST_VERSION}; "
+            "re-run the ingest with --overwrite to rebuild it"
+        )
     missing = [name for name in SCHEMA.names if name not in schema.names]
     if missing:
-        raise MtlDataError(f"{path}: manifest lacks columns {', '.join(missing)}; "
-                           "re-run the ingest with --overwrite to rebuild it")
+        raise MtlDataError(
+            f"{path}: manifest lacks columns {', '.join(missing)}; re-run the ingest with --overwrite to rebuild it"
+        )
 
 
 def read_manifests(root: Path) -> pa.Table:

@@ -79,7 +79,7 @@ def _unfiltered_grey(data: bytes) -> np.ndarray | None:
     while pos + 12 <= end:
         length, kind = _CHUNK.unpack_from(data, pos)
         if kind == b"IDAT":
-            idat.append(data[pos + 8:pos + 8 + length])
+            idat.append(data[pos + 8 : pos + 8 + length])
         elif kind == b"IEND":
             break
         pos += 12 + length

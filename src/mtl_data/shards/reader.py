@@ -61,8 +61,11 @@ class ShardSet:
         try:
             table = read_manifests(path)
         except FileNotFoundError:
-            hint = (" (an ingest is unfinished there: re-run the same ingest command to resume it)"
-                    if any(path.glob("**/.ingest")) else " (run `mtl-data ingest DATASET RAW --to DIR` first)")
+            hint = (
+                " (an ingest is unfinished there: re-run the same ingest command to resume it)"
+                if any(path.glob("**/.ingest"))
+                else " (run `mtl-data ingest DATASET RAW --to DIR` first)"
+            )
             raise MtlDataError(f"{path}: no {MANIFEST_NAME} found{hint}") from None
         root = path.parent if (path / MANIFEST_NAME).exists() else path
         return cls(root, pl.from_arrow(table))
@@ -78,8 +81,11 @@ class ShardSet:
         """Samples, shards and labelled samples per task, per source and split."""
         return (
             self.manifest.group_by("source", "split", maintain_order=True)
-            .agg(pl.len().alias("samples"), pl.col("shard").n_unique().alias("shards"),
-                 *[pl.col(f"has_{t}").sum().alias(t) for t in TASKS])
+            .agg(
+                pl.len().alias("samples"),
+                pl.col("shard").n_unique().alias("shards"),
+                *[pl.col(f"has_{t}").sum().alias(t) for t in TASKS],
+            )
             .sort("source", pl.col("split").replace_strict({"train": 0, "val": 1, "test": 2}, default=3))
         )
 
@@ -178,4 +184,3 @@ def _same(a, b) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return a is not None and b is not None and bool(np.isclose(a, b, rtol=1e-6, atol=1e-6))
     return a == b
-

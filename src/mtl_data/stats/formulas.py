@@ -41,23 +41,29 @@ class WeightRule:
     """A rule turning labelled-sample counts per task into loss weights."""
 
     name: str
-    explain: str                                  # one line for the terminal
-    raw: Callable[[float, float], float]          # (labelled count n > 0, beta) -> unnormalized weight
+    explain: str  # one line for the terminal
+    raw: Callable[[float, float], float]  # (labelled count n > 0, beta) -> unnormalized weight
 
 
 #: task-weight rules by name (the keys of ``recommendations.task_weights`` in the JSON).
 WEIGHT_RULES: dict[str, WeightRule] = {
     rule.name: rule
     for rule in (
-        WeightRule("inverse_frequency",
-                   "w ~ 1/n: every task contributes equally in expectation, however rarely it is labelled",
-                   lambda n, beta: 1.0 / n),
-        WeightRule("sqrt_inverse_frequency",
-                   "w ~ 1/sqrt(n): halfway between equal weights and 1/n, damps noisy rare tasks",
-                   lambda n, beta: 1.0 / math.sqrt(n)),
-        WeightRule("effective_number",
-                   "w ~ (1-beta)/(1-beta^n) (Cui et al. 2019): like 1/n, saturating for large n",
-                   lambda n, beta: 1.0 / effective_number(n, beta)),
+        WeightRule(
+            "inverse_frequency",
+            "w ~ 1/n: every task contributes equally in expectation, however rarely it is labelled",
+            lambda n, beta: 1.0 / n,
+        ),
+        WeightRule(
+            "sqrt_inverse_frequency",
+            "w ~ 1/sqrt(n): halfway between equal weights and 1/n, damps noisy rare tasks",
+            lambda n, beta: 1.0 / math.sqrt(n),
+        ),
+        WeightRule(
+            "effective_number",
+            "w ~ (1-beta)/(1-beta^n) (Cui et al. 2019): like 1/n, saturating for large n",
+            lambda n, beta: 1.0 / effective_number(n, beta),
+        ),
     )
 }
 

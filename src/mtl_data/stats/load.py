@@ -21,10 +21,24 @@ from mtl_data.shards.reader import read_class_tables
 
 #: the manifest columns the summaries read; nothing else is loaded.
 COLUMNS: tuple[str, ...] = (
-    "source", "split", "sequence", "height", "width", *[f"has_{t}" for t in TASKS],
-    "det2d_classes", "det2d_ignore_count", "det3d_classes", "seg_classes", "seg_pixels",
-    "depth_points", "depth_min_m", "depth_max_m", "steer_angle_deg", "steer_speed_kmh",
-    "sign_class", "lane_count",
+    "source",
+    "split",
+    "sequence",
+    "height",
+    "width",
+    *[f"has_{t}" for t in TASKS],
+    "det2d_classes",
+    "det2d_ignore_count",
+    "det3d_classes",
+    "seg_classes",
+    "seg_pixels",
+    "depth_points",
+    "depth_min_m",
+    "depth_max_m",
+    "steer_angle_deg",
+    "steer_speed_kmh",
+    "sign_class",
+    "lane_count",
 )
 
 
@@ -60,21 +74,26 @@ def load_manifests(root: Path) -> Manifests:
     try:
         paths = manifest_paths(root)
     except FileNotFoundError:
-        raise MtlDataError(f"{root}: no */{MANIFEST_NAME} found; run `mtl-data ingest DATASET RAW --to {root}` "
-                           "first (or finish an interrupted ingest by re-running it)") from None
+        raise MtlDataError(
+            f"{root}: no */{MANIFEST_NAME} found; run `mtl-data ingest DATASET RAW --to {root}` "
+            "first (or finish an interrupted ingest by re-running it)"
+        ) from None
     for path in paths:
         check_manifest(path)
     try:
         frame = pl.concat([pl.scan_parquet(p).select(COLUMNS) for p in paths]).collect()
     except pl.exceptions.PolarsError as exc:  # a footer that reads but a body that does not
-        raise MtlDataError(f"{root}: a manifest could not be read ({exc}); re-run its ingest with --overwrite") from None
+        raise MtlDataError(
+            f"{root}: a manifest could not be read ({exc}); re-run its ingest with --overwrite"
+        ) from None
     return Manifests(root, tuple(paths), frame, _class_names(paths))
 
 
 def _class_names(paths: list[Path]) -> dict[str, dict[str, list[str]]]:
     """Each source's ``classes.json``, written by the ingest into the source's folder (named after it)."""
-    return {path.parent.name: read_class_tables(path.parent) for path in paths
-            if (path.parent / "classes.json").exists()}
+    return {
+        path.parent.name: read_class_tables(path.parent) for path in paths if (path.parent / "classes.json").exists()
+    }
 
 
 def split_order(split: str) -> int:

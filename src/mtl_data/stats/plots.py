@@ -22,6 +22,7 @@ def _pyplot():
         raise MtlDataError("--plots needs matplotlib: pip install 'mtl-data[plots]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -68,8 +69,13 @@ def _shares(plt, report: dict):
     left.legend(fontsize=8)
     right.bar(sources, [report["sources"][s]["samples"] for s in sources], color="grey")
     for i, s in enumerate(sources):
-        right.annotate(f"{100 * report['sources'][s]['share']:.1f}%", (i, report["sources"][s]["samples"]),
-                       ha="center", va="bottom", fontsize=8)
+        right.annotate(
+            f"{100 * report['sources'][s]['share']:.1f}%",
+            (i, report["sources"][s]["samples"]),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     right.set_ylim(0, max([report["sources"][s]["samples"] for s in sources] + [1]) * 1.12)
     right.set_title("samples per source")
     right.tick_params(axis="x", labelrotation=30)
@@ -84,7 +90,11 @@ def _classes(plt, task: str, classes: dict):
     ax.invert_yaxis()
     ax.set_xscale("symlog")
     ratio = classes["imbalance_ratio"]
-    ax.set_title(f"{task}: {classes['unit']} per class (imbalance {ratio:,.1f}x)" if ratio else f"{task}: {classes['unit']} per class")
+    ax.set_title(
+        f"{task}: {classes['unit']} per class (imbalance {ratio:,.1f}x)"
+        if ratio
+        else f"{task}: {classes['unit']} per class"
+    )
     ax.set_xlabel(f"{classes['unit']} (log scale)")
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
@@ -95,8 +105,10 @@ def _steering(plt, steer: dict):
     fig, ax = plt.subplots(figsize=(8, 4))
     edges = steer["edges_deg"]
     ax.stairs(steer["counts"], edges, fill=True)
-    ax.set_title(f"steering-wheel angle, {steer['frames']} frames "
-                 f"({100 * steer['near_straight_share']:.1f}% within +-{steer['near_straight_deg']:g} deg)")
+    ax.set_title(
+        f"steering-wheel angle, {steer['frames']} frames "
+        f"({100 * steer['near_straight_share']:.1f}% within +-{steer['near_straight_deg']:g} deg)"
+    )
     ax.set_xlabel("degrees (+ = left)")
     ax.set_ylabel("frames")
     fig.tight_layout()

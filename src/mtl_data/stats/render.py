@@ -22,8 +22,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], width: int =
     The last column is cut with "..." where a line would exceed ``width``.
     """
     cells = [[_cell(v) for v in row] for row in rows]
-    numeric = [all(_is_number(r[i]) for r in cells if r[i] != "") and any(r[i] != "" for r in cells)
-               for i in range(len(headers))]
+    numeric = [
+        all(_is_number(r[i]) for r in cells if r[i] != "") and any(r[i] != "" for r in cells)
+        for i in range(len(headers))
+    ]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = []
     for row in [list(headers), *cells]:
@@ -44,8 +46,10 @@ def _cell(value: object) -> str:
 
 
 def _is_number(text: str) -> bool:
-    return text.replace(",", "").replace(".", "").replace("-", "").replace("%", "").replace("x", "").isdigit() \
+    return (
+        text.replace(",", "").replace(".", "").replace("-", "").replace("%", "").replace("x", "").isdigit()
         or text == "-"
+    )
 
 
 def pct(share: float) -> str:
@@ -57,15 +61,15 @@ def bar(n: float, largest: float) -> str:
 
 
 def wrapped(text: str, indent: str = "") -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ",
-                         break_on_hyphens=False)
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False)
 
 
 def render(report: dict, by: str = "task") -> list[str]:
     """The whole report; ``by="source"`` repeats each class histogram per source."""
     scope = report["split"] or "all splits"
-    lines = wrapped(f"mtl-data stats: {report['root']} ({len(report['sources'])} sources, "
-                    f"{report['samples']:,} samples, {scope})") + [""]
+    lines = wrapped(
+        f"mtl-data stats: {report['root']} ({len(report['sources'])} sources, {report['samples']:,} samples, {scope})"
+    ) + [""]
     for section in (_sources, _tasks, _classes, _depth, _steering, _lanes, _recommendations, _warnings):
         block = section(report, by)
         if block:
@@ -77,18 +81,28 @@ def _sources(report: dict, by: str) -> list[str]:
     rows = []
     for name, src in report["sources"].items():
         for split, n in src["splits"].items():
-            rows.append((name, split, n, pct(n / report["samples"]),
-                         ", ".join(t for t in TASKS if src["tasks"][t]) or "(none)"))
+            rows.append(
+                (name, split, n, pct(n / report["samples"]), ", ".join(t for t in TASKS if src["tasks"][t]) or "(none)")
+            )
     rows.append(("total", "", report["samples"], pct(1.0 if report["samples"] else 0.0), ""))
     return ["Samples per source and split", *table(("source", "split", "samples", "share", "labels"), rows)]
 
 
 def _tasks(report: dict, by: str) -> list[str]:
-    rows = [(t, d["labelled"], pct(d["share"]), f"{d['ratio_to_largest']:.3f}",
-             ", ".join(f"{s} {n:,}" for s, n in d["by_source"].items()) or "-")
-            for t, d in report["tasks"].items()]
-    return ["Labelled samples per task (share of all labels; ratio to the most labelled task)",
-            *table(("task", "labelled", "share", "vs largest", "from"), rows)]
+    rows = [
+        (
+            t,
+            d["labelled"],
+            pct(d["share"]),
+            f"{d['ratio_to_largest']:.3f}",
+            ", ".join(f"{s} {n:,}" for s, n in d["by_source"].items()) or "-",
+        )
+        for t, d in report["tasks"].items()
+    ]
+    return [
+        "Labelled samples per task (share of all labels; ratio to the most labelled task)",
+        *table(("task", "labelled", "share", "vs largest", "from"), rows),
+    ]
 
 
 def _classes(report: dict, by: str) -> list[str]:
@@ -105,12 +119,16 @@ def _classes(report: dict, by: str) -> list[str]:
         ratio = classes["imbalance_ratio"]
         lines += wrapped(f"imbalance (max/min of present classes): {ratio:,.1f}x" if ratio else "imbalance: -", "  ")
         if classes["rare"]:
-            lines += wrapped(f"rare (under {pct(classes['rare_share'])} of the {classes['unit']}): "
-                             f"{_listed(classes['rare'])}", "  ")
+            lines += wrapped(
+                f"rare (under {pct(classes['rare_share'])} of the {classes['unit']}): {_listed(classes['rare'])}", "  "
+            )
         if classes["absent"]:
             lines += wrapped(f"absent ({len(classes['absent'])} classes): {_listed(classes['absent'])}", "  ")
         if "ignore_pixels" in classes:
-            lines.append(f"  ignore (255) pixels: {classes['ignore_pixels']:,} ({pct(classes['ignore_share'])} of labelled pixels)")
+            lines.append(
+                f"  ignore (255) pixels: {classes['ignore_pixels']:,} "
+                f"({pct(classes['ignore_share'])} of labelled pixels)"
+            )
         lines.append("")
     return lines[:-1]
 
@@ -125,8 +143,11 @@ def _histogram(title: str, classes: dict, counts: dict, effective: dict | None) 
     largest = max(counts.values(), default=0)
     unit = classes["unit"]
     headers = ("class", unit, "share", f"eff. n ({classes['effective_number_basis']})", "")
-    rows = [(name[:34], n, pct(n / total), effective[name] if effective else None, bar(n, largest))
-            for name, n in counts.items() if n]
+    rows = [
+        (name[:34], n, pct(n / total), effective[name] if effective else None, bar(n, largest))
+        for name, n in counts.items()
+        if n
+    ]
     if effective is None:
         headers, rows = headers[:3] + headers[4:], [r[:3] + r[4:] for r in rows]
     return [f"{title}: {unit} per class ({total:,} {unit})", *table(headers, rows)]
@@ -137,12 +158,27 @@ def _depth(report: dict, by: str) -> list[str]:
     if not depth["frames"]:
         return []
     pts, cov = depth["points_per_frame"], depth["coverage"]
-    rows = [("all", depth["frames"], pts["mean"], pts["median"], pts["min"], pts["max"], pct(cov["mean"]), pct(cov["median"]))]
-    rows += [(s, d["frames"], d["points_per_frame"], None, None, None, pct(d["coverage"]), None)
-             for s, d in depth["by_source"].items()]
+    rows = [
+        (
+            "all",
+            depth["frames"],
+            pts["mean"],
+            pts["median"],
+            pts["min"],
+            pts["max"],
+            pct(cov["mean"]),
+            pct(cov["median"]),
+        )
+    ]
+    rows += [
+        (s, d["frames"], d["points_per_frame"], None, None, None, pct(d["coverage"]), None)
+        for s, d in depth["by_source"].items()
+    ]
     lo, hi = depth["range_m"]
-    return [f"depth: points per frame and pixel coverage (range {lo:.1f} .. {hi:.1f} m)",
-            *table(("source", "frames", "mean pts", "median", "min", "max", "coverage", "median cov."), rows)]
+    return [
+        f"depth: points per frame and pixel coverage (range {lo:.1f} .. {hi:.1f} m)",
+        *table(("source", "frames", "mean pts", "median", "min", "max", "coverage", "median cov."), rows),
+    ]
 
 
 def _steering(report: dict, by: str) -> list[str]:
@@ -151,14 +187,19 @@ def _steering(report: dict, by: str) -> list[str]:
         return []
     edges, counts = steer["edges_deg"], steer["counts"]
     largest = max(counts)
-    rows = [(f"{lo:+.0f} .. {hi:+.0f}", n, pct(n / steer["frames"]), bar(n, largest))
-            for lo, hi, n in zip(edges[:-1], edges[1:], counts) if n]
+    rows = [
+        (f"{lo:+.0f} .. {hi:+.0f}", n, pct(n / steer["frames"]), bar(n, largest))
+        for lo, hi, n in zip(edges[:-1], edges[1:], counts)
+        if n
+    ]
     a = steer["abs_angle_deg"]
-    return [f"steer: steering-wheel angle, degrees (+ = left), {steer['frames']:,} frames",
-            *table(("angle deg", "frames", "share", ""), rows),
-            f"  near straight (|angle| <= {steer['near_straight_deg']:g} deg): {pct(steer['near_straight_share'])}; "
-            f"left {pct(steer['left_share'])}, right {pct(steer['right_share'])}; "
-            f"|angle| median {a['median']:.1f}, p95 {a['p95']:.1f} deg"]
+    return [
+        f"steer: steering-wheel angle, degrees (+ = left), {steer['frames']:,} frames",
+        *table(("angle deg", "frames", "share", ""), rows),
+        f"  near straight (|angle| <= {steer['near_straight_deg']:g} deg): {pct(steer['near_straight_share'])}; "
+        f"left {pct(steer['left_share'])}, right {pct(steer['right_share'])}; "
+        f"|angle| median {a['median']:.1f}, p95 {a['p95']:.1f} deg",
+    ]
 
 
 def _lanes(report: dict, by: str) -> list[str]:
@@ -176,16 +217,25 @@ def _recommendations(report: dict, by: str) -> list[str]:
     tasks = [t for t in TASKS if any(t in w for w in weights.values())]
     if not tasks:
         return []
-    lines = wrapped(f"Recommended task loss weights, mean 1 (from {basis['samples']:,} labelled samples, "
-                    f"{basis['split'] or 'all splits'}; JSON: recommendations.task_weights)")
+    lines = wrapped(
+        f"Recommended task loss weights, mean 1 (from {basis['samples']:,} labelled samples, "
+        f"{basis['split'] or 'all splits'}; JSON: recommendations.task_weights)"
+    )
     lines += table(("rule", *tasks), [(rule, *[weights[rule].get(t) for t in tasks]) for rule in weights])
     for rule in weights:
-        lines += wrapped(f"{rule}: {WEIGHT_RULES[rule].explain}" + (f" (beta {rec['beta']:g})" if rule == "effective_number" else ""), "  ")
+        lines += wrapped(
+            f"{rule}: {WEIGHT_RULES[rule].explain}"
+            + (f" (beta {rec['beta']:g})" if rule == "effective_number" else ""),
+            "  ",
+        )
     sources = list(basis["sources"])
     lines += ["", "Recommended source sampling ratios p ~ n^alpha (JSON: recommendations.mix[alpha])"]
     lines += table(("alpha", *sources), [(alpha, *[pct(mix[s]) for s in sources]) for alpha, mix in rec["mix"].items()])
-    lines += wrapped("alpha 1 samples in proportion to size (the largest source dominates), alpha 0 uniformly "
-                     "over sources; 0.5 is a common compromise", "  ")
+    lines += wrapped(
+        "alpha 1 samples in proportion to size (the largest source dominates), alpha 0 uniformly "
+        "over sources; 0.5 is a common compromise",
+        "  ",
+    )
     return lines
 
 

@@ -45,13 +45,13 @@ CLASS_TASKS: dict[str, tuple[str, str]] = {
 class StatsOptions:
     """What a report is computed with (each is a `mtl-data stats` option)."""
 
-    split: str | None = None            # count only this split; None: every split
-    rare_share: float = 0.01            # a class under this share of its task's count is "rare"
-    beta: float = 0.9999                # effective-number parameter (Cui et al. 2019)
-    alphas: tuple[float, ...] = (0.0, 0.5, 1.0)   # temperatures of the source mix
-    steer_bin_deg: float = 10.0         # steering histogram bin width, steering-wheel degrees
-    straight_deg: float = 5.0           # |angle| at or under this is "near straight"
-    examples: int = 5                   # names quoted in a warning before "and N more"
+    split: str | None = None  # count only this split; None: every split
+    rare_share: float = 0.01  # a class under this share of its task's count is "rare"
+    beta: float = 0.9999  # effective-number parameter (Cui et al. 2019)
+    alphas: tuple[float, ...] = (0.0, 0.5, 1.0)  # temperatures of the source mix
+    steer_bin_deg: float = 10.0  # steering histogram bin width, steering-wheel degrees
+    straight_deg: float = 5.0  # |angle| at or under this is "near straight"
+    examples: int = 5  # names quoted in a warning before "and N more"
 
 
 def summarize(manifests: Manifests, options: StatsOptions = StatsOptions()) -> dict:
@@ -83,16 +83,23 @@ def _labelled_per_split(frame: pl.DataFrame) -> dict[str, dict[str, int]]:
 
 # ---- share tables
 
+
 def _sources(scope: pl.DataFrame) -> dict:
     """Samples per source and split, labelled samples and per-task counts."""
-    per = (scope.group_by("source", "split")
-           .agg(pl.len().alias("samples"), labels_any().sum().alias("labelled"),
-                *[pl.col(f"has_{t}").sum().alias(t) for t in TASKS])
-           .sort("source"))
+    per = (
+        scope.group_by("source", "split")
+        .agg(
+            pl.len().alias("samples"),
+            labels_any().sum().alias("labelled"),
+            *[pl.col(f"has_{t}").sum().alias(t) for t in TASKS],
+        )
+        .sort("source")
+    )
     out: dict = {}
     for row in per.iter_rows(named=True):
-        src = out.setdefault(row["source"], {"samples": 0, "share": 0.0, "labelled": 0, "splits": {},
-                                             "tasks": dict.fromkeys(TASKS, 0)})
+        src = out.setdefault(
+            row["source"], {"samples": 0, "share": 0.0, "labelled": 0, "splits": {}, "tasks": dict.fromkeys(TASKS, 0)}
+        )
         src["samples"] += row["samples"]
         src["labelled"] += row["labelled"]
         src["splits"][row["split"]] = row["samples"]
@@ -132,21 +139,27 @@ def _tasks(scope: pl.DataFrame, manifests: Manifests, class_counts: dict, option
 
 # ---- class histograms
 
+
 def _class_counts(full: pl.DataFrame, task: str) -> pl.DataFrame:
     """(source, split, class, count, frames) over every split: count in the task's unit, frames containing it."""
     column, _ = CLASS_TASKS[task]
     rows = full.filter(pl.col(f"has_{task}"))
     if task == "seg":
-        rows = (rows.select("source", "split", pl.col("seg_classes").alias("class"), pl.col("seg_pixels").alias("count"))
-                .explode("class", "count"))
+        rows = rows.select(
+            "source", "split", pl.col("seg_classes").alias("class"), pl.col("seg_pixels").alias("count")
+        ).explode("class", "count")
     elif full.schema[column] == pl.List:
-        rows = rows.select("source", "split", pl.col(column).alias("class")).explode("class").with_columns(count=pl.lit(1))
+        rows = (
+            rows.select("source", "split", pl.col(column).alias("class")).explode("class").with_columns(count=pl.lit(1))
+        )
     else:
         rows = rows.select("source", "split", pl.col(column).alias("class"), count=pl.lit(1))
-    return (rows.drop_nulls("class")
-            .group_by("source", "split", "class")
-            .agg(pl.col("count").sum().cast(pl.Int64), pl.len().alias("frames"))
-            .with_columns(pl.col("class").cast(pl.Int64)))
+    return (
+        rows.drop_nulls("class")
+        .group_by("source", "split", "class")
+        .agg(pl.col("count").sum().cast(pl.Int64), pl.len().alias("frames"))
+        .with_columns(pl.col("class").cast(pl.Int64))
+    )
 
 
 def class_name(manifests: Manifests, source: str, task: str, class_id: int) -> str:
@@ -177,8 +190,9 @@ def _ordered_names(manifests: Manifests, task: str, sources: Iterable[str], seen
     return list(names)
 
 
-def _classes(task: str, counts: pl.DataFrame, manifests: Manifests, options: StatsOptions,
-             labelling: dict[str, int]) -> dict:
+def _classes(
+    task: str, counts: pl.DataFrame, manifests: Manifests, options: StatsOptions, labelling: dict[str, int]
+) -> dict:
     """Histogram, imbalance ratio, rare and absent classes and effective numbers of one task."""
     _, unit = CLASS_TASKS[task]
     per_source = _named(counts, manifests, task, "count")
@@ -207,8 +221,10 @@ def _classes(task: str, counts: pl.DataFrame, manifests: Manifests, options: Sta
         "absent": [name for name, n in hist.items() if n == 0],
         "effective_number_basis": "frames" if task == "seg" else unit,
         "effective_number": {name: _round(effective_number(basis.get(name, 0), options.beta)) for name in order},
-        "by_source": {src: {name: per_source[src].get(name, 0) for name in order if per_source[src].get(name, 0)}
-                      for src in sorted(per_source)},
+        "by_source": {
+            src: {name: per_source[src].get(name, 0) for name in order if per_source[src].get(name, 0)}
+            for src in sorted(per_source)
+        },
     }
     if task == "seg":
         out["frames"] = {name: frames.get(name, 0) for name in order}
@@ -220,14 +236,23 @@ def _classes(task: str, counts: pl.DataFrame, manifests: Manifests, options: Sta
 
 # ---- depth, steering, lanes
 
+
 def _describe(values: np.ndarray, digits: int = 6) -> dict:
     """mean, median, p5, p95, min, max of ``values`` (None each when empty)."""
     if values.size == 0:
         return dict.fromkeys(("mean", "median", "p5", "p95", "min", "max"))
     p5, median, p95 = np.percentile(values, [5, 50, 95])
-    return {k: round(float(v), digits) for k, v in
-            (("mean", values.mean()), ("median", median), ("p5", p5), ("p95", p95),
-             ("min", values.min()), ("max", values.max()))}
+    return {
+        k: round(float(v), digits)
+        for k, v in (
+            ("mean", values.mean()),
+            ("median", median),
+            ("p5", p5),
+            ("p95", p95),
+            ("min", values.min()),
+            ("max", values.max()),
+        )
+    }
 
 
 def _depth(rows: pl.DataFrame) -> dict:
@@ -235,16 +260,25 @@ def _depth(rows: pl.DataFrame) -> dict:
     pts = rows["depth_points"].fill_null(0).to_numpy().astype(np.float64)
     pixels = (rows["height"].cast(pl.Int64) * rows["width"].cast(pl.Int64)).to_numpy()
     coverage = pts / np.maximum(pixels, 1)
-    per = (rows.with_columns(coverage=pl.col("depth_points") / (pl.col("height").cast(pl.Int64) * pl.col("width")))
-           .group_by("source").agg(pl.len().alias("frames"), pl.col("depth_points").mean().alias("points"),
-                                   pl.col("coverage").mean()).sort("source"))
+    per = (
+        rows.with_columns(coverage=pl.col("depth_points") / (pl.col("height").cast(pl.Int64) * pl.col("width")))
+        .group_by("source")
+        .agg(pl.len().alias("frames"), pl.col("depth_points").mean().alias("points"), pl.col("coverage").mean())
+        .sort("source")
+    )
     return {
         "frames": rows.height,
         "points_per_frame": _describe(pts, 1),
         "coverage": _describe(coverage),
         "range_m": [_round(rows["depth_min_m"].min()), _round(rows["depth_max_m"].max())],
-        "by_source": {r["source"]: {"frames": r["frames"], "points_per_frame": round(r["points"], 1),
-                                    "coverage": round(r["coverage"], 6)} for r in per.iter_rows(named=True)},
+        "by_source": {
+            r["source"]: {
+                "frames": r["frames"],
+                "points_per_frame": round(r["points"], 1),
+                "coverage": round(r["coverage"], 6),
+            }
+            for r in per.iter_rows(named=True)
+        },
     }
 
 
@@ -282,11 +316,15 @@ def _lanes(rows: pl.DataFrame) -> dict:
     counts = rows["lane_count"].fill_null(0).value_counts().sort("lane_count")
     per = {str(n): int(c) for n, c in counts.iter_rows()}
     values = rows["lane_count"].fill_null(0).to_numpy()
-    return {"frames": rows.height, "lanes_per_frame": per,
-            "mean": round(float(values.mean()), 6) if values.size else None}
+    return {
+        "frames": rows.height,
+        "lanes_per_frame": per,
+        "mean": round(float(values.mean()), 6) if values.size else None,
+    }
 
 
 # ---- recommendations
+
 
 def _recommendations(scope: pl.DataFrame, options: StatsOptions) -> dict:
     """Task loss weights and source sampling ratios, from the samples a trainer would see.
@@ -299,25 +337,37 @@ def _recommendations(scope: pl.DataFrame, options: StatsOptions) -> dict:
     labelled = {t: int(basis[f"has_{t}"].sum()) for t in TASKS}
     per_source = dict(sorted(basis.group_by("source").len().iter_rows()))
     return {
-        "basis": {"split": "train" if train.height else options.split, "samples": basis.height,
-                  "labelled": labelled, "sources": per_source},
+        "basis": {
+            "split": "train" if train.height else options.split,
+            "samples": basis.height,
+            "labelled": labelled,
+            "sources": per_source,
+        },
         "beta": options.beta,
-        "task_weights": {rule: {t: round(w, 6) for t, w in task_weights(labelled, rule, options.beta).items()}
-                         for rule in WEIGHT_RULES},
-        "mix": {str(float(a)): {s: round(p, 6) for s, p in temperature_mix(per_source, a).items()}
-                for a in options.alphas},
+        "task_weights": {
+            rule: {t: round(w, 6) for t, w in task_weights(labelled, rule, options.beta).items()}
+            for rule in WEIGHT_RULES
+        },
+        "mix": {
+            str(float(a)): {s: round(p, 6) for s, p in temperature_mix(per_source, a).items()} for a in options.alphas
+        },
     }
 
 
 # ---- warnings
 
-def _warnings(full: pl.DataFrame, manifests: Manifests, class_counts: dict, per_split: dict,
-              options: StatsOptions) -> Iterable[dict]:
+
+def _warnings(
+    full: pl.DataFrame, manifests: Manifests, class_counts: dict, per_split: dict, options: StatsOptions
+) -> Iterable[dict]:
     """Problems a user should fix or know before training, most serious first."""
     if options.split is not None and not (full["split"] == options.split).any():
         splits = ", ".join(sorted(set(full["split"]), key=split_order)) or "none"
-        yield {"code": "empty_split", "split": options.split,
-               "message": f"no sample in split {options.split!r} (the shards have: {splits})"}
+        yield {
+            "code": "empty_split",
+            "split": options.split,
+            "message": f"no sample in split {options.split!r} (the shards have: {splits})",
+        }
     yield from _unlabelled_sources(full)
     yield from _leaks(full, options)
     yield from _no_validation(per_split)
@@ -330,43 +380,66 @@ def _listed(names: list[str], limit: int) -> str:
 
 
 def _unlabelled_sources(full: pl.DataFrame) -> Iterable[dict]:
-    per = (full.group_by("source", "split").agg(pl.len().alias("n"), labels_any().sum().alias("labelled"))
-           .sort("source", "split"))
+    per = (
+        full.group_by("source", "split")
+        .agg(pl.len().alias("n"), labels_any().sum().alias("labelled"))
+        .sort("source", "split")
+    )
     for source in sorted(set(per["source"])):
         rows = per.filter(pl.col("source") == source)
         if rows["labelled"].sum() == 0:
-            yield {"code": "unlabelled_source", "source": source, "split": None,
-                   "message": f"{source}: none of its {rows['n'].sum()} samples labels any task; "
-                              "it only costs loading time in training"}
+            yield {
+                "code": "unlabelled_source",
+                "source": source,
+                "split": None,
+                "message": f"{source}: none of its {rows['n'].sum()} samples labels any task; "
+                "it only costs loading time in training",
+            }
             continue
         for _, split, n, lab in rows.iter_rows():
             if split in ("train", "val") and lab == 0:
-                yield {"code": "unlabelled_source", "source": source, "split": split,
-                       "message": f"{source}/{split}: none of its {n} samples labels any task"}
+                yield {
+                    "code": "unlabelled_source",
+                    "source": source,
+                    "split": split,
+                    "message": f"{source}/{split}: none of its {n} samples labels any task",
+                }
 
 
 def _leaks(full: pl.DataFrame, options: StatsOptions) -> Iterable[dict]:
-    both = (full.filter(pl.col("split").is_in(["train", "val"]) & pl.col("sequence").is_not_null())
-            .group_by("source", "sequence").agg(pl.col("split").n_unique().alias("splits"))
-            .filter(pl.col("splits") > 1).sort("source", "sequence"))
+    both = (
+        full.filter(pl.col("split").is_in(["train", "val"]) & pl.col("sequence").is_not_null())
+        .group_by("source", "sequence")
+        .agg(pl.col("split").n_unique().alias("splits"))
+        .filter(pl.col("splits") > 1)
+        .sort("source", "sequence")
+    )
     for source in sorted(set(both["source"])):
         seqs = both.filter(pl.col("source") == source)["sequence"].to_list()
-        yield {"code": "sequence_leak", "source": source, "sequences": seqs,
-               "message": f"{source}: {len(seqs)} sequence(s) in both train and val ({_listed(seqs, options.examples)}); "
-                          "validation scores will be optimistic: re-ingest with a grouped --val-fraction"}
+        yield {
+            "code": "sequence_leak",
+            "source": source,
+            "sequences": seqs,
+            "message": f"{source}: {len(seqs)} sequence(s) in both train and val ({_listed(seqs, options.examples)}); "
+            "validation scores will be optimistic: re-ingest with a grouped --val-fraction",
+        }
 
 
 def _no_validation(per_split: dict) -> Iterable[dict]:
     for t in TASKS:
         train, val = per_split.get("train", {}).get(t, 0), per_split.get("val", {}).get(t, 0)
         if train and not val:
-            yield {"code": "no_validation", "task": t,
-                   "message": f"{t}: {train} training samples, none in val; it cannot be evaluated "
-                              "(ingest with --val-fraction or add a val split)"}
+            yield {
+                "code": "no_validation",
+                "task": t,
+                "message": f"{t}: {train} training samples, none in val; it cannot be evaluated "
+                "(ingest with --val-fraction or add a val split)",
+            }
 
 
-def _absent_from_split(per_split: dict, manifests: Manifests, class_counts: dict,
-                       options: StatsOptions) -> Iterable[dict]:
+def _absent_from_split(
+    per_split: dict, manifests: Manifests, class_counts: dict, options: StatsOptions
+) -> Iterable[dict]:
     """Classes that occur in one of train/val but not in the other, where both label the task."""
     for task, counts in class_counts.items():
         names = {s: set() for s in ("train", "val")}
@@ -379,12 +452,18 @@ def _absent_from_split(per_split: dict, manifests: Manifests, class_counts: dict
                 continue
             missing = sorted(names[other] - names[split])
             if missing:
-                yield {"code": "class_absent", "task": task, "split": split, "classes": missing,
-                       "message": f"{task}: {len(missing)} class(es) in {other} but absent from {split} "
-                                  f"({_listed(missing, options.examples)})"}
+                yield {
+                    "code": "class_absent",
+                    "task": task,
+                    "split": split,
+                    "classes": missing,
+                    "message": f"{task}: {len(missing)} class(es) in {other} but absent from {split} "
+                    f"({_listed(missing, options.examples)})",
+                }
 
 
 # ---- numbers
+
 
 def _share(n: float, total: float) -> float:
     return round(n / total, 6) if total else 0.0

@@ -61,24 +61,36 @@ VLP16_ELEVATIONS_DEG = np.linspace(-15.0, 15.0, 16)
 AZIMUTH_STEP_DEG = 0.4
 
 # ---- real configuration (hard-coded from the fixture cams_lidars.json, full resolution) ----
-_VEHICLE = {"view": {"origin": [0.0, 0.0, 0.0], "x-axis": [1.0, 0.0, 0.0], "y-axis": [0.0, 1.0, 0.0]},
-            "ego-dimensions": {"x-range": [-1.0, 4.0], "y-range": [-1.25, 1.25], "z-range": [-0.75, 1.5]}}
+_VEHICLE = {
+    "view": {"origin": [0.0, 0.0, 0.0], "x-axis": [1.0, 0.0, 0.0], "y-axis": [0.0, 1.0, 0.0]},
+    "ego-dimensions": {"x-range": [-1.0, 4.0], "y-range": [-1.25, 1.25], "z-range": [-0.75, 1.5]},
+}
 _LIDAR_VIEWS = {  # name: (origin, x-axis, y-axis)
-    "front_center": ([1.7183999999999997, 3.8163916471489756e-17, 1.1201406050000002],
-                     [-0.007840892071133887, -0.9999275831501491, -0.00912956006775139],
-                     [0.9807203123118539, -0.005906897013169535, -0.19532736005643384]),
-    "front_left": ([1.7115472144019115, 0.6309253612930116, 1.1183603410607053],
-                   [0.9997181756703177, -0.02247154565787787, -0.0076549898862032445],
-                   [0.013577535160789809, 0.8057433542223932, -0.5921091940389074]),
-    "front_right": ([1.7057192494119477, -0.6546311501997916, 1.1162099278760471],
-                    [-0.9998610375105861, 0.010662317224908232, 0.012814860890777973],
-                    [-0.01623086785658188, -0.798013739000296, -0.6024206431517679]),
-    "rear_left": ([-0.43094714121137156, 0.5880139308083067, 1.1479587720725783],
-                  [0.9429395447084686, -0.007441303046458202, 0.3328808225686139],
-                  [0.09087818558776738, 0.9675433570319885, -0.235798659130084]),
-    "rear_right": ([-0.4335855801921671, -0.6050262250544058, 1.1183086367434956],
-                   [-0.946105656109395, 0.022278038022261998, -0.3230909724825038],
-                   [0.06774258601831458, -0.9619486437056151, -0.26469935570846975]),
+    "front_center": (
+        [1.7183999999999997, 3.8163916471489756e-17, 1.1201406050000002],
+        [-0.007840892071133887, -0.9999275831501491, -0.00912956006775139],
+        [0.9807203123118539, -0.005906897013169535, -0.19532736005643384],
+    ),
+    "front_left": (
+        [1.7115472144019115, 0.6309253612930116, 1.1183603410607053],
+        [0.9997181756703177, -0.02247154565787787, -0.0076549898862032445],
+        [0.013577535160789809, 0.8057433542223932, -0.5921091940389074],
+    ),
+    "front_right": (
+        [1.7057192494119477, -0.6546311501997916, 1.1162099278760471],
+        [-0.9998610375105861, 0.010662317224908232, 0.012814860890777973],
+        [-0.01623086785658188, -0.798013739000296, -0.6024206431517679],
+    ),
+    "rear_left": (
+        [-0.43094714121137156, 0.5880139308083067, 1.1479587720725783],
+        [0.9429395447084686, -0.007441303046458202, 0.3328808225686139],
+        [0.09087818558776738, 0.9675433570319885, -0.235798659130084],
+    ),
+    "rear_right": (
+        [-0.4335855801921671, -0.6050262250544058, 1.1183086367434956],
+        [-0.946105656109395, 0.022278038022261998, -0.3230909724825038],
+        [0.06774258601831458, -0.9619486437056151, -0.26469935570846975],
+    ),
 }
 
 
@@ -89,32 +101,52 @@ def _view(origin: list, x_axis: list, y_axis: list) -> dict:
 _CAMERAS = {  # real key sets and key order (front_center has no CorrectedImagePort)
     "front_center": {
         "tstamp_delay": 25000,
-        "view": _view([1.711045726422736, -5.735179668849011e-09, 0.9431449279047172],
-                      [0.9997595802751106, 0.021372184646008877, -0.004900139956328717],
-                      [-0.021482638328964472, 0.9994877740097232, -0.02372100030596073]),
-        "view_": _view([1.7110457264227357, -5.735179664512202e-09, 0.9431449279047173],
-                       [0.9996634642995799, 0.022799351501069053, -0.012375286489347262],
-                       [-0.022997507411583355, 0.999605659802198, -0.016113334362155302]),
-        "CamMatrix": [[1687.3369140625, 0.0, 965.43414055823814], [0.0, 1783.428466796875, 684.4193604186803],
-                      [0.0, 0.0, 1.0]],
-        "CamMatrixOriginal": [[1844.1774422790927, 0.0, 964.42990523863864],
-                              [0.0, 1841.5212239377258, 679.5331911948183], [0.0, 0.0, 1.0]],
+        "view": _view(
+            [1.711045726422736, -5.735179668849011e-09, 0.9431449279047172],
+            [0.9997595802751106, 0.021372184646008877, -0.004900139956328717],
+            [-0.021482638328964472, 0.9994877740097232, -0.02372100030596073],
+        ),
+        "view_": _view(
+            [1.7110457264227357, -5.735179664512202e-09, 0.9431449279047173],
+            [0.9996634642995799, 0.022799351501069053, -0.012375286489347262],
+            [-0.022997507411583355, 0.999605659802198, -0.016113334362155302],
+        ),
+        "CamMatrix": [
+            [1687.3369140625, 0.0, 965.43414055823814],
+            [0.0, 1783.428466796875, 684.4193604186803],
+            [0.0, 0.0, 1.0],
+        ],
+        "CamMatrixOriginal": [
+            [1844.1774422790927, 0.0, 964.42990523863864],
+            [0.0, 1841.5212239377258, 679.5331911948183],
+            [0.0, 0.0, 1.0],
+        ],
         "Distortion": [[-0.2611312587700434, 0.0, 0.0, 0.0, 0.0]],
         "Lens": "Telecam",
         "Resolution": [1920, 1208],
     },
     "side_left": {
         "tstamp_delay": 25000,
-        "view": _view([0.6510458405937454, 0.5799998572182938, 0.9431448238158191],
-                      [-0.018544344034239085, 0.9768772957615971, -0.2129949678510011],
-                      [-0.9997343869154344, -0.021032679180218387, -0.009422421415035534]),
-        "view_": _view([0.6510458405937453, 0.5799998572182938, 0.9431448238158191],
-                       [-0.02370281060836645, 0.9754754725173522, -0.2188281958210878],
-                       [-0.9994396703958544, -0.02829603419996814, -0.01787958857412887]),
-        "CamMatrix": [[821.96843909434017, 0.0, 989.87613610492576],
-                      [0.0, 822.16288440668507, 654.82930537617779], [0.0, 0.0, 1.0]],
-        "CamMatrixOriginal": [[970.06907174517983, 0.0, 972.36299202265582],
-                              [0.0, 970.29855182577683, 639.87287033389248], [0.0, 0.0, 1.0]],
+        "view": _view(
+            [0.6510458405937454, 0.5799998572182938, 0.9431448238158191],
+            [-0.018544344034239085, 0.9768772957615971, -0.2129949678510011],
+            [-0.9997343869154344, -0.021032679180218387, -0.009422421415035534],
+        ),
+        "view_": _view(
+            [0.6510458405937453, 0.5799998572182938, 0.9431448238158191],
+            [-0.02370281060836645, 0.9754754725173522, -0.2188281958210878],
+            [-0.9994396703958544, -0.02829603419996814, -0.01787958857412887],
+        ),
+        "CamMatrix": [
+            [821.96843909434017, 0.0, 989.87613610492576],
+            [0.0, 822.16288440668507, 654.82930537617779],
+            [0.0, 0.0, 1.0],
+        ],
+        "CamMatrixOriginal": [
+            [970.06907174517983, 0.0, 972.36299202265582],
+            [0.0, 970.29855182577683, 639.87287033389248],
+            [0.0, 0.0, 1.0],
+        ],
         "CorrectedImagePort": None,
         "Distortion": [[-0.043374001393116354, 0.0, 0.0, 0.0]],
         "Lens": "Fisheye",
@@ -123,23 +155,61 @@ _CAMERAS = {  # real key sets and key order (front_center has no CorrectedImageP
 }
 
 CLASS_LIST = {  # the real class_list.json, in file order
-    "#ff0000": "Car 1", "#c80000": "Car 2", "#960000": "Car 3", "#800000": "Car 4",
-    "#b65906": "Bicycle 1", "#963204": "Bicycle 2", "#5a1e01": "Bicycle 3", "#5a1e1e": "Bicycle 4",
-    "#cc99ff": "Pedestrian 1", "#bd499b": "Pedestrian 2", "#ef59bf": "Pedestrian 3",
-    "#ff8000": "Truck 1", "#c88000": "Truck 2", "#968000": "Truck 3",
-    "#00ff00": "Small vehicles 1", "#00c800": "Small vehicles 2", "#009600": "Small vehicles 3",
-    "#0080ff": "Traffic signal 1", "#1e1c9e": "Traffic signal 2", "#3c1c64": "Traffic signal 3",
-    "#00ffff": "Traffic sign 1", "#1edcdc": "Traffic sign 2", "#3c9dc7": "Traffic sign 3",
-    "#ffff00": "Utility vehicle 1", "#ffffc8": "Utility vehicle 2", "#e96400": "Sidebars",
-    "#6e6e00": "Speed bumper", "#808000": "Curbstone", "#ffc125": "Solid line", "#400040": "Irrelevant signs",
-    "#b97a57": "Road blocks", "#000064": "Tractor", "#8b636c": "Non-drivable street",
-    "#d23273": "Zebra crossing", "#ff0080": "Obstacles / trash", "#fff68f": "Poles",
-    "#960096": "RD restricted area", "#ccff99": "Animals", "#eea2ad": "Grid structure",
-    "#212cb1": "Signal corpus", "#b432b4": "Drivable cobblestone", "#ff46b9": "Electronic traffic",
-    "#eee9bf": "Slow drive area", "#93fdc2": "Nature object", "#9696c8": "Parking area",
-    "#b496c8": "Sidewalk", "#48d1cc": "Ego car", "#c87dd2": "Painted driv. instr.",
-    "#9f79ee": "Traffic guide obj.", "#8000ff": "Dashed line", "#ff00ff": "RD normal street",
-    "#87ceff": "Sky", "#f1e6ff": "Buildings", "#60458f": "Blurred area", "#352e52": "Rain dirt",
+    "#ff0000": "Car 1",
+    "#c80000": "Car 2",
+    "#960000": "Car 3",
+    "#800000": "Car 4",
+    "#b65906": "Bicycle 1",
+    "#963204": "Bicycle 2",
+    "#5a1e01": "Bicycle 3",
+    "#5a1e1e": "Bicycle 4",
+    "#cc99ff": "Pedestrian 1",
+    "#bd499b": "Pedestrian 2",
+    "#ef59bf": "Pedestrian 3",
+    "#ff8000": "Truck 1",
+    "#c88000": "Truck 2",
+    "#968000": "Truck 3",
+    "#00ff00": "Small vehicles 1",
+    "#00c800": "Small vehicles 2",
+    "#009600": "Small vehicles 3",
+    "#0080ff": "Traffic signal 1",
+    "#1e1c9e": "Traffic signal 2",
+    "#3c1c64": "Traffic signal 3",
+    "#00ffff": "Traffic sign 1",
+    "#1edcdc": "Traffic sign 2",
+    "#3c9dc7": "Traffic sign 3",
+    "#ffff00": "Utility vehicle 1",
+    "#ffffc8": "Utility vehicle 2",
+    "#e96400": "Sidebars",
+    "#6e6e00": "Speed bumper",
+    "#808000": "Curbstone",
+    "#ffc125": "Solid line",
+    "#400040": "Irrelevant signs",
+    "#b97a57": "Road blocks",
+    "#000064": "Tractor",
+    "#8b636c": "Non-drivable street",
+    "#d23273": "Zebra crossing",
+    "#ff0080": "Obstacles / trash",
+    "#fff68f": "Poles",
+    "#960096": "RD restricted area",
+    "#ccff99": "Animals",
+    "#eea2ad": "Grid structure",
+    "#212cb1": "Signal corpus",
+    "#b432b4": "Drivable cobblestone",
+    "#ff46b9": "Electronic traffic",
+    "#eee9bf": "Slow drive area",
+    "#93fdc2": "Nature object",
+    "#9696c8": "Parking area",
+    "#b496c8": "Sidewalk",
+    "#48d1cc": "Ego car",
+    "#c87dd2": "Painted driv. instr.",
+    "#9f79ee": "Traffic guide obj.",
+    "#8000ff": "Dashed line",
+    "#ff00ff": "RD normal street",
+    "#87ceff": "Sky",
+    "#f1e6ff": "Buildings",
+    "#60458f": "Blurred area",
+    "#352e52": "Rain dirt",
 }
 _COLOUR_OF = {name: colour for colour, name in CLASS_LIST.items()}
 #: label-index -> class name for the stuff classes; objects get indices len(_STUFF) + i
@@ -155,8 +225,10 @@ CLASSES = {
     "Bicycle": (0.10, (1.70, 0.60, 1.10), "Bicycle", (60, 90, 140), 30),
 }
 #: box corners in the tutorial's ``get_points`` order: brl, bfl, bfr, brr, trl, tfl, tfr, trr
-CORNER_SIGNS = np.array([[-1, 1, -1], [1, 1, -1], [1, -1, -1], [-1, -1, -1],
-                         [-1, 1, 1], [1, 1, 1], [1, -1, 1], [-1, -1, 1]], dtype=np.float64)
+CORNER_SIGNS = np.array(
+    [[-1, 1, -1], [1, 1, -1], [1, -1, -1], [-1, -1, -1], [-1, 1, 1], [1, 1, 1], [1, -1, 1], [-1, -1, 1]],
+    dtype=np.float64,
+)
 # faces (corner indices around each) and their shade: bottom, top, front, rear, left, right
 _FACES = ((0, 1, 2, 3), (4, 5, 6, 7), (1, 2, 6, 5), (0, 3, 7, 4), (0, 1, 5, 4), (3, 2, 6, 7))
 _FACE_SHADE = (0.5, 1.15, 0.95, 0.85, 0.75, 0.7)
@@ -177,8 +249,10 @@ def synth_speed_kmh(t_us: float | np.ndarray) -> float | np.ndarray:
 
 def _other_signals(t_us: np.ndarray) -> dict[str, tuple[str | None, np.ndarray]]:
     t = np.asarray(t_us, dtype=np.float64)
-    return {"accelerator_pedal": ("Unit_PerCent", 20.0 + 10.0 * np.sin(2 * np.pi * np.mod(t, 7e6) / 7e6)),
-            "brake_pressure": ("Unit_Bar", 0.3 + 0.2 * np.cos(2 * np.pi * np.mod(t, 11e6) / 11e6))}
+    return {
+        "accelerator_pedal": ("Unit_PerCent", 20.0 + 10.0 * np.sin(2 * np.pi * np.mod(t, 7e6) / 7e6)),
+        "brake_pressure": ("Unit_Bar", 0.3 + 0.2 * np.cos(2 * np.pi * np.mod(t, 11e6) / 11e6)),
+    }
 
 
 def cams_lidars() -> dict:
@@ -279,14 +353,21 @@ def _sample_scene(rng: np.random.Generator, K: np.ndarray) -> _Scene:
         rot = axis_angle_rotation(np.array([0.0, 0.0, axis_z]), rot_angle)
         box = _bbox2d(box_corners(center, size, rot), K)[0]
         inside = box[0] >= 2 and box[1] >= 2 and box[2] <= WIDTH - 3 and box[3] <= HEIGHT - EGO_ROWS - 3
-        apart = all(box[0] > b[2] + 2 or b[0] > box[2] + 2 or box[1] > b[3] + 2 or b[1] > box[3] + 2
-                    for b in boxes2d)  # disjoint 2D boxes: no occlusion, no 3D overlap
+        apart = all(
+            box[0] > b[2] + 2 or b[0] > box[2] + 2 or box[1] > b[3] + 2 or b[1] > box[3] + 2 for b in boxes2d
+        )  # disjoint 2D boxes: no occlusion, no 3D overlap
         if inside and apart:
             rows.append((name, center, size, axis_z, rot_angle))
             boxes2d.append(box)
-    return _Scene([r[0] for r in rows], np.array([r[1] for r in rows]).reshape(-1, 3),
-                  np.array([r[2] for r in rows]).reshape(-1, 3), np.array([r[3] for r in rows]),
-                  np.array([r[4] for r in rows]), float(rng.uniform(-1.0, 1.0)), float(rng.uniform(0, 9)))
+    return _Scene(
+        [r[0] for r in rows],
+        np.array([r[1] for r in rows]).reshape(-1, 3),
+        np.array([r[2] for r in rows]).reshape(-1, 3),
+        np.array([r[3] for r in rows]),
+        np.array([r[4] for r in rows]),
+        float(rng.uniform(-1.0, 1.0)),
+        float(rng.uniform(0, 9)),
+    )
 
 
 def _dashed(scene: _Scene, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -318,8 +399,7 @@ def _distortion_map(cam: dict) -> np.ndarray:
     return und.reshape(HEIGHT, WIDTH, 2)
 
 
-def _render(scene: _Scene, K: np.ndarray, und: np.ndarray,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _render(scene: _Scene, K: np.ndarray, und: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Render the undistorted view on a canvas covering ``und``, then warp it to the original.
 
     Returns (BGR uint8 image, label-index uint8 map), both in the original (distorted) geometry.
@@ -397,8 +477,14 @@ def _scan(scene: _Scene, cam_name: str, K: np.ndarray, cam_tstamp: int, rng: np.
         points = origin + t_hit[:, None] * dirs
         with np.errstate(invalid="ignore", divide="ignore"):
             col, row = view_to_pixels(points, K)
-            keep = ((t_hit <= MAX_RANGE_M) & (points[:, 0] > 0.5) & (col >= -0.5) & (col < WIDTH - 0.5)
-                    & (row >= -0.5) & (row < HEIGHT - EGO_ROWS - 0.5))
+            keep = (
+                (t_hit <= MAX_RANGE_M)
+                & (points[:, 0] > 0.5)
+                & (col >= -0.5)
+                & (col < WIDTH - 0.5)
+                & (row >= -0.5)
+                & (row < HEIGHT - EGO_ROWS - 0.5)
+            )
         points, hit, az = points[keep], hit[keep], azim[keep]
         object_refl = np.array([0] + [CLASSES[n][4] for n in scene.classes])[hit]
         refl = np.where(hit == 0, np.where(_dashed(scene, points[:, 0], points[:, 1]), 90, 12), object_refl)
@@ -406,19 +492,35 @@ def _scan(scene: _Scene, cam_name: str, K: np.ndarray, cam_tstamp: int, rng: np.
         stamp = cam_tstamp - 50_000 + np.rint(az / (2 * np.pi) * 100_000).astype(np.int64)
         out.append((points, refl, col[keep], row[keep], stamp, np.full(len(hit), float(lidar_id)), az))
     points, refl, col, row, stamp, lidar, az = (np.concatenate(parts) for parts in zip(*out))
-    return {"azimuth": az, "row": row, "lidar_id": lidar, "depth": points[:, 0].copy(), "reflectance": refl,
-            "col": col, "points": points, "timestamp": stamp.astype(np.int64),
-            "distance": np.linalg.norm(points, axis=1)}
+    return {
+        "azimuth": az,
+        "row": row,
+        "lidar_id": lidar,
+        "depth": points[:, 0].copy(),
+        "reflectance": refl,
+        "col": col,
+        "points": points,
+        "timestamp": stamp.astype(np.int64),
+        "distance": np.linalg.norm(points, axis=1),
+    }
 
 
 def _label3d(scene: _Scene, K: np.ndarray) -> dict:
     boxes = {}
     for i, (corners, box) in enumerate(zip(scene.corners, _bbox2d(scene.corners, K))):
         boxes[f"box_{i}"] = {
-            "2d_bbox": [round(float(v), 4) for v in box], "3d_points": corners.tolist(), "alpha": 0.0,
-            "axis": [0.0, 0.0, float(scene.axis_z[i])], "center": scene.center[i].tolist(),
-            "class": scene.classes[i], "id": i, "occlusion": 0.0, "rot_angle": float(scene.rot_angle[i]),
-            "size": scene.size[i].tolist(), "truncation": 0.0}  # fully visible, never overlapping
+            "2d_bbox": [round(float(v), 4) for v in box],
+            "3d_points": corners.tolist(),
+            "alpha": 0.0,
+            "axis": [0.0, 0.0, float(scene.axis_z[i])],
+            "center": scene.center[i].tolist(),
+            "class": scene.classes[i],
+            "id": i,
+            "occlusion": 0.0,
+            "rot_angle": float(scene.rot_angle[i]),
+            "size": scene.size[i].tolist(),
+            "truncation": 0.0,
+        }  # fully visible, never overlapping
     return boxes
 
 
@@ -429,11 +531,17 @@ def _bus_semantic(frames: list[tuple[str, int]]) -> list:
         angle = synth_steering_deg(t)
         slope = (synth_steering_deg(t + 10_000) - synth_steering_deg(t - 10_000)) / 2  # per 10 ms
         step = min(abs(slope), abs(angle))  # window mean = |angle|, never crossing zero
-        flexray = {"steering_angle_calculated": {"unit": "Unit_DegreOfArc",
-                                                 "values": [abs(angle) - step, abs(angle), abs(angle) + step]},
-                   "steering_angle_calculated_sign": {"unit": None, "values": [int(angle < 0)] * 3}}
-        for name, (unit, value) in {"vehicle_speed": ("Unit_KiloMeterPerHour", synth_speed_kmh(t)),
-                                    **_other_signals(np.array(t))}.items():
+        flexray = {
+            "steering_angle_calculated": {
+                "unit": "Unit_DegreOfArc",
+                "values": [abs(angle) - step, abs(angle), abs(angle) + step],
+            },
+            "steering_angle_calculated_sign": {"unit": None, "values": [int(angle < 0)] * 3},
+        }
+        for name, (unit, value) in {
+            "vehicle_speed": ("Unit_KiloMeterPerHour", synth_speed_kmh(t)),
+            **_other_signals(np.array(t)),
+        }.items():
             flexray[name] = {"unit": unit, "values": [float(value)] * 3}
         flexray["driving_direction"] = {"unit": None, "values": [1, 1, 1]}  # forward
         flexray["gear"] = {"unit": None, "values": [11, 11, 11]}  # D
@@ -445,11 +553,16 @@ def _bus_sensor_fusion(t_first: int, t_last: int) -> dict:
     """Sensor-fusion object: every signal at 100 Hz from 0.5 s before to 0.5 s after the frames."""
     t = np.arange((t_first - 500_000) // 10_000 * 10_000, t_last + 500_001, 10_000, dtype=np.int64)
     angle = synth_steering_deg(t)
-    signals = {"steering_angle_calculated": ("Unit_DegreOfArc", np.abs(angle)),
-               "steering_angle_calculated_sign": (None, (angle < 0).astype(np.int64)),
-               "vehicle_speed": ("Unit_KiloMeterPerHour", synth_speed_kmh(t)), **_other_signals(t)}
-    return {name: {"unit": unit, "values": [[int(a), b] for a, b in zip(t, values.tolist())]}
-            for name, (unit, values) in sorted(signals.items())}
+    signals = {
+        "steering_angle_calculated": ("Unit_DegreOfArc", np.abs(angle)),
+        "steering_angle_calculated_sign": (None, (angle < 0).astype(np.int64)),
+        "vehicle_speed": ("Unit_KiloMeterPerHour", synth_speed_kmh(t)),
+        **_other_signals(t),
+    }
+    return {
+        name: {"unit": unit, "values": [[int(a), b] for a, b in zip(t, values.tolist())]}
+        for name, (unit, values) in sorted(signals.items())
+    }
 
 
 def _json_bytes(doc: object, **kw) -> bytes:
@@ -468,8 +581,9 @@ def _frame_times(seed: int, scene_no: int) -> dict[str, list[tuple[int, int]]]:
     if scene_no == 0:  # side_left: its own IDs (not aligned with front_center), a few ms off
         side_first = first - int(rng.integers(5, 40))
         offset = int(rng.choice([-1, 1]) * rng.integers(1000, 4000))
-        cams["side_left"] = [(side_first + k, stamps[k] + offset + int(rng.integers(-200, 200)))
-                             for k in range(N_FRAMES)]
+        cams["side_left"] = [
+            (side_first + k, stamps[k] + offset + int(rng.integers(-200, 200))) for k in range(N_FRAMES)
+        ]
     return cams
 
 
@@ -477,24 +591,43 @@ def _file_name(prefix: str, kind: str, cam_name: str, frame_id: int, ext: str) -
     return f"{prefix}_{kind}_{cam_name.replace('_', '')}_{frame_id:09d}.{ext}"
 
 
-def _frame_files(scene: _Scene, cam_name: str, cam: dict, und: np.ndarray, prefix: str,
-                 frame_id: int, cam_tstamp: int, rng: np.random.Generator) -> dict[str, bytes]:
+def _frame_files(
+    scene: _Scene,
+    cam_name: str,
+    cam: dict,
+    und: np.ndarray,
+    prefix: str,
+    frame_id: int,
+    cam_tstamp: int,
+    rng: np.random.Generator,
+) -> dict[str, bytes]:
     """Camera png + json, lidar npz, label png and label3D json of one frame, by relative path."""
     K = np.array(cam["CamMatrix"], np.float64)
     image, label = _render(scene, K, und, rng)
-    lut = np.array([[int(c[i:i + 2], 16) for i in (5, 3, 1)] for c in _label_colours(scene)], np.uint8)  # BGR
+    lut = np.array([[int(c[i : i + 2], 16) for i in (5, 3, 1)] for c in _label_colours(scene)], np.uint8)  # BGR
     npz = io.BytesIO()
     np.savez(npz, **_scan(scene, cam_name, K, cam_tstamp, rng))
     folder = f"cam_{cam_name}"
-    names = {kind: _file_name(prefix, kind, cam_name, frame_id, ext) for kind, ext in
-             (("camera", "png"), ("lidar", "npz"), ("label", "png"), ("label3D", "json"))}
-    info = {"cam_tstamp": cam_tstamp, "cam_name": cam_name, "image_zoom": 1.0, "image_png": names["camera"],
-            "pcld_npz": names["lidar"], "pcld_view": cam["view"], "lidar_ids": LIDAR_IDS}
-    return {f"camera/{folder}/{names['camera']}": cv2.imencode(".png", image)[1].tobytes(),
-            f"camera/{folder}/{names['camera'][:-4]}.json": _json_bytes(info),
-            f"lidar/{folder}/{names['lidar']}": npz.getvalue(),
-            f"label/{folder}/{names['label']}": cv2.imencode(".png", lut[label])[1].tobytes(),
-            f"label3D/{folder}/{names['label3D']}": _json_bytes(_label3d(scene, K), sort_keys=True)}
+    names = {
+        kind: _file_name(prefix, kind, cam_name, frame_id, ext)
+        for kind, ext in (("camera", "png"), ("lidar", "npz"), ("label", "png"), ("label3D", "json"))
+    }
+    info = {
+        "cam_tstamp": cam_tstamp,
+        "cam_name": cam_name,
+        "image_zoom": 1.0,
+        "image_png": names["camera"],
+        "pcld_npz": names["lidar"],
+        "pcld_view": cam["view"],
+        "lidar_ids": LIDAR_IDS,
+    }
+    return {
+        f"camera/{folder}/{names['camera']}": cv2.imencode(".png", image)[1].tobytes(),
+        f"camera/{folder}/{names['camera'][:-4]}.json": _json_bytes(info),
+        f"lidar/{folder}/{names['lidar']}": npz.getvalue(),
+        f"label/{folder}/{names['label']}": cv2.imencode(".png", lut[label])[1].tobytes(),
+        f"label3D/{folder}/{names['label3D']}": _json_bytes(_label3d(scene, K), sort_keys=True),
+    }
 
 
 @register_synth("a2d2")
@@ -530,9 +663,11 @@ def synth_a2d2(out_dir: Path, *, seed: int = 0) -> None:
                 bus_frames.append((_file_name(prefix, "camera", cam_name, frame_id, "json"), cam_tstamp))
         bus = f"bus/{prefix}_bus_signals.json"
         if scene_no == 0:
-            write_atomic(out_dir / "camera_lidar_semantic_bus" / scene_dir / bus,
-                          _json_bytes(_bus_semantic(bus_frames)))
+            write_atomic(
+                out_dir / "camera_lidar_semantic_bus" / scene_dir / bus, _json_bytes(_bus_semantic(bus_frames))
+            )
         elif scene_no == 1:
             stamps = [t for _, t in bus_frames]
-            write_atomic(out_dir / "camera_lidar" / scene_dir / bus,
-                          _json_bytes(_bus_sensor_fusion(min(stamps), max(stamps))))
+            write_atomic(
+                out_dir / "camera_lidar" / scene_dir / bus, _json_bytes(_bus_sensor_fusion(min(stamps), max(stamps)))
+            )

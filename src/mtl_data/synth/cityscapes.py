@@ -38,8 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl_data.schema import cityscapes_geometry as cg
 from mtl_data.files import write_atomic
+from mtl_data.schema import cityscapes_geometry as cg
 from mtl_data.synth.registry import register_synth
 
 WIDTH, HEIGHT = 256, 128
@@ -60,16 +60,38 @@ CITIES = ("aachen", "bochum", "frankfurt")
 
 # The real camera of the cityscapesScripts gtBbox3d sample (and its quoted camera json).
 _REAL_INTRINSIC = {"fx": 2262.52, "fy": 2265.3017905988554, "u0": 1096.98, "v0": 513.137}
-_REAL_EXTRINSIC = {"baseline": 0.209313, "pitch": 0.038, "roll": 0.0, "x": 1.7, "y": 0.1, "yaw": -0.0195,
-                   "z": 1.22}
+_REAL_EXTRINSIC = {"baseline": 0.209313, "pitch": 0.038, "roll": 0.0, "x": 1.7, "y": 0.1, "yaw": -0.0195, "z": 1.22}
 
 #: label ids (official table) used here
-LABEL_ID = {"ego vehicle": 1, "rectification border": 2, "road": 7, "sidewalk": 8, "building": 11, "pole": 17,
-            "sky": 23, "car": 26, "truck": 27, "bus": 28, "motorcycle": 32, "bicycle": 33}
+LABEL_ID = {
+    "ego vehicle": 1,
+    "rectification border": 2,
+    "road": 7,
+    "sidewalk": 8,
+    "building": 11,
+    "pole": 17,
+    "sky": 23,
+    "car": 26,
+    "truck": 27,
+    "bus": 28,
+    "motorcycle": 32,
+    "bicycle": 33,
+}
 #: official colours (RGB) of those ids, for the _color.png
-LABEL_COLOR = {1: (0, 0, 0), 2: (0, 0, 0), 7: (128, 64, 128), 8: (244, 35, 232), 11: (70, 70, 70),
-               17: (153, 153, 153), 23: (70, 130, 180), 26: (0, 0, 142), 27: (0, 0, 70), 28: (0, 60, 100),
-               32: (0, 0, 230), 33: (119, 11, 32)}
+LABEL_COLOR = {
+    1: (0, 0, 0),
+    2: (0, 0, 0),
+    7: (128, 64, 128),
+    8: (244, 35, 232),
+    11: (70, 70, 70),
+    17: (153, 153, 153),
+    23: (70, 130, 180),
+    26: (0, 0, 142),
+    27: (0, 0, 70),
+    28: (0, 60, 100),
+    32: (0, 0, 230),
+    33: (119, 11, 32),
+}
 # vehicle label: (sampling weight, mean [L, W, H] m, gtBbox3d "type", RGB base colours)
 VEHICLES = {
     "car": (0.55, (4.3, 1.8, 1.5), "Mid Size Car", ((40, 50, 140), (170, 170, 175), (150, 30, 30), (30, 30, 35))),
@@ -103,16 +125,24 @@ class _Street:
 
 # ---- cameras -------------------------------------------------------------------------------------
 
+
 def _camera_json(rng: np.random.Generator) -> dict:
     """A city's camera json: the real one, intrinsics scaled to 256x128 and slightly varied."""
     fx = round(_REAL_INTRINSIC["fx"] * SCALE * rng.uniform(0.99, 1.01), 4)
-    intrinsic = {"fx": fx, "fy": round(fx * _REAL_INTRINSIC["fy"] / _REAL_INTRINSIC["fx"], 10),
-                 "u0": round((_REAL_INTRINSIC["u0"] + 0.5) * SCALE - 0.5 + rng.uniform(-1, 1), 4),
-                 "v0": round((_REAL_INTRINSIC["v0"] + 0.5) * SCALE - 0.5 + rng.uniform(-1, 1), 4)}
+    intrinsic = {
+        "fx": fx,
+        "fy": round(fx * _REAL_INTRINSIC["fy"] / _REAL_INTRINSIC["fx"], 10),
+        "u0": round((_REAL_INTRINSIC["u0"] + 0.5) * SCALE - 0.5 + rng.uniform(-1, 1), 4),
+        "v0": round((_REAL_INTRINSIC["v0"] + 0.5) * SCALE - 0.5 + rng.uniform(-1, 1), 4),
+    }
     extrinsic = dict(_REAL_EXTRINSIC)
-    extrinsic.update(baseline=round(0.209313 + rng.uniform(-0.003, 0.003), 6),
-                     pitch=round(rng.uniform(0.03, 0.05), 4), yaw=round(rng.uniform(-0.02, 0.02), 4),
-                     y=round(0.1 + rng.uniform(-0.03, 0.03), 3), z=round(1.22 + rng.uniform(-0.03, 0.03), 3))
+    extrinsic.update(
+        baseline=round(0.209313 + rng.uniform(-0.003, 0.003), 6),
+        pitch=round(rng.uniform(0.03, 0.05), 4),
+        yaw=round(rng.uniform(-0.02, 0.02), 4),
+        y=round(0.1 + rng.uniform(-0.03, 0.03), 3),
+        z=round(1.22 + rng.uniform(-0.03, 0.03), 3),
+    )
     return {"extrinsic": extrinsic, "intrinsic": intrinsic}
 
 
@@ -142,14 +172,17 @@ class _Camera:
     def project(self, points_v: np.ndarray) -> np.ndarray:
         """(N, 2) pixel coordinates of V points (the official recipe)."""
         p = cg.camera_to_optical(cg.vehicle_to_camera(points_v, self.sensor_T))
-        return np.column_stack([self.K[0, 0] * p[:, 0] / p[:, 2] + self.K[0, 2],
-                                self.K[1, 1] * p[:, 1] / p[:, 2] + self.K[1, 2]])
+        return np.column_stack(
+            [self.K[0, 0] * p[:, 0] / p[:, 2] + self.K[0, 2], self.K[1, 1] * p[:, 1] / p[:, 2] + self.K[1, 2]]
+        )
 
 
 # ---- scene -----------------------------------------------------------------------------------------
 
+
 def _quat_yaw_tilt(yaw: float, tilt_x: float, tilt_y: float) -> np.ndarray:
     """Normalised [w, x, y, z] of a yaw about z followed by small tilts (as real boxes have)."""
+
     def q_axis(axis: int, angle: float) -> np.ndarray:
         q = np.zeros(4)
         q[0], q[1 + axis] = np.cos(angle / 2), np.sin(angle / 2)
@@ -158,8 +191,14 @@ def _quat_yaw_tilt(yaw: float, tilt_x: float, tilt_y: float) -> np.ndarray:
     def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         w1, x1, y1, z1 = a
         w2, x2, y2, z2 = b
-        return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                         w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+        return np.array(
+            [
+                w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+                w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+                w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+            ]
+        )
 
     q = mul(mul(q_axis(2, yaw), q_axis(1, tilt_y)), q_axis(0, tilt_x))
     return q / np.linalg.norm(q)
@@ -198,25 +237,38 @@ def _sample_street(rng: np.random.Generator, cam: _Camera) -> _Street:
         ext = _amodal_extent(box, cam)
         inside = ext[0] >= BORDER_COLS + 1 and ext[2] <= WIDTH - 2 and ext[1] >= 0 and ext[3] <= HEIGHT - EGO_ROWS - 1
         radius = 0.5 * np.hypot(dims[0], dims[1])
-        apart = all(np.hypot(*(center[:2] - b.center[:2])) > radius + 0.5 * np.hypot(*b.dims[:2]) + 0.5
-                    for b in boxes)
+        apart = all(np.hypot(*(center[:2] - b.center[:2])) > radius + 0.5 * np.hypot(*b.dims[:2]) + 0.5 for b in boxes)
         if inside and apart:
             boxes.append(box)
     # a far group of parked cars: drawn as "car" without instances, an ignore region in gtBbox3d
-    group = _Box("car", np.round([rng.uniform(70.0, 90.0), road_y + rng.choice([-1, 1]) * 3.5, 0.75], 2),
-                 np.array([9.0, 1.8, 1.5]), _quat_yaw_tilt(0.0, 0.0, 0.0), (120.0, 120.0, 130.0), False)
+    group = _Box(
+        "car",
+        np.round([rng.uniform(70.0, 90.0), road_y + rng.choice([-1, 1]) * 3.5, 0.75], 2),
+        np.array([9.0, 1.8, 1.5]),
+        _quat_yaw_tilt(0.0, 0.0, 0.0),
+        (120.0, 120.0, 130.0),
+        False,
+    )
     poles = []
     for side in (-1, 1):
         for _ in range(int(rng.integers(1, 3))):
             y = road_y + side * (ROAD_HALF_M + rng.uniform(0.4, SIDEWALK_M - 0.4))
-            poles.append(_Box("pole", np.round([rng.uniform(10.0, 50.0), y, 2.5], 2), np.array([0.15, 0.15, 5.0]),
-                              _quat_yaw_tilt(0.0, 0.0, 0.0), (95.0, 95.0, 100.0), False))
+            poles.append(
+                _Box(
+                    "pole",
+                    np.round([rng.uniform(10.0, 50.0), y, 2.5], 2),
+                    np.array([0.15, 0.15, 5.0]),
+                    _quat_yaw_tilt(0.0, 0.0, 0.0),
+                    (95.0, 95.0, 100.0),
+                    False,
+                )
+            )
     facade = tuple(tuple(float(c) for c in rng.uniform([110, 90, 70], [190, 170, 150])) for _ in range(2))
-    return _Street(road_y, (float(rng.uniform(8, 18)), float(rng.uniform(8, 18))), facade,
-                   [*boxes, group, *poles])
+    return _Street(road_y, (float(rng.uniform(8, 18)), float(rng.uniform(8, 18))), facade, [*boxes, group, *poles])
 
 
 # ---- rendering -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Render:
@@ -329,10 +381,20 @@ def _gtbbox3d(street: _Street, render: _Render, cam: _Camera, camera_doc: dict) 
     """The gtBbox3d json of a frame: sensor block, visible annotated objects, the ignore region."""
     T = cam.sensor_T
     i = camera_doc["intrinsic"]
-    doc = {"imgWidth": WIDTH, "imgHeight": HEIGHT,
-           "sensor": {"sensor_T_ISO_8855": T.tolist(), "fx": i["fx"], "fy": i["fy"], "u0": i["u0"], "v0": i["v0"],
-                      "baseline": camera_doc["extrinsic"]["baseline"]},
-           "objects": [], "ignore": []}
+    doc = {
+        "imgWidth": WIDTH,
+        "imgHeight": HEIGHT,
+        "sensor": {
+            "sensor_T_ISO_8855": T.tolist(),
+            "fx": i["fx"],
+            "fy": i["fy"],
+            "u0": i["u0"],
+            "v0": i["v0"],
+            "baseline": camera_doc["extrinsic"]["baseline"],
+        },
+        "objects": [],
+        "ignore": [],
+    }
     for k, box in enumerate(street.boxes):
         ext = _amodal_extent(box, cam)
         x, y, x2, y2 = (int(np.floor(v)) for v in ext)
@@ -352,11 +414,23 @@ def _gtbbox3d(street: _Street, render: _Render, cam: _Camera, camera_doc: dict) 
         lid = LABEL_ID[box.label]
         instance_id = int(np.bincount(render.instance[visible]).argmax())
         assert instance_id // 1000 == lid
-        doc["objects"].append({
-            "2d": {"modal": modal, "amodal": [x, y, x2 - x, y2 - y]},
-            "3d": {"center": box.center.tolist(), "dimensions": box.dims.tolist(), "rotation": box.quat.tolist(),
-                   "type": VEHICLES[box.label][2], "format": "CRS_ISO8855"},
-            "occlusion": occlusion, "truncation": 0.0, "instanceId": instance_id, "label": box.label, "score": 1.0})
+        doc["objects"].append(
+            {
+                "2d": {"modal": modal, "amodal": [x, y, x2 - x, y2 - y]},
+                "3d": {
+                    "center": box.center.tolist(),
+                    "dimensions": box.dims.tolist(),
+                    "rotation": box.quat.tolist(),
+                    "type": VEHICLES[box.label][2],
+                    "format": "CRS_ISO8855",
+                },
+                "occlusion": occlusion,
+                "truncation": 0.0,
+                "instanceId": instance_id,
+                "label": box.label,
+                "score": 1.0,
+            }
+        )
     return doc
 
 
@@ -413,8 +487,10 @@ def synth_cityscapes(out_dir: Path, *, seed: int = 0) -> None:
             raise RuntimeError(f"seed {seed}: no street with visible vehicles for frame {index}")
         frame_id = f"{city}_{seq:06d}_{frame:06d}"
 
-        def put(package: str, suffix: str, data: bytes) -> None:
-            write_atomic(out_dir / package / split / city / f"{frame_id}{suffix}", data)
+        where = (split, city, frame_id)
+
+        def put(package: str, suffix: str, data: bytes, where: tuple[str, str, str] = where) -> None:
+            write_atomic(out_dir / package / where[0] / where[1] / f"{where[2]}{suffix}", data)
 
         put("leftImg8bit", "_leftImg8bit.png", _png(cv2.cvtColor(render.image, cv2.COLOR_RGB2BGR)))
         put("gtFine", "_gtFine_labelIds.png", _png(render.label))

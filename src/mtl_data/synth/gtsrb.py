@@ -67,8 +67,7 @@ def _sign_layers(class_id: int, nu: np.ndarray, nv: np.ndarray, slack: float) ->
 
     if class_id == 1:  # Speed limit (30km/h): red ring, white face, dark "30"
         three = (np.abs(nu + 0.25) < 0.15) & (np.abs(nv) < 0.36)
-        zero = (np.abs(nu - 0.22) < 0.17) & (np.abs(nv) < 0.36) & ~(
-            (np.abs(nu - 0.22) < 0.07) & (np.abs(nv) < 0.22))
+        zero = (np.abs(nu - 0.22) < 0.17) & (np.abs(nv) < 0.36) & ~((np.abs(nu - 0.22) < 0.07) & (np.abs(nv) < 0.22))
         return [(disc, _RED), (nu**2 + nv**2 <= 0.72**2, _WHITE), (three | zero, _BLACK)]
     if class_id == 13:  # Yield: red-bordered inverted triangle, white inside
         c = -1.0 / 3.0  # centroid height of the triangle
@@ -90,8 +89,14 @@ def _sign_layers(class_id: int, nu: np.ndarray, nv: np.ndarray, slack: float) ->
     raise ValueError(f"no drawing for class {class_id}")
 
 
-def _render(class_id: int, size: tuple[int, int], roi: tuple[int, int, int, int], light: float,
-            background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _render(
+    class_id: int,
+    size: tuple[int, int],
+    roi: tuple[int, int, int, int],
+    light: float,
+    background: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """(H, W, 3) uint8 RGB crop: textured background and the sign filling ``roi`` (inclusive px)."""
     height, width = size
     x1, y1, x2, y2 = roi

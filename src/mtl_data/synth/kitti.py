@@ -27,13 +27,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtl_data.files import write_atomic
 from mtl_data.schema.geometry import (
-    box3d_corners, box_extent_in_image, project, transform_points, yaw_to_rotation,
+    box3d_corners,
+    box_extent_in_image,
+    project,
+    transform_points,
+    yaw_to_rotation,
 )
 from mtl_data.schema.kitti_calib import (
-    KittiCalib, kitti_label_to_box3d, parse_kitti_calib, split_projection, velo_to_rect,
+    KittiCalib,
+    kitti_label_to_box3d,
+    parse_kitti_calib,
+    split_projection,
+    velo_to_rect,
 )
-from mtl_data.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 N_TRAIN, N_TEST = 6, 2
@@ -52,14 +60,45 @@ _REAL_P_LAST_COLUMN = {  # P_i[:, 3] = K @ t_i; t_i is the physical offset of ca
     "P2": [4.575831e01, -3.454157e-01, 4.981016e-03],
     "P3": [-3.341081e02, 2.330660e00, 3.201153e-03],
 }
-_REAL_R0_RECT = [9.999128e-01, 1.009263e-02, -8.511932e-03, -1.012729e-02, 9.999406e-01,
-                 -4.037671e-03, 8.470675e-03, 4.123522e-03, 9.999556e-01]
-_REAL_TR_VELO_TO_CAM = [6.927964e-03, -9.999722e-01, -2.757829e-03, -2.457729e-02, -1.162982e-03,
-                        2.749836e-03, -9.999955e-01, -6.127237e-02, 9.999753e-01, 6.931141e-03,
-                        -1.143899e-03, -3.321029e-01]
-_REAL_TR_IMU_TO_VELO = [9.999976e-01, 7.553071e-04, -2.035826e-03, -8.086759e-01, -7.854027e-04,
-                        9.998898e-01, -1.482298e-02, 3.195559e-01, 2.024406e-03, 1.482454e-02,
-                        9.998881e-01, -7.997231e-01]
+_REAL_R0_RECT = [
+    9.999128e-01,
+    1.009263e-02,
+    -8.511932e-03,
+    -1.012729e-02,
+    9.999406e-01,
+    -4.037671e-03,
+    8.470675e-03,
+    4.123522e-03,
+    9.999556e-01,
+]
+_REAL_TR_VELO_TO_CAM = [
+    6.927964e-03,
+    -9.999722e-01,
+    -2.757829e-03,
+    -2.457729e-02,
+    -1.162982e-03,
+    2.749836e-03,
+    -9.999955e-01,
+    -6.127237e-02,
+    9.999753e-01,
+    6.931141e-03,
+    -1.143899e-03,
+    -3.321029e-01,
+]
+_REAL_TR_IMU_TO_VELO = [
+    9.999976e-01,
+    7.553071e-04,
+    -2.035826e-03,
+    -8.086759e-01,
+    -7.854027e-04,
+    9.998898e-01,
+    -1.482298e-02,
+    3.195559e-01,
+    2.024406e-03,
+    1.482454e-02,
+    9.998881e-01,
+    -7.997231e-01,
+]
 
 # name: (sampling weight, mean (h, w, l) metres, BGR colour, lidar reflectance)
 _CLASSES = {
@@ -118,8 +157,11 @@ def _calib_text(rng: np.random.Generator, size: tuple[int, int]) -> str:
         offset = np.linalg.solve(_REAL_K, np.array(column))  # metres, unchanged by K
         P = np.column_stack([K, _sig7(K @ offset)])
         lines.append((name, P.ravel()))
-    lines += [("R0_rect", _REAL_R0_RECT), ("Tr_velo_to_cam", _REAL_TR_VELO_TO_CAM),
-              ("Tr_imu_to_velo", _REAL_TR_IMU_TO_VELO)]
+    lines += [
+        ("R0_rect", _REAL_R0_RECT),
+        ("Tr_velo_to_cam", _REAL_TR_VELO_TO_CAM),
+        ("Tr_imu_to_velo", _REAL_TR_IMU_TO_VELO),
+    ]
     return "".join(f"{k}: " + " ".join(f"{v:.12e}" for v in vals) + "\n" for k, vals in lines) + "\n"
 
 
@@ -158,8 +200,7 @@ def _f2(value: float) -> str:
     return f"{round(float(value), 2) + 0.0:.2f}"
 
 
-def _label_lines(scene: _Scene, calib: KittiCalib, size: tuple[int, int],
-                 rng: np.random.Generator) -> list[str]:
+def _label_lines(scene: _Scene, calib: KittiCalib, size: tuple[int, int], rng: np.random.Generator) -> list[str]:
     """Label lines of the objects that show in the image, then one DontCare region."""
     width, height = size
     K, t = split_projection(calib.P2)

@@ -119,11 +119,21 @@ def _sample_road(rng: np.random.Generator) -> _Road:
     lanes = []
     for k in ks:
         outer = k in (min(ks), max(ks))
-        lanes.append(_Lane(offset_m=round(k * LANE_WIDTH_M / 2 - ego, 3),
-                           max_dist_m=float(rng.uniform(45.0, 80.0)) if abs(k) < 5 else float(rng.uniform(20, 35)),
-                           dashed=not outer, yellow=outer and k < 0 and bool(rng.random() < 0.5)))
-    road = _Road(cx=float(rng.uniform(560.0, 720.0)), v0=float(rng.uniform(238.0, 262.0)),
-                 curvature=float(rng.uniform(-6e-4, 6e-4)), lanes=tuple(lanes), vehicle=None)
+        lanes.append(
+            _Lane(
+                offset_m=round(k * LANE_WIDTH_M / 2 - ego, 3),
+                max_dist_m=float(rng.uniform(45.0, 80.0)) if abs(k) < 5 else float(rng.uniform(20, 35)),
+                dashed=not outer,
+                yellow=outer and k < 0 and bool(rng.random() < 0.5),
+            )
+        )
+    road = _Road(
+        cx=float(rng.uniform(560.0, 720.0)),
+        v0=float(rng.uniform(238.0, 262.0)),
+        curvature=float(rng.uniform(-6e-4, 6e-4)),
+        lanes=tuple(lanes),
+        vehicle=None,
+    )
     # A vehicle on one of the inner markings, 9-16 m ahead: its rows become a gap in that lane.
     if rng.random() < 0.75:
         inner = [i for i, k in enumerate(ks) if k in (-1, 1)]
@@ -197,7 +207,7 @@ def _draw_vehicle(image: np.ndarray, road: _Road, scale: int) -> np.ndarray:
     # whole pixels containing the box, so the covered rows are fully dark at any scale
     r0, r1 = int(np.floor((top - 5) / scale)), int(np.ceil((v_near + 5) / scale))
     c0, c1 = int(np.floor(x0 / scale)), int(np.ceil(x1 / scale))
-    image[max(r0, 0):r1, max(c0, 0):c1] = _VEHICLE_BGR
+    image[max(r0, 0) : r1, max(c0, 0) : c1] = _VEHICLE_BGR
     return image
 
 
@@ -239,8 +249,12 @@ def synth_tusimple(out_dir: Path, *, seed: int = 0) -> None:
                 write_atomic(clip_dir / f"{frame}.jpg", _jpeg(_render(road, position, scale, rng)))
             lanes = [_label_x(road, i, grid) for i in range(len(road.lanes))]
             order = rng.permutation(len(lanes))  # TuSimple lists lanes in no particular order
-            doc = {"raw_file": f"clips/{folder}/{name}/20.jpg", "lanes": [lanes[i] for i in order],
-                   "h_samples": grid, "classes": [2 if road.lanes[i].dashed else 1 for i in order]}
+            doc = {
+                "raw_file": f"clips/{folder}/{name}/20.jpg",
+                "lanes": [lanes[i] for i in order],
+                "h_samples": grid,
+                "classes": [2 if road.lanes[i].dashed else 1 for i in order],
+            }
             lines.append(json.dumps({k: doc[k] for k in keys}))
         label_path = out_dir / (label_name if split == "test_set" else f"{split}/{label_name}")
         write_atomic(label_path, ("\n".join(lines) + "\n").encode())

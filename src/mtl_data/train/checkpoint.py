@@ -58,8 +58,9 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many kinds (pickle, zip, runtime) for a damaged file
         # The kind only: torch's text can advise weights_only=False, which would run code from the file.
-        raise MtlDataError(f"{path}: not a readable checkpoint ({type(exc).__name__}); it may be truncated: "
-                           "resume from another one") from None
+        raise MtlDataError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}); it may be truncated: resume from another one"
+        ) from None
     if not isinstance(state, dict) or "format" not in state:
         raise MtlDataError(f"{path}: not an mtl-train checkpoint")
     if state["format"] != FORMAT:
@@ -69,8 +70,7 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
 
 def rng_state() -> dict[str, Any]:
     """The random states a step can use (torch's CPU generator, and each CUDA device's)."""
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

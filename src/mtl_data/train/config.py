@@ -83,9 +83,23 @@ from mtl_data.stats.formulas import WEIGHT_RULES
 from mtl_data.train.data.loader import LoaderConfig
 
 __all__ = [
-    "ConfigError", "EvalConfig", "LoaderConfig", "OptimConfig", "PartConfig", "ScheduleConfig", "TrainConfig",
-    "WeightingConfig", "apply_overrides", "apply_sets", "differences", "from_dict", "load_config", "resolve",
-    "to_dict", "to_toml", "validate",
+    "ConfigError",
+    "EvalConfig",
+    "LoaderConfig",
+    "OptimConfig",
+    "PartConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "WeightingConfig",
+    "apply_overrides",
+    "apply_sets",
+    "differences",
+    "from_dict",
+    "load_config",
+    "resolve",
+    "to_dict",
+    "to_toml",
+    "validate",
 ]
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -100,6 +114,7 @@ _BEST_METRIC = re.compile(r"[^/\s]+/[^/\s]+")
 
 
 # ---- the sections ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PartConfig:
@@ -347,7 +362,7 @@ _NONE_WORDS = frozenset({"none", "null"})
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _MISSING = object()
 
-Leaf = Callable[["_Spec", str, object], object]   # (spec at the key, dotted key, current value) -> new value
+Leaf = Callable[["_Spec", str, object], object]  # (spec at the key, dotted key, current value) -> new value
 
 
 def _join(key: str, part: str) -> str:
@@ -374,8 +389,8 @@ class _Spec:
     ``current`` is always the value being replaced (a section merges a table into it).
     """
 
-    expected = ""          # what a value must be, for messages ("an integer")
-    descends = False       # whether dotted keys go inside its values
+    expected = ""  # what a value must be, for messages ("an integer")
+    descends = False  # whether dotted keys go inside its values
 
     def accepts(self, value: object) -> bool:
         """The value has this type's shape (used to pick a member of a union)."""
@@ -410,8 +425,14 @@ class _Scalar(_Spec):
         read: ``--set`` text -> value; ValueError or KeyError when the text is not one.
     """
 
-    def __init__(self, expected: str, check: Callable[[object], bool], canonical: Callable[[object], object],
-                 read: Callable[[str], object], quoted: bool = False):
+    def __init__(
+        self,
+        expected: str,
+        check: Callable[[object], bool],
+        canonical: Callable[[object], object],
+        read: Callable[[str], object],
+        quoted: bool = False,
+    ):
         self.expected, self.check, self.canonical, self.read = expected, check, canonical, read
         self.quoted = quoted
 
@@ -458,8 +479,9 @@ def _read_str(text: str) -> str:
 _SCALARS: dict[type, _Scalar] = {
     int: _Scalar("an integer", _is_int, int, int),
     float: _Scalar("a finite number", _is_finite, float, float),
-    bool: _Scalar("a boolean (true/false, 1/0, yes/no)", lambda v: isinstance(v, bool), bool,
-                  lambda t: _BOOL_WORDS[t.lower()]),
+    bool: _Scalar(
+        "a boolean (true/false, 1/0, yes/no)", lambda v: isinstance(v, bool), bool, lambda t: _BOOL_WORDS[t.lower()]
+    ),
     str: _Scalar("a string", lambda v: isinstance(v, (str, os.PathLike)), os.fspath, _read_str, quoted=True),
 }
 
@@ -601,8 +623,9 @@ class _DictSpec(_Spec):
         for piece in text.split(",") if text else []:
             name, sep, item = (s.strip() for s in piece.partition("="))
             if not sep or not name:
-                raise ConfigError(f"{key} must be {self.expected}, written {{k = v, ...}} or k=v,k=v, "
-                                  f"got {text!r}", (key,))
+                raise ConfigError(
+                    f"{key} must be {self.expected}, written {{k = v, ...}} or k=v,k=v, got {text!r}", (key,)
+                )
             out[name] = self.value.parse(item, _join(key, name), None)
         return out
 
@@ -626,8 +649,8 @@ class _UnionSpec(_Spec):
         self.descends = any(m.descends for m in self.members)
         strings = [m for m in self.members if m is _SCALARS[str]]
         others = [m for m in self.members if m is not _NONE and m not in strings]
-        self.text_order = others + strings    # any text reads as a string: strings go last...
-        self.claim_order = strings + others   # ...but a quoted text is a string first
+        self.text_order = others + strings  # any text reads as a string: strings go last...
+        self.claim_order = strings + others  # ...but a quoted text is a string first
 
     def accepts(self, value):
         return any(m.accepts(value) for m in self.members)
@@ -651,7 +674,7 @@ class _UnionSpec(_Spec):
         if _NONE in self.members and text.strip().lower() in _NONE_WORDS:
             return None
         for member in self.claim_order:
-            if member.claims(text):   # its own syntax: its error is the one to report
+            if member.claims(text):  # its own syntax: its error is the one to report
                 return member.parse(text, key, current)
         for member in self.text_order:
             try:
@@ -692,16 +715,19 @@ class _SectionSpec(_Spec):
         if name not in self.fields:
             close = difflib.get_close_matches(str(name), self.settable, n=1)
             hint = f" (did you mean {_join(key, close[0])}?)" if close else ""
-            raise ConfigError(f"unknown key {full}{hint}; {key or 'the config'} has {', '.join(self.settable)}",
-                              (full,))
+            raise ConfigError(
+                f"unknown key {full}{hint}; {key or 'the config'} has {', '.join(self.settable)}", (full,)
+            )
         if (self.cls, name) in _TRAINER_SET:
-            raise ConfigError(f"{full} is set by the trainer {_TRAINER_SET[self.cls, name]}; "
-                              "leave it out of the training config", (full,))
+            raise ConfigError(
+                f"{full} is set by the trainer {_TRAINER_SET[self.cls, name]}; leave it out of the training config",
+                (full,),
+            )
 
     def build(self, base: object, changes: Mapping[str, object], key: str) -> object:
         try:
             return dataclasses.replace(base, **changes)
-        except (MtlDataError, ValueError) as exc:   # a section's own __post_init__ check
+        except (MtlDataError, ValueError) as exc:  # a section's own __post_init__ check
             # Its messages start with the field's name ("batch_size must be >= 1"): make it dotted.
             name, _, rest = str(exc).partition(" ")
             if name in self.fields:
@@ -719,8 +745,11 @@ class _SectionSpec(_Spec):
             # A whole section replaces the current one; its fields are checked like a table's
             # (a trainer-set field at its default is no mistake).
             default = self.cls()
-            value = {name: getattr(value, name) for name in self.fields
-                     if name in self.settable or getattr(value, name) != getattr(default, name)}
+            value = {
+                name: getattr(value, name)
+                for name in self.fields
+                if name in self.settable or getattr(value, name) != getattr(default, name)
+            }
             current = default
         if not isinstance(value, Mapping):
             raise self.bad(key, value)
@@ -765,7 +794,7 @@ def _spec(tp: object) -> _Spec:
         return _SectionSpec(tp)
     build = _COMPOSITES.get(typing.get_origin(tp))
     if build is None:
-        raise TypeError(f"config fields of type {tp!r} are not supported")   # a bug in a section, not a user error
+        raise TypeError(f"config fields of type {tp!r} are not supported")  # a bug in a section, not a user error
     return build(typing.get_args(tp))
 
 
@@ -778,7 +807,7 @@ def _split_key(key: str) -> list[str]:
     doc = _toml_value(f"{{{key} = 0}}") if key.strip() else _MISSING
     parts = []
     while isinstance(doc, dict) and len(doc) == 1:
-        (name, doc), = doc.items()
+        ((name, doc),) = doc.items()
         parts.append(name)
     if doc != 0 or not parts:
         raise ConfigError(f"{key!r} is not a dotted key like optim.lr or loader.batch_size", ())
@@ -797,6 +826,7 @@ def _leaf_keys(data: Mapping, prefix: str = "") -> Iterator[str]:
 
 # ---- reading -----------------------------------------------------------------------------------
 
+
 def _read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
@@ -809,7 +839,7 @@ def _read_toml(path: Path) -> dict:
         where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
         if where is None:
             raise ConfigError(f"invalid TOML: {text}", (), str(path)) from None
-        message = text[:where.start()]
+        message = text[: where.start()]
         raise ConfigError(f"invalid TOML: {message} (column {where[2]})", (), f"{path}:{where[1]}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8", (), str(path)) from None
@@ -845,8 +875,9 @@ def _apply(config: TrainConfig, key: str, leaf: Leaf, source: str) -> TrainConfi
         raise exc.located(source) from None
 
 
-def apply_overrides(config: TrainConfig, overrides: Mapping[str, object], *,
-                    source: str = "command-line options") -> TrainConfig:
+def apply_overrides(
+    config: TrainConfig, overrides: Mapping[str, object], *, source: str = "command-line options"
+) -> TrainConfig:
     """``config`` with the values of ``overrides`` (dotted key -> typed value) set, in order.
 
     Values are checked like TOML values: ``{"optim.lr": 3e-4, "loader.image_size": (256, 512),
@@ -883,8 +914,12 @@ def apply_sets(config: TrainConfig, sets: Sequence[str]) -> TrainConfig:
     return config
 
 
-def resolve(config_file: str | os.PathLike | None, overrides: Mapping[str, object] = types.MappingProxyType({}),
-            sets: Sequence[str] = (), preset: tuple[str, Mapping[str, object]] | None = None) -> TrainConfig:
+def resolve(
+    config_file: str | os.PathLike | None,
+    overrides: Mapping[str, object] = types.MappingProxyType({}),
+    sets: Sequence[str] = (),
+    preset: tuple[str, Mapping[str, object]] | None = None,
+) -> TrainConfig:
     """The run's config: defaults < ``preset`` < ``config_file`` < ``overrides`` < ``sets``, validated.
 
     ``preset``: (its name, its dotted overrides), e.g. ``("thesis", presets.PRESETS["thesis"])``.
@@ -896,7 +931,7 @@ def resolve(config_file: str | os.PathLike | None, overrides: Mapping[str, objec
         ConfigError: anything ``load_config``, ``apply_overrides``, ``apply_sets`` or ``validate``
             refuses.
     """
-    origins: list[tuple[str, str]] = []    # (dotted key, where its value came from), in order
+    origins: list[tuple[str, str]] = []  # (dotted key, where its value came from), in order
     config = TrainConfig()
     if preset is not None:
         name, values = preset
@@ -921,7 +956,7 @@ def _origin(keys: Sequence[str], origins: Sequence[tuple[str, str]]) -> str | No
     """Where the values of ``keys`` were set last (None: they are defaults)."""
     found: list[str] = []
     for key in keys:
-        key = re.sub(r"\[\d+\]$", "", key)   # optim.betas[0] was set as optim.betas
+        key = re.sub(r"\[\d+\]$", "", key)  # optim.betas[0] was set as optim.betas
         for set_key, source in reversed(origins):
             if set_key == key or set_key.startswith(key + ".") or key.startswith(set_key + "."):
                 if source not in found:
@@ -931,6 +966,7 @@ def _origin(keys: Sequence[str], origins: Sequence[tuple[str, str]]) -> str | No
 
 
 # ---- validation --------------------------------------------------------------------------------
+
 
 def _need(ok: bool, message: str, *keys: str) -> None:
     if not ok:
@@ -957,16 +993,22 @@ def _named(value: str | None, key: str) -> None:
 def _among_tasks(names: Collection[str], tasks: tuple[str, ...], key: str) -> None:
     """Task-keyed entries must be trained tasks when the tasks are given (a typo is not ignored)."""
     extra = [n for n in names if n not in tasks]
-    _need(not tasks or not extra,
-          f"{key} names {', '.join(extra)}, not among tasks ({', '.join(tasks)})", key, "tasks")
+    _need(not tasks or not extra, f"{key} names {', '.join(extra)}, not among tasks ({', '.join(tasks)})", key, "tasks")
 
 
 def _check_run(c: TrainConfig) -> None:
-    _need(len(set(c.tasks)) == len(c.tasks) and all(c.tasks),
-          f"tasks must be distinct task names, got {list(c.tasks)!r}", "tasks")
+    _need(
+        len(set(c.tasks)) == len(c.tasks) and all(c.tasks),
+        f"tasks must be distinct task names, got {list(c.tasks)!r}",
+        "tasks",
+    )
     _one_of(c.mode, MODES, "mode")
-    _need(c.mode != "stl" or len(c.tasks) == 1,
-          f"mode 'stl' trains exactly one task, got tasks {list(c.tasks)!r} (give one task)", "mode", "tasks")
+    _need(
+        c.mode != "stl" or len(c.tasks) == 1,
+        f"mode 'stl' trains exactly one task, got tasks {list(c.tasks)!r} (give one task)",
+        "mode",
+        "tasks",
+    )
     _need(c.model.strip() != "", "model is empty; name a registered model, e.g. resnet18-fpn", "model")
     _named(c.weights, "weights")
     _named(c.stats, "stats")
@@ -974,8 +1016,9 @@ def _check_run(c: TrainConfig) -> None:
     _at_least(c.epoch_steps, 0, "epoch_steps", " (0 = one pass over the training split)")
     _named(c.init_from, "init_from")
     _at_least(c.seed, 0, "seed")
-    _need(_DEVICE.fullmatch(c.device) is not None,
-          f"device must be auto, cpu, cuda or cuda:N, got {c.device!r}", "device")
+    _need(
+        _DEVICE.fullmatch(c.device) is not None, f"device must be auto, cpu, cuda or cuda:N, got {c.device!r}", "device"
+    )
     _one_of(c.precision, PRECISIONS, "precision")
     _at_least(c.log_every, 1, "log_every")
     _at_least(c.save_every, 0, "save_every", " (0 = only at the end)")
@@ -989,8 +1032,11 @@ def _check_loader(c: LoaderConfig) -> None:
     # LoaderConfig checks batch_size, seed and workers itself; the rest mirrors TransformConfig
     # and TargetConfig, so that a bad value is refused when the config is resolved, by its key.
     h, w = c.image_size
-    _need(h >= 1 and w >= 1, f"loader.image_size must be (H, W) >= 1 pixels, got {list(c.image_size)!r}",
-          "loader.image_size")
+    _need(
+        h >= 1 and w >= 1,
+        f"loader.image_size must be (H, W) >= 1 pixels, got {list(c.image_size)!r}",
+        "loader.image_size",
+    )
     _between(c.flip_p, 0.0, 1.0, "loader.flip_p")
     _between(c.jitter, 0.0, 1.0, "loader.jitter", high_open=True)
     for name in ("grid", "anchors", "max_boxes", "max_lanes", "lane_rows", "prefetch_factor"):
@@ -1005,8 +1051,12 @@ def _check_optim(c: OptimConfig, tasks: tuple[str, ...]) -> None:
     _at_least(c.lr, 0.0, "optim.lr")
     _at_least(c.weight_decay, 0.0, "optim.weight_decay")
     _between(c.momentum, 0.0, 1.0, "optim.momentum", high_open=True)
-    _need(not (c.name == "sgd" and c.nesterov and c.momentum == 0),
-          "optim.nesterov needs optim.momentum > 0, got momentum 0.0", "optim.nesterov", "optim.momentum")
+    _need(
+        not (c.name == "sgd" and c.nesterov and c.momentum == 0),
+        "optim.nesterov needs optim.momentum > 0, got momentum 0.0",
+        "optim.nesterov",
+        "optim.momentum",
+    )
     for i, beta in enumerate(c.betas):
         _between(beta, 0.0, 1.0, f"optim.betas[{i}]", high_open=True)
     _need(c.eps > 0, f"optim.eps must be > 0, got {c.eps!r}", "optim.eps")
@@ -1014,10 +1064,11 @@ def _check_optim(c: OptimConfig, tasks: tuple[str, ...]) -> None:
     for name, part in c.parts.items():
         key = f"optim.parts.{name}"
         head = name.startswith("heads.") and len(name) > len("heads.")
-        _need(name in PARTS or head,
-              f"optim.parts has {name!r}; the parts are {', '.join(PARTS)} and heads.<task>", key)
+        _need(
+            name in PARTS or head, f"optim.parts has {name!r}; the parts are {', '.join(PARTS)} and heads.<task>", key
+        )
         if head:
-            _among_tasks([name[len("heads."):]], tasks, key)
+            _among_tasks([name[len("heads.") :]], tasks, key)
         if part.lr is not None:
             _at_least(part.lr, 0.0, f"{key}.lr")
         if part.weight_decay is not None:
@@ -1043,10 +1094,20 @@ def _check_weighting(c: WeightingConfig, tasks: tuple[str, ...]) -> None:
     if c.rule is not None:
         _one_of(c.rule, tuple(WEIGHT_RULES), "weighting.rule")
     _at_least(c.first_steps, 0, "weighting.first_steps", " (0 = off)")
-    given = [name for name, on in (("weights", bool(c.weights)), ("stats", c.stats is not None),
-                                   ("first_steps", c.first_steps > 0)) if on]
-    _need(len(given) <= 1, f"weighting.{' and weighting.'.join(given)} are each a source of static task "
-          "weights; give one", *(f"weighting.{name}" for name in given))
+    given = [
+        name
+        for name, on in (
+            ("weights", bool(c.weights)),
+            ("stats", c.stats is not None),
+            ("first_steps", c.first_steps > 0),
+        )
+        if on
+    ]
+    _need(
+        len(given) <= 1,
+        f"weighting.{' and weighting.'.join(given)} are each a source of static task weights; give one",
+        *(f"weighting.{name}" for name in given),
+    )
 
 
 def _check_eval(c: EvalConfig, tasks: tuple[str, ...]) -> None:
@@ -1060,8 +1121,11 @@ def _check_eval(c: EvalConfig, tasks: tuple[str, ...]) -> None:
         _need(run.strip() != "", f"eval.stl.{task} is empty; give the STL run folder", f"eval.stl.{task}")
     _among_tasks(c.stl, tasks, "eval.stl")
     if c.best_metric is not None:
-        _need(_BEST_METRIC.fullmatch(c.best_metric) is not None,
-              f"eval.best_metric must be task/metric, e.g. seg/miou, got {c.best_metric!r}", "eval.best_metric")
+        _need(
+            _BEST_METRIC.fullmatch(c.best_metric) is not None,
+            f"eval.best_metric must be task/metric, e.g. seg/miou, got {c.best_metric!r}",
+            "eval.best_metric",
+        )
         _among_tasks([c.best_metric.split("/")[0]], tasks, "eval.best_metric")
 
 
@@ -1094,10 +1158,14 @@ def validate(config: TrainConfig) -> None:
 
 # ---- writing -----------------------------------------------------------------------------------
 
+
 def _plain(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if (type(value), f.name) not in _TRAINER_SET}
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if (type(value), f.name) not in _TRAINER_SET
+        }
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
@@ -1113,7 +1181,7 @@ def to_dict(config: TrainConfig) -> dict:
     Raises:
         ConfigError: a field of the wrong type (a config built in code).
     """
-    return _plain(_root().coerce(config, "", None))   # coerce: the canonical types, checked
+    return _plain(_root().coerce(config, "", None))  # coerce: the canonical types, checked
 
 
 def from_dict(data: Mapping[str, object], *, source: str = "saved config") -> TrainConfig:
@@ -1127,9 +1195,13 @@ def from_dict(data: Mapping[str, object], *, source: str = "saved config") -> Tr
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 # TOML basic strings: escape the quote, the backslash and every control character.
-_ESCAPES = {**{c: f"\\u{c:04x}" for c in (*range(0x20), 0x7F)},
-            **{ord(k): v for k, v in {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
-                                       "\f": "\\f", "\r": "\\r"}.items()}}
+_ESCAPES = {
+    **{c: f"\\u{c:04x}" for c in (*range(0x20), 0x7F)},
+    **{
+        ord(k): v
+        for k, v in {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}.items()
+    },
+}
 
 
 def _toml_string(text: str) -> str:
@@ -1143,7 +1215,7 @@ def _toml_key(name: str) -> str:
 def _toml_float(value: float, key: str) -> str:
     if not math.isfinite(value):
         raise ConfigError(f"{key} is {value!r}; TOML config files hold finite numbers only", (key,))
-    return repr(value)   # repr round-trips exactly and always has a '.' or an exponent
+    return repr(value)  # repr round-trips exactly and always has a '.' or an exponent
 
 
 _INLINE: dict[type, Callable[[object, str], str]] = {
@@ -1167,7 +1239,7 @@ def _write_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, ob
     # Values first, then sub-tables: in TOML every key after a [header] belongs to that table.
     values = [(k, v) for k, v in table.items() if v is not None and not isinstance(v, dict)]
     tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
-    if path and (values or not tables):   # an empty table is written, so that it reads back
+    if path and (values or not tables):  # an empty table is written, so that it reads back
         lines += ["", "[" + ".".join(_toml_key(p) for p in path) + "]"]
     key = ".".join(path)
     lines += [f"{_toml_key(k)} = {_inline(v, _join(key, k))}" for k, v in values]

@@ -72,6 +72,7 @@ _SAFE = float(2 ** (31 - SHIFT - 1))
 
 # ---- colours -----------------------------------------------------------------------------------
 
+
 def distinct_colour(index: int) -> tuple[int, int, int]:
     """A bright RGB colour for a non-negative id, different from its neighbours' and fixed.
 
@@ -94,8 +95,9 @@ def distinct_colours(ids: Sequence[int] | np.ndarray) -> np.ndarray:
 def class_colours(names: Sequence[str]) -> np.ndarray:
     """(C, 3) uint8 colour of each class, id = position: the Cityscapes colour of its name, else
     ``distinct_colour`` of its id."""
-    return np.array([CITYSCAPES_COLOURS.get(name, distinct_colour(i)) for i, name in enumerate(names)],
-                    dtype=np.uint8).reshape(-1, 3)
+    return np.array(
+        [CITYSCAPES_COLOURS.get(name, distinct_colour(i)) for i, name in enumerate(names)], dtype=np.uint8
+    ).reshape(-1, 3)
 
 
 def class_name(names: Sequence[str], index: int) -> str:
@@ -131,6 +133,7 @@ def colorize_depth(depth_m: np.ndarray, max_m: float, min_m: float = DEPTH_NEAR_
 
 # ---- sizes ---------------------------------------------------------------------------------------
 
+
 def line_thickness(shape: Sequence[int]) -> int:
     """Line width in px for an image of ``shape`` (H, W, ...): 1 up to ~750 px, 4 at 1920."""
     return max(1, round(max(shape[0], shape[1]) / 500))
@@ -148,6 +151,7 @@ def _text_thickness(scale: float) -> int:
 
 # ---- blending ------------------------------------------------------------------------------------
 
+
 def _checked(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -155,8 +159,9 @@ def _checked(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def blend(image: np.ndarray, colour_map: np.ndarray | Sequence[int], mask: np.ndarray | None = None,
-          alpha: float = 0.5) -> np.ndarray:
+def blend(
+    image: np.ndarray, colour_map: np.ndarray | Sequence[int], mask: np.ndarray | None = None, alpha: float = 0.5
+) -> np.ndarray:
     """``(1 - alpha) image + alpha colour_map`` on the pixels of ``mask``, the image elsewhere.
 
     Args:
@@ -188,8 +193,10 @@ def blend(image: np.ndarray, colour_map: np.ndarray | Sequence[int], mask: np.nd
 
 # ---- lines ---------------------------------------------------------------------------------------
 
-def clip_segments(start: np.ndarray, end: np.ndarray, low: Sequence[float],
-                  high: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def clip_segments(
+    start: np.ndarray, end: np.ndarray, low: Sequence[float], high: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The parts of segments inside the rectangle ``[low, high]`` (Liang-Barsky).
 
     Args:
@@ -228,12 +235,14 @@ def _draw_segments_inplace(out: np.ndarray, segments: np.ndarray, colours: np.nd
     low, high = np.array([-margin, -margin]), np.array([w - 1 + margin, h - 1 + margin])
     start, end, keep = clip_segments(segments[:, 0], segments[:, 1], low, high)
     for a, b, colour in zip(_fixed(start[keep]), _fixed(end[keep]), colours[keep]):
-        cv2.line(out, tuple(a.tolist()), tuple(b.tolist()), tuple(int(c) for c in colour), thickness,
-                 cv2.LINE_AA, SHIFT)
+        cv2.line(
+            out, tuple(a.tolist()), tuple(b.tolist()), tuple(int(c) for c in colour), thickness, cv2.LINE_AA, SHIFT
+        )
 
 
-def draw_segments(image: np.ndarray, segments: np.ndarray, colours: np.ndarray | Sequence[int],
-                  thickness: int | None = None) -> np.ndarray:
+def draw_segments(
+    image: np.ndarray, segments: np.ndarray, colours: np.ndarray | Sequence[int], thickness: int | None = None
+) -> np.ndarray:
     """Straight segments over the image.
 
     Args:
@@ -261,8 +270,9 @@ def _polyline_segments(points: np.ndarray, closed: bool) -> np.ndarray:
     return segments[np.isfinite(segments).all(axis=(1, 2))]
 
 
-def draw_polyline(image: np.ndarray, points: np.ndarray, colour: Sequence[int], closed: bool = False,
-                  thickness: int | None = None) -> np.ndarray:
+def draw_polyline(
+    image: np.ndarray, points: np.ndarray, colour: Sequence[int], closed: bool = False, thickness: int | None = None
+) -> np.ndarray:
     """A polyline through ``points`` (N, 2) ``[x, y]`` px; a non-finite point breaks the line
     there (a lane without a point on a row). ``closed`` joins the last point to the first.
 
@@ -274,6 +284,7 @@ def draw_polyline(image: np.ndarray, points: np.ndarray, colour: Sequence[int], 
 
 
 # ---- text ----------------------------------------------------------------------------------------
+
 
 def _ink(colour: Sequence[int]) -> tuple[int, int, int]:
     """Black or white, whichever reads better on ``colour`` (Rec. 601 luma)."""
@@ -288,8 +299,9 @@ def _tag_size(text: str, scale: float) -> tuple[int, int, int, int]:
     return tw + 2 * pad, th + base + 2 * pad, pad, base
 
 
-def _label_inplace(out: np.ndarray, text: str, anchor: tuple[float, float], colour: Sequence[int],
-                   scale: float) -> None:
+def _label_inplace(
+    out: np.ndarray, text: str, anchor: tuple[float, float], colour: Sequence[int], scale: float
+) -> None:
     """A filled tag with ``text`` whose bottom-left corner is at ``anchor``, moved into the image."""
     h, w = out.shape[:2]
     box_w, box_h, pad, base = _tag_size(text, scale)
@@ -318,8 +330,9 @@ def draw_labels(image: np.ndarray, anchors: np.ndarray, texts: Sequence[str], co
     return out
 
 
-def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[str], colours: np.ndarray,
-               scores: np.ndarray | None = None) -> np.ndarray:
+def draw_boxes(
+    image: np.ndarray, boxes: np.ndarray, labels: Sequence[str], colours: np.ndarray, scores: np.ndarray | None = None
+) -> np.ndarray:
     """Axis-aligned boxes with a tag ``"<label> <score>"`` (``"<label>"`` without scores) above
     each (inside the box's top where there is no room above).
 
@@ -392,7 +405,7 @@ def caption(image: np.ndarray, text: str) -> np.ndarray:
     (_, line_h), base = cv2.getTextSize("Ag", FONT, scale, thickness)
     step = line_h + base + pad
     band = np.zeros((h, w), dtype=bool)
-    band[:min(h, pad + step * len(lines))] = True
+    band[: min(h, pad + step * len(lines))] = True
     out = blend(image, (0, 0, 0), band, CAPTION_ALPHA)
     for n, line in enumerate(lines):
         cv2.putText(out, line, (pad, pad + n * step + line_h), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
@@ -440,6 +453,13 @@ def draw_wheel(image: np.ndarray, angle_deg: float, colour: Sequence[int] = WHEE
         for side in (-1.0, 1.0):  # the arrowhead's two strokes, 30 deg off the way back
             a = math.radians(150.0 * side)
             back = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) @ ahead  # ahead turned by a
-            cv2.line(out, tuple(_fixed(tip).tolist()), tuple(_fixed(tip + 0.35 * r * back).tolist()), colour, 2 * t,
-                     cv2.LINE_AA, SHIFT)
+            cv2.line(
+                out,
+                tuple(_fixed(tip).tolist()),
+                tuple(_fixed(tip + 0.35 * r * back).tolist()),
+                colour,
+                2 * t,
+                cv2.LINE_AA,
+                SHIFT,
+            )
     return out

@@ -23,20 +23,25 @@ import torch
 from torch import nn
 
 from mtl_data.errors import MtlDataError
-from mtl_data.files import write_atomic
+from mtl_data.files import read_json_document, write_atomic
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.data.loader import LoaderConfig, build_loader
 from mtl_data.train.distributed import DistInfo, gather_objects
 from mtl_data.train.precision import autocast
 from mtl_data.train.score import label_samples, to_json
 from mtl_data.train.tasks import Metric, Task
-from mtl_data.files import read_json_document
 
 EVAL_FILE = "eval.json"
 
 
-def evaluate(model: nn.Module, tasks: Mapping[str, Task], shards: str | Path, config: LoaderConfig,
-             info: DistInfo, precision: str = "fp32") -> dict[str, dict[str, float]]:
+def evaluate(
+    model: nn.Module,
+    tasks: Mapping[str, Task],
+    shards: str | Path,
+    config: LoaderConfig,
+    info: DistInfo,
+    precision: str = "fp32",
+) -> dict[str, dict[str, float]]:
     """Metrics per task on the split of ``config`` (module docstring).
 
     Args:
@@ -59,10 +64,13 @@ def evaluate(model: nn.Module, tasks: Mapping[str, Task], shards: str | Path, co
     split_rows = rows.filter(rows["split"] == config.split)
     labelled = tuple(t for t in tasks if split_rows[f"has_{t}"].any())
     if not labelled:
-        raise MtlDataError(f"{shards}: no sample of split {config.split!r} labels {', '.join(tasks)}; "
-                           "evaluate on a split that has labels (--split)")
-    loader = build_loader(shards, config, tasks=labelled, infinite=False, augment=False, rank=info.rank,
-                          world_size=info.world_size)
+        raise MtlDataError(
+            f"{shards}: no sample of split {config.split!r} labels {', '.join(tasks)}; "
+            "evaluate on a split that has labels (--split)"
+        )
+    loader = build_loader(
+        shards, config, tasks=labelled, infinite=False, augment=False, rank=info.rank, world_size=info.world_size
+    )
     metrics: dict[str, Metric] = {t: tasks[t].metric() for t in labelled}
     was_training = model.training
     model.eval()
@@ -96,8 +104,9 @@ def headline(task: Task) -> tuple[str, bool]:
     return task.headline, task.higher_is_better
 
 
-def delta_t(metrics: Mapping[str, Mapping[str, float]], baselines: Mapping[str, float],
-            tasks: Mapping[str, Task]) -> float | None:
+def delta_t(
+    metrics: Mapping[str, Mapping[str, float]], baselines: Mapping[str, float], tasks: Mapping[str, Task]
+) -> float | None:
     """Delta_T in percent over the tasks of ``baselines`` (module docstring); None without any.
 
     Args:
@@ -136,16 +145,27 @@ def read_baseline(run: str | Path, task: Task) -> float:
     return float(value)
 
 
-def write_eval(run: str | Path, split: str, step: int, metrics: Mapping, baselines: Mapping[str, str],
-               tasks: Mapping[str, Task], name: str = EVAL_FILE) -> dict:
+def write_eval(
+    run: str | Path,
+    split: str,
+    step: int,
+    metrics: Mapping,
+    baselines: Mapping[str, str],
+    tasks: Mapping[str, Task],
+    name: str = EVAL_FILE,
+) -> dict:
     """Write ``RUN/<name>`` (``eval.json``) = ``{"split", "step", "metrics", "delta_t", "stl"}`` and
     return it.
 
     ``baselines``: task -> single-task run folder; ``stl`` records each one's run, metric and value.
     """
     values = {t: read_baseline(run_dir, tasks[t]) for t, run_dir in baselines.items() if t in tasks}
-    doc = {"split": split, "step": int(step), "metrics": dict(metrics),
-           "delta_t": delta_t(metrics, values, tasks),
-           "stl": {t: {"run": str(baselines[t]), "metric": tasks[t].headline, "value": v} for t, v in values.items()}}
+    doc = {
+        "split": split,
+        "step": int(step),
+        "metrics": dict(metrics),
+        "delta_t": delta_t(metrics, values, tasks),
+        "stl": {t: {"run": str(baselines[t]), "metric": tasks[t].headline, "value": v} for t, v in values.items()},
+    }
     write_atomic(Path(run) / name, to_json(doc))
     return doc

@@ -43,24 +43,47 @@ from mtl_data.shards.reader import ShardSet
 from mtl_data.train import checkpoint as ckpt
 from mtl_data.train.config import TrainConfig, to_dict
 from mtl_data.train.data.loader import build_loader, default_workers
-from mtl_data.train.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, gather_objects, setup,
-                                        teardown)
+from mtl_data.train.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    setup,
+    teardown,
+)
 from mtl_data.train.evaluate import EVAL_FILE, evaluate, write_eval
 from mtl_data.train.optim import NoSchedule, build_optimizer, build_part_optimizers, build_schedule, part_lrs
 from mtl_data.train.precision import check_precision, grad_scaler
-from mtl_data.train.run import (CHECKPOINTS, MetricsLog, best_metric, build_model, build_weighting, init_from,
-                                check_asymmetric, check_run, create_run, epoch_length, eval_loader_config,
-                                metrics_columns, run_tasks, train_loader_config, use_channels_last)
+from mtl_data.train.run import (
+    CHECKPOINTS,
+    MetricsLog,
+    best_metric,
+    build_model,
+    build_weighting,
+    check_asymmetric,
+    check_run,
+    create_run,
+    epoch_length,
+    eval_loader_config,
+    init_from,
+    metrics_columns,
+    run_tasks,
+    train_loader_config,
+    use_channels_last,
+)
 from mtl_data.train.steps import StepOutput, asymmetric_step, symmetric_step
 from mtl_data.train.tasks import Task
 
 logger = logging.getLogger(__name__)
+
 
 class NonFiniteLoss(MtlDataError):
     """A task's loss became NaN or infinite; the run stops, its last checkpoint is kept."""
 
 
 # ---- the loop -------------------------------------------------------------------------------
+
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = False, stop_at: int | None = None) -> dict:
     """Train as ``config`` says; returns ``{"run", "step", "eval"}`` (``eval`` is the final
@@ -96,11 +119,17 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
     state = check_run(config, resume)
 
     # ---- data
-    loader = build_loader(config.shards, train_loader_config(config, tasks_run), rank=info.rank,
-                          world_size=info.world_size, device=info.device)
+    loader = build_loader(
+        config.shards,
+        train_loader_config(config, tasks_run),
+        rank=info.rank,
+        world_size=info.world_size,
+        device=info.device,
+    )
     segment = config.save_every or config.steps  # steps per data segment (module docstring)
-    epoch = config.epoch_steps or epoch_length(shard_set, loader, config.train_split,
-                                               config.loader.batch_size * info.world_size)
+    epoch = config.epoch_steps or epoch_length(
+        shard_set, loader, config.train_split, config.loader.batch_size * info.world_size
+    )
 
     # ---- model
     model = build_model(config, tasks_run, loader.classes, weights=state is None and config.init_from is None)
@@ -116,8 +145,9 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
     global_batch = config.loader.batch_size * info.world_size
     if config.mode == "asymmetric":
         check_asymmetric(config, weighting, global_batch, tasks_run)
-        optimizer, part_params = build_part_optimizers(model, weighting, config.optim, config.schedule, config.steps,
-                                                       config.asymmetric.k, global_batch, tasks_run)
+        optimizer, part_params = build_part_optimizers(
+            model, weighting, config.optim, config.schedule, config.steps, config.asymmetric.k, global_batch, tasks_run
+        )
         scheduler = NoSchedule()  # each part has its own
     else:
         parts = dict(model.parts())
@@ -130,8 +160,10 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
     own = {id(p) for p in weighting.parameters()}
     params = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in own]
     if config.compile and weighting.custom_backward:
-        raise MtlDataError(f"weighting {config.weighting.name} takes per-task gradients through the model, which "
-                           "torch.compile is not tested with here: leave out --compile")
+        raise MtlDataError(
+            f"weighting {config.weighting.name} takes per-task gradients through the model, which "
+            "torch.compile is not tested with here: leave out --compile"
+        )
     net: nn.Module = model
     if info.distributed:
         # static_graph: every head runs on every batch, so the parameters used never change; a
@@ -143,18 +175,42 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
         net = torch.compile(net)
 
     # ---- resume
-    held = Held(config, dict(loader.classes), model, optimizer, scheduler, scaler, weighting, segment,
-                {"metric": best_metric(config, tasks), "value": None, "step": 0})
+    held = Held(
+        config,
+        dict(loader.classes),
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        weighting,
+        segment,
+        {"metric": best_metric(config, tasks), "value": None, "step": 0},
+    )
     start = 0 if state is None else held.load(state)
     run = create_run(config, info)
     n_params = sum(p.numel() for p in model.parameters())
     if info.is_main:
-        logger.info("run %s: %s (%.2f M parameters), mode %s, tasks %s; sources %s; batch %d x %d process(es), "
-                    "%d steps from %d, %s, %s", run, config.model, n_params / 1e6, config.mode, ", ".join(tasks_run),
-                    ", ".join(f"{s} {p:.1%}" for s, p in loader.probs.items()), config.loader.batch_size,
-                    info.world_size, config.steps, start, info.device, config.precision)
-    log = MetricsLog(run, metrics_columns(tasks_run, sorted({g["part"] for g in optimizer.param_groups})),
-                     start) if info.is_main else None
+        logger.info(
+            "run %s: %s (%.2f M parameters), mode %s, tasks %s; sources %s; batch %d x %d process(es), "
+            "%d steps from %d, %s, %s",
+            run,
+            config.model,
+            n_params / 1e6,
+            config.mode,
+            ", ".join(tasks_run),
+            ", ".join(f"{s} {p:.1%}" for s, p in loader.probs.items()),
+            config.loader.batch_size,
+            info.world_size,
+            config.steps,
+            start,
+            info.device,
+            config.precision,
+        )
+    log = (
+        MetricsLog(run, metrics_columns(tasks_run, sorted({g["part"] for g in optimizer.param_groups})), start)
+        if info.is_main
+        else None
+    )
 
     # ---- loop
     first_bad = torch.full((len(tasks_run),), -1, dtype=torch.long, device=info.device)  # (T,) step of a NaN
@@ -173,11 +229,33 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
             if channels_last:
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
             if config.mode == "asymmetric":
-                out = asymmetric_step(net, tasks, weighting, batch, step, optimizer, part_params, info,
-                                      config.precision, config.optim.clip_grad_norm)
+                out = asymmetric_step(
+                    net,
+                    tasks,
+                    weighting,
+                    batch,
+                    step,
+                    optimizer,
+                    part_params,
+                    info,
+                    config.precision,
+                    config.optim.clip_grad_norm,
+                )
             else:
-                out = symmetric_step(net, tasks, weighting, batch, step, optimizer, scheduler, scaler, info,
-                                     config.precision, config.optim.clip_grad_norm, params)
+                out = symmetric_step(
+                    net,
+                    tasks,
+                    weighting,
+                    batch,
+                    step,
+                    optimizer,
+                    scheduler,
+                    scaler,
+                    info,
+                    config.precision,
+                    config.optim.clip_grad_norm,
+                    params,
+                )
             weighting.on_step_end(step)
             if (step + 1) % epoch == 0:  # epochs are counted in steps (the stream is endless)
                 weighting.on_epoch_end((step + 1) // epoch - 1)
@@ -187,8 +265,9 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
             done = step + 1
             if done % config.log_every == 0 or done == end:
                 _stop_if_bad(first_bad, tasks_run)
-                row = _log_row(done, out, tasks_run, optimizer, window, config.loader.batch_size * info.world_size,
-                               info)
+                row = _log_row(
+                    done, out, tasks_run, optimizer, window, config.loader.batch_size * info.world_size, info
+                )
                 if log is not None:
                     log.write(row)
                 if bar is not None:
@@ -249,6 +328,7 @@ def _progress(enabled: bool, start: int, total: int):
     if not enabled:
         return None
     from tqdm import tqdm
+
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
 
@@ -260,8 +340,10 @@ def _check_ranks_agree(model: nn.Module, info: DistInfo) -> None:
     total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)  # (1,)
     sums = [t.item() for t in gather_objects(total.cpu(), info)]
     if len(set(sums)) != 1:
-        raise MtlDataError(f"the {info.world_size} ranks hold different parameters (checksums {sums}); "
-                           "this is a bug: please report it with the command")
+        raise MtlDataError(
+            f"the {info.world_size} ranks hold different parameters (checksums {sums}); "
+            "this is a bug: please report it with the command"
+        )
 
 
 def _stop_if_bad(first_bad: torch.Tensor, tasks: tuple[str, ...]) -> None:
@@ -269,12 +351,21 @@ def _stop_if_bad(first_bad: torch.Tensor, tasks: tuple[str, ...]) -> None:
     bad = [(s, t) for s, t in zip(steps, tasks) if s >= 0]
     if bad:
         s, t = min(bad)
-        raise NonFiniteLoss(f"the {t} loss is not finite at step {s + 1}; the run stops, its last checkpoint is kept "
-                            "(lower the LR, enable --set optim.clip_grad_norm=..., or check that task's labels)")
+        raise NonFiniteLoss(
+            f"the {t} loss is not finite at step {s + 1}; the run stops, its last checkpoint is kept "
+            "(lower the LR, enable --set optim.clip_grad_norm=..., or check that task's labels)"
+        )
 
 
-def _log_row(step: int, out: StepOutput, tasks: tuple[str, ...], optimizer: torch.optim.Optimizer, window: Window,
-             global_batch: int, info: DistInfo) -> dict[str, float]:
+def _log_row(
+    step: int,
+    out: StepOutput,
+    tasks: tuple[str, ...],
+    optimizer: torch.optim.Optimizer,
+    window: Window,
+    global_batch: int,
+    info: DistInfo,
+) -> dict[str, float]:
     """One row of ``metrics.csv``: this step's global losses, weights, counts, LRs, and the
     window's speed; the host reads the device values here."""
     losses = all_reduce_sum(out.losses.clone(), info) / info.world_size  # (T,) global task losses
@@ -306,12 +397,20 @@ class Held:
 
     def state(self, step: int) -> dict[str, Any]:
         """The checkpoint of ``step`` (plain data and tensors: ``weights_only`` loads it)."""
-        return {"step": int(step), "config": to_dict(self.config),
-                "classes": {t: list(c) for t, c in self.classes.items()}, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(), "rng": ckpt.rng_state(),
-                "loader": {"segment": int(step // self.segment), "offset": int(step % self.segment)},
-                "best": dict(self.best), "grads": self._pending_grads()}
+        return {
+            "step": int(step),
+            "config": to_dict(self.config),
+            "classes": {t: list(c) for t, c in self.classes.items()},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "rng": ckpt.rng_state(),
+            "loader": {"segment": int(step // self.segment), "offset": int(step % self.segment)},
+            "best": dict(self.best),
+            "grads": self._pending_grads(),
+        }
 
     def _pending_grads(self) -> dict[str, torch.Tensor]:
         # Gradients accumulated for parts that have not stepped yet (the asymmetric mode): a
@@ -328,8 +427,9 @@ class Held:
         self.weighting.load_state_dict(state["weighting"])
         ckpt.set_rng_state(state["rng"])
         self.best = dict(state["best"])
-        named = dict([*self.model.named_parameters(),
-                      *(("weighting." + n, p) for n, p in self.weighting.named_parameters())])
+        named = dict(
+            [*self.model.named_parameters(), *(("weighting." + n, p) for n, p in self.weighting.named_parameters())]
+        )
         for name, grad in state.get("grads", {}).items():
             named[name].grad = grad.to(named[name].device)
         return int(state["step"])
@@ -348,8 +448,11 @@ def _evaluate(held: Held, info: DistInfo, run: Path, step: int) -> None:
     task_name, _, metric = held.best["metric"].partition("/")
     value = metrics.get(task_name, {}).get(metric)
     higher = tasks[task_name].higher_is_better
-    improved = value is not None and math.isfinite(value) and (
-        held.best["value"] is None or (value > held.best["value"] if higher else value < held.best["value"]))
+    improved = (
+        value is not None
+        and math.isfinite(value)
+        and (held.best["value"] is None or (value > held.best["value"] if higher else value < held.best["value"]))
+    )
     if improved:
         held.best = {"metric": held.best["metric"], "value": float(value), "step": int(step)}
     if info.is_main:

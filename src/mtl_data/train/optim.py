@@ -85,8 +85,9 @@ def lr_factor(step: int, total: int, config: ScheduleConfig) -> float:
     return shapes[config.name]()
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, total: int, config: ScheduleConfig
-                   ) -> torch.optim.lr_scheduler.LambdaLR:
+def build_schedule(
+    optimizer: torch.optim.Optimizer, total: int, config: ScheduleConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` applying ``lr_factor`` to every group's own LR, stepped once per step."""
     lr_factor(0, total, config)  # an unknown name fails now, not at the first step
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, config))
@@ -99,6 +100,7 @@ def part_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
 
 # ---- asymmetric mode: one optimizer per part ------------------------------------------------
 
+
 class PartOptimizers:
     """One optimizer and LR schedule per part, with the labelled-sample counters (module docstring).
 
@@ -109,8 +111,12 @@ class PartOptimizers:
         k: part -> effective batch in labelled samples.
     """
 
-    def __init__(self, optimizers: dict[str, torch.optim.Optimizer],
-                 schedules: dict[str, torch.optim.lr_scheduler.LRScheduler], k: dict[str, int]):
+    def __init__(
+        self,
+        optimizers: dict[str, torch.optim.Optimizer],
+        schedules: dict[str, torch.optim.lr_scheduler.LRScheduler],
+        k: dict[str, int],
+    ):
         self.optimizers, self.schedules, self.k = optimizers, schedules, k
         self.count = dict.fromkeys(optimizers, 0)  # labelled samples since the part's last step (surplus kept)
         self.steps = dict.fromkeys(optimizers, 0)  # optimizer steps taken per part
@@ -121,9 +127,12 @@ class PartOptimizers:
         return [g for o in self.optimizers.values() for g in o.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
-                "schedules": {p: s.state_dict() for p, s in self.schedules.items()},
-                "count": dict(self.count), "steps": dict(self.steps)}
+        return {
+            "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
+            "schedules": {p: s.state_dict() for p, s in self.schedules.items()},
+            "count": dict(self.count),
+            "steps": dict(self.steps),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for part, optimizer in self.optimizers.items():
@@ -143,9 +152,16 @@ class NoSchedule:
         pass
 
 
-def build_part_optimizers(model: nn.Module, weighting: nn.Module, optim: OptimConfig, schedule: ScheduleConfig,
-                          total: int, k: Mapping[str, int], default_k: int, tasks: Sequence[str]
-                          ) -> tuple[PartOptimizers, dict[str, list[nn.Parameter]]]:
+def build_part_optimizers(
+    model: nn.Module,
+    weighting: nn.Module,
+    optim: OptimConfig,
+    schedule: ScheduleConfig,
+    total: int,
+    k: Mapping[str, int],
+    default_k: int,
+    tasks: Sequence[str],
+) -> tuple[PartOptimizers, dict[str, list[nn.Parameter]]]:
     """The asymmetric mode's optimizers: ``encoder`` (encoder + neck + the weighting's own
     parameters) and one per task head, each with its groups (``param_groups``) and schedule.
 

@@ -31,9 +31,17 @@ from mtl_data.train.score import label_samples
 from mtl_data.train.tasks import Task
 
 
-def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Loader, shards: str | Path,
-                      out_dir: str | Path, *, only: Collection[str] | None = None, overwrite: bool = False,
-                      overlays: bool = False) -> dict:
+def write_predictions(
+    model: torch.nn.Module,
+    tasks: dict[str, Task],
+    loader: Loader,
+    shards: str | Path,
+    out_dir: str | Path,
+    *,
+    only: Collection[str] | None = None,
+    overwrite: bool = False,
+    overlays: bool = False,
+) -> dict:
     """Write the predictions of ``model`` for every sample of an evaluation pass.
 
     Args:
@@ -54,8 +62,9 @@ def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Lo
     """
     out_dir = Path(out_dir)
     if loader.infinite:
-        raise MtlDataError("write_predictions needs an evaluation loader (infinite=False): "
-                           "a training stream never ends")
+        raise MtlDataError(
+            "write_predictions needs an evaluation loader (infinite=False): a training stream never ends"
+        )
     if out_dir.exists() and not overwrite:
         raise MtlDataError(f"{out_dir}: exists; choose another folder or overwrite it")
     names = [t for t in tasks if t in loader.tasks and (only is None or t in only)]
@@ -72,8 +81,11 @@ def write_predictions(model: torch.nn.Module, tasks: dict[str, Task], loader: Lo
             outputs = model(batch["image"].to(device, non_blocking=True))
             decoded = {t: tasks[t].decode(outputs[t], batch) for t in names}
             keys = [k for k in batch["key"] if k]
-            samples = ({k: shard_set.read_sample(k) for k in keys} if overlays
-                       else {s.key: s for s in label_samples(shard_set, keys, names)})
+            samples = (
+                {k: shard_set.read_sample(k) for k in keys}
+                if overlays
+                else {s.key: s for s in label_samples(shard_set, keys, names)}
+            )
             for i, key in enumerate(batch["key"]):
                 if not key:
                     continue  # a padding slot of the evaluation pass

@@ -81,16 +81,28 @@ def summarize_run(run: str | Path) -> dict:
     metrics = {}
     for name, task in model.tasks.items():
         values = (doc.get("metrics") or {}).get(name, {})
-        metrics[name] = {"metric": task.headline, "value": values.get(task.headline),
-                         "higher_is_better": task.higher_is_better}
+        metrics[name] = {
+            "metric": task.headline,
+            "value": values.get(task.headline),
+            "higher_is_better": task.higher_is_better,
+        }
     rows = _metrics_rows(run)
     frequencies = config.weighting.options.get("frequencies", {})
-    return {"run": str(run), "mode": config.mode, "model": config.model, "steps": int(state["step"]),
-            "weighting": config.weighting.name, "split": doc.get("split"), "metrics": metrics,
-            "delta_t": doc.get("delta_t"), "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "gflops": gflops(model, tuple(config.loader.image_size)), "samples_per_s": _median_speed(rows),
-            "weights": _final_weights(rows, list(model.tasks)),
-            "frequencies": {t: int(frequencies.get(t, 1)) for t in model.tasks}}
+    return {
+        "run": str(run),
+        "mode": config.mode,
+        "model": config.model,
+        "steps": int(state["step"]),
+        "weighting": config.weighting.name,
+        "split": doc.get("split"),
+        "metrics": metrics,
+        "delta_t": doc.get("delta_t"),
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "gflops": gflops(model, tuple(config.loader.image_size)),
+        "samples_per_s": _median_speed(rows),
+        "weights": _final_weights(rows, list(model.tasks)),
+        "frequencies": {t: int(frequencies.get(t, 1)) for t in model.tasks},
+    }
 
 
 def summarize_runs(runs: Sequence[str | Path]) -> list[dict]:
@@ -131,13 +143,22 @@ def render_leang(rows: Sequence[dict]) -> str:
     names = [f"{Path(r['run']).name} ({r['weighting']})" for r in rows]
     tasks = list(dict.fromkeys(t for r in rows for t in r["metrics"]))
     metric = {t: next(r["metrics"][t] for r in rows if t in r["metrics"]) for t in tasks}
-    reference = {t: next((r["metrics"][t]["value"] for r in rows if t in r["metrics"]
-                          and _cell(r["metrics"][t]["value"]) != "-"), None) for t in tasks}
+    reference = {
+        t: next(
+            (r["metrics"][t]["value"] for r in rows if t in r["metrics"] and _cell(r["metrics"][t]["value"]) != "-"),
+            None,
+        )
+        for t in tasks
+    }
     table2 = [["Table II", *names]]
     for t in tasks:
         arrow = "up" if metric[t]["higher_is_better"] else "down"
-        table2.append([f"{t} {metric[t]['metric']} ({arrow})",
-                       *(_cell(r["metrics"][t]["value"]) if t in r["metrics"] else "" for r in rows)])
+        table2.append(
+            [
+                f"{t} {metric[t]['metric']} ({arrow})",
+                *(_cell(r["metrics"][t]["value"]) if t in r["metrics"] else "" for r in rows),
+            ]
+        )
     # Over the tasks every run has a value of (a task without labels in the split has none), so
     # the columns compare like with like.
     common = [t for t in tasks if all(t in r["metrics"] and _cell(r["metrics"][t]["value"]) != "-" for r in rows)]

@@ -47,8 +47,9 @@ def run_tasks(config: TrainConfig, shards: ShardSet) -> tuple[str, ...]:
     rows = shards.manifest.filter(pl.col("split") == config.train_split)
     if rows.height == 0:
         splits = sorted(shards.manifest["split"].unique().to_list())
-        raise MtlDataError(f"{config.shards}: no sample in split {config.train_split!r}; the shards have "
-                           f"{', '.join(splits)}")
+        raise MtlDataError(
+            f"{config.shards}: no sample in split {config.train_split!r}; the shards have {', '.join(splits)}"
+        )
     known = list_tasks()
     unknown = [t for t in config.tasks if t not in known]
     if unknown:
@@ -57,8 +58,10 @@ def run_tasks(config: TrainConfig, shards: ShardSet) -> tuple[str, ...]:
     tasks = tuple(t for t in known if t in config.tasks) if config.tasks else tuple(labelled)
     missing = [t for t in tasks if t not in labelled]
     if missing:
-        raise MtlDataError(f"{config.shards}: no sample of split {config.train_split!r} labels {', '.join(missing)} "
-                           f"(labelled there: {', '.join(labelled) or 'nothing'})")
+        raise MtlDataError(
+            f"{config.shards}: no sample of split {config.train_split!r} labels {', '.join(missing)} "
+            f"(labelled there: {', '.join(labelled) or 'nothing'})"
+        )
     if config.mode == "stl" and len(tasks) != 1:
         raise MtlDataError(f"--mode stl trains one task; got {', '.join(tasks)} (pass --tasks with one of them)")
     return tasks
@@ -70,27 +73,40 @@ def train_loader_config(config: TrainConfig, tasks: tuple[str, ...]) -> LoaderCo
     mix = config.loader.mix
     if mix is None and config.stats:
         mix = f"{config.stats}#{config.mix_alpha}"
-    return dataclasses.replace(config.loader, split=config.train_split, tasks=tasks, infinite=True, mix=mix,
-                               seed=config.seed)
+    return dataclasses.replace(
+        config.loader, split=config.train_split, tasks=tasks, infinite=True, mix=mix, seed=config.seed
+    )
 
 
 def eval_loader_config(config: TrainConfig, split: str | None = None) -> LoaderConfig:
     """The evaluation pass's loader config: the training image size and batch (unless ``eval``
     says otherwise), every source of the split, no augmentation."""
     e = config.eval
-    return dataclasses.replace(config.loader, split=split or e.split, mix=None, infinite=False, augment=False,
-                               seed=config.seed,
-                               batch_size=e.batch_size or config.loader.batch_size,
-                               workers=config.loader.workers if e.workers is None else e.workers)
+    return dataclasses.replace(
+        config.loader,
+        split=split or e.split,
+        mix=None,
+        infinite=False,
+        augment=False,
+        seed=config.seed,
+        batch_size=e.batch_size or config.loader.batch_size,
+        workers=config.loader.workers if e.workers is None else e.workers,
+    )
 
 
-def build_model(config: TrainConfig, tasks: tuple[str, ...], classes: Mapping[str, tuple[str, ...]],
-                weights: bool = True) -> MultiTaskModel:
+def build_model(
+    config: TrainConfig, tasks: tuple[str, ...], classes: Mapping[str, tuple[str, ...]], weights: bool = True
+) -> MultiTaskModel:
     """The run's model, initialised from ``config.seed`` (and the encoder weights file)."""
     torch.manual_seed(config.seed)
-    return create_model(config.model, tasks=list(tasks), classes=dict(classes),
-                        weights=config.weights if weights else None, task_options=config.task_options,
-                        **config.model_options)
+    return create_model(
+        config.model,
+        tasks=list(tasks),
+        classes=dict(classes),
+        weights=config.weights if weights else None,
+        task_options=config.task_options,
+        **config.model_options,
+    )
 
 
 def build_weighting(config: TrainConfig, tasks: tuple[str, ...]) -> Weighting:
@@ -99,8 +115,11 @@ def build_weighting(config: TrainConfig, tasks: tuple[str, ...]) -> Weighting:
     refuses it)."""
     w = config.weighting
     defaults = type(w)()
-    options = {f.name: getattr(w, f.name) for f in dataclasses.fields(w)
-               if f.name not in ("name", "options") and getattr(w, f.name) != getattr(defaults, f.name)}
+    options = {
+        f.name: getattr(w, f.name)
+        for f in dataclasses.fields(w)
+        if f.name not in ("name", "options") and getattr(w, f.name) != getattr(defaults, f.name)
+    }
     return create_weighting(w.name, list(tasks), **options, **w.options)
 
 
@@ -110,10 +129,17 @@ def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
 
 # ---- the run folder -------------------------------------------------------------------------
 
+
 def metrics_columns(tasks: tuple[str, ...], parts: list[str]) -> list[str]:
     """The columns of ``metrics.csv``."""
-    return (["step", "loss"] + [f"loss/{t}" for t in tasks] + [f"weight/{t}" for t in tasks]
-            + [f"present/{t}" for t in tasks] + [f"lr/{p}" for p in parts] + ["samples_per_s", "data_wait"])
+    return (
+        ["step", "loss"]
+        + [f"loss/{t}" for t in tasks]
+        + [f"weight/{t}" for t in tasks]
+        + [f"present/{t}" for t in tasks]
+        + [f"lr/{p}" for p in parts]
+        + ["samples_per_s", "data_wait"]
+    )
 
 
 class MetricsLog:
@@ -128,6 +154,7 @@ class MetricsLog:
         self.writer.writerows(kept)
         self.file.flush()
         from torch.utils.tensorboard import SummaryWriter  # tensorboard: the 'train' extra
+
         self.tb = SummaryWriter(str(run / TB_DIR), purge_step=start_step + 1 if start_step else None)
 
     def _rows_up_to(self, step: int) -> list[dict]:
@@ -170,8 +197,10 @@ def check_run(config: TrainConfig, resume: bool) -> dict | None:
         saved = from_dict(state["config"])
         changed = [d for d in differences(saved, config) if not d.startswith("steps:")]
         if changed:
-            raise MtlDataError(f"{run}: --resume with a config that differs from the run's ({'; '.join(changed)}); "
-                               "resume with the same options (only --steps may change) or start a new --out")
+            raise MtlDataError(
+                f"{run}: --resume with a config that differs from the run's ({'; '.join(changed)}); "
+                "resume with the same options (only --steps may change) or start a new --out"
+            )
         if state["step"] >= config.steps:
             raise MtlDataError(f"{run}: already at step {state['step']} of {config.steps}; raise --steps to go on")
     elif run.exists() and any(run.iterdir()):
@@ -201,8 +230,9 @@ def load_run(run: str | Path, which: str = "last") -> tuple[TrainConfig, MultiTa
     """
     run = Path(run)
     if not (run / CONFIG_FILE).is_file():
-        raise MtlDataError(f"{run}: not a run folder (no {CONFIG_FILE}); train one with "
-                           f"mtl-train --shards ... --out {run}")
+        raise MtlDataError(
+            f"{run}: not a run folder (no {CONFIG_FILE}); train one with mtl-train --shards ... --out {run}"
+        )
     state = ckpt.load(run / CHECKPOINTS / f"{which}.pt")
     config = from_dict(state["config"])
     classes = {task: tuple(names) for task, names in state["classes"].items()}
@@ -210,34 +240,41 @@ def load_run(run: str | Path, which: str = "last") -> tuple[TrainConfig, MultiTa
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise MtlDataError(f"{run / CHECKPOINTS / which}.pt: its weights do not fit the model its config builds "
-                           f"({str(exc).splitlines()[0]})") from None
+        raise MtlDataError(
+            f"{run / CHECKPOINTS / which}.pt: its weights do not fit the model its config builds "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
     return config, model, state
 
 
 def epoch_length(shard_set: ShardSet, loader, split: str, global_batch: int) -> int:
     """Steps of one epoch when ``epoch_steps`` is 0: as many samples as the split holds of the
     loaded sources that label a trained task, over the global batch (at least 1)."""
-    rows = shard_set.manifest.filter((pl.col("split") == split) & pl.col("source").is_in(list(loader.sources))
-                                     & labels_any(loader.tasks))
+    rows = shard_set.manifest.filter(
+        (pl.col("split") == split) & pl.col("source").is_in(list(loader.sources)) & labels_any(loader.tasks)
+    )
     return max(1, math.ceil(rows.height / global_batch))
-
 
 
 def check_asymmetric(config: TrainConfig, weighting, global_batch: int, tasks: tuple[str, ...]) -> None:
     """The asymmetric mode's own limits, each one clear error."""
     if config.precision == "fp16":
-        raise MtlDataError("--mode asymmetric runs in fp32 or bf16: fp16's gradient scaler cannot follow optimizers "
-                           "that step at different times; use --precision bf16")
+        raise MtlDataError(
+            "--mode asymmetric runs in fp32 or bf16: fp16's gradient scaler cannot follow optimizers "
+            "that step at different times; use --precision bf16"
+        )
     if weighting.custom_backward:
-        raise MtlDataError(f"--mode asymmetric accumulates one backward pass per step; weighting "
-                           f"{config.weighting.name} combines the tasks' gradients itself: use --mode symmetric")
+        raise MtlDataError(
+            f"--mode asymmetric accumulates one backward pass per step; weighting "
+            f"{config.weighting.name} combines the tasks' gradients itself: use --mode symmetric"
+        )
     for part in ("encoder", *tasks):
         k = config.asymmetric.k.get(part, global_batch)
         if k < global_batch:
-            raise MtlDataError(f"asymmetric.k.{part}={k} is below the global batch ({global_batch} samples): a part "
-                               "steps at most once per batch; raise it or lower --batch-size")
-
+            raise MtlDataError(
+                f"asymmetric.k.{part}={k} is below the global batch ({global_batch} samples): a part "
+                "steps at most once per batch; raise it or lower --batch-size"
+            )
 
 
 def best_metric(config: TrainConfig, tasks: Mapping[str, Task]) -> str:
@@ -252,8 +289,10 @@ def best_metric(config: TrainConfig, tasks: Mapping[str, Task]) -> str:
         return f"{first.name}/{first.headline}"
     task, _, metric = chosen.partition("/")
     if task not in tasks or metric not in tasks[task].metric_keys:
-        raise MtlDataError(f"eval.best_metric {chosen!r}: expected <task>/<metric> with a task of this run "
-                           f"({', '.join(tasks)}) and one of its metrics")
+        raise MtlDataError(
+            f"eval.best_metric {chosen!r}: expected <task>/<metric> with a task of this run "
+            f"({', '.join(tasks)}) and one of its metrics"
+        )
     return chosen
 
 
@@ -268,5 +307,6 @@ def init_from(model: MultiTaskModel, path: Path) -> None:
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise MtlDataError(f"{path}: init_from needs a checkpoint of the same model and tasks "
-                           f"({str(exc).splitlines()[0]})") from None
+        raise MtlDataError(
+            f"{path}: init_from needs a checkpoint of the same model and tasks ({str(exc).splitlines()[0]})"
+        ) from None

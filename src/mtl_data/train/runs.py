@@ -34,8 +34,15 @@ def stl_task(run: str | Path) -> str:
     return config.tasks[0]
 
 
-def evaluate_run(run: str | Path, *, split: str | None = None, stl: Sequence[str | Path] = (), which: str = "last",
-                 predictions: str | Path | None = None, device: str = "auto") -> dict:
+def evaluate_run(
+    run: str | Path,
+    *,
+    split: str | None = None,
+    stl: Sequence[str | Path] = (),
+    which: str = "last",
+    predictions: str | Path | None = None,
+    device: str = "auto",
+) -> dict:
     """Evaluate a run on ``split`` (default: its eval split) and write ``eval.json`` (or
     ``eval_<split>.json`` for another split); returns the document with its ``path``.
 
@@ -59,8 +66,16 @@ def evaluate_run(run: str | Path, *, split: str | None = None, stl: Sequence[str
     return {**doc, "path": str(run / name)}
 
 
-def predict_run(run: str | Path, out_dir: str | Path, *, split: str | None = None, which: str = "last",
-                overlays: bool = True, overwrite: bool = False, device: str = "auto") -> dict[str, int]:
+def predict_run(
+    run: str | Path,
+    out_dir: str | Path,
+    *,
+    split: str | None = None,
+    which: str = "last",
+    overlays: bool = True,
+    overwrite: bool = False,
+    device: str = "auto",
+) -> dict[str, int]:
     """Write a run's predictions of ``split`` in the benchmarks' formats; returns counts per task."""
     config, model, _ = load_run(Path(run), which)
     info = setup(device)
@@ -74,5 +89,4 @@ def predict_run(run: str | Path, out_dir: str | Path, *, split: str | None = Non
 def _predict(config, model, out_dir, split: str, overlays: bool, overwrite: bool) -> dict[str, int]:
     labelled = config.tasks
     loader = build_loader(config.shards, eval_loader_config(config, split), tasks=labelled, rank=0, world_size=1)
-    return write_predictions(model, model.tasks, loader, config.shards, out_dir, overwrite=overwrite,
-                             overlays=overlays)
+    return write_predictions(model, model.tasks, loader, config.shards, out_dir, overwrite=overwrite, overlays=overlays)

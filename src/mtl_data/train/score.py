@@ -67,8 +67,9 @@ def label_samples(shard_set: ShardSet, keys: Sequence[str], tasks: Collection[st
             placeholder = np.broadcast_to(np.uint8(0), (*sizes[key], 3))  # (h, w, 3), no memory
             yield decode_sample(key, members, tasks=tasks, image=placeholder)
         except (DecodeError, KeyError, ValueError, OSError) as exc:
-            raise MtlDataError(f"{shard_set.root}: sample {key} cannot be read ({exc}); "
-                               "check the shards with `mtl-data validate`") from None
+            raise MtlDataError(
+                f"{shard_set.root}: sample {key} cannot be read ({exc}); check the shards with `mtl-data validate`"
+            ) from None
 
 
 def score(shards: str | Path, split: str, pred_dir: str | Path, tasks: Collection[str] | None = None) -> dict:
@@ -101,12 +102,15 @@ def score(shards: str | Path, split: str, pred_dir: str | Path, tasks: Collectio
     if tasks is not None:
         absent = [t for t in tasks if t not in found]
         if absent:
-            raise MtlDataError(f"{pred_dir}: no predictions of {', '.join(absent)} "
-                               f"(it holds {', '.join(found) or 'none'})")
+            raise MtlDataError(
+                f"{pred_dir}: no predictions of {', '.join(absent)} (it holds {', '.join(found) or 'none'})"
+            )
         found = [t for t in found if t in tasks]
     if not found:
-        raise MtlDataError(f"{pred_dir}: holds no predictions of any task (expected e.g. seg/, depth/, det2d.json, "
-                           "det3d/, lane.json, steer.csv, sign.csv)")
+        raise MtlDataError(
+            f"{pred_dir}: holds no predictions of any task (expected e.g. seg/, depth/, det2d.json, "
+            "det3d/, lane.json, steer.csv, sign.csv)"
+        )
     split_keys = set(rows["key"].to_list())
     predictions: dict[str, dict] = {}
     labelled: dict[str, list[str]] = {}
@@ -119,8 +123,10 @@ def score(shards: str | Path, split: str, pred_dir: str | Path, tasks: Collectio
             continue
         missing = [k for k in keys if k not in predictions[name]]
         if missing and all_tasks[name].requires_every_prediction:
-            raise MtlDataError(f"{pred_dir}: no {name} prediction for {len(missing)} of the {len(keys)} {split} "
-                               f"samples that label {name} (first: {missing[0]}); the benchmark scores every image")
+            raise MtlDataError(
+                f"{pred_dir}: no {name} prediction for {len(missing)} of the {len(keys)} {split} "
+                f"samples that label {name} (first: {missing[0]}); the benchmark scores every image"
+            )
         labelled[name] = keys
     if not found:
         raise MtlDataError(f"{pred_dir}: no sample of split {split!r} labels the tasks it holds predictions of")
@@ -134,8 +140,9 @@ def score(shards: str | Path, split: str, pred_dir: str | Path, tasks: Collectio
             try:
                 metrics[name].update(predictions[name].get(sample.key), truth)
             except ValueError as exc:
-                raise MtlDataError(f"{pred_dir}: the {name} prediction for {sample.key} does not fit its sample: "
-                                   f"{exc}") from None
+                raise MtlDataError(
+                    f"{pred_dir}: the {name} prediction for {sample.key} does not fit its sample: {exc}"
+                ) from None
     return {"split": split, "metrics": {name: metrics[name].compute() for name in found}}
 
 
@@ -143,8 +150,10 @@ def _checked_predictions(task: Task, pred_dir: Path, split: str, split_keys: set
     predictions = task.read_predictions(pred_dir)
     stray = sorted(k for k in predictions if k not in split_keys)
     if stray:
-        raise MtlDataError(f"{pred_dir}: {task.name} predictions for {len(stray)} key(s) not in split {split!r} "
-                           f"(first: {stray[0]}); predict the same split you score")
+        raise MtlDataError(
+            f"{pred_dir}: {task.name} predictions for {len(stray)} key(s) not in split {split!r} "
+            f"(first: {stray[0]}); predict the same split you score"
+        )
     return predictions
 
 
@@ -163,10 +172,12 @@ def _fmt(value) -> str:
 
 def to_json(result: Mapping) -> str:
     """The result as JSON text (NaN written as null: JSON has no NaN)."""
+
     def clean(v):
         if isinstance(v, dict):
             return {k: clean(x) for k, x in v.items()}
         if isinstance(v, float) and not np.isfinite(v):
             return None
         return v
+
     return json.dumps(clean(result), indent=1) + "\n"

@@ -143,10 +143,11 @@ FORMAT = 1
 #: (min, max) of a task's raw weight 10^e when the search is not told otherwise.
 DEFAULT_WEIGHT_RANGE = (1e-2, 1e2)
 
-_GRID = 10 ** RESOLUTION
+_GRID = 10**RESOLUTION
 
 
 # ---- the genome ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Genome:
@@ -190,8 +191,12 @@ class SearchSpace:
     max_frequency: int
 
     @classmethod
-    def create(cls, tasks: Sequence[str], weight_range: Mapping[str, tuple[float, float]] | tuple[float, float],
-               max_frequency: int) -> SearchSpace:
+    def create(
+        cls,
+        tasks: Sequence[str],
+        weight_range: Mapping[str, tuple[float, float]] | tuple[float, float],
+        max_frequency: int,
+    ) -> SearchSpace:
         """The space of ``tasks`` with ``weight_range`` (one (min, max) for every task, or a table
         task -> (min, max) whose ``"*"`` entry, else ``DEFAULT_WEIGHT_RANGE``, is for the tasks it
         leaves out) and frequencies ``1 .. max_frequency``.
@@ -209,9 +214,9 @@ class SearchSpace:
         bounds = []
         for task in tasks:
             low, high = ranges[task]
-            lo = math.ceil(round(math.log10(low) * _GRID, 6))     # round(): 3 * 100 is 300.00000000000006
+            lo = math.ceil(round(math.log10(low) * _GRID, 6))  # round(): 3 * 100 is 300.00000000000006
             hi = math.floor(round(math.log10(high) * _GRID, 6))
-            if lo > hi:   # a range narrower than the grid: its middle
+            if lo > hi:  # a range narrower than the grid: its middle
                 lo = hi = round((math.log10(low) + math.log10(high)) / 2 * _GRID)
             bounds.append((lo, hi))
         return cls(tasks, tuple(bounds), max_frequency)
@@ -238,22 +243,28 @@ def _ranges(tasks: tuple[str, ...], weight_range) -> dict[str, tuple[float, floa
     if isinstance(weight_range, Mapping):
         extra = sorted(set(weight_range) - set(tasks) - {"*"})
         if extra:
-            raise MtlDataError(f"search: a weight range for {', '.join(extra)}, not a task of the search "
-                               f"({', '.join(tasks)})")
+            raise MtlDataError(
+                f"search: a weight range for {', '.join(extra)}, not a task of the search ({', '.join(tasks)})"
+            )
         other = weight_range.get("*", DEFAULT_WEIGHT_RANGE)
         ranges = {t: weight_range.get(t, other) for t in tasks}
     else:
         ranges = dict.fromkeys(tasks, weight_range)
     for task, pair in ranges.items():
-        ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+        ok = (
+            isinstance(pair, (tuple, list))
+            and len(pair) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+        )
         if not ok or not 0 < pair[0] <= pair[1]:
-            raise MtlDataError(f"search: the weight range of {task} must be (min, max) with 0 < min <= max, "
-                               f"got {pair!r}")
+            raise MtlDataError(
+                f"search: the weight range of {task} must be (min, max) with 0 < min <= max, got {pair!r}"
+            )
     return {t: (float(p[0]), float(p[1])) for t, p in ranges.items()}
 
 
 # ---- the operators ------------------------------------------------------------------------------
+
 
 def recombine(parents: Sequence[Genome], eta: float = ETA) -> tuple[list[float], list[float]]:
     """The child's real-valued exponents and frequencies before mutation (module docstring):
@@ -264,14 +275,18 @@ def recombine(parents: Sequence[Genome], eta: float = ETA) -> tuple[list[float],
         raise ValueError("recombine needs at least one parent")
     utilities = [0.0] if p == 1 else [(p - 1 - 2 * k) / (2 * (p - 1)) for k in range(p)]
     coeffs = [1 / p + eta * u for u in utilities]
-    exponents = [math.fsum(c * g.exponents[i] for c, g in zip(coeffs, parents)) for i in range(len(parents[0].exponents))]
-    frequencies = [math.fsum(c * g.frequencies[i] for c, g in zip(coeffs, parents))
-                   for i in range(len(parents[0].frequencies))]
+    exponents = [
+        math.fsum(c * g.exponents[i] for c, g in zip(coeffs, parents)) for i in range(len(parents[0].exponents))
+    ]
+    frequencies = [
+        math.fsum(c * g.frequencies[i] for c, g in zip(coeffs, parents)) for i in range(len(parents[0].frequencies))
+    ]
     return exponents, frequencies
 
 
-def mutate(space: SearchSpace, exponents: Sequence[float], frequencies: Sequence[float], scale: float,
-           rng: np.random.Generator) -> Genome:
+def mutate(
+    space: SearchSpace, exponents: Sequence[float], frequencies: Sequence[float], scale: float, rng: np.random.Generator
+) -> Genome:
     """Gaussian mutation: ``scale`` times each variable's range as the standard deviation, then
     clipped and put on the grid (``SearchSpace.genome``)."""
     noise_e = rng.standard_normal(len(space.tasks))  # (T,)
@@ -293,8 +308,9 @@ class Tabu:
     def add(self, genome: Genome) -> None:
         self.keys.add(genome.key())
 
-    def draw(self, make: Callable[[], tuple[tuple[int, ...], Genome]], space: SearchSpace,
-             rng: np.random.Generator) -> tuple[tuple[int, ...], Genome]:
+    def draw(
+        self, make: Callable[[], tuple[tuple[int, ...], Genome]], space: SearchSpace, rng: np.random.Generator
+    ) -> tuple[tuple[int, ...], Genome]:
         """``make()`` (parents, genome) until the genome is not tabu, ``MAX_TRIES`` times; then a
         random genome without parents, ``MAX_TRIES`` times. The genome drawn becomes tabu.
 
@@ -306,12 +322,15 @@ class Tabu:
             if genome not in self:
                 self.add(genome)
                 return parents, genome
-        raise MtlDataError(f"search: {2 * MAX_TRIES} draws in a row gave configurations already tried; the space "
-                           f"({len(self.keys)} tried) is exhausted at 10^-{RESOLUTION} in the exponents: widen "
-                           "--weight-range or --max-frequency, or run fewer trials")
+        raise MtlDataError(
+            f"search: {2 * MAX_TRIES} draws in a row gave configurations already tried; the space "
+            f"({len(self.keys)} tried) is exhausted at 10^-{RESOLUTION} in the exponents: widen "
+            "--weight-range or --max-frequency, or run fewer trials"
+        )
 
 
 # ---- fitness ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Headline:
@@ -353,8 +372,10 @@ def fitness(values: Mapping[str, float], higher_is_better: Mapping[str, bool], r
             goods.append(value)
         else:
             if value <= 0:
-                raise MtlDataError(f"{task}'s headline metric (lower is better) is {value}; its ratio to the "
-                                   "reference needs a value > 0")
+                raise MtlDataError(
+                    f"{task}'s headline metric (lower is better) is {value}; its ratio to the "
+                    "reference needs a value > 0"
+                )
             goods.append(reference[task] / value)
     if not goods:
         raise MtlDataError("no task to compute a fitness over")
@@ -362,6 +383,7 @@ def fitness(values: Mapping[str, float], higher_is_better: Mapping[str, bool], r
 
 
 # ---- trials -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TrialSpec:
@@ -458,8 +480,9 @@ class Settings:
         return self.population if generation == 0 else self.offspring
 
 
-def plan_generation(space: SearchSpace, settings: Settings, history: Sequence[TrialRecord],
-                    generation: int) -> list[TrialSpec]:
+def plan_generation(
+    space: SearchSpace, settings: Settings, history: Sequence[TrialRecord], generation: int
+) -> list[TrialSpec]:
     """The trials of ``generation``, planned from the trials before it (``history``, all of
     them): random genomes for generation 0, children of the elite after (module docstring).
     Every draw comes from a generator seeded with ``(seed, generation)``.
@@ -487,6 +510,7 @@ def plan_generation(space: SearchSpace, settings: Settings, history: Sequence[Tr
 
 
 # ---- running trials -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -516,8 +540,15 @@ class Search:
     trial's outcome, in trial order, to ``record``.
     """
 
-    def __init__(self, base: TrainConfig, out: Path, space: SearchSpace, settings: Settings,
-                 records: list[TrialRecord], on_trial: Callable[[str, TrialRecord], None] | None):
+    def __init__(
+        self,
+        base: TrainConfig,
+        out: Path,
+        space: SearchSpace,
+        settings: Settings,
+        records: list[TrialRecord],
+        on_trial: Callable[[str, TrialRecord], None] | None,
+    ):
         self.base, self.out, self.space, self.settings = base, out, space, settings
         self.headlines = headlines(space.tasks)
         self.records = records
@@ -537,22 +568,32 @@ class Search:
         """The training config of ``spec``: ``base`` with the trial's folder, steps, weighting and
         initial weights."""
         genome, tasks = spec.genome, self.space.tasks
-        weighting = WeightingConfig(name=STRATEGY, options={
-            "weights": dict(zip(tasks, genome.weights())),
-            "frequencies": dict(zip(tasks, genome.frequencies))})
+        weighting = WeightingConfig(
+            name=STRATEGY,
+            options={
+                "weights": dict(zip(tasks, genome.weights())),
+                "frequencies": dict(zip(tasks, genome.frequencies)),
+            },
+        )
         init_from = self.base.init_from if source is None else str(self.checkpoint(source.trial))
-        return dataclasses.replace(self.base, out=str(self.run_dir(spec.trial)), steps=self.settings.steps_per_trial,
-                                   weighting=weighting, init_from=init_from)
+        return dataclasses.replace(
+            self.base,
+            out=str(self.run_dir(spec.trial)),
+            steps=self.settings.steps_per_trial,
+            weighting=weighting,
+            init_from=init_from,
+        )
 
     def record(self, spec: TrialSpec, source: TrialRecord | None, outcome: Outcome) -> TrialRecord:
         """Score a finished trial, append it to ``trials.csv``, rewrite ``best.toml``."""
         if spec.trial != len(self.records):
-            raise RuntimeError(f"trial {spec.trial} recorded after {len(self.records)} trials (engines record in order)")
+            raise RuntimeError(
+                f"trial {spec.trial} recorded after {len(self.records)} trials (engines record in order)"
+            )
         metrics = {h.column: math.nan for h in self.headlines}
         value, error = math.nan, outcome.error
         if outcome.metrics is not None:
-            metrics.update({h.column: _number(outcome.metrics.get(h.task, {}).get(h.metric))
-                            for h in self.headlines})
+            metrics.update({h.column: _number(outcome.metrics.get(h.task, {}).get(h.metric)) for h in self.headlines})
             try:
                 value = self._fitness(metrics)
             except MtlDataError as exc:
@@ -582,8 +623,11 @@ class Search:
             if not h.higher_is_better:
                 earlier = [r.metrics[h.column] for r in self.records if _positive(r.metrics[h.column])]
                 reference[h.task] = earlier[0] if earlier else metrics[h.column]
-        return fitness({h.task: metrics[h.column] for h in self.headlines},
-                       {h.task: h.higher_is_better for h in self.headlines}, reference)
+        return fitness(
+            {h.task: metrics[h.column] for h in self.headlines},
+            {h.task: h.higher_is_better for h in self.headlines},
+            reference,
+        )
 
 
 def _number(value: object) -> float:
@@ -612,6 +656,7 @@ def in_process(specs: Sequence[TrialSpec], search: Search) -> None:
 
 # ---- the search ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SearchResult:
     """A finished search: its folder, tasks, every trial and the best one (None: all failed)."""
@@ -622,11 +667,23 @@ class SearchResult:
     best: TrialRecord | None
 
 
-def search(base: TrainConfig, out: str | Path, *, trials: int, steps_per_trial: int, population: int = 4,
-           offspring: int = 4, parents: int = 2,
-           weight_range: Mapping[str, tuple[float, float]] | tuple[float, float] = DEFAULT_WEIGHT_RANGE,
-           max_frequency: int = 10, mutation: float = 0.1, seed: int = 0, resume: bool = False,
-           engine: Engine = in_process, on_trial: Callable[[str, TrialRecord], None] | None = None) -> SearchResult:
+def search(
+    base: TrainConfig,
+    out: str | Path,
+    *,
+    trials: int,
+    steps_per_trial: int,
+    population: int = 4,
+    offspring: int = 4,
+    parents: int = 2,
+    weight_range: Mapping[str, tuple[float, float]] | tuple[float, float] = DEFAULT_WEIGHT_RANGE,
+    max_frequency: int = 10,
+    mutation: float = 0.1,
+    seed: int = 0,
+    resume: bool = False,
+    engine: Engine = in_process,
+    on_trial: Callable[[str, TrialRecord], None] | None = None,
+) -> SearchResult:
     """Search task weights and asynchronous frequencies for ``base`` (module docstring).
 
     Args:
@@ -654,17 +711,24 @@ def search(base: TrainConfig, out: str | Path, *, trials: int, steps_per_trial: 
             exhausted space. A failing trial does not raise: its error is recorded.
     """
     out = Path(out)
-    for name, value, low in (("trials", trials, 1), ("steps_per_trial", steps_per_trial, 1),
-                             ("population", population, 1), ("offspring", offspring, 1), ("parents", parents, 1),
-                             ("seed", seed, 0)):
+    for name, value, low in (
+        ("trials", trials, 1),
+        ("steps_per_trial", steps_per_trial, 1),
+        ("population", population, 1),
+        ("offspring", offspring, 1),
+        ("parents", parents, 1),
+        ("seed", seed, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise MtlDataError(f"search: {name} must be an integer >= {low}, got {value!r}")
     if not (isinstance(mutation, (int, float)) and math.isfinite(mutation) and mutation >= 0):
         raise MtlDataError(f"search: mutation must be a number >= 0, got {mutation!r}")
     validate(base)
     if base.weighting != WeightingConfig():
-        raise MtlDataError("search: every trial sets its own weighting (the async strategy with the trial's weights "
-                           "and frequencies); leave weighting.* at their defaults")
+        raise MtlDataError(
+            "search: every trial sets its own weighting (the async strategy with the trial's weights "
+            "and frequencies); leave weighting.* at their defaults"
+        )
     _check_strategy()
     tasks = _search_tasks(base)
     space = SearchSpace.create(tasks, weight_range, max_frequency)
@@ -673,30 +737,40 @@ def search(base: TrainConfig, out: str | Path, *, trials: int, steps_per_trial: 
     if resume:
         _check_saved(out, doc, base)
         records = _read_trials(out / TRIALS_FILE, space, headlines(tasks)) if (out / TRIALS_FILE).exists() else []
-        write_atomic(out / SEARCH_FILE, json.dumps(doc, indent=1) + "\n")   # the new number of trials
+        write_atomic(out / SEARCH_FILE, json.dumps(doc, indent=1) + "\n")  # the new number of trials
     else:
         if out.exists() and any(out.iterdir()):
             raise MtlDataError(f"{out}: holds a search already; resume it (--resume) or choose another --out")
         write_atomic(out / SEARCH_FILE, json.dumps(doc, indent=1) + "\n")
         records = []
     state = Search(base, out, space, settings, records, on_trial)
-    state.write_best()   # a search interrupted between its csv and best.toml
-    logger.info("search %s: tasks %s, %d trials of %d steps (%d done), population %d, %d children of %d parents "
-                "per generation", out, ", ".join(tasks), trials, steps_per_trial, len(records), population, offspring,
-                parents)
+    state.write_best()  # a search interrupted between its csv and best.toml
+    logger.info(
+        "search %s: tasks %s, %d trials of %d steps (%d done), population %d, %d children of %d parents per generation",
+        out,
+        ", ".join(tasks),
+        trials,
+        steps_per_trial,
+        len(records),
+        population,
+        offspring,
+        parents,
+    )
 
     while len(state.records) < trials:
         generation = settings.generation_of(len(state.records))
         first = settings.first_trial(generation)
         specs = plan_generation(space, settings, state.records[:first], generation)
-        for record in state.records[first:]:   # a resumed generation: the trials it already has
+        for record in state.records[first:]:  # a resumed generation: the trials it already has
             if record.spec != specs[record.trial - first]:
-                raise MtlDataError(f"{out / TRIALS_FILE}: trial {record.trial} is not the one this search plans "
-                                   f"(the file was edited, or written by another version); start a new --out")
-        todo = [s for s in specs[len(state.records) - first:] if s.trial < trials]
+                raise MtlDataError(
+                    f"{out / TRIALS_FILE}: trial {record.trial} is not the one this search plans "
+                    f"(the file was edited, or written by another version); start a new --out"
+                )
+        todo = [s for s in specs[len(state.records) - first :] if s.trial < trials]
         for spec in todo:
             stale = state.run_dir(spec.trial)
-            if stale.exists():   # the trial an interruption cut short (no csv row): run it again
+            if stale.exists():  # the trial an interruption cut short (no csv row): run it again
                 logger.warning("%s: an unfinished trial; it is run again", stale)
                 shutil.rmtree(stale)
         engine(todo, state)
@@ -710,8 +784,10 @@ def _check_strategy() -> None:
     from mtl_data.train.weighting import list_weightings
 
     if STRATEGY not in list_weightings():
-        raise MtlDataError(f"search: the weighting strategy {STRATEGY!r} (asynchronous backpropagation) is not "
-                           f"available in this version; strategies: {', '.join(list_weightings())}")
+        raise MtlDataError(
+            f"search: the weighting strategy {STRATEGY!r} (asynchronous backpropagation) is not "
+            f"available in this version; strategies: {', '.join(list_weightings())}"
+        )
 
 
 def _search_tasks(base: TrainConfig) -> tuple[str, ...]:
@@ -728,16 +804,22 @@ def _search_tasks(base: TrainConfig) -> tuple[str, ...]:
     rows = rows.filter(rows["split"] == base.eval.split)
     unlabelled = [t for t in tasks if rows.height == 0 or not rows[f"has_{t}"].any()]
     if unlabelled:
-        raise MtlDataError(f"{base.shards}: no sample of the evaluation split {base.eval.split!r} labels "
-                           f"{', '.join(unlabelled)}, so the fitness cannot measure it; choose --tasks the split "
-                           "labels or another eval.split")
+        raise MtlDataError(
+            f"{base.shards}: no sample of the evaluation split {base.eval.split!r} labels "
+            f"{', '.join(unlabelled)}, so the fitness cannot measure it; choose --tasks the split "
+            "labels or another eval.split"
+        )
     return tasks
 
 
 def _search_doc(base: TrainConfig, space: SearchSpace, settings: Settings, trials: int) -> dict:
-    return {"format": FORMAT, "tasks": list(space.tasks), "trials": trials,
-            "settings": {**dataclasses.asdict(settings), "exponent_range": space.ranges()},
-            "base": to_dict(dataclasses.replace(base, out=""))}
+    return {
+        "format": FORMAT,
+        "tasks": list(space.tasks),
+        "trials": trials,
+        "settings": {**dataclasses.asdict(settings), "exponent_range": space.ranges()},
+        "base": to_dict(dataclasses.replace(base, out="")),
+    }
 
 
 def read_search(out: str | Path) -> tuple[TrainConfig, dict]:
@@ -755,7 +837,7 @@ def read_search(out: str | Path) -> tuple[TrainConfig, dict]:
     try:
         s = dict(doc["settings"])
         ranges = s.pop("exponent_range")
-        s["weight_range"] = {t: (10.0 ** lo, 10.0 ** hi) for t, (lo, hi) in ranges.items()}
+        s["weight_range"] = {t: (10.0**lo, 10.0**hi) for t, (lo, hi) in ranges.items()}
         s["trials"] = int(doc["trials"])
         return from_dict(doc["base"], source=str(path)), s
     except (KeyError, TypeError, ValueError) as exc:
@@ -771,27 +853,39 @@ def _read_doc(path: Path) -> dict:
 
 def _check_saved(out: Path, doc: dict, base: TrainConfig) -> None:
     saved = _read_doc(out / SEARCH_FILE)
-    now = json.loads(json.dumps(doc))   # tuples as lists, as saved
+    now = json.loads(json.dumps(doc))  # tuples as lists, as saved
     changed = [] if saved.get("tasks") == now["tasks"] else [f"tasks: {saved.get('tasks')} -> {now['tasks']}"]
     before = saved.get("settings") if isinstance(saved.get("settings"), dict) else {}
-    changed += [f"{key}: {before.get(key)!r} -> {value!r}" for key, value in now["settings"].items()
-                if before.get(key) != value]
+    changed += [
+        f"{key}: {before.get(key)!r} -> {value!r}" for key, value in now["settings"].items() if before.get(key) != value
+    ]
     try:
-        changed += differences(from_dict(saved.get("base", {}), source=str(out / SEARCH_FILE)),
-                               dataclasses.replace(base, out=""))
+        changed += differences(
+            from_dict(saved.get("base", {}), source=str(out / SEARCH_FILE)), dataclasses.replace(base, out="")
+        )
     except MtlDataError as exc:
         raise MtlDataError(f"{out / SEARCH_FILE}: {exc}") from None
     if changed:
-        raise MtlDataError(f"{out}: --resume with settings that differ from the search's ({'; '.join(changed)}); "
-                           "resume with the same options (only --trials may change) or start a new --out")
+        raise MtlDataError(
+            f"{out}: --resume with settings that differ from the search's ({'; '.join(changed)}); "
+            "resume with the same options (only --trials may change) or start a new --out"
+        )
 
 
 # ---- trials.csv ---------------------------------------------------------------------------------
 
+
 def _columns(tasks: Sequence[str], heads: Sequence[Headline]) -> list[str]:
-    return (["trial", "generation", "parents"] + [f"weight/{t}" for t in tasks] + [f"frequency/{t}" for t in tasks]
-            + ["fitness"] + [h.column for h in heads] + ["run", "transfer_from"]
-            + [f"exponent/{t}" for t in tasks] + ["error"])
+    return (
+        ["trial", "generation", "parents"]
+        + [f"weight/{t}" for t in tasks]
+        + [f"frequency/{t}" for t in tasks]
+        + ["fitness"]
+        + [h.column for h in heads]
+        + ["run", "transfer_from"]
+        + [f"exponent/{t}" for t in tasks]
+        + ["error"]
+    )
 
 
 def _csv_text(records: Sequence[TrialRecord], heads: Sequence[Headline], tasks: Sequence[str]) -> str:
@@ -800,9 +894,15 @@ def _csv_text(records: Sequence[TrialRecord], heads: Sequence[Headline], tasks: 
     writer.writeheader()
     for r in records:
         g = r.spec.genome
-        row = {"trial": r.trial, "generation": r.spec.generation, "parents": ";".join(map(str, r.spec.parents)),
-               "fitness": repr(r.fitness), "run": f"{TRIALS_DIR}/{r.trial:03d}",
-               "transfer_from": "" if r.transfer_from is None else r.transfer_from, "error": r.error}
+        row = {
+            "trial": r.trial,
+            "generation": r.spec.generation,
+            "parents": ";".join(map(str, r.spec.parents)),
+            "fitness": repr(r.fitness),
+            "run": f"{TRIALS_DIR}/{r.trial:03d}",
+            "transfer_from": "" if r.transfer_from is None else r.transfer_from,
+            "error": r.error,
+        }
         row.update({f"weight/{t}": repr(w) for t, w in zip(tasks, g.weights())})
         row.update({f"frequency/{t}": f for t, f in zip(tasks, g.frequencies)})
         row.update({column: repr(value) for column, value in r.metrics.items()})
@@ -838,8 +938,15 @@ def _read_trials(path: Path, space: SearchSpace, heads: Sequence[Headline]) -> l
             parents = tuple(int(p) for p in row["parents"].split(";")) if row["parents"] else ()
             spec = TrialSpec(trial, int(row["generation"]), parents, genome)
             transfer = int(row["transfer_from"]) if row["transfer_from"] else None
-            records.append(TrialRecord(spec, transfer, {h.column: float(row[h.column]) for h in heads},
-                                       float(row["fitness"]), row["error"] or ""))
+            records.append(
+                TrialRecord(
+                    spec,
+                    transfer,
+                    {h.column: float(row[h.column]) for h in heads},
+                    float(row["fitness"]),
+                    row["error"] or "",
+                )
+            )
         except (TypeError, ValueError) as exc:
             raise MtlDataError(f"{path}:{line}: not a row this search wrote ({exc}); start a new --out") from None
     return records

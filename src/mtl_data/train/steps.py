@@ -64,13 +64,16 @@ class StepOutput:
     counts: torch.Tensor
 
 
-def task_losses(outputs: Mapping[str, Any], batch: Mapping[str, Any], tasks: Mapping[str, Task],
-                info: DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
+def task_losses(
+    outputs: Mapping[str, Any], batch: Mapping[str, Any], tasks: Mapping[str, Task], info: DistInfo
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(losses (T,), counts (T,)) in ``tasks`` order, normalised by the global labelled counts."""
     device = batch["image"].device
     counts = torch.stack([batch["present"][t].sum() for t in tasks]).to(device, torch.float32)  # (T,)
     counts = all_reduce_sum(counts, info)
-    losses = torch.stack([task.batch_loss(outputs[t], batch, count=counts[i]) for i, (t, task) in enumerate(tasks.items())])
+    losses = torch.stack(
+        [task.batch_loss(outputs[t], batch, count=counts[i]) for i, (t, task) in enumerate(tasks.items())]
+    )
     return losses * info.world_size, counts  # (T,), (T,)
 
 
@@ -85,10 +88,20 @@ def average_weighting_grads(weighting: Weighting, info: DistInfo) -> None:
             all_reduce_sum(p.grad, info).div_(info.world_size)
 
 
-def symmetric_step(model: nn.Module, tasks: Mapping[str, Task], weighting: Weighting, batch: Mapping[str, Any],
-                   step: int, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                   scaler: torch.amp.GradScaler, info: DistInfo, precision: str, clip_grad_norm: float,
-                   params: list[nn.Parameter]) -> StepOutput:
+def symmetric_step(
+    model: nn.Module,
+    tasks: Mapping[str, Task],
+    weighting: Weighting,
+    batch: Mapping[str, Any],
+    step: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    info: DistInfo,
+    precision: str,
+    clip_grad_norm: float,
+    params: list[nn.Parameter],
+) -> StepOutput:
     """One symmetric (or single-task) update (module docstring)."""
     with autocast(precision, info.device):
         outputs = model(batch["image"])  # {task: output}
@@ -116,9 +129,19 @@ def symmetric_step(model: nn.Module, tasks: Mapping[str, Task], weighting: Weigh
 
 # ---- asymmetric -------------------------------------------------------------------------------
 
-def asymmetric_step(model: nn.Module, tasks: Mapping[str, Task], weighting: Weighting, batch: Mapping[str, Any],
-                    step: int, parts: PartOptimizers, part_params: Mapping[str, list[nn.Parameter]], info: DistInfo,
-                    precision: str, clip_grad_norm: float) -> StepOutput:
+
+def asymmetric_step(
+    model: nn.Module,
+    tasks: Mapping[str, Task],
+    weighting: Weighting,
+    batch: Mapping[str, Any],
+    step: int,
+    parts: PartOptimizers,
+    part_params: Mapping[str, list[nn.Parameter]],
+    info: DistInfo,
+    precision: str,
+    clip_grad_norm: float,
+) -> StepOutput:
     """One asymmetric step: back-propagate, count labelled samples, step the parts that are due."""
     with autocast(precision, info.device):
         outputs = model(batch["image"])  # {task: output}

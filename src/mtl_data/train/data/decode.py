@@ -81,7 +81,10 @@ def unsafe_member(shard: str, key: str, ext: str) -> UnsafeMemberError:
     return UnsafeMemberError(
         f"{shard}: {key}.{ext}: refusing a pickle-style member (.{ext.rsplit('.', 1)[-1]}): unpickling runs "
         "code from the file, and mtl-data never writes one; re-create the shard with `mtl-data ingest`",
-        shard, key, ext)
+        shard,
+        key,
+        ext,
+    )
 
 
 class CorruptSampleError(MtlDataError):
@@ -124,8 +127,12 @@ def task_of(ext: str) -> str | None:
     return head if head in TASKS else None
 
 
-def decode(raw: Mapping[str, object], tasks: Collection[str] | None = None,
-           target_hw: tuple[int, int] | None = None, letterbox: bool = False) -> Decoded:
+def decode(
+    raw: Mapping[str, object],
+    tasks: Collection[str] | None = None,
+    target_hw: tuple[int, int] | None = None,
+    letterbox: bool = False,
+) -> Decoded:
     """Decode a raw tar sample with the handlers of the module docstring.
 
     Args:
@@ -153,8 +160,13 @@ def decode(raw: Mapping[str, object], tasks: Collection[str] | None = None,
         raise CorruptSampleError(f"{shard}: {key}: does not decode: {exc}", shard, key) from None
 
 
-def _decode(key: str, members: dict[str, bytes], tasks: Collection[str] | None,
-            target_hw: tuple[int, int] | None, letterbox: bool) -> Decoded:
+def _decode(
+    key: str,
+    members: dict[str, bytes],
+    tasks: Collection[str] | None,
+    target_hw: tuple[int, int] | None,
+    letterbox: bool,
+) -> Decoded:
     if "meta.json" not in members:
         raise DecodeError("no meta.json member")
     meta = json.loads(members["meta.json"])
@@ -177,8 +189,10 @@ def _decode(key: str, members: dict[str, bytes], tasks: Collection[str] | None,
     expected = (math.ceil(size[0] / factor), math.ceil(size[1] / factor))
     if reduced is None or reduced.shape[:2] != expected:
         got = "nothing" if reduced is None else f"{reduced.shape[0]}x{reduced.shape[1]}"
-        raise DecodeError(f"jpg: decoded at 1/{factor} to {got}, expected {expected[0]}x{expected[1]} "
-                          f"(meta.json size {size[0]}x{size[1]})")
+        raise DecodeError(
+            f"jpg: decoded at 1/{factor} to {got}, expected {expected[0]}x{expected[1]} "
+            f"(meta.json size {size[0]}x{size[1]})"
+        )
     cv2.cvtColor(reduced, cv2.COLOR_BGR2RGB, dst=reduced)
     placeholder = np.broadcast_to(np.uint8(0), (*size, 3))  # (h, w, 3) of the stored size, no memory
     return Decoded(decode_sample(key, members, tasks=tasks, image=placeholder), reduced)

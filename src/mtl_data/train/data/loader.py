@@ -85,9 +85,21 @@ from mtl_data.schema.sample import CLASS_TASKS, TASKS
 from mtl_data.shards.reader import ShardSet, labels_any
 from mtl_data.train.data.decode import Decoded, decode
 from mtl_data.train.data.mixing import resolve_mix
-from mtl_data.train.data.stages import (SkipCounter, Segment, batches, decode_samples, drop_keys, encode_samples,
-                                        mix_sources, read_segments, read_shards, split_evenly, then_dummies,
-                                        transform_samples, worker_info)
+from mtl_data.train.data.stages import (
+    Segment,
+    SkipCounter,
+    batches,
+    decode_samples,
+    drop_keys,
+    encode_samples,
+    mix_sources,
+    read_segments,
+    read_shards,
+    split_evenly,
+    then_dummies,
+    transform_samples,
+    worker_info,
+)
 from mtl_data.train.data.targets import TargetConfig, expand
 from mtl_data.train.data.transforms import TransformConfig
 
@@ -98,6 +110,7 @@ logger = logging.getLogger(__name__)
 SHUFFLE_BUFFER = 256
 
 # ---- what a worker needs (plain, picklable data) ---------------------------------------------
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -124,8 +137,9 @@ class Settings:
         target = self.transform.image_size if self.reduced_decode else None
         return partial(decode, tasks=self.tasks, target_hw=target, letterbox=self.transform.letterbox)
 
-    def tail(self, raws: Iterable[dict | None], skips: SkipCounter, rng: np.random.Generator,
-             keep_slots: bool) -> Iterator[dict]:
+    def tail(
+        self, raws: Iterable[dict | None], skips: SkipCounter, rng: np.random.Generator, keep_slots: bool
+    ) -> Iterator[dict]:
         """The stages after the raw samples: decode -> transform -> encode -> batches."""
         stream = decode_samples(raws, self.decoder(), skips, keep_slots)
         stream = transform_samples(stream, self.transform, rng)
@@ -163,8 +177,9 @@ def _tune_worker() -> None:
 class TrainStream(torch.utils.data.IterableDataset):
     """The endless training stream of one worker (module docstring); ``epoch`` is set per pass."""
 
-    def __init__(self, settings: Settings, sources: Sequence[SourceShards], probs: Sequence[float],
-                 shuffle_buffer: int):
+    def __init__(
+        self, settings: Settings, sources: Sequence[SourceShards], probs: Sequence[float], shuffle_buffer: int
+    ):
         super().__init__()
         self.settings, self.sources, self.probs = settings, list(sources), list(probs)
         self.shuffle_buffer = shuffle_buffer
@@ -181,8 +196,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         raws = mix_sources(streams, self.probs, np.random.default_rng(mix_seed))
         return s.tail(raws, skips, np.random.default_rng(transform_seed), keep_slots=False)
 
-    def _source_pipeline(self, src: SourceShards, seed: np.random.SeedSequence, skips: SkipCounter
-                         ) -> wds.DataPipeline:
+    def _source_pipeline(self, src: SourceShards, seed: np.random.SeedSequence, skips: SkipCounter) -> wds.DataPipeline:
         shard_seed, shuffle_seed = (int(x) for x in seed.generate_state(2))
         bufsize = self.shuffle_buffer
         return wds.DataPipeline(
@@ -194,7 +208,6 @@ class TrainStream(torch.utils.data.IterableDataset):
         )
 
 
-
 class EvalPass(torch.utils.data.IterableDataset):
     """One worker's part of the evaluation pass of one rank (module docstring).
 
@@ -204,8 +217,15 @@ class EvalPass(torch.utils.data.IterableDataset):
             ``urls`` per sample, its byte offset, its position in the shard, its key).
     """
 
-    def __init__(self, settings: Settings, urls: Sequence[str], shard_index: Sequence[int],
-                 offsets: Sequence[int], positions: Sequence[int], keys: Sequence[str]):
+    def __init__(
+        self,
+        settings: Settings,
+        urls: Sequence[str],
+        shard_index: Sequence[int],
+        offsets: Sequence[int],
+        positions: Sequence[int],
+        keys: Sequence[str],
+    ):
         super().__init__()
         self.settings, self.urls = settings, list(urls)
         self.shard_index, self.offsets = list(shard_index), list(offsets)
@@ -229,8 +249,11 @@ class EvalPass(torch.utils.data.IterableDataset):
         i = start
         while i < stop:
             j = i + 1
-            while (j < stop and self.shard_index[j] == self.shard_index[i]
-                   and self.positions[j] == self.positions[j - 1] + 1):
+            while (
+                j < stop
+                and self.shard_index[j] == self.shard_index[i]
+                and self.positions[j] == self.positions[j - 1] + 1
+            ):
                 j += 1
             out.append(Segment(self.urls[self.shard_index[i]], self.offsets[i], tuple(self.keys[i:j])))
             i = j
@@ -249,8 +272,8 @@ class EvalPass(torch.utils.data.IterableDataset):
         return s.tail(stream, skips, rng, keep_slots=True)
 
 
-
 # ---- the Loader ------------------------------------------------------------------------------
+
 
 def _no_collate(batch: dict) -> dict:
     """The DataLoader's collate_fn: batches are collated in the worker already."""
@@ -260,8 +283,14 @@ def _no_collate(batch: dict) -> dict:
 def to_device(batch: dict, device: torch.device) -> dict:
     """Every tensor of ``batch`` (nested dicts included) copied to ``device`` with
     ``non_blocking=True`` (asynchronous from pinned memory); other values as they are."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
-            else to_device(v, device) if isinstance(v, dict) else v for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=True)
+        if isinstance(v, torch.Tensor)
+        else to_device(v, device)
+        if isinstance(v, dict)
+        else v
+        for k, v in batch.items()
+    }
 
 
 class Loader:
@@ -277,10 +306,20 @@ class Loader:
         config: the ``LoaderConfig`` it was built with.
     """
 
-    def __init__(self, dataset: TrainStream | EvalPass, *, workers: int, device: torch.device | None,
-                 pin_memory: bool, prefetch_factor: int, mp_context: str | None,
-                 tasks: tuple[str, ...], probs: dict[str, float], classes: dict[str, tuple[str, ...]],
-                 config: LoaderConfig):
+    def __init__(
+        self,
+        dataset: TrainStream | EvalPass,
+        *,
+        workers: int,
+        device: torch.device | None,
+        pin_memory: bool,
+        prefetch_factor: int,
+        mp_context: str | None,
+        tasks: tuple[str, ...],
+        probs: dict[str, float],
+        classes: dict[str, tuple[str, ...]],
+        config: LoaderConfig,
+    ):
         self.dataset, self.workers, self.device = dataset, workers, device
         self.pin_memory, self.prefetch_factor, self.mp_context = pin_memory, prefetch_factor, mp_context
         self.tasks, self.probs, self.sources = tasks, probs, tuple(probs)
@@ -308,9 +347,14 @@ class Loader:
         self.epoch += 1
         workers = self.workers
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=None, collate_fn=_no_collate, num_workers=workers,
-            pin_memory=self.pin_memory, prefetch_factor=self.prefetch_factor if workers else None,
-            multiprocessing_context=self.mp_context if workers else None)
+            self.dataset,
+            batch_size=None,
+            collate_fn=_no_collate,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor if workers else None,
+            multiprocessing_context=self.mp_context if workers else None,
+        )
         batches_in = iter(loader)
         try:
             for batch in batches_in:
@@ -329,6 +373,7 @@ class Loader:
 
 
 # ---- build_loader ----------------------------------------------------------------------------
+
 
 def dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """(rank, world size): as given, else from torch.distributed when initialized, else from the
@@ -434,8 +479,10 @@ def _requested_tasks(tasks: Collection[str] | None) -> tuple[str, ...] | None:
         tasks = [tasks]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
-        raise MtlDataError(f"tasks {list(tasks)!r}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
-                           f"choose from {', '.join(TASKS)}")
+        raise MtlDataError(
+            f"tasks {list(tasks)!r}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
+            f"choose from {', '.join(TASKS)}"
+        )
     return tuple(t for t in TASKS if t in tasks)
 
 
@@ -460,20 +507,31 @@ def shard_classes(shard_set: ShardSet, sources: Collection[str], tasks: Collecti
                 continue
             names = tables.get(task)
             if not names:
-                raise MtlDataError(f"{shard_set.root / source / 'classes.json'}: no {task!r} class names although "
-                                   f"{source} labels {task}; re-run its ingest with --overwrite")
+                raise MtlDataError(
+                    f"{shard_set.root / source / 'classes.json'}: no {task!r} class names although "
+                    f"{source} labels {task}; re-run its ingest with --overwrite"
+                )
             names = tuple(names)
             if task in out and out[task] != names:
-                raise MtlDataError(f"sources {first[task]} and {source} name their {task} classes differently "
-                                   f"({len(out[task])} vs {len(names)} classes; one was ingested with another "
-                                   "--taxonomy): load them apart or re-ingest them with one taxonomy")
+                raise MtlDataError(
+                    f"sources {first[task]} and {source} name their {task} classes differently "
+                    f"({len(out[task])} vs {len(names)} classes; one was ingested with another "
+                    "--taxonomy): load them apart or re-ingest them with one taxonomy"
+                )
             out.setdefault(task, names)
             first.setdefault(task, source)
     return out
 
 
-def build_loader(shards: str | Path, config: LoaderConfig | None = None, *, rank: int | None = None,
-                 world_size: int | None = None, device: str | torch.device | None = None, **options) -> Loader:
+def build_loader(
+    shards: str | Path,
+    config: LoaderConfig | None = None,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+    device: str | torch.device | None = None,
+    **options,
+) -> Loader:
     """A loader of batches from a shards root (design.md section 6; module docstring).
 
     ``build_loader(root, LoaderConfig(batch_size=16, ...))``, or the keyword form
@@ -525,30 +583,69 @@ def build_loader(shards: str | Path, config: LoaderConfig | None = None, *, rank
     use_cuda = device is not None and device.type == "cuda"
     pin = torch.cuda.is_available() if c.pin_memory is None else bool(c.pin_memory)
     try:
-        transform = TransformConfig(c.image_size, letterbox=c.letterbox,
-                                    augment=c.infinite if c.augment is None else c.augment, flip_p=c.flip_p,
-                                    jitter=c.jitter)
+        transform = TransformConfig(
+            c.image_size,
+            letterbox=c.letterbox,
+            augment=c.infinite if c.augment is None else c.augment,
+            flip_p=c.flip_p,
+            jitter=c.jitter,
+        )
         # The one-hot length of the grid is the det2d class count of the shards (1 when det2d
         # is not loaded: the grid is then not built at all).
-        targets = TargetConfig(wanted, c.image_size, c.grid, c.anchors, len(classes.get("det2d", ())) or 1,
-                               c.max_boxes, c.max_lanes, c.lane_rows)
+        targets = TargetConfig(
+            wanted,
+            c.image_size,
+            c.grid,
+            c.anchors,
+            len(classes.get("det2d", ())) or 1,
+            c.max_boxes,
+            c.max_lanes,
+            c.lane_rows,
+        )
     except ValueError as exc:
         raise MtlDataError(str(exc)) from None
-    settings = Settings(tasks=wanted, transform=transform, targets=targets, batch_size=c.batch_size,
-                        seed=c.seed, rank=rank, world_size=world_size, reduced_decode=c.reduced_decode)
+    settings = Settings(
+        tasks=wanted,
+        transform=transform,
+        targets=targets,
+        batch_size=c.batch_size,
+        seed=c.seed,
+        rank=rank,
+        world_size=world_size,
+        reduced_decode=c.reduced_decode,
+    )
     if c.infinite:
         dataset: TrainStream | EvalPass = TrainStream(
-            settings, [_source_shards(shard_set.root, rows, s, wanted) for s in probs], list(probs.values()),
-            c.shuffle_buffer)
+            settings,
+            [_source_shards(shard_set.root, rows, s, wanted) for s in probs],
+            list(probs.values()),
+            c.shuffle_buffer,
+        )
     else:
         dataset = _eval_pass(settings, shard_set.root, loadable)
         probs = {s: counts[s] / loadable.height for s in probs}
-    logger.info("loader %s split %r: tasks %s; sources %s; rank %d/%d, %d worker(s)",
-                "train" if c.infinite else "eval", c.split, ", ".join(wanted),
-                ", ".join(f"{s} {p:.3f}" for s, p in probs.items()), rank, world_size, workers)
-    return Loader(dataset, workers=workers, device=device, pin_memory=pin or use_cuda,
-                  prefetch_factor=c.prefetch_factor, mp_context=c.mp_context, tasks=wanted, probs=probs,
-                  classes=classes, config=c)
+    logger.info(
+        "loader %s split %r: tasks %s; sources %s; rank %d/%d, %d worker(s)",
+        "train" if c.infinite else "eval",
+        c.split,
+        ", ".join(wanted),
+        ", ".join(f"{s} {p:.3f}" for s, p in probs.items()),
+        rank,
+        world_size,
+        workers,
+    )
+    return Loader(
+        dataset,
+        workers=workers,
+        device=device,
+        pin_memory=pin or use_cuda,
+        prefetch_factor=c.prefetch_factor,
+        mp_context=c.mp_context,
+        tasks=wanted,
+        probs=probs,
+        classes=classes,
+        config=c,
+    )
 
 
 def _source_shards(root: Path, rows: pl.DataFrame, source: str, tasks: tuple[str, ...]) -> SourceShards:
@@ -563,5 +660,11 @@ def _eval_pass(settings: Settings, root: Path, rows: pl.DataFrame) -> EvalPass:
     rows = rows.sort("source", "shard", "position")
     urls = sorted(rows["shard"].unique().to_list())
     index = {u: i for i, u in enumerate(urls)}
-    return EvalPass(settings, [str(root / u) for u in urls], [index[u] for u in rows["shard"].to_list()],
-                    rows["offset"].to_list(), rows["position"].to_list(), rows["key"].to_list())
+    return EvalPass(
+        settings,
+        [str(root / u) for u in urls],
+        [index[u] for u in rows["shard"].to_list()],
+        rows["offset"].to_list(),
+        rows["position"].to_list(),
+        rows["key"].to_list(),
+    )

@@ -58,16 +58,19 @@ def resolve_mix(mix: str | Mapping[str, float] | None, counts: Mapping[str, int]
     elif isinstance(mix, Mapping):
         ratios, where = mix, "mix"
     else:
-        raise MtlDataError(f"mix must be {PROPORTIONAL!r}, a {{source: ratio}} mapping or 'STATS.json#ALPHA', "
-                           f"got {type(mix).__name__}")
+        raise MtlDataError(
+            f"mix must be {PROPORTIONAL!r}, a {{source: ratio}} mapping or 'STATS.json#ALPHA', got {type(mix).__name__}"
+        )
     return _normalized(ratios, counts, where)
 
 
 def _normalized(ratios: Mapping[str, float], counts: Mapping[str, int], where: str) -> dict[str, float]:
     unknown = sorted(set(ratios) - set(counts))
     if unknown:
-        raise MtlDataError(f"{where}: unknown source(s) {', '.join(map(repr, unknown))}; "
-                           f"the shards hold {', '.join(sorted(counts)) or 'no source'}")
+        raise MtlDataError(
+            f"{where}: unknown source(s) {', '.join(map(repr, unknown))}; "
+            f"the shards hold {', '.join(sorted(counts)) or 'no source'}"
+        )
     for source, value in ratios.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise MtlDataError(f"{where}: ratio of {source!r} must be a finite number, got {value!r}")
@@ -76,12 +79,17 @@ def _normalized(ratios: Mapping[str, float], counts: Mapping[str, int], where: s
     if not any(v > 0 for v in ratios.values()):
         raise MtlDataError(f"{where}: every ratio is 0; give at least one source a positive ratio")
     for source in sorted(s for s, v in ratios.items() if v > 0 and counts[s] == 0):
-        logger.warning("%s: source %s is left out: it has no sample to load (none in the split labels "
-                       "a requested task)", where, source)
+        logger.warning(
+            "%s: source %s is left out: it has no sample to load (none in the split labels a requested task)",
+            where,
+            source,
+        )
     kept = {s: float(ratios[s]) for s in sorted(ratios) if ratios[s] > 0 and counts[s] > 0}
     if not kept:
-        raise MtlDataError(f"{where}: no sampled source has a sample in the split that labels a requested task "
-                           f"(samples per source: {dict(sorted(counts.items()))})")
+        raise MtlDataError(
+            f"{where}: no sampled source has a sample in the split that labels a requested task "
+            f"(samples per source: {dict(sorted(counts.items()))})"
+        )
     total = math.fsum(kept.values())
     return {s: v / total for s, v in kept.items()}
 
@@ -90,8 +98,10 @@ def _from_report(spec: str) -> dict[str, float]:
     """The ``{source: p}`` table of ``"PATH#ALPHA"`` (see the module docstring)."""
     path_text, sep, alpha = spec.rpartition("#")
     if not sep or not path_text or not alpha:
-        raise MtlDataError(f"mix {spec!r}: expected {PROPORTIONAL!r}, a {{source: ratio}} mapping or "
-                           "'STATS.json#ALPHA' (a stats report and one of its recommendations.mix keys)")
+        raise MtlDataError(
+            f"mix {spec!r}: expected {PROPORTIONAL!r}, a {{source: ratio}} mapping or "
+            "'STATS.json#ALPHA' (a stats report and one of its recommendations.mix keys)"
+        )
     path = Path(path_text)
     mixes = read_recommendations(path, "mix")
     key = alpha if alpha in mixes else _same_number(alpha, mixes)

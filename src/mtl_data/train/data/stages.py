@@ -33,6 +33,7 @@ _TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
 
 # ---- bookkeeping shared by the stages of one worker ------------------------------------------
 
+
 class SkipCounter:
     """Samples skipped in this worker since the last batch was formed (``take`` resets it)."""
 
@@ -55,6 +56,7 @@ def worker_info() -> tuple[int, int]:
 
 
 # ---- stages (iterator -> iterator) -----------------------------------------------------------
+
 
 def read_shards(urls: Iterable[dict], expected: Mapping[str, int], skips: SkipCounter) -> Iterator[dict]:
     """``{"url": shard path}`` -> every raw sample of each shard, in order.
@@ -83,8 +85,10 @@ def read_shards(urls: Iterable[dict], expected: Mapping[str, int], skips: SkipCo
             skips.add(max(lost, 1), f"{url}: {why}")
         empty_draws = 0 if read else empty_draws + 1
         if empty_draws >= MAX_EMPTY_DRAWS:
-            raise MtlDataError(f"{url}: {empty_draws} shard draws in a row gave no readable sample; "
-                               "check the shards with `mtl-data validate`")
+            raise MtlDataError(
+                f"{url}: {empty_draws} shard draws in a row gave no readable sample; "
+                "check the shards with `mtl-data validate`"
+            )
 
 
 def drop_keys(raws: Iterable[dict], keys: frozenset[str]) -> Iterator[dict]:
@@ -94,8 +98,7 @@ def drop_keys(raws: Iterable[dict], keys: frozenset[str]) -> Iterator[dict]:
             yield raw
 
 
-def mix_sources(streams: Sequence[Iterator[dict]], probs: Sequence[float], rng: np.random.Generator
-                ) -> Iterator[dict]:
+def mix_sources(streams: Sequence[Iterator[dict]], probs: Sequence[float], rng: np.random.Generator) -> Iterator[dict]:
     """raw samples of several endless streams -> one stream; each next sample comes from
     stream i with probability ``probs[i]``, drawn independently of the content."""
     while True:
@@ -103,8 +106,9 @@ def mix_sources(streams: Sequence[Iterator[dict]], probs: Sequence[float], rng: 
             yield next(streams[i])
 
 
-def decode_samples(raws: Iterable[dict | None], decoder: Callable[[dict], Decoded], skips: SkipCounter,
-                   keep_slots: bool) -> Iterator[Decoded | None]:
+def decode_samples(
+    raws: Iterable[dict | None], decoder: Callable[[dict], Decoded], skips: SkipCounter, keep_slots: bool
+) -> Iterator[Decoded | None]:
     """raw samples (None: a padding slot) -> decoded samples.
 
     A corrupt sample is counted; it is dropped, or with ``keep_slots`` (evaluation) becomes None
@@ -122,8 +126,9 @@ def decode_samples(raws: Iterable[dict | None], decoder: Callable[[dict], Decode
                 yield None
 
 
-def transform_samples(decoded: Iterable[Decoded | None], config: TransformConfig, rng: np.random.Generator
-                      ) -> Iterator[tuple[Sample, View] | None]:
+def transform_samples(
+    decoded: Iterable[Decoded | None], config: TransformConfig, rng: np.random.Generator
+) -> Iterator[tuple[Sample, View] | None]:
     """decoded samples -> (sample at ``config.image_size`` (resized, flipped, jittered), its
     ``View`` of the stored pixels); None stays None."""
     for item in decoded:
@@ -148,7 +153,6 @@ def batches(examples: Iterable[dict], batch_size: int, skips: SkipCounter) -> It
             chunk = []
     if chunk:
         yield {**collate(chunk, compact=True), "skipped": skips.take()}
-
 
 
 @dataclass(frozen=True)

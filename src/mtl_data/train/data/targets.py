@@ -130,8 +130,10 @@ class TargetConfig:
 
 # ---- the YOLO grid ---------------------------------------------------------------------------
 
-def encode_grid(boxes: np.ndarray, classes: np.ndarray, image_size: tuple[int, int], grid: int,
-                anchors: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+
+def encode_grid(
+    boxes: np.ndarray, classes: np.ndarray, image_size: tuple[int, int], grid: int, anchors: int, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Assign boxes to an S x S x A grid (see the module docstring).
 
     Args:
@@ -151,8 +153,10 @@ def encode_grid(boxes: np.ndarray, classes: np.ndarray, image_size: tuple[int, i
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     classes = np.asarray(classes, dtype=np.int64).reshape(-1)
     if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
-        raise ValueError(f"box class ids {sorted(set(classes.tolist()))} outside 0..{num_classes - 1} "
-                         f"(TargetConfig.num_classes={num_classes})")
+        raise ValueError(
+            f"box class ids {sorted(set(classes.tolist()))} outside 0..{num_classes - 1} "
+            f"(TargetConfig.num_classes={num_classes})"
+        )
     target = np.zeros((grid, grid, anchors, 5 + num_classes), dtype=np.float32)
     mask = np.zeros((grid, grid, anchors), dtype=bool)
     u = ((boxes[:, 0] + boxes[:, 2]) / 2 + 0.5) / w * grid  # (N,) centre in cell units
@@ -215,6 +219,7 @@ def decode_grid(grid, mask, image_size: tuple[int, int]) -> list[tuple[np.ndarra
 
 # ---- one example -----------------------------------------------------------------------------
 
+
 def _pad_rows(values: np.ndarray, rows: int, width: int, dtype, fill) -> np.ndarray:
     out = np.full((rows, width) if width else (rows,), fill, dtype=dtype)
     n = min(rows, len(values))
@@ -229,8 +234,9 @@ def _det2d_fields(sample: Sample | None, config: TargetConfig) -> dict:
     classes = np.zeros(0, np.int64) if det is None else np.asarray(det.classes, dtype=np.int64)
     ignore = np.zeros((0, 4)) if det is None else np.asarray(det.ignore, dtype=np.float64).reshape(-1, 4)
     kept = min(len(boxes), m)
-    grid, mask = encode_grid(boxes[:kept], classes[:kept], config.image_size, config.grid, config.anchors,
-                             config.num_classes)
+    grid, mask = encode_grid(
+        boxes[:kept], classes[:kept], config.image_size, config.grid, config.anchors, config.num_classes
+    )
     return {
         "det2d": grid,  # (S, S, A, 5 + C) float32
         "det2d_mask": mask,  # (S, S, A) bool
@@ -267,8 +273,9 @@ def _det3d_fields(sample: Sample | None, config: TargetConfig) -> dict:
     }
 
 
-def _dense_field(name: str, dtype, label_of: Callable[[Sample], np.ndarray | None]
-                 ) -> Callable[[Sample | None, TargetConfig], dict]:
+def _dense_field(
+    name: str, dtype, label_of: Callable[[Sample], np.ndarray | None]
+) -> Callable[[Sample | None, TargetConfig], dict]:
     def fields(sample: Sample | None, config: TargetConfig) -> dict:
         label = None if sample is None else label_of(sample)
         if label is None:
@@ -287,8 +294,9 @@ def _lane_fields(sample: Sample | None, config: TargetConfig) -> dict:
     if label is not None:
         n_rows, n_lanes = len(label.h_samples), min(len(label.xs), lanes)
         if n_rows > rows:
-            raise ValueError(f"sample {sample.key} has lane polylines of {n_rows} rows; TargetConfig.lane_rows is "
-                             f"{rows}: raise it")
+            raise ValueError(
+                f"sample {sample.key} has lane polylines of {n_rows} rows; TargetConfig.lane_rows is {rows}: raise it"
+            )
         h[:n_rows] = label.h_samples
         xs[:n_lanes, :n_rows] = np.asarray(label.xs, dtype=np.float64).reshape(-1, n_rows)[:n_lanes]
     mask = np.zeros(config.image_size, np.uint8) if label is None else np.asarray(label.mask, dtype=np.uint8)
@@ -303,8 +311,12 @@ def _lane_fields(sample: Sample | None, config: TargetConfig) -> dict:
 
 def _view_fields(sample: Sample | None, view: View | None) -> dict:
     if sample is None:
-        return {"size": np.zeros(2, np.int64), "scale": np.zeros(2, np.float32), "offset": np.zeros(2, np.float32),
-                "flipped": np.bool_(False)}
+        return {
+            "size": np.zeros(2, np.int64),
+            "scale": np.zeros(2, np.float32),
+            "offset": np.zeros(2, np.float32),
+            "flipped": np.bool_(False),
+        }
     view = View.identity(sample.size) if view is None else view
     pl = view.placement
     return {
@@ -338,7 +350,8 @@ _TASK_FIELDS: dict[str, Callable[[Sample | None, TargetConfig], dict]] = {
 
 
 def encode_example(sample: Sample | None, config: TargetConfig, view: View | None = None) -> dict:
-    """Fixed-shape numpy arrays (and 'key'/'source' str) for one sample; None -> a masked dummy (key "", source "", every present False, zeros).
+    """Fixed-shape numpy arrays (and 'key'/'source' str) for one sample; None -> a masked dummy
+    (key "", source "", every present False, zeros).
 
     Args:
         sample: a sample already transformed to ``config.image_size``, or None.
@@ -355,14 +368,17 @@ def encode_example(sample: Sample | None, config: TargetConfig, view: View | Non
         ValueError: the sample is not ``config.image_size`` (run the transform first).
     """
     if sample is not None and sample.size != config.image_size:
-        raise ValueError(f"sample {sample.key} is {sample.size[0]}x{sample.size[1]}, the targets are "
-                         f"{config.image_size[0]}x{config.image_size[1]}: transform it to image_size first")
+        raise ValueError(
+            f"sample {sample.key} is {sample.size[0]}x{sample.size[1]}, the targets are "
+            f"{config.image_size[0]}x{config.image_size[1]}: transform it to image_size first"
+        )
     example: dict = {
         "key": "" if sample is None else sample.key,
         "source": "" if sample is None else sample.source,
         "image": np.zeros(config.image_size + (3,), np.uint8) if sample is None else sample.image,  # (H, W, 3)
         "present": {t: sample is not None and getattr(sample, t) is not None for t in config.tasks},
-        "K": np.zeros((3, 3), np.float32) if sample is None or sample.K is None
+        "K": np.zeros((3, 3), np.float32)
+        if sample is None or sample.K is None
         else np.asarray(sample.K, dtype=np.float32),  # (3, 3) px
         "K_known": np.bool_(sample is not None and sample.K is not None),
         **_view_fields(sample, view),
@@ -433,8 +449,10 @@ def collate(examples: list[dict], normalize: bool = True, compact: bool = False)
     keys, tasks = examples[0].keys(), examples[0]["present"].keys()
     for ex in examples[1:]:
         if ex.keys() != keys or ex["present"].keys() != tasks:
-            raise ValueError(f"examples differ: {sorted(keys)} / tasks {sorted(tasks)} vs {sorted(ex.keys())} / "
-                             f"tasks {sorted(ex['present'])}; encode them with one TargetConfig")
+            raise ValueError(
+                f"examples differ: {sorted(keys)} / tasks {sorted(tasks)} vs {sorted(ex.keys())} / "
+                f"tasks {sorted(ex['present'])}; encode them with one TargetConfig"
+            )
     dtypes = {} if compact else _BATCH_DTYPES
     batch: dict = {
         "image": torch.from_numpy(_stack_images([ex["image"] for ex in examples], normalize and not compact)),

@@ -138,6 +138,7 @@ def reduced_decode_factor(stored_hw: tuple[int, int], target_hw: tuple[int, int]
 
 # ---- resize ----------------------------------------------------------------------------------
 
+
 def _decoded_scale(stored: int, decoded: int) -> float:
     """Image pixels per label pixel along one axis of a decoded image.
 
@@ -181,8 +182,9 @@ def _resize_image(image: np.ndarray, pl: Placement, jitter: tuple[float, float, 
     return pad(image, pl, IMAGE_PAD)
 
 
-def _apply_placement(sample: Sample, pl: Placement, image: np.ndarray | None,
-                     jitter: tuple[float, float, float] | None) -> Sample:
+def _apply_placement(
+    sample: Sample, pl: Placement, image: np.ndarray | None, jitter: tuple[float, float, float] | None
+) -> Sample:
     if image is None and pl.identity and jitter is None:
         return sample
     changes: dict = {"image": _resize_image(sample.image if image is None else image, pl, jitter)}
@@ -191,8 +193,7 @@ def _apply_placement(sample: Sample, pl: Placement, image: np.ndarray | None,
     return dataclasses.replace(sample, **changes)
 
 
-def resize_to(sample: Sample, size_hw: tuple[int, int], letterbox: bool,
-              image: np.ndarray | None = None) -> Sample:
+def resize_to(sample: Sample, size_hw: tuple[int, int], letterbox: bool, image: np.ndarray | None = None) -> Sample:
     """Resize (or letterbox) a sample to ``size_hw`` with every label following.
 
     Args:
@@ -216,14 +217,16 @@ def resize_to(sample: Sample, size_hw: tuple[int, int], letterbox: bool,
 
 # ---- flip ------------------------------------------------------------------------------------
 
+
 def _mirror_x(x: np.ndarray, width: int) -> np.ndarray:
     return (width - 1) - np.asarray(x, dtype=np.float64)
 
 
 def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.column_stack([_mirror_x(boxes[:, 2], width), boxes[:, 1],
-                            _mirror_x(boxes[:, 0], width), boxes[:, 3]])  # (N, 4), x1 <= x2 kept
+    return np.column_stack(
+        [_mirror_x(boxes[:, 2], width), boxes[:, 1], _mirror_x(boxes[:, 0], width), boxes[:, 3]]
+    )  # (N, 4), x1 <= x2 kept
 
 
 def flip_K(K: np.ndarray, width: int) -> np.ndarray:
@@ -255,15 +258,19 @@ def _flip_det3d(det: Det3D, width: int) -> Det3D:
 
 
 def _flip_det2d(det: Det2D, width: int) -> Det2D:
-    return dataclasses.replace(det, boxes=_flip_boxes(det.boxes, width), ignore=_flip_boxes(det.ignore, width),
-                               amodal=None if det.amodal is None else _flip_boxes(det.amodal, width))
+    return dataclasses.replace(
+        det,
+        boxes=_flip_boxes(det.boxes, width),
+        ignore=_flip_boxes(det.ignore, width),
+        amodal=None if det.amodal is None else _flip_boxes(det.amodal, width),
+    )
 
 
 def _flip_lanes(lane: Lanes, width: int) -> Lanes:
     n = lane.xs.shape[0]
     # Ids 1..N are ordered left to right, so the mirror reverses them; 0 and 255 stay.
     relabel = np.arange(256, dtype=np.uint8)
-    relabel[1:n + 1] = np.arange(n, 0, -1)
+    relabel[1 : n + 1] = np.arange(n, 0, -1)
     mask = cv2.LUT(cv2.flip(lane.mask, 1), relabel)  # (H, W) uint8
     xs = np.where(lane.xs == NO_POINT, NO_POINT, _mirror_x(lane.xs, width))[::-1]  # (N, R)
     # A real point beyond the right edge at x = W + 1 would mirror onto the NO_POINT marker;
@@ -310,14 +317,16 @@ def hflip(sample: Sample) -> Sample:
         raise ValueError(f"sample {sample.key} has a {'/'.join(NO_FLIP_TASKS)} label, which has no mirror image")
     width = sample.size[1]
     changes: dict = {"image": cv2.flip(sample.image, 1)}
-    changes.update({task: fn(getattr(sample, task), width) for task, fn in _FLIPPERS.items()
-                    if getattr(sample, task) is not None})
+    changes.update(
+        {task: fn(getattr(sample, task), width) for task, fn in _FLIPPERS.items() if getattr(sample, task) is not None}
+    )
     if sample.K is not None:
         changes["K"] = flip_K(sample.K, width)
     return dataclasses.replace(sample, **changes)
 
 
 # ---- photometric jitter ----------------------------------------------------------------------
+
 
 def color_jitter(image: np.ndarray, brightness: float, contrast: float, saturation: float) -> np.ndarray:
     """Brightness, then contrast, then saturation (torchvision's definitions), in one pass.
@@ -343,6 +352,7 @@ def color_jitter(image: np.ndarray, brightness: float, contrast: float, saturati
 
 
 # ---- the loader's entry point ----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class View:
@@ -375,8 +385,9 @@ class View:
         return (np.asarray(y, dtype=np.float64) - pl.top + 0.5) / pl.sy - 0.5
 
 
-def transform_view(sample: Sample, config: TransformConfig, rng: np.random.Generator,
-                   image: np.ndarray | None = None) -> tuple[Sample, View]:
+def transform_view(
+    sample: Sample, config: TransformConfig, rng: np.random.Generator, image: np.ndarray | None = None
+) -> tuple[Sample, View]:
     """``transform_sample`` that also returns the ``View`` of the result (same draws, same output)."""
     pl = placement(sample.size, config.image_size, config.letterbox)
     flip, jitter = False, None
@@ -390,8 +401,9 @@ def transform_view(sample: Sample, config: TransformConfig, rng: np.random.Gener
     return (hflip(out) if flip else out), View(pl, flip)
 
 
-def transform_sample(sample: Sample, config: TransformConfig, rng: np.random.Generator,
-                     image: np.ndarray | None = None) -> Sample:
+def transform_sample(
+    sample: Sample, config: TransformConfig, rng: np.random.Generator, image: np.ndarray | None = None
+) -> Sample:
     """Return a new Sample of size config.image_size with every label following consistently.
 
     ``resize_to`` (or letterbox), then, when ``config.augment``: a horizontal flip with

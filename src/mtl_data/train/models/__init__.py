@@ -11,14 +11,36 @@ import pkgutil
 
 from mtl_data.train.models.base import Encoder, Neck, load_state_dict_file
 from mtl_data.train.models.multitask import MultiTaskModel
-from mtl_data.train.models.registry import (DEFAULT_NECK_CHANNELS, create_encoder, create_model, create_neck,
-                                            list_encoders, list_models, list_necks, register_encoder,
-                                            register_model, register_neck)
+from mtl_data.train.models.registry import (
+    DEFAULT_NECK_CHANNELS,
+    create_encoder,
+    create_model,
+    create_neck,
+    list_encoders,
+    list_models,
+    list_necks,
+    register_encoder,
+    register_model,
+    register_neck,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["DEFAULT_NECK_CHANNELS", "Encoder", "MultiTaskModel", "Neck", "create_encoder", "create_model",
-           "create_neck", "list_encoders", "list_models", "list_necks", "load_state_dict_file", "register_encoder",
-           "register_model", "register_neck"]
+__all__ = [
+    "DEFAULT_NECK_CHANNELS",
+    "Encoder",
+    "MultiTaskModel",
+    "Neck",
+    "create_encoder",
+    "create_model",
+    "create_neck",
+    "list_encoders",
+    "list_models",
+    "list_necks",
+    "load_state_dict_file",
+    "register_encoder",
+    "register_model",
+    "register_neck",
+]

@@ -52,8 +52,7 @@ class Neck(nn.Module):
     out_channels: int
 
 
-def load_state_dict_file(module: nn.Module, path: str | Path, ignore: Sequence[str] = (),
-                         what: str = "module") -> None:
+def load_state_dict_file(module: nn.Module, path: str | Path, ignore: Sequence[str] = (), what: str = "module") -> None:
     """Load the state dict saved at ``path`` into ``module`` with ``strict=True``.
 
     The file is read with ``torch.load(path, map_location="cpu", weights_only=True)`` (no code
@@ -67,28 +66,40 @@ def load_state_dict_file(module: nn.Module, path: str | Path, ignore: Sequence[s
     """
     path = Path(path)
     if not path.is_file():
-        raise MtlDataError(f"weights file {path} does not exist (pass the path of a state dict file you have; "
-                           f"nothing is downloaded)")
+        raise MtlDataError(
+            f"weights file {path} does not exist (pass the path of a state dict file you have; nothing is downloaded)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for a bad file
         # Only the exception's kind: torch's own text for a non-weights file advises loading it
         # with weights_only=False, i.e. running code from it, which this project never does.
-        raise MtlDataError(f"weights file {path} is not a torch state dict file ({type(exc).__name__}); pass a "
-                           "file saved with torch.save(model.state_dict(), path)") from None
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                 for k, v in state.items()):
+        raise MtlDataError(
+            f"weights file {path} is not a torch state dict file ({type(exc).__name__}); pass a "
+            "file saved with torch.save(model.state_dict(), path)"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         shown = f" with keys {_names(list(state))}" if isinstance(state, Mapping) else ""
-        raise MtlDataError(f"weights file {path} holds a {type(state).__name__}{shown}, not a state dict of "
-                           f"parameter name -> tensor for the {what} (as torch.save(model.state_dict()) writes)")
+        raise MtlDataError(
+            f"weights file {path} holds a {type(state).__name__}{shown}, not a state dict of "
+            f"parameter name -> tensor for the {what} (as torch.save(model.state_dict()) writes)"
+        )
     state = {k: v for k, v in state.items() if k not in set(ignore)}
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} expected"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{label} {_names(keys)}" for label, keys in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes:", wrong)) if keys]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} expected"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{label} {_names(keys)}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes:", wrong))
+        if keys
+    ]
     if problems:
         raise MtlDataError(f"weights file {path} does not fit the {what}: {'; '.join(problems)}")
     module.load_state_dict(state, strict=True)

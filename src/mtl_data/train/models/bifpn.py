@@ -130,8 +130,9 @@ class BiFPNLayer(nn.Module):
     def __init__(self, levels: int, channels: int, activation: type[nn.Module], eps: float):
         super().__init__()
         self.top_down = nn.ModuleList(FusionNode(2, channels, activation, eps) for _ in range(levels - 1))
-        self.bottom_up = nn.ModuleList(FusionNode(3 if i < levels - 1 else 2, channels, activation, eps)
-                                       for i in range(1, levels))
+        self.bottom_up = nn.ModuleList(
+            FusionNode(3 if i < levels - 1 else 2, channels, activation, eps) for i in range(1, levels)
+        )
 
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         """``inputs[i]`` (B, C, H_i, W_i), finest first -> as many maps, same shapes."""
@@ -159,8 +160,9 @@ class BiFPN(Neck):
         self.config = config
         self.inputs = nn.ModuleList(SeparableConv(c, out_channels, None) for c in self.in_channels)
         activation = ACTIVATIONS[config.activation]
-        self.layers = nn.ModuleList(BiFPNLayer(len(self.in_channels), out_channels, activation, config.eps)
-                                    for _ in range(config.repeats))
+        self.layers = nn.ModuleList(
+            BiFPNLayer(len(self.in_channels), out_channels, activation, config.eps) for _ in range(config.repeats)
+        )
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """``features[i]`` (B, in_channels[i], H_i, W_i) -> (B, out_channels, H_i, W_i) each."""

@@ -124,9 +124,16 @@ def create_neck(name: str, in_channels: Sequence[int], out_channels: int | None 
     return _call(entry, f"neck {name}", options, tuple(in_channels), out)
 
 
-def create_model(name: str, tasks: Sequence[str | Task], *, classes: Mapping[str, Sequence[str]] | None = None,
-                 weights: str | Path | None = None, neck_channels: int | None = None,
-                 task_options: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> MultiTaskModel:
+def create_model(
+    name: str,
+    tasks: Sequence[str | Task],
+    *,
+    classes: Mapping[str, Sequence[str]] | None = None,
+    weights: str | Path | None = None,
+    neck_channels: int | None = None,
+    task_options: Mapping[str, Mapping[str, Any]] | None = None,
+    **options: Any,
+) -> MultiTaskModel:
     """A multi-task model by name: encoder + neck + one head per task.
 
     Args:
@@ -161,14 +168,15 @@ def create_model(name: str, tasks: Sequence[str | Task], *, classes: Mapping[str
     if unknown:
         known = sorted(fields["encoder"] | fields["neck"])
         raise MtlDataError(f"model {name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(known) or 'none'}")
-    encoder = create_encoder(enc_name, weights=weights,
-                             **{k: v for k, v in options.items() if k in fields["encoder"]})
-    neck = create_neck(neck_name, encoder.channels, neck_channels,
-                       **{k: v for k, v in options.items() if k in fields["neck"]})
+    encoder = create_encoder(enc_name, weights=weights, **{k: v for k, v in options.items() if k in fields["encoder"]})
+    neck = create_neck(
+        neck_name, encoder.channels, neck_channels, **{k: v for k, v in options.items() if k in fields["neck"]}
+    )
     return MultiTaskModel(encoder, neck, built)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+
 
 def _lookup(table: dict[str, _Entry], kind: str, name: str) -> _Entry:
     try:
@@ -198,8 +206,9 @@ def _config(config: type | None, what: str, options: Mapping[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config)} if config is not None else {}
     unknown = sorted(set(options) - set(fields))
     if unknown:
-        raise MtlDataError(f"{what}: unknown option(s) {', '.join(unknown)}; "
-                           f"known: {', '.join(sorted(fields)) or 'none'}")
+        raise MtlDataError(
+            f"{what}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields)) or 'none'}"
+        )
     for key, value in options.items():
         field = fields[key]
         default = field.default if field.default is not dataclasses.MISSING else None
@@ -213,24 +222,29 @@ def _config(config: type | None, what: str, options: Mapping[str, Any]) -> Any:
     return config(**options) if config is not None else None
 
 
-def _build_tasks(tasks: Sequence[str | Task], classes: Mapping[str, Sequence[str]],
-                 task_options: Mapping[str, Mapping[str, Any]]) -> list[Task]:
+def _build_tasks(
+    tasks: Sequence[str | Task], classes: Mapping[str, Sequence[str]], task_options: Mapping[str, Mapping[str, Any]]
+) -> list[Task]:
     if isinstance(tasks, str):  # "seg" would otherwise be read as the tasks s, e, g
         tasks = [tasks]
     names = [t for t in tasks if isinstance(t, str)]
     extra = sorted(set(task_options) - set(names))
     if extra:
-        raise MtlDataError(f"task_options for {', '.join(extra)}, which is not among the tasks given by name "
-                           f"({', '.join(names) or 'none'})")
+        raise MtlDataError(
+            f"task_options for {', '.join(extra)}, which is not among the tasks given by name "
+            f"({', '.join(names) or 'none'})"
+        )
     built: list[Task] = []
     for item in tasks:
         if isinstance(item, Task):
             built.append(item)
         elif isinstance(item, str):
             table = task_class(item).class_table
-            built.append(create_task(item, classes=classes.get(table) if table else None,
-                                     **dict(task_options.get(item, {}))))
+            built.append(
+                create_task(item, classes=classes.get(table) if table else None, **dict(task_options.get(item, {})))
+            )
         else:
-            raise MtlDataError(f"a task is a name ({', '.join(list_tasks()) or 'none registered'}) or a Task "
-                               f"object, got {item!r}")
+            raise MtlDataError(
+                f"a task is a name ({', '.join(list_tasks()) or 'none registered'}) or a Task object, got {item!r}"
+            )
     return built  # MultiTaskModel refuses a task given twice

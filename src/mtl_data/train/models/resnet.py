@@ -112,8 +112,12 @@ class ResNet(Encoder):
     ignored_weight_keys = ("fc.weight", "fc.bias")  # the ImageNet classifier; features_only has none
     strides = (4, 8, 16, 32)
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: tuple[int, int, int, int],
-                 config: ResNetConfig = ResNetConfig()):
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: tuple[int, int, int, int],
+        config: ResNetConfig = ResNetConfig(),
+    ):
         super().__init__()
         self.config = config
         self.inplanes = 64
@@ -125,7 +129,7 @@ class ResNet(Encoder):
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
         self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        self.channels = tuple(64 * 2 ** i * block.expansion for i in range(4))
+        self.channels = tuple(64 * 2**i * block.expansion for i in range(4))
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -143,8 +147,9 @@ class ResNet(Encoder):
         if stride != 1 or self.inplanes != planes * block.expansion:
             # The projection shortcut (option B of He et al.): 1x1 conv + BN, named
             # downsample.0 / downsample.1 as torchvision names them.
-            downsample = nn.Sequential(_conv1x1(self.inplanes, planes * block.expansion, stride),
-                                       nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                _conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
         layers = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]

@@ -42,8 +42,10 @@ def feature_index(features: FeatureSpec, stride: int, task: str) -> int:
         ValueError: the neck has no map of that stride (names the task and the strides it has).
     """
     if stride not in features.strides:
-        raise ValueError(f"task {task}: its head reads the stride-{stride} map; the neck gives strides "
-                         f"{', '.join(map(str, features.strides))}")
+        raise ValueError(
+            f"task {task}: its head reads the stride-{stride} map; the neck gives strides "
+            f"{', '.join(map(str, features.strides))}"
+        )
     return features.strides.index(stride)
 
 
@@ -98,7 +100,7 @@ def to_stored(output: torch.Tensor, view: View, mode: str = "bilinear") -> torch
     if view.flipped:
         x = torch.flip(x, dims=(-1,))  # (C, H, W) as before the mirror
     (nh, nw), (h, w) = pl.content_size, pl.src_size
-    x = x[:, pl.top:pl.top + nh, pl.left:pl.left + nw]  # (C, nh, nw) the letterbox content
+    x = x[:, pl.top : pl.top + nh, pl.left : pl.left + nw]  # (C, nh, nw) the letterbox content
     if (nh, nw) == (h, w):
         return x.contiguous()
     if mode == "nearest":
@@ -107,8 +109,9 @@ def to_stored(output: torch.Tensor, view: View, mode: str = "bilinear") -> torch
     return F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=shrinks)[0]  # (C, h, w)
 
 
-def dense_to_stored(output: torch.Tensor, batch: Mapping[str, Any],
-                    mode: str = "bilinear") -> list[torch.Tensor | None]:
+def dense_to_stored(
+    output: torch.Tensor, batch: Mapping[str, Any], mode: str = "bilinear"
+) -> list[torch.Tensor | None]:
     """``to_stored`` of every sample of a batch: (C, h_i, w_i) each, None for a dummy slot.
 
     Args:

@@ -31,8 +31,8 @@ import numpy as np
 
 from mtl_data.errors import InputError
 from mtl_data.files import write_atomic
-from mtl_data.shards.codec import LABEL_PNG_PARAMS
 from mtl_data.schema.sample import Sample
+from mtl_data.shards.codec import LABEL_PNG_PARAMS
 from mtl_data.shards.png import decode_png, png_header
 from mtl_data.train.tasks.base import PredictionWriter
 
@@ -46,6 +46,7 @@ _BIT_DEPTHS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
 
 
 # ---- label PNGs ------------------------------------------------------------------------------
+
 
 def write_label_png(path: Path, array: np.ndarray) -> Path:
     """Write an (H, W) uint8 or uint16 array as a single-channel grey PNG, atomically.
@@ -102,6 +103,7 @@ def read_label_png(path: Path, dtype: type, what: str) -> np.ndarray:
 
 
 # ---- key,value tables ------------------------------------------------------------------------
+
 
 def format_value(value: float) -> str:
     """A table value as text: ints as digits, floats by ``repr`` (exact round trip)."""

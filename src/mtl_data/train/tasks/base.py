@@ -101,7 +101,7 @@ class PredictionWriter(ABC):
     def add(self, key: str, prediction: Any, sample: Sample) -> None:
         """Write (or collect) the prediction of sample ``key``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook with a default: one file per sample has nothing to finish
         """Finish the files that hold every sample (nothing to do for one file per sample)."""
 
 
@@ -132,8 +132,9 @@ class Task(ABC):
         self.config = self.Config() if config is None else config
         self.classes: tuple[str, ...] = tuple(self.default_classes if classes is None else classes)
         if self.class_table is not None and not self.classes:
-            raise MtlDataError(f"task {self.name}: no class names (the shards' classes.json has no "
-                               f"{self.class_table!r} entry)")
+            raise MtlDataError(
+                f"task {self.name}: no class names (the shards' classes.json has no {self.class_table!r} entry)"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -233,8 +234,9 @@ def create_task(name: str, classes: Sequence[str] | None = None, **config: Any) 
     fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
     unknown = sorted(set(config) - fields)
     if unknown:
-        raise MtlDataError(f"task {name}: unknown option(s) {', '.join(unknown)}; "
-                           f"known: {', '.join(sorted(fields)) or 'none'}")
+        raise MtlDataError(
+            f"task {name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields)) or 'none'}"
+        )
     try:
         built = cls.Config(**config) if fields else None
     except ValueError as exc:  # a Config's own range checks
@@ -248,6 +250,7 @@ def list_tasks() -> list[str]:
 
 
 # ---- shared pieces -------------------------------------------------------------------------
+
 
 def masked_mean(per_sample: torch.Tensor, present: torch.Tensor, count: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_b m_b l_b / max(1, count)`` with ``count = sum_b m_b`` unless given.

@@ -92,8 +92,10 @@ class DepthConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.pred_min_m < self.init_depth_m < self.pred_max_m:
-            raise ValueError(f"need 0 < pred_min_m < init_depth_m < pred_max_m, got {self.pred_min_m}, "
-                             f"{self.init_depth_m}, {self.pred_max_m}")
+            raise ValueError(
+                f"need 0 < pred_min_m < init_depth_m < pred_max_m, got {self.pred_min_m}, "
+                f"{self.init_depth_m}, {self.pred_max_m}"
+            )
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
 
@@ -152,15 +154,17 @@ def image_errors(pred: np.ndarray, gt: np.ndarray, min_depth: float, max_depth: 
     p = np.clip(pred[valid].astype(np.float64), min_depth, max_depth)  # (n,)
     ratio = np.maximum(p / g, g / p)  # (n,)
     err = p - g
-    return np.array([
-        np.mean(np.abs(err) / g),
-        np.mean(err * err / g),
-        np.sqrt(np.mean(err * err)),
-        np.sqrt(np.mean((np.log(p) - np.log(g)) ** 2)),
-        np.mean(ratio < 1.25),
-        np.mean(ratio < 1.25 ** 2),
-        np.mean(ratio < 1.25 ** 3),
-    ])
+    return np.array(
+        [
+            np.mean(np.abs(err) / g),
+            np.mean(err * err / g),
+            np.sqrt(np.mean(err * err)),
+            np.sqrt(np.mean((np.log(p) - np.log(g)) ** 2)),
+            np.mean(ratio < 1.25),
+            np.mean(ratio < 1.25**2),
+            np.mean(ratio < 1.25**3),
+        ]
+    )
 
 
 class DepthMetric(Metric):
@@ -224,8 +228,9 @@ class DepthWriter(PredictionWriter):
     def add(self, key: str, prediction: np.ndarray, sample: Sample) -> None:
         prediction = np.asarray(prediction)
         if prediction.shape != sample.size:
-            raise ValueError(f"{key}: a depth prediction is (h, w) of the stored size {sample.size}, "
-                             f"got {prediction.shape}")
+            raise ValueError(
+                f"{key}: a depth prediction is (h, w) of the stored size {sample.size}, got {prediction.shape}"
+            )
         write_label_png(self.out_dir / PRED_DIR / f"{key}.png", metres_to_png(prediction))
 
 
@@ -268,8 +273,9 @@ class DepthTask(Task):
         """
         depth = np.asarray(prediction, dtype=np.float64)
         if depth.shape != image.shape[:2]:
-            raise ValueError(f"{sample.key}: a depth prediction of {depth.shape} cannot be drawn on an image of "
-                             f"{image.shape[:2]}")
+            raise ValueError(
+                f"{sample.key}: a depth prediction of {depth.shape} cannot be drawn on an image of {image.shape[:2]}"
+            )
         far = self.config.max_depth
         near = min(DRAW_NEAR_M, far / 10)  # a scale even for a config whose range ends below 1 m
         predicted = np.isfinite(depth) & (depth > 0)  # (h, w)
@@ -286,5 +292,7 @@ class DepthTask(Task):
             MtlDataError: a file that is not a 16-bit single-channel PNG, naming it.
         """
         folder = Path(pred_dir) / PRED_DIR
-        return {path.stem: png_to_metres(read_label_png(path, np.uint16, "depth in metres x 256"))
-                for path in sorted(folder.glob("*.png"))}
+        return {
+            path.stem: png_to_metres(read_label_png(path, np.uint16, "depth in metres x 256"))
+            for path in sorted(folder.glob("*.png"))
+        }

@@ -121,7 +121,7 @@ IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, 
 #: recall points of the interpolated precision, 0:.01:1.
 RECALL_POINTS = np.linspace(0.0, 1.0, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 #: area range "all" (px^2): GT outside it is ignored, unmatched detections outside it too.
-AREA_RANGE = (0.0, 1e5 ** 2)
+AREA_RANGE = (0.0, 1e5**2)
 #: detections per image and class that are evaluated (maxDets[-1]).
 MAX_DETS = 100
 #: pycocotools caps a threshold of 1 just below it.
@@ -216,6 +216,7 @@ class Det2DTruth:
 
 # ---- box geometry --------------------------------------------------------------------------------
 
+
 def to_xywh(boxes: np.ndarray) -> np.ndarray:
     """``[x1, y1, x2, y2]`` (N, 4) -> COCO ``[x, y, w, h]`` with ``w = x2 - x1`` (N, 4) float64.
 
@@ -282,6 +283,7 @@ def _inside_ignore(boxes: torch.Tensor, regions: torch.Tensor, count: torch.Tens
 
 
 # ---- the COCO metric -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Image:
@@ -432,10 +434,13 @@ class Det2DMetric(Metric):
             if ids.size and (ids.min() < 0 or ids.max() >= len(self.classes)):
                 raise ValueError(f"{name} class ids {sorted(set(ids.tolist()))} outside 0..{len(self.classes) - 1}")
         self.images[truth.key] = _Image(
-            dt=to_xywh(prediction.boxes), scores=np.asarray(prediction.scores, dtype=np.float64).reshape(-1),
+            dt=to_xywh(prediction.boxes),
+            scores=np.asarray(prediction.scores, dtype=np.float64).reshape(-1),
             dt_classes=np.asarray(prediction.classes, dtype=np.int64).reshape(-1),
-            gt=to_xywh(truth.boxes), gt_classes=np.asarray(truth.classes, dtype=np.int64).reshape(-1),
-            crowd=to_xywh(truth.ignore))
+            gt=to_xywh(truth.boxes),
+            gt_classes=np.asarray(truth.classes, dtype=np.int64).reshape(-1),
+            crowd=to_xywh(truth.ignore),
+        )
 
     def merge(self, other: Metric) -> None:
         if not isinstance(other, Det2DMetric):
@@ -478,9 +483,13 @@ class Det2DMetric(Metric):
 
 # ---- the head ------------------------------------------------------------------------------------
 
+
 def _conv_bn_act(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.LeakyReLU(0.1, inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
 
 
 class Det2DHead(nn.Module):
@@ -489,8 +498,9 @@ class Det2DHead(nn.Module):
     ``head(features, image_size)`` returns (B, S, S, A, 5 + C) raw outputs whatever the input size.
     """
 
-    def __init__(self, in_channels: int, level: int, channels: int, grid: int, anchors: int, num_classes: int,
-                 prior: float):
+    def __init__(
+        self, in_channels: int, level: int, channels: int, grid: int, anchors: int, num_classes: int, prior: float
+    ):
         super().__init__()
         self.level, self.grid, self.anchors, self.depth = level, grid, anchors, 5 + num_classes
         self.stem = _conv_bn_act(in_channels, channels)
@@ -511,6 +521,7 @@ class Det2DHead(nn.Module):
 
 
 # ---- the task ------------------------------------------------------------------------------------
+
 
 @register_task
 class Det2DTask(Task):
@@ -537,9 +548,11 @@ class Det2DTask(Task):
         # Shapes only (static), never values: the graph does not depend on the batch.
         expected = (self.config.grid, self.config.grid, self.config.anchors, 5 + self.num_classes)
         if tuple(output.shape[1:]) != expected or tuple(target.shape[1:]) != expected:
-            raise ValueError(f"det2d output {tuple(output.shape[1:])} / target {tuple(target.shape[1:])} must both be "
-                             f"(S, S, A, 5 + C) = {expected}: set the loader's TargetConfig grid, anchors and "
-                             f"num_classes to the task's")
+            raise ValueError(
+                f"det2d output {tuple(output.shape[1:])} / target {tuple(target.shape[1:])} must both be "
+                f"(S, S, A, 5 + C) = {expected}: set the loader's TargetConfig grid, anchors and "
+                f"num_classes to the task's"
+            )
 
     def loss(self, output: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """Per-sample YOLO loss (B,) (module docstring); 0 for samples without det2d labels."""
@@ -560,8 +573,9 @@ class Det2DTask(Task):
             regions = batch["det2d_ignore"].to(out.device, torch.float32)  # (B, M, 4) px
             count = batch["det2d_ignore_count"].to(out.device)  # (B,)
             kept = 1.0 - _inside_ignore(boxes, regions, count, c.ignore_ioa).view(b, s, s, a).float()  # (B, S, S, A)
-        slot = (obj * (c.lambda_coord * coord + objectness + cls)
-                + (1.0 - obj) * kept * c.lambda_noobj * objectness)  # (B, S, S, A)
+        slot = (
+            obj * (c.lambda_coord * coord + objectness + cls) + (1.0 - obj) * kept * c.lambda_noobj * objectness
+        )  # (B, S, S, A)
         per_sample = slot.flatten(1).sum(1) / obj.flatten(1).sum(1).clamp(min=1.0)  # (B,)
         return per_sample * present  # (B,) finite: absent samples have all-zero targets
 
@@ -578,17 +592,19 @@ class Det2DTask(Task):
         for i in sample_indices(batch):
             flat = scores[i].reshape(-1)  # (N C,) slot-major
             candidates = torch.nonzero(flat > c.score_threshold).squeeze(1)  # (K,)
-            best = torch.sort(flat[candidates], descending=True, stable=True).indices[:c.pre_nms_top_k]
+            best = torch.sort(flat[candidates], descending=True, stable=True).indices[: c.pre_nms_top_k]
             candidates = candidates[best]
             slot, cls = candidates // num_classes, candidates % num_classes  # (K,) each
-            keep = batched_nms(boxes[i, slot], flat[candidates], cls, c.nms_iou)[:c.max_detections]
-            out[i] = self._to_stored(boxes[i, slot[keep]].numpy(), flat[candidates[keep]].numpy(),
-                                     cls[keep].numpy(), batch, i)
+            keep = batched_nms(boxes[i, slot], flat[candidates], cls, c.nms_iou)[: c.max_detections]
+            out[i] = self._to_stored(
+                boxes[i, slot[keep]].numpy(), flat[candidates[keep]].numpy(), cls[keep].numpy(), batch, i
+            )
         return out
 
     @staticmethod
-    def _to_stored(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, batch: Mapping[str, Any],
-                   index: int) -> Detections:
+    def _to_stored(
+        boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, batch: Mapping[str, Any], index: int
+    ) -> Detections:
         view = view_of(batch, index)
         h, w = view.placement.src_size
         xs = view.to_stored_x(boxes[:, 0::2])  # (K, 2) a flip swaps the edges
@@ -602,9 +618,13 @@ class Det2DTask(Task):
         det = sample.det2d
         if det is None:
             return None
-        return Det2DTruth(key=sample.key, boxes=np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4),
-                          classes=np.asarray(det.classes, dtype=np.int64).reshape(-1),
-                          ignore=np.asarray(det.ignore, dtype=np.float64).reshape(-1, 4), size=sample.size)
+        return Det2DTruth(
+            key=sample.key,
+            boxes=np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4),
+            classes=np.asarray(det.classes, dtype=np.int64).reshape(-1),
+            ignore=np.asarray(det.ignore, dtype=np.float64).reshape(-1, 4),
+            size=sample.size,
+        )
 
     def metric(self) -> Det2DMetric:
         return Det2DMetric(self.classes, self.config.best_iou_score)
@@ -619,8 +639,13 @@ class Det2DTask(Task):
         keep = np.flatnonzero(np.asarray(det.scores) >= DRAW_SCORE_THRESHOLD)
         classes = np.asarray(det.classes, dtype=np.int64)[keep]
         names = [class_name(self.classes, c) for c in classes]
-        return draw_boxes(image, np.asarray(det.boxes).reshape(-1, 4)[keep], names, distinct_colours(classes),
-                          np.asarray(det.scores)[keep])
+        return draw_boxes(
+            image,
+            np.asarray(det.boxes).reshape(-1, 4)[keep],
+            names,
+            distinct_colours(classes),
+            np.asarray(det.scores)[keep],
+        )
 
     def holds_predictions(self, pred_dir: Path) -> bool:
         return (Path(pred_dir) / PREDICTIONS_FILE).is_file()
@@ -630,6 +655,7 @@ class Det2DTask(Task):
 
 
 # ---- export ----------------------------------------------------------------------------------------
+
 
 def _json_list(entries: list[dict]) -> str:
     """A JSON array with one entry per line (diffable, and the entry index is the line - 1)."""
@@ -675,22 +701,39 @@ class Det2DWriter(PredictionWriter):
             prediction, sample = self.images[key]
             h, w = sample.size
             images.append({"id": key, "width": w, "height": h})
-            for box, score, cls in zip(to_xywh(prediction.boxes).tolist(), prediction.scores.tolist(),
-                                       prediction.classes.tolist()):
-                results.append({"image_id": key, "category_id": int(cls) + CATEGORY_OFFSET, "bbox": box,
-                                "score": float(score)})
+            for box, score, cls in zip(
+                to_xywh(prediction.boxes).tolist(), prediction.scores.tolist(), prediction.classes.tolist()
+            ):
+                results.append(
+                    {"image_id": key, "category_id": int(cls) + CATEGORY_OFFSET, "bbox": box, "score": float(score)}
+                )
             det = sample.det2d
             for box, cls in zip(to_xywh(det.boxes).tolist(), np.asarray(det.classes).tolist()):
-                annotations.append({"image_id": key, "category_id": int(cls) + CATEGORY_OFFSET, "bbox": box,
-                                    "area": box[2] * box[3], "iscrowd": 0})
+                annotations.append(
+                    {
+                        "image_id": key,
+                        "category_id": int(cls) + CATEGORY_OFFSET,
+                        "bbox": box,
+                        "area": box[2] * box[3],
+                        "iscrowd": 0,
+                    }
+                )
             for box in to_xywh(det.ignore).tolist():
-                annotations.extend({"image_id": key, "category_id": cat["id"], "bbox": box,
-                                    "area": box[2] * box[3], "iscrowd": 1} for cat in categories)
+                annotations.extend(
+                    {"image_id": key, "category_id": cat["id"], "bbox": box, "area": box[2] * box[3], "iscrowd": 1}
+                    for cat in categories
+                )
         for n, ann in enumerate(annotations, start=1):
             ann["id"] = n
-        truth = {"info": {"description": "mtl-data det2d ground truth: bbox [x, y, w, h] in stored-image pixels, "
-                                         "pixel-centre frame; ignore regions as iscrowd=1 of every category"},
-                 "images": images, "annotations": annotations, "categories": categories}
+        truth = {
+            "info": {
+                "description": "mtl-data det2d ground truth: bbox [x, y, w, h] in stored-image pixels, "
+                "pixel-centre frame; ignore regions as iscrowd=1 of every category"
+            },
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
         write_atomic(self.out_dir / GROUND_TRUTH_FILE, json.dumps(truth, allow_nan=False) + "\n")
         write_atomic(self.out_dir / PREDICTIONS_FILE, _json_list(results))
 
@@ -716,8 +759,9 @@ def _parse_entry(entry: Any, num_classes: int) -> tuple[str, list[float], float,
     if not isinstance(category, int) or isinstance(category, bool):
         raise TypeError(f"category_id must be an integer, got {category!r}")
     if not CATEGORY_OFFSET <= category < num_classes + CATEGORY_OFFSET:
-        raise ValueError(f"unknown category_id {category} "
-                         f"(known: {CATEGORY_OFFSET}..{num_classes - 1 + CATEGORY_OFFSET})")
+        raise ValueError(
+            f"unknown category_id {category} (known: {CATEGORY_OFFSET}..{num_classes - 1 + CATEGORY_OFFSET})"
+        )
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
         raise TypeError(f"bbox must be [x, y, w, h] of 4 finite numbers, got {bbox!r}")
     if bbox[2] < 0 or bbox[3] < 0:
@@ -743,8 +787,10 @@ def read_det2d_json(path: Path, num_classes: int) -> dict[str, Detections]:
     except ValueError as exc:
         raise MtlDataError(f"{path}: not JSON ({exc}); expected a COCO results list") from None
     if not isinstance(doc, list):
-        raise MtlDataError(f"{path}: expected a COCO results list [{{image_id, category_id, bbox, score}}, ...], "
-                           f"got a JSON {type(doc).__name__}")
+        raise MtlDataError(
+            f"{path}: expected a COCO results list [{{image_id, category_id, bbox, score}}, ...], "
+            f"got a JSON {type(doc).__name__}"
+        )
     grouped: dict[str, tuple[list, list, list]] = {}
     for index, entry in enumerate(doc):
         try:
@@ -756,5 +802,11 @@ def read_det2d_json(path: Path, num_classes: int) -> dict[str, Detections]:
         boxes.append([x, y, x + w, y + h])
         scores.append(score)
         classes.append(cls)
-    return {key: Detections(np.asarray(b, dtype=np.float64).reshape(-1, 4), np.asarray(s, dtype=np.float64),
-                            np.asarray(c, dtype=np.int64)) for key, (b, s, c) in grouped.items()}
+    return {
+        key: Detections(
+            np.asarray(b, dtype=np.float64).reshape(-1, 4),
+            np.asarray(s, dtype=np.float64),
+            np.asarray(c, dtype=np.int64),
+        )
+        for key, (b, s, c) in grouped.items()
+    }

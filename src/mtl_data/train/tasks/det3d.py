@@ -157,8 +157,16 @@ from mtl_data.schema.sample import Sample
 from mtl_data.schema.taxonomy import DET_CLASSES
 from mtl_data.train.data.transforms import View, flip_K
 from mtl_data.train.draw import caption, class_name, clip_segments, distinct_colours, draw_labels, draw_segments
-from mtl_data.train.tasks.base import (FeatureSpec, Metric, PredictionWriter, Task, per_sample, register_task, to_numpy,
-                                       view_of)
+from mtl_data.train.tasks.base import (
+    FeatureSpec,
+    Metric,
+    PredictionWriter,
+    Task,
+    per_sample,
+    register_task,
+    to_numpy,
+    view_of,
+)
 
 #: unified class -> Cityscapes-3D label where the names differ; every other class keeps its name
 #: (van, pedestrian, cyclist, other_vehicle, animal have no Cityscapes-3D class).
@@ -180,8 +188,9 @@ AMODAL_NEAR = 0.01
 DRAW_SCORE_THRESHOLD = 0.3
 #: corner pairs ``draw`` joins (``geometry.box3d_corners`` order): bottom face, top face, the
 #: verticals, and a cross on the front face (corners 0, 1, 4, 5 have +x: the heading).
-BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
-                      [0, 4], [1, 5], [2, 6], [3, 7], [0, 5], [1, 4]])
+BOX_EDGES = np.array(
+    [[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7], [0, 5], [1, 4]]
+)
 #: suffix of an exported file after the sample id.
 PRED_SUFFIX = "_pred.json"
 #: the 8 corners of a unit box, any order (only their extent is used).
@@ -259,6 +268,7 @@ class Det3DConfig:
 
 # ---- predictions and truth -------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Det3DPrediction:
     """The 3D boxes predicted for one sample.
@@ -326,8 +336,9 @@ def sensor_transform(sample: Sample) -> np.ndarray | None:
         return None
     T = np.asarray(value, dtype=np.float64)
     if T.shape not in ((3, 4), (4, 4)) or not np.all(np.isfinite(T)):
-        raise MtlDataError(f"sample {sample.key}: meta sensor_T_ISO_8855 must be 3x4 or 4x4 finite numbers, "
-                           f"got shape {T.shape}")
+        raise MtlDataError(
+            f"sample {sample.key}: meta sensor_T_ISO_8855 must be 3x4 or 4x4 finite numbers, got shape {T.shape}"
+        )
     return T[:3]
 
 
@@ -348,16 +359,20 @@ def _to_truth_frame(pred: Det3DPrediction, sensor_T: np.ndarray | None, what: st
     if pred.frame == "camera" and sensor_T is not None:  # C -> V
         return _FrameBoxes(cg.camera_to_vehicle(center, sensor_T), dims, np.linalg.inv(sensor_T[:, :3])[None] @ rot)
     if pred.frame == "vehicle" and sensor_T is None:
-        raise MtlDataError(f"{what}: the predictions are in ISO 8855 vehicle coordinates but the sample has no "
-                           "sensor_T_ISO_8855 to relate them to its camera (re-ingest the source)")
+        raise MtlDataError(
+            f"{what}: the predictions are in ISO 8855 vehicle coordinates but the sample has no "
+            "sensor_T_ISO_8855 to relate them to its camera (re-ingest the source)"
+        )
     return _FrameBoxes(center, dims, rot)
 
 
 # ---- the head --------------------------------------------------------------------------------
 
+
 def _branch(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1), nn.ReLU(inplace=True),
-                         nn.Conv2d(hidden, out_channels, 1))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1)
+    )
 
 
 class Det3DHead(nn.Module):
@@ -383,6 +398,7 @@ class Det3DHead(nn.Module):
 
 
 # ---- targets ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Det3DTargets:
@@ -420,13 +436,13 @@ def gaussian_radius(height: torch.Tensor, width: torch.Tensor, min_overlap: floa
     """
     a1, b1 = 1.0, height + width
     c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 + torch.sqrt((b1 ** 2 - 4 * a1 * c1).clamp(min=0))) / 2
+    r1 = (b1 + torch.sqrt((b1**2 - 4 * a1 * c1).clamp(min=0))) / 2
     a2, b2 = 4.0, 2 * (height + width)
     c2 = (1 - min_overlap) * width * height
-    r2 = (b2 + torch.sqrt((b2 ** 2 - 4 * a2 * c2).clamp(min=0))) / 2
+    r2 = (b2 + torch.sqrt((b2**2 - 4 * a2 * c2).clamp(min=0))) / 2
     a3, b3 = 4 * min_overlap, -2 * min_overlap * (height + width)
     c3 = (min_overlap - 1) * width * height
-    r3 = (b3 + torch.sqrt((b3 ** 2 - 4 * a3 * c3).clamp(min=0))) / 2
+    r3 = (b3 + torch.sqrt((b3**2 - 4 * a3 * c3).clamp(min=0))) / 2
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
@@ -447,6 +463,7 @@ def _virtual_scale(K: torch.Tensor, virtual_focal: float) -> torch.Tensor:
 
 # ---- numpy helpers of decoding ---------------------------------------------------------------
 
+
 def stored_intrinsics(K_out: np.ndarray, view: View) -> np.ndarray:
     """The stored image's ``K`` from the output image's: the loader's mapping undone.
 
@@ -458,8 +475,7 @@ def stored_intrinsics(K_out: np.ndarray, view: View) -> np.ndarray:
     K = np.asarray(K_out, dtype=np.float64)
     if view.flipped:
         K = flip_K(K, pl.out_size[1])
-    A = np.array([[pl.sx, 0.0, 0.5 * pl.sx - 0.5 + pl.left], [0.0, pl.sy, 0.5 * pl.sy - 0.5 + pl.top],
-                  [0.0, 0.0, 1.0]])
+    A = np.array([[pl.sx, 0.0, 0.5 * pl.sx - 0.5 + pl.left], [0.0, pl.sy, 0.5 * pl.sy - 0.5 + pl.top], [0.0, 0.0, 1.0]])
     return np.linalg.solve(A, K)
 
 
@@ -509,6 +525,7 @@ def projected_edges(boxes: np.ndarray, rotation: np.ndarray, K: np.ndarray, near
 
 
 # ---- metric ----------------------------------------------------------------------------------
+
 
 def _iou_plus1(gts: np.ndarray, preds: np.ndarray) -> np.ndarray:
     """(G, P) IoU with cityscapesScripts' ``calcIouMatrix`` arithmetic (+1 px areas, +1e-10)."""
@@ -595,8 +612,10 @@ class Det3DMetric(Metric):
         self.config = config
         labels = config.ds_labels
         # class id -> index into ds_labels (-1: not scored by the detection score)
-        self.ds_index = np.array([labels.index(cityscapes3d_label(c)) if cityscapes3d_label(c) in labels else -1
-                                  for c in self.classes], dtype=np.int64)
+        self.ds_index = np.array(
+            [labels.index(cityscapes3d_label(c)) if cityscapes3d_label(c) in labels else -1 for c in self.classes],
+            dtype=np.int64,
+        )
         # the exact thresholds of Box3dEvaluator (np.arange: s_i = i / num_conf as numpy rounds it)
         self.thresholds = np.arange(0.0, 1.01, 1.0 / config.ds_num_conf)
         self.depth_bins = np.arange(0, config.ds_max_depth + 1, config.ds_step)
@@ -630,8 +649,9 @@ class Det3DMetric(Metric):
         if truth.amodal is not None and truth.K is not None:
             self._update_ds(truth, gt_ok, gt, gt_classes, pred, scores, pred_classes, prediction.boxes2d[keep])
 
-    def _update_bev(self, gt: _FrameBoxes, gt_classes: np.ndarray, pred: _FrameBoxes, scores: np.ndarray,
-                    pred_classes: np.ndarray) -> None:
+    def _update_bev(
+        self, gt: _FrameBoxes, gt_classes: np.ndarray, pred: _FrameBoxes, scores: np.ndarray, pred_classes: np.ndarray
+    ) -> None:
         self.bev_samples += 1
         for c in range(len(self.classes)):
             g, p = np.flatnonzero(gt_classes == c), np.flatnonzero(pred_classes == c)
@@ -639,8 +659,9 @@ class Det3DMetric(Metric):
             if len(p) == 0:
                 continue
             p = p[np.argsort(-scores[p], kind="stable")]
-            dist = np.hypot(pred.center[p, None, 0] - gt.center[None, g, 0],
-                            pred.center[p, None, 1] - gt.center[None, g, 1])  # (P, G) ground plane
+            dist = np.hypot(
+                pred.center[p, None, 0] - gt.center[None, g, 0], pred.center[p, None, 1] - gt.center[None, g, 1]
+            )  # (P, G) ground plane
             for t, threshold in enumerate(self.config.bev_thresholds):
                 taken = np.zeros(len(g), bool)
                 hits = np.zeros(len(p), bool)
@@ -651,8 +672,17 @@ class Det3DMetric(Metric):
                 self.bev_scores[c][t].append(scores[p])
                 self.bev_tp[c][t].append(hits)
 
-    def _update_ds(self, truth: Det3DTruth, gt_ok: np.ndarray, gt: _FrameBoxes, gt_classes: np.ndarray,
-                   pred: _FrameBoxes, scores: np.ndarray, pred_classes: np.ndarray, pred_modal: np.ndarray) -> None:
+    def _update_ds(
+        self,
+        truth: Det3DTruth,
+        gt_ok: np.ndarray,
+        gt: _FrameBoxes,
+        gt_classes: np.ndarray,
+        pred: _FrameBoxes,
+        scores: np.ndarray,
+        pred_classes: np.ndarray,
+        pred_modal: np.ndarray,
+    ) -> None:
         cfg = self.config
         self.ds_samples += 1
         # the prediction's amodal box is recomputed from its 3D box with the sample's camera (as
@@ -677,17 +707,29 @@ class Det3DMetric(Metric):
             for s, threshold in enumerate(self.thresholds):
                 selected = scores[p] >= threshold
                 if previous is None or not np.array_equal(selected, previous[0]):
-                    previous = (selected, self._match(g, p, selected, iou, in_ignore, gt, pred, gt_angles,
-                                                      pred_angles, gt_depth))
+                    previous = (
+                        selected,
+                        self._match(g, p, selected, iou, in_ignore, gt, pred, gt_angles, pred_angles, gt_depth),
+                    )
                 counts, bins, sims = previous[1]
                 self.ds_counts[:, label, s] += counts
                 np.add.at(self.ds_items[label, s], bins, 1)
                 for k in range(len(DS_SIMILARITIES)):
                     np.add.at(self.ds_sums[k, label, s], bins, sims[k])
 
-    def _match(self, g: np.ndarray, p: np.ndarray, selected: np.ndarray, iou: np.ndarray, in_ignore: np.ndarray,
-               gt: _FrameBoxes, pred: _FrameBoxes, gt_angles: np.ndarray, pred_angles: np.ndarray,
-               gt_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    def _match(
+        self,
+        g: np.ndarray,
+        p: np.ndarray,
+        selected: np.ndarray,
+        iou: np.ndarray,
+        in_ignore: np.ndarray,
+        gt: _FrameBoxes,
+        pred: _FrameBoxes,
+        gt_angles: np.ndarray,
+        pred_angles: np.ndarray,
+        gt_depth: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
         """TP/FP/FN counts of one class in one image at one threshold, and its TPs' similarities."""
         cfg = self.config
         cols = np.flatnonzero(selected)
@@ -701,10 +743,12 @@ class Det3DMetric(Metric):
         dist = np.sqrt((gt.center[gi, 0] - pred.center[pi, 0]) ** 2 + (gt.center[gi, 1] - pred.center[pi, 1]) ** 2)
         gd, pd = gt.dims[gi], pred.dims[pi]
         delta = gt_angles[gi] - pred_angles[pi]  # (T, 3) yaw, pitch, roll
-        sims = (1.0 - np.minimum(dist / float(cfg.ds_max_depth), 1.0),
-                np.prod(np.minimum(gd / pd, pd / gd), axis=1),
-                (1.0 + np.cos(delta[:, 0])) / 2.0,
-                0.5 + (np.cos(delta[:, 1]) + np.cos(delta[:, 2])) / 4.0)
+        sims = (
+            1.0 - np.minimum(dist / float(cfg.ds_max_depth), 1.0),
+            np.prod(np.minimum(gd / pd, pd / gd), axis=1),
+            (1.0 + np.cos(delta[:, 0])) / 2.0,
+            0.5 + (np.cos(delta[:, 1]) + np.cos(delta[:, 2])) / 4.0,
+        )
         return counts, bins, sims
 
     def merge(self, other: Metric) -> None:
@@ -783,6 +827,7 @@ class Det3DMetric(Metric):
 
 # ---- export ----------------------------------------------------------------------------------
 
+
 class Det3DWriter(PredictionWriter):
     """Cityscapes-3D prediction files, ``det3d/<source>/<split>/<id>_pred.json`` (module docstring)."""
 
@@ -799,13 +844,19 @@ class Det3DWriter(PredictionWriter):
         objects = []
         for i in range(len(prediction)):
             x1, y1, x2, y2 = (float(v) for v in prediction.boxes2d[i])
-            objects.append({
-                "2d": {"amodal": [x1, y1, x2 - x1, y2 - y1]},
-                "3d": {"center": [float(v) for v in boxes.center[i]], "dimensions": [float(v) for v in boxes.dims[i]],
-                       "rotation": [float(v) for v in quaternions[i]], "format": fmt},
-                "label": cityscapes3d_label(self.classes[int(prediction.classes[i])]),
-                "score": float(prediction.scores[i]),
-            })
+            objects.append(
+                {
+                    "2d": {"amodal": [x1, y1, x2 - x1, y2 - y1]},
+                    "3d": {
+                        "center": [float(v) for v in boxes.center[i]],
+                        "dimensions": [float(v) for v in boxes.dims[i]],
+                        "rotation": [float(v) for v in quaternions[i]],
+                        "format": fmt,
+                    },
+                    "label": cityscapes3d_label(self.classes[int(prediction.classes[i])]),
+                    "score": float(prediction.scores[i]),
+                }
+            )
         write_atomic(path, json.dumps({"objects": objects}))
 
 
@@ -818,12 +869,15 @@ def prediction_path(key: str, sample: Sample) -> Path:
     prefix = f"{sample.source}_{sample.split}_"
     if not key.startswith(prefix):
         raise MtlDataError(f"sample key {key!r} does not start with {prefix!r} (<source>_<split>_<id>)")
-    return Path("det3d") / sample.source / sample.split / f"{key[len(prefix):]}{PRED_SUFFIX}"
+    return Path("det3d") / sample.source / sample.split / f"{key[len(prefix) :]}{PRED_SUFFIX}"
 
 
 def _numbers(value: Any, count: int, path: Path, where: str) -> np.ndarray:
-    ok = (isinstance(value, list) and len(value) == count
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    ok = (
+        isinstance(value, list)
+        and len(value) == count
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
     if not ok or not np.all(np.isfinite(value)):
         raise InputError(path, f"{where}: expected {count} finite numbers, got {json.dumps(value)[:80]}")
     return np.asarray(value, dtype=np.float64)
@@ -851,8 +905,11 @@ def read_prediction_file(path: Path, class_of_label: Mapping[str, int]) -> Det3D
         two = obj.get("2d") if isinstance(obj, dict) else None
         three = obj.get("3d") if isinstance(obj, dict) else None
         if not isinstance(two, dict) or not isinstance(three, dict) or "amodal" not in two:
-            raise InputError(path, f"{where}: expected an object with '2d' (amodal [x, y, w, h]), '3d' (center, "
-                             "dimensions, rotation), 'label' and 'score'")
+            raise InputError(
+                path,
+                f"{where}: expected an object with '2d' (amodal [x, y, w, h]), '3d' (center, "
+                "dimensions, rotation), 'label' and 'score'",
+            )
         label, score = obj.get("label"), obj.get("score")
         if not isinstance(label, str):
             raise InputError(path, f"{where}.label: expected a string, got {json.dumps(label)}")
@@ -863,8 +920,11 @@ def read_prediction_file(path: Path, class_of_label: Mapping[str, int]) -> Det3D
         dims = _numbers(three.get("dimensions"), 3, path, f"{where}.3d.dimensions")
         quat = _numbers(three.get("rotation"), 4, path, f"{where}.3d.rotation")
         if dims.min() <= 0 or not np.linalg.norm(quat) > 0:
-            raise InputError(path, f"{where}: dimensions must be positive and the rotation a non-zero quaternion "
-                             f"[w, x, y, z] (got {dims.tolist()}, {quat.tolist()})")
+            raise InputError(
+                path,
+                f"{where}: dimensions must be positive and the rotation a non-zero quaternion "
+                f"[w, x, y, z] (got {dims.tolist()}, {quat.tolist()})",
+            )
         fmt = three.get("format", FORMAT_VEHICLE)
         if fmt not in _FORMAT_FRAME:
             raise InputError(path, f"{where}.3d.format: {fmt!r} is not one of {', '.join(_FORMAT_FRAME)}")
@@ -880,11 +940,18 @@ def read_prediction_file(path: Path, class_of_label: Mapping[str, int]) -> Det3D
     rotation = cg.quaternion_to_matrix(quat)
     heading = np.arctan2(rotation[:, 1, 0], rotation[:, 0, 0])
     boxes2d = np.column_stack([box2d[:, :2], box2d[:, :2] + box2d[:, 2:]])
-    return Det3DPrediction(np.column_stack([center, dims, heading]), rotation, scores.astype(np.float64),
-                           classes.astype(np.int64), boxes2d, frame)
+    return Det3DPrediction(
+        np.column_stack([center, dims, heading]),
+        rotation,
+        scores.astype(np.float64),
+        classes.astype(np.int64),
+        boxes2d,
+        frame,
+    )
 
 
 # ---- the task --------------------------------------------------------------------------------
+
 
 @register_task
 class Det3DTask(Task):
@@ -892,8 +959,15 @@ class Det3DTask(Task):
 
     name: ClassVar[str] = "det3d"
     Config: ClassVar[type] = Det3DConfig
-    metric_keys: ClassVar[tuple[str, ...]] = ("ds", "ds_ap", "ds_center_dist", "ds_size_similarity", "ds_os_yaw",
-                                              "ds_os_pitch_roll", "bev_ap")
+    metric_keys: ClassVar[tuple[str, ...]] = (
+        "ds",
+        "ds_ap",
+        "ds_center_dist",
+        "ds_size_similarity",
+        "ds_os_yaw",
+        "ds_os_pitch_roll",
+        "bev_ap",
+    )
     higher_is_better: ClassVar[bool] = True
     class_table: ClassVar[str | None] = "det3d"
     default_classes: ClassVar[tuple[str, ...]] = DET_CLASSES
@@ -910,10 +984,10 @@ class Det3DTask(Task):
 
     def build_head(self, features: FeatureSpec) -> nn.Module:
         if self.config.stride not in features.strides:
-            raise MtlDataError(f"det3d: stride {self.config.stride} is not among the neck's strides "
-                               f"{features.strides}")
-        return Det3DHead(features.channels, self.config.head_channels, self.num_classes,
-                         features.strides.index(self.config.stride))
+            raise MtlDataError(f"det3d: stride {self.config.stride} is not among the neck's strides {features.strides}")
+        return Det3DHead(
+            features.channels, self.config.head_channels, self.num_classes, features.strides.index(self.config.stride)
+        )
 
     # ---- targets and loss ----
 
@@ -937,8 +1011,16 @@ class Det3DTask(Task):
         uvw = torch.einsum("bij,bmj->bmi", K, centre)  # (B, M, 3)
         u, v = uvw[..., 0] / z_safe, uvw[..., 1] / z_safe
         col, row = torch.floor((u + 0.5) / s), torch.floor((v + 0.5) / s)  # (B, M) cells
-        inside = ((u >= -0.5) & (u < W - 0.5) & (v >= -0.5) & (v < H - 0.5)
-                  & (col >= 0) & (col < fw) & (row >= 0) & (row < fh))
+        inside = (
+            (u >= -0.5)
+            & (u < W - 0.5)
+            & (v >= -0.5)
+            & (v < H - 0.5)
+            & (col >= 0)
+            & (col < fw)
+            & (row >= 0)
+            & (row < fh)
+        )
         known = (classes >= 0) & (classes < self.num_classes)
         valid = rows & front & inside & known & batch["K_known"].to(device)[:, None]  # (B, M)
         zero = torch.zeros_like(u)
@@ -960,8 +1042,8 @@ class Det3DTask(Task):
         sigma = (2 * radius + 1) / 6
         dx = torch.arange(fw, device=device, dtype=boxes.dtype)[None, None] - col[..., None]  # (B, M, w)
         dy = torch.arange(fh, device=device, dtype=boxes.dtype)[None, None] - row[..., None]  # (B, M, h)
-        gx = torch.exp(-dx ** 2 / (2 * sigma[..., None] ** 2)) * (dx.abs() <= radius[..., None])
-        gy = torch.exp(-dy ** 2 / (2 * sigma[..., None] ** 2)) * (dy.abs() <= radius[..., None])
+        gx = torch.exp(-(dx**2) / (2 * sigma[..., None] ** 2)) * (dx.abs() <= radius[..., None])
+        gy = torch.exp(-(dy**2) / (2 * sigma[..., None] ** 2)) * (dy.abs() <= radius[..., None])
         gauss = gy[..., :, None] * gx[..., None, :] * valid[..., None, None]  # (B, M, h, w)
         cls = torch.where(valid, classes, torch.zeros_like(classes))  # (B, M)
         heatmap = torch.zeros(b, self.num_classes, fh * fw, dtype=boxes.dtype, device=device)
@@ -978,10 +1060,17 @@ class Det3DTask(Task):
         orientation = torch.stack([torch.sin(alpha), torch.cos(alpha)], dim=-1)  # (B, M, 2)
         pitch_roll = torch.stack([torch.sin(pitch), torch.cos(pitch), torch.sin(roll), torch.cos(roll)], dim=-1)
         full = valid & batch["det3d_full"].to(device)
-        return Det3DTargets(heatmap.view(b, self.num_classes, fh, fw), (row * fw + col).long(), valid, full,
-                            torch.where(valid[..., None], offset, torch.zeros_like(offset)), depth, size,
-                            torch.where(valid[..., None], orientation, torch.zeros_like(orientation)),
-                            torch.where(full[..., None], pitch_roll, torch.zeros_like(pitch_roll)))
+        return Det3DTargets(
+            heatmap.view(b, self.num_classes, fh, fw),
+            (row * fw + col).long(),
+            valid,
+            full,
+            torch.where(valid[..., None], offset, torch.zeros_like(offset)),
+            depth,
+            size,
+            torch.where(valid[..., None], orientation, torch.zeros_like(orientation)),
+            torch.where(full[..., None], pitch_roll, torch.zeros_like(pitch_roll)),
+        )
 
     def loss(self, output: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
         """Per-sample losses (B,): focal heatmap loss + weighted L1 terms, 0 without K."""
@@ -992,7 +1081,7 @@ class Det3DTask(Task):
         p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
         pos = t.heatmap.eq(1).to(p.dtype)
         pos_term = torch.log(p) * (1 - p) ** cfg.focal_alpha * pos
-        neg_term = torch.log(1 - p) * p ** cfg.focal_alpha * (1 - t.heatmap) ** cfg.focal_beta * (1 - pos)
+        neg_term = torch.log(1 - p) * p**cfg.focal_alpha * (1 - t.heatmap) ** cfg.focal_beta * (1 - pos)
         objects = t.valid.sum(1).to(p.dtype)  # (B,)
         focal = -(pos_term + neg_term).sum(dim=(1, 2, 3)) / objects.clamp(min=1)
 
@@ -1002,12 +1091,14 @@ class Det3DTask(Task):
             return per_object.sum(1) / mask.sum(1).to(p.dtype).clamp(min=1)
 
         valid, full = t.valid.to(p.dtype), t.full.to(p.dtype)
-        total = (cfg.weight_heatmap * focal
-                 + cfg.weight_offset * l1("offset", t.offset, valid)
-                 + cfg.weight_depth * l1("depth", t.depth, valid)
-                 + cfg.weight_size * l1("size", t.size, valid)
-                 + cfg.weight_orientation * l1("orientation", t.orientation, valid)
-                 + cfg.weight_pitch_roll * l1("pitch_roll", t.pitch_roll, full))
+        total = (
+            cfg.weight_heatmap * focal
+            + cfg.weight_offset * l1("offset", t.offset, valid)
+            + cfg.weight_depth * l1("depth", t.depth, valid)
+            + cfg.weight_size * l1("size", t.size, valid)
+            + cfg.weight_orientation * l1("orientation", t.orientation, valid)
+            + cfg.weight_pitch_roll * l1("pitch_roll", t.pitch_roll, full)
+        )
         return total * batch["K_known"].to(total.device, total.dtype)
 
     @staticmethod
@@ -1033,11 +1124,18 @@ class Det3DTask(Task):
         scores, flat, regress, K_all = (to_numpy(x).astype(np.float64) for x in (scores, flat, regress, batch["K"]))
         flat = flat.astype(np.int64)
         known = to_numpy(batch["K_known"]).astype(bool)
-        return per_sample(batch, lambda i: self._decode_one(scores[i], flat[i], regress[i], K_all[i], fw, fh,
-                                                            view_of(batch, i)) if known[i] else Det3DPrediction.empty())
+        return per_sample(
+            batch,
+            lambda i: (
+                self._decode_one(scores[i], flat[i], regress[i], K_all[i], fw, fh, view_of(batch, i))
+                if known[i]
+                else Det3DPrediction.empty()
+            ),
+        )
 
-    def _decode_one(self, scores: np.ndarray, flat: np.ndarray, regress: np.ndarray, K: np.ndarray, fw: int,
-                    fh: int, view: View) -> Det3DPrediction:
+    def _decode_one(
+        self, scores: np.ndarray, flat: np.ndarray, regress: np.ndarray, K: np.ndarray, fw: int, fh: int, view: View
+    ) -> Det3DPrediction:
         cfg, s = self.config, self.config.stride
         keep = scores >= cfg.score_threshold
         scores, flat, r = scores[keep], flat[keep], regress[keep]  # r: (N, 12) in REGRESSION_CHANNELS order
@@ -1071,19 +1169,31 @@ class Det3DTask(Task):
         if det is None:
             return None
         boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 7)
-        rotation = geo.yaw_to_rotation(boxes[:, 6]).reshape(-1, 3, 3) if det.rotation is None \
+        rotation = (
+            geo.yaw_to_rotation(boxes[:, 6]).reshape(-1, 3, 3)
+            if det.rotation is None
             else np.asarray(det.rotation, dtype=np.float64).reshape(-1, 3, 3)
+        )
         amodal, ignore = None, np.zeros((0, 4))
         if sample.det2d is not None:
             ignore = np.asarray(sample.det2d.ignore, dtype=np.float64).reshape(-1, 4)
             if sample.det2d.amodal is not None:
                 amodal = np.asarray(sample.det2d.amodal, dtype=np.float64).reshape(-1, 4)
                 if len(amodal) != len(boxes) or not np.array_equal(sample.det2d.classes, det.classes):
-                    raise MtlDataError(f"sample {sample.key}: its {len(amodal)} det2d amodal boxes do not pair with "
-                                       f"its {len(boxes)} det3d boxes (the converter writes them in one order)")
-        return Det3DTruth(boxes=boxes, classes=np.asarray(det.classes, dtype=np.int64), rotation=rotation,
-                          K=None if sample.K is None else np.asarray(sample.K, dtype=np.float64), size=sample.size,
-                          amodal=amodal, ignore=ignore, sensor_T=sensor_transform(sample))
+                    raise MtlDataError(
+                        f"sample {sample.key}: its {len(amodal)} det2d amodal boxes do not pair with "
+                        f"its {len(boxes)} det3d boxes (the converter writes them in one order)"
+                    )
+        return Det3DTruth(
+            boxes=boxes,
+            classes=np.asarray(det.classes, dtype=np.int64),
+            rotation=rotation,
+            K=None if sample.K is None else np.asarray(sample.K, dtype=np.float64),
+            size=sample.size,
+            amodal=amodal,
+            ignore=ignore,
+            sensor_T=sensor_transform(sample),
+        )
 
     def metric(self) -> Det3DMetric:
         return Det3DMetric(self.classes, self.config)
@@ -1114,8 +1224,9 @@ class Det3DTask(Task):
         colours = distinct_colours(classes)  # (N, 3)
         out = draw_segments(image, edges.reshape(-1, 2, 2), np.repeat(colours, edges.shape[1], axis=0))
         h, w = image.shape[:2]
-        start, end, inside = clip_segments(edges[:, :, 0].reshape(-1, 2), edges[:, :, 1].reshape(-1, 2), (0, 0),
-                                           (w - 1, h - 1))  # the parts of the edges in the image
+        start, end, inside = clip_segments(
+            edges[:, :, 0].reshape(-1, 2), edges[:, :, 1].reshape(-1, 2), (0, 0), (w - 1, h - 1)
+        )  # the parts of the edges in the image
         ends = np.where(inside[:, None, None], np.stack([start, end], axis=1), np.inf)  # (N E, 2, 2)
         # (N, 2) the top left of what is drawn of each box; inf where nothing is (no tag)
         anchors = ends.reshape(len(keep), 2 * len(BOX_EDGES), 2).min(axis=1)
@@ -1138,7 +1249,8 @@ class Det3DTask(Task):
         for path in sorted(root.rglob("*.json")):
             parts = path.relative_to(root).parts
             if len(parts) != 3 or not path.name.endswith(PRED_SUFFIX) or len(path.name) == len(PRED_SUFFIX):
-                raise InputError(path, f"not at det3d/<source>/<split>/<id>{PRED_SUFFIX} (how det3d predictions are "
-                                 "written)")
-            out[f"{parts[0]}_{parts[1]}_{path.name[:-len(PRED_SUFFIX)]}"] = read_prediction_file(path, class_of_label)
+                raise InputError(
+                    path, f"not at det3d/<source>/<split>/<id>{PRED_SUFFIX} (how det3d predictions are written)"
+                )
+            out[f"{parts[0]}_{parts[1]}_{path.name[: -len(PRED_SUFFIX)]}"] = read_prediction_file(path, class_of_label)
         return out

@@ -88,8 +88,16 @@ from mtl_data.files import write_atomic
 from mtl_data.schema.lanes import NO_POINT, rasterize_lanes
 from mtl_data.schema.sample import IGNORE_INDEX, Sample
 from mtl_data.train.draw import distinct_colour, draw_polyline, line_thickness
-from mtl_data.train.tasks.base import (FeatureSpec, Metric, PredictionWriter, Task, register_task, sample_indices,
-                                       to_numpy, view_of)
+from mtl_data.train.tasks.base import (
+    FeatureSpec,
+    Metric,
+    PredictionWriter,
+    Task,
+    register_task,
+    sample_indices,
+    to_numpy,
+    view_of,
+)
 
 #: the predictions file of a predictions folder.
 PREDICTIONS_FILE = "lane.json"
@@ -194,6 +202,7 @@ class LaneTruth:
 
 # ---- the TuSimple rules ------------------------------------------------------------------------
 
+
 def lane_threshold(xs: np.ndarray, h_samples: np.ndarray) -> float:
     """The TuSimple tolerance of one GT lane: ``20 / cos(angle)`` px.
 
@@ -210,8 +219,9 @@ def lane_threshold(xs: np.ndarray, h_samples: np.ndarray) -> float:
     return PIXEL_THRESHOLD / math.cos(math.atan(slope))
 
 
-def tusimple_bench(pred: np.ndarray, gt: np.ndarray, h_samples: np.ndarray,
-                   run_time_ms: float = 0.0) -> tuple[float, float, float]:
+def tusimple_bench(
+    pred: np.ndarray, gt: np.ndarray, h_samples: np.ndarray, run_time_ms: float = 0.0
+) -> tuple[float, float, float]:
     """(accuracy, FP rate, FN rate) of one image under TuSimple's rules (module docstring).
 
     Args:
@@ -232,8 +242,10 @@ def tusimple_bench(pred: np.ndarray, gt: np.ndarray, h_samples: np.ndarray,
     if gt.size == 0:
         gt = gt.reshape(0, rows)
     if pred.ndim != 2 or pred.shape[1] != rows or gt.ndim != 2 or gt.shape[1] != rows:
-        raise LaneFormatError(f"lane format error: predicted lanes {pred.shape} and GT lanes {gt.shape} must both "
-                           f"have one x per h_sample ({rows})")
+        raise LaneFormatError(
+            f"lane format error: predicted lanes {pred.shape} and GT lanes {gt.shape} must both "
+            f"have one x per h_sample ({rows})"
+        )
     n_pred, n_gt = pred.shape[0], gt.shape[0]
     if run_time_ms > MAX_RUN_TIME_MS or n_pred > n_gt + EXTRA_LANES:
         return 0.0, 0.0, 1.0
@@ -266,14 +278,17 @@ def _to_native(coords: np.ndarray, scale: float) -> np.ndarray:
 def _check_rows(prediction: LanePrediction, truth: LaneTruth) -> None:
     ph, th = np.asarray(prediction.h_samples, np.float64), np.asarray(truth.h_samples, np.float64)
     if ph.shape != th.shape or not np.allclose(ph, th, rtol=0.0, atol=ROW_TOLERANCE):
-        raise LaneFormatError(f"lane prediction at {ph.size} rows {_short(ph)}, but the ground truth asks for "
-                              f"{th.size} "
-                           f"rows {_short(th)}: predict at the ground truth's h_samples (the TuSimple evaluator "
-                           f"rejects lanes of another length)")
+        raise LaneFormatError(
+            f"lane prediction at {ph.size} rows {_short(ph)}, but the ground truth asks for "
+            f"{th.size} "
+            f"rows {_short(th)}: predict at the ground truth's h_samples (the TuSimple evaluator "
+            f"rejects lanes of another length)"
+        )
     lanes = np.asarray(prediction.lanes)
     if lanes.size and (lanes.ndim != 2 or lanes.shape[1] != ph.size):
-        raise LaneFormatError(f"lane prediction lanes of shape {lanes.shape} for {ph.size} h_samples: every lane needs "
-                           f"one x per h_sample")
+        raise LaneFormatError(
+            f"lane prediction lanes of shape {lanes.shape} for {ph.size} h_samples: every lane needs one x per h_sample"
+        )
 
 
 def _short(values: np.ndarray) -> str:
@@ -287,7 +302,7 @@ def _lane_pixels(lanes: np.ndarray, h_samples: np.ndarray, size: tuple[int, int]
     lanes = np.where(lanes >= 0, lanes, NO_POINT)  # any negative x is "no point", as the evaluator reads it
     out = np.zeros(size, dtype=bool)
     for start in range(0, lanes.shape[0], 254):  # uint8 ids: draw at most 254 lanes at a time
-        out |= rasterize_lanes(lanes[start:start + 254], h_samples, size, thickness) > 0
+        out |= rasterize_lanes(lanes[start : start + 254], h_samples, size, thickness) > 0
     return out
 
 
@@ -312,13 +327,15 @@ class LaneMetric(Metric):
         if truth is None:
             return
         if prediction is None:
-            raise LaneFormatError("no lane prediction for a sample with lane labels (the TuSimple evaluator needs one "
-                               "per labelled image)")
+            raise LaneFormatError(
+                "no lane prediction for a sample with lane labels (the TuSimple evaluator needs one per labelled image)"
+            )
         _check_rows(prediction, truth)
         ky, kx = truth.native_scale
         rows = _to_native(truth.h_samples, ky)
-        self.per_image.append(tusimple_bench(_to_native(prediction.lanes, kx), _to_native(truth.lanes, kx), rows,
-                                             prediction.run_time_ms))
+        self.per_image.append(
+            tusimple_bench(_to_native(prediction.lanes, kx), _to_native(truth.lanes, kx), rows, prediction.run_time_ms)
+        )
         gt = (truth.mask > 0) & (truth.mask != IGNORE_INDEX)
         valid = truth.mask != IGNORE_INDEX
         pred = _lane_pixels(prediction.lanes, truth.h_samples, truth.mask.shape, truth.thickness)
@@ -335,11 +352,11 @@ class LaneMetric(Metric):
     def compute(self) -> dict[str, float]:
         n = len(self.per_image)
         acc, fp, fn = (math.fsum(v[k] for v in self.per_image) / n if n else math.nan for k in range(3))
-        return {"accuracy": acc, "fp": fp, "fn": fn,
-                "iou": self.intersection / self.union if self.union else math.nan}
+        return {"accuracy": acc, "fp": fp, "fn": fn, "iou": self.intersection / self.union if self.union else math.nan}
 
 
 # ---- the head ----------------------------------------------------------------------------------
+
 
 class LaneHead(nn.Module):
     """Stride-4 map -> conv3x3-BN-ReLU -> conv1x1 (1 + L) -> bilinear to the input size.
@@ -365,14 +382,15 @@ class LaneHead(nn.Module):
 
 # ---- decoding ----------------------------------------------------------------------------------
 
+
 def _row_centres(ids: np.ndarray, slots: int, min_pixels: int) -> np.ndarray:
     """(slots, H) mean column of each slot's pixels on each row of ``ids`` (H, W); NaN below
     ``min_pixels`` pixels."""
     h, w = ids.shape
     rows, cols = np.indices((h, w))
     bins = ids.astype(np.int64) * h + rows  # (H, W) slot-major (slot, row) bin
-    count = np.bincount(bins.ravel(), minlength=slots * h)[:slots * h].reshape(slots, h)
-    total = np.bincount(bins.ravel(), weights=cols.ravel(), minlength=slots * h)[:slots * h].reshape(slots, h)
+    count = np.bincount(bins.ravel(), minlength=slots * h)[: slots * h].reshape(slots, h)
+    total = np.bincount(bins.ravel(), weights=cols.ravel(), minlength=slots * h)[: slots * h].reshape(slots, h)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count >= min_pixels, total / np.maximum(count, 1), np.nan)  # (slots, H)
 
@@ -438,10 +456,10 @@ class LaneTask(Task):
             (h, w), out_w, (nh, nw) = pl.src_size, pl.out_size[1], pl.content_size
             ids = ids_all[i].copy()  # (H, W)
             left = (out_w - pl.left - nw) if view.flipped else pl.left  # the content's columns after a flip
-            ids[:pl.top] = 0  # letterbox padding is not image: no lane there
-            ids[pl.top + nh:] = 0
+            ids[: pl.top] = 0  # letterbox padding is not image: no lane there
+            ids[pl.top + nh :] = 0
             ids[:, :left] = 0
-            ids[:, left + nw:] = 0
+            ids[:, left + nw :] = 0
             n_rows = 0 if rows_valid is None else int(rows_valid[i])
             if n_rows:
                 rows_out = to_numpy(batch["lane_h"][i, :n_rows]).astype(np.float64)  # (R,) output px
@@ -458,7 +476,7 @@ class LaneTask(Task):
             keep = np.flatnonzero(points >= self.config.min_lane_points)
             if keep.size > self.config.max_output_lanes:
                 by_points = keep[np.argsort(-points[keep], kind="stable")]
-                keep = np.sort(by_points[:self.config.max_output_lanes])
+                keep = np.sort(by_points[: self.config.max_output_lanes])
             lanes = np.ascontiguousarray(xs[keep]).reshape(-1, len(h_samples))  # (N, R) stored px
             out[i] = LanePrediction(h_samples=h_samples, lanes=lanes)
         return out
@@ -469,9 +487,13 @@ class LaneTask(Task):
             return None
         (h, w), (oh, ow) = sample.size, sample.orig_size
         h_samples = np.asarray(lane.h_samples, dtype=np.float64).reshape(-1)
-        return LaneTruth(h_samples=h_samples, lanes=np.asarray(lane.xs, dtype=np.float64).reshape(-1, h_samples.size),
-                         mask=np.asarray(lane.mask, dtype=np.uint8), thickness=float(lane.thickness),
-                         native_scale=(oh / h, ow / w))
+        return LaneTruth(
+            h_samples=h_samples,
+            lanes=np.asarray(lane.xs, dtype=np.float64).reshape(-1, h_samples.size),
+            mask=np.asarray(lane.mask, dtype=np.uint8),
+            thickness=float(lane.thickness),
+            native_scale=(oh / h, ow / w),
+        )
 
     def metric(self) -> LaneMetric:
         return LaneMetric()
@@ -503,6 +525,7 @@ class LaneTask(Task):
 
 # ---- lane.json -------------------------------------------------------------------------------
 
+
 def _number(value: float) -> int | float:
     """A JSON number: integral values as ints (TuSimple's own files hold ints)."""
     value = float(value)
@@ -514,8 +537,10 @@ def prediction_line(key: str, prediction: LanePrediction) -> str:
     h_samples = [_number(v) for v in np.asarray(prediction.h_samples, dtype=np.float64)]
     xs = np.asarray(prediction.lanes, dtype=np.float64).reshape(-1, len(h_samples))  # (N, R)
     lanes = [[_number(v) for v in lane] for lane in xs]
-    return json.dumps({"raw_file": key, "lanes": lanes, "h_samples": h_samples,
-                       "run_time": _number(prediction.run_time_ms)}, allow_nan=False)
+    return json.dumps(
+        {"raw_file": key, "lanes": lanes, "h_samples": h_samples, "run_time": _number(prediction.run_time_ms)},
+        allow_nan=False,
+    )
 
 
 class LaneWriter(PredictionWriter):
@@ -558,13 +583,15 @@ def _parse_line(doc: Any) -> tuple[str, LanePrediction]:
         if not all(_is_number(v) for v in lane):
             raise ValueError(f"lane {n} holds a value that is not a finite number")
         if len(lane) != len(h_samples):
-            raise ValueError(f"lane {n} has {len(lane)} values for {len(h_samples)} h_samples (one x per row, -2 = "
-                             f"no point)")
+            raise ValueError(
+                f"lane {n} has {len(lane)} values for {len(h_samples)} h_samples (one x per row, -2 = no point)"
+            )
     if not _is_number(run_time):
         raise ValueError(f"run_time must be a number of milliseconds, got {run_time!r}")
     rows = np.asarray(h_samples, dtype=np.float64)
-    return key, LanePrediction(h_samples=rows, lanes=np.asarray(lanes, dtype=np.float64).reshape(-1, rows.size),
-                               run_time_ms=float(run_time))
+    return key, LanePrediction(
+        h_samples=rows, lanes=np.asarray(lanes, dtype=np.float64).reshape(-1, rows.size), run_time_ms=float(run_time)
+    )
 
 
 def read_lane_json(path: Path) -> dict[str, LanePrediction]:
@@ -592,7 +619,8 @@ def read_lane_json(path: Path) -> dict[str, LanePrediction]:
             reason = f"not valid JSON ({exc.msg}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else exc
             raise InputError(path, str(reason), line=number) from None
         if key in out:
-            raise InputError(path, f"raw_file {key!r} already predicted on line {first_line[key]} (one line per "
-                                   f"image)", line=number)
+            raise InputError(
+                path, f"raw_file {key!r} already predicted on line {first_line[key]} (one line per image)", line=number
+            )
         out[key], first_line[key] = prediction, number
     return out

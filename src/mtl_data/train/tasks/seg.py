@@ -138,8 +138,10 @@ class SegWriter(PredictionWriter):
     def add(self, key: str, prediction: np.ndarray, sample: Sample) -> None:
         prediction = np.asarray(prediction)
         if prediction.shape != sample.size or prediction.dtype != np.uint8:
-            raise ValueError(f"{key}: a seg prediction is (h, w) uint8 of the stored size {sample.size}, "
-                             f"got {prediction.dtype} {prediction.shape}")
+            raise ValueError(
+                f"{key}: a seg prediction is (h, w) uint8 of the stored size {sample.size}, "
+                f"got {prediction.dtype} {prediction.shape}"
+            )
         write_label_png(self.out_dir / PRED_DIR / f"{key}.png", prediction)
 
 
@@ -157,8 +159,9 @@ class SegTask(Task):
     def __init__(self, config: SegConfig | None = None, classes: Sequence[str] | None = None):
         super().__init__(config, classes)
         if self.num_classes >= IGNORE_INDEX:
-            raise MtlDataError(f"task seg: {self.num_classes} classes do not fit 8-bit ids below the ignore "
-                               f"value {IGNORE_INDEX}")
+            raise MtlDataError(
+                f"task seg: {self.num_classes} classes do not fit 8-bit ids below the ignore value {IGNORE_INDEX}"
+            )
 
     def build_head(self, features: FeatureSpec) -> nn.Module:
         index = feature_index(features, self.config.stride, self.name)
@@ -166,16 +169,20 @@ class SegTask(Task):
 
     def loss(self, output: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         target = batch["seg"]  # (B, H, W) int64, 255 ignore
-        pixel = F.cross_entropy(output.float(), target, ignore_index=IGNORE_INDEX, reduction="none",
-                                label_smoothing=self.config.label_smoothing)  # (B, H, W), 0 where ignored
+        pixel = F.cross_entropy(
+            output.float(),
+            target,
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
+            label_smoothing=self.config.label_smoothing,
+        )  # (B, H, W), 0 where ignored
         count = (target != IGNORE_INDEX).sum(dim=(1, 2))  # (B,)
         return pixel.sum(dim=(1, 2)) / count.clamp(min=1)  # (B,) 0 for an all-ignored sample
 
     def decode(self, output: torch.Tensor, batch: Mapping[str, Any]) -> list[np.ndarray | None]:
         """(h, w) uint8 unified ids per sample in stored pixels (argmax of the resized logits)."""
         stored = dense_to_stored(output.detach(), batch, "bilinear")  # (C, h, w) each
-        return [None if logits is None else logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
-                for logits in stored]
+        return [None if logits is None else logits.argmax(dim=0).to(torch.uint8).cpu().numpy() for logits in stored]
 
     def ground_truth(self, sample: Sample) -> np.ndarray | None:
         return sample.seg
@@ -194,8 +201,9 @@ class SegTask(Task):
         """
         ids = np.asarray(prediction)
         if ids.shape != image.shape[:2]:
-            raise ValueError(f"{sample.key}: a seg prediction of {ids.shape} cannot be drawn on an image of "
-                             f"{image.shape[:2]}")
+            raise ValueError(
+                f"{sample.key}: a seg prediction of {ids.shape} cannot be drawn on an image of {image.shape[:2]}"
+            )
         palette = class_colours(self.classes)  # (C, 3)
         known = (ids >= 0) & (ids < len(palette))  # (h, w) pixels with a class
         colours = palette[np.where(known, ids, 0).astype(np.intp)]  # (h, w, 3)
@@ -211,5 +219,4 @@ class SegTask(Task):
             MtlDataError: a file that is not an 8-bit single-channel PNG, naming it.
         """
         folder = Path(pred_dir) / PRED_DIR
-        return {path.stem: read_label_png(path, np.uint8, "unified class ids")
-                for path in sorted(folder.glob("*.png"))}
+        return {path.stem: read_label_png(path, np.uint8, "unified class ids") for path in sorted(folder.glob("*.png"))}

@@ -122,8 +122,9 @@ class SignTask(Task):
         return SignHead(features.channels, self.num_classes, feature_index(features, self.config.stride, self.name))
 
     def loss(self, output: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-        return F.cross_entropy(output.float(), batch["sign"], reduction="none",
-                               label_smoothing=self.config.label_smoothing)  # (B,)
+        return F.cross_entropy(
+            output.float(), batch["sign"], reduction="none", label_smoothing=self.config.label_smoothing
+        )  # (B,)
 
     def decode(self, output: torch.Tensor, batch: Mapping[str, Any]) -> list[int | None]:
         """The argmax class id per sample."""

@@ -59,8 +59,7 @@ class SteerConfig:
 
     def __post_init__(self) -> None:
         if self.scale_deg <= 0 or self.huber_delta_deg <= 0:
-            raise ValueError(f"scale_deg and huber_delta_deg must be > 0, got {self.scale_deg}, "
-                             f"{self.huber_delta_deg}")
+            raise ValueError(f"scale_deg and huber_delta_deg must be > 0, got {self.scale_deg}, {self.huber_delta_deg}")
 
 
 class SteerHead(nn.Module):
@@ -106,8 +105,10 @@ class SteerMetric(Metric):
         n = len(self.errors)
         if n == 0:
             return {"mae_deg": float("nan"), "rmse_deg": float("nan")}
-        return {"mae_deg": math.fsum(abs(e) for e in self.errors) / n,
-                "rmse_deg": math.sqrt(math.fsum(e * e for e in self.errors) / n)}
+        return {
+            "mae_deg": math.fsum(abs(e) for e in self.errors) / n,
+            "rmse_deg": math.sqrt(math.fsum(e * e for e in self.errors) / n),
+        }
 
 
 @register_task
@@ -126,8 +127,12 @@ class SteerTask(Task):
     def loss(self, output: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         c = self.config
         # Huber in units of scale_deg: smooth_l1(x/s, y/s, beta=delta/s) = smooth_l1_deg(x, y, delta) / s.
-        return F.smooth_l1_loss(output.float() / c.scale_deg, batch["steer"] / c.scale_deg, reduction="none",
-                                beta=c.huber_delta_deg / c.scale_deg)  # (B,)
+        return F.smooth_l1_loss(
+            output.float() / c.scale_deg,
+            batch["steer"] / c.scale_deg,
+            reduction="none",
+            beta=c.huber_delta_deg / c.scale_deg,
+        )  # (B,)
 
     def decode(self, output: torch.Tensor, batch: Mapping[str, Any]) -> list[float | None]:
         """Degrees per sample for the stored (un-mirrored) image."""

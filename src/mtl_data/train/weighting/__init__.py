@@ -8,12 +8,28 @@
 import importlib
 import pkgutil
 
-from mtl_data.train.weighting.base import (NoConfig, Weighting, create_weighting, list_weightings,
-                                           mean_over_ranks, register_weighting, weighted_sum, weighting_class)
+from mtl_data.train.weighting.base import (
+    NoConfig,
+    Weighting,
+    create_weighting,
+    list_weightings,
+    mean_over_ranks,
+    register_weighting,
+    weighted_sum,
+    weighting_class,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base" and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["NoConfig", "Weighting", "create_weighting", "list_weightings", "mean_over_ranks", "register_weighting",
-           "weighted_sum", "weighting_class"]
+__all__ = [
+    "NoConfig",
+    "Weighting",
+    "create_weighting",
+    "list_weightings",
+    "mean_over_ranks",
+    "register_weighting",
+    "weighted_sum",
+    "weighting_class",
+]

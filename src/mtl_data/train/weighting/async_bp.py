@@ -53,11 +53,15 @@ class AsyncConfig:
         if self.frequencies is not None:
             if not isinstance(self.frequencies, Mapping):
                 raise ValueError(f"frequencies must be a {{task: steps}} table, got {self.frequencies!r}")
-            bad = [f"{k}={v!r}" for k, v in self.frequencies.items()
-                   if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1]
+            bad = [
+                f"{k}={v!r}"
+                for k, v in self.frequencies.items()
+                if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1
+            ]
             if bad:
-                raise ValueError(f"frequencies must be integers >= 1 (apply the task every nu steps); refused: "
-                                 f"{', '.join(bad)}")
+                raise ValueError(
+                    f"frequencies must be integers >= 1 (apply the task every nu steps); refused: {', '.join(bad)}"
+                )
             object.__setattr__(self, "frequencies", {k: int(v) for k, v in self.frequencies.items()})
 
 
@@ -79,15 +83,19 @@ class AsyncBackprop(Weighting):
         for option, table in (("weights", weights), ("frequencies", frequencies)):
             unknown = sorted(set(table) - set(self.tasks))
             if unknown:
-                raise MtlDataError(f"weighting async: {option} name task(s) {', '.join(unknown)} that the run does "
-                                   f"not train; its tasks: {', '.join(self.tasks)}")
+                raise MtlDataError(
+                    f"weighting async: {option} name task(s) {', '.join(unknown)} that the run does "
+                    f"not train; its tasks: {', '.join(self.tasks)}"
+                )
         if not any(weights.get(t, 1.0) for t in self.tasks):
             raise MtlDataError("weighting async: every weight is 0, so no task would be trained")
         # Derived from the config: they move with .to() but are not checkpointed.
-        self.register_buffer("static", torch.tensor([weights.get(t, 1.0) for t in self.tasks]),
-                             persistent=False)  # (T,) w_t
-        self.register_buffer("frequency", torch.tensor([frequencies.get(t, 1) for t in self.tasks]),
-                             persistent=False)  # (T,) long, nu_t
+        self.register_buffer(
+            "static", torch.tensor([weights.get(t, 1.0) for t in self.tasks]), persistent=False
+        )  # (T,) w_t
+        self.register_buffer(
+            "frequency", torch.tensor([frequencies.get(t, 1) for t in self.tasks]), persistent=False
+        )  # (T,) long, nu_t
 
     def applied(self, step: int) -> torch.Tensor:
         """(T,) bool: the tasks whose turn it is at ``step`` (``step % nu_t == 0``)."""

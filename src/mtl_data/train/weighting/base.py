@@ -103,8 +103,9 @@ class Weighting(nn.Module):
         """``combine`` (so module hooks see the call)."""
         return self.combine(losses, present, step)
 
-    def backward(self, losses: torch.Tensor, present: torch.Tensor, step: int,
-                 scale: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(
+        self, losses: torch.Tensor, present: torch.Tensor, step: int, scale: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """For ``custom_backward`` strategies: fill the ``.grad`` of every trained parameter from
         ``losses`` (as a ``total.backward()`` would, but with the strategy's own combination of the
         tasks' gradients), and return (total (), weights (T,)) for logging.
@@ -143,8 +144,10 @@ class Weighting(nn.Module):
         """Refuse inputs of the wrong shape or dtype (shapes and dtypes only: no host sync)."""
         shape = (self.num_tasks,)
         if tuple(losses.shape) != shape or tuple(present.shape) != shape:
-            raise ValueError(f"weighting {self.name}: losses and present must have shape {shape} (tasks "
-                             f"{', '.join(self.tasks)}), got {tuple(losses.shape)} and {tuple(present.shape)}")
+            raise ValueError(
+                f"weighting {self.name}: losses and present must have shape {shape} (tasks "
+                f"{', '.join(self.tasks)}), got {tuple(losses.shape)} and {tuple(present.shape)}"
+            )
         if present.dtype != torch.bool:
             raise ValueError(f"weighting {self.name}: present must be a bool tensor, got {present.dtype}")
 
@@ -153,8 +156,9 @@ class Weighting(nn.Module):
 
 
 @torch.no_grad()
-def accumulate_losses(loss_sum: torch.Tensor, loss_count: torch.Tensor, losses: torch.Tensor,
-                      present: torch.Tensor) -> None:
+def accumulate_losses(
+    loss_sum: torch.Tensor, loss_count: torch.Tensor, losses: torch.Tensor, present: torch.Tensor
+) -> None:
     """Add this step's losses of the present tasks, averaged over ranks (the global batch's), to
     ``loss_sum`` (T,) and count the step in ``loss_count`` (T,), in place. Every rank adds the
     same numbers, so every rank derives the same weights from them."""
@@ -197,7 +201,7 @@ class EpochLossAverage(Weighting):
 
     def __init__(self, tasks: Sequence[str], config: Any = None):
         super().__init__(tasks, config)
-        self.register_buffer("loss_sum", torch.zeros(self.num_tasks))    # (T,) this epoch
+        self.register_buffer("loss_sum", torch.zeros(self.num_tasks))  # (T,) this epoch
         self.register_buffer("loss_count", torch.zeros(self.num_tasks))  # (T,) steps present this epoch
 
     def accumulate(self, losses: torch.Tensor, present: torch.Tensor) -> None:
@@ -298,8 +302,9 @@ def create_weighting(name: str, tasks: Sequence[str], **config: Any) -> Weightin
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(config) - fields)
     if unknown:
-        raise MtlDataError(f"weighting {name}: unknown option(s) {', '.join(unknown)}; "
-                           f"known: {', '.join(sorted(fields)) or 'none'}")
+        raise MtlDataError(
+            f"weighting {name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields)) or 'none'}"
+        )
     try:
         built = cls.Config(**config)
     except (TypeError, ValueError) as exc:  # the Config's own checks

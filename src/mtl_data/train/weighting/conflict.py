@@ -101,8 +101,9 @@ def _torchjd_aggregation(method: str):
     try:
         from torchjd import aggregation
     except ImportError:
-        raise MtlDataError(f"weighting {method} needs torchjd: pip install '{TORCHJD_REQUIREMENT}' "
-                           "(part of mtl-data[train])") from None
+        raise MtlDataError(
+            f"weighting {method} needs torchjd: pip install '{TORCHJD_REQUIREMENT}' (part of mtl-data[train])"
+        ) from None
     return aggregation
 
 
@@ -154,14 +155,16 @@ class GradientAggregation(Weighting):
         """(P,) float64 ``a`` from the (P, P) float64 CPU Gramian of the present tasks' gradients, P >= 1."""
         raise NotImplementedError
 
-    def backward(self, losses: torch.Tensor, present: torch.Tensor, step: int,
-                 scale: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(
+        self, losses: torch.Tensor, present: torch.Tensor, step: int, scale: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fill the shared parameters' and the heads' ``.grad`` (module docstring)."""
         self.check_inputs(losses, present)
         shared, heads = self._shared, self._heads
         if not shared:
-            raise MtlDataError(f"weighting {self.name}: attach(model) must be called before training "
-                               "(the trainer does)")
+            raise MtlDataError(
+                f"weighting {self.name}: attach(model) must be called before training (the trainer does)"
+            )
         total = weighted_sum(losses, present.to(losses.dtype), present).detach()
         rows = [t for t, p in enumerate(present.tolist()) if p]  # host read; present is the same on every rank
         params = shared + heads
@@ -169,20 +172,26 @@ class GradientAggregation(Weighting):
         n_heads = sum(p.numel() for p in heads)
         device, dtype = shared[0].device, shared[0].dtype
         flat = torch.zeros(len(rows) * n_shared + n_heads, device=device, dtype=dtype)
-        jacobian = flat[:len(rows) * n_shared].view(len(rows), n_shared)  # (P, |shared|)
-        head_grad = flat[len(rows) * n_shared:]  # (|heads|,) sum over the present tasks
+        jacobian = flat[: len(rows) * n_shared].view(len(rows), n_shared)  # (P, |shared|)
+        head_grad = flat[len(rows) * n_shared :]  # (|heads|,) sum over the present tasks
         for i, t in enumerate(rows):
             loss = scale(losses[t])
-            grads = (torch.autograd.grad(loss, params, retain_graph=i < len(rows) - 1, allow_unused=True)
-                     if loss.requires_grad else [None] * len(params))
-            _copy_into(jacobian[i], shared, grads[:len(shared)], add=False)
-            _copy_into(head_grad, heads, grads[len(shared):], add=True)
+            grads = (
+                torch.autograd.grad(loss, params, retain_graph=i < len(rows) - 1, allow_unused=True)
+                if loss.requires_grad
+                else [None] * len(params)
+            )
+            _copy_into(jacobian[i], shared, grads[: len(shared)], add=False)
+            _copy_into(head_grad, heads, grads[len(shared) :], add=True)
         _mean_over_ranks_(flat)
         coefficients = torch.zeros(len(rows), dtype=torch.float64)
         if rows:
             gramian = (jacobian @ jacobian.T).to("cpu", torch.float64)  # (P, P)
-            coefficients = (self.coefficients(gramian, step) if bool(torch.isfinite(gramian).all())
-                            else torch.ones(len(rows), dtype=torch.float64))
+            coefficients = (
+                self.coefficients(gramian, step)
+                if bool(torch.isfinite(gramian).all())
+                else torch.ones(len(rows), dtype=torch.float64)
+            )
         update = coefficients.to(device, dtype) @ jacobian  # (|shared|,)
         _set_grads(shared, update)
         _set_grads(heads, head_grad)
@@ -191,20 +200,21 @@ class GradientAggregation(Weighting):
         return total, weights.to(losses.device, losses.dtype)
 
 
-def _copy_into(out: torch.Tensor, params: Sequence[nn.Parameter], grads: Sequence[torch.Tensor | None],
-               add: bool) -> None:
+def _copy_into(
+    out: torch.Tensor, params: Sequence[nn.Parameter], grads: Sequence[torch.Tensor | None], add: bool
+) -> None:
     """Write (or add) ``grads`` (None: 0) flattened into ``out``, in ``params`` order."""
     offset = 0
     for p, g in zip(params, grads, strict=True):
         n = p.numel()
         if g is not None:
-            target = out[offset:offset + n]
+            target = out[offset : offset + n]
             if add:
                 target.add_(g.reshape(-1))
             else:
                 target.copy_(g.reshape(-1))
         elif not add:
-            out[offset:offset + n].zero_()
+            out[offset : offset + n].zero_()
         offset += n
 
 
@@ -214,12 +224,13 @@ def _set_grads(params: Sequence[nn.Parameter], flat: torch.Tensor) -> None:
     for p in params:
         n = p.numel()
         grad = torch.empty_like(p)
-        grad.copy_(flat[offset:offset + n].view(p.shape))
+        grad.copy_(flat[offset : offset + n].view(p.shape))
         p.grad = grad
         offset += n
 
 
 # ---- PCGrad --------------------------------------------------------------------------------------
+
 
 @register_weighting
 class PCGrad(GradientAggregation):
@@ -243,6 +254,7 @@ class PCGrad(GradientAggregation):
 
 # ---- MGDA ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class MGDAConfig:
     """Hyper-parameters of ``mgda``: the Frank-Wolfe solver's (torchjd's defaults).
@@ -256,8 +268,12 @@ class MGDAConfig:
     max_iters: int = 100
 
     def __post_init__(self) -> None:
-        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)) \
-                or not math.isfinite(self.epsilon) or self.epsilon <= 0:
+        if (
+            isinstance(self.epsilon, bool)
+            or not isinstance(self.epsilon, (int, float))
+            or not math.isfinite(self.epsilon)
+            or self.epsilon <= 0
+        ):
             raise ValueError(f"epsilon must be a finite number > 0, got {self.epsilon!r}")
         object.__setattr__(self, "epsilon", float(self.epsilon))
         if isinstance(self.max_iters, bool) or not isinstance(self.max_iters, int) or self.max_iters <= 0:
@@ -276,13 +292,15 @@ class MGDA(GradientAggregation):
         _torchjd_aggregation(self.name)
 
     def coefficients(self, gramian: torch.Tensor, step: int) -> torch.Tensor:
-        weighting = _torchjd_aggregation(self.name).MGDAWeighting(epsilon=self.config.epsilon,
-                                                                  max_iters=self.config.max_iters)
+        weighting = _torchjd_aggregation(self.name).MGDAWeighting(
+            epsilon=self.config.epsilon, max_iters=self.config.max_iters
+        )
         alpha = weighting(gramian).to(torch.float64)  # (P,) on the simplex
         return alpha * gramian.shape[0]
 
 
 # ---- CAGrad --------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CAGradConfig:

@@ -3,8 +3,8 @@
 Curriculum learning (Bengio et al. 2009) applied to the task weights, as proposed by the
 GTSRB + KITTI + TuSimple student report "Multi-Task Learning for Autonomous Driving: Object
 Detection, Lane Detection, and Traffic Sign Classification" (Sanjay, Manivannan, Bollinedi and
-Varra, section 7 "Curriculum Learning"; ``../shared/papers/mtl-driving-det-lane-sign-report.txt``): equal weights first, so
-the shared backbone learns general features, then progressively larger weights for the
+Varra, section 7 "Curriculum Learning"; ``../shared/papers/mtl-driving-det-lane-sign-report.txt``):
+equal weights first, so the shared backbone learns general features, then progressively larger weights for the
 under-trained tasks::
 
     epochs 1-10  equal weights
@@ -77,7 +77,9 @@ class CurriculumConfig:
                 raise ValueError(f"{where} must be a {{until, weights}} table, got {phase!r}")
             extra = sorted(set(phase) - {"until", "weights"})
             if extra:
-                raise ValueError(f"{where} has unknown key(s) {', '.join(map(str, extra))}; a phase has until and weights")
+                raise ValueError(
+                    f"{where} has unknown key(s) {', '.join(map(str, extra))}; a phase has until and weights"
+                )
             until, weights = phase.get("until"), phase.get("weights", {})
             if isinstance(until, bool) or not isinstance(until, int) or until <= previous:
                 raise ValueError(f"{where}.until must be an integer > {previous} (> 0 and increasing), got {until!r}")
@@ -109,11 +111,14 @@ class Curriculum(Weighting):
         for i, phase in enumerate(self.config.schedule):
             unknown = sorted(set(phase["weights"]) - set(self.tasks))
             if unknown:
-                raise MtlDataError(f"weighting curriculum: schedule[{i}].weights name task(s) {', '.join(unknown)} "
-                                   f"that the run does not train; its tasks: {', '.join(self.tasks)}")
+                raise MtlDataError(
+                    f"weighting curriculum: schedule[{i}].weights name task(s) {', '.join(unknown)} "
+                    f"that the run does not train; its tasks: {', '.join(self.tasks)}"
+                )
             if not any(phase["weights"].get(t, 1.0) for t in self.tasks):
-                raise MtlDataError(f"weighting curriculum: schedule[{i}] weighs every task 0, so no task would be "
-                                   "trained in it")
+                raise MtlDataError(
+                    f"weighting curriculum: schedule[{i}] weighs every task 0, so no task would be trained in it"
+                )
         table = [[phase["weights"].get(t, 1.0) for phase in phases] for t in self.tasks]
         # Derived from the config: they move with .to() but are not checkpointed.
         self.register_buffer("table", torch.tensor(table, dtype=torch.float32), persistent=False)  # (T, P)

@@ -11,8 +11,8 @@ so that the weighted losses are brought to the same scale, as the handcrafted we
 labels with the same rule as ``static``'s ``first_steps`` (one formula for both, so the two
 strategies differ only in *when* the weights are measured)::
 
-    Lbar_t = (1 / n_t) sum_{steps s of the epoch, t present at s} L_t^(s)     n_t = steps of the epoch where t is present
-    U      = {t : n_t > 0 and Lbar_t finite and > 0}                              the tasks measured this epoch
+    Lbar_t = (1 / n_t) sum_{steps s of the epoch, t present at s} L_t^(s)    n_t: steps of the epoch with t present
+    U      = {t : n_t > 0 and Lbar_t finite and > 0}                             the tasks measured this epoch
     m_ref  = |U| / sum_{s in U} (1 / Lbar_s)                                      harmonic mean of their averages
     w_t    = m_ref / Lbar_t   for t in U;    w_t = its previous weight   otherwise
 
@@ -40,7 +40,13 @@ from collections.abc import Sequence
 
 import torch
 
-from mtl_data.train.weighting.base import EpochLossAverage, NoConfig, equal_scale_weights, register_weighting, weighted_sum
+from mtl_data.train.weighting.base import (
+    EpochLossAverage,
+    NoConfig,
+    equal_scale_weights,
+    register_weighting,
+    weighted_sum,
+)
 
 
 @register_weighting

@@ -82,8 +82,8 @@ class DynamicWeightAverage(EpochLossAverage):
 
     def __init__(self, tasks: Sequence[str], config: DWAConfig | None = None):
         super().__init__(tasks, config)
-        self.register_buffer("history", torch.ones(self.num_tasks, 2))   # (T, 2) [older, newer] epoch means
-        self.register_buffer("measured", torch.zeros(self.num_tasks))    # (T,) epochs measured, capped at 2
+        self.register_buffer("history", torch.ones(self.num_tasks, 2))  # (T, 2) [older, newer] epoch means
+        self.register_buffer("measured", torch.zeros(self.num_tasks))  # (T,) epochs measured, capped at 2
 
     def ratios(self) -> torch.Tensor:
         """(T,) ``r_t``: newer / older measured epoch average, 1 until a task has two."""
@@ -106,4 +106,3 @@ class DynamicWeightAverage(EpochLossAverage):
         shifted = torch.stack([self.history[:, 1], mean], dim=1)  # (T, 2)
         self.history.copy_(torch.where(ok, shifted, self.history))
         self.measured.copy_(torch.where(measured, (self.measured + 1).clamp_max(2), self.measured))
-

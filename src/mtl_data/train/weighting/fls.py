@@ -69,10 +69,13 @@ class Focused(Weighting):
         super().__init__(tasks, config)
         unknown = [t for t in self.config.focus if t not in self.tasks]
         if unknown:
-            raise MtlDataError(f"weighting fls: focus names task(s) {', '.join(unknown)} that the run does not "
-                               f"train; its tasks: {', '.join(self.tasks)}")
-        self.register_buffer("focused", torch.tensor([t in self.config.focus for t in self.tasks]),
-                             persistent=False)  # (T,) bool, from the config
+            raise MtlDataError(
+                f"weighting fls: focus names task(s) {', '.join(unknown)} that the run does not "
+                f"train; its tasks: {', '.join(self.tasks)}"
+            )
+        self.register_buffer(
+            "focused", torch.tensor([t in self.config.focus for t in self.tasks]), persistent=False
+        )  # (T,) bool, from the config
 
     def combine(self, losses: torch.Tensor, present: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_inputs(losses, present)

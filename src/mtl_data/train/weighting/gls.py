@@ -40,8 +40,9 @@ from mtl_data.train.weighting.base import NoConfig, Weighting, mean_over_ranks, 
 EPS = 1e-12
 
 
-def power_product(losses: torch.Tensor, present: torch.Tensor,
-                  exponents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def power_product(
+    losses: torch.Tensor, present: torch.Tensor, exponents: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``prod_{t present} L_t^{a_t}`` (0 if no task is present) and its gradient weights ``a_t L / L_t``.
 
     Args:

@@ -90,8 +90,12 @@ class GradNormConfig:
     layer: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) \
-                or self.alpha < 0:
+        if (
+            isinstance(self.alpha, bool)
+            or not isinstance(self.alpha, (int, float))
+            or not math.isfinite(self.alpha)
+            or self.alpha < 0
+        ):
             raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
         object.__setattr__(self, "alpha", float(self.alpha))
         if self.layer is not None and (not isinstance(self.layer, str) or not self.layer):
@@ -145,8 +149,10 @@ def last_shared_layer(model: nn.Module, layer: str | None = None) -> tuple[str, 
     if last is None:
         chosen = [p for p in scope.parameters() if p.requires_grad][-1:]
         if not chosen:
-            raise MtlDataError(f"weighting gradnorm: the {where} has no trained parameter to take as the last "
-                               "shared layer; set the option layer")
+            raise MtlDataError(
+                f"weighting gradnorm: the {where} has no trained parameter to take as the last "
+                "shared layer; set the option layer"
+            )
         return where, chosen
     name = next(n for n, m in scope.named_modules() if m is last)
     return f"{where}.{name}" if name else where, _weights_of(last)
@@ -198,8 +204,9 @@ class GradNorm(Weighting):
         weights = torch.where(present, self.weight.detach(), torch.zeros_like(self.weight)).to(losses.dtype)  # (T,)
         return weighted_sum(losses, weights, present), weights, value
 
-    def backward(self, losses: torch.Tensor, present: torch.Tensor, step: int,
-                 scale: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(
+        self, losses: torch.Tensor, present: torch.Tensor, step: int, scale: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's gradients of ``sum_t w_t L_t`` (w constant), then ``weight.grad`` from L_grad."""
         if not self._shared:
             raise MtlDataError("weighting gradnorm: attach(model) must be called before training (the trainer does)")
@@ -211,8 +218,9 @@ class GradNorm(Weighting):
         self._gradnorm_gradient(value, present, norms)
         return total.detach(), weights
 
-    def _task_gradient_norms(self, losses: torch.Tensor, present: torch.Tensor,
-                             scale: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _task_gradient_norms(
+        self, losses: torch.Tensor, present: torch.Tensor, scale: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         """(T,) the norm of each task's (scaled) loss gradient on W, averaged over ranks before the norm; 0 absent."""
         shared = self._shared
         rows = []
@@ -221,9 +229,17 @@ class GradNorm(Weighting):
             loss = torch.where(present[t], losses[t], torch.zeros_like(losses[t]))
             grads: Sequence[torch.Tensor | None] = (
                 torch.autograd.grad(scale(loss), shared, retain_graph=t < self.num_tasks - 1, allow_unused=True)
-                if loss.requires_grad else [None] * len(shared))
-            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).to(torch.float32)
-                                   for p, g in zip(shared, grads, strict=True)]))
+                if loss.requires_grad
+                else [None] * len(shared)
+            )
+            rows.append(
+                torch.cat(
+                    [
+                        (torch.zeros_like(p) if g is None else g).reshape(-1).to(torch.float32)
+                        for p, g in zip(shared, grads, strict=True)
+                    ]
+                )
+            )
         per_task = mean_over_ranks(torch.stack(rows))  # (T, |W|) the global batch's gradients
         return per_task.norm(dim=1)  # (T,)
 
@@ -237,13 +253,19 @@ class GradNorm(Weighting):
         # r_t from the global losses relative to L_t(0); tasks without a usable ratio count as r = 1
         value = value.to(w.dtype)
         ratio_ok = mask & self.seen & torch.isfinite(value) & (self.initial > 0)
-        relative = torch.where(ratio_ok, value / torch.where(ratio_ok, self.initial, torch.ones_like(self.initial)),
-                               torch.zeros_like(value))  # (T,) L~_t
+        relative = torch.where(
+            ratio_ok,
+            value / torch.where(ratio_ok, self.initial, torch.ones_like(self.initial)),
+            torch.zeros_like(value),
+        )  # (T,) L~_t
         mean_relative = relative.sum() / ratio_ok.sum().clamp_min(1)
-        r = torch.where(ratio_ok & (mean_relative > 0), relative / mean_relative.clamp_min(torch.finfo(w.dtype).tiny),
-                        torch.ones_like(relative))  # (T,)
+        r = torch.where(
+            ratio_ok & (mean_relative > 0),
+            relative / mean_relative.clamp_min(torch.finfo(w.dtype).tiny),
+            torch.ones_like(relative),
+        )  # (T,)
         g = w * norms  # (T,) G_t, differentiable in w only
-        g_mean = (torch.where(mask, g.detach(), torch.zeros_like(g)).sum() / count)
+        g_mean = torch.where(mask, g.detach(), torch.zeros_like(g)).sum() / count
         target = (g_mean * r.pow(self.config.alpha)).detach()  # (T,) a constant (paper, section 3.2)
         loss = torch.where(mask, (g - target).abs(), torch.zeros_like(g)).sum()
         (grad,) = torch.autograd.grad(loss, w)
@@ -264,6 +286,7 @@ class GradNorm(Weighting):
         goal = self.num_tasks - torch.where(present, torch.zeros_like(before), before).sum()
         sum_now = torch.where(present, now, torch.zeros_like(now)).sum()
         usable = torch.isfinite(sum_now) & (sum_now > 0) & (goal > 0)
-        factor = torch.where(usable, goal / torch.where(usable, sum_now, torch.ones_like(sum_now)),
-                             torch.ones_like(sum_now))
+        factor = torch.where(
+            usable, goal / torch.where(usable, sum_now, torch.ones_like(sum_now)), torch.ones_like(sum_now)
+        )
         self.weight.copy_(torch.where(present & usable, now * factor, before))

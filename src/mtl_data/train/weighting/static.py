@@ -58,8 +58,16 @@ import torch
 from mtl_data.errors import MtlDataError
 from mtl_data.stats.formulas import WEIGHT_RULES
 from mtl_data.stats.recommendations import read_recommendations
-from mtl_data.train.weighting.base import (Weighting, accumulate_losses, equal_scale_weights, mean_losses,
-                                           finite_nonnegative, register_weighting, task_weight_table, weighted_sum)
+from mtl_data.train.weighting.base import (
+    Weighting,
+    accumulate_losses,
+    equal_scale_weights,
+    finite_nonnegative,
+    mean_losses,
+    register_weighting,
+    task_weight_table,
+    weighted_sum,
+)
 
 
 @dataclass(frozen=True)
@@ -82,23 +90,28 @@ class StaticConfig:
     def __post_init__(self) -> None:
         chosen = [name for name in ("weights", "stats", "first_steps") if getattr(self, name) is not None]
         if len(chosen) > 1:
-            raise ValueError(f"{' and '.join(chosen)} are exclusive: the weights come from one of weights, "
-                             "stats (+ rule) or first_steps")
+            raise ValueError(
+                f"{' and '.join(chosen)} are exclusive: the weights come from one of weights, "
+                "stats (+ rule) or first_steps"
+            )
         object.__setattr__(self, "weights", task_weight_table(self.weights))
         if self.stats is not None:
             if not isinstance(self.stats, (str, os.PathLike)) or not str(self.stats):
                 raise ValueError(f"stats must be the path of a `mtl-data stats --json` report, got {self.stats!r}")
             object.__setattr__(self, "stats", str(self.stats))
             if self.rule is None:
-                raise ValueError(f"stats {self.stats} needs a rule: one of {', '.join(WEIGHT_RULES)} "
-                                 "(the report's recommendations.task_weights keys)")
+                raise ValueError(
+                    f"stats {self.stats} needs a rule: one of {', '.join(WEIGHT_RULES)} "
+                    "(the report's recommendations.task_weights keys)"
+                )
         if self.rule is not None:
             if self.stats is None:
                 raise ValueError(f"rule {self.rule!r} picks weights from a stats report: set stats too")
             if not isinstance(self.rule, str):
                 raise ValueError(f"rule must be a name, one of {', '.join(WEIGHT_RULES)}; got {self.rule!r}")
-        if self.first_steps is not None and (isinstance(self.first_steps, bool) or not isinstance(self.first_steps, int)
-                                             or self.first_steps <= 0):
+        if self.first_steps is not None and (
+            isinstance(self.first_steps, bool) or not isinstance(self.first_steps, int) or self.first_steps <= 0
+        ):
             raise ValueError(f"first_steps must be an integer > 0, got {self.first_steps!r}")
 
 
@@ -123,18 +136,23 @@ class Static(Weighting):
         super().__init__(tasks, config)
         c = self.config
         if c.first_steps is not None:
-            self.register_buffer("loss_sum", torch.zeros(self.num_tasks))    # (T,)
+            self.register_buffer("loss_sum", torch.zeros(self.num_tasks))  # (T,)
             self.register_buffer("loss_count", torch.zeros(self.num_tasks))  # (T,) steps present
         else:
-            table = (report_weights(Path(c.stats), c.rule, self.tasks) if c.stats is not None
-                     else self._hand_weights(c.weights or {}))
+            table = (
+                report_weights(Path(c.stats), c.rule, self.tasks)
+                if c.stats is not None
+                else self._hand_weights(c.weights or {})
+            )
             self.register_buffer("table", torch.tensor(table, dtype=torch.float32))  # (T,)
 
     def _hand_weights(self, weights: Mapping[str, float]) -> list[float]:
         unknown = sorted(set(weights) - set(self.tasks))
         if unknown:
-            raise MtlDataError(f"weighting static: weights name task(s) {', '.join(unknown)} that the run does not "
-                               f"train; its tasks: {', '.join(self.tasks)}")
+            raise MtlDataError(
+                f"weighting static: weights name task(s) {', '.join(unknown)} that the run does not "
+                f"train; its tasks: {', '.join(self.tasks)}"
+            )
         table = [weights.get(t, 1.0) for t in self.tasks]
         if not any(table):
             raise MtlDataError("weighting static: every weight is 0, so no task would be trained")
@@ -178,12 +196,16 @@ def report_weights(path: Path, rule: str, tasks: Sequence[str]) -> list[float]:
         raise MtlDataError(f"{where}: recommendations.task_weights.{rule} is not a {{task: weight}} table")
     missing = [t for t in tasks if t not in table]
     if missing:
-        raise MtlDataError(f"{where}: recommendations.task_weights.{rule} has no weight for {', '.join(missing)} "
-                           f"(no training sample of its shards labels it); it weighs {', '.join(table) or 'no task'}")
+        raise MtlDataError(
+            f"{where}: recommendations.task_weights.{rule} has no weight for {', '.join(missing)} "
+            f"(no training sample of its shards labels it); it weighs {', '.join(table) or 'no task'}"
+        )
     bad = [f"{t}={table[t]!r}" for t in tasks if not finite_nonnegative(table[t])]
     if bad:
-        raise MtlDataError(f"{where}: recommendations.task_weights.{rule} holds weights that are not finite numbers "
-                           f">= 0: {', '.join(bad)}")
+        raise MtlDataError(
+            f"{where}: recommendations.task_weights.{rule} holds weights that are not finite numbers "
+            f">= 0: {', '.join(bad)}"
+        )
     raw = [float(table[t]) for t in tasks]
     mean = math.fsum(raw) / len(raw)
     if mean == 0:

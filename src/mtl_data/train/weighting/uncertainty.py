@@ -81,8 +81,11 @@ class UncertaintyConfig:
             if bad:
                 raise ValueError(f"kinds must be one of {', '.join(KINDS)}; refused: {', '.join(bad)}")
             object.__setattr__(self, "kinds", dict(self.kinds))
-        if (isinstance(self.init_log_variance, bool) or not isinstance(self.init_log_variance, (int, float))
-                or not math.isfinite(self.init_log_variance)):
+        if (
+            isinstance(self.init_log_variance, bool)
+            or not isinstance(self.init_log_variance, (int, float))
+            or not math.isfinite(self.init_log_variance)
+        ):
             raise ValueError(f"init_log_variance must be a finite number, got {self.init_log_variance!r}")
         object.__setattr__(self, "init_log_variance", float(self.init_log_variance))
 
@@ -104,18 +107,23 @@ class Uncertainty(Weighting):
         given = self.config.kinds or {}
         unknown = sorted(set(given) - set(self.tasks))
         if unknown:
-            raise MtlDataError(f"weighting uncertainty: kinds name task(s) {', '.join(unknown)} that the run does "
-                               f"not train; its tasks: {', '.join(self.tasks)}")
+            raise MtlDataError(
+                f"weighting uncertainty: kinds name task(s) {', '.join(unknown)} that the run does "
+                f"not train; its tasks: {', '.join(self.tasks)}"
+            )
         kinds = {**DEFAULT_KINDS, **given}
         missing = [t for t in self.tasks if t not in kinds]
         if missing:
-            raise MtlDataError(f"weighting uncertainty: no likelihood form for task(s) {', '.join(missing)}; set "
-                               f"kinds={{{missing[0]} = \"regression\" or \"classification\"}}")
+            raise MtlDataError(
+                f"weighting uncertainty: no likelihood form for task(s) {', '.join(missing)}; set "
+                f'kinds={{{missing[0]} = "regression" or "classification"}}'
+            )
         self.kinds: dict[str, str] = {t: kinds[t] for t in self.tasks}
         self.log_variance = nn.Parameter(torch.full((self.num_tasks,), self.config.init_log_variance))  # (T,) s_t
         # Derived from the config, so not persistent: it moves with .to() but is not checkpointed.
-        self.register_buffer("factor", torch.tensor([_FACTOR[self.kinds[t]] for t in self.tasks]),
-                             persistent=False)  # (T,) c_t
+        self.register_buffer(
+            "factor", torch.tensor([_FACTOR[self.kinds[t]] for t in self.tasks]), persistent=False
+        )  # (T,) c_t
 
     def combine(self, losses: torch.Tensor, present: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_inputs(losses, present)
