@@ -7,11 +7,28 @@ traceback; anything else escaping is a bug in this project.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def printable(text: str | Path) -> str:
+    """``text`` with what is not valid UTF-8 escaped (``000002\\xe9.png``), so it can be printed
+    and written to JSON, Parquet and logs.
+
+    A file name that is not valid UTF-8 reaches Python as a string with lone surrogates (PEP 383):
+    opening the file works, but encoding the name for a terminal or a file does not.
+    """
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file-system byte stands for (a JSON "\\ud800" escape)
+        return str(text).encode("utf-8", "backslashreplace").decode()
 
 
 class MtlDataError(Exception):
     """A problem the user can fix: bad input data, a bad option, an existing output."""
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
 
 class LayoutError(MtlDataError):
@@ -29,8 +46,8 @@ class InputError(MtlDataError):
     """
 
     def __init__(self, path: str | Path, message: str, line: int | None = None, hint: str | None = None):
-        self.path = str(path)
-        self.message = message
+        self.path = printable(path)  # also what rejects.jsonl records
+        self.message = printable(message)
         self.line = line
         self.hint = hint
         super().__init__(str(self))

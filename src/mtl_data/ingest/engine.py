@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from mtl_data import __version__
 from mtl_data.errors import InputError, MtlDataError
 from mtl_data.files import write_atomic
+from mtl_data.ingest.layout import check_utf8_names
 from mtl_data.ingest.registry import Converter, Frame
 from mtl_data.ingest.resize import resize_sample
 from mtl_data.procs import tune_worker_process
@@ -167,6 +168,10 @@ def plan_ingest(converter: Converter, out_root: Path, options: IngestOptions) ->
             present = ", ".join(s for s in SPLITS if by_split[s]) or "none"
             raise MtlDataError(f"{converter.root}: no {split!r} frames found (splits present: {present})")
     plans = [SplitPlan(s, by_split[s][: options.limit] if options.limit else by_split[s]) for s in wanted]
+    if options.on_error == "fail":  # before anything is written (under skip: a reject, process_frame)
+        for sp in plans:
+            for frame in sp.frames:
+                check_utf8_names(frame)
 
     done = _read_json(out_dir / "ingest.json") if (out_dir / MANIFEST_NAME).exists() else None
     running = _read_json(out_dir / STATE_DIR / "run.json")
@@ -241,6 +246,7 @@ def _write_json(path: Path, obj, **kwargs) -> None:
 def process_frame(converter: Converter, options: IngestOptions, frame: Frame) -> FrameResult:
     """Convert, resize, validate and encode one frame. Bad input becomes a rejected result."""
     try:
+        check_utf8_names(frame)
         sample = resize_sample(converter.convert(frame), options.max_side)
         num_det = len(converter.class_tables().get("det2d", [])) or None
         problems = validate(sample, num_det)

@@ -172,6 +172,14 @@ def _read_lines(path: Path, what: str) -> list[str]:
         raise LayoutError(f"{path}: not a text file (expected {what})") from None
 
 
+def _is_csv(path: Path) -> bool:
+    """Whether the CSV ``path`` exists; a folder in its place is a LayoutError (not a missing CSV,
+    which for the test split silently means "unlabelled")."""
+    if path.is_dir():
+        raise LayoutError(f"{path}: a folder is in place of the CSV (expected a file, or nothing)")
+    return path.is_file()
+
+
 def check_header(path: Path, spec: CsvSpec) -> dict[str, int]:
     """Column positions of a GTSRB CSV after checking its header line.
 
@@ -359,7 +367,7 @@ class GtsrbConverter(Converter):
                 )
             for folder in class_dirs:
                 csv = folder / f"GT-{folder.name}.csv"
-                if not csv.is_file():
+                if not _is_csv(csv):
                     raise LayoutError(
                         f"{csv}: missing (every class folder holds its GT-<class>.csv with "
                         f"the header {OFFICIAL.header!r})"
@@ -369,13 +377,13 @@ class GtsrbConverter(Converter):
                 )
         if test_dir.is_dir():
             labelled = [
-                p for p in (self.root / "GT-final_test.csv", gtsrb / "Final_Test" / "GT-final_test.csv") if p.is_file()
+                p for p in (self.root / "GT-final_test.csv", gtsrb / "Final_Test" / "GT-final_test.csv") if _is_csv(p)
             ]
             if labelled:
                 csv, spec = labelled[0], OFFICIAL
             else:
                 csv, spec = test_dir / "GT-final_test.test.csv", OFFICIAL_UNLABELLED
-                if not csv.is_file():
+                if not _is_csv(csv):
                     raise LayoutError(
                         f"{csv}: missing (expected it, or {self.root / 'GT-final_test.csv'} with "
                         f"ClassId, to list the images of {test_dir})"
@@ -387,7 +395,7 @@ class GtsrbConverter(Converter):
         tables = []
         for folder, split in (("Train", "train"), ("Test", "test")):
             csv, images = self.root / f"{folder}.csv", self.root / folder
-            if csv.is_file() and not images.is_dir():
+            if _is_csv(csv) and not images.is_dir():
                 raise LayoutError(f"{images}: missing folder ({csv.name} lists its images; expected {EXPECTED_TREE})")
             if images.is_dir() and not csv.is_file():
                 raise LayoutError(
@@ -494,6 +502,10 @@ class GtsrbConverter(Converter):
             name = row.fields[table.columns[table.spec.name_column]]
             raise InputError(
                 table.csv, f"{table.spec.name_column} {name!r}: image {row.image} is missing", line=row.line
+            ) from None
+        except IsADirectoryError:
+            raise InputError(
+                row.image, "a folder is in place of the image", hint="remove or rename the folder"
             ) from None
         except OSError as exc:
             raise InputError(row.image, f"cannot read the image: {exc.strerror}") from None

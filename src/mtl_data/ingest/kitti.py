@@ -35,7 +35,7 @@ import numpy as np
 
 from mtl_data.errors import InputError
 from mtl_data.ingest.layout import SplitLayout, check_split_layout, list_stems
-from mtl_data.ingest.readers import read_image, read_text
+from mtl_data.ingest.readers import read_file, read_image, read_text
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import is_val
 from mtl_data.schema import geometry as geo
@@ -120,16 +120,13 @@ def read_velodyne(path: Path) -> np.ndarray:
     """(N, 4) float32 points (x, y, z, reflectance) of a velodyne .bin file.
 
     Raises:
-        InputError: the file is missing or its size is not a multiple of 16 bytes.
+        InputError: the file is missing, empty or its size is not a multiple of 16 bytes.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = read_file(path, "velodyne scan missing for this frame (every frame needs a .bin when velodyne/ exists)")
+    if not data:  # a real scan has ~120k points; an empty file is an interrupted extraction
         raise InputError(
-            path,
-            "velodyne scan missing for this frame",
-            hint="every frame needs a .bin when the velodyne/ folder exists",
-        ) from None
+            path, "empty file (0 bytes), expected a velodyne scan", hint="re-extract data_object_velodyne.zip"
+        )
     if len(data) % 16:
         raise InputError(
             path,

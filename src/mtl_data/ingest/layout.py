@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl_data.errors import LayoutError
+from mtl_data.errors import InputError, LayoutError, printable
+from mtl_data.ingest.registry import Frame
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,28 @@ def list_stems(folder: Path, suffix: str) -> dict[str, Path]:
     if not folder.is_dir():
         return {}
     return {p.name[: -len(suffix)]: p for p in sorted(folder.iterdir()) if p.name.endswith(suffix) and p.is_file()}
+
+
+def check_utf8_names(frame: Frame) -> None:
+    """Refuse a frame whose id or file names are not valid UTF-8.
+
+    Such a name (``000002\\xe9.png``, written by a tool using Latin-1) opens fine, but its id
+    cannot go into the manifest, whose strings are UTF-8: the frame is rejected before it is
+    converted, naming the path with the bad bytes escaped.
+
+    Raises:
+        InputError: naming the first such path (or the frame's first path for a bad id).
+    """
+    for path in frame.paths.values():
+        if printable(path) != str(path):
+            raise InputError(
+                path,
+                "file name is not valid UTF-8 (the bytes shown as \\x..)",
+                hint="rename it to UTF-8, e.g. with `convmv -f latin1 -t utf8`",
+            )
+    if printable(frame.id) != frame.id:
+        raise InputError(
+            frame.primary_path,
+            f"frame id '{printable(frame.id)}' is not valid UTF-8",
+            hint="rename the files (or fix the index) to UTF-8 names",
+        )

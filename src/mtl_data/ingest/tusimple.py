@@ -314,7 +314,9 @@ class TuSimpleConverter(Converter):
         out = []
         if "train_set" in folders:
             folder = folders["train_set"]
-            labels = tuple(sorted(p for p in folder.glob(TRAIN_LABELS) if p.is_file()))
+            labels = tuple(sorted(folder.glob(TRAIN_LABELS)))
+            for p in labels:
+                _not_a_folder(p, "training labels")
             if not labels:
                 raise LayoutError(
                     f"{folder}: no {TRAIN_LABELS} (expected the training label files, JSON lines, next to clips/)"
@@ -359,8 +361,15 @@ class TuSimpleConverter(Converter):
         listed = []  # (native split, folder, label file, line, offset, raw_file or None)
         for split in self._splits():
             for label in split.labels:
+                count = len(listed)
                 for line, offset, raw in _lines(label):
                     listed.append((split.native, split.folder, label, line, offset, _peek_raw_file(raw)))
+                if len(listed) == count:  # a label file truncated to nothing: no frame would say so
+                    raise InputError(
+                        label,
+                        f"no label lines (expected one JSON object per line with {', '.join(LINE_KEYS)})",
+                        hint="re-extract it",
+                    )
         train_clips = {clip_of(rf) for native, *_, rf in listed if native == "train_set" and rf is not None}
         val = val_groups(train_clips, self.options.val_fraction, salt="tusimple")
         out = []
@@ -413,10 +422,19 @@ class TuSimpleConverter(Converter):
 
 def _test_label(test_dir: Path, in_root: Path | None) -> Path | None:
     """``test_label.json`` in RAW_ROOT or in ``test_set/`` (both: they must be the same file)."""
-    found = [p for p in (in_root, test_dir / TEST_LABEL) if p is not None and p.is_file()]
+    candidates = [p for p in (in_root, test_dir / TEST_LABEL) if p is not None]
+    for p in candidates:
+        _not_a_folder(p, "the test labels")
+    found = [p for p in candidates if p.is_file()]
     if len(found) == 2 and found[0].read_bytes() != found[1].read_bytes():
         raise LayoutError(f"{found[0]} and {found[1]} differ: keep one {TEST_LABEL} (in RAW_ROOT or in test_set/)")
     return found[0] if found else None
+
+
+def _not_a_folder(path: Path, what: str) -> None:
+    """Raise LayoutError when a folder stands where the label file ``path`` belongs."""
+    if path.is_dir():
+        raise LayoutError(f"{path}: a folder is in place of the label file (expected {what}: JSON lines)")
 
 
 def _lines(path: Path):

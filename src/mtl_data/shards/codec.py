@@ -86,6 +86,8 @@ def encode_image(image: np.ndarray, image_format: str = "jpg", jpeg_quality: int
 
 def decode_image(data: bytes) -> np.ndarray | None:
     """Decode JPEG/PNG/PPM bytes to (H, W, 3) uint8 RGB; None when they do not decode."""
+    if not data:  # cv2.imdecode asserts on an empty buffer
+        return None
     return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB)
 
 
