@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from mtl_data.files import write_atomic
+from mtl_data.synth.objects import place_objects
 from mtl_data.synth.registry import register_synth
 
 SCALE = 0.25
@@ -335,16 +336,9 @@ def _bbox2d(corners: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 def _sample_scene(rng: np.random.Generator, K: np.ndarray) -> _Scene:
     """2-4 boxes on the road 6-40 m ahead, fully in the image above the ego band, apart in 2D."""
-    names = list(CLASSES)
-    weights = np.array([CLASSES[n][0] for n in names])
     half_fov = np.arctan(0.5 * WIDTH / K[0, 0])
-    wanted = int(rng.integers(2, 5))
-    rows, boxes2d = [], []
-    for _ in range(500):
-        if len(rows) == wanted:
-            break
-        name = names[rng.choice(len(names), p=weights / weights.sum())]
-        size = np.round(np.array(CLASSES[name][1]) * rng.normal(1.0, 0.05, 3), 2)
+
+    def place(name: str, size: np.ndarray, placed: list) -> tuple | None:
         x = rng.uniform(6.0, 40.0)
         y = x * np.tan(rng.uniform(-0.8, 0.8) * half_fov)
         axis_z = -1.0 if rng.random() < 0.75 else 1.0  # the fixture has [0, 0, -1]
@@ -354,11 +348,16 @@ def _sample_scene(rng: np.random.Generator, K: np.ndarray) -> _Scene:
         box = _bbox2d(box_corners(center, size, rot), K)[0]
         inside = box[0] >= 2 and box[1] >= 2 and box[2] <= WIDTH - 3 and box[3] <= HEIGHT - EGO_ROWS - 3
         apart = all(
-            box[0] > b[2] + 2 or b[0] > box[2] + 2 or box[1] > b[3] + 2 or b[1] > box[3] + 2 for b in boxes2d
+            box[0] > b[2] + 2 or b[0] > box[2] + 2 or box[1] > b[3] + 2 or b[1] > box[3] + 2 for _, b in placed
         )  # disjoint 2D boxes: no occlusion, no 3D overlap
-        if inside and apart:
-            rows.append((name, center, size, axis_z, rot_angle))
-            boxes2d.append(box)
+        return ((name, center, size, axis_z, rot_angle), box) if inside and apart else None
+
+    rows = [
+        row
+        for row, _ in place_objects(
+            rng, CLASSES, jitter=0.05, wanted=int(rng.integers(2, 5)), attempts=500, place=place
+        )
+    ]
     return _Scene(
         [r[0] for r in rows],
         np.array([r[1] for r in rows]).reshape(-1, 3),

@@ -40,6 +40,7 @@ import numpy as np
 
 from mtl_data.files import write_atomic
 from mtl_data.schema import cityscapes_geometry as cg
+from mtl_data.synth.objects import place_objects
 from mtl_data.synth.registry import register_synth
 
 WIDTH, HEIGHT = 256, 128
@@ -218,15 +219,8 @@ def _amodal_extent(box: _Box, cam: _Camera) -> np.ndarray:
 def _sample_street(rng: np.random.Generator, cam: _Camera) -> _Street:
     """A street with 2-4 vehicles fully inside the image, a far car group and 2-3 poles."""
     road_y = float(rng.uniform(-1.5, 1.5))
-    names = list(VEHICLES)
-    weights = np.array([VEHICLES[n][0] for n in names])
-    wanted = int(rng.integers(2, 5))
-    boxes: list[_Box] = []
-    for _ in range(400):
-        if len(boxes) == wanted:
-            break
-        label = names[rng.choice(len(names), p=weights / weights.sum())]
-        dims = np.round(np.array(VEHICLES[label][1]) * rng.normal(1.0, 0.05, 3), 2)
+
+    def place(label: str, dims: np.ndarray, placed: list[_Box]) -> _Box | None:
         x = rng.uniform(8.0, 45.0)
         y = road_y + rng.uniform(-ROAD_HALF_M + 1.2, ROAD_HALF_M - 1.2)
         yaw = rng.normal(0.0, 0.2) + (np.pi if rng.random() < 0.35 else 0.0)
@@ -237,9 +231,10 @@ def _sample_street(rng: np.random.Generator, cam: _Camera) -> _Street:
         ext = _amodal_extent(box, cam)
         inside = ext[0] >= BORDER_COLS + 1 and ext[2] <= WIDTH - 2 and ext[1] >= 0 and ext[3] <= HEIGHT - EGO_ROWS - 1
         radius = 0.5 * np.hypot(dims[0], dims[1])
-        apart = all(np.hypot(*(center[:2] - b.center[:2])) > radius + 0.5 * np.hypot(*b.dims[:2]) + 0.5 for b in boxes)
-        if inside and apart:
-            boxes.append(box)
+        apart = all(np.hypot(*(center[:2] - b.center[:2])) > radius + 0.5 * np.hypot(*b.dims[:2]) + 0.5 for b in placed)
+        return box if inside and apart else None
+
+    boxes = place_objects(rng, VEHICLES, jitter=0.05, wanted=int(rng.integers(2, 5)), attempts=400, place=place)
     # a far group of parked cars: drawn as "car" without instances, an ignore region in gtBbox3d
     group = _Box(
         "car",

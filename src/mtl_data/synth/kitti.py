@@ -42,6 +42,7 @@ from mtl_data.schema.kitti_calib import (
     split_projection,
     velo_to_rect,
 )
+from mtl_data.synth.objects import place_objects
 from mtl_data.synth.registry import register_synth
 
 N_TRAIN, N_TEST = 6, 2
@@ -167,24 +168,21 @@ def _calib_text(rng: np.random.Generator, size: tuple[int, int]) -> str:
 
 def _sample_scene(rng: np.random.Generator) -> _Scene:
     """2-5 objects on the ground, 5-45 m ahead, inside the horizontal field of view, apart."""
-    names_all = list(_CLASSES)
-    weights = np.array([_CLASSES[n][0] for n in names_all])
-    wanted = int(rng.integers(2, 6))
-    names, rows = [], []  # rows: (x, z, h, w, l, ry, bird's-eye radius)
-    for _ in range(200):
-        if len(rows) == wanted:
-            break
-        name = names_all[rng.choice(len(names_all), p=weights / weights.sum())]
-        h, w, length = np.round(np.array(_CLASSES[name][1]) * rng.normal(1.0, 0.06, 3), 2)
+
+    def place(name: str, size: np.ndarray, placed: list) -> tuple | None:
+        h, w, length = size
         z = rng.uniform(5.0, 45.0)
         x = z * np.tan(rng.uniform(-0.65, 0.65))  # centre inside the ~80 deg horizontal view
         radius = 0.5 * np.hypot(w, length)
         # Keep the whole box well in front of the camera and clear of every other box.
-        if z - radius < 3.0 or any(np.hypot(x - r[0], z - r[1]) < radius + r[6] + 0.5 for r in rows):
-            continue
-        names.append(name)
-        rows.append((round(x, 2), round(z, 2), h, w, length, round(rng.uniform(-np.pi, np.pi), 2), radius))
-    arr = np.array(rows, dtype=np.float64).reshape(-1, 7)
+        if z - radius < 3.0 or any(np.hypot(x - r[0], z - r[1]) < radius + r[6] + 0.5 for _, r in placed):
+            return None
+        # row: (x, z, h, w, l, ry, bird's-eye radius)
+        return name, (round(x, 2), round(z, 2), h, w, length, round(rng.uniform(-np.pi, np.pi), 2), radius)
+
+    placed = place_objects(rng, _CLASSES, jitter=0.06, wanted=int(rng.integers(2, 6)), attempts=200, place=place)
+    names = [name for name, _ in placed]
+    arr = np.array([row for _, row in placed], dtype=np.float64).reshape(-1, 7)
     location = np.column_stack([arr[:, 0], np.full(len(arr), CAMERA_HEIGHT_M), arr[:, 1]])
     centre = rng.uniform(-2.0, 2.0)
     return _Scene(names, location, arr[:, 2:5], arr[:, 5], np.array([centre - 5.5, centre + 5.5]))
