@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mtl_data"
-DATA_PACKAGES = ("schema", "ingest", "shards", "stats", "synth")
+DATA_PACKAGES = ("schema", "ingest", "shards", "stats", "synth", "readers")
 NEUTRAL_MODULES = ("errors.py", "files.py", "procs.py")
 FORBIDDEN_IN_DATA = ("torch", "mtl_data.train")
 
