@@ -153,8 +153,18 @@ def _quote(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+#: |x| and rows beyond this (px) are no pixel of any camera image: refused, as drawing them overflows
+MAX_COORD = 1e6
+
+
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number (not a bool) that a float holds."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _clean_raw_file(raw_file) -> str | None:
@@ -182,7 +192,7 @@ def _peek_raw_file(raw: bytes) -> str | None:
     """The valid ``raw_file`` of a label line, or None when the line cannot give one."""
     try:
         doc = json.loads(raw)
-    except ValueError:  # also UnicodeDecodeError
+    except (ValueError, RecursionError):  # also UnicodeDecodeError; arrays nested thousands deep
         return None
     return _clean_raw_file(doc.get("raw_file")) if isinstance(doc, dict) else None
 
@@ -209,6 +219,8 @@ def read_label_line(path: Path, offset: int, line: int) -> dict:
         raise InputError(
             path, f"malformed JSON line ({exc.msg} at column {exc.pos + 1}): {_quote(text)}; {expected}", line=line
         ) from None
+    except RecursionError:
+        raise InputError(path, f"JSON line nested too deeply: {_quote(text)}; {expected}", line=line) from None
     if not isinstance(doc, dict):
         raise InputError(path, f"line is a JSON {type(doc).__name__}, {expected}", line=line)
     return doc
@@ -238,8 +250,11 @@ def parse_label(doc: dict, path: Path, line: int) -> tuple[np.ndarray, np.ndarra
             f"(expected e.g. 'clips/0601/1494453497604532231/20.jpg')"
         )
     rows = doc["h_samples"]
-    if not isinstance(rows, list) or not rows or not all(_is_number(v) for v in rows):
-        raise bad(f"h_samples must be a non-empty list of row numbers (px), got {_quote(json.dumps(rows), 60)}")
+    if not isinstance(rows, list) or not rows or not all(_is_number(v) and abs(v) <= MAX_COORD for v in rows):
+        raise bad(
+            f"h_samples must be a non-empty list of row numbers (px, within ±{MAX_COORD:g}), "
+            f"got {_quote(json.dumps(rows), 60)}"
+        )
     for i in range(1, len(rows)):
         if rows[i] <= rows[i - 1]:
             raise bad(f"h_samples must be strictly increasing rows; h_samples[{i}] = {rows[i]} follows {rows[i - 1]}")
@@ -257,6 +272,8 @@ def parse_label(doc: dict, path: Path, line: int) -> tuple[np.ndarray, np.ndarra
         for j, x in enumerate(lane):
             if not _is_number(x):
                 raise bad(f"lane {i}: x at row {rows[j]} is {x!r}, expected a finite number (-2 = no point)")
+            if abs(x) > MAX_COORD:
+                raise bad(f"lane {i}: x at row {rows[j]} is {x:g}, beyond ±{MAX_COORD:g} px (-2 = no point)")
     if len(lanes) > MAX_LANES:
         raise bad(f"{len(lanes)} lanes; lane.png holds at most {MAX_LANES}")
     xs = np.array(lanes, dtype=np.float64).reshape(len(lanes), len(rows))

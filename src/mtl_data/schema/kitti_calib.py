@@ -70,7 +70,8 @@ def parse_kitti_calib(text: str, path: str | Path = "<calib>") -> KittiCalib:
 
     Raises:
         InputError: a line is not ``key[:] numbers``, a known key has the wrong number of
-            values or a non-numeric value, or ``P2``/``R0_rect`` is missing.
+            values or a value that is not a finite number, ``P2``/``R0_rect`` is missing, or
+            ``P2`` is no camera projection (its ``K`` is singular).
     """
     found: dict[str, np.ndarray] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -92,6 +93,13 @@ def parse_kitti_calib(text: str, path: str | Path = "<calib>") -> KittiCalib:
             path,
             f"missing {', '.join(missing)}",
             hint="a KITTI object calib file has lines P0..P3, R0_rect, Tr_velo_to_cam, Tr_imu_to_velo",
+        )
+    K = found["P2"].reshape(3, 4)[:, :3]
+    if not (K[0, 0] and K[1, 1] and K[2, 2]) or abs(np.linalg.det(K)) < 1e-12:
+        raise InputError(
+            path,
+            f"P2: its left 3x3 block (K) {np.array2string(K.ravel(), precision=4)} is singular, "
+            "not a camera projection (expected fx 0 cx; 0 fy cy; 0 0 1)",
         )
     tr = found.get("Tr_velo_to_cam")
     return KittiCalib(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,13 +23,18 @@ def parse_numbers(
         prefix: put before the field name in the error (``"P2: "``).
 
     Raises:
-        InputError: naming the first field that is not a number, and its text.
+        InputError: naming the first field that is not a finite number (``nan``, ``inf`` and
+            ``1e999`` parse as floats but are no measurement), and its text.
     """
     values = []
     for i, token in enumerate(tokens):
         try:
-            values.append(float(token))
+            value = float(token)
         except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
             name = names[i] if names is not None else f"value {i + 1}"
-            raise InputError(path, f"{prefix}{name} is not a number: {token!r}", line=line) from None
+            what = "not a number" if value is None else "not a finite number"
+            raise InputError(path, f"{prefix}{name} is {what}: {token!r}", line=line)
+        values.append(value)
     return np.array(values, dtype=np.float64)
