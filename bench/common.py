@@ -1,6 +1,15 @@
-"""What the ingest benchmarks (``bench/ingest_*.py``) share: timing, one measured ingest, pool
-start-up, scaling, floors interleaved with the ingest, the per-stage breakdown of
-``engine.process_frame``, hard links for replicated fixtures, arguments and tables.
+"""What the benchmarks share: the timing helper every ratio is computed with, arguments, and for the
+ingest benchmarks (``bench/ingest_*.py``) one measured ingest, pool start-up, scaling, floors
+interleaved with the ingest, the per-stage breakdown of ``engine.process_frame``, hard links for
+replicated fixtures and the tables.
+
+**Every ratio is computed on CPU time** (design.md section 7): the machines are shared and wall
+time swung 2x within one run. `measure` and `best_of` return a `Timing`: the CPU seconds of this
+process (all its threads, ``time.process_time``) plus those of its worker processes that ended
+during the call (``resource.getrusage(RUSAGE_CHILDREN)``: the engine's pool is shut down, and its
+workers reaped, inside ``run_ingest``), and the wall seconds, printed for information only and
+labelled so. Where workers outlive the measured window (the training loader's), `live_children_cpu`
+reads their CPU from ``/proc``.
 
 The scripts import it by putting their own folder first on ``sys.path`` (they run as
 ``python bench/<name>.py`` from the repository root; ``bench`` is not a package).
@@ -10,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import os
 import resource
 import shutil
@@ -17,15 +27,18 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from mtl_data.ingest import engine
 from mtl_data.ingest.engine import IngestOptions, ShardSize, plan_ingest, run_ingest
 from mtl_data.ingest.registry import Converter
 from mtl_data.ingest.resize import resize_sample
+from mtl_data.schema import geometry as geo
 from mtl_data.schema.validate import validate
 from mtl_data.shards.codec import encode_sample
 from mtl_data.shards.manifest import sample_row
@@ -35,7 +48,102 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("convert", "resize_sample", "validate", "encode_sample", "sample_row")
 
 
+# ---- timing: CPU time for every ratio, wall time for information ------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds of one measured call (or the best of several, each field its own minimum).
+
+    Attributes:
+        cpu: CPU seconds of this process (all threads) and of the child processes reaped during
+            the call; what every ratio is computed on.
+        wall: wall-clock seconds; informative only (other load on a shared machine shifts it).
+        cpu_self: CPU seconds of this process alone (``cpu`` without the reaped children).
+    """
+
+    cpu: float
+    wall: float
+    cpu_self: float
+
+    def per(self, n: int) -> Timing:
+        """The same timing per item, for ``n`` items."""
+        return Timing(self.cpu / n, self.wall / n, self.cpu_self / n)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(fn: Callable[[], object]) -> Timing:
+    """`Timing` of one ``fn()`` call."""
+    wall, cpu, kids = time.perf_counter(), time.process_time(), _children_cpu()
+    fn()
+    wall, cpu, kids = time.perf_counter() - wall, time.process_time() - cpu, _children_cpu() - kids
+    return Timing(cpu + kids, wall, cpu)
+
+
+def best(timings: list[Timing]) -> Timing:
+    """Each field's minimum over ``timings`` (the least disturbed repeat of each)."""
+    return Timing(min(t.cpu for t in timings), min(t.wall for t in timings), min(t.cpu_self for t in timings))
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> Timing:
+    """The best `Timing` of ``fn()`` over ``repeats`` calls."""
+    return best([measure(fn) for _ in range(repeats)])
+
+
+def ratio(floor: Timing, run: Timing) -> float:
+    """``floor / run`` on CPU time: the share of the floor's speed that ``run`` reaches."""
+    return floor.cpu / run.cpu
+
+
+def live_children_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of each live child process of this one, from ``/proc``
+    (``RUSAGE_CHILDREN`` counts a child only once it has ended and been reaped)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():  # fields[1] = ppid; utime, stime are fields 11, 12
+            out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def interleaved(
+    repeats: int, floors: dict[str, Callable[[], object]], ingest: Callable[[], dict]
+) -> tuple[dict[str, Timing], list[dict]]:
+    """Floors and ingest run in turn, repeat by repeat, so that a burst of load from other work
+    on the machine hits both sides of a ratio rather than one.
+
+    Returns:
+        ``{floor name: best Timing}`` and the ``ingest()`` results of every repeat.
+    """
+    times: dict[str, list[Timing]] = {k: [] for k in floors}
+    runs = []
+    for _ in range(repeats):
+        for name, fn in floors.items():
+            times[name].append(measure(fn))
+        runs.append(ingest())
+    return {k: best(v) for k, v in times.items()}, runs
+
+
 # ---- arguments --------------------------------------------------------------------------------
+
+
+def default_fixtures() -> Path:
+    """``$MTL_FIXTURES``, or ``../shared/fixtures`` next to the repository."""
+    return Path(os.environ.get("MTL_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"HxW"`` -> ``(H, W)``."""
+    h, _, w = text.partition("x")
+    return int(h), int(w)
 
 
 def parser(doc: str, frames: int, scale_factor: int) -> argparse.ArgumentParser:
@@ -43,9 +151,7 @@ def parser(doc: str, frames: int, scale_factor: int) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=frames, help="frames for floor, ingest and breakdown")
     ap.add_argument("--repeats", type=int, default=3, help="repeats; the best is reported")
-    ap.add_argument(
-        "--fixtures", type=Path, default=Path(os.environ.get("MTL_FIXTURES", REPO.parent / "shared" / "fixtures"))
-    )
+    ap.add_argument("--fixtures", type=Path, default=default_fixtures())
     ap.add_argument("--workers-max", type=int, default=2)
     ap.add_argument(
         "--scale-frames", type=int, default=None, help=f"frames for scaling (default {scale_factor}x --frames)"
@@ -61,159 +167,136 @@ def command_line() -> str:
     )
 
 
-# ---- timing -----------------------------------------------------------------------------------
+# ---- one ingest, pool start-up, scaling -------------------------------------------------------
 
 
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    """Smallest wall time (s) of ``fn()`` over ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+def _usage() -> list[resource.struct_rusage]:
+    return [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
 
 
-def wall_and_cpu(fn: Callable[[], object]) -> tuple[float, float]:
-    """Wall seconds and CPU seconds of this process (all its threads) of one ``fn()`` call."""
-    w, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w, time.process_time() - c
+class _CountingPool(ProcessPoolExecutor):
+    """The engine's pool, counting the worker processes it starts: CPython starts them on demand,
+    so a short ingest (GTSRB's 64 frames per task) may start fewer than ``workers``."""
+
+    started = 0
+
+    def _spawn_process(self):
+        super()._spawn_process()
+        _CountingPool.started += 1
 
 
 def ingest_once(conv: Converter, out: Path, opts: IngestOptions) -> dict[str, float]:
     """One ingest with ``conv`` (pass a fresh one: its per-process caches are then built in the run).
 
-    Returns seconds of planning and of ``run_ingest``; CPU seconds and minor page faults of this
-    process and its workers during ``run_ingest``; CPU seconds of this process alone
-    (``cpu_self``) and of its calling thread alone (``cpu_main_thread``; the rest of ``cpu_self``
-    is the pool's helper threads); and (inline runs only) the seconds spent inside
-    ``process_frame``, timed by wrapping the engine's reference to it for the duration of the run.
+    Returns seconds: ``plan`` and ``plan_wall`` (CPU and wall of ``plan_ingest``), ``run`` (wall of
+    ``run_ingest``, for information); ``cpu``, the CPU of this process and its workers during ``run_ingest``, and the
+    minor page faults (``faults``); ``cpu_self``, this process alone, and ``cpu_main_thread``,
+    its calling thread alone (the rest of ``cpu_self`` is the pool's helper threads); and (inline
+    runs only) ``process_frame``, the CPU spent inside ``process_frame``, timed by wrapping the
+    engine's reference to it for the duration of the run; ``workers_started``, the worker
+    processes the engine's pool started (its class is swapped for `_CountingPool` likewise).
     """
-    t = time.perf_counter()
-    plan = plan_ingest(conv, out, opts)
-    t_plan = time.perf_counter() - t
+    plans = []
+    t_plan = measure(lambda: plans.append(plan_ingest(conv, out, opts)))
+    plan = plans[0]
     inside = [0.0]
     original = engine.process_frame
 
     def timed(*args):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             return original(*args)
         finally:
-            inside[0] += time.perf_counter() - t0
+            inside[0] += time.process_time() - t0
 
-    usage = lambda: [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]  # noqa
-    u0, engine.process_frame = usage(), timed
+    u0, engine.process_frame, engine.ProcessPoolExecutor = _usage(), timed, _CountingPool
+    _CountingPool.started = 0
     try:
         t, tt = time.perf_counter(), time.thread_time()
         run_ingest(plan)
         t_run, cpu_thread = time.perf_counter() - t, time.thread_time() - tt
     finally:
-        engine.process_frame = original
-    u1 = usage()
+        engine.process_frame, engine.ProcessPoolExecutor = original, ProcessPoolExecutor
+    u1 = _usage()
     cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(u0, u1))
     faults = sum(b.ru_minflt - a.ru_minflt for a, b in zip(u0, u1))
     cpu_self = u1[0].ru_utime + u1[0].ru_stime - u0[0].ru_utime - u0[0].ru_stime
     return {
-        "plan": t_plan,
+        "plan": t_plan.cpu,
+        "plan_wall": t_plan.wall,
         "run": t_run,
         "cpu": cpu,
         "cpu_self": cpu_self,
         "cpu_main_thread": cpu_thread,
         "faults": faults,
         "process_frame": inside[0],
+        "workers_started": _CountingPool.started,
     }
 
 
-def pool_startup_usage(conv: Converter, opts: IngestOptions, workers: int, hold: float = 0.5) -> tuple[float, float]:
-    """`pool_startup` and the CPU seconds it costs (this process + the reaped workers)."""
-    usage = lambda: [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]  # noqa
-    u0 = usage()
-    wall = pool_startup(conv, opts, workers, hold)
-    u1 = usage()
-    return wall, sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(u0, u1))
+def warm_up(conv: Converter, out: Path, opts: IngestOptions) -> None:
+    """One untimed ingest of a single frame: what the first ingest of a process pays once (lazy
+    imports, first calls into pyarrow and the codecs) stays out of the per-frame figures."""
+    run_ingest(plan_ingest(conv, out, dataclasses.replace(opts, limit=1, workers=1, overwrite=True)))
 
 
-def pool_startup(conv: Converter, opts: IngestOptions, workers: int, hold: float = 0.5) -> float:
-    """Seconds to spawn + initialize + shut down a pool like the engine's (one task per worker)."""
-    t = time.perf_counter()
+def ingest_timing(runs: list[dict]) -> Timing:
+    """The best `Timing` of ``run_ingest`` over `ingest_once` results."""
+    return Timing(min(x["cpu"] for x in runs), min(x["run"] for x in runs), min(x["cpu_self"] for x in runs))
+
+
+def pool_startup(conv: Converter, opts: IngestOptions, workers: int, hold: float = 0.5) -> Timing:
+    """Spawn + initialize + shut down a pool like the engine's (one task per worker): its
+    `Timing`, the workers' CPU included (they are reaped at shutdown), the ``hold`` of each
+    task (a sleep) excluded from the wall time."""
+    t = measure(lambda: _pool_once(conv, opts, workers, hold))
+    return Timing(t.cpu, t.wall - hold, t.cpu_self)
+
+
+def _pool_once(conv: Converter, opts: IngestOptions, workers: int, hold: float) -> None:
     with ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=engine._init_worker, initargs=(conv, opts)
     ) as pool:
         for fut in [pool.submit(time.sleep, hold) for _ in range(workers)]:
             fut.result()
-    return time.perf_counter() - t - hold
 
 
 def scaling(
-    new_converter: Callable[[], Converter],
-    out: Path,
-    frames: int,
-    args: argparse.Namespace,
-    details: dict | None = None,
-) -> dict[int, tuple[float, float, float, float]]:
-    """workers -> (frames/s, frames/s without pool spawn + shutdown, spawn s, CPU ms/frame).
+    new_converter: Callable[[], Converter], out: Path, frames: int, args: argparse.Namespace
+) -> dict[int, dict[str, float]]:
+    """workers -> figures of the best of ``args.repeats`` fresh ingests of ``frames`` frames.
 
-    Each figure is the best of ``args.repeats`` fresh ingests of ``frames`` frames (a fresh
-    converter each); the pool start-up is measured separately (`pool_startup`) and subtracted.
-    The CPU column includes the workers' start-up. With ``details``, it is filled with
-    ``{workers: {"cpu", "cpu_self", "cpu_main_thread", "spawn_cpu"}}`` in ms/frame (``cpu``: all
-    processes, the CPU of a separately measured pool start-up subtracted; ``cpu_self``: the main
-    process; ``cpu_main_thread``: its calling thread; ``spawn_cpu``: seconds), each the best of
-    the repeats.
+    Keys: ``fps`` and ``fps_ex`` (wall, informative: frames/s, and without the pool's start-up
+    and shutdown, measured separately by `pool_startup` and subtracted), ``spawn`` (wall s) and
+    ``spawn_cpu`` (CPU s of a separate start-up of as many workers as the ingest started); in CPU
+    ms/frame: ``cpu`` (all processes, that start-up CPU subtracted), ``cpu_self`` (the main
+    process) and ``cpu_main_thread`` (its calling thread); ``cpu_efficiency``, the inline run's
+    ``cpu`` over this one's: the share of the per-frame CPU that stays useful work when it is
+    spread over workers (1.0 = the pool adds nothing; wall speed-up on free cores is at most
+    workers x this); ``workers_started``.
     """
-    out_scale = {}
+    res: dict[int, dict[str, float]] = {}
     for w in range(1, args.workers_max + 1):
         o = IngestOptions(limit=frames, shard_size=args.shard_size, overwrite=True, workers=w)
         runs = [ingest_once(new_converter(), out / f"out{w}w", o) for _ in range(args.repeats)]
-        run = min(runs, key=lambda x: x["run"])
-        if details is None:
-            spawn = min(pool_startup(new_converter(), o, w) for _ in range(args.repeats)) if w > 1 else 0.0
-        else:
-            spawn, spawn_cpu = (
-                min(pool_startup_usage(new_converter(), o, w) for _ in range(args.repeats)) if w > 1 else (0.0, 0.0)
-            )
-            details[w] = {
-                "cpu": 1000 * (min(x["cpu"] for x in runs) - spawn_cpu) / frames,
-                "cpu_self": 1000 * min(x["cpu_self"] for x in runs) / frames,
-                "cpu_main_thread": 1000 * min(x["cpu_main_thread"] for x in runs) / frames,
-                "spawn_cpu": spawn_cpu,
-            }
-        out_scale[w] = (frames / run["run"], frames / max(run["run"] - spawn, 1e-9), spawn, 1000 * run["cpu"] / frames)
-    return out_scale
+        run = ingest_timing(runs)
+        started = max(x["workers_started"] for x in runs)
+        spawn = best([pool_startup(new_converter(), o, started) for _ in range(args.repeats)]) if started else None
+        res[w] = {
+            "fps": frames / run.wall,
+            "fps_ex": frames / max(run.wall - (spawn.wall if spawn else 0.0), 1e-9),
+            "spawn": spawn.wall if spawn else 0.0,
+            "spawn_cpu": spawn.cpu if spawn else 0.0,
+            "workers_started": started,
+            "cpu": 1000 * (run.cpu - (spawn.cpu if spawn else 0.0)) / frames,
+            "cpu_self": 1000 * run.cpu_self / frames,
+            "cpu_main_thread": 1000 * min(x["cpu_main_thread"] for x in runs) / frames,
+        }
+        res[w]["cpu_efficiency"] = res[1]["cpu"] / res[w]["cpu"]
+    return res
 
 
-def print_scaling_cpu(details: dict, unit: str = "frame") -> None:
-    """Where the CPU of the 2-worker run goes (`scaling`'s ``details``), against the inline run."""
-    if 2 not in details:
-        return
-    one, two = details[1], details[2]
-    print(
-        f"  CPU ms/{unit} with the pool's start-up CPU subtracted ({two['spawn_cpu']:.2f} s): inline "
-        f"{one['cpu']:.2f}; 2 workers {two['cpu']:.2f} (+{two['cpu'] - one['cpu']:.2f}), of it the main process "
-        f"{two['cpu_self']:.2f} (its calling thread {two['cpu_main_thread']:.2f}: tar, sidecars, manifest, "
-        f"submit, wait; the pool's helper threads {two['cpu_self'] - two['cpu_main_thread']:.2f}: send frames, "
-        f"receive + unpickle results) and the workers {two['cpu'] - two['cpu_self']:.2f}"
-    )
-
-
-def interleaved(
-    repeats: int, floors: dict[str, Callable[[], object]], ingest: Callable[[], dict]
-) -> tuple[dict[str, tuple[float, float]], list[dict]]:
-    """Floors and ingest run in turn, repeat by repeat, so that a burst of load from other work
-    on the machine hits both sides of a ratio rather than one.
-
-    Returns:
-        ``{floor name: (best wall s, best CPU s)}`` and the ``ingest()`` results of every repeat.
-    """
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in floors}
-    runs = []
-    for _ in range(repeats):
-        for name, fn in floors.items():
-            times[name].append(wall_and_cpu(fn))
-        runs.append(ingest())
-    return {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in times.items()}, runs
+# ---- floors and breakdown ---------------------------------------------------------------------
 
 
 def link(src: Path, dst: Path) -> None:
@@ -224,13 +307,20 @@ def link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-Tick = Callable[..., object]  # tick(name, fn, *args) -> fn(*args), its time added to `name`
+def depth_u16(depth: np.ndarray) -> np.ndarray:
+    """Depth metres -> the stored uint16, exactly as ``encode_sample`` does it before the PNG."""
+    scaled = depth * np.float32(geo.DEPTH_SCALE)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint16)
+
+
+Tick = Callable[..., object]  # tick(name, fn, *args) -> fn(*args), its CPU time added to `name`
 
 
 def stage_breakdown(
     conv: Converter, opts: IngestOptions, frames, repeats: int, parts: Callable[[Tick, object], None]
 ) -> dict[str, float]:
-    """Seconds per frame of each piece of ``engine.process_frame`` (best of ``repeats``).
+    """CPU seconds per frame of each piece of ``engine.process_frame`` (best of ``repeats``).
 
     Pass 1 does exactly what ``process_frame`` does, piece by piece (keys `STAGES`). Pass 2 calls
     ``parts(tick, frame)`` for every frame: the benchmark re-does the parts of ``convert`` and
@@ -238,15 +328,15 @@ def stage_breakdown(
     keys), so that the time can be attributed to a function.
     """
     num_det = len(conv.class_tables().get("det2d", [])) or None  # as process_frame
-    best: dict[str, float] = {}
+    out: dict[str, float] = {}
     for _ in range(repeats):
         acc: dict[str, float] = collections.defaultdict(float)
 
         def tick(name, fn, *args, acc=acc):
-            t = time.perf_counter()
-            out = fn(*args)
-            acc[name] += time.perf_counter() - t
-            return out
+            t = time.process_time()
+            result = fn(*args)
+            acc[name] += time.process_time() - t
+            return result
 
         for f in frames:
             sample = tick("convert", conv.convert, f)
@@ -257,66 +347,79 @@ def stage_breakdown(
         for f in frames:
             parts(tick, f)
         for k, v in acc.items():
-            best[k] = min(best.get(k, v), v / len(frames))
-    return best
+            out[k] = min(out.get(k, v), v / len(frames))
+    return out
 
 
 # ---- tables -----------------------------------------------------------------------------------
 
 
-def ms(fps: float) -> float:
-    return 1000.0 / fps
-
-
 def print_header(title: str, width: int, extra: str = "", unit: str = "frame") -> None:
-    """Title line (with the process settings that matter) and the column heads of the floor table."""
+    """Title line (with the process settings that matter) and the column heads of a floor table:
+    CPU ms per item (what the ratios use), wall ms per item (informative), the CPU-time ratio."""
     print(
         f"\n{title}; {os.cpu_count()} CPUs; "
         f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
         f"cv2 threads {cv2.getNumThreads()}{extra}"
     )
-    print(f"{'measurement':<{width}}{unit + 's/s':>9}{'ms/' + unit:>10}{'ratio':>8}  target")
+    print(f"{'measurement':<{width}}{'CPU ms/' + unit:>15}{'wall ms (info)':>16}{'ratio':>8}  target")
+    print(f"  (ratio = speed against the floor on CPU time: floor CPU / measured CPU per {unit})")
 
 
-def print_row(name: str, fps: float, width: int, digits: int) -> None:
-    print(f"{name:<{width}}{fps:>9.{digits}f}{ms(fps):>10.2f}")
+def print_row(name: str, per_item: Timing, width: int, digits: int = 2) -> None:
+    """One measurement of the floor table, per item."""
+    print(f"{name:<{width}}{1000 * per_item.cpu:>15.{digits}f}{1000 * per_item.wall:>16.{digits}f}")
 
 
-def print_ratio(name: str, ratio: float, width: int, target: str = "") -> None:
-    print(f"{'  ' + name:<{width + 19}}{ratio:>8.2f}  {target}".rstrip())
+def print_ratio(name: str, value: float, width: int, target: str = "") -> None:
+    """A CPU-time ratio, in the ratio column of the floor table."""
+    print(f"{'  ' + name:<{width + 31}}{value:>8.2f}  {target}".rstrip())
 
 
-def print_ingest_usage(best: dict[str, float], n: int, extra: str = "") -> None:
+def print_ingest_usage(best_run: dict[str, float], n: int, extra: str = "") -> None:
     print(
-        f"  ingest CPU (all threads) {1000 * best['cpu'] / n:.1f} ms/frame, "
-        f"{best['faults'] / n:.0f} minor page faults/frame; plan_ingest {1000 * best['plan']:.1f} ms "
-        f"(not timed above){extra}"
+        f"  ingest: {best_run['faults'] / n:.0f} minor page faults/frame; plan_ingest {1000 * best_run['plan']:.1f} ms "
+        f"CPU (not in the figures above){extra}"
     )
 
 
-def print_scaling(
-    scale: dict[int, tuple[float, float, float, float]], frames: int, digits: int, note: str = ""
-) -> None:
-    print(f"\nScaling: {frames} frames; 'excl.' subtracts pool spawn+shutdown measured separately{note}")
+def print_scaling(scale: dict[int, dict[str, float]], frames: int, note: str = "", unit: str = "frame") -> None:
+    """The `scaling` table: wall throughput and speed-up (informative), then CPU per item and the
+    CPU efficiency (the ratio, on CPU time), with the main process's share of the CPU."""
     print(
-        f"{'workers':<9}{'frames/s':>9}{'speed-up':>10}{'fps excl.':>11}{'speed-up':>10}{'spawn s':>9}"
-        f"{'CPU ms/frame':>14}"
+        f"\nScaling: {frames} {unit}s; wall columns informative, 'excl.' subtracts pool spawn+shutdown "
+        f"measured separately; CPU ms/{unit} of all processes with the spawn CPU subtracted{note}"
     )
-    for w, (fps, fps_ex, spawn, cpu) in scale.items():
+    print(
+        f"{'workers':<9}{'wall ' + unit + 's/s':>15}{'speed-up':>10}{'excl. spawn':>12}{'speed-up':>10}"
+        f"{'spawn s':>9}{'CPU ms/' + unit:>15}{'main process':>14}{'main thread':>13}{'CPU efficiency':>16}"
+    )
+    for w, v in scale.items():
         print(
-            f"{w:<9}{fps:>9.{digits}f}{fps / scale[1][0]:>10.2f}{fps_ex:>11.{digits}f}"
-            f"{fps_ex / scale[1][1]:>10.2f}{spawn:>9.2f}{cpu:>14.1f}"
+            f"{w:<9}{v['fps']:>15.1f}{v['fps'] / scale[1]['fps']:>10.2f}{v['fps_ex']:>12.1f}"
+            f"{v['fps_ex'] / scale[1]['fps_ex']:>10.2f}{v['spawn']:>9.2f}{v['cpu']:>15.3f}{v['cpu_self']:>14.3f}"
+            f"{v['cpu_main_thread']:>13.3f}{v['cpu_efficiency']:>16.2f}"
+            + (f"  (started {v['workers_started']})" if v["workers_started"] not in (0, w) else "")
+        )
+    if 2 in scale:
+        one, two = scale[1], scale[2]
+        print(
+            f"  2 workers: {two['cpu']:.3f} CPU ms/{unit} ({two['cpu'] - one['cpu']:+.3f} on inline; spawn CPU "
+            f"{two['spawn_cpu']:.2f} s subtracted), of it the main process {two['cpu_self']:.3f} (its calling "
+            f"thread {two['cpu_main_thread']:.3f}: tar, sidecars, manifest, submit, wait; the pool's helper threads "
+            f"{two['cpu_self'] - two['cpu_main_thread']:.3f}: send frames, receive + unpickle results) and the "
+            f"workers {two['cpu'] - two['cpu_self']:.3f}"
         )
 
 
-def print_stages(stages: dict[str, float], best: dict[str, float], n: int, floors: str, width: int) -> None:
-    """The breakdown, then its sum against the time inside ``process_frame`` during the ingest."""
-    print(f"\nPer-stage time of one worker, ms/frame ({floors})")
+def print_stages(stages: dict[str, float], best_run: dict[str, float], n: int, floors: str, width: int) -> None:
+    """The breakdown (CPU), then its sum against the CPU inside ``process_frame`` during the ingest."""
+    print(f"\nPer-stage CPU time of one worker, ms/frame ({floors})")
     for name, sec in stages.items():
         print(f"  {name:<{width}}{1000 * sec:>8.2f}")
     print(f"  {'sum of process_frame stages':<{width}}{1000 * sum(stages[k] for k in STAGES):>8.2f}")
-    print(f"  {'in run_ingest: inside process_frame':<{width}}{1000 * best['process_frame'] / n:>8.2f}")
+    print(f"  {'in run_ingest: inside process_frame':<{width}}{1000 * best_run['process_frame'] / n:>8.2f}")
     print(
         f"  {'in run_ingest: the rest (tar, manifest...)':<{width}}"
-        f"{1000 * (best['run'] - best['process_frame']) / n:>8.2f}"
+        f"{1000 * (best_run['cpu'] - best_run['process_frame']) / n:>8.2f}"
     )

@@ -15,7 +15,9 @@ The frames are the real fixture frame 000006882 (camera + label PNG of scene 201
 replicated under new ids by hard links, each with a frame json; with ``--with-lidar`` (default)
 each also gets the real front-center npz of frame 000015196 (a real 1920x1208 scan paired with
 another frame: fine for timing). Every figure is the best of R repeats (the machine is shared
-and noisy). The script prints results and never asserts on speed or correctness.
+and noisy); floors and ingest are interleaved repeat by repeat, and every ratio (against the
+floors, the thesis loop, the old remap) is on CPU time (``bench/common.py``), wall times are
+printed for information. The script prints results and never asserts on speed or correctness.
 
 It also checks the converter's label undistortion: how many pixels of the seg map differ from
 an exact nearest-neighbour remap computed here from float maps (only exact .5 ties may differ);
@@ -32,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -43,14 +44,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, shared with ingest_kitti.py
 import common  # noqa: E402
-from common import best_of, ingest_once, stage_breakdown, wall_and_cpu  # noqa: E402
+from common import best_of, ingest_once, stage_breakdown  # noqa: E402
 
 from mtl_data.ingest import a2d2  # noqa: E402
 from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.ingest.readers import read_image  # noqa: E402
 from mtl_data.procs import tune_worker_process  # noqa: E402
-from mtl_data.schema import geometry as geo  # noqa: E402
 from mtl_data.schema.sample import IGNORE_INDEX  # noqa: E402
 from mtl_data.shards.codec import LABEL_PNG_PARAMS, encode_image  # noqa: E402
 
@@ -89,13 +89,6 @@ def fixture_paths(fixtures: Path) -> dict[str, Path]:
     return paths
 
 
-def _link(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def build_raw(fx: dict[str, Path], root: Path, n: int, with_lidar: bool) -> Path:
     """Replicate the fixture frame as ids ``000000000..n-1`` of one scene under ``root``.
 
@@ -107,17 +100,17 @@ def build_raw(fx: dict[str, Path], root: Path, n: int, with_lidar: bool) -> Path
     for kind, d in dirs.items():
         if kind != "lidar" or with_lidar:
             d.mkdir(parents=True)
-    _link(fx["cams_lidars"], root / "cams_lidars.json")
-    _link(fx["class_list"], part / "class_list.json")
+    common.link(fx["cams_lidars"], root / "cams_lidars.json")
+    common.link(fx["class_list"], part / "class_list.json")
     for i in range(n):
         fid = f"{i:09d}"
-        _link(fx["camera"], dirs["camera"] / f"{PREFIX}_camera_frontcenter_{fid}.png")
+        common.link(fx["camera"], dirs["camera"] / f"{PREFIX}_camera_frontcenter_{fid}.png")
         (dirs["camera"] / f"{PREFIX}_camera_frontcenter_{fid}.json").write_text(
             json.dumps({"cam_tstamp": T0_US + i * FRAME_US, "cam_name": "front_center"})
         )
-        _link(fx["label"], dirs["label"] / f"{PREFIX}_label_frontcenter_{fid}.png")
+        common.link(fx["label"], dirs["label"] / f"{PREFIX}_label_frontcenter_{fid}.png")
         if with_lidar:
-            _link(fx["npz"], dirs["lidar"] / f"{PREFIX}_lidar_frontcenter_{fid}.npz")
+            common.link(fx["npz"], dirs["lidar"] / f"{PREFIX}_lidar_frontcenter_{fid}.npz")
     return root
 
 
@@ -177,7 +170,7 @@ def a2d2_parts(conv: A2D2Converter, opts: IngestOptions):
         tick("  encode: JPEG (RGB->BGR, q95)", encode_image, img, opts.image_format, opts.jpeg_quality)
         tick("  encode: seg PNG (8-bit, no filter)", cv2.imencode, ".png", seg, LABEL_PNG_PARAMS)
         if depth is not None:
-            d16 = tick("  encode: depth rint/uint16", _depth_u16, depth)
+            d16 = tick("  encode: depth rint/uint16", common.depth_u16, depth)
             tick("  encode: depth PNG (16-bit, no filter)", cv2.imencode, ".png", d16, LABEL_PNG_PARAMS)
 
     return parts
@@ -192,18 +185,11 @@ def _lut_step(lut: np.ndarray, packed: np.ndarray) -> np.ndarray:
     return ids
 
 
-def _depth_u16(depth: np.ndarray) -> np.ndarray:
-    """The depth quantization exactly as ``encode_sample`` does it before the PNG."""
-    scaled = depth * np.float32(geo.DEPTH_SCALE)
-    np.rint(scaled, out=scaled)
-    return scaled.astype(np.uint16)
-
-
 def cache_build(root: Path, repeats: int) -> tuple[float, float]:
-    """Seconds a fresh converter spends once per process on (undistortion maps, colour LUT)."""
+    """CPU seconds a fresh converter spends once per process on (undistortion maps, colour LUT)."""
     conv = A2D2Converter(root, A2D2Options())
-    t_maps = best_of(repeats, lambda: (conv._cache.clear(), conv._maps("front_center")))
-    t_lut = best_of(repeats, lambda: (conv._cache.clear(), conv._color_lut()))
+    t_maps = best_of(repeats, lambda: (conv._cache.clear(), conv._maps("front_center"))).cpu
+    t_lut = best_of(repeats, lambda: (conv._cache.clear(), conv._color_lut())).cpu
     return t_maps, t_lut
 
 
@@ -249,7 +235,7 @@ def label_check(conv: A2D2Converter, frame, repeats: int) -> dict:
         return cv2.remap(ids, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX)
 
     def t(fn):
-        return 1000 * best_of(max(repeats, 7), fn)
+        return 1000 * best_of(max(repeats, 7), fn).cpu
 
     old_rgb = cv2.remap(label, map1, map2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
     return dict(
@@ -265,9 +251,9 @@ def label_check(conv: A2D2Converter, frame, repeats: int) -> dict:
 
 
 def possible_gains(seg: np.ndarray, repeats: int) -> dict:
-    """Milliseconds of a non-codec step the library does and of an equivalent call it does not use
-    (checked to give the same result): ``sample_row``'s class histogram of the seg map."""
-    t = lambda fn: 1000 * best_of(max(repeats, 7), fn)  # noqa: E731
+    """CPU milliseconds of a non-codec step the library does and of an equivalent call it does not
+    use (checked to give the same result): ``sample_row``'s class histogram of the seg map."""
+    t = lambda fn: 1000 * best_of(max(repeats, 7), fn).cpu  # noqa: E731
     bincount = lambda: np.bincount(seg.ravel(), minlength=256)  # noqa: E731
     hist = lambda: cv2.calcHist([seg], [0], None, [256], [0, 256]).ravel().astype(np.int64)  # noqa: E731
     return {"bincount": (t(bincount), t(hist), bool(np.array_equal(bincount(), hist())))}
@@ -301,45 +287,44 @@ def thesis_nearest_colour(label: np.ndarray, palette: list[tuple[int, int, int]]
     return out
 
 
-def nearest_colour_vectorized(rgb: np.ndarray, palette: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """Same result as `thesis_nearest_colour` (first minimum wins), computed with numpy."""
+def nearest_colour_vectorized(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Same result as `thesis_nearest_colour` (first minimum wins), computed with numpy once per
+    distinct colour of the image (thousands, not millions of pixels)."""
     flat = rgb.reshape(-1, 3).astype(np.int32)
-    out = np.empty(len(flat), dtype=np.int64)
-    pal = palette.astype(np.int32)
-    for s in range(0, len(flat), chunk):
-        d = ((flat[s : s + chunk, None, :] - pal[None]) ** 2).sum(-1)  # (chunk, 55)
-        out[s : s + chunk] = d.argmin(1)
-    return out.reshape(rgb.shape[:2])
+    packed, inverse = np.unique((flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2], return_inverse=True)
+    colours = np.column_stack([packed >> 16, (packed >> 8) & 255, packed & 255])  # (colours, 3)
+    d = ((colours[:, None, :] - palette.astype(np.int32)[None]) ** 2).sum(-1)  # (colours, 55)
+    return d.argmin(1)[inverse.reshape(-1)].reshape(rgb.shape[:2])
 
 
-def thesis_comparison(fx: dict[str, Path], conv: A2D2Converter, repeats: int, budget_s: float) -> dict:
-    """Speed of the thesis loop vs our LUT on the fixture label, and the pixels it gets wrong.
+def thesis_comparison(fx: dict[str, Path], conv: A2D2Converter, repeats: int, budget_s: float, crop_div: int) -> dict:
+    """Speed (CPU time) of the thesis loop vs our LUT on the fixture label, and the pixels it gets wrong.
 
-    The loop is timed on a centred 1/16 crop (H/4 x W/4); if the crop times 16 stays within
-    ``budget_s`` the full frame is also timed once and that figure is used.
+    The loop is timed on a centred crop of 1/``crop_div`` of each side (1/16 of the frame at the
+    default 4); if the crop's time scaled to the frame stays within ``budget_s`` the full frame is
+    also timed once and that figure is used.
     """
     colours = json.loads(fx["class_list"].read_text())
     palette = np.array([[int(h[i : i + 2], 16) for i in (1, 3, 5)] for h in colours], dtype=np.uint8)
     pal_list = [tuple(int(v) for v in c) for c in palette]
     label = read_image(fx["label"], *a2d2._image_messages("label"))  # (H, W, 3) RGB, original geometry
     h, w = label.shape[:2]
-    crop = np.ascontiguousarray(label[3 * h // 8 : 3 * h // 8 + h // 4, 3 * w // 8 : 3 * w // 8 + w // 4])
+    ch, cw = h // crop_div, w // crop_div
+    crop = np.ascontiguousarray(label[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw])
     lut = conv._color_lut()
     res = {"crop_shape": crop.shape[:2], "full_shape": (h, w)}
 
-    t = time.perf_counter()
+    t = time.process_time()
     loop_crop = thesis_nearest_colour(crop, pal_list)
-    res["loop_crop_s"] = time.perf_counter() - t
+    res["loop_crop_s"] = time.process_time() - t
     # sanity: the loop and the vectorized nearest colour agree
     res["loop_matches_vectorized"] = bool(np.array_equal(np.array(loop_crop), nearest_colour_vectorized(crop, palette)))
     scale = (h * w) / (crop.shape[0] * crop.shape[1])
     res["loop_full_extrapolated_s"] = res["loop_crop_s"] * scale
     if res["loop_full_extrapolated_s"] <= budget_s:
-        t = time.perf_counter()
-        thesis_nearest_colour(label, pal_list)
-        res["loop_full_s"] = time.perf_counter() - t
-    res["lut_full_s"] = best_of(max(repeats, 5), lambda: _lut_step(lut, a2d2._pack_rgb(label)))
-    res["lut_crop_s"] = best_of(max(repeats, 5), lambda: _lut_step(lut, a2d2._pack_rgb(crop)))
+        res["loop_full_s"] = common.measure(lambda: thesis_nearest_colour(label, pal_list)).cpu
+    res["lut_full_s"] = best_of(max(repeats, 5), lambda: _lut_step(lut, a2d2._pack_rgb(label))).cpu
+    res["lut_crop_s"] = best_of(max(repeats, 5), lambda: _lut_step(lut, a2d2._pack_rgb(crop))).cpu
 
     # ---- correctness: nearest colour after bilinear undistortion (the thesis's order) vs the
     # converter's order, colour -> id on the raw label, then a nearest remap of ids.
@@ -401,7 +386,13 @@ def main() -> int:
         "--thesis-budget-s",
         type=float,
         default=120.0,
-        help="time the thesis loop on the full frame only if the crop predicts at most this",
+        help="time the thesis loop on the full frame only if the crop predicts at most this (CPU s)",
+    )
+    ap.add_argument(
+        "--thesis-crop",
+        type=int,
+        default=4,
+        help="the thesis loop is first timed on a centred crop of 1/N of each side (default 4: 1/16 of the frame)",
     )
     args = ap.parse_args()
     n, r, n_scale = args.frames, args.repeats, args.scale_frames or 3 * args.frames
@@ -419,58 +410,55 @@ def main() -> int:
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         # Output maps for floor 2: converted once, outside the timed region (all frames are equal).
         first = conv.convert(frames[0])
-        depth16 = None if first.depth is None else _depth_u16(first.depth)
-        # Floors and ingest are interleaved, repeat by repeat, so that a burst of load from other
-        # work on the machine hits both sides of the ratio rather than one.
+        depth16 = None if first.depth is None else common.depth_u16(first.depth)
         maps = conv._maps("front_center")
-        f1, f2, f3, runs = [], [], [], []
-        for _ in range(r):
-            f1.append(wall_and_cpu(lambda: codec_floor(frames, None, None)))
-            f2.append(wall_and_cpu(lambda: codec_floor(frames, first.seg, depth16)))
-            f3.append(wall_and_cpu(lambda: codec_floor(frames, first.seg, depth16, maps)))
-            runs.append(ingest_once(A2D2Converter(root, A2D2Options()), tmp / "out1", opts))
-        floor1, floor2, floor3 = (n / min(w for w, _ in f) for f in (f1, f2, f3))
-        cpu_floor1, cpu_floor2 = min(c for _, c in f1) / n, min(c for _, c in f2) / n
-        best = min(runs, key=lambda x: x["run"])
-        cpu_ingest = min(x["cpu"] for x in runs) / n
-        ingest = n / best["run"]
+        common.warm_up(A2D2Converter(root, A2D2Options()), tmp / "warm", opts)
+        floors, runs = common.interleaved(
+            r,
+            {
+                "floor 1": lambda: codec_floor(frames, None, None),
+                "floor 2": lambda: codec_floor(frames, first.seg, depth16),
+                "floor 3": lambda: codec_floor(frames, first.seg, depth16, maps),
+            },
+            lambda: ingest_once(A2D2Converter(root, A2D2Options()), tmp / "out1", opts),
+        )
+        best = min(runs, key=lambda x: x["cpu"])
+        ingest = common.ingest_timing(runs)
         t_maps, t_lut = cache_build(root, r)
         stages = stage_breakdown(conv, opts, frames, r, a2d2_parts(conv, opts))
         scale = common.scaling(lambda: A2D2Converter(root, A2D2Options()), tmp, n_scale, args)
         check = label_check(conv, frames[0], r)
         gains = possible_gains(first.seg, r)
-        thesis = thesis_comparison(fx, conv, r, args.thesis_budget_s)
+        thesis = thesis_comparison(fx, conv, r, args.thesis_budget_s, args.thesis_crop)
 
-    ms = common.ms
     w = 52
+    floor1, floor2, floor3 = floors["floor 1"], floors["floor 2"], floors["floor 3"]
     lidar = "with lidar npz" if args.with_lidar else "no lidar"
     common.print_header(
         f"A2D2 ingest vs codec floor: {n} frames 1920x1208 ({lidar}), best of {r}",
         w,
         f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
     )
-    common.print_row("floor 1: cam PNG dec + label PNG dec + JPEG q95 enc", floor1, w, 2)
-    common.print_row("floor 2: floor 1 + seg PNG" + (" + depth PNG enc" if args.with_lidar else " enc"), floor2, w, 2)
-    common.print_row("ingest, workers=1 (run_ingest)", ingest, w, 2)
-    common.print_ratio("ingest / floor 1", ingest / floor1, w, ">= 0.80")
-    common.print_ratio("ingest / floor 2", ingest / floor2, w, ">= 0.80")
-    common.print_row("floor 3 (info): floor 2 + undistort image + label", floor3, w, 2)
-    common.print_ratio("ingest / floor 3", ingest / floor3, w)
-    print(
-        f"  on CPU time (less sensitive to other load on the machine): floor 1 {1000 * cpu_floor1:.2f}, "
-        f"floor 2 {1000 * cpu_floor2:.2f}, ingest {1000 * cpu_ingest:.2f} ms/frame; ratios "
-        f"{cpu_floor1 / cpu_ingest:.2f} and {cpu_floor2 / cpu_ingest:.2f}"
+    common.print_row("floor 1: cam PNG dec + label PNG dec + JPEG q95 enc", floor1.per(n), w)
+    common.print_row(
+        "floor 2: floor 1 + seg PNG" + (" + depth PNG enc" if args.with_lidar else " enc"), floor2.per(n), w
     )
+    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w)
+    common.print_ratio("ingest / floor 1", common.ratio(floor1, ingest), w, ">= 0.80")
+    common.print_ratio("ingest / floor 2", common.ratio(floor2, ingest), w, ">= 0.80")
+    common.print_row("floor 3 (info): floor 2 + undistort image + label", floor3.per(n), w)
+    common.print_ratio("ingest / floor 3", common.ratio(floor3, ingest), w)
     common.print_ingest_usage(
         best,
         n,
-        f"; once per process: undistortion maps {1000 * t_maps:.1f} ms "
-        f"(inside the run), colour LUT {1000 * t_lut:.1f} ms (in plan_ingest)",
+        f"; once per process: undistortion maps {1000 * t_maps:.1f} ms CPU "
+        f"(inside the run), colour LUT {1000 * t_lut:.1f} ms CPU (in plan_ingest)",
     )
     common.print_scaling(
-        scale, n_scale, 2, f" (each worker also builds maps + LUT, ~{1000 * (t_maps + t_lut):.0f} ms, inside the run)"
+        scale, n_scale, f" (each worker also builds maps + LUT, ~{1000 * (t_maps + t_lut):.0f} ms CPU, inside the run)"
     )
-    common.print_stages(stages, best, n, f"floor 1 = {ms(floor1):.2f}, floor 2 = {ms(floor2):.2f}", 48)
+    floors_ms = f"CPU floor 1 = {1000 * floor1.cpu / n:.2f}, floor 2 = {1000 * floor2.cpu / n:.2f}"
+    common.print_stages(stages, best, n, floors_ms, 48)
 
     c = check
     print(
@@ -481,14 +469,14 @@ def main() -> int:
     print(
         f"  before cb90764 (fixed-point map1 + map2 with INTER_NEAREST): {c['old_differ_px']} px differ "
         f"({c['old_differ_native_px']} px in native classes); "
-        f"remap {c['old_remap_ms']:.2f} ms, now {c['remap_ms']:.2f} ms "
+        f"remap {c['old_remap_ms']:.2f} ms CPU, now {c['remap_ms']:.2f} ms "
         f"({c['old_remap_ms'] / c['remap_ms']:.1f}x faster)"
     )
 
     g = gains["bincount"]
     print(
         f"\nPossible gain (measured here, NOT used by the library): sample_row np.bincount(seg) "
-        f"{g[0]:.2f} ms -> cv2.calcHist {g[1]:.2f} ms (same counts: {g[2]})"
+        f"{g[0]:.2f} ms CPU -> cv2.calcHist {g[1]:.2f} ms (same counts: {g[2]})"
     )
 
     t = thesis
@@ -502,7 +490,7 @@ def main() -> int:
         else (f"extrapolated linearly x{fh * fw / (ch * cw):.0f} from a centred {cw}x{ch} crop")
     )
     print(f"\nThesis label mapping (per-pixel Python loop, nearest of 55 colours) vs our LUT, one {fw}x{fh} label")
-    print(f"{'method':<68}{'ms/frame':>12}{'speed-up':>10}")
+    print(f"{'method':<68}{'CPU ms/frame':>12}{'speed-up':>10}")
     print(f"{'thesis loop (' + how + ')':<68}{1000 * loop_s:>12.0f}{1.0:>10.0f}")
     print(f"{'  its crop, measured (' + f'{cw}x{ch})':<68}{1000 * t['loop_crop_s']:>12.0f}")
     print(

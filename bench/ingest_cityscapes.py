@@ -32,8 +32,9 @@ is downscaled to 256x128, so the benchmark builds one real-size 2048x1024 frame 
   (one car, 2048x1024, the same intrinsics).
 
 That frame is hard-linked as ``val/frankfurt/frankfurt_000000_<i>`` for N frames. Every figure
-is the best of R repeats (the machine is shared and noisy). The script prints results and never
-asserts on speed.
+is the best of R repeats (the machine is shared and noisy); every ratio is on CPU time
+(``bench/common.py``), wall times are printed for information. The script prints results and
+never asserts on speed.
 
 Run: ``.venv/bin/python bench/ingest_cityscapes.py --frames 30 --repeats 3``.
 """
@@ -180,13 +181,6 @@ def codec_floor(frames, seg: np.ndarray | None, depth16: np.ndarray | None) -> N
             cv2.imencode(".png", depth16, LABEL_PNG_PARAMS)
 
 
-def _depth_u16(depth: np.ndarray) -> np.ndarray:
-    """As ``encode_sample`` turns depth metres into the stored uint16."""
-    scaled = depth * np.float32(geo.DEPTH_SCALE)
-    np.rint(scaled, out=scaled)
-    return scaled.astype(np.uint16)
-
-
 def cityscapes_parts(conv: CityscapesConverter, opts: IngestOptions):
     """Pass 2 of `common.stage_breakdown`: the parts of ``convert``, ``validate`` (depth check),
     ``encode_sample`` and ``sample_row``, with the functions the library calls."""
@@ -226,7 +220,7 @@ def cityscapes_parts(conv: CityscapesConverter, opts: IngestOptions):
         tick("  validate: depth check (_check_depth)", _check_depth, depth)
         tick("  encode: encode_image (RGB->BGR, JPEG q95)", encode_image, image, opts.image_format, opts.jpeg_quality)
         tick("  encode: seg PNG (8-bit, no filter)", codec._png, seg, LABEL_PNG_PARAMS)
-        d16 = tick("  encode: depth rint/uint16", _depth_u16, depth)
+        d16 = tick("  encode: depth rint/uint16", common.depth_u16, depth)
         tick("  encode: depth PNG (16-bit, no filter)", codec._png, d16, LABEL_PNG_PARAMS)
         tick("  sample_row: np.bincount(seg)", lambda: np.bincount(seg.ravel(), minlength=256))
         tick("  sample_row: depth[depth > 0], min, max", lambda: (lambda v: (v.min(), v.max()))(depth[depth > 0]))
@@ -235,10 +229,10 @@ def cityscapes_parts(conv: CityscapesConverter, opts: IngestOptions):
 
 
 def possible_gains(seg: np.ndarray, depth: np.ndarray, repeats: int) -> dict:
-    """Milliseconds of whole-map steps the library does and of equivalent calls it does not use
+    """CPU milliseconds of whole-map steps the library does and of equivalent calls it does not use
     (checked to give the same result); and the depth PNG with the row filter the library does not
     use for label maps (time and size)."""
-    t = lambda fn: 1000 * best_of(max(repeats, 7), fn)  # noqa: E731
+    t = lambda fn: 1000 * best_of(max(repeats, 7), fn).cpu  # noqa: E731
     bincount = lambda: np.bincount(seg.ravel(), minlength=256)  # noqa: E731
     hist = lambda: cv2.calcHist([seg], [0], None, [256], [0, 256]).ravel().astype(np.int64)  # noqa: E731
     valid = lambda: (lambda v: (v.size, v.min(), v.max()))(depth[depth > 0])  # noqa: E731
@@ -248,7 +242,7 @@ def possible_gains(seg: np.ndarray, depth: np.ndarray, repeats: int) -> dict:
         lo = cv2.minMaxLoc(depth, mask=(depth > 0).view(np.uint8))[0]
         return count, np.float32(lo), depth.max()
 
-    depth16 = _depth_u16(depth)
+    depth16 = common.depth_u16(depth)
     sub = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
     png = {
         name: (t(lambda params=params: codec._png(depth16, params)), codec._png(depth16, params))
@@ -296,7 +290,8 @@ def main() -> int:
         frames = conv.frames()[:n]
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         first = conv.convert(frames[0])  # all frames are equal: its maps are every frame's
-        depth16 = _depth_u16(first.depth)
+        depth16 = common.depth_u16(first.depth)
+        common.warm_up(CityscapesConverter(root), tmp / "warm", opts)
         floors, runs = common.interleaved(
             r,
             {
@@ -305,20 +300,16 @@ def main() -> int:
             },
             lambda: ingest_once(CityscapesConverter(root), tmp / "out1", opts),
         )
-        floor1, floor2 = (n / floors[k][0] for k in ("floor 1", "floor 2"))
-        cpu_floor1, cpu_floor2 = (floors[k][1] / n for k in ("floor 1", "floor 2"))
-        best = min(runs, key=lambda x: x["run"])
-        cpu_ingest = min(x["cpu"] for x in runs) / n
-        ingest = n / best["run"]
+        best = min(runs, key=lambda x: x["cpu"])
+        ingest = common.ingest_timing(runs)
         stages = stage_breakdown(conv, opts, frames, r, cityscapes_parts(conv, opts))
-        scale_cpu: dict = {}
-        scale = common.scaling(lambda: CityscapesConverter(root), tmp, n_scale, args, scale_cpu)
+        scale = common.scaling(lambda: CityscapesConverter(root), tmp, n_scale, args)
         gains = possible_gains(first.seg, first.depth, r)
         valid_px = int(np.count_nonzero(first.depth))
         out_kb = {k: len(codec._png(v, LABEL_PNG_PARAMS)) / 1000 for k, v in (("seg", first.seg), ("depth", depth16))}
 
-    ms = common.ms
     w = 56
+    floor1, floor2 = floors["floor 1"], floors["floor 2"]
     tasks = ", ".join(first.tasks)
     common.print_header(
         f"Cityscapes ingest vs codec floor: {n} frames 2048x1024 (leftImg8bit {kb['image']:.0f} kB, "
@@ -328,22 +319,18 @@ def main() -> int:
         w,
         f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
     )
-    common.print_row("floor 1: 3 PNG dec (image, labelIds, disp.) + JPEG enc", floor1, w, 2)
-    common.print_row("floor 2: floor 1 + seg PNG + depth PNG enc", floor2, w, 2)
-    common.print_row("ingest, workers=1 (run_ingest)", ingest, w, 2)
-    common.print_ratio("ingest / floor 1", ingest / floor1, w, ">= 0.80")
-    common.print_ratio("ingest / floor 2", ingest / floor2, w, ">= 0.80")
-    print(
-        f"  on CPU time: floor 1 {1000 * cpu_floor1:.2f}, floor 2 {1000 * cpu_floor2:.2f}, ingest "
-        f"{1000 * cpu_ingest:.2f} ms/frame; ratios {cpu_floor1 / cpu_ingest:.2f} and {cpu_floor2 / cpu_ingest:.2f}"
-    )
+    common.print_row("floor 1: 3 PNG dec (image, labelIds, disp.) + JPEG enc", floor1.per(n), w)
+    common.print_row("floor 2: floor 1 + seg PNG + depth PNG enc", floor2.per(n), w)
+    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w)
+    common.print_ratio("ingest / floor 1", common.ratio(floor1, ingest), w, ">= 0.80")
+    common.print_ratio("ingest / floor 2", common.ratio(floor2, ingest), w, ">= 0.80")
     common.print_ingest_usage(best, n)
-    common.print_scaling(scale, n_scale, 2)
-    common.print_scaling_cpu(scale_cpu)
-    common.print_stages(stages, best, n, f"floor 1 = {ms(floor1):.2f}, floor 2 = {ms(floor2):.2f}", 54)
+    common.print_scaling(scale, n_scale)
+    floors_ms = f"CPU floor 1 = {1000 * floor1.cpu / n:.2f}, floor 2 = {1000 * floor2.cpu / n:.2f}"
+    common.print_stages(stages, best, n, floors_ms, 54)
     g, d = gains["bincount"], gains["depth_valid"]
     print(
-        f"\nPossible gains (measured here, NOT used by the library): sample_row np.bincount(seg) {g[0]:.2f} ms -> "
+        f"\nPossible gains (CPU, measured here, NOT used by the library): sample_row np.bincount(seg) {g[0]:.2f} ms -> "
         f"cv2.calcHist {g[1]:.2f} ms (same counts: {g[2]}); sample_row depth[depth > 0] + min + max {d[0]:.2f} ms "
         f"-> cv2.countNonZero + masked cv2.minMaxLoc + max {d[1]:.2f} ms (same values: {d[2]})"
     )

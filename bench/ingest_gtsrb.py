@@ -211,7 +211,7 @@ def gtsrb_parts(conv: GtsrbConverter, opts: IngestOptions, tar_dir: Path):
 
     def part_major(frames, repeats: int) -> dict[str, float]:
         n = len(frames)
-        loop = lambda fn, xs: best_of(repeats, lambda: [fn(x) for x in xs]) / n  # noqa: E731
+        loop = lambda fn, xs: best_of(repeats, lambda: [fn(x) for x in xs]).cpu / n  # noqa: E731
         found = [(conv._table(f.paths["csv"]), f) for f in frames]
         found = [(t, conv._rows(t)[f.id], f) for t, f in found]
         values = [conv._values(t, row) for t, row, _ in found]
@@ -244,10 +244,10 @@ def gtsrb_parts(conv: GtsrbConverter, opts: IngestOptions, tar_dir: Path):
         tar_times = []
         for k in range(repeats):
             w = writer(f"part_major{k}")
-            t = time.perf_counter()
+            t = time.process_time()
             for s, m in zip(samples, members):
                 w.add(s.key, m)
-            tar_times.append((time.perf_counter() - t) / n)
+            tar_times.append((time.process_time() - t) / n)
         out[TAR_ADD] = min(tar_times)
         return out
 
@@ -288,25 +288,25 @@ def direct_tar_add(f, key: str, members: list[tuple[str, bytes]]) -> None:
 
 
 def tar_gain(conv: GtsrbConverter, frames, opts: IngestOptions, tmp: Path, repeats: int) -> dict:
-    """ms/sample of ``TarShardWriter.add`` vs `direct_tar_add` on the same members, and whether the
-    two files hold the same bytes (before tarfile's end-of-archive blocks)."""
+    """CPU ms/sample of ``TarShardWriter.add`` vs `direct_tar_add` on the same members, and whether
+    the two files hold the same bytes (before tarfile's end-of-archive blocks)."""
     samples = [conv.convert(f) for f in frames]
     members = [(s.key, encode_sample(s, opts.image_format, opts.jpeg_quality)) for s in samples]
     n = len(members)
     lib, direct = [], []
     for k in range(repeats):
         w = TarShardWriter(tmp / f"lib{k}.tar.part", tmp / f"lib{k}.tar")
-        t = time.perf_counter()
+        t = time.process_time()
         for key, m in members:
             w.add(key, m)
-        lib.append((time.perf_counter() - t) / n)
+        lib.append((time.process_time() - t) / n)
         end = w.size
         w.commit()
         with open(tmp / f"direct{k}.tar", "wb") as f:
-            t = time.perf_counter()
+            t = time.process_time()
             for key, m in members:
                 direct_tar_add(f, key, m)
-            direct.append((time.perf_counter() - t) / n)
+            direct.append((time.process_time() - t) / n)
     same = (tmp / "lib0.tar").read_bytes()[:end] == (tmp / "direct0.tar").read_bytes()
     return {"lib": 1000 * min(lib), "direct": 1000 * min(direct), "same": same}
 
@@ -367,43 +367,15 @@ def ipc_cost(conv: GtsrbConverter, frames, opts: IngestOptions, workers: int, ch
 
 
 def manifest_cost(conv: GtsrbConverter, frames, out: Path, repeats: int) -> tuple[float, float]:
-    """Seconds of the two things ``run_ingest`` does with the manifest rows of these frames: the
-    sidecar JSON (written per shard, read back at the end) and the manifest (Arrow table, zstd
-    Parquet)."""
+    """CPU seconds of the two things ``run_ingest`` does with the manifest rows of these frames:
+    the sidecar JSON (written per shard, read back at the end) and the manifest (Arrow table,
+    zstd Parquet)."""
     rows = [sample_row(conv.convert(f)) for f in frames]
     for i, r in enumerate(rows):
         r.update(shard="gtsrb/train-000000.tar", position=i, offset=512 * i)
     side = out / "sidecar.json"
     t_side = best_of(repeats, lambda: (side.write_text(json.dumps({"rows": rows})), json.loads(side.read_text())))
-    return t_side, best_of(repeats, lambda: write_table(rows_to_table(rows), out / "manifest.parquet"))
-
-
-def scaling(root: Path, out: Path, frames: int, args) -> dict[int, dict]:
-    """workers -> figures of the best of ``args.repeats`` ingests of all ``frames`` samples.
-
-    Besides samples/s (with and without pool start-up + shutdown, measured separately), the CPU
-    per sample of all processes with the start-up CPU subtracted, and of the main process alone.
-    """
-    res = {}
-    for w in range(1, args.workers_max + 1):
-        o = IngestOptions(shard_size=args.shard_size, overwrite=True, workers=w)
-        runs = [ingest_once(GtsrbConverter(root), out / f"out{w}w", o) for _ in range(args.repeats)]
-        run = min(runs, key=lambda x: x["run"])
-        spawn, spawn_cpu = (
-            min(common.pool_startup_usage(GtsrbConverter(root), o, w) for _ in range(args.repeats))
-            if w > 1
-            else (0.0, 0.0)
-        )
-        res[w] = {
-            "fps": frames / run["run"],
-            "fps_ex": frames / max(run["run"] - spawn, 1e-9),
-            "spawn": spawn,
-            "spawn_cpu": spawn_cpu,
-            "cpu": 1000 * (min(r["cpu"] for r in runs) - spawn_cpu) / frames,
-            "cpu_self": 1000 * min(r["cpu_self"] for r in runs) / frames,
-            "cpu_main_thread": 1000 * min(r["cpu_main_thread"] for r in runs) / frames,
-        }
-    return res
+    return t_side.cpu, best_of(repeats, lambda: write_table(rows_to_table(rows), out / "manifest.parquet")).cpu
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -424,23 +396,27 @@ def main() -> int:
     ]
     with tempfile.TemporaryDirectory(prefix="mtl-bench-gtsrb-") as tmp:
         tmp = Path(tmp)
-        t = time.perf_counter()
+        t_build = time.perf_counter()
         root, n_train, n_test = build_raw(fx, tmp / "raw", n)
-        t_build = time.perf_counter() - t
+        t_build = time.perf_counter() - t_build
         conv = GtsrbConverter(root)
         frames = conv.frames()
         if len(frames) != n:
             sys.exit(f"error: the raw root lists {len(frames)} frames, expected {n}")
         paths = [f.paths["image"] for f in frames]
         opts = IngestOptions(shard_size=args.shard_size, overwrite=True, workers=1)
+        common.warm_up(GtsrbConverter(root), tmp / "warm", opts)
         floors, runs = common.interleaved(
             r, {"floor": lambda: codec_floor(paths)}, lambda: ingest_once(GtsrbConverter(root), tmp / "out1", opts)
         )
-        floor, cpu_floor = n / floors["floor"][0], floors["floor"][1] / n
-        best = min(runs, key=lambda x: x["run"])
-        ingest = n / best["run"]
-        ingest_plan = n / min(x["run"] + x["plan"] for x in runs)
-        cpu_ingest = min(x["cpu"] for x in runs) / n
+        floor = floors["floor"]
+        best = min(runs, key=lambda x: x["cpu"])
+        ingest = common.ingest_timing(runs)
+        ingest_plan = common.Timing(
+            min(x["cpu"] + x["plan"] for x in runs),
+            min(x["run"] + x["plan_wall"] for x in runs),
+            min(x["cpu_self"] + x["plan"] for x in runs),
+        )
         (tmp / "tar").mkdir()
         parts, part_major, close = gtsrb_parts(conv, opts, tmp / "tar")
         in_context = stage_breakdown(conv, opts, frames, r, parts)
@@ -450,9 +426,8 @@ def main() -> int:
         gain = tar_gain(conv, frames, opts, tmp / "tar", r)
         ipc = {(w, c): ipc_cost(conv, frames, opts, w, c, r) for w, c in ((1, 1), (2, 1), (2, 32))}
         scale_root = build_raw(fx, tmp / "raw_scale", n_scale)[0]
-        scale = scaling(scale_root, tmp, n_scale, args)
+        scale = common.scaling(lambda: GtsrbConverter(scale_root), tmp, n_scale, args)
 
-    ms = common.ms
     w = 50
     common.print_header(
         f"GTSRB ingest vs codec floor: {n} samples ({n_train} train, {n_test} test; "
@@ -462,46 +437,19 @@ def main() -> int:
         f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
         unit="sample",
     )
-    common.print_row("floor: read + PPM dec + JPEG q95 enc", floor, w, 0)
-    common.print_row("ingest, workers=1 (run_ingest)", ingest, w, 0)
-    common.print_row("ingest, workers=1, plan_ingest + run_ingest", ingest_plan, w, 0)
-    common.print_ratio("ingest / floor", ingest / floor, w, ">= 0.80")
+    common.print_row("floor: read + PPM dec + JPEG q95 enc", floor.per(n), w, 3)
+    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w, 3)
+    common.print_row("ingest, workers=1, plan_ingest + run_ingest", ingest_plan.per(n), w, 3)
+    common.print_ratio("ingest / floor", common.ratio(floor, ingest), w, ">= 0.80")
     print(
-        f"  fixed overhead of the engine per sample (ingest - floor): {ms(ingest) - ms(floor):.3f} ms; "
-        f"plan_ingest adds {1000 * best['plan'] / n:.3f} ms/sample (CSV parsing, listing, sorting)"
+        f"  fixed overhead of the engine per sample (ingest - floor, CPU): {1000 * (ingest.cpu - floor.cpu) / n:.3f} "
+        f"ms; plan_ingest adds {1000 * best['plan'] / n:.3f} ms/sample (CSV parsing, listing, sorting)"
     )
     print(
-        f"  on CPU time: floor {1000 * cpu_floor:.3f}, ingest {1000 * cpu_ingest:.3f} ms/sample; ratio "
-        f"{cpu_floor / cpu_ingest:.2f}"
+        f"  {best['faults'] / n:.2f} minor page faults/sample; plan_ingest {1000 * best['plan']:.1f} ms CPU for {n} "
+        f"samples; raw root built in {t_build:.2f} s (wall)"
     )
-    print(
-        f"  {best['faults'] / n:.2f} minor page faults/sample; plan_ingest {1000 * best['plan']:.1f} ms for {n} "
-        f"samples; raw root built in {t_build:.2f} s"
-    )
-
-    print(
-        f"\nScaling: {n_scale} samples; 'excl.' subtracts pool spawn+shutdown measured separately; CPU = all "
-        f"processes, spawn CPU subtracted"
-    )
-    print(
-        f"{'workers':<9}{'samples/s':>10}{'speed-up':>10}{'excl. spawn':>12}{'speed-up':>10}{'spawn s':>9}"
-        f"{'CPU ms/sample':>15}{'main process':>14}{'main thread':>13}"
-    )
-    for k, v in scale.items():
-        print(
-            f"{k:<9}{v['fps']:>10.0f}{v['fps'] / scale[1]['fps']:>10.2f}{v['fps_ex']:>12.0f}"
-            f"{v['fps_ex'] / scale[1]['fps_ex']:>10.2f}{v['spawn']:>9.2f}{v['cpu']:>15.3f}{v['cpu_self']:>14.3f}"
-            f"{v['cpu_main_thread']:>13.3f}"
-        )
-    if 2 in scale:
-        s2 = scale[2]
-        print(
-            f"  2 workers: all processes {s2['cpu']:.3f} ms CPU/sample, {s2['cpu'] - scale[1]['cpu']:.3f} more than "
-            f"inline (spawn CPU {s2['spawn_cpu']:.2f} s subtracted); of it the main process {s2['cpu_self']:.3f} "
-            f"(its calling thread {s2['cpu_main_thread']:.3f}: tar, sidecars, manifest, submit, wait; the pool's "
-            f"helper threads {s2['cpu_self'] - s2['cpu_main_thread']:.3f}: pickle + send frames, receive + "
-            f"unpickle results), the workers {s2['cpu'] - s2['cpu_self']:.3f}"
-        )
+    common.print_scaling(scale, n_scale, unit="sample")
     print(
         f"\nThe pool alone ({n} samples; the engine's pattern, a worker that returns a prepared result of a real "
         f"sample's size), ms/sample"
@@ -512,7 +460,8 @@ def main() -> int:
         print(f"{name:<34}{v['wall']:>8.3f}{v['self']:>18.3f}{v['main_thread']:>17.3f}")
 
     print(
-        f"\nPer-stage time of one worker, ms/sample (floor = {ms(floor):.3f}); 'in context' = frame by frame, "
+        f"\nPer-stage CPU time of one worker, ms/sample (floor = {1000 * floor.cpu / n:.3f}); 'in context' = "
+        f"frame by frame, "
         f"interleaved as in the ingest\n  (the parts of convert/encode are timed between the tar and pickle steps, "
         f"so they read high and do not add up to their stage); "
         f"'warm' = each part over all samples in a row"

@@ -11,17 +11,19 @@ The frames are the two real KITTI fixture frames (1224x370 and 1242x375 PNGs, ~1
 scans) replicated under new ids, so sizes are real. Every figure is the best of R repeats (the
 machine is shared and noisy). The script prints results and never asserts on speed.
 
-Besides frames/s it prints what explains them: a per-stage breakdown of one worker's time, the
-CPU time of all threads and processes (numpy's OpenBLAS may run threads of its own: the header
-shows ``OPENBLAS_NUM_THREADS``) and the minor page faults per frame.
+Every ratio is on CPU time (``bench/common.py``: this process's threads and its reaped worker
+processes; numpy's OpenBLAS may run threads of its own, the header shows
+``OPENBLAS_NUM_THREADS``): ``floor / ingest`` is the share of the floor's speed the ingest
+reaches. Wall times are printed for information. Floors and ingest are interleaved repeat by
+repeat. Besides the ratios it prints what explains them: a per-stage CPU breakdown of one
+worker's time, the minor page faults per frame, and the scaling over workers (wall speed-up for
+information, CPU efficiency = inline CPU per frame / CPU per frame with the pool).
 
 Run: ``make bench`` or ``.venv/bin/python bench/ingest_kitti.py --frames 60 --repeats 3``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, shared with ingest_a2d2.py
 import common  # noqa: E402
-from common import best_of, ingest_once, stage_breakdown  # noqa: E402
+from common import ingest_once, stage_breakdown  # noqa: E402
 
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.ingest.kitti import KittiConverter, parse_kitti_label, read_velodyne  # noqa: E402
@@ -59,11 +61,7 @@ def build_raw(fixtures: Path, root: Path, n: int) -> Path:
     for folder, ext in ROLES:
         (root / "training" / folder).mkdir(parents=True)
         for i in range(n):
-            a, b = src / folder / f"00000{i % 2}{ext}", root / "training" / folder / f"{i:06d}{ext}"
-            try:
-                os.link(a, b)
-            except OSError:
-                shutil.copyfile(a, b)
+            common.link(src / folder / f"00000{i % 2}{ext}", root / "training" / folder / f"{i:06d}{ext}")
     return root
 
 
@@ -99,11 +97,9 @@ def kitti_parts(conv: KittiConverter, opts: IngestOptions):
             img.shape[:2],
         )
         tick("  encode: encode_image (RGB->BGR, JPEG)", encode_image, img, opts.image_format, opts.jpeg_quality)
-        tick(
+        tick(  # as encode_sample writes it
             "  encode: depth rint/uint16 + PNG",
-            lambda: cv2.imencode(  # as encode_sample writes it
-                ".png", np.rint(depth * geo.DEPTH_SCALE).astype(np.uint16), LABEL_PNG_PARAMS
-            ),
+            lambda: cv2.imencode(".png", common.depth_u16(depth), LABEL_PNG_PARAMS),
         )
 
     return parts
@@ -124,26 +120,30 @@ def main() -> int:
         frames = conv.frames()[:n]
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         # Depth maps for floor 2: converted once per distinct frame, outside the timed region.
-        depth16 = {int(f.id): np.rint(conv.convert(f).depth * geo.DEPTH_SCALE).astype(np.uint16) for f in frames[:2]}
-        floor1 = n / best_of(r, lambda: codec_floor(frames, None))
-        floor2 = n / best_of(r, lambda: codec_floor(frames, depth16))
-        runs = [ingest_once(KittiConverter(root), tmp / "out1", opts) for _ in range(r)]
-        best = min(runs, key=lambda x: x["run"])
-        ingest = n / best["run"]
+        depth16 = {int(f.id): common.depth_u16(conv.convert(f).depth) for f in frames[:2]}
+        common.warm_up(KittiConverter(root), tmp / "warm", opts)
+        floors, runs = common.interleaved(
+            r,
+            {"floor 1": lambda: codec_floor(frames, None), "floor 2": lambda: codec_floor(frames, depth16)},
+            lambda: ingest_once(KittiConverter(root), tmp / "out1", opts),
+        )
+        best = min(runs, key=lambda x: x["cpu"])
+        ingest = common.ingest_timing(runs)
         stages = stage_breakdown(conv, opts, frames, r, kitti_parts(conv, opts))
         scale = common.scaling(lambda: KittiConverter(root), tmp, n_scale, args)
 
     w = 46
+    floor1, floor2 = floors["floor 1"], floors["floor 2"]
     common.print_header(f"KITTI ingest vs codec floor: {n} frames, best of {r}", w)
-    common.print_row("floor 1: PNG dec + JPEG q95 enc + file reads", floor1, w, 1)
-    common.print_row("floor 2: floor 1 + depth uint16 PNG encode", floor2, w, 1)
-    common.print_row("ingest, workers=1 (run_ingest)", ingest, w, 1)
-    common.print_ratio("ingest / floor 1", ingest / floor1, w, ">= 0.80")
-    common.print_ratio("ingest / floor 2", ingest / floor2, w, ">= 0.80")
+    common.print_row("floor 1: PNG dec + JPEG q95 enc + file reads", floor1.per(n), w)
+    common.print_row("floor 2: floor 1 + depth uint16 PNG encode", floor2.per(n), w)
+    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w)
+    common.print_ratio("ingest / floor 1", common.ratio(floor1, ingest), w, ">= 0.80")
+    common.print_ratio("ingest / floor 2", common.ratio(floor2, ingest), w, ">= 0.80")
     common.print_ingest_usage(best, n)
-    common.print_scaling(scale, n_scale, 1)
-    floors = f"floor 1 = {common.ms(floor1):.2f}, floor 2 = {common.ms(floor2):.2f}"
-    common.print_stages(stages, best, n, floors, 42)
+    common.print_scaling(scale, n_scale)
+    floors_ms = f"CPU floor 1 = {1000 * floor1.cpu / n:.2f}, floor 2 = {1000 * floor2.cpu / n:.2f}"
+    common.print_stages(stages, best, n, floors_ms, 42)
     print(f"\ncommand: {common.command_line()}")
     return 0
 

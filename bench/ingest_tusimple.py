@@ -7,6 +7,7 @@ floor of the work done per frame (image decode + encode, label decode), per work
 output must contain (the frame's real lane mask, with ``LABEL_PNG_PARAMS`` as the library
 writes it: the same bytes). It is timed single process, on the same frames as the ingest,
 interleaved with it repeat by repeat (a burst of other load then hits both sides of the ratio).
+Every ratio is on CPU time (``bench/common.py``); wall times are printed for information.
 The ingest does more than the floor: it parses the label line, orders and rasterizes the lanes,
 validates, writes ``lane.json`` and the shard.
 
@@ -128,9 +129,9 @@ def tusimple_parts(conv: TuSimpleConverter, opts: IngestOptions):
 
 
 def possible_gains(mask: np.ndarray, repeats: int) -> dict:
-    """Milliseconds of ways to find the set of ids in the lane mask: ``np.unique`` (what validate
-    did first), ``np.bincount`` (what it does now) and ``cv2.calcHist`` (checked to agree)."""
-    t = lambda fn: 1000 * common.best_of(max(repeats, 7), fn)  # noqa: E731
+    """CPU milliseconds of ways to find the set of ids in the lane mask: ``np.unique`` (what
+    validate did first), ``np.bincount`` (what it does now) and ``cv2.calcHist`` (checked to agree)."""
+    t = lambda fn: 1000 * common.best_of(max(repeats, 7), fn).cpu  # noqa: E731
     unique = lambda: np.unique(mask)  # noqa: E731
     bincount = lambda: np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # noqa: E731
     hist = lambda: np.flatnonzero(cv2.calcHist([mask], [0], None, [256], [0, 256]).ravel())  # noqa: E731
@@ -162,6 +163,7 @@ def main() -> int:
         frames = conv.frames()[:n]
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         first = conv.convert(frames[0])  # all frames are equal: the lane mask of one is every frame's
+        common.warm_up(TuSimpleConverter(root), tmp / "warm", opts)
         floors, runs = common.interleaved(
             r,
             {
@@ -170,18 +172,14 @@ def main() -> int:
             },
             lambda: ingest_once(TuSimpleConverter(root), tmp / "out1", opts),
         )
-        floor1, floor2 = (n / floors[k][0] for k in ("floor 1", "floor 2"))
-        cpu_floor2 = floors["floor 2"][1] / n
-        best = min(runs, key=lambda x: x["run"])
-        cpu_ingest = min(x["cpu"] for x in runs) / n
-        ingest = n / best["run"]
+        best = min(runs, key=lambda x: x["cpu"])
+        ingest = common.ingest_timing(runs)
         stages = stage_breakdown(conv, opts, frames, r, tusimple_parts(conv, opts))
-        scale_cpu: dict = {}
-        scale = common.scaling(lambda: TuSimpleConverter(root), tmp, n_scale, args, scale_cpu)
+        scale = common.scaling(lambda: TuSimpleConverter(root), tmp, n_scale, args)
         gains = possible_gains(first.lane.mask, r)
 
-    ms = common.ms
     w = 50
+    floor1, floor2 = floors["floor 1"], floors["floor 2"]
     lanes = first.lane.xs.shape[0]
     common.print_header(
         f"TuSimple ingest vs codec floor: {n} frames 1280x720 ({image.stat().st_size // 1000} kB "
@@ -189,19 +187,15 @@ def main() -> int:
         w,
         f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
     )
-    common.print_row("floor 1: JPEG dec + JPEG q95 enc", floor1, w, 1)
-    common.print_row("floor 2: floor 1 + lane PNG enc", floor2, w, 1)
-    common.print_row("ingest, workers=1 (run_ingest)", ingest, w, 1)
-    common.print_ratio("ingest / floor 1", ingest / floor1, w, ">= 0.80")
-    common.print_ratio("ingest / floor 2", ingest / floor2, w, ">= 0.80")
-    print(
-        f"  on CPU time: floor 2 {1000 * cpu_floor2:.2f}, ingest {1000 * cpu_ingest:.2f} ms/frame; ratio "
-        f"{cpu_floor2 / cpu_ingest:.2f}"
-    )
+    common.print_row("floor 1: JPEG dec + JPEG q95 enc", floor1.per(n), w)
+    common.print_row("floor 2: floor 1 + lane PNG enc", floor2.per(n), w)
+    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w)
+    common.print_ratio("ingest / floor 1", common.ratio(floor1, ingest), w, ">= 0.80")
+    common.print_ratio("ingest / floor 2", common.ratio(floor2, ingest), w, ">= 0.80")
     common.print_ingest_usage(best, n)
-    common.print_scaling(scale, n_scale, 1)
-    common.print_scaling_cpu(scale_cpu)
-    common.print_stages(stages, best, n, f"floor 1 = {ms(floor1):.2f}, floor 2 = {ms(floor2):.2f}", 48)
+    common.print_scaling(scale, n_scale)
+    floors_ms = f"CPU floor 1 = {1000 * floor1.cpu / n:.2f}, floor 2 = {1000 * floor2.cpu / n:.2f}"
+    common.print_stages(stages, best, n, floors_ms, 48)
     print(
         f"\nIds of the lane mask (validate): np.unique {gains['unique']:.2f} ms (before), "
         f"np.bincount + flatnonzero {gains['bincount'][0]:.2f} ms (the library now; same ids: "

@@ -53,11 +53,6 @@ from mtl_data.train.tasks import list_tasks  # noqa: E402
 MM_SIDE = 1024
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    h, _, w = text.partition("x")
-    return int(h), int(w)
-
-
 def select_models(patterns: str | None) -> list[str]:
     """Registered models matching any of the comma-separated fnmatch ``patterns`` (all if None)."""
     names = list_models()
@@ -105,12 +100,6 @@ def count_flops(fn: Callable[[], object]) -> FlopCounterMode:
     return counter
 
 
-def cpu_seconds(fn: Callable[[], object]) -> float:
-    t = time.process_time()
-    fn()
-    return time.process_time() - t
-
-
 def cuda_fps(model: MultiTaskModel, size: tuple[int, int], bf16: bool, warmup: int, iters: int) -> float:
     """Frames/s at batch 1, eval, inference mode, channels_last, fp32 or bf16 autocast."""
     image = torch.randn(1, 3, *size, device="cuda").contiguous(memory_format=torch.channels_last)
@@ -156,8 +145,8 @@ def measure(name: str, tasks: list[str], args: argparse.Namespace) -> dict[str, 
 
     floor_times, step_times = [], []
     for _ in range(args.repeats):
-        floor_times.append(cpu_seconds(floor))
-        step_times.append(cpu_seconds(lambda: train_step(model, batch)))
+        floor_times.append(common.measure(floor).cpu)
+        step_times.append(common.measure(lambda: train_step(model, batch)).cpu)
     floor_rate = reps * mm_flops / min(floor_times)  # FLOP/s of torch.mm on one thread
     res["step_flops"] = step_flops
     res["step_ms"] = 1000 * min(step_times) / args.batch
@@ -180,7 +169,7 @@ def measure(name: str, tasks: list[str], args: argparse.Namespace) -> dict[str, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=None, help="comma-separated names or fnmatch patterns (default: all)")
-    ap.add_argument("--size", type=parse_size, default=None, help="input H x W (default 256x512; --tiny 64x128)")
+    ap.add_argument("--size", type=common.parse_size, default=None, help="input H x W (default 256x512; --tiny 64x128)")
     ap.add_argument("--batch", type=int, default=2, help="batch of the CPU forward+backward timing")
     ap.add_argument("--repeats", type=int, default=None, help="repeats; the best is reported (default 3; --tiny 1)")
     ap.add_argument("--tiny", action="store_true", help="64x128, one repeat: a quick check that it all runs")

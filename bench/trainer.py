@@ -27,18 +27,20 @@ import io
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from mtl_data.cli.main import main as mtl_data
-from mtl_data.shards.reader import ShardSet
-from mtl_data.synth import SYNTHESIZERS
-from mtl_data.train.config import TrainConfig, apply_overrides
-from mtl_data.train.data.loader import build_loader
-from mtl_data.train.loop import train
-from mtl_data.train.run import build_model, run_tasks, train_loader_config
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
+import common  # noqa: E402
+
+from mtl_data.cli.main import main as mtl_data  # noqa: E402
+from mtl_data.shards.reader import ShardSet  # noqa: E402
+from mtl_data.synth import SYNTHESIZERS  # noqa: E402
+from mtl_data.train.config import TrainConfig, apply_overrides  # noqa: E402
+from mtl_data.train.data.loader import build_loader  # noqa: E402
+from mtl_data.train.loop import train  # noqa: E402
+from mtl_data.train.run import build_model, run_tasks, train_loader_config  # noqa: E402
 
 
 def make_shards(root: Path) -> Path:
@@ -57,7 +59,7 @@ def make_shards(root: Path) -> Path:
 
 
 def bare_seconds(config: TrainConfig, steps: int) -> float:
-    """CPU seconds per bare step (module docstring)."""
+    """CPU seconds of this process per bare step (module docstring)."""
     shard_set = ShardSet.open(Path(config.shards))
     tasks = run_tasks(config, shard_set)
     loader = build_loader(config.shards, train_loader_config(config, tasks), rank=0, world_size=1)
@@ -73,21 +75,18 @@ def bare_seconds(config: TrainConfig, steps: int) -> float:
         optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up
-    t0 = time.process_time()
-    for _ in range(steps):
-        step()
-    return (time.process_time() - t0) / steps
+    return common.measure(lambda: [step() for _ in range(steps)]).cpu_self / steps
 
 
 def loop_seconds(config: TrainConfig, root: Path, warmup: int, steps: int) -> float:
-    """CPU seconds per step of ``train`` (difference of two runs, module docstring)."""
+    """CPU seconds of this process per step of ``train`` (difference of two runs, module
+    docstring; the loader worker's CPU, reaped with it, is left out: ``cpu_self``)."""
     times = []
     for n in (warmup, steps):
         out = root / f"run_{n}"
         shutil.rmtree(out, ignore_errors=True)
-        t0 = time.process_time()
-        train(dataclasses.replace(config, out=str(out), steps=n))
-        times.append(time.process_time() - t0)
+        run = dataclasses.replace(config, out=str(out), steps=n)
+        times.append(common.measure(lambda run=run: train(run)).cpu_self)
     return (times[1] - times[0]) / (steps - warmup)
 
 
@@ -100,12 +99,24 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=5, help="steps of the shorter loop run")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--loader-workers",
+        type=int,
+        default=1,
+        help="loader worker processes of the loop (0: decoding in this process, counted in the loop's CPU)",
+    )
+    ap.add_argument(
+        "--shards",
+        type=Path,
+        default=None,
+        help="an existing shards root of the synthetic sources (default: synthesize and ingest all five here)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     h, w = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shards = make_shards(root)
+        shards = args.shards or make_shards(root)
         config = apply_overrides(
             TrainConfig(),
             {
@@ -114,12 +125,15 @@ def main() -> int:
                 "model": args.model,
                 "loader.image_size": (h, w),
                 "loader.batch_size": args.batch_size,
-                "loader.workers": 1,
+                "loader.workers": args.loader_workers,
                 "log_every": args.log_every,
                 "save_every": 0,
                 "device": "cpu",
             },
         )
+        # one untimed step: what the first run of a process pays once (imports such as TensorBoard's,
+        # first calls) would otherwise fall on the shorter run and shrink the difference
+        train(dataclasses.replace(config, out=str(root / "run_warm"), steps=1))
         bare, loop = [], []
         for _ in range(args.repeats):
             bare.append(bare_seconds(config, args.steps - args.warmup))
@@ -130,9 +144,9 @@ def main() -> int:
             f"process, one torch thread, best of {args.repeats}"
         )
         print(f"  floor: bare forward/backward/step on a pre-built batch  {b * 1000:9.1f} ms/step")
-        print(f"  loop:  mtl-train's loop (1 loader worker)               {lo * 1000:9.1f} ms/step")
+        print(f"  loop:  mtl-train's loop ({args.loader_workers} loader worker(s))            {lo * 1000:9.1f} ms/step")
         print(f"  bare / loop = {b / lo:.3f} of floor (target >= 0.9)")
-    print("command: .venv/bin/python bench/trainer.py " + " ".join(sys.argv[1:]))
+    print(f"command: {common.command_line()}")
     return 0
 
 

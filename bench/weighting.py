@@ -23,13 +23,13 @@ import argparse
 import dataclasses
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (bench/common.py: the timing)
 import trainer  # noqa: E402  (bench/trainer.py: the synthetic shards)
 
 from mtl_data.shards.reader import ShardSet  # noqa: E402
@@ -77,11 +77,9 @@ def stepper(
 
 
 def seconds_per_step(run: Callable[[int], None], steps: int) -> float:
-    run(0)  # warm-up (allocations, first-step state)
-    t0 = time.process_time()
-    for step in range(1, steps + 1):
-        run(step)
-    return (time.process_time() - t0) / steps
+    """CPU seconds of this process per step, after one warm-up step (allocations, first-step state)."""
+    run(0)
+    return common.measure(lambda: [run(step) for step in range(1, steps + 1)]).cpu / steps
 
 
 def main() -> int:
@@ -93,12 +91,18 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per measurement")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--strategies", default=None, help="comma-separated; default: every registered one")
+    ap.add_argument(
+        "--shards",
+        type=Path,
+        default=None,
+        help="an existing shards root of the synthetic sources (default: synthesize and ingest all five here)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     h, w = (int(v) for v in args.size.split("x"))
     tasks = tuple(args.tasks.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        shards = trainer.make_shards(Path(tmp))
+        shards = args.shards or trainer.make_shards(Path(tmp))
         config = apply_overrides(
             TrainConfig(),
             {
@@ -140,7 +144,7 @@ def main() -> int:
             print(f"  {label:52s} {value * 1000:9.1f} {value / floor:16.2f}")
         asym = best["asymmetric equal, k encoder 3 / heads 2 batches"] / floor
         print(f"  asymmetric / symmetric per sample = {asym:.2f} (target <= 1.2)")
-    print("command: .venv/bin/python bench/weighting.py " + " ".join(sys.argv[1:]))
+    print(f"command: {common.command_line()}")
     return 0
 
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +31,6 @@ from mtl_data.train.models.bifpn import FastNormalizedFusion
 from mtl_data.train.tasks import FeatureSpec, Task, list_tasks
 from mtl_data.train.tasks import base as task_base
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 128)  # (H, W) of the test images
 
 
@@ -596,22 +592,3 @@ def test_config_dataclasses_have_defaults_for_every_field():
             if entry.config is not None:
                 entry.config()  # every field has a default
                 assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(entry.config))
-
-
-# ---- the benchmark ------------------------------------------------------------------------------
-
-
-def test_model_benchmark_runs_tiny_and_prints_its_table():
-    proc = subprocess.run(
-        [sys.executable, "bench/models.py", "--tiny", "--models", "resnet18-fpn"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert any(line.startswith("model") and "GFLOPs" in line and "GMACs" in line for line in lines)
-    row = next(line for line in lines if line.startswith("resnet18-fpn"))
-    assert len(row.split()) == 8 and float(row.split()[1]) > 11  # params M: ResNet-18 alone is 11.2 M
-    assert "a multiply-add counts as 2 FLOPs" in proc.stdout and "encoder 11.177 / " in proc.stdout
