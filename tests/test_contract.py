@@ -7,13 +7,15 @@ fails here until it has a synth writer).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import re
 
 import numpy as np
 import pytest
 
 from mtl_data.errors import LayoutError
-from mtl_data.ingest import CONVERTERS
+from mtl_data.ingest import CONVERTERS, Converter
 from mtl_data.ingest.engine import IngestOptions, plan_ingest, run_ingest
 from mtl_data.schema.validate import validate
 from mtl_data.shards.reader import ShardSet, check_shards
@@ -43,9 +45,32 @@ def test_every_converter_has_a_synth_writer_and_a_layout_docstring(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_empty_root_is_a_layout_error_naming_the_path(name, tmp_path):
-    with pytest.raises(LayoutError, match=str(tmp_path)):
+def test_check_layout_has_the_base_signature_and_returns_nothing_on_a_valid_root(name, synth_root):
+    cls = CONVERTERS[name]
+    assert inspect.signature(cls.check_layout) == inspect.signature(Converter.check_layout)
+    assert cls(synth_root(name)).check_layout() is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_root_is_a_layout_error_naming_the_path_and_the_expected_tree(name, tmp_path):
+    with pytest.raises(LayoutError, match=rf"^{re.escape(str(tmp_path))}: no .+ found \(expected .+\)$"):
         CONVERTERS[name](tmp_path).check_layout()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_missing_root_is_a_layout_error_saying_not_a_folder(name, tmp_path):
+    absent = tmp_path / "absent"
+    with pytest.raises(LayoutError, match=rf"^{re.escape(str(absent))}: not a folder \(expected the .+ root: "):
+        CONVERTERS[name](absent).check_layout()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_folder_holding_the_root_is_an_error_asking_did_you_mean_the_root(name, synth_root, tmp_path):
+    download = tmp_path / "download"
+    download.mkdir()
+    (download / name).symlink_to(synth_root(name), target_is_directory=True)
+    with pytest.raises(LayoutError, match=rf"; did you mean {re.escape(str(download / name))}\?$"):
+        CONVERTERS[name](download).check_layout()
 
 
 @pytest.mark.parametrize("name", NAMES)

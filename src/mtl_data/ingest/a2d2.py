@@ -51,6 +51,7 @@ import numpy as np
 
 from mtl_data.errors import InputError, LayoutError
 from mtl_data.ingest.a2d2_bus import BusSignals, read_bus_file, steering_at
+from mtl_data.ingest.layout import check_root, nothing_found
 from mtl_data.ingest.readers import read_image, read_json
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import val_groups
@@ -137,15 +138,12 @@ class A2D2Converter(Converter):
         return [p for p in (self.options.parts or PARTS) if (self.root / p).is_dir()]
 
     def check_layout(self) -> None:
-        if not self.root.is_dir():
-            raise LayoutError(f"{self.root}: not a folder (expected the A2D2 root with cams_lidars.json)")
-        if not (self.root / "cams_lidars.json").is_file():
-            raise LayoutError(
-                f"{self.root / 'cams_lidars.json'}: missing (expected the A2D2 root holding "
-                f"cams_lidars.json and {', '.join(PARTS)})"
-            )
+        tree = f"cams_lidars.json and one or more of {', '.join(f'{p}/' for p in self.options.parts or PARTS)}"
+        check_root(self.root, "A2D2", tree)
         if not self._parts():
-            raise LayoutError(f"{self.root}: no A2D2 part found (expected one of {', '.join(PARTS)})")
+            raise nothing_found(self.root, "A2D2 part", tree, lambda p: (p / "cams_lidars.json").is_file())
+        if not (self.root / "cams_lidars.json").is_file():
+            raise LayoutError(f"{self.root / 'cams_lidars.json'}: missing (expected the A2D2 root holding {tree})")
         cameras = self._config()["cameras"]
         for cam in self.options.cameras:
             if cam not in cameras:

@@ -51,6 +51,7 @@ import cv2
 import numpy as np
 
 from mtl_data.errors import InputError, LayoutError
+from mtl_data.ingest.layout import check_root, missing_folder, nothing_found
 from mtl_data.ingest.readers import read_file, read_image, read_json
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.schema import cityscapes_geometry as cg
@@ -116,19 +117,20 @@ class CityscapesConverter(Converter):
     def _native_splits(self) -> tuple[str, ...]:
         return (*SPLITS, "train_extra") if self.options.train_extra else SPLITS
 
-    def check_layout(self) -> list[str]:
+    def check_layout(self) -> None:
+        self._splits_to_convert()
+
+    def _splits_to_convert(self) -> list[str]:
         """Check the tree; return the native split folders of ``leftImg8bit`` to convert.
 
         Raises:
             LayoutError: naming the missing folder and the expected tree.
         """
         root = self.root
-        if not root.is_dir():
-            raise LayoutError(f"{root}: not a folder (expected the Cityscapes root containing {TREE})")
+        check_root(root, "Cityscapes", TREE)
         images = root / "leftImg8bit"
         if not images.is_dir():
-            hint = next((f"; did you mean {p.parent}?" for p in sorted(root.glob("*/leftImg8bit")) if p.is_dir()), "")
-            raise LayoutError(f"{root}: no leftImg8bit folder (expected {TREE}){hint}")
+            raise nothing_found(root, "leftImg8bit folder", TREE, lambda p: (p / "leftImg8bit").is_dir())
         splits = [s for s in self._native_splits() if (images / s).is_dir()]
         if not splits:
             found = sorted(p.name for p in images.iterdir() if p.is_dir())
@@ -139,9 +141,10 @@ class CityscapesConverter(Converter):
             )
         for split in splits:
             if (root / "disparity" / split).is_dir() and not (root / "camera" / split).is_dir():
-                raise LayoutError(
-                    f"{root / 'camera' / split}: missing folder (disparity/{split} needs the camera "
-                    f"json of each frame for its baseline and fx: the camera package)"
+                raise missing_folder(
+                    root / "camera" / split,
+                    f"disparity/{split} needs the camera json of each frame for its baseline and fx: "
+                    "the camera package",
                 )
         return splits
 
@@ -153,7 +156,7 @@ class CityscapesConverter(Converter):
 
     def frames(self) -> list[Frame]:
         out = []
-        for native in self.check_layout():
+        for native in self._splits_to_convert():
             roles = {r: v for r, v in ROLES.items() if not (native == "test" and r in LABEL_ROLES)}
             found: dict[str, dict[str, Path]] = {}
             for role, (package, suffix) in roles.items():

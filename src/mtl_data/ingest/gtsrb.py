@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from mtl_data.errors import InputError, LayoutError
+from mtl_data.ingest.layout import check_root, missing_folder, nothing_found
 from mtl_data.ingest.readers import decode_or_raise
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import hash_fraction
@@ -293,6 +294,11 @@ def _resolve(table: CsvTable, root: Path, lineno: int, fields: tuple[str, ...], 
 # ---- the converter -----------------------------------------------------------------------------
 
 
+def _looks_like_root(folder: Path) -> bool:
+    """Whether ``folder`` holds a GTSRB layout (what a "did you mean" hint looks for)."""
+    return (folder / "GTSRB").is_dir() or (folder / "Train.csv").is_file()
+
+
 @register_converter
 class GtsrbConverter(Converter):
     __doc__ = __doc__
@@ -323,8 +329,7 @@ class GtsrbConverter(Converter):
 
     def _find_tables(self) -> list[CsvTable]:
         root = self.root
-        if not root.is_dir():
-            raise LayoutError(f"{root}: not a folder (expected the GTSRB root holding {EXPECTED_TREE})")
+        check_root(root, "GTSRB", EXPECTED_TREE)
         official = (root / "GTSRB").is_dir()
         kaggle = any((root / n).is_file() for n in ("Train.csv", "Test.csv")) or (
             (root / "Train").is_dir() and (root / "Test").is_dir()
@@ -338,18 +343,7 @@ class GtsrbConverter(Converter):
             return self._official_tables()
         if kaggle:
             return self._kaggle_tables()
-        raise LayoutError(f"{root}: no GTSRB layout found (expected {EXPECTED_TREE}){self._hint()}")
-
-    def _hint(self) -> str:
-        """Point at the right folder when the user passed GTSRB/ itself or a parent."""
-        root = self.root
-        if (root / "Final_Training").is_dir() or (root / "Final_Test").is_dir():
-            return f"; RAW_ROOT is the folder holding GTSRB/: did you mean {root.parent}?"
-        for child in sorted(p for p in root.iterdir() if p.is_dir()):
-            for candidate in [child, *sorted(p for p in child.iterdir() if p.is_dir())]:
-                if (candidate / "GTSRB").is_dir() or (candidate / "Train.csv").is_file():
-                    return f"; did you mean {candidate}?"
-        return ""
+        raise nothing_found(root, "GTSRB layout", EXPECTED_TREE, _looks_like_root)
 
     def _official_tables(self) -> list[CsvTable]:
         gtsrb = self.root / "GTSRB"
@@ -396,7 +390,7 @@ class GtsrbConverter(Converter):
         for folder, split in (("Train", "train"), ("Test", "test")):
             csv, images = self.root / f"{folder}.csv", self.root / folder
             if _is_csv(csv) and not images.is_dir():
-                raise LayoutError(f"{images}: missing folder ({csv.name} lists its images; expected {EXPECTED_TREE})")
+                raise missing_folder(images, f"{csv.name} lists its images; expected {EXPECTED_TREE}")
             if images.is_dir() and not csv.is_file():
                 raise LayoutError(
                     f"{csv}: missing ({folder}/ exists; the CSV gives each image's size, ROI "

@@ -1,8 +1,21 @@
-"""One shared check of a raw dataset's folder tree, so every converter fails the same way."""
+"""One shared check of a raw dataset's folder tree, so every converter fails the same way.
+
+Every converter's ``check_layout`` raises its `LayoutError` through these helpers, in three
+forms, each naming the path and the expected tree:
+
+* ``<root>: not a folder (expected the <dataset> root: <tree>)`` (`check_root`);
+* ``<root>: no <what> found (expected <tree>); did you mean <folder>?`` when nothing of the
+  dataset is where it was looked for (`nothing_found`; the hint names a folder next to it that
+  looks like the root: `nested_root_hint`);
+* ``<path>: missing folder (expected <tree>)`` for a required sub-folder, or with what needs it
+  (`missing_folder`).
+
+`check_split_layout` checks a tree of split folders with them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,27 +44,65 @@ def check_split_layout(root: Path, dataset: str, splits: Mapping[str, SplitLayou
     tree = "; ".join(
         f"{name}/{{{','.join([*lay.required, *(f'[{o}]' for o in lay.optional)])}}}" for name, lay in splits.items()
     )
-    if not root.is_dir():
-        raise LayoutError(f"{root}: not a folder (expected the {dataset} root containing {tree})")
+    tree += "; [..] = optional"
+    check_root(root, dataset, tree)
     present = [name for name in splits if (root / name).is_dir()]
     if not present:
-        raise LayoutError(
-            f"{root}: no {dataset} split folder found (expected {tree}; [..] = optional){_nested_hint(root, splits)}"
-        )
+        raise nothing_found(root, f"{dataset} split folder", tree, lambda p: any((p / n).is_dir() for n in splits))
     for name in present:
         for sub in splits[name].required:
             if not (root / name / sub).is_dir():
-                raise LayoutError(f"{root / name / sub}: missing folder (expected {tree}; [..] = optional)")
+                raise missing_folder(root / name / sub, f"expected {tree}")
     return present
 
 
-def _nested_hint(root: Path, splits: Mapping[str, SplitLayout]) -> str:
-    """Suggest a sub-folder that holds the splits (users often pass the parent)."""
-    for child in sorted(p for p in root.glob("*/") if p.is_dir()):
-        for grandchild in [child, *sorted(p for p in child.glob("*/") if p.is_dir())]:
-            if any((grandchild / name).is_dir() for name in splits):
-                return f"; did you mean {grandchild}?"
+def check_root(root: Path, dataset: str, tree: str) -> None:
+    """Raise `LayoutError` unless ``root`` is a folder.
+
+    Args:
+        dataset: the dataset's name as users know it (``KITTI object``, ``GTSRB``).
+        tree: the expected tree, in one line.
+    """
+    if not Path(root).is_dir():
+        raise LayoutError(f"{root}: not a folder (expected the {dataset} root: {tree})")
+
+
+def missing_folder(path: Path, why: str) -> LayoutError:
+    """The error for a required folder that is not there (``why``: the expected tree, or what needs it)."""
+    return LayoutError(f"{path}: missing folder ({why})")
+
+
+def nothing_found(root: Path, what: str, tree: str, looks_like_root: Callable[[Path], bool]) -> LayoutError:
+    """The error for a root holding nothing of the dataset, with `nested_root_hint`.
+
+    Args:
+        what: what was looked for (``GTSRB layout``, ``leftImg8bit folder``).
+        looks_like_root: whether a folder holds the dataset (what the hint looks for).
+    """
+    return LayoutError(f"{root}: no {what} found (expected {tree}){nested_root_hint(root, looks_like_root)}")
+
+
+def nested_root_hint(root: Path, looks_like_root: Callable[[Path], bool]) -> str:
+    """``"; did you mean <folder>?"`` for the nearest folder that looks like the dataset root, else "".
+
+    Users pass a folder inside the root (the parent is suggested) or the folder the download was
+    unpacked in (a child or grandchild is suggested, the first in sorted order).
+    """
+    root = Path(root)
+    if root.parent != root and looks_like_root(root.parent):
+        return f"; did you mean {root.parent}?"
+    for child in _sub_folders(root):
+        for candidate in [child, *_sub_folders(child)]:
+            if looks_like_root(candidate):
+                return f"; did you mean {candidate}?"
     return ""
+
+
+def _sub_folders(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:  # unreadable: nothing to suggest
+        return []
 
 
 def list_stems(folder: Path, suffix: str) -> dict[str, Path]:

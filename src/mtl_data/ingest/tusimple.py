@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_data.errors import InputError, LayoutError
-from mtl_data.ingest.layout import SplitLayout, check_split_layout
+from mtl_data.ingest.layout import SplitLayout, check_root, check_split_layout, missing_folder, nothing_found
 from mtl_data.ingest.readers import read_image
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.ingest.splits import val_groups
@@ -310,15 +310,14 @@ class TuSimpleConverter(Converter):
     def _split_folders(self) -> dict[str, Path]:
         """Native split folders present: sub-folders of the root, or the root itself."""
         root = self.root
-        if not root.is_dir():
-            raise LayoutError(f"{root}: not a folder (expected the TuSimple root: {EXPECTED_TREE})")
+        check_root(root, "TuSimple", EXPECTED_TREE)
         if any((root / name).is_dir() for name in LAYOUT):
             return {name: root / name for name in check_split_layout(root, "TuSimple", LAYOUT)}
         if any(root.glob(TRAIN_LABELS)):
             return {"train_set": root}
         if (root / TEST_LABEL).is_file():
             return {"test_set": root}
-        raise LayoutError(f"{root}: no TuSimple split found (expected {EXPECTED_TREE}){_nested_hint(root)}")
+        raise nothing_found(root, "TuSimple split", EXPECTED_TREE, lambda p: any((p / n).is_dir() for n in LAYOUT))
 
     def _splits(self) -> list[_Split]:
         """The labelled native splits, checked.
@@ -353,15 +352,13 @@ class TuSimpleConverter(Converter):
             elif label is not None:
                 out.append(_Split("test_set", folder, (label,)))
         elif in_root is not None and in_root.is_file():
-            raise LayoutError(
-                f"{self.root / 'test_set'}: missing folder ({in_root} names frames relative to "
-                f"test_set/; expected test_set/clips/)"
+            raise missing_folder(
+                self.root / "test_set", f"{in_root} names frames relative to test_set/; expected test_set/clips/"
             )
         for split in out:
             if not (split.folder / "clips").is_dir():
-                raise LayoutError(
-                    f"{split.folder / 'clips'}: missing folder (expected the clip frames that "
-                    f"{split.labels[0].name} names)"
+                raise missing_folder(
+                    split.folder / "clips", f"expected the clip frames that {split.labels[0].name} names"
                 )
         if not out:
             raise LayoutError(f"{self.root}: no labelled TuSimple split (expected {EXPECTED_TREE})")
@@ -465,11 +462,3 @@ def _lines(path: Path):
                 offset += len(raw)
     except OSError as exc:
         raise InputError(path, f"label file cannot be read: {exc.strerror}") from None
-
-
-def _nested_hint(root: Path) -> str:
-    """Suggest a sub-folder holding the splits (users often pass the parent of the download)."""
-    for child in sorted(p for p in root.glob("*/") if p.is_dir()):
-        if any((child / name).is_dir() for name in LAYOUT):
-            return f"; did you mean {child}?"
-    return ""
