@@ -7,6 +7,7 @@ traceback; anything else escaping is a bug in this project.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -59,3 +60,32 @@ class InputError(MtlDataError):
 
     def __reduce__(self):  # keep the fields when a worker process sends the error back
         return (type(self), (self.path, self.message, self.line, self.hint))
+
+
+class OutputError(MtlDataError):
+    """An output cannot be written (a full disk, a read-only folder, ...).
+
+    Its line names the path, the operating system's reason with its errno, and what to do.
+
+    Args:
+        path: the file or folder being written (the error's own ``filename`` wins when it has one).
+        error: the ``OSError`` the operating system gave.
+        option: the command-line option that chose the place (``--to``), named in the advice;
+            the CLI sets it when the library raised the error.
+    """
+
+    def __init__(self, path: str | Path, error: OSError, option: str | None = None):
+        self.path = str(error.filename if isinstance(error.filename, (str, Path)) else path)
+        self.error = error
+        self.option = option
+        super().__init__(self.path, error)
+
+    def __str__(self) -> str:
+        code = self.error.errno
+        reason = self.error.strerror or str(self.error)
+        fix = {errno.ENOSPC: "free space", errno.EDQUOT: "free space (disk quota exceeded)"}.get(
+            code, "make it writable" if code in (errno.EACCES, errno.EPERM, errno.EROFS) else "check the disk"
+        )
+        where = f" or choose another {self.option}" if self.option else ""
+        number = f" (errno {code})" if code is not None else ""
+        return f"cannot write {self.path}: {reason}{number}; {fix}{where}"

@@ -1,14 +1,18 @@
 """``mtl-data``: thin Click commands over the library (ingest, inspect, validate, stats, batches, synth).
 
-User errors (bad data, bad options, existing outputs) print one ``error: ...`` line on stderr
-and exit 1 (2 for a bad command line); a traceback means a bug in this project.
+User errors (bad data, bad options, existing outputs, an output that cannot be written) print
+one ``error: ...`` line on stderr and exit 1 (2 for a bad command line); a traceback means a
+bug in this project. Help texts are plain text: docstrings used as help carry no reST markup
+(``_plain_help`` strips it from the converters' docstrings).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
+import re
 import shutil
 import sys
 import textwrap
@@ -21,12 +25,12 @@ from tqdm import tqdm
 
 from mtl_data import __version__
 from mtl_data.cli.runner import image_size_option, run
-from mtl_data.errors import MtlDataError
-from mtl_data.files import write_atomic
+from mtl_data.errors import MtlDataError, OutputError
+from mtl_data.files import make_dirs, write_atomic
 from mtl_data.ingest import CONVERTERS
-from mtl_data.ingest.engine import ON_ERROR, IngestOptions, ShardSize, plan_ingest, run_ingest
+from mtl_data.ingest.engine import ON_ERROR, IngestOptions, ShardSize, ingest_lock, plan_ingest, run_ingest
 from mtl_data.procs import tune_worker_process, usable_cpus
-from mtl_data.schema.taxonomy import TAXONOMY_MODES
+from mtl_data.schema.taxonomy import TAXONOMY_MODES, read_taxonomy_file
 from mtl_data.schema.validate import SPLITS
 from mtl_data.shards.codec import IMAGE_FORMATS
 from mtl_data.shards.reader import ShardSet, check_shards
@@ -35,9 +39,24 @@ from mtl_data.synth import SYNTHESIZERS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="mtl-data")
+@click.version_option(__version__, "-V", "--version", prog_name="mtl-data")
 def cli() -> None:
     """Convert driving datasets into one sharded multi-task schema, and inspect the result."""
+
+
+@contextlib.contextmanager
+def _writes_to(option: str, path: Path | None = None):
+    """Name ``option`` in the advice of an ``OutputError`` raised inside the block; with ``path``,
+    an ``OSError`` raised inside becomes one about ``path`` (outputs only inside the block)."""
+    try:
+        yield
+    except OutputError as exc:
+        exc.option = exc.option or option
+        raise
+    except OSError as exc:
+        if path is None:
+            raise
+        raise OutputError(path, exc, option) from exc
 
 
 # ---- ingest -----------------------------------------------------------------------------------
@@ -58,6 +77,11 @@ def _parse_shard_size(ctx, param, value: str) -> ShardSize:
 def _taxonomy(ctx, param, value: str) -> str:
     if value not in TAXONOMY_MODES and not Path(value).is_file():
         raise click.BadParameter(f"{value!r} is not one of {', '.join(TAXONOMY_MODES)} nor an existing JSON file")
+    if value not in TAXONOMY_MODES:
+        try:  # checked whole here, also for sources that have no class table (gtsrb, tusimple)
+            read_taxonomy_file(Path(value))
+        except MtlDataError as exc:
+            raise click.BadParameter(str(exc)) from None
     return value
 
 
@@ -122,7 +146,7 @@ def _converter_options(options_cls: type) -> list[click.Option]:
     for f in dataclasses.fields(options_cls):
         kind = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
-        help_ = f.metadata.get("help", "")
+        help_ = _plain_text(f.metadata.get("help", ""))
         if "range" in f.metadata:  # (min, max), max excluded
             low, high = f.metadata["range"]
             kind = click.FloatRange(low, high, max_open=True) if kind is float else click.IntRange(low, high - 1)
@@ -145,25 +169,30 @@ def _ingest_command(name: str) -> click.Command:
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         options = IngestOptions(splits=tuple(kwargs.pop("splits")) or None, workers=workers or usable_cpus(), **kwargs)
-        plan = plan_ingest(converter, out_root, options)
-        tune_worker_process()  # with --workers 1 this process converts the frames itself
-        complete = [sp.split for sp in plan.splits if sp.status == "complete"]
-        if complete:
-            click.echo(
-                f"{name}: {', '.join(complete)} already complete in {plan.out_dir}; left alone "
-                f"(pass --overwrite to rebuild)",
-                err=True,
-            )
-        with tqdm(
-            total=plan.remaining,
-            unit="frame",
-            desc=name,
-            disable=plan.remaining == 0,
-            file=sys.stderr,
-            dynamic_ncols=True,
-            leave=False,
-        ) as bar:
-            report = run_ingest(plan, progress=bar.update)
+        # One run at a time per source folder: a second one says who holds it and exits.
+        with _writes_to("--to"), ingest_lock(out_root / converter.name):
+            plan = plan_ingest(converter, out_root, options)
+            tune_worker_process()  # with --workers 1 this process converts the frames itself
+            complete = [sp.split for sp in plan.splits if sp.status == "complete"]
+            if complete:
+                click.echo(
+                    f"{name}: {', '.join(complete)} already complete in {plan.out_dir}; left alone "
+                    f"(pass --overwrite to rebuild)",
+                    err=True,
+                )
+            for sp in plan.splits:
+                if sp.damage:
+                    click.echo(f"{name}: {sp.split}: {sp.damage}; rebuilding the split", err=True)
+            with tqdm(
+                total=plan.remaining,
+                unit="frame",
+                desc=name,
+                disable=plan.remaining == 0,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            ) as bar:
+                report = run_ingest(plan, progress=bar.update)
         for split, info in report["splits"].items():
             tasks = ", ".join(f"{t} {n}" for t, n in info["tasks"].items() if n)
             click.echo(
@@ -176,7 +205,7 @@ def _ingest_command(name: str) -> click.Command:
     return click.Command(
         name,
         callback=run,
-        help=_keep_indented_blocks(doc),
+        help=_plain_help(doc),
         params=[
             click.Argument(["root"], type=click.Path(exists=True, file_okay=False, path_type=Path)),
             *COMMON_OPTIONS,
@@ -185,9 +214,23 @@ def _ingest_command(name: str) -> click.Command:
     )
 
 
-def _keep_indented_blocks(doc: str) -> str:
-    """Mark paragraphs with indented lines (layout trees, lists) so Click does not re-wrap them."""
-    paragraphs = doc.split("\n\n")
+_RST_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`")  # :func:`name`, :py:class:`~a.B`
+_RST_LITERAL = re.compile(r"``([^`]+)``")
+_RST_QUOTED = re.compile(r"`([^`]+)`_?")
+
+
+def _plain_text(text: str) -> str:
+    """``text`` without reST markup: roles, ``literals``, `quotes` and the ``::`` of literal blocks."""
+    text = _RST_ROLE.sub(r"\1", text)
+    text = _RST_LITERAL.sub(r"\1", text)
+    text = _RST_QUOTED.sub(r"\1", text)
+    return re.sub(r"\s*::$", ":", text, flags=re.MULTILINE)
+
+
+def _plain_help(doc: str) -> str:
+    """A docstring as Click help: plain text, and paragraphs with indented lines (layout trees,
+    lists) marked so Click does not re-wrap them."""
+    paragraphs = _plain_text(doc).split("\n\n")
     return "\n\n".join("\b\n" + p if any(ln.startswith((" ", "*")) for ln in p.splitlines()) else p for p in paragraphs)
 
 
@@ -198,13 +241,15 @@ for _name in sorted(CONVERTERS):
 # ---- inspect / validate -----------------------------------------------------------------------
 
 SHARDS_ARG = click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
+#: SHARDS, ./shards when not given (as for stats); a missing folder is ShardSet.open's one-line error
+DEFAULT_SHARDS_ARG = click.argument("shards", type=click.Path(file_okay=False, path_type=Path), default=Path("shards"))
 
 
 @cli.command()
-@SHARDS_ARG
+@DEFAULT_SHARDS_ARG
 @click.option("--key", default=None, help="show one sample's members and decoded labels")
 def inspect(shards: Path, key: str | None) -> None:
-    """Counts per source, split and task; or one sample in detail (--key)."""
+    """Counts per source, split and task of SHARDS (default ./shards); or one sample in detail (--key)."""
     ss = ShardSet.open(shards)
     if key is None:
         click.echo(_table(ss.counts()))
@@ -214,7 +259,7 @@ def inspect(shards: Path, key: str | None) -> None:
     click.echo(f"{key}  ({row['shard']} #{row['position']}, offset {row['offset']})")
     for ext, data in members.items():
         click.echo(f"  {key}.{ext:<12} {len(data):>9,} B")
-    sample = ss.read_sample(key)
+    sample = ss.read_sample(key, strict=True)
     names = ss.class_tables(sample.source)
     click.echo(
         f"  image {sample.size[1]}x{sample.size[0]} (orig {sample.orig_size[1]}x{sample.orig_size[0]}), "
@@ -276,18 +321,43 @@ def _label_lines(sample, names: dict[str, list[str]]) -> list[str]:
 
 
 @cli.command("validate")
-@SHARDS_ARG
+@DEFAULT_SHARDS_ARG
 def validate_cmd(shards: Path) -> None:
-    """Decode every sample, check it against the schema and the manifest; exit 1 on any problem."""
+    """Decode every sample of SHARDS (default ./shards), check it against the schema and the manifest.
+
+    Every image is decoded fully: corrupt JPEG data is a problem, not a warning on the terminal.
+    Prints one line per problem and exits 1 on any; a progress bar on stderr when it is a terminal.
+    """
     ss = ShardSet.open(shards)
-    problems = 0
-    for problem in check_shards(ss):
-        problems += 1
-        click.echo(problem)
     n = ss.manifest.height
+    problems = 0
+    # miniters=1: tqdm's monitor thread never redraws the bar itself, so nothing but the decoder
+    # writes to stderr while check_shards captures it around a decode
+    with tqdm(
+        total=n,
+        unit="sample",
+        desc="validate",
+        disable=not _is_tty(sys.stderr),
+        file=sys.stderr,
+        leave=False,
+        miniters=1,
+    ) as bar:
+        for problem in check_shards(ss, progress=bar.update):
+            problems += 1
+            if bar.disable:
+                click.echo(problem)
+            else:
+                tqdm.write(problem, file=sys.stdout)  # clears and redraws the bar around the line
     if problems:
         raise MtlDataError(f"{shards}: {problems} problem(s) in {n} samples")
     click.echo(f"{shards}: {n} samples OK")
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
 
 
 # ---- stats ------------------------------------------------------------------------------------
@@ -360,7 +430,7 @@ def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str,
 
     Samples per source and split, labelled samples per task, class histograms, depth
     coverage, steering and lane distributions; recommended task loss weights and source
-    sampling ratios (the JSON key `recommendations`, which mtl-train reads); warnings.
+    sampling ratios (the JSON key "recommendations", which mtl-train reads); warnings.
     """
     options["alphas"] = tuple(dict.fromkeys(options["alphas"]))
     report = summarize(load_manifests(shards), StatsOptions(**options))
@@ -371,10 +441,13 @@ def stats(shards: Path, json_path: Path | None, plots_dir: Path | None, by: str,
     else:
         click.echo("\n".join(render(report, by)))
         if json_path is not None:
-            write_atomic(json_path, text)
+            with _writes_to("--json", json_path):
+                write_atomic(json_path, text)
             click.echo(f"\nJSON report -> {json_path}")
     if plots_dir is not None:
-        for path in write_plots(report, plots_dir):
+        with _writes_to("--plots", plots_dir):
+            paths = write_plots(report, plots_dir)
+        for path in paths:
             click.echo(f"plot -> {path}", err=json_to_stdout)  # stdout holds only the JSON then
 
 
@@ -416,7 +489,7 @@ def batches(
     """Stream a few loader batches from SHARDS and show what they hold (needs the 'train' extra).
 
     The same loader a trainer gets from mtl_data.train.data.build_loader: sources mixed with
-    --mix, per-task `present` masks, fixed-shape targets.
+    --mix, per-task "present" masks, fixed-shape targets.
     """
     try:
         from mtl_data.train.data import build_loader
@@ -489,13 +562,24 @@ def _echo_batch(index: int, batch: dict) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace an existing non-empty --to folder")
 def synth(dataset: str, out_dir: Path, seed: int, overwrite: bool) -> None:
-    """Write a tiny synthetic dataset in DATASET's native layout (for demos and tests)."""
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise MtlDataError(f"{out_dir}: folder is not empty (pass --overwrite to replace it)")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    SYNTHESIZERS[dataset](out_dir, seed=seed)
+    """Write a tiny synthetic dataset in DATASET's native layout (for demos and tests).
+
+    It is written into TO.part beside TO and renamed when complete: a failed or interrupted run
+    leaves nothing (TO.part is removed, or replaced by the next run).
+    """
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise MtlDataError(f"{out_dir}: folder is not empty (pass --overwrite to replace it)")
+    partial = out_dir.with_name(out_dir.name + ".part")
+    try:
+        with _writes_to("--to", partial):
+            shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
+            make_dirs(partial)
+            SYNTHESIZERS[dataset](partial, seed=seed)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)  # empty, or --overwrite
+            partial.rename(out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     files = sum(1 for p in out_dir.rglob("*") if p.is_file())
     click.echo(f"{dataset}: wrote {files} files in the native layout -> {out_dir}")
 

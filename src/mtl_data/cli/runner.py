@@ -21,16 +21,24 @@ def image_size_option(ctx, param, value: str) -> tuple[int, int]:
     return h, w
 
 
+#: Click >= 8.2 raises this for a group called without a command (8.1 printed the help and exited 0)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def run(command: click.Command, argv: list[str] | None, prog_name: str) -> None:
     """Run ``command`` with ``argv``; user errors become one ``error: ...`` line and a non-zero exit.
 
-    Click's usage errors name the command's ``--help``; ``MtlDataError`` (bad data, bad options)
-    exits 1; an interrupt exits 130 and says the command can be re-run.
+    Click's usage errors name the command's ``--help``; a group called without a command prints
+    its help and exits 0; ``MtlDataError`` (bad data, bad options, an output that cannot be
+    written) exits 1; an interrupt exits 130 and says the command can be re-run.
     """
     try:
         command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except _NO_ARGS_IS_HELP as exc:  # `mtl-data`, `mtl-data ingest`: the help, as --help prints it
+        click.echo(exc.ctx.get_help(), color=exc.ctx.color)
+        sys.exit(0)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         sys.exit(130)

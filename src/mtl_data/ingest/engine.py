@@ -6,8 +6,9 @@ Output of one source (``OUT/<source>/``)::
     manifest.parquet         one row per sample, written last (its presence = complete)
     classes.json             class names of each task's ids
     rejects.jsonl            frames skipped under --on-error skip, with the reason
-    ingest.json              tool version, options, root, counts, time
+    ingest.json              tool version, options, root, counts, shard sizes, time
     .ingest/                 resume state while an ingest runs (removed when complete)
+    ingest.lock              while a run holds the folder (``ingest_lock``; removed at its end)
 
 How a run proceeds, per split: frames are listed and sorted by the converter; they are converted
 by a process pool and consumed **in order**, so the output does not depend on the worker count.
@@ -16,16 +17,25 @@ A shard is written under ``.ingest/`` and renamed into place when full, after a 
 it consumed. A re-run with the same options skips every shard that has both, and continues
 with the next frame: no sample is lost or duplicated after a crash or ``kill -9``. When all
 requested splits are done the manifest is (re)written from the sidecars plus the rows of the
-splits that were already complete, and ``.ingest/`` is removed.
+splits that were already complete, and ``.ingest/`` is removed. ``ingest.json`` records each
+shard's size: a re-run finds a complete split whose shard is missing or has another size
+(truncated by a copy, deleted) and rebuilds that split.
+
+A write that fails (disk full, read-only folder) is one ``OutputError`` naming the file; the
+temporary file is deleted and the finished shards are kept, so the same command resumes.
+Two runs never write one source folder at once: ``ingest_lock``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import multiprocessing
+import os
 import re
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -37,8 +47,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mtl_data import __version__
-from mtl_data.errors import InputError, MtlDataError
-from mtl_data.files import write_atomic
+from mtl_data.errors import InputError, MtlDataError, OutputError
+from mtl_data.files import make_dirs, write_atomic, writing
 from mtl_data.ingest.layout import check_utf8_names
 from mtl_data.ingest.registry import Converter, Frame
 from mtl_data.ingest.resize import resize_sample
@@ -49,7 +59,13 @@ from mtl_data.shards.codec import encode_sample
 from mtl_data.shards.manifest import MANIFEST_NAME, SCHEMA, rows_to_table, sample_row, write_table
 from mtl_data.shards.tario import TarShardWriter
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, runs are not locked
+    fcntl = None
+
 STATE_DIR = ".ingest"
+LOCK_NAME = "ingest.lock"
 ON_ERROR = ("fail", "skip")
 _SIZE_UNITS = {"": None, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -111,6 +127,7 @@ class SplitPlan:
     status: str = "todo"  # todo | resume | complete
     start: int = 0  # first frame index still to convert
     next_shard: int = 0
+    damage: str | None = None  # why a complete split is rebuilt (a shard missing or truncated)
 
 
 @dataclass
@@ -137,6 +154,80 @@ class FrameResult:
     row: dict | None = None
     error: InputError | None = None
     notes: dict[str, int] = field(default_factory=dict)
+
+
+# ---- locking ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def ingest_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the source folder ``out_dir`` (``OUT/<source>``) for one run: plan and run under it.
+
+    An exclusive ``fcntl.flock`` on ``out_dir/ingest.lock``, whose text says who holds it (pid,
+    host, start time). The kernel releases a flock when its process ends, however it ends, so a
+    lock file left behind by a killed run never blocks the next one. On release the file is
+    deleted, and so are the folders the lock created, if nothing else was written into them.
+
+    Raises:
+        MtlDataError: another run holds the folder (naming it, and what to do).
+        OutputError: the folder or the lock file cannot be written.
+    """
+    out_dir = Path(out_dir)
+    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
+    make_dirs(out_dir)
+    path = out_dir / LOCK_NAME
+    fd = _acquire(path)
+    try:
+        with writing(path):
+            os.ftruncate(fd, 0)
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            os.write(fd, f"pid {os.getpid()}\nhost {socket.gethostname()}\nsince {since}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # before unlocking: a run that opened this file sees it was replaced
+        os.close(fd)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a layout error leaves no trace
+
+
+def _acquire(path: Path) -> int:
+    """Open and flock ``path``; the descriptor. Raises MtlDataError naming the holder when held."""
+    while True:
+        with writing(path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:  # pragma: no cover - no flock on this platform
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise MtlDataError(
+                f"{path.parent}: another ingest is writing this folder ({holder}); wait for it to end, "
+                f"or stop it and re-run this command, which resumes where it stopped"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise OutputError(path, exc) from exc
+        try:  # the holder may have deleted the file between our open and flock: lock the new one
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            return fd
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """``pid N on host H, since T`` from a held lock file's text."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        fields = dict(line.split(" ", 1) for line in os.pread(fd, 4096, 0).decode().splitlines() if " " in line)
+        if {"pid", "host", "since"} <= set(fields):
+            return f"pid {fields['pid']} on host {fields['host']}, since {fields['since']}"
+    return "it has not written its pid yet"
 
 
 # ---- planning ---------------------------------------------------------------------------------
@@ -194,10 +285,26 @@ def plan_ingest(converter: Converter, out_root: Path, options: IngestOptions) ->
                 )
         for sp in plans:
             if done and sp.split in done["splits"]:
-                sp.status = "complete"
+                sp.damage = _damaged_shard(out_dir, sp.split, done.get("shard_bytes"))
+                sp.status = "complete" if sp.damage is None else "todo"
             elif running and sp.split in running["splits"]:
                 sp.status, sp.start, sp.next_shard = _resume_point(out_dir, sp.split, len(sp.frames))
     return Plan(converter, out_dir, options, fingerprint, plans)
+
+
+def _damaged_shard(out_dir: Path, split: str, shard_bytes: dict[str, int] | None) -> str | None:
+    """What is wrong with the first shard of a complete split that is missing or does not have
+    the size ``ingest.json`` recorded; None when all are intact (or no sizes were recorded)."""
+    for name, size in (shard_bytes or {}).items():
+        if not name.startswith(f"{split}-"):
+            continue
+        try:
+            actual = (out_dir / name).stat().st_size
+        except FileNotFoundError:
+            return f"{name} is missing"
+        if actual != size:
+            return f"{name} has {actual:,} bytes, {size:,} when it was written"
+    return None
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -311,13 +418,13 @@ def run_ingest(plan: Plan, progress: Callable[[int], None] | None = None) -> dic
     state = out_dir / STATE_DIR
     todo = [sp for sp in plan.splits if sp.status != "complete"]
     if todo:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(out_dir)
         if options.overwrite:
             shutil.rmtree(state, ignore_errors=True)
         for sp in todo:
             if sp.status == "todo":
                 _clear_split(out_dir, sp.split)
-        state.mkdir(exist_ok=True)
+        make_dirs(state)
         running = _read_json(state / "run.json") or {}
         splits = sorted(set(running.get("splits", [])) | {sp.split for sp in todo}, key=SPLITS.index)
         _write_json(state / "run.json", {"fingerprint": plan.fingerprint, "splits": splits}, indent=1)
@@ -342,11 +449,10 @@ def run_ingest(plan: Plan, progress: Callable[[int], None] | None = None) -> dic
 
 def _clear_split(out_dir: Path, split: str) -> None:
     """Remove a split's shards and resume state (``--overwrite``, or a fresh start)."""
-    for path in out_dir.glob(f"{split}-*.tar"):
-        path.unlink()
     state = out_dir / STATE_DIR
-    for path in [*state.glob(f"{split}-*"), state / f"{split}.done"]:
-        path.unlink(missing_ok=True)
+    for path in [*out_dir.glob(f"{split}-*.tar"), *state.glob(f"{split}-*"), state / f"{split}.done"]:
+        with writing(path):
+            path.unlink(missing_ok=True)
 
 
 def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
@@ -355,7 +461,8 @@ def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
     source_dir = out_dir.name
     for stale in [*out_dir.glob(f"{sp.split}-*.tar"), *state.glob(f"{sp.split}-*.tar.part")]:
         if int(stale.name.split("-")[1][:6]) >= sp.next_shard:
-            stale.unlink()
+            with writing(stale):
+                stale.unlink()
     seen = _seen_keys(state, sp.split, sp.next_shard)
     index, writer, rows, rejects, notes = sp.next_shard, None, [], [], collections.Counter()
 
@@ -382,8 +489,9 @@ def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
                 if options.on_error == "fail":
                     raise result.error
                 err = result.error
+                path = os.path.abspath(err.path)  # the record must not depend on where the command ran
                 rejects.append(
-                    {"split": sp.split, "id": result.frame_id, "path": err.path, "line": err.line, "error": err.message}
+                    {"split": sp.split, "id": result.frame_id, "path": path, "line": err.line, "error": err.message}
                 )
             else:
                 if result.key in seen:
@@ -411,7 +519,7 @@ def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
         if writer is not None:
             writer.abort()
         raise
-    (state / f"{sp.split}.done").touch()
+    write_atomic(state / f"{sp.split}.done", b"")
 
 
 def _seen_keys(state: Path, split: str, upto: int) -> set[str]:
@@ -454,9 +562,13 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
             "tasks": {t: int(pc.sum(table[f"has_{t}"]).as_py() or 0) for t in TASKS},
             "notes": dict(sorted(notes.items())),
         }
+    manifest = pa.concat_tables(tables)
+    # Sizes of the finished shards: a re-run finds a truncated or deleted one (``_damaged_shard``).
+    shard_names = sorted(rel.split("/", 1)[1] for rel in pc.unique(manifest["shard"]).to_pylist())
+    shard_bytes = {name: (out_dir / name).stat().st_size for name in shard_names}
     _write_json(out_dir / "classes.json", plan.converter.class_tables(), indent=1)
     write_atomic(out_dir / "rejects.jsonl", "".join(json.dumps(r) + "\n" for r in rejects))
-    write_table(pa.concat_tables(tables), out_dir / MANIFEST_NAME)
+    write_table(manifest, out_dir / MANIFEST_NAME)
     report = {
         "tool": "mtl-data",
         "version": __version__,
@@ -464,6 +576,7 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
         "root": str(plan.converter.root.resolve()),
         "fingerprint": plan.fingerprint,
         "splits": splits,
+        "shard_bytes": shard_bytes,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "elapsed_s": round(elapsed, 3),
         "workers": plan.options.workers,

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mtl_data.errors import MtlDataError
+from mtl_data.files import open_output, remove_quietly, writing
 from mtl_data.schema.sample import TASKS, Sample
 
 MANIFEST_NAME = "manifest.parquet"
@@ -109,10 +110,21 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
 
 
 def write_table(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file atomically (temporary name, then rename) and reproducibly."""
+    """Write a Parquet file atomically (temporary name, then rename) and reproducibly.
+
+    Raises:
+        OutputError: it cannot be written (disk full, read-only folder); the ``.part`` file is
+            removed first.
+    """
     tmp = path.with_name(path.name + ".part")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    try:
+        with writing(tmp), open_output(tmp) as f:
+            pq.write_table(table, f, compression="zstd")
+        with writing(path):
+            tmp.replace(path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 def manifest_paths(root: Path) -> list[Path]:

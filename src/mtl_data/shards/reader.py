@@ -2,13 +2,21 @@
 
 Paths in the manifest's ``shard`` column are relative to the shards root (the folder holding
 one sub-folder per source), so a root or a single source folder both work as input.
+
+Images are decoded strictly here (``decode_image_strict``): libjpeg repairs corrupt JPEG data
+with a warning on stderr and returns an image anyway; that warning is captured and reported as
+corruption, never shown on the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 import tarfile
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +26,91 @@ import polars as pl
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.schema.validate import validate, validate_meta
-from mtl_data.shards.codec import DecodeError, decode_sample
+from mtl_data.shards.codec import IMAGE_FORMATS, DecodeError, decode_image, decode_sample
 from mtl_data.shards.manifest import MANIFEST_NAME, read_manifests, sample_row
 from mtl_data.shards.tario import iter_tar_samples
+
+#: what reading a truncated or corrupt tar raises (tarfile's own errors, a short read, a bad header)
+TAR_ERRORS = (tarfile.TarError, EOFError, OSError, UnicodeDecodeError, ValueError)
+
+
+class _Fd2Capture:
+    """What C libraries print on file descriptor 2 while a function runs (libjpeg's warnings).
+
+    The descriptor is pointed at a temporary file for the call only, so Python's own stderr
+    output (a progress bar) before and after is untouched.
+    """
+
+    def __init__(self):
+        self._file = tempfile.TemporaryFile(buffering=0)
+
+    def call(self, fn: Callable, *args):
+        """``(fn(*args), text printed on fd 2 during the call)``."""
+        fd = self._file.fileno()
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 at all: capture into the file and close it again after
+            saved = None
+        os.dup2(fd, 2)
+        try:
+            result = fn(*args)
+        finally:
+            if saved is None:
+                os.close(2)
+            else:
+                os.dup2(saved, 2)
+                os.close(saved)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return result, os.read(fd, 1 << 16).decode(errors="replace").strip()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def decode_image_strict(data: bytes, capture: _Fd2Capture | None = None) -> tuple[np.ndarray | None, str]:
+    """Decode image bytes fully: ``(RGB image or None, problem)``; problem is "" when it is intact.
+
+    A JPEG whose entropy-coded data is corrupt still decodes (libjpeg fills in what it cannot
+    read and prints "Corrupt JPEG data: ..."; a truncated one "Premature end of JPEG file");
+    here that message is the problem, and it is kept off the terminal.
+    """
+    own = capture is None
+    capture = capture or _Fd2Capture()
+    try:
+        image, printed = capture.call(decode_image, data)
+    finally:
+        if own:
+            capture.close()
+    problem = " ".join(printed.split())
+    if image is None:
+        return None, problem or "does not decode"
+    return (None, problem) if problem else (image, "")
+
+
+def rebuild_hint(root: Path, shard: str, overwrite: bool = False) -> str:
+    """What to do about a damaged shard (``kitti/train-000001.tar`` under ``root``): the ingest
+    command that rebuilds it, with the raw root its ``ingest.json`` recorded.
+
+    A missing or truncated shard is found by a plain re-run (its size differs from the one
+    recorded); corrupt bytes of the same size need ``--overwrite`` on its split.
+    """
+    source, _, name = shard.partition("/")
+    built = {}
+    with contextlib.suppress(OSError, ValueError):
+        built = json.loads((Path(root) / source / "ingest.json").read_text())
+    raw = built.get("root", "RAW") if isinstance(built, dict) else "RAW"
+    command = f"mtl-data ingest {source} {raw} --to {root}"
+    if overwrite:
+        split = name.split("-")[0]
+        return f"rebuild its split: `{command} --split {split} --overwrite` with the options of {source}/ingest.json"
+    return (
+        f"re-run the ingest that wrote it (`{command}` with the options of {source}/ingest.json): "
+        "it finds missing and truncated shards and rebuilds their split"
+    )
 
 
 def labels_any(tasks: Iterable[str] = TASKS) -> pl.Expr:
@@ -58,6 +148,8 @@ class ShardSet:
             MtlDataError: no manifest below ``path`` (nothing ingested, or an ingest unfinished).
         """
         path = Path(path)
+        if not path.is_dir():
+            raise MtlDataError(f"{path}: no such folder (expected a shards root written by `mtl-data ingest`)")
         try:
             table = read_manifests(path)
         except FileNotFoundError:
@@ -97,24 +189,80 @@ class ShardSet:
         return hit.row(0, named=True)
 
     def read_members(self, key: str) -> dict[str, bytes]:
-        """The raw members of one sample, read from its shard at the manifest's byte offset."""
+        """The raw members of one sample, read from its shard at the manifest's byte offset.
+
+        Raises:
+            MtlDataError: no such key; or its shard is missing, truncated or corrupt (naming the
+                shard and how to rebuild it).
+        """
         row = self.row(key)
-        got_key, members = next(iter_tar_samples(self.root / row["shard"], offset=row["offset"]))
+        path = self.root / row["shard"]
+        try:
+            got_key, members = next(iter_tar_samples(path, offset=row["offset"]), (None, {}))
+        except FileNotFoundError:
+            raise MtlDataError(
+                f"{path}: shard missing (it holds {key}); {rebuild_hint(self.root, row['shard'])}"
+            ) from None
+        except TAR_ERRORS as exc:
+            raise MtlDataError(
+                f"{path}: truncated or corrupt shard ({exc} reading {key} at byte {row['offset']}); "
+                f"{rebuild_hint(self.root, row['shard'])}"
+            ) from None
         if got_key != key:
-            raise MtlDataError(f"{row['shard']}: offset {row['offset']} holds {got_key!r}, not {key!r}")
+            found = "nothing" if got_key is None else repr(got_key)
+            raise MtlDataError(
+                f"{path}: byte {row['offset']} holds {found}, not {key!r}; "
+                f"{rebuild_hint(self.root, row['shard'], overwrite=True)}"
+            )
         return members
 
-    def read_sample(self, key: str) -> Sample:
-        return decode_sample(key, self.read_members(key))
+    def read_sample(self, key: str, strict: bool = False) -> Sample:
+        """One sample, decoded.
+
+        Args:
+            key: its key.
+            strict: decode the image with ``decode_image_strict`` (corrupt JPEG data is an error,
+                libjpeg's warning never reaches stderr). It points fd 2 elsewhere during the
+                decode, so it is for single-threaded tools (inspect), not a trainer's loop.
+
+        Raises:
+            MtlDataError: it cannot be read or a member is corrupt (naming the shard and key).
+        """
+        members = self.read_members(key)
+        shard = self.row(key)["shard"]
+        image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
+        image, problem = (None, "") if image_ext is None or not strict else decode_image_strict(members[image_ext])
+        try:
+            if problem:
+                raise DecodeError(f"{image_ext}: corrupt image data ({problem})")
+            return decode_sample(key, members, image=image)
+        except (DecodeError, KeyError, ValueError, TypeError) as exc:
+            raise MtlDataError(
+                f"{self.root / shard}: {key} does not decode ({exc}); {rebuild_hint(self.root, shard, overwrite=True)}"
+            ) from None
 
 
-def check_shards(shards: ShardSet) -> Iterator[str]:
+def check_shards(shards: ShardSet, progress: Callable[[int], None] | None = None) -> Iterator[str]:
     """Decode every sample of every shard and yield each problem found, as one line.
 
-    Checks: every tar sample decodes, validates against the schema, and matches its manifest
-    row (shard, position, offset, and every derived column); every manifest row is found in its
-    shard; keys are unique; no stray shard lies next to a manifest.
+    Checks: every tar sample decodes (the image fully and strictly: ``decode_image_strict``),
+    validates against the schema, and matches its manifest row (shard, position, offset, and
+    every derived column); every manifest row is found in its shard; keys are unique; no stray
+    shard lies next to a manifest; no shard is truncated.
+
+    Args:
+        shards: what to check.
+        progress: called with the number of manifest rows dealt with, as the check advances
+            (their sum is the manifest's row count).
     """
+    capture = _Fd2Capture()
+    try:
+        yield from _check_shards(shards, progress or (lambda n: None), capture)
+    finally:
+        capture.close()
+
+
+def _check_shards(shards: ShardSet, progress: Callable[[int], None], capture: _Fd2Capture) -> Iterator[str]:
     m = shards.manifest
     dupes = m.filter(pl.col("key").is_duplicated())["key"].unique().to_list()
     for key in sorted(dupes):
@@ -125,21 +273,33 @@ def check_shards(shards: ShardSet) -> Iterator[str]:
     on_disk = {f"{p.parent.name}/{p.name}" for s in shards.sources() for p in (shards.root / s).glob("*.tar")}
     for stray in sorted(on_disk - listed):
         yield f"{stray}: shard on disk but no manifest row points into it"
+    rows_per_shard = dict(m.group_by("shard").len().iter_rows())
     for shard in sorted(listed):
         path = shards.root / shard
+        before = len(seen)
         if not path.exists():
-            yield f"{shard}: listed in the manifest but missing"
-            continue
-        source = shard.split("/")[0]
-        num_det = len(shards.class_tables(source).get("det2d", [])) or None
-        yield from _check_shard(path, shard, expected, seen, num_det)
+            yield f"{shard}: listed in the manifest but missing; {rebuild_hint(shards.root, shard)}"
+        else:
+            source = shard.split("/")[0]
+            num_det = len(shards.class_tables(source).get("det2d", [])) or None
+            yield from _check_shard(shards.root, shard, expected, seen, num_det, progress, capture)
+        progress(max(0, rows_per_shard[shard] - (len(seen) - before)))  # rows not found in the tar
     for key in sorted(set(expected) - seen):
         row = expected[key]
         if (shards.root / row["shard"]).exists():
             yield f"{row['shard']}: {key}: in the manifest but not in the shard"
 
 
-def _check_shard(path: Path, shard: str, expected: dict, seen: set, num_det: int | None) -> Iterator[str]:
+def _check_shard(
+    root: Path,
+    shard: str,
+    expected: dict,
+    seen: set,
+    num_det: int | None,
+    progress: Callable[[int], None],
+    capture: _Fd2Capture,
+) -> Iterator[str]:
+    path = root / shard
     offsets = _member_offsets(path)
     try:
         for position, (key, members) in enumerate(iter_tar_samples(path)):
@@ -151,9 +311,15 @@ def _check_shard(path: Path, shard: str, expected: dict, seen: set, num_det: int
             if row is None:
                 yield f"{where}: not in the manifest"
                 continue
+            progress(1)
+            image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
+            image, problem = (None, "") if image_ext is None else decode_image_strict(members[image_ext], capture)
+            if problem:
+                yield f"{where}: {image_ext}: corrupt image data ({problem}); {rebuild_hint(root, shard, True)}"
+                continue
             try:
                 meta = json.loads(members["meta.json"]) if "meta.json" in members else {}
-                sample = decode_sample(key, members)
+                sample = decode_sample(key, members, image=image)
             except (DecodeError, KeyError, ValueError, TypeError) as exc:
                 yield f"{where}: does not decode: {exc}"
                 continue
@@ -165,7 +331,7 @@ def _check_shard(path: Path, shard: str, expected: dict, seen: set, num_det: int
                 if not _same(row.get(col), want):
                     yield f"{where}: manifest {col}={row.get(col)!r} but the shard gives {want!r}"
     except Exception as exc:  # a truncated or corrupt tar stops the walk; report, do not crash
-        yield f"{shard}: unreadable tar: {exc}"
+        yield f"{shard}: truncated or corrupt tar ({exc}); {rebuild_hint(root, shard)}"
 
 
 def _member_offsets(path: Path) -> dict[str, int]:

@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 from mtl_data.errors import MtlDataError
-from mtl_data.files import write_atomic
+from mtl_data.files import make_dirs, write_atomic
 from mtl_data.schema.sample import TASKS
 
 
@@ -34,8 +34,7 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
     ``steering.png``: the steering-angle histogram, where steering is labelled.
     """
     plt = _pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dirs(out_dir)  # OutputError naming it when it cannot be made
     written = [_save(plt, _shares(plt, report), out_dir / "shares.png")]
     for task, data in report["tasks"].items():
         if data.get("classes", {}).get("total"):

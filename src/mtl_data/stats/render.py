@@ -81,8 +81,10 @@ def _sources(report: dict, by: str) -> list[str]:
     rows = []
     for name, src in report["sources"].items():
         for split, n in src["splits"].items():
+            # the tasks this split labels (KITTI's test split has no boxes), from its has_<task> counts
+            tasks = src.get("split_tasks", {}).get(split, src["tasks"])
             rows.append(
-                (name, split, n, pct(n / report["samples"]), ", ".join(t for t in TASKS if src["tasks"][t]) or "(none)")
+                (name, split, n, pct(n / report["samples"]), ", ".join(t for t in TASKS if tasks[t]) or "(none)")
             )
     rows.append(("total", "", report["samples"], pct(1.0 if report["samples"] else 0.0), ""))
     return ["Samples per source and split", *table(("source", "split", "samples", "share", "labels"), rows)]

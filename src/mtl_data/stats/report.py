@@ -5,7 +5,8 @@ plot renderers draw. Its layout is a public, versioned contract (``REPORT_VERSIO
 keys, never rename; documented in docs/conventions.md, "Stats report"):
 
     {"version", "root", "split", "samples",
-     "sources": {source: {"samples", "share", "labelled", "splits": {split: n}, "tasks": {task: n}}},
+     "sources": {source: {"samples", "share", "labelled", "splits": {split: n}, "tasks": {task: n},
+                          "split_tasks": {split: {task: n}}}},
      "tasks": {task: {"labelled", "share", "ratio_to_largest", "by_source": {source: n},
                       "by_split": {split: n}, ...task-specific: "classes" | "depth" | "steering" | "lanes"}},
      "recommendations": {"basis": {...}, "beta", "task_weights": {rule: {task: w}},
@@ -85,7 +86,7 @@ def _labelled_per_split(frame: pl.DataFrame) -> dict[str, dict[str, int]]:
 
 
 def _sources(scope: pl.DataFrame) -> dict:
-    """Samples per source and split, labelled samples and per-task counts."""
+    """Samples per source and split, labelled samples and per-task counts (overall and per split)."""
     per = (
         scope.group_by("source", "split")
         .agg(
@@ -98,16 +99,26 @@ def _sources(scope: pl.DataFrame) -> dict:
     out: dict = {}
     for row in per.iter_rows(named=True):
         src = out.setdefault(
-            row["source"], {"samples": 0, "share": 0.0, "labelled": 0, "splits": {}, "tasks": dict.fromkeys(TASKS, 0)}
+            row["source"],
+            {
+                "samples": 0,
+                "share": 0.0,
+                "labelled": 0,
+                "splits": {},
+                "tasks": dict.fromkeys(TASKS, 0),
+                "split_tasks": {},
+            },
         )
         src["samples"] += row["samples"]
         src["labelled"] += row["labelled"]
         src["splits"][row["split"]] = row["samples"]
+        src["split_tasks"][row["split"]] = {t: row[t] for t in TASKS}
         for t in TASKS:
             src["tasks"][t] += row[t]
     for src in out.values():
         src["share"] = _share(src["samples"], scope.height)
-        src["splits"] = dict(sorted(src["splits"].items(), key=lambda kv: split_order(kv[0])))
+        for key in ("splits", "split_tasks"):
+            src[key] = dict(sorted(src[key].items(), key=lambda kv: split_order(kv[0])))
     return out
 
 
