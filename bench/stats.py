@@ -46,7 +46,7 @@ import common  # noqa: E402
 import ingest_cityscapes  # noqa: E402
 
 from mtl_data.cli.main import main as cli_main  # noqa: E402
-from mtl_data.ingest import CONVERTERS  # noqa: E402
+from mtl_data.ingest import create_converter  # noqa: E402
 from mtl_data.ingest.a2d2 import A2D2Options  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions, plan_ingest, run_ingest  # noqa: E402
 from mtl_data.shards.manifest import MANIFEST_NAME, SCHEMA, write_table  # noqa: E402
@@ -67,7 +67,7 @@ def real_ingests(fixtures: Path, out: Path, tmp: Path) -> None:
     # the A2D2 fixture's bbox frame has no camera image (an input error): its semantic part alone
     options = {"a2d2": A2D2Options(parts=("camera_lidar_semantic",))}
     for name, root in roots.items():
-        run_ingest(plan_ingest(CONVERTERS[name](root, options.get(name)), out, IngestOptions(workers=1)))
+        run_ingest(plan_ingest(create_converter(name, root, options.get(name)), out, IngestOptions(workers=1)))
 
 
 def replicate(real: Path, out: Path, rows: int, seed: int = 0) -> None:

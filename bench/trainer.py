@@ -36,7 +36,7 @@ import common  # noqa: E402
 
 from mtl_data.cli.main import main as mtl_data  # noqa: E402
 from mtl_data.shards.reader import ShardSet  # noqa: E402
-from mtl_data.synth import SYNTHESIZERS  # noqa: E402
+from mtl_data.synth import create_synth, list_synths  # noqa: E402
 from mtl_data.train.config import TrainConfig, apply_overrides  # noqa: E402
 from mtl_data.train.data.loader import build_loader  # noqa: E402
 from mtl_data.train.loop import train  # noqa: E402
@@ -46,9 +46,9 @@ from mtl_data.train.run import build_model, run_tasks, train_loader_config  # no
 def make_shards(root: Path) -> Path:
     """Synthetic shards of all five sources (the demo's), quietly."""
     out = root / "shards"
-    for source in sorted(SYNTHESIZERS):
+    for source in list_synths():
         raw = root / "raw" / source
-        SYNTHESIZERS[source](raw, seed=0)
+        create_synth(source, raw, seed=0)
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             try:
                 mtl_data(["ingest", source, str(raw), "--to", str(out), "--workers", "1"])

@@ -4,6 +4,10 @@ Adding a dataset touches one file: a module in ``mtl_data.ingest`` that subclass
 ``Converter`` and decorates it with ``@register_converter``. The CLI grows a
 ``mtl-data ingest <name>`` command with the common options plus the fields of the converter's
 ``Options`` dataclass, and the contract tests run over it.
+
+The registry reads as the training side's (timm style): ``register_converter`` /
+``create_converter(name, root)`` / ``list_converters()``, with ``converter_class(name)``; the
+``CONVERTERS`` table behind them stays public.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import Sample
 
 
@@ -114,3 +119,21 @@ def register_converter(cls: type[Converter]) -> type[Converter]:
         raise ValueError(f"converter {cls.name!r} registered twice")
     CONVERTERS[cls.name] = cls
     return cls
+
+
+def list_converters() -> list[str]:
+    """The registered datasets, sorted by name."""
+    return sorted(CONVERTERS)
+
+
+def converter_class(name: str) -> type[Converter]:
+    """The registered ``Converter`` subclass of ``name``; MtlDataError listing the datasets otherwise."""
+    try:
+        return CONVERTERS[name]
+    except KeyError:
+        raise MtlDataError(f"unknown dataset {name!r}; choose from {', '.join(list_converters())}") from None
+
+
+def create_converter(name: str, root: Path, options: Any = None, taxonomy: str = "unified") -> Converter:
+    """The converter of dataset ``name`` over the raw folder ``root`` (``options``: its ``Options``)."""
+    return converter_class(name)(root, options, taxonomy)

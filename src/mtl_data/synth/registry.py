@@ -1,10 +1,17 @@
-"""Registry of synthetic raw-dataset writers (``mtl-data synth NAME``)."""
+"""Registry of synthetic raw-dataset writers (``mtl-data synth NAME``).
+
+It reads as the other registries: ``@register_synth(name)`` on a writer, ``create_synth(name,
+out_dir, seed=...)`` writes the dataset, ``list_synths()`` names them; the ``SYNTHESIZERS``
+table behind them stays public.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+from mtl_data.errors import MtlDataError
 
 
 class SynthWriter(Protocol):
@@ -25,3 +32,19 @@ def register_synth(name: str) -> Callable[[SynthWriter], SynthWriter]:
         return fn
 
     return wrap
+
+
+def list_synths() -> list[str]:
+    """The datasets with a synthetic writer, sorted by name."""
+    return sorted(SYNTHESIZERS)
+
+
+def create_synth(name: str, out_dir: Path, *, seed: int = 0) -> None:
+    """Write the tiny synthetic dataset ``name`` in its native layout under ``out_dir``.
+
+    Raises:
+        MtlDataError: an unknown name (listing the datasets).
+    """
+    if name not in SYNTHESIZERS:
+        raise MtlDataError(f"no synthetic writer for {name!r}; choose from {', '.join(list_synths())}")
+    SYNTHESIZERS[name](Path(out_dir), seed=seed)
