@@ -6,8 +6,9 @@ Frames:
   y left, z up, metres, origin at the camera.
 * **Optical frame** of the stored (undistorted) image: x right, y down, z forward, so that
   ``(X, Y, Z)_optical = (-y, -z, x)_view``; the undistorted ``CamMatrix`` projects it.
-* **Views** in ``cams_lidars.json`` give a sensor's axes and origin in the vehicle frame; the
-  official tutorial orthonormalises them (``get_axes_of_a_view``).
+
+The converter needs no transform between sensors (the LiDAR npz of a camera already holds its
+pixel rows/columns and forward distances), so the ``cams_lidars.json`` views are not read here.
 """
 
 from __future__ import annotations
@@ -19,33 +20,6 @@ from mtl_data.schema import geometry as geo
 
 #: view frame (x fwd, y left, z up) -> optical frame (x right, y down, z fwd).
 VIEW_TO_OPTICAL = geo.FLU_TO_OPTICAL
-
-#: A2D2 corner order (official tutorial ``get_points``): b/t = bottom/top, f/r = front (+x) /
-#: rear, l/r = left (+y) / right, as signs of (x, y, z) in box axes.
-A2D2_CORNER_SIGNS = np.array(
-    [[-1, 1, -1], [1, 1, -1], [1, -1, -1], [-1, -1, -1], [-1, 1, 1], [1, 1, 1], [1, -1, 1], [-1, -1, 1]],
-    dtype=np.float64,
-)
-
-
-def view_to_global(view: dict) -> np.ndarray:
-    """(4, 4) sensor -> vehicle transform of a ``cams_lidars.json`` view (axes as columns).
-
-    x is normalised; y loses its component along x and is normalised; z = x cross y.
-    """
-    x = np.asarray(view["x-axis"], dtype=np.float64)
-    x = x / np.linalg.norm(x)
-    y = np.asarray(view["y-axis"], dtype=np.float64)
-    y = y - x * (x @ y)
-    y = y / np.linalg.norm(y)
-    T = np.eye(4)
-    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, y, np.cross(x, y), view["origin"]
-    return T
-
-
-def transform_from_to(src_view: dict, dst_view: dict) -> np.ndarray:
-    """(4, 4) transform from one view's frame to another's."""
-    return np.linalg.inv(view_to_global(dst_view)) @ view_to_global(src_view)
 
 
 def view_to_optical(points: np.ndarray) -> np.ndarray:
@@ -62,17 +36,6 @@ def axis_angle_to_matrix(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
     zero = np.zeros(len(a))
     cross = np.stack([zero, -a[:, 2], a[:, 1], a[:, 2], zero, -a[:, 0], -a[:, 1], a[:, 0], zero], axis=1)
     return c * np.eye(3) + s * cross.reshape(-1, 3, 3) + (1 - c) * np.einsum("ni,nj->nij", a, a)
-
-
-def a2d2_box_corners(center: np.ndarray, size: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-    """(N, 8, 3) corners in the view frame, in A2D2's order (``A2D2_CORNER_SIGNS``).
-
-    Args:
-        center: (N, 3) view frame, metres. size: (N, 3) ``[l, w, h]``. rotation: (N, 3, 3).
-    """
-    half = 0.5 * np.asarray(size, dtype=np.float64).reshape(-1, 3)
-    local = A2D2_CORNER_SIGNS[None] * half[:, None, :]
-    return np.einsum("nij,nkj->nki", rotation, local) + np.asarray(center, np.float64).reshape(-1, 1, 3)
 
 
 def a2d2_boxes_to_optical(
