@@ -245,6 +245,37 @@ def ingest_timing(runs: list[dict]) -> Timing:
     return Timing(min(x["cpu"] for x in runs), min(x["run"] for x in runs), min(x["cpu_self"] for x in runs))
 
 
+@dataclass(frozen=True)
+class FloorsAndIngest:
+    """What `floors_and_ingest` measured.
+
+    Attributes:
+        floors: floor name -> its best `Timing`.
+        ingest: the best `Timing` of ``run_ingest``.
+        best: the `ingest_once` result with the least CPU.
+        runs: every `ingest_once` result.
+    """
+
+    floors: dict[str, Timing]
+    ingest: Timing
+    best: dict[str, float]
+    runs: list[dict]
+
+
+def floors_and_ingest(
+    repeats: int,
+    floors: dict[str, Callable[[], object]],
+    new_converter: Callable[[], Converter],
+    out: Path,
+    opts: IngestOptions,
+) -> FloorsAndIngest:
+    """The floors and an inline ingest with a fresh converter each, `interleaved`, after a
+    `warm_up`; every ingest writes to ``out / "ingest"``."""
+    warm_up(new_converter(), out / "warm", opts)
+    times, runs = interleaved(repeats, floors, lambda: ingest_once(new_converter(), out / "ingest", opts))
+    return FloorsAndIngest(times, ingest_timing(runs), min(runs, key=lambda x: x["cpu"]), runs)
+
+
 def pool_startup(conv: Converter, opts: IngestOptions, workers: int, hold: float = 0.5) -> Timing:
     """Spawn + initialize + shut down a pool like the engine's (one task per worker): its
     `Timing`, the workers' CPU included (they are reaped at shutdown), the ``hold`` of each
@@ -374,6 +405,24 @@ def print_row(name: str, per_item: Timing, width: int, digits: int = 2) -> None:
 def print_ratio(name: str, value: float, width: int, target: str = "") -> None:
     """A CPU-time ratio, in the ratio column of the floor table."""
     print(f"{'  ' + name:<{width + 31}}{value:>8.2f}  {target}".rstrip())
+
+
+def print_floor_table(floors: dict[str, Timing], ingest: Timing, n: int, width: int, digits: int = 2) -> None:
+    """Each floor's row and the inline ingest's, per item, then ``ingest / <floor>`` on CPU time for
+    each floor (the part of its name before ``:``): target >= 0.80, none for a floor marked
+    ``(info)``."""
+    for name, t in floors.items():
+        print_row(name, t.per(n), width, digits)
+    print_row("ingest, workers=1 (run_ingest)", ingest.per(n), width, digits)
+    for name, t in floors.items():
+        short = name.split(":")[0]
+        info = "(info)" in short
+        print_ratio(f"ingest / {short.replace(' (info)', '')}", ratio(t, ingest), width, "" if info else ">= 0.80")
+
+
+def floors_note(floors: dict[str, Timing], n: int) -> str:
+    """``CPU floor 1 = 9.61, floor 2 = 12.17`` (ms per item), for the stage table's title."""
+    return "CPU " + ", ".join(f"{name.split(':')[0]} = {1000 * t.cpu / n:.2f}" for name, t in floors.items())
 
 
 def print_ingest_usage(best_run: dict[str, float], n: int, extra: str = "") -> None:

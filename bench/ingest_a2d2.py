@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, shared with ingest_kitti.py
 import common  # noqa: E402
-from common import best_of, ingest_once, stage_breakdown  # noqa: E402
+from common import best_of, stage_breakdown  # noqa: E402
 
 from mtl_data.ingest import a2d2  # noqa: E402
 from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options  # noqa: E402
@@ -412,18 +412,20 @@ def main() -> int:
         first = conv.convert(frames[0])
         depth16 = None if first.depth is None else common.depth_u16(first.depth)
         maps = conv._maps("front_center")
-        common.warm_up(A2D2Converter(root, A2D2Options()), tmp / "warm", opts)
-        floors, runs = common.interleaved(
+        floor2_name = "floor 2: floor 1 + seg PNG" + (" + depth PNG enc" if args.with_lidar else " enc")
+        m = common.floors_and_ingest(
             r,
             {
-                "floor 1": lambda: codec_floor(frames, None, None),
-                "floor 2": lambda: codec_floor(frames, first.seg, depth16),
-                "floor 3": lambda: codec_floor(frames, first.seg, depth16, maps),
+                "floor 1: cam PNG dec + label PNG dec + JPEG q95 enc": lambda: codec_floor(frames, None, None),
+                floor2_name: lambda: codec_floor(frames, first.seg, depth16),
+                "floor 3 (info): floor 2 + undistort image + label": lambda: codec_floor(
+                    frames, first.seg, depth16, maps
+                ),
             },
-            lambda: ingest_once(A2D2Converter(root, A2D2Options()), tmp / "out1", opts),
+            lambda: A2D2Converter(root, A2D2Options()),
+            tmp,
+            opts,
         )
-        best = min(runs, key=lambda x: x["cpu"])
-        ingest = common.ingest_timing(runs)
         t_maps, t_lut = cache_build(root, r)
         stages = stage_breakdown(conv, opts, frames, r, a2d2_parts(conv, opts))
         scale = common.scaling(lambda: A2D2Converter(root, A2D2Options()), tmp, n_scale, args)
@@ -432,24 +434,15 @@ def main() -> int:
         thesis = thesis_comparison(fx, conv, r, args.thesis_budget_s, args.thesis_crop)
 
     w = 52
-    floor1, floor2, floor3 = floors["floor 1"], floors["floor 2"], floors["floor 3"]
     lidar = "with lidar npz" if args.with_lidar else "no lidar"
     common.print_header(
         f"A2D2 ingest vs codec floor: {n} frames 1920x1208 ({lidar}), best of {r}",
         w,
         f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
     )
-    common.print_row("floor 1: cam PNG dec + label PNG dec + JPEG q95 enc", floor1.per(n), w)
-    common.print_row(
-        "floor 2: floor 1 + seg PNG" + (" + depth PNG enc" if args.with_lidar else " enc"), floor2.per(n), w
-    )
-    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w)
-    common.print_ratio("ingest / floor 1", common.ratio(floor1, ingest), w, ">= 0.80")
-    common.print_ratio("ingest / floor 2", common.ratio(floor2, ingest), w, ">= 0.80")
-    common.print_row("floor 3 (info): floor 2 + undistort image + label", floor3.per(n), w)
-    common.print_ratio("ingest / floor 3", common.ratio(floor3, ingest), w)
+    common.print_floor_table(m.floors, m.ingest, n, w)
     common.print_ingest_usage(
-        best,
+        m.best,
         n,
         f"; once per process: undistortion maps {1000 * t_maps:.1f} ms CPU "
         f"(inside the run), colour LUT {1000 * t_lut:.1f} ms CPU (in plan_ingest)",
@@ -457,8 +450,7 @@ def main() -> int:
     common.print_scaling(
         scale, n_scale, f" (each worker also builds maps + LUT, ~{1000 * (t_maps + t_lut):.0f} ms CPU, inside the run)"
     )
-    floors_ms = f"CPU floor 1 = {1000 * floor1.cpu / n:.2f}, floor 2 = {1000 * floor2.cpu / n:.2f}"
-    common.print_stages(stages, best, n, floors_ms, 48)
+    common.print_stages(stages, m.best, n, common.floors_note(m.floors, n), 48)
 
     c = check
     print(

@@ -52,7 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, shared with the other benchmarks
 import common  # noqa: E402
-from common import best_of, ingest_once, stage_breakdown  # noqa: E402
+from common import best_of, stage_breakdown  # noqa: E402
 
 from mtl_data.ingest import cityscapes as cs  # noqa: E402
 from mtl_data.ingest.cityscapes import CityscapesConverter  # noqa: E402
@@ -291,17 +291,16 @@ def main() -> int:
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         first = conv.convert(frames[0])  # all frames are equal: its maps are every frame's
         depth16 = common.depth_u16(first.depth)
-        common.warm_up(CityscapesConverter(root), tmp / "warm", opts)
-        floors, runs = common.interleaved(
+        m = common.floors_and_ingest(
             r,
             {
-                "floor 1": lambda: codec_floor(frames, None, None),
-                "floor 2": lambda: codec_floor(frames, first.seg, depth16),
+                "floor 1: 3 PNG dec (image, labelIds, disp.) + JPEG enc": lambda: codec_floor(frames, None, None),
+                "floor 2: floor 1 + seg PNG + depth PNG enc": lambda: codec_floor(frames, first.seg, depth16),
             },
-            lambda: ingest_once(CityscapesConverter(root), tmp / "out1", opts),
+            lambda: CityscapesConverter(root),
+            tmp,
+            opts,
         )
-        best = min(runs, key=lambda x: x["cpu"])
-        ingest = common.ingest_timing(runs)
         stages = stage_breakdown(conv, opts, frames, r, cityscapes_parts(conv, opts))
         scale = common.scaling(lambda: CityscapesConverter(root), tmp, n_scale, args)
         gains = possible_gains(first.seg, first.depth, r)
@@ -309,7 +308,6 @@ def main() -> int:
         out_kb = {k: len(codec._png(v, LABEL_PNG_PARAMS)) / 1000 for k, v in (("seg", first.seg), ("depth", depth16))}
 
     w = 56
-    floor1, floor2 = floors["floor 1"], floors["floor 2"]
     tasks = ", ".join(first.tasks)
     common.print_header(
         f"Cityscapes ingest vs codec floor: {n} frames 2048x1024 (leftImg8bit {kb['image']:.0f} kB, "
@@ -319,15 +317,10 @@ def main() -> int:
         w,
         f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
     )
-    common.print_row("floor 1: 3 PNG dec (image, labelIds, disp.) + JPEG enc", floor1.per(n), w)
-    common.print_row("floor 2: floor 1 + seg PNG + depth PNG enc", floor2.per(n), w)
-    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w)
-    common.print_ratio("ingest / floor 1", common.ratio(floor1, ingest), w, ">= 0.80")
-    common.print_ratio("ingest / floor 2", common.ratio(floor2, ingest), w, ">= 0.80")
-    common.print_ingest_usage(best, n)
+    common.print_floor_table(m.floors, m.ingest, n, w)
+    common.print_ingest_usage(m.best, n)
     common.print_scaling(scale, n_scale)
-    floors_ms = f"CPU floor 1 = {1000 * floor1.cpu / n:.2f}, floor 2 = {1000 * floor2.cpu / n:.2f}"
-    common.print_stages(stages, best, n, floors_ms, 54)
+    common.print_stages(stages, m.best, n, common.floors_note(m.floors, n), 54)
     g, d = gains["bincount"], gains["depth_valid"]
     print(
         f"\nPossible gains (CPU, measured here, NOT used by the library): sample_row np.bincount(seg) {g[0]:.2f} ms -> "

@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, shared with the other benchmarks
 import common  # noqa: E402
-from common import best_of, ingest_once, stage_breakdown  # noqa: E402
+from common import best_of, stage_breakdown  # noqa: E402
 
 from mtl_data.ingest.engine import FrameResult, IngestOptions  # noqa: E402
 from mtl_data.ingest.gtsrb import GtsrbConverter  # noqa: E402
@@ -405,17 +405,18 @@ def main() -> int:
             sys.exit(f"error: the raw root lists {len(frames)} frames, expected {n}")
         paths = [f.paths["image"] for f in frames]
         opts = IngestOptions(shard_size=args.shard_size, overwrite=True, workers=1)
-        common.warm_up(GtsrbConverter(root), tmp / "warm", opts)
-        floors, runs = common.interleaved(
-            r, {"floor": lambda: codec_floor(paths)}, lambda: ingest_once(GtsrbConverter(root), tmp / "out1", opts)
+        m = common.floors_and_ingest(
+            r,
+            {"floor: read + PPM dec + JPEG q95 enc": lambda: codec_floor(paths)},
+            lambda: GtsrbConverter(root),
+            tmp,
+            opts,
         )
-        floor = floors["floor"]
-        best = min(runs, key=lambda x: x["cpu"])
-        ingest = common.ingest_timing(runs)
+        floor, ingest, best = next(iter(m.floors.values())), m.ingest, m.best
         ingest_plan = common.Timing(
-            min(x["cpu"] + x["plan"] for x in runs),
-            min(x["run"] + x["plan_wall"] for x in runs),
-            min(x["cpu_self"] + x["plan"] for x in runs),
+            min(x["cpu"] + x["plan"] for x in m.runs),
+            min(x["run"] + x["plan_wall"] for x in m.runs),
+            min(x["cpu_self"] + x["plan"] for x in m.runs),
         )
         (tmp / "tar").mkdir()
         parts, part_major, close = gtsrb_parts(conv, opts, tmp / "tar")
@@ -437,10 +438,8 @@ def main() -> int:
         f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
         unit="sample",
     )
-    common.print_row("floor: read + PPM dec + JPEG q95 enc", floor.per(n), w, 3)
-    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w, 3)
-    common.print_row("ingest, workers=1, plan_ingest + run_ingest", ingest_plan.per(n), w, 3)
-    common.print_ratio("ingest / floor", common.ratio(floor, ingest), w, ">= 0.80")
+    common.print_floor_table(m.floors, ingest, n, w, 3)
+    common.print_row("ingest, workers=1, plan_ingest + run_ingest (info)", ingest_plan.per(n), w, 3)
     print(
         f"  fixed overhead of the engine per sample (ingest - floor, CPU): {1000 * (ingest.cpu - floor.cpu) / n:.3f} "
         f"ms; plan_ingest adds {1000 * best['plan'] / n:.3f} ms/sample (CSV parsing, listing, sorting)"

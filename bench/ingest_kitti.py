@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, shared with ingest_a2d2.py
 import common  # noqa: E402
-from common import ingest_once, stage_breakdown  # noqa: E402
+from common import stage_breakdown  # noqa: E402
 
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
 from mtl_data.ingest.kitti import KittiConverter, parse_kitti_label, read_velodyne  # noqa: E402
@@ -121,29 +121,25 @@ def main() -> int:
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         # Depth maps for floor 2: converted once per distinct frame, outside the timed region.
         depth16 = {int(f.id): common.depth_u16(conv.convert(f).depth) for f in frames[:2]}
-        common.warm_up(KittiConverter(root), tmp / "warm", opts)
-        floors, runs = common.interleaved(
+        m = common.floors_and_ingest(
             r,
-            {"floor 1": lambda: codec_floor(frames, None), "floor 2": lambda: codec_floor(frames, depth16)},
-            lambda: ingest_once(KittiConverter(root), tmp / "out1", opts),
+            {
+                "floor 1: PNG dec + JPEG q95 enc + file reads": lambda: codec_floor(frames, None),
+                "floor 2: floor 1 + depth uint16 PNG encode": lambda: codec_floor(frames, depth16),
+            },
+            lambda: KittiConverter(root),
+            tmp,
+            opts,
         )
-        best = min(runs, key=lambda x: x["cpu"])
-        ingest = common.ingest_timing(runs)
         stages = stage_breakdown(conv, opts, frames, r, kitti_parts(conv, opts))
         scale = common.scaling(lambda: KittiConverter(root), tmp, n_scale, args)
 
     w = 46
-    floor1, floor2 = floors["floor 1"], floors["floor 2"]
     common.print_header(f"KITTI ingest vs codec floor: {n} frames, best of {r}", w)
-    common.print_row("floor 1: PNG dec + JPEG q95 enc + file reads", floor1.per(n), w)
-    common.print_row("floor 2: floor 1 + depth uint16 PNG encode", floor2.per(n), w)
-    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w)
-    common.print_ratio("ingest / floor 1", common.ratio(floor1, ingest), w, ">= 0.80")
-    common.print_ratio("ingest / floor 2", common.ratio(floor2, ingest), w, ">= 0.80")
-    common.print_ingest_usage(best, n)
+    common.print_floor_table(m.floors, m.ingest, n, w)
+    common.print_ingest_usage(m.best, n)
     common.print_scaling(scale, n_scale)
-    floors_ms = f"CPU floor 1 = {1000 * floor1.cpu / n:.2f}, floor 2 = {1000 * floor2.cpu / n:.2f}"
-    common.print_stages(stages, best, n, floors_ms, 42)
+    common.print_stages(stages, m.best, n, common.floors_note(m.floors, n), 42)
     print(f"\ncommand: {common.command_line()}")
     return 0
 

@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, shared with the other benchmarks
 import common  # noqa: E402
-from common import ingest_once, stage_breakdown  # noqa: E402
+from common import stage_breakdown  # noqa: E402
 
 from mtl_data.ingest import tusimple as ts  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions  # noqa: E402
@@ -163,23 +163,21 @@ def main() -> int:
         frames = conv.frames()[:n]
         opts = IngestOptions(limit=n, shard_size=args.shard_size, overwrite=True, workers=1)
         first = conv.convert(frames[0])  # all frames are equal: the lane mask of one is every frame's
-        common.warm_up(TuSimpleConverter(root), tmp / "warm", opts)
-        floors, runs = common.interleaved(
+        m = common.floors_and_ingest(
             r,
             {
-                "floor 1": lambda: codec_floor(frames, None),
-                "floor 2": lambda: codec_floor(frames, first.lane.mask),
+                "floor 1: JPEG dec + JPEG q95 enc": lambda: codec_floor(frames, None),
+                "floor 2: floor 1 + lane PNG enc": lambda: codec_floor(frames, first.lane.mask),
             },
-            lambda: ingest_once(TuSimpleConverter(root), tmp / "out1", opts),
+            lambda: TuSimpleConverter(root),
+            tmp,
+            opts,
         )
-        best = min(runs, key=lambda x: x["cpu"])
-        ingest = common.ingest_timing(runs)
         stages = stage_breakdown(conv, opts, frames, r, tusimple_parts(conv, opts))
         scale = common.scaling(lambda: TuSimpleConverter(root), tmp, n_scale, args)
         gains = possible_gains(first.lane.mask, r)
 
     w = 50
-    floor1, floor2 = floors["floor 1"], floors["floor 2"]
     lanes = first.lane.xs.shape[0]
     common.print_header(
         f"TuSimple ingest vs codec floor: {n} frames 1280x720 ({image.stat().st_size // 1000} kB "
@@ -187,15 +185,10 @@ def main() -> int:
         w,
         f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
     )
-    common.print_row("floor 1: JPEG dec + JPEG q95 enc", floor1.per(n), w)
-    common.print_row("floor 2: floor 1 + lane PNG enc", floor2.per(n), w)
-    common.print_row("ingest, workers=1 (run_ingest)", ingest.per(n), w)
-    common.print_ratio("ingest / floor 1", common.ratio(floor1, ingest), w, ">= 0.80")
-    common.print_ratio("ingest / floor 2", common.ratio(floor2, ingest), w, ">= 0.80")
-    common.print_ingest_usage(best, n)
+    common.print_floor_table(m.floors, m.ingest, n, w)
+    common.print_ingest_usage(m.best, n)
     common.print_scaling(scale, n_scale)
-    floors_ms = f"CPU floor 1 = {1000 * floor1.cpu / n:.2f}, floor 2 = {1000 * floor2.cpu / n:.2f}"
-    common.print_stages(stages, best, n, floors_ms, 48)
+    common.print_stages(stages, m.best, n, common.floors_note(m.floors, n), 48)
     print(
         f"\nIds of the lane mask (validate): np.unique {gains['unique']:.2f} ms (before), "
         f"np.bincount + flatnonzero {gains['bincount'][0]:.2f} ms (the library now; same ids: "
