@@ -36,6 +36,8 @@ from mtl_data.train.tasks.det3d import (
     CITYSCAPES3D_EVAL_LABELS,
     Det3DPrediction,
     amodal_boxes,
+    decode_multibin,
+    multibin_targets,
     rotation_to_yaw_pitch_roll_torch,
     stored_intrinsics,
 )
@@ -192,8 +194,8 @@ def test_head_returns_every_output_on_the_stride_4_map(task):
         "offset": (2, 2, 32, 64),
         "depth": (2, 1, 32, 64),
         "size": (2, 3, 32, 64),
-        "orientation": (2, 2, 32, 64),
-        "pitch_roll": (2, 4, 32, 64),
+        "orientation": (2, 24, 32, 64),  # 12 bins: 12 logits, 12 residuals
+        "pitch_roll": (2, 48, 32, 64),  # the same for pitch, then roll
     }
     assert torch.all(head.branches["heatmap"][-1].bias == -2.19)
     with pytest.raises(MtlDataError, match="stride 4"):
@@ -252,13 +254,14 @@ def test_pitch_and_roll_are_trained_only_where_the_source_has_them(task, real_sh
     t = task.targets(batch, (32, 64))
     assert t.valid[0].sum() == 3 and not t.full[0].any()
     assert t.full[1, 0] and t.full[1].sum() == 1
-    pitch = math.atan2(float(t.pitch_roll[1, 0, 0]), float(t.pitch_roll[1, 0, 1]))
+    pitch, roll = decode_multibin(t.pitch_roll[1, :1].double().numpy(), task.config.heading_bins)[0]
     assert 0.01 < abs(pitch) < 0.1  # the real box's tilt
+    assert not t.pitch_roll[0].any() and not t.pitch_roll[1, 1:].any()  # no target on the other rows
     assert t.heatmap.amax(dim=(2, 3))[0].tolist().count(1.0) == 3  # truck, car, cyclist peaks
     good = det3d_perfect_output(task, batch)
-    bad = {**good, "pitch_roll": good["pitch_roll"] + 0.5}
+    bad = {**good, "pitch_roll": good["pitch_roll"] + 0.5}  # the logits' softmax is unchanged, residuals are 0.5 off
     delta = task.loss(bad, batch) - task.loss(good, batch)
-    assert delta[0] == 0 and delta[1] > 0
+    assert delta[0] == 0 and float(delta[1]) == pytest.approx(2 * 0.5, abs=1e-5)  # pitch's and roll's L1
 
 
 def test_absent_task_gives_exactly_zero_loss_and_zero_head_gradient(task, real_shards):
@@ -552,6 +555,51 @@ def test_detection_score_from_the_read_back_files_is_the_same(ds_case):
     _assert_equals_official(_metric(task, samples, read), official)
 
 
+def _decoded_with_pitch_roll_errors(task, sample, rng: np.random.Generator, spread: float) -> Det3DPrediction:
+    """The truth of ``sample`` as ``decode`` would give it from multi-bin outputs whose pitch and roll
+    are off by up to ``spread`` rad: centre, size and observation angle exact; the three angles
+    encoded (``multibin_targets``) and decoded (``decode_multibin``), R = R_y(yaw) R_z(pitch) R_x(roll)
+    in the optical frame, as ``Det3DTask._decode_one`` builds it."""
+    truth = task.ground_truth(sample)
+    boxes = truth.boxes
+    n, bins = len(boxes), task.config.heading_bins
+    yaw, pitch, roll = geo.rotation_to_yaw_pitch_roll(truth.rotation)
+    ray = np.arctan2(boxes[:, 0], boxes[:, 2])
+    alpha = yaw - ray
+    pitch, roll = pitch + rng.uniform(-spread, spread, n), roll + rng.uniform(-spread, spread, n)
+    angles = torch.from_numpy(np.stack([alpha, pitch, roll], axis=1))  # (N, 3)
+    outputs = multibin_targets(angles, bins).numpy()  # (N, 3 2 n)
+    alpha_d, pitch_d, roll_d = decode_multibin(outputs, bins).T
+    rotation = geo.yaw_pitch_roll_to_rotation(alpha_d + ray, pitch_d, roll_d).reshape(-1, 3, 3)
+    boxes = np.column_stack([boxes[:, :6], np.arctan2(rotation[:, 0, 2], rotation[:, 0, 0])])
+    scores = rng.choice(np.arange(0.0, 1.01, 0.02)[5:], n)  # on the evaluator's confidence grid
+    return Det3DPrediction(boxes, rotation, scores, truth.classes, amodal_boxes(boxes, rotation, truth.K, truth.size))
+
+
+def test_detection_score_with_predicted_pitch_and_roll_equals_cityscapesscripts(ds_case, tmp_path):
+    """Predictions carrying their own pitch and roll (off by up to 0.3 rad, everything else exact)
+    are exported and scored by cityscapesScripts: its OS_Pitch_Roll is below 1 and every part
+    of our DS, from the decoded predictions and from the files read back, is equal to it; the
+    same boxes with the truth's pitch and roll score OS_Pitch_Roll 1, so the predicted angles
+    are what is scored."""
+    task, samples, _, _, work = ds_case
+    rng = np.random.default_rng(11)
+    predictions = {s.key: _decoded_with_pitch_roll_errors(task, s, rng, 0.3) for s in samples}
+    write_task_predictions(task, tmp_path / "preds", predictions, samples)
+    official = run_cityscapesscripts(work / "raw/gtBbox3d/val", tmp_path / "preds/det3d", tmp_path)
+    scored = [label for label in CITYSCAPES3D_EVAL_LABELS if official["Center_Dist"][label]["auc"] > 0]
+    assert len(scored) >= 3  # classes whose TPs span depth bins (one bin scores 0, as the tool does)
+    for label in scored:  # only pitch and roll are off
+        assert official["Center_Dist"][label]["auc"] > 0.999 and official["OS_Yaw"][label]["auc"] > 0.999
+        assert 0.98 < official["OS_Pitch_Roll"][label]["auc"] < 0.998
+    _assert_equals_official(_metric(task, samples, predictions), official)
+    _assert_equals_official(_metric(task, samples, task.read_predictions(tmp_path / "preds")), official)
+    exact = {s.key: _decoded_with_pitch_roll_errors(task, s, np.random.default_rng(11), 0.0) for s in samples}
+    ours = _metric(task, samples, exact)
+    for label in scored:
+        assert ours[f"ds_os_pitch_roll/{label}"] == pytest.approx(1.0, abs=1e-9)
+
+
 def test_ignore_region_and_depth_rules_change_the_score(ds_case):
     task, samples, predictions, official, _ = ds_case
     without_ignore = [
@@ -809,7 +857,9 @@ def test_vehicle_frame_predictions_need_the_sample_extrinsic(task, shards, tmp_p
 
 _LOSS_TERMS = ("heatmap", "offset", "depth", "size", "orientation", "pitch_roll")
 _REGRESSION_TERMS = _LOSS_TERMS[1:]
-_REGRESSION_WIDTH = {"offset": 2, "depth": 1, "size": 3, "orientation": 2, "pitch_roll": 4}
+_BINS = 12  # the default heading_bins
+_REGRESSION_WIDTH = {"offset": 2, "depth": 1, "size": 3, "orientation": 2 * _BINS, "pitch_roll": 4 * _BINS}
+_MULTIBIN_TERMS = ("orientation", "pitch_roll")
 
 
 def _only(term: str):
@@ -884,13 +934,34 @@ def _centernet_radius(height: float, width: float, min_overlap: float = 0.7) -> 
     return min(r1, r2, r3)
 
 
+def _angle2class(angle: float, bins: int) -> tuple[int, float]:
+    """MonoDLE's ``angle2class`` (Ma et al. 2021), its arithmetic as written there."""
+    angle = angle % (2 * math.pi)
+    angle_per_class = 2 * math.pi / bins
+    shifted_angle = (angle + angle_per_class / 2) % (2 * math.pi)
+    class_id = int(shifted_angle / angle_per_class)
+    return class_id, shifted_angle - (class_id * angle_per_class + angle_per_class / 2)
+
+
+def _multibin_reference(outputs: np.ndarray, angles: list[float], bins: int) -> float:
+    """Sum over the angles of MonoDLE's heading loss: cross-entropy of the n logits at the true
+    class + |residual of that class - the target residual|; ``outputs`` is (A 2 n,)."""
+    total = 0.0
+    for a, angle in enumerate(angles):
+        logits, residuals = outputs[2 * a * bins : (2 * a + 1) * bins], outputs[(2 * a + 1) * bins : (2 * a + 2) * bins]
+        cls, res = _angle2class(angle, bins)
+        top = logits.max()
+        total += top + math.log(np.exp(logits - top).sum()) - logits[cls] + abs(residuals[cls] - res)
+    return total
+
+
 def _reference_det3d_loss(
     batch: dict, output: dict[str, torch.Tensor], config, *, alpha: float = 2.0, beta: float = 4.0, overlay=np.maximum
 ) -> dict:
     """Each det3d loss term per sample, float64 numpy, box by box from the documented formulas.
 
     Nothing of ``det3d``'s target or loss code is used; ``config`` gives only stride,
-    min_depth, min_radius and virtual_focal. Returns ``{term: (B,)}``, ``"heatmap_target"``
+    min_depth, min_radius, virtual_focal and heading_bins. Returns ``{term: (B,)}``, ``"heatmap_target"``
     (B, C, h, w) and ``"cells"`` (per sample, the trained boxes' (row, col)). ``alpha``,
     ``beta`` and ``overlay`` exist so a test can show that a wrong formula is caught.
     """
@@ -945,14 +1016,17 @@ def _reference_det3d_loss(
                 "offset": [fu - col, fv - row],
                 "depth": [math.log(z * scale)],
                 "size": [math.log(length), math.log(wid), math.log(hgt)],
-                "orientation": [math.sin(alpha_obs), math.cos(alpha_obs)],
-                "pitch_roll": [math.sin(pitch), math.cos(pitch), math.sin(roll), math.cos(roll)],
+                "orientation": [alpha_obs],
+                "pitch_roll": [pitch, roll],
             }
             for name in _REGRESSION_TERMS:
                 if name == "pitch_roll" and not bool(batch["det3d_full"][i, j]):
                     continue  # only rows with the source's own rotation
                 pred = output[name][i, :, row, col].double().numpy()
-                regression[name].append(np.abs(pred - wanted[name]).sum())  # sum over the term's channels
+                if name in _MULTIBIN_TERMS:
+                    regression[name].append(_multibin_reference(pred, wanted[name], config.heading_bins))
+                else:
+                    regression[name].append(np.abs(pred - wanted[name]).sum())  # sum over the term's channels
         for name in _REGRESSION_TERMS:  # mean over the (full) trained objects; 0 without any
             terms[name][i] = np.mean(regression[name]) if regression[name] else 0.0
         # CenterNet eq. 1 (Zhou et al. 2019) on its clamped sigmoid, / max(1, objects)
@@ -1008,11 +1082,12 @@ def test_focal_term_alone_equals_centernet_eq1(loss_batches, case):
 
 @pytest.mark.parametrize("case", ["hand", "real"])
 @pytest.mark.parametrize("term", _REGRESSION_TERMS)
-def test_each_l1_term_alone_equals_its_formula(loss_batches, case, term):
+def test_each_regression_term_alone_equals_its_formula(loss_batches, case, term):
     """Targets at the centre cells computed here (offset = projected centre - cell, log virtual
-    depth, log l w h, sin/cos of alpha = yaw - atan2(x, z), sin/cos of pitch and roll of
-    ``geometry.rotation_to_yaw_pitch_roll``), |pred - target| summed over the term's channels
-    and averaged over the trained objects (pitch/roll: over the ``det3d_full`` ones)."""
+    depth, log l w h: |pred - target| summed over the term's channels; alpha = yaw - atan2(x, z),
+    pitch and roll of ``geometry.rotation_to_yaw_pitch_roll``: MonoDLE's 12-bin heading loss,
+    cross-entropy + residual L1, with its own ``angle2class``), averaged over the trained objects
+    (pitch/roll: over the ``det3d_full`` ones)."""
     task = _only(term)
     batch = loss_batches[case]
     output = _random_output(batch, task.num_classes, seed=2)
@@ -1023,9 +1098,10 @@ def test_each_l1_term_alone_equals_its_formula(loss_batches, case, term):
     assert (ref[term] > 0).sum() == (1 if term == "pitch_roll" else {"hand": 2, "real": 3}[case])
 
 
-def test_pitch_roll_term_is_zero_for_upright_rows_and_four_times_the_shift_for_the_tilted_box(loss_batches):
+def test_pitch_roll_term_is_zero_for_upright_rows_and_known_for_the_tilted_box(loss_batches):
     """KITTI rows (``det3d_full`` False) contribute nothing whatever the output; the Cityscapes box
-    (one full object) costs exactly 4 d when its four pitch/roll outputs are moved by d."""
+    (one full object) costs 2 log(1 + (n - 1) e^-L) + 2 |d| when, for pitch and roll, its true bin
+    (bin 0: both angles are small) has logit L, the others 0, and its residual is off by d."""
     task = _only("pitch_roll")
     batch = loss_batches["real"]
     assert not batch["det3d_full"][:2].any() and batch["det3d_full"][2, 0]
@@ -1033,17 +1109,20 @@ def test_pitch_roll_term_is_zero_for_upright_rows_and_four_times_the_shift_for_t
     wild["pitch_roll"] = 100 * wild["pitch_roll"]
     loss = task.loss(wild, batch)
     assert loss[0] == 0 and loss[1] == 0 and loss[2] > 1
-    # the tilted box's own target: the output at its cell holds (sin, cos) of its pitch and roll
     K = batch["K"][2].double().numpy()
     x, y, z = batch["det3d_boxes"][2, 0, :3].double().tolist()
     u, v = (K @ [x, y, z])[:2] / z
     row, col = math.floor((v + 0.5) / 4), math.floor((u + 0.5) / 4)
     _, pitch, roll = geo.rotation_to_yaw_pitch_roll(batch["det3d_rotation"][2, 0].double().numpy())
-    assert 0.01 < abs(float(pitch)) < 0.1  # the real box is tilted
-    target = torch.tensor([math.sin(pitch), math.cos(pitch), math.sin(roll), math.cos(roll)])
+    assert 0.01 < abs(float(pitch)) < 0.1  # the real box is tilted: bin 0, its angle as the residual
+    n, big = _BINS, 3.0
     for shift in (0.0, -0.25):
         output = _random_output(batch, task.num_classes, seed=4)
-        output["pitch_roll"][2, :, row, col] = target + shift
+        cell = torch.zeros(4 * n)
+        cell[[0, 2 * n]] = big  # pitch's and roll's bin-0 logits
+        cell[[n, 3 * n]] = torch.tensor([float(pitch), float(roll)]) + shift  # their bin-0 residuals
+        output["pitch_roll"][2, :, row, col] = cell
         loss = task.loss(output, batch)
         assert loss[0] == 0 and loss[1] == 0
-        assert abs(float(loss[2]) - 4 * abs(shift)) < 1e-6
+        expected = 2 * math.log(1 + (n - 1) * math.exp(-big)) + 2 * abs(shift)
+        assert abs(float(loss[2]) - expected) < 1e-6

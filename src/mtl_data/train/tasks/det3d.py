@@ -10,8 +10,9 @@ key                channels  meaning at the cell of an object's projected 3D cen
 ``offset``         2         sub-cell position of the projected centre, (du, dv) in cells
 ``depth``          1         ``log(z virtual_focal / sqrt(fx fy))``: log "virtual depth" (below)
 ``size``           3         ``log(l, w, h)``, metres
-``orientation``    2         ``(sin alpha, cos alpha)``, alpha = yaw - atan2(x, z) (observation angle)
-``pitch_roll``     4         ``(sin pitch, cos pitch, sin roll, cos roll)``
+``orientation``    2 n       multi-bin observation angle alpha = yaw - atan2(x, z): n bin logits, n
+                             residuals (below; n = ``heading_bins``, 12)
+``pitch_roll``     4 n       multi-bin pitch (n logits, n residuals), then roll (n logits, n residuals)
 =================  ========  =====================================================================
 
 Cells follow the pixel-centre convention: output pixel u lies at cell coordinate
@@ -22,13 +23,34 @@ Cells follow the pixel-centre convention: output pixel u lies at cell coordinate
 (``geometry.yaw_pitch_roll_to_rotation``: yaw about the optical y axis as KITTI's rotation_y,
 then pitch about the box's width axis, roll about its length axis); an upright box has
 ``pitch = roll = 0`` and ``R = yaw_to_rotation(yaw)``. Targets decompose ``det3d_rotation``
-(``R_y(yaw)`` for sources without a full rotation). Orientation is regressed as the
-observation angle ``alpha = yaw - atan2(x, z)`` (Mousavian et al. 2017; what the image shows
-does not change when a car moves along the ray), as sin/cos (the L1 of a unit vector has no
-wrap-around); decoding adds the ray angle ``atan2(x, z)`` of the decoded centre back. Pitch and
-roll (Cityscapes-3D labels them: roads are not flat; TAG, Choi et al., adds them to MonoDLE's
-CenterNet-style head, Ma et al. 2021) are trained only on rows with ``det3d_full`` (the source's
-own full rotation); other rows have no such signal.
+(``R_y(yaw)`` for sources without a full rotation). Yaw is predicted as the observation angle
+``alpha = yaw - atan2(x, z)`` (Mousavian et al. 2017, "3D Bounding Box Estimation Using Deep
+Learning and Geometry": what the image shows does not change when a car moves along the ray);
+decoding adds the ray angle ``atan2(x, z)`` of the decoded centre back. Pitch and roll
+(Cityscapes-3D labels them: roads are not flat; TAG, Choi et al., adds them to MonoDLE's
+CenterNet-style head, Ma et al. 2021) are predicted in the same optical frame, i.e. relative to
+the camera (what the image shows; the metric and the export bring them to V through the
+sample's extrinsic), and trained only on rows with ``det3d_full`` (the source's own full
+rotation): rows of yaw-only sources (KITTI) carry ``pitch = roll = 0`` by construction, not by
+measurement, and give no pitch/roll loss and no gradient to those outputs.
+
+**Multi-bin angles** (Mousavian et al. 2017; in the form of MonoDLE's heading, Ma et al. 2021,
+which TAG's head follows), the same encoding for alpha, pitch and roll: the circle is cut into
+n = ``heading_bins`` bins, bin k centred at ``k 2 pi / n``; an angle a has bin
+``k = floor(((a + pi / n) mod 2 pi) / (2 pi / n))`` and residual ``r = a - k 2 pi / n`` wrapped
+into ``[-pi / n, pi / n)``. Each angle has n bin logits and n residual channels; its loss is the
+cross-entropy of the logits at k plus ``|residual_k - r|`` (only the true bin's residual is
+trained); decoding takes the arg-max bin k and returns ``k 2 pi / n + residual_k`` wrapped into
+``[-pi, pi)``, so encoding and decoding are exact inverses whenever the bin is right (and a
+residual error is the same error of the angle); the loss has no wrap-around, as every angle lies
+in exactly one bin. TAG trains pitch/roll with FCOS3D's heading loss (Wang et
+al. 2021: an angle regression whose loss is blind to +-pi plus a 2-bin direction classifier, the
+same multi-bin family with n = 2); one encoding for all three angles keeps the head, the loss and
+the decoding one piece of code, and with 12 bins pitch and roll (within about 10 degrees on real
+roads) sit in bin 0 with their value as the residual. The pitch/roll branch's last layer starts
+at zero weights with the bias of bin 0 at ``UPRIGHT_PRIOR`` (0.99 after the softmax): a model
+that never sees a full rotation (a KITTI-only run; those outputs get no gradient) decodes
+exactly ``pitch = roll = 0``, an upright box, instead of the angle of random initial weights.
 
 **Depth** is regressed as ``log(z * virtual_focal / sqrt(fx fy))`` with the OUTPUT image's
 focal lengths: an object's size in pixels depends on ``f / z``, so the network sees the same
@@ -51,16 +73,21 @@ cells; sigma = (2r + 1) / 6), classes overlaid with the maximum. **Samples witho
 count in ``masked_mean``'s denominator, as a labelled sample with nothing to learn from).
 
 **Loss** per sample: CenterNet's penalty-reduced focal loss (alpha 2, beta 4) over the heatmap,
-normalised by the sample's trained objects (at least 1), plus weighted L1 terms at the objects'
-centre cells (each the sum over the term's channels, averaged over the objects; pitch/roll over
-the ``det3d_full`` objects). A sample without boxes has only the focal loss's negative part; a
-sample lacking the task gets a finite loss that ``masked_mean`` multiplies by 0.
+normalised by the sample's trained objects (at least 1), plus weighted terms at the objects'
+centre cells, each averaged over the objects: L1 terms for offset, depth and size (summed over
+the term's channels), the multi-bin loss (cross-entropy + residual L1) of alpha for
+``orientation``, and the sum of pitch's and roll's multi-bin losses for ``pitch_roll``
+(averaged over the ``det3d_full`` objects only). A sample without boxes has only the focal
+loss's negative part; a sample lacking the task gets a finite loss that ``masked_mean``
+multiplies by 0.
 
 **Decoding**: sigmoid heatmap, 3x3 max-pool peak suppression, top ``max_detections`` over
 classes and cells, scores below ``score_threshold`` dropped. The centre ``(u, v)`` + offset and
-the depth give ``X = z K^-1 (u, v, 1)`` with the output ``K``: resizing and letterboxing change
-K but not metric coordinates, so only a flip is undone (``x -> -x``, ``R -> M R N``, the loader's
-own mapping, an involution). The prediction also holds each box's amodal 2D box: its corners
+the depth give ``X = z K^-1 (u, v, 1)`` with the output ``K``; alpha, pitch and roll come from
+their arg-max bins, ``R = R_y(alpha + atan2(x, z)) R_z(pitch) R_x(roll)``, the full rotation the
+export writes as a quaternion. Resizing and letterboxing change K but not metric coordinates,
+so only a flip is undone (``x -> -x``, ``R -> M R N``, the loader's own mapping, an
+involution). The prediction also holds each box's amodal 2D box: its corners
 projected with the **stored** image's ``K`` (``stored_intrinsics``: the output K mapped back with
 the ``View``), cut at the z = 1 cm plane and clipped to the stored image, exactly as
 cityscapesScripts derives a predicted box's amodal box.
@@ -180,8 +207,10 @@ FRAMES = ("optical", "vehicle", "camera")
 _FORMAT_FRAME = {FORMAT_VEHICLE: "vehicle", FORMAT_CAMERA: "camera"}
 #: CenterNet's heatmap bias: sigmoid(-2.19) = 0.1, so the focal loss starts small (Lin et al. 2017).
 HEATMAP_BIAS = -2.19
-#: channels of each head output besides the heatmap.
-REGRESSION_CHANNELS = {"offset": 2, "depth": 1, "size": 3, "orientation": 2, "pitch_roll": 4}
+#: bins of each multi-bin angle (alpha, pitch, roll), MonoDLE's 12 (Ma et al. 2021).
+HEADING_BINS = 12
+#: initial softmax probability of bin 0 (an upright box) in the pitch and roll logits.
+UPRIGHT_PRIOR = 0.99
 #: near plane of cityscapesScripts' amodal boxes (``Box3dImageTransform``), metres.
 AMODAL_NEAR = 0.01
 #: ``draw`` shows the boxes scoring at least this.
@@ -197,6 +226,11 @@ PRED_SUFFIX = "_pred.json"
 _CORNER_SIGNS = [[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)]
 #: flip of the optical frame and of a box's width axis (``transforms``: R -> M R N).
 _MIRROR, _MIRROR_W = np.diag([-1.0, 1.0, 1.0]), np.diag([1.0, 1.0, -1.0])
+
+
+def regression_channels(heading_bins: int = HEADING_BINS) -> dict[str, int]:
+    """Channels of each head output besides the heatmap, in decoding order (module docstring)."""
+    return {"offset": 2, "depth": 1, "size": 3, "orientation": 2 * heading_bins, "pitch_roll": 4 * heading_bins}
 
 
 def cityscapes3d_label(name: str) -> str:
@@ -218,6 +252,7 @@ class Det3DConfig:
         virtual_focal: px; depth is regressed as ``log(z virtual_focal / sqrt(fx fy))``, 0 for
             plain ``log z`` (module docstring).
         focal_alpha, focal_beta: the penalty-reduced focal loss's exponents (CenterNet: 2, 4).
+        heading_bins: bins of the multi-bin encoding of each angle (alpha, pitch, roll).
         weight_heatmap, weight_offset, weight_depth, weight_size, weight_orientation,
             weight_pitch_roll: weights of the loss terms.
         max_detections: top-K peaks decoded per image.
@@ -238,6 +273,7 @@ class Det3DConfig:
     min_radius: int = 0
     min_depth: float = 0.1
     virtual_focal: float = 500.0
+    heading_bins: int = HEADING_BINS
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
     weight_heatmap: float = 1.0
@@ -262,6 +298,8 @@ class Det3DConfig:
             raise MtlDataError(f"det3d: headline must be 'ds' or 'bev_ap', got {self.headline!r}")
         if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
             raise MtlDataError(f"det3d: nms_kernel must be a positive odd number, got {self.nms_kernel}")
+        if self.heading_bins < 1:
+            raise MtlDataError(f"det3d: heading_bins must be at least 1, got {self.heading_bins}")
         object.__setattr__(self, "ds_labels", tuple(self.ds_labels))
         object.__setattr__(self, "bev_thresholds", tuple(float(t) for t in self.bev_thresholds))
 
@@ -379,18 +417,30 @@ class Det3DHead(nn.Module):
     """CenterNet/SMOKE-style head on one feature map: a Conv3x3-ReLU-Conv1x1 branch per output.
 
     ``forward(features, image_size)`` returns ``{"heatmap": (B, C, h, w) logits, "offset":
-    (B, 2, h, w), "depth": (B, 1, h, w), "size": (B, 3, h, w), "orientation": (B, 2, h, w),
-    "pitch_roll": (B, 4, h, w)}`` on the map of ``level`` (module docstring for their meaning).
+    (B, 2, h, w), "depth": (B, 1, h, w), "size": (B, 3, h, w), "orientation": (B, 2 n, h, w),
+    "pitch_roll": (B, 4 n, h, w)}`` on the map of ``level``, n = ``heading_bins`` (module
+    docstring for their meaning). Regression biases start at 0, the heatmap's at
+    ``HEATMAP_BIAS``; the pitch/roll branch's last layer starts at zero weights with bin 0's
+    logit biased to a softmax of ``UPRIGHT_PRIOR``, so until trained on full rotations it decodes
+    upright boxes.
     """
 
-    def __init__(self, in_channels: int, hidden: int, num_classes: int, level: int):
+    def __init__(self, in_channels: int, hidden: int, num_classes: int, level: int, heading_bins: int = HEADING_BINS):
         super().__init__()
         self.level = level
-        channels = {"heatmap": num_classes, **REGRESSION_CHANNELS}
+        self.heading_bins = heading_bins
+        regression = regression_channels(heading_bins)
+        channels = {"heatmap": num_classes, **regression}
         self.branches = nn.ModuleDict({name: _branch(in_channels, hidden, c) for name, c in channels.items()})
         nn.init.constant_(self.branches["heatmap"][-1].bias, HEATMAP_BIAS)
-        for name in REGRESSION_CHANNELS:
+        for name in regression:
             nn.init.zeros_(self.branches[name][-1].bias)
+        last = self.branches["pitch_roll"][-1]
+        nn.init.zeros_(last.weight)
+        if heading_bins > 1:  # softmax of bin 0 = UPRIGHT_PRIOR, the other bins share the rest
+            prior = math.log(UPRIGHT_PRIOR * (heading_bins - 1) / (1 - UPRIGHT_PRIOR))
+            with torch.no_grad():
+                last.bias.view(2, 2, heading_bins)[:, 0, 0] = prior  # (angle, logits|residuals, bin)
 
     def forward(self, features: Sequence[torch.Tensor], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         x = features[self.level]  # (B, F, H / s, W / s)
@@ -412,8 +462,10 @@ class Det3DTargets:
         offset: (B, M, 2) ``(du, dv)`` cells in [-0.5, 0.5).
         depth: (B, M, 1) log virtual depth.
         size: (B, M, 3) ``log(l, w, h)``.
-        orientation: (B, M, 2) ``(sin alpha, cos alpha)``.
-        pitch_roll: (B, M, 4) ``(sin pitch, cos pitch, sin roll, cos roll)``.
+        orientation: (B, M, 2 n) alpha's multi-bin target in the head's channel layout
+            (``multibin_targets``): the one-hot of its bin, then its residual in that bin's
+            channel (0 in the others); all 0 on rows that are not trained.
+        pitch_roll: (B, M, 4 n) the same for pitch, then roll; all 0 on rows without ``full``.
     """
 
     heatmap: torch.Tensor
@@ -452,6 +504,79 @@ def rotation_to_yaw_pitch_roll_torch(rotation: torch.Tensor) -> tuple[torch.Tens
     yaw = torch.atan2(-rotation[..., 2, 0], rotation[..., 0, 0])
     roll = torch.atan2(-rotation[..., 1, 2], rotation[..., 1, 1])
     return yaw, pitch, roll
+
+
+def angle_to_bin(angle: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-bin encoding of angles (Mousavian et al. 2017; MonoDLE's ``angle2class``, Ma et al. 2021).
+
+    Bin k is centred at ``k 2 pi / bins``; the residual is the angle minus its bin's centre.
+
+    Args:
+        angle: (...) radians, any value (taken modulo 2 pi).
+        bins: number of bins n.
+
+    Returns:
+        (...) int64 bin in ``[0, n)`` and (...) residual in ``[-pi / n, pi / n)``, radians.
+    """
+    step = 2 * math.pi / bins
+    shifted = torch.remainder(angle + step / 2, 2 * math.pi)  # (...) in [0, 2 pi)
+    index = torch.floor(shifted / step).clamp(0, bins - 1)  # clamp: a float remainder a hair below 2 pi
+    return index.long(), shifted - (index + 0.5) * step
+
+
+def multibin_targets(angles: torch.Tensor, bins: int) -> torch.Tensor:
+    """The multi-bin targets of angles in the head's channel layout.
+
+    Args:
+        angles: (..., A) radians, A angles per row (alpha; or pitch, roll).
+        bins: number of bins n.
+
+    Returns:
+        (..., 2 A n): per angle, the one-hot of its bin (n) then its residual at that bin's
+        channel, 0 at the others (n).
+    """
+    index, residual = angle_to_bin(angles, bins)  # (..., A) each
+    onehot = F.one_hot(index, bins).to(angles.dtype)  # (..., A, n)
+    return torch.cat([onehot, onehot * residual[..., None]], dim=-1).flatten(-2)  # (..., A 2 n)
+
+
+def multibin_loss(pred: torch.Tensor, target: torch.Tensor, bins: int) -> torch.Tensor:
+    """Multi-bin loss (Mousavian et al. 2017; MonoDLE's heading loss, Ma et al. 2021) per row.
+
+    Per angle: the cross-entropy of its n bin logits at the true bin, plus the L1 between the
+    true bin's predicted residual and the target residual; summed over the row's angles.
+
+    Args:
+        pred: (..., 2 A n) head outputs at the rows' cells (per angle n logits, n residuals).
+        target: (..., 2 A n) ``multibin_targets`` (a row of zeros costs 0).
+        bins: number of bins n.
+
+    Returns:
+        (...) loss per row.
+    """
+    p = pred.unflatten(-1, (-1, 2, bins))  # (..., A, 2, n)
+    t = target.unflatten(-1, (-1, 2, bins))  # (..., A, 2, n)
+    onehot = t[..., 0, :]  # (..., A, n)
+    ce = -(onehot * F.log_softmax(p[..., 0, :], dim=-1)).sum(-1)  # (..., A)
+    l1 = (onehot * (p[..., 1, :] - t[..., 1, :]).abs()).sum(-1)  # (..., A)
+    return (ce + l1).sum(-1)
+
+
+def decode_multibin(outputs: np.ndarray, bins: int) -> np.ndarray:
+    """Angles from multi-bin outputs: the arg-max bin's centre plus its residual, in ``[-pi, pi)``.
+
+    Args:
+        outputs: (N, 2 A n) per angle n bin logits then n residuals (the head's layout).
+        bins: number of bins n.
+
+    Returns:
+        (N, A) radians; the inverse of ``angle_to_bin`` when the arg-max is the true bin.
+    """
+    o = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1, 2, bins)  # (N, A, 2, n)
+    index = np.argmax(o[:, :, 0], axis=-1)  # (N, A)
+    residual = np.take_along_axis(o[:, :, 1], index[..., None], axis=-1)[..., 0]  # (N, A)
+    angle = index * (2 * np.pi / bins) + residual
+    return np.mod(angle + np.pi, 2 * np.pi) - np.pi
 
 
 def _virtual_scale(K: torch.Tensor, virtual_focal: float) -> torch.Tensor:
@@ -986,7 +1111,11 @@ class Det3DTask(Task):
         if self.config.stride not in features.strides:
             raise MtlDataError(f"det3d: stride {self.config.stride} is not among the neck's strides {features.strides}")
         return Det3DHead(
-            features.channels, self.config.head_channels, self.num_classes, features.strides.index(self.config.stride)
+            features.channels,
+            self.config.head_channels,
+            self.num_classes,
+            features.strides.index(self.config.stride),
+            self.config.heading_bins,
         )
 
     # ---- targets and loss ----
@@ -1057,8 +1186,8 @@ class Det3DTask(Task):
         size = torch.log(dims.clamp(min=1e-3))
         yaw, pitch, roll = rotation_to_yaw_pitch_roll_torch(rotation)  # (B, M) each
         alpha = yaw - torch.atan2(centre[..., 0], z_safe)
-        orientation = torch.stack([torch.sin(alpha), torch.cos(alpha)], dim=-1)  # (B, M, 2)
-        pitch_roll = torch.stack([torch.sin(pitch), torch.cos(pitch), torch.sin(roll), torch.cos(roll)], dim=-1)
+        orientation = multibin_targets(alpha[..., None], cfg.heading_bins)  # (B, M, 2 n)
+        pitch_roll = multibin_targets(torch.stack([pitch, roll], dim=-1), cfg.heading_bins)  # (B, M, 4 n)
         full = valid & batch["det3d_full"].to(device)
         return Det3DTargets(
             heatmap.view(b, self.num_classes, fh, fw),
@@ -1073,7 +1202,7 @@ class Det3DTask(Task):
         )
 
     def loss(self, output: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
-        """Per-sample losses (B,): focal heatmap loss + weighted L1 terms, 0 without K."""
+        """Per-sample losses (B,): focal heatmap loss + weighted L1 and multi-bin terms, 0 without K."""
         cfg = self.config
         logits = output["heatmap"].float()  # (B, C, h, w)
         t = self.targets(batch, logits.shape[-2:])
@@ -1085,19 +1214,25 @@ class Det3DTask(Task):
         objects = t.valid.sum(1).to(p.dtype)  # (B,)
         focal = -(pos_term + neg_term).sum(dim=(1, 2, 3)) / objects.clamp(min=1)
 
-        def l1(name: str, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            pred = self._gather(output[name].float(), t.index)  # (B, M, k)
-            per_object = (pred - target).abs().sum(-1) * mask  # (B, M)
-            return per_object.sum(1) / mask.sum(1).to(p.dtype).clamp(min=1)
+        def mean_over(per_object: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            # where, not a product: a masked row's loss is dropped even if not finite
+            return torch.where(mask, per_object, 0.0).sum(1) / mask.sum(1).to(p.dtype).clamp(min=1)  # (B,)
 
-        valid, full = t.valid.to(p.dtype), t.full.to(p.dtype)
+        def l1(name: str, target: torch.Tensor) -> torch.Tensor:
+            pred = self._gather(output[name].float(), t.index)  # (B, M, k)
+            return mean_over((pred - target).abs().sum(-1), t.valid)
+
+        def multibin(name: str, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            pred = self._gather(output[name].float(), t.index)  # (B, M, 2 A n)
+            return mean_over(multibin_loss(pred, target, cfg.heading_bins), mask)
+
         total = (
             cfg.weight_heatmap * focal
-            + cfg.weight_offset * l1("offset", t.offset, valid)
-            + cfg.weight_depth * l1("depth", t.depth, valid)
-            + cfg.weight_size * l1("size", t.size, valid)
-            + cfg.weight_orientation * l1("orientation", t.orientation, valid)
-            + cfg.weight_pitch_roll * l1("pitch_roll", t.pitch_roll, full)
+            + cfg.weight_offset * l1("offset", t.offset)
+            + cfg.weight_depth * l1("depth", t.depth)
+            + cfg.weight_size * l1("size", t.size)
+            + cfg.weight_orientation * multibin("orientation", t.orientation, t.valid)
+            + cfg.weight_pitch_roll * multibin("pitch_roll", t.pitch_roll, t.full)
         )
         return total * batch["K_known"].to(total.device, total.dtype)
 
@@ -1120,7 +1255,8 @@ class Det3DTask(Task):
         peaks = heat * (pooled == heat)  # (B, C, h, w) non-peaks zeroed
         scores, flat = peaks.reshape(b, -1).topk(min(cfg.max_detections, c * fh * fw), dim=1)  # (B, N)
         cell = flat % (fh * fw)
-        regress = torch.cat([self._gather(output[name].float(), cell) for name in REGRESSION_CHANNELS], dim=-1)
+        names = regression_channels(cfg.heading_bins)
+        regress = torch.cat([self._gather(output[name].float(), cell) for name in names], dim=-1)  # (B, N, 6 + 6 n)
         scores, flat, regress, K_all = (to_numpy(x).astype(np.float64) for x in (scores, flat, regress, batch["K"]))
         flat = flat.astype(np.int64)
         known = to_numpy(batch["K_known"]).astype(bool)
@@ -1138,7 +1274,7 @@ class Det3DTask(Task):
     ) -> Det3DPrediction:
         cfg, s = self.config, self.config.stride
         keep = scores >= cfg.score_threshold
-        scores, flat, r = scores[keep], flat[keep], regress[keep]  # r: (N, 12) in REGRESSION_CHANNELS order
+        scores, flat, r = scores[keep], flat[keep], regress[keep]  # r: (N, 6 + 6 n) in regression_channels order
         classes, cell = np.divmod(flat, fh * fw)
         row, col = np.divmod(cell, fw)
         u = (col + r[:, 0] + 0.5) * s - 0.5  # (N,) output px
@@ -1148,8 +1284,9 @@ class Det3DTask(Task):
         centre = np.linalg.solve(K, np.stack([u * z, v * z, z]))  # (3, N) output optical frame
         x = centre[0]
         dims = np.exp(r[:, 3:6])
-        yaw = np.arctan2(r[:, 6], r[:, 7]) + np.arctan2(x, z)  # alpha + ray angle
-        pitch, roll = np.arctan2(r[:, 8], r[:, 9]), np.arctan2(r[:, 10], r[:, 11])
+        n = cfg.heading_bins
+        yaw = decode_multibin(r[:, 6 : 6 + 2 * n], n)[:, 0] + np.arctan2(x, z)  # (N,) alpha + ray angle
+        pitch, roll = decode_multibin(r[:, 6 + 2 * n :], n).T  # (N,) each
         rotation = geo.yaw_pitch_roll_to_rotation(yaw, pitch, roll).reshape(-1, 3, 3)
         if view.flipped:  # the loader's mirror, an involution: x -> -x, R -> M R N
             centre = _MIRROR @ centre
