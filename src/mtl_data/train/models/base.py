@@ -45,11 +45,14 @@ class Neck(nn.Module):
     """Base of the necks: ``forward(features: list[Tensor]) -> list[Tensor]``.
 
     Takes the encoder's maps (channels ``in_channels``, finest first) and returns as many maps,
-    at the same resolutions, each with ``out_channels`` channels.
+    at the same resolutions, each with ``out_channels`` channels. A neck that returns something
+    else (TAG's ``SharedFeatures``: one map at stride 8 for every head) sets ``strides``, the
+    strides of the maps its heads are built for (``FeatureSpec``); None: the encoder's.
     """
 
     in_channels: tuple[int, ...]
     out_channels: int
+    strides: tuple[int, ...] | None = None
 
 
 def load_state_dict_file(module: nn.Module, path: str | Path, ignore: Sequence[str] = (), what: str = "module") -> None:

@@ -42,9 +42,15 @@ class MultiTaskModel(nn.Module):
             raise MtlDataError(f"task {', '.join(twice)} given twice; each task has one head")
         self.encoder = encoder
         self.neck = neck
-        self.feature_spec = FeatureSpec(channels=neck.out_channels, strides=tuple(encoder.strides))
-        self.heads = nn.ModuleDict({t.name: t.build_head(self.feature_spec) for t in tasks})
+        # a neck that changes resolutions (TAG's: one map at stride 8) says so with ``strides``
+        strides = getattr(neck, "strides", None) or encoder.strides
+        self.feature_spec = FeatureSpec(channels=neck.out_channels, strides=tuple(strides))
+        self.heads = nn.ModuleDict({t.name: self.build_head(t) for t in tasks})
         self.tasks: dict[str, Task] = {t.name: t for t in tasks}
+
+    def build_head(self, task: Task) -> nn.Module:
+        """``task``'s head on ``feature_spec``; a subclass may wrap it (TAG adds a per-task attention)."""
+        return task.build_head(self.feature_spec)
 
     def features(self, image: torch.Tensor) -> list[torch.Tensor]:
         """The neck's maps of ``image`` (B, 3, H, W): (B, D, H / s, W / s) per stride s."""

@@ -3,7 +3,7 @@
 **Head** (LaneNet's instance segmentation by fixed slots, Neven et al. 2018, "Towards End-to-End
 Lane Detection: an Instance Segmentation Approach"; the same "one output channel per lane
 position" formulation as SCNN, Pan et al. 2018, "Spatial As Deep: Spatial CNN for Traffic Scene
-Understanding"): the stride-4 map -> conv3x3-BN-ReLU -> conv1x1 to ``1 + L`` channels ->
+Understanding"): the stride-4 map (``LaneConfig.stride``) -> conv3x3-BN-ReLU -> conv1x1 to ``1 + L`` channels ->
 bilinear upsampling to the input size. Channel 0 is background, channel k the k-th lane from the
 left at the image bottom (``lane.png``'s ids, ``docs/conventions.md`` "TuSimple"), so the slot
 of a lane is its position, not a learned embedding, and decoding needs no clustering.
@@ -144,6 +144,8 @@ class LaneConfig:
         max_output_lanes: at most this many lanes per image (those with most points); TuSimple
             labels at most 5 and scores more than #gt + 2 predicted lanes as a miss.
         row_step: stored rows between sampled rows of an image without lane labels (TuSimple's 10).
+        stride: the feature map the head reads (4: the finest of a ResNet/FPN neck; thin lanes
+            need it; ``tag-realtime`` has only stride 8).
     """
 
     max_lanes: int = 8
@@ -153,11 +155,12 @@ class LaneConfig:
     min_lane_points: int = 3
     max_output_lanes: int = 5
     row_step: int = 10
+    stride: int = 4
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_lanes <= 254:
             raise MtlDataError(f"lane max_lanes must be in 1..254 (255 is the ignore id), got {self.max_lanes}")
-        for name in ("channels", "min_row_pixels", "min_lane_points", "max_output_lanes", "row_step"):
+        for name in ("channels", "min_row_pixels", "min_lane_points", "max_output_lanes", "row_step", "stride"):
             if getattr(self, name) < 1:
                 raise MtlDataError(f"lane {name} must be >= 1, got {getattr(self, name)}")
         if not self.background_weight > 0:
@@ -359,14 +362,15 @@ class LaneMetric(Metric):
 
 
 class LaneHead(nn.Module):
-    """Stride-4 map -> conv3x3-BN-ReLU -> conv1x1 (1 + L) -> bilinear to the input size.
+    """Map ``index`` (stride 4 by default) -> conv3x3-BN-ReLU -> conv1x1 (1 + L) -> bilinear to the input size.
 
     ``head(features, image_size)`` returns (B, 1 + L, H, W) logits: background, then the lane
     slots left to right.
     """
 
-    def __init__(self, in_channels: int, channels: int, slots: int):
+    def __init__(self, in_channels: int, channels: int, slots: int, index: int = 0):
         super().__init__()
+        self.index = index
         self.block = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(channels),
@@ -375,8 +379,8 @@ class LaneHead(nn.Module):
         self.classifier = nn.Conv2d(channels, slots, 1)
 
     def forward(self, features: Sequence[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
-        x = self.block(features[0])  # (B, channels, H/4, W/4), the finest (stride-4) map
-        x = self.classifier(x)  # (B, 1 + L, H/4, W/4)
+        x = self.block(features[self.index])  # (B, channels, H/s, W/s), s = LaneConfig.stride
+        x = self.classifier(x)  # (B, 1 + L, H/s, W/s)
         return F.interpolate(x, size=tuple(image_size), mode="bilinear", align_corners=False)  # (B, 1 + L, H, W)
 
 
@@ -423,9 +427,14 @@ class LaneTask(Task):
     # ---- model ---------------------------------------------------------------------------------
 
     def build_head(self, features: FeatureSpec) -> nn.Module:
-        if features.strides[0] != 4:
-            raise MtlDataError(f"the lane head wants a stride-4 map first, the neck gives strides {features.strides}")
-        return LaneHead(features.channels, self.config.channels, 1 + self.config.max_lanes)
+        stride = self.config.stride
+        if stride not in features.strides:
+            raise MtlDataError(
+                f"the lane head reads the stride-{stride} map, the neck gives strides {features.strides}"
+            )
+        return LaneHead(
+            features.channels, self.config.channels, 1 + self.config.max_lanes, features.strides.index(stride)
+        )
 
     # ---- loss ----------------------------------------------------------------------------------
 
