@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python bench/stats.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/models.py
+	$(BIN)/python bench/tag.py
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/weighting.py
 

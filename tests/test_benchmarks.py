@@ -41,6 +41,7 @@ TINY = {
         *("--workers-max", "1", "--size", "64x128"),
     ],
     "models.py": ["--tiny", "--models", "resnet18-fpn"],
+    "tag.py": ["--tiny"],
 }
 #: benchmarks that take the synthetic shards of the test session instead of making their own
 #: (trainer.py makes its own: the session's have a larger val split, which its runs evaluate).
@@ -67,6 +68,12 @@ RATIOS = {
     ],
     # model / floor; the parameters of the ResNet-18 encoder are torchvision's (11,176,512)
     "models.py": [r"^resnet18-fpn(?: +\S+){6} +(\S+)$", r"encoder 11\.177 / ", r"a multiply-add counts as 2 FLOPs"],
+    # ours / paper parameters, model / floor of the CPU forward, the attention generators' size
+    "tag.py": [
+        r"tag-realtime / paper, parameters +(\S+)$",
+        r"^  ours \(TAG\)(?: +\S+){3} +(\S+)$",
+        r"TAG adds (\S+) M parameters",
+    ],
 }
 
 
