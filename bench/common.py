@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import math
 import os
 import resource
 import shutil
@@ -315,7 +316,8 @@ def scaling(
         spawn = best([pool_startup(new_converter(), o, started) for _ in range(args.repeats)]) if started else None
         res[w] = {
             "fps": frames / run.wall,
-            "fps_ex": frames / max(run.wall - (spawn.wall if spawn else 0.0), 1e-9),
+            # nan where the separately measured start-up exceeds the run's wall time (noise, short runs)
+            "fps_ex": frames / excl if (excl := run.wall - (spawn.wall if spawn else 0.0)) > 0 else math.nan,
             "spawn": spawn.wall if spawn else 0.0,
             "spawn_cpu": spawn.cpu if spawn else 0.0,
             "workers_started": started,
