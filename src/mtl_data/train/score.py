@@ -52,13 +52,21 @@ def tasks_for(shard_set: ShardSet, names: Collection[str]) -> dict[str, Task]:
     return out
 
 
+#: labels a task's ground truth reads besides its own: det3d's DS matches predictions to the
+#: truth's amodal 2D boxes and skips its ignore regions, both stored with det2d (Cityscapes-3D).
+#: Without them a run that trains det3d but not det2d would never get a DS.
+TRUTH_ALSO = {"det3d": ("det2d",)}
+
+
 def label_samples(shard_set: ShardSet, keys: Sequence[str], tasks: Collection[str]) -> Iterator[Sample]:
-    """The stored samples of ``keys`` with the labels of ``tasks`` only; the image is a zero-copy
-    placeholder of the stored shape (never decoded: scoring needs sizes, not pixels).
+    """The stored samples of ``keys`` with the labels of ``tasks`` (and those their ground truth
+    reads, ``TRUTH_ALSO``) only; the image is a zero-copy placeholder of the stored shape (never
+    decoded: scoring needs sizes, not pixels).
 
     Raises:
         MtlDataError: a sample that cannot be read or decoded (naming shard and key).
     """
+    tasks = {*tasks, *(extra for t in tasks for extra in TRUTH_ALSO.get(t, ()))}
     rows = shard_set.manifest.filter(pl.col("key").is_in(list(keys)))
     sizes = {k: (h, w) for k, h, w in rows.select("key", "height", "width").iter_rows()}
     for key in keys:
