@@ -3,7 +3,8 @@
 ``mtl-train --shards S --out RUN ...`` (no command) trains; ``mtl-train --resume RUN``
 continues a run; ``eval RUN`` evaluates a run (metrics, Delta_T against single-task runs);
 ``predict RUN`` writes its predictions in the benchmarks' formats with pictures; ``report RUN
-...`` compares runs in one table; ``search`` looks for task weights and asynchronous
+...`` compares runs in one table; ``speed RUN ...`` measures inference frames/s into
+``RUN/speed.json``; ``search`` looks for task weights and asynchronous
 frequencies (Leang et al.'s evolutionary meta-learning); ``score`` checks any predictions folder
 against the shards; ``models`` lists what can be built. Under ``torchrun`` every process runs
 the same command.
@@ -293,11 +294,13 @@ def predict(
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--layout",
-    type=click.Choice(["runs", "leang"]),
+    type=click.Choice(["runs", "leang", "tag", "tag-ablation"]),
     default="runs",
     show_default=True,
     help="runs: one row per run; leang: Leang et al.'s Tables II and I (a column per strategy, metrics "
-    "and their geometric mean; the weights and frequencies each ended with)",
+    "and their geometric mean; the weights and frequencies each ended with); tag: Choi et al.'s Table II "
+    "(DS, mIoU, depth RMSE with their change to the STL runs, Delta_T, FPS from mtl-train speed, GFLOPs, "
+    "params); tag-ablation: their Table III (tag-realtime's four switches per run)",
 )
 @click.option(
     "--json",
@@ -307,15 +310,69 @@ def predict(
     help="also write the table as JSON",
 )
 def report(runs: tuple[Path, ...], layout: str, json_path: Path | None) -> None:
-    """One table of runs: headline metrics, Delta_T, parameters, GFLOPs, samples/s."""
-    from mtl_data.train.report import render_leang, render_report, summarize_runs
+    """One table of runs: headline metrics, Delta_T, parameters, GFLOPs, samples/s (or --layout)."""
+    from mtl_data.train.report import render_leang, render_report, render_tag, render_tag_ablation, summarize_runs
 
     rows = summarize_runs(runs)
-    click.echo(render_leang(rows) if layout == "leang" else render_report(rows))
+    renderers = {"runs": render_report, "leang": render_leang, "tag": render_tag, "tag-ablation": render_tag_ablation}
+    click.echo(renderers[layout](rows))
     if json_path is not None:
         import json
 
         _write(json_path, json.dumps(rows, indent=1) + "\n")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--image-size",
+    callback=lambda c, p, v: None if v is None else image_size_option(c, p, v),
+    default=None,
+    help="HxW; default: each run's training size",
+)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--compile/--no-compile", "compiled", default=False, show_default=True, help="torch.compile the model")
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="untimed forwards before timing"
+)
+@click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True, help="forwards per timed window")
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="timed windows; FPS is their median"
+)
+@click.option("--device", default="auto", show_default=True)
+def speed(
+    runs: tuple[Path, ...],
+    image_size: tuple[int, int] | None,
+    precision: str,
+    compiled: bool,
+    warmup: int,
+    iters: int,
+    repeats: int,
+    device: str,
+) -> None:
+    """Measure each RUN's inference frames/s at batch 1 and write RUN/speed.json (read by report).
+
+    The model's forward on one image on the device, synchronised on CUDA, the median over
+    --repeats windows of --iters forwards after --warmup untimed ones.
+    """
+    from mtl_data.train.speed import measure_run
+
+    for run_dir in runs:
+        doc = measure_run(
+            run_dir,
+            image_size=image_size,
+            precision=precision,
+            compile=compiled,
+            warmup=warmup,
+            iters=iters,
+            repeats=repeats,
+            device=device,
+        )
+        h, w = doc["image_size"]
+        click.echo(
+            f"{run_dir}: {doc['fps']:.1f} frames/s ({doc['ms_per_frame']:.2f} ms/frame, median of {repeats} x "
+            f"{iters}), {doc['device']}, {h}x{w}, {precision}{', compiled' if compiled else ''} -> {doc['path']}"
+        )
 
 
 @cli.command()
