@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import fixture_path
 
+from mtl_data.errors import InputError, MtlDataError
 from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options
 from mtl_data.schema import a2d2_geometry as ag
 from mtl_data.schema import geometry as geo
@@ -40,7 +41,8 @@ def colors_of(image: np.ndarray) -> set[str]:
 
 @pytest.fixture
 def semantic(a2d2_real):
-    conv = A2D2Converter(a2d2_real)
+    # the semantic part only: the fixture's bbox frame has no camera image (see the test below)
+    conv = A2D2Converter(a2d2_real, A2D2Options(parts=("camera_lidar_semantic",)))
     [frame] = conv.frames()
     return conv, frame, conv.convert(frame)
 
@@ -253,6 +255,32 @@ def test_frame_beyond_the_bus_gap_gets_no_steer_and_is_counted(box_frame_root):
 def test_val_scenes_move_whole_scenes(box_frame_root):
     conv = A2D2Converter(box_frame_root, A2D2Options(val_scenes=(BOX_SCENE,)))
     assert [f.split for f in conv.frames()] == ["val"]
+
+
+def test_val_scenes_naming_an_unknown_scene_is_an_error_listing_the_scenes(box_frame_root):
+    conv = A2D2Converter(box_frame_root, A2D2Options(val_scenes=(BOX_SCENE, "20180807_145029")))
+    with pytest.raises(MtlDataError, match=rf"--val-scenes 20180807_145029: no such scene .*\(scenes: {BOX_SCENE}\)"):
+        conv.frames()
+
+
+def test_the_real_bbox_frame_without_its_camera_image_is_listed_and_reported(a2d2_real):
+    """The fixture's lidar + label3D frame has no camera PNG: an error naming the image, not a lost frame."""
+    conv = A2D2Converter(a2d2_real)
+    frames = {f.id: f for f in conv.frames()}
+    assert sorted(frames) == [SEM_ID, f"{BOX_PREFIX}_frontcenter_{BOX_ID}"]
+    box_frame = frames[f"{BOX_PREFIX}_frontcenter_{BOX_ID}"]
+    image = (
+        a2d2_real
+        / "camera_lidar_semantic_bboxes"
+        / BOX_SCENE
+        / "camera"
+        / "cam_front_center"
+        / f"{BOX_PREFIX}_camera_frontcenter_{BOX_ID}.png"
+    )
+    assert box_frame.primary_path == image
+    with pytest.raises(InputError, match="camera image missing, but the frame has lidar and label3D files") as info:
+        conv.convert(box_frame)
+    assert info.value.path == str(image)
 
 
 def test_sensor_fusion_npz_keys_are_accepted_and_invalid_points_dropped(box_frame_root, tmp_path):

@@ -200,6 +200,54 @@ def _camera_wrong_size(root: Path) -> None:
     assert cv2.imwrite(str(root / rel("camera", IDS[1], "png")), np.zeros((600, 960, 3), np.uint8), PNG_FAST)
 
 
+def _set_box_field(frame_id: str, box: str, key: str, value) -> Callable[[Path], None]:
+    """Set ``box.key`` of the frame's label3D file to ``value``."""
+
+    def apply(root: Path) -> None:
+        def edit(doc):
+            doc[box][key] = value
+            return doc
+
+        _edit_json(root / rel("label3D", frame_id, "json"), edit)
+
+    return apply
+
+
+def _npz_truncated(root: Path) -> None:
+    path = root / rel("lidar", IDS[1], "npz")
+    data = path.read_bytes()
+    path.unlink()  # a copy of the fixture: write a new file, not into it
+    path.write_bytes(data[:100])
+
+
+def _npz_single_npy(root: Path) -> None:
+    path = root / rel("lidar", IDS[0], "npz")
+    row = np.load(path)["row"]
+    path.unlink()
+    with open(path, "wb") as f:  # np.save on a path would add ".npy"
+        np.save(f, row)
+
+
+def _npz_row_two_dimensional(root: Path) -> None:
+    path = root / rel("lidar", IDS[1], "npz")
+    arrays = dict(np.load(path))
+    arrays["row"] = np.stack([arrays["row"], arrays["row"]], axis=1)
+    path.unlink()
+    np.savez(path, **arrays)
+
+
+def _camera_png_missing(root: Path) -> None:
+    (root / rel("camera", IDS[0], "png")).unlink()
+
+
+def _cam_tstamp_beyond_int64(root: Path) -> None:
+    def edit(doc):
+        doc["cam_tstamp"] = 2**63
+        return doc
+
+    _edit_json(root / rel("camera", IDS[1], "json"), edit)
+
+
 @dataclass(frozen=True)
 class Corruption(FrameCorruption):
     """A corruption of one of the two frames, and what the error must say."""
@@ -242,6 +290,92 @@ CORRUPTIONS = {
         rel("camera", IDS[1], "png"),
         None,
         ("960x600", "cams_lidars.json", "1920x1208", "front_center"),
+    ),
+    # ---- label3D fields of the wrong shape: the file, the JSON path, what was expected and found
+    "label3d_2d_bbox_a_string": Corruption(
+        _set_box_field(IDS[0], "box_0", "2d_bbox", "abcd"),
+        IDS[0],
+        rel("label3D", IDS[0], "json"),
+        None,
+        ("box_0.2d_bbox: expected a list of 4 finite numbers", 'found the string "abcd"'),
+    ),
+    "label3d_2d_bbox_two_numbers": Corruption(
+        _set_box_field(IDS[1], "box_2", "2d_bbox", [1, 2]),
+        IDS[1],
+        rel("label3D", IDS[1], "json"),
+        None,
+        ("box_2.2d_bbox: expected a list of 4 finite numbers", "found a list of 2 items [1, 2]"),
+    ),
+    "label3d_center_a_string": Corruption(
+        _set_box_field(IDS[0], "box_1", "center", "12.5"),
+        IDS[0],
+        rel("label3D", IDS[0], "json"),
+        None,
+        ("box_1.center: expected a list of 3 finite numbers", 'found the string "12.5"'),
+    ),
+    "label3d_size_with_nan": Corruption(
+        _set_box_field(IDS[1], "box_3", "size", [4.0, float("nan"), 1.5]),
+        IDS[1],
+        rel("label3D", IDS[1], "json"),
+        None,
+        ("box_3.size: expected a list of 3 finite numbers", "[4.0, NaN, 1.5]"),
+    ),
+    "label3d_rot_angle_a_list": Corruption(
+        _set_box_field(IDS[0], "box_2", "rot_angle", [0.1]),
+        IDS[0],
+        rel("label3D", IDS[0], "json"),
+        None,
+        ("box_2.rot_angle: expected a finite number", "found a list of 1 item [0.1]"),
+    ),
+    "label3d_3d_points_seven_corners": Corruption(
+        _set_box_field(IDS[1], "box_0", "3d_points", [[0.0, 0.0, 0.0]] * 7),
+        IDS[1],
+        rel("label3D", IDS[1], "json"),
+        None,
+        ("box_0.3d_points: expected 8 rows of 3 finite numbers",),
+    ),
+    "label3d_axis_zero": Corruption(
+        _set_box_field(IDS[0], "box_3", "axis", [0, 0, 0]),
+        IDS[0],
+        rel("label3D", IDS[0], "json"),
+        None,
+        ("box_3.axis [0.0, 0.0, 0.0]", "rotation axis, not zero"),
+    ),
+    "label3d_2d_bbox_reversed": Corruption(
+        _set_box_field(IDS[1], "box_1", "2d_bbox", [500.0, 300.0, 400.0, 350.0]),
+        IDS[1],
+        rel("label3D", IDS[1], "json"),
+        None,
+        ("box_1.2d_bbox [500.0, 300.0, 400.0, 350.0]", "x1 <= x2"),
+    ),
+    # ---- containers
+    "npz_truncated_to_100_bytes": Corruption(
+        _npz_truncated, IDS[1], rel("lidar", IDS[1], "npz"), None, ("not a readable npz file", "BadZipFile")
+    ),
+    "npz_a_single_npy_array": Corruption(
+        _npz_single_npy, IDS[0], rel("lidar", IDS[0], "npz"), None, ("single .npy array", "npz archive")
+    ),
+    "npz_row_two_dimensional": Corruption(
+        _npz_row_two_dimensional,
+        IDS[1],
+        rel("lidar", IDS[1], "npz"),
+        None,
+        ("array 'row' is float64 (8196, 2)", "expected 1-D real numbers", "'depth' ((8196,))"),
+    ),
+    # ---- no silent loss: a frame with lidar and boxes but no image is an error naming the image
+    "camera_png_missing_beside_lidar_and_label3d": Corruption(
+        _camera_png_missing,
+        IDS[0],
+        rel("camera", IDS[0], "png"),
+        None,
+        ("camera image missing, but the frame has lidar and label3D files", "--on-error skip"),
+    ),
+    "frame_json_cam_tstamp_beyond_int64": Corruption(
+        _cam_tstamp_beyond_int64,
+        IDS[1],
+        rel("camera", IDS[1], "json"),
+        None,
+        ("cam_tstamp: expected an integer >= 0 <= 9223372036854775807", "9223372036854775808"),
     ),
 }
 
@@ -335,6 +469,86 @@ def test_unknown_camera_names_cams_lidars_json_and_lists_the_cameras(cli, a2d2_r
     assert_fails_cleanly(result, out, "a2d2", f"{a2d2_root / 'cams_lidars.json'}: ", "'nosuchcam'", *CAMERAS)
 
 
+def _set_camera_field(key: str, value) -> Callable[[dict], dict]:
+    def edit(doc):
+        doc["cameras"]["front_center"][key] = value
+        return doc
+
+    return edit
+
+
+CONFIG_CORRUPTIONS = {
+    "cam_matrix_two_rows": (
+        _set_camera_field("CamMatrix", [[1.0, 0.0, 2.0], [0.0, 1.0, 2.0]]),
+        ("cameras.front_center.CamMatrix: expected 3 rows of 3 finite numbers", "found a list of 2 items"),
+    ),
+    "resolution_strings": (
+        _set_camera_field("Resolution", ["1920", "1208"]),
+        ("cameras.front_center.Resolution: expected a list of 2, each an integer >= 1", '["1920", "1208"]'),
+    ),
+    "distortion_three_coefficients": (
+        _set_camera_field("Distortion", [[0.1, 0.2, 0.3]]),
+        ("cameras.front_center.Distortion: expected a list of 4 or 5 or 8 or 12 or 14 finite numbers",),
+    ),
+    "cam_matrix_original_missing": (
+        lambda doc: doc["cameras"]["front_center"].pop("CamMatrixOriginal") and doc,
+        ("cameras.front_center.CamMatrixOriginal: missing (expected 3 rows of 3 finite numbers",),
+    ),
+    "cameras_a_list": (
+        lambda doc: {**doc, "cameras": list(doc["cameras"])},
+        ("cameras: expected an object, found a list of 6 items",),
+    ),
+}
+
+
+@pytest.mark.parametrize("edit, says", CONFIG_CORRUPTIONS.values(), ids=CONFIG_CORRUPTIONS.keys())
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_bad_camera_config_fails_before_any_frame_naming_the_field(edit, says, on_error, cli, a2d2_root, tmp_path):
+    """cams_lidars.json serves every frame: a bad field stops the run, also under --on-error skip."""
+    _edit_json(a2d2_root / "cams_lidars.json", edit)
+    out = tmp_path / "shards"
+    result = ingest_cli(cli, "a2d2", a2d2_root, out, "--on-error", on_error)
+    assert_fails_before_writing(result, out, "a2d2", f"error: {a2d2_root / 'cams_lidars.json'}: ", *says)
+
+
+@pytest.mark.parametrize(
+    "colors, says",
+    [
+        ({"#ff0000": "Car 1", "red": "Car 2"}, ("key 'red'", '"#rrggbb"')),
+        ({"#ff0000": ["Car 1"]}, ("#ff0000: expected a string, found a list of 1 item",)),
+        (["#ff0000"], ("top level: expected an object",)),
+    ],
+    ids=["key_not_a_colour", "name_not_a_string", "not_an_object"],
+)
+def test_bad_class_list_fails_before_any_frame_naming_the_entry(colors, says, cli, a2d2_root, tmp_path):
+    _add_class_list(a2d2_root)
+    path = a2d2_root / "camera_lidar_semantic" / "class_list.json"
+    path.write_text(json.dumps(colors))
+    label = a2d2_root / rel("label", IDS[0], "png")
+    label.parent.mkdir(parents=True)
+    shutil.copy(fixture_path(*SEM_LABEL), label)
+    out = tmp_path / "shards"
+    assert_fails_before_writing(ingest_cli(cli, "a2d2", a2d2_root, out), out, "a2d2", f"error: {path}: ", *says)
+
+
+def test_file_named_like_a_frame_but_not_one_is_an_error_not_nothing(cli, a2d2_root, tmp_path):
+    """A file with a broken name (here as a second download names it) is reported, never silently left out."""
+    npz = a2d2_root / rel("lidar", IDS[0], "npz")
+    bad = npz.with_name(f"{npz.stem} (1){npz.suffix}")
+    npz.rename(bad)
+    out = tmp_path / "shards"
+    line = ingest_cli(cli, "a2d2", a2d2_root, out).one_error_line()
+    assert f"error: {bad}: not a frame file name" in line and "_lidar_<camera token>_<ID>.npz" in line
+
+    result = ingest_cli(cli, "a2d2", a2d2_root, tmp_path / "skipped", "--on-error", "skip")
+    assert result.code == 0, result.err
+    [reject] = read_rejects(tmp_path / "skipped", "a2d2")
+    assert reject["split"] == "train" and "not a frame file name" in reject["error"]
+    # both frames still convert (the first without depth: its npz is no longer its own)
+    rows = read_manifest(tmp_path / "skipped", "a2d2")
+    assert [(r["key"], r["has_depth"]) for r in rows] == [(frame_key(IDS[0]), False), (frame_key(IDS[1]), True)]
+
+
 def test_label_png_without_class_list_json_names_the_missing_class_list(cli, a2d2_root, tmp_path):
     """A label PNG can only be read with class_list.json; without one: a clear error, no traceback."""
     label = a2d2_root / rel("label", IDS[0], "png")
@@ -396,6 +610,10 @@ BAD_OPTIONS = {
     "parts_not_a_part": (
         ["--parts", "nosuchpart"],
         ("--parts", "nosuchpart", "camera_lidar_semantic", "camera_lidar_semantic_bboxes", "camera_lidar"),
+    ),
+    "val_scenes_not_a_scene": (
+        ["--val-scenes", SCENE, "--val-scenes", "20990101_000000"],
+        ("--val-scenes 20990101_000000: no such scene", f"(scenes: {SCENE})"),
     ),
 }
 

@@ -346,6 +346,45 @@ def test_nan_value_is_an_error(tmp_path):
         read_bus_file(path)
 
 
+def test_float_timestamp_of_2_63_is_an_error_not_an_overflow(tmp_path):
+    """9.223372036854776e18 is integral and finite but one past int64 (found by the property tests)."""
+    path = write_fusion(tmp_path, {"vehicle_speed": [[float(2**63), 1.0], [T0 + 0.0, 2.0]]})
+    with pytest.raises(InputError, match=r"'vehicle_speed': sample 0 has timestamp 9\.22.*e\+18; expected an integer"):
+        read_bus_file(path)
+
+
+def test_integer_value_too_large_for_a_double_is_an_error(tmp_path):
+    """A JSON integer may have 400 digits; float() of it raises OverflowError, which must not escape."""
+    path = tmp_path / "bus.json"
+    path.write_text('{"vehicle_speed": {"unit": null, "values": [[1, 2.0], [2, 1' + "0" * 400 + "]]}}")
+    with pytest.raises(InputError, match=r"'vehicle_speed': sample 1 has value 1000+\.\.\.; expected a finite number"):
+        read_bus_file(path)
+
+
+def test_semantic_subset_integer_too_large_for_a_double_is_an_error(tmp_path):
+    path = tmp_path / "bus.json"
+    entry = frame_entry(T0, [1.0], [0], [1.0], 5)
+    entry["flexray"]["vehicle_speed"]["values"] = [10**400]
+    path.write_text(json.dumps([entry]))
+    with pytest.raises(InputError, match=r"'vehicle_speed': value 0 is 1000+\.\.\.; expected a finite number"):
+        read_bus_file(path)
+
+
+def test_semantic_subset_window_whose_sum_overflows_has_its_finite_mean(tmp_path):
+    """Two values of 1e308 sum past the largest double (fsum raises); their mean is 1e308."""
+    path = tmp_path / "bus.json"
+    path.write_text(json.dumps([frame_entry(T0, [1.0], [0], [1e308, 1e308], 5)]))
+    assert read_bus_file(path).signals["vehicle_speed"].values.tolist() == [1e308]
+
+
+def test_integer_literal_beyond_the_digit_limit_is_not_valid_json(tmp_path):
+    """json.loads raises a plain ValueError (not JSONDecodeError) for an int of more than 4300 digits."""
+    path = tmp_path / "bus.json"
+    path.write_text('{"vehicle_speed": {"unit": null, "values": [[1, ' + "7" * 5000 + "]]}}")
+    with pytest.raises(InputError, match="not valid JSON: Exceeds the limit"):
+        read_bus_file(path)
+
+
 def test_missing_values_is_an_error(tmp_path):
     path = tmp_path / "bus.json"
     path.write_text(json.dumps({"vehicle_speed": {"unit": "Unit_KiloMeterPerHour"}}))

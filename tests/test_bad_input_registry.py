@@ -81,20 +81,6 @@ ACCEPTED = {
     ("kitti", "label.txt", "zero_bytes"): "an empty label_2 file is a frame without objects",
 }
 
-#: TEMPORARY: A2D2 / Cityscapes cases that fail until the fixes of those converters land (a zero-byte
-#: image through cv2.imdecode, a folder in place of an optional file, np.load leaking the file of a
-#: truncated npz (readers.read_npz reads from memory), unnamed frames dropped). Remove each entry
-#: (and this set) once its case passes.
-XFAIL_FOR_NOW = {
-    ("a2d2", "zero_bytes"),
-    ("a2d2", "truncated"),
-    ("a2d2", "truncated_100"),
-    ("a2d2", "json_fields"),
-    ("a2d2", "non_utf8_name"),
-    ("cityscapes", "zero_bytes"),
-    ("cityscapes", "folder"),
-}
-
 
 # ---- the raw data -----------------------------------------------------------------------------
 
@@ -455,12 +441,7 @@ def _cases() -> list:
     params = []
     for name in NAMES:
         for how in CORRUPTIONS:
-            marks = []
-            if (name, how) in XFAIL_FOR_NOW:
-                marks.append(pytest.mark.xfail(strict=False, reason="A2D2/Cityscapes fixes in progress"))
-                # np.load's leaked file otherwise errors at teardown, which xfail does not cover
-                marks.append(pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"))
-            params.append(pytest.param(name, how, marks=marks, id=f"{name}-{how}"))
+            params.append(pytest.param(name, how, id=f"{name}-{how}"))
     return params
 
 

@@ -113,6 +113,31 @@ def _boxes_for_another_image_size(root: Path) -> None:
     _edit_json(root / BOXES_A1, lambda doc: doc.update(imgWidth=2048, imgHeight=1024))
 
 
+def _modal_negative_width(root: Path) -> None:
+    _edit_json(root / BOXES_F0, lambda doc: doc["objects"][0]["2d"].update(modal=[10, 20, -5, 8]))
+
+
+def _center_a_string(root: Path) -> None:
+    _edit_json(root / BOXES_A1, lambda doc: doc["objects"][0]["3d"].update(center="34.4, -3.3, 0.8"))
+
+
+def _sensor_t_short_row(root: Path) -> None:
+    _edit_json(root / BOXES_B0, lambda doc: doc["sensor"]["sensor_T_ISO_8855"][1].pop())
+
+
+def _camera_yaw_a_string(root: Path) -> None:
+    _edit_json(root / CAMERA, lambda doc: doc["extrinsic"].update(yaw="0.0193"))
+
+
+def _boxes_a_folder(root: Path) -> None:
+    (root / BOXES_A1).unlink()
+    (root / BOXES_A1).mkdir()
+
+
+def _label_zero_bytes(root: Path) -> None:
+    (root / LABEL_B0).write_bytes(b"")
+
+
 @dataclass(frozen=True)
 class Corruption(FrameCorruption):
     """A corruption of one synthetic frame, and what the error must say."""
@@ -169,6 +194,38 @@ CORRUPTIONS = {
     ),
     "image_missing_for_labels": Corruption(
         _image_missing, "frankfurt_000001_000019", IMAGE_F1, None, ("leftImg8bit image missing",)
+    ),
+    "gtbbox3d_modal_with_negative_width": Corruption(
+        _modal_negative_width,
+        "frankfurt_000000_000294",
+        BOXES_F0,
+        None,
+        ("objects[0].2d.modal [10.0, 20.0, -5.0, 8.0]", "w >= 0 and h >= 0"),
+    ),
+    "gtbbox3d_center_a_string": Corruption(
+        _center_a_string,
+        "aachen_000001_000019",
+        BOXES_A1,
+        None,
+        ("objects[0].3d.center: expected a list of 3 finite numbers", 'found the string "34.4, -3.3, 0.8"'),
+    ),
+    "gtbbox3d_sensor_t_row_of_three": Corruption(
+        _sensor_t_short_row,
+        "bochum_000000_000313",
+        BOXES_B0,
+        None,
+        ("sensor.sensor_T_ISO_8855: expected 3 rows of 4 finite numbers",),
+    ),
+    "camera_json_yaw_a_string": Corruption(
+        _camera_yaw_a_string,
+        "frankfurt_000000_000294",
+        CAMERA,
+        None,
+        ("extrinsic.yaw: expected a finite number", 'found the string "0.0193"'),
+    ),
+    "gtbbox3d_a_folder": Corruption(_boxes_a_folder, "aachen_000001_000019", BOXES_A1, None, ("gtBbox3d json",)),
+    "labelids_zero_bytes": Corruption(
+        _label_zero_bytes, "bochum_000000_000313", LABEL_B0, None, ("labelIds PNG does not decode",)
     ),
 }
 

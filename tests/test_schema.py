@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_fails_before_writing, ingest_cli
 
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Det2D, Det3D, Lanes, Sample, Sign, Steer, make_key
@@ -75,6 +76,60 @@ def test_taxonomy_file_with_an_unknown_target_class_is_a_clear_error(tmp_path):
     path.write_text(json.dumps({"det": {"kitti": {"Misc": "spaceship"}}}))
     with pytest.raises(MtlDataError, match=r"t.json: det.kitti.Misc: unknown class 'spaceship'"):
         det_class_map("kitti", str(path))
+
+
+BAD_TAXONOMY_FILES = {
+    "unknown_task": ({"dett": {"kitti": {"Misc": "van"}}}, r"t.json: unknown task 'dett' \(allowed: det, seg\)"),
+    "unknown_source": (
+        {"det": {"kiti": {"Misc": "van"}}},
+        r"t.json: det: unknown source 'kiti' \(allowed: kitti, a2d2, cityscapes\)",
+    ),
+    "source_without_a_table_for_the_task": (
+        {"seg": {"kitti": {"Car": "car"}}},
+        r"t.json: seg: unknown source 'kitti' \(allowed: a2d2, cityscapes\)",
+    ),
+    # a2d2's table, read while resolving kitti's: the whole file is checked, not the part in use
+    "unknown_native_class_of_another_source": (
+        {"det": {"kitti": {"Misc": "van"}, "a2d2": {"Spaceship": "car"}}},
+        r"t.json: det.a2d2: unknown native class 'Spaceship' \(known: Car, VanSUV, ",
+    ),
+    "unknown_unified_class_of_another_task": (
+        {"seg": {"a2d2": {"Sky": "skyy"}}},
+        r"t.json: seg.a2d2.Sky: unknown class 'skyy' \(allowed: bicycle, building, ",
+    ),
+    "unified_class_not_a_string": (
+        {"det": {"kitti": {"Misc": ["van"]}}},
+        r"t.json: det.kitti.Misc: unknown class \['van'\] \(allowed: ",
+    ),
+    "entries_of_another_source_not_an_object": ({"det": {"a2d2": ["Car"]}}, r't.json: "det.a2d2" must be an object'),
+}
+
+
+@pytest.mark.parametrize("doc, message", BAD_TAXONOMY_FILES.values(), ids=BAD_TAXONOMY_FILES.keys())
+def test_taxonomy_file_with_an_unknown_key_is_an_error_naming_it_and_the_allowed_values(tmp_path, doc, message):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(MtlDataError, match=message):
+        det_class_map("kitti", str(path))
+
+
+@pytest.mark.parametrize("source", ["gtsrb", "a2d2"])  # gtsrb has no class table: checked all the same
+def test_ingest_refuses_a_taxonomy_file_with_an_unknown_key_before_reading_a_frame(source, cli, synth_root, tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"det": {"kitti": {"Pedestrain": "pedestrian"}}}))
+    out = tmp_path / "shards"
+    result = ingest_cli(cli, source, synth_root(source), out, "--taxonomy", path)
+    assert_fails_before_writing(
+        result, out, source, f"{path}: det.kitti: unknown native class 'Pedestrain'", "Pedestrian"
+    )
+
+
+def test_taxonomy_file_with_known_keys_maps_those_classes(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"det": {"kitti": {"Misc": "van"}, "a2d2": {"Animal": "ignore"}}, "seg": {}}))
+    kitti, a2d2 = det_class_map("kitti", str(path)), det_class_map("a2d2", str(path))
+    assert kitti.lookup("Misc") == DET_CLASSES.index("van") and a2d2.lookup("Animal") is None
+    assert kitti.lookup("Car") == DET_CLASSES.index("car")
 
 
 def test_keys_are_sanitized_so_webdataset_cannot_merge_samples():

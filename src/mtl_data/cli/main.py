@@ -30,7 +30,7 @@ from mtl_data.files import make_dirs, write_atomic
 from mtl_data.ingest import CONVERTERS
 from mtl_data.ingest.engine import ON_ERROR, IngestOptions, ShardSize, ingest_lock, plan_ingest, run_ingest
 from mtl_data.procs import tune_worker_process, usable_cpus
-from mtl_data.schema.taxonomy import TAXONOMY_MODES
+from mtl_data.schema.taxonomy import TAXONOMY_MODES, read_taxonomy_file
 from mtl_data.schema.validate import SPLITS
 from mtl_data.shards.codec import IMAGE_FORMATS
 from mtl_data.shards.reader import ShardSet, check_shards
@@ -77,6 +77,11 @@ def _parse_shard_size(ctx, param, value: str) -> ShardSize:
 def _taxonomy(ctx, param, value: str) -> str:
     if value not in TAXONOMY_MODES and not Path(value).is_file():
         raise click.BadParameter(f"{value!r} is not one of {', '.join(TAXONOMY_MODES)} nor an existing JSON file")
+    if value not in TAXONOMY_MODES:
+        try:  # checked whole here, also for sources that have no class table (gtsrb, tusimple)
+            read_taxonomy_file(Path(value))
+        except MtlDataError as exc:
+            raise click.BadParameter(str(exc)) from None
     return value
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,9 +124,19 @@ def read_bus_file(path: Path) -> BusSignals:
         ) from None
     except UnicodeDecodeError as e:
         raise InputError(path, f"not valid JSON: not UTF-8/16/32 text ({e.reason})") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError(path, f"not valid JSON: {e}") from None
     except RecursionError:
         raise InputError(path, "not valid JSON: nested too deeply") from None
 
+    return parse_bus_document(path, doc)
+
+
+def parse_bus_document(path: Path, doc: object) -> BusSignals:
+    """`read_bus_file` of an already parsed document (``path`` names it in errors).
+
+    Whatever ``doc`` holds, the result is a `BusSignals` or an InputError (see `read_bus_file`).
+    """
     if isinstance(doc, dict):
         signals = _read_sensor_fusion(path, doc)
     elif isinstance(doc, list):
@@ -179,7 +190,8 @@ def _parse_pairs(path: Path, name: str, samples: object) -> tuple[np.ndarray, np
     else:
         # A float column would round timestamps above 2**53; take them from the JSON numbers.
         column = arr[:, 0]
-        if not (np.isfinite(column).all() and (column == np.floor(column)).all()):
+        in_int64 = np.abs(column) < 2.0**63  # 2**63 itself (9.223372036854776e18) is not an int64
+        if not (np.isfinite(column).all() and (column == np.floor(column)).all() and in_int64.all()):
             return _parse_pairs_slow(path, name, samples)
         t_us = np.fromiter((int(s[0]) for s in samples), dtype=np.int64, count=len(samples))
     values = arr[:, 1].astype(np.float64)
@@ -276,11 +288,19 @@ def _read_semantic_subset(path: Path, doc: list) -> dict[str, Signal]:
                     )
             if window:  # an empty window says nothing about this frame
                 times.append(t)
-                means.append(math.fsum(window) / len(window))
+                means.append(_mean(window))
     return {
         name: Signal(t_us=np.array(times, dtype=np.int64), values=np.array(means, dtype=np.float64))
         for name, (times, means) in series.items()
     }
+
+
+def _mean(window: list) -> float:
+    """The exact mean of finite numbers; summing them could overflow (two values of 1e308)."""
+    try:
+        return math.fsum(window) / len(window)
+    except OverflowError:
+        return math.fsum(v / len(window) for v in window)  # each term <= max / n: no overflow
 
 
 def _entry_name(i: int, entry: dict) -> str:
@@ -299,7 +319,10 @@ def _is_int_us(x: object) -> bool:
 
 
 def _is_finite_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    # not math.isfinite: it raises OverflowError on 10**400 (a JSON integer may have any length)
+    return abs(x) <= sys.float_info.max  # False for inf and NaN
 
 
 def _json_type(x: object) -> str:

@@ -34,6 +34,11 @@ error, not skipped); a sample has the tasks whose files exist for it. Per frame:
   json ``extrinsic`` (``x, y, z, yaw, pitch, roll``; the two agree exactly on the real sample);
   absent when neither gives it. Exporters need it to write predictions back in V.
 
+Input checks: the fields read of the gtBbox3d and camera jsons are checked for type, length
+and finite value within ``jsonshape.MAX_MAGNITUDE`` (`parse_gtbbox3d`, `parse_camera_json`),
+each error naming the file and the JSON path (``objects[2].3d.center``), what was expected and
+what was found. A file of a frame's name replaced by a folder is listed and reported, not skipped.
+
 Splits: ``train``, ``val``, ``test`` as the folders say. Test labels are withheld by the
 benchmark (its gtFine images mark only the ego vehicle and the rectification border), so test
 samples get no ``seg``/``det2d``/``det3d``, only depth and ``K``. ``train_extra`` (coarse labels
@@ -42,7 +47,6 @@ only, not read) goes to ``train`` with ``--train-extra``; ``demoVideo`` is never
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +60,7 @@ from mtl_data.ingest.readers import read_file, read_image, read_json
 from mtl_data.ingest.registry import Converter, Frame, register_converter
 from mtl_data.schema import cityscapes_geometry as cg
 from mtl_data.schema import geometry as geo
+from mtl_data.schema import jsonshape as js
 from mtl_data.schema.sample import IGNORE_INDEX, Det2D, Det3D, Sample, make_key
 from mtl_data.schema.taxonomy import CITYSCAPES_LABEL_IDS, class_map
 
@@ -165,7 +170,7 @@ class CityscapesConverter(Converter):
                     continue
                 for city in sorted(p for p in split_dir.iterdir() if p.is_dir()):
                     for path in sorted(city.iterdir()):
-                        if path.name.endswith(suffix) and path.is_file():
+                        if path.name.endswith(suffix):  # a folder in its place is reported by convert
                             found.setdefault(path.name[: -len(suffix)], {})[role] = path
             # The union of ids: a label without its image is an error to report, not to skip.
             for frame_id in sorted(found):
@@ -306,7 +311,10 @@ class CityscapesConverter(Converter):
 def _read_png(path: Path, what: str) -> np.ndarray:
     """The PNG's values as stored (8 or 16 bit, any channels)."""
     data = read_file(path, f"{what} missing")
-    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:  # OpenCV asserts on an empty buffer instead of returning None
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error:
+        array = None
     if array is None:
         raise InputError(path, f"{what} does not decode as an image (truncated or not a PNG?)")
     return array
@@ -319,19 +327,21 @@ def _describe(array: np.ndarray) -> str:
 
 
 def _numbers(value, count: int, path: Path, where: str) -> list[float]:
-    """``count`` finite numbers of a JSON list, or an InputError naming ``where``."""
-    ok = (
-        isinstance(value, list)
-        and len(value) == count
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
-    if not ok or not np.all(np.isfinite(value)):
-        raise InputError(path, f"{where}: expected {count} finite numbers, got {json.dumps(value)}")
-    return [float(v) for v in value]
+    """``count`` finite numbers of a JSON list, or an InputError naming ``where`` (`jsonshape.numbers`)."""
+    return js.check(value, js.numbers(count), path, where).tolist()
 
 
 def _number(doc: dict, key: str, path: Path, where: str) -> float:
-    return _numbers([doc.get(key)], 1, path, f"{where}.{key}")[0]
+    """The finite number ``doc[key]``, or an InputError naming ``where.key`` (`jsonshape.number`)."""
+    return js.field(doc, key, js.number(), path, where)
+
+
+def _box_xywh(value, path: Path, where: str) -> list[float]:
+    """A 2D box ``[x, y, w, h]`` (w, h >= 0) of a gtBbox3d file, as ``[x1, y1, x2, y2]``."""
+    box = _numbers(value, 4, path, where)
+    if box[2] < 0 or box[3] < 0:
+        raise InputError(path, f"{where} {box}: expected [x, y, w, h] with w >= 0 and h >= 0")
+    return _xywh_to_xyxy(box)
 
 
 def _kvals(K: np.ndarray) -> str:
@@ -343,11 +353,7 @@ POSE_KEYS = ("x", "y", "z", "yaw", "pitch", "roll")
 
 
 def _read_camera(path: Path, need_baseline: bool) -> dict:
-    """``{"K": (3, 3), "baseline": metres or None, "sensor_T": (3, 4) or None}`` of a camera json.
-
-    ``sensor_T`` is derived from the ``extrinsic`` pose when it has all of ``POSE_KEYS`` as
-    finite numbers, else None (the pose is optional: nothing else needs it).
-    """
+    """`parse_camera_json` of the camera json at ``path``."""
     if not path.is_file():
         raise InputError(
             path,
@@ -355,7 +361,20 @@ def _read_camera(path: Path, need_baseline: bool) -> dict:
             + (": its disparity needs the baseline and fx" if need_baseline else ""),
             hint="the camera package belongs with disparity",
         )
-    doc = read_json(path, "camera json", "camera json missing for this frame")
+    return parse_camera_json(path, read_json(path, "camera json", "camera json missing for this frame"), need_baseline)
+
+
+def parse_camera_json(path: Path, doc: object, need_baseline: bool) -> dict:
+    """``{"K": (3, 3), "baseline": metres or None, "sensor_T": (3, 4) or None}`` of a parsed camera json.
+
+    ``intrinsic.{fx, fy, u0, v0}`` are required finite numbers; ``extrinsic.baseline`` too when
+    ``need_baseline`` (positive, as fx). ``sensor_T`` is derived from the ``extrinsic`` pose when
+    it has all of ``POSE_KEYS``, else None (the pose is optional: nothing else needs it); a pose
+    key that is there must be a finite number.
+
+    Raises:
+        InputError: naming the field (``intrinsic.fx``), what was expected and what was found.
+    """
     intrinsic = doc.get("intrinsic") if isinstance(doc, dict) else None
     if not isinstance(intrinsic, dict):
         raise InputError(path, 'camera json has no "intrinsic" object (fx, fy, u0, v0)')
@@ -369,11 +388,12 @@ def _read_camera(path: Path, need_baseline: bool) -> dict:
         if baseline <= 0 or K[0, 0] <= 0:
             raise InputError(path, f"baseline {baseline:g} m and fx {K[0, 0]:g} px must be positive")
     extrinsic = doc.get("extrinsic")
-    pose = [extrinsic.get(k) for k in POSE_KEYS] if isinstance(extrinsic, dict) else []
-    numeric = len(pose) == len(POSE_KEYS) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in pose
-    )
-    sensor_T = cg.extrinsic_to_sensor_T(*(float(v) for v in pose)) if numeric else None
+    if extrinsic is not None and not isinstance(extrinsic, dict):
+        raise InputError(
+            path, f"extrinsic: expected an object (baseline, x, y, z, yaw, pitch, roll), found {js.describe(extrinsic)}"
+        )
+    pose = [_number(extrinsic, k, path, "extrinsic") for k in POSE_KEYS if k in extrinsic] if extrinsic else []
+    sensor_T = cg.extrinsic_to_sensor_T(*pose) if len(pose) == len(POSE_KEYS) else None
     return {"K": K, "baseline": baseline, "sensor_T": sensor_T}
 
 
@@ -400,8 +420,24 @@ def _depth(path: Path, size: tuple[int, int], baseline: float, fx: float) -> tup
 
 
 def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
-    """A gtBbox3d json checked and reduced to plain lists: objects, ignore regions, sensor."""
-    doc = read_json(path, "gtBbox3d json", "gtBbox3d json missing for this frame")
+    """`parse_gtbbox3d` of the gtBbox3d json at ``path``."""
+    return parse_gtbbox3d(path, read_json(path, "gtBbox3d json", "gtBbox3d json missing for this frame"), size)
+
+
+def parse_gtbbox3d(path: Path, doc: object, size: tuple[int, int]) -> dict:
+    """A parsed gtBbox3d json checked and reduced to plain lists: objects, ignore regions, sensor.
+
+    Checked: ``imgWidth`` x ``imgHeight`` equal ``size`` (rows, cols) of the image; ``sensor``
+    holds ``sensor_T_ISO_8855`` (3 rows of 4 numbers) and ``fx, fy, u0, v0``; each object has
+    ``2d.amodal`` (``2d.modal`` optional) as ``[x, y, w, h]`` with w, h >= 0, ``3d.center``,
+    ``3d.dimensions`` (positive), ``3d.rotation`` (a quaternion of norm near 1), a string
+    ``label`` and an optional ``truncation`` number; ``ignore`` (optional) is a list of
+    ``{"2d": [x, y, w, h]}``. Every number finite and within ``jsonshape.MAX_MAGNITUDE``.
+    Keys not read (``occlusion``, ``score``, ``3d.type`` ...) are not checked.
+
+    Raises:
+        InputError: naming the field (``objects[2].3d.center``), what was expected and what was found.
+    """
     if not isinstance(doc, dict) or not isinstance(doc.get("objects"), list):
         raise InputError(path, 'expected an object with "imgWidth", "imgHeight", "sensor" and an "objects" list')
     height, width = size
@@ -421,10 +457,7 @@ def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
         raise InputError(
             path, f"{lacks} ({', '.join(SENSOR_KEYS)}): needed to bring the 3D boxes into the camera frame"
         )
-    T = sensor["sensor_T_ISO_8855"]
-    if not (isinstance(T, list) and len(T) == 3):
-        raise InputError(path, f"sensor.sensor_T_ISO_8855: expected 3 rows of 4 numbers, got {json.dumps(T)}")
-    T = np.array([_numbers(row, 4, path, "sensor.sensor_T_ISO_8855 row") for row in T])
+    T = js.field(sensor, "sensor_T_ISO_8855", js.matrix(3, 4), path, "sensor")
     K = cg.intrinsics(*(_number(sensor, k, path, "sensor") for k in ("fx", "fy", "u0", "v0")))
 
     objects = []
@@ -432,8 +465,9 @@ def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
         where = f"objects[{i}]"
         if not isinstance(obj, dict):
             raise InputError(path, f"{where} is not an object")
-        what = f"{where} ({obj.get('label', 'no label')}" + (
-            f", instanceId {obj['instanceId']})" if "instanceId" in obj else ")"
+        label = obj.get("label", "no label")  # quoted unless a plain name: the error stays one line
+        what = f"{where} ({label if isinstance(label, str) and label.isprintable() else js.quote(label)}" + (
+            f", instanceId {js.quote(obj['instanceId'])})" if "instanceId" in obj else ")"
         )
         two, three = obj.get("2d"), obj.get("3d")
         lacks = [
@@ -453,9 +487,9 @@ def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
             )
         if three.get("format", "CRS_ISO8855") != "CRS_ISO8855":
             raise InputError(path, f"{what}: 3d.format {three['format']!r} is not supported (expected CRS_ISO8855)")
-        amodal = _numbers(two["amodal"], 4, path, f"{where}.2d.amodal")
+        amodal = _box_xywh(two["amodal"], path, f"{where}.2d.amodal")
         # Like cityscapesScripts' CsBbox2d: a file with only amodal boxes has modal = amodal.
-        modal = _numbers(two["modal"], 4, path, f"{where}.2d.modal") if "modal" in two else amodal
+        modal = _box_xywh(two["modal"], path, f"{where}.2d.modal") if "modal" in two else amodal
         dims = _numbers(three["dimensions"], 3, path, f"{where}.3d.dimensions")
         quat = _numbers(three["rotation"], 4, path, f"{where}.3d.rotation")
         if min(dims) <= 0:
@@ -469,8 +503,8 @@ def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
         objects.append(
             {
                 "label": obj["label"],
-                "modal": _xywh_to_xyxy(modal),
-                "amodal": _xywh_to_xyxy(amodal),
+                "modal": modal,
+                "amodal": amodal,
                 "center": _numbers(three["center"], 3, path, f"{where}.3d.center"),
                 "dimensions": dims,
                 "rotation": quat,
@@ -480,10 +514,10 @@ def _read_boxes_json(path: Path, size: tuple[int, int]) -> dict:
     ignore = []
     entries = doc.get("ignore", [])  # optional, as in cityscapesScripts' Annotation loader
     if not isinstance(entries, list):
-        raise InputError(path, f'"ignore" must be a list of {{"2d": [x, y, w, h]}}, got {json.dumps(entries)[:80]}')
+        raise InputError(path, f'"ignore" must be a list of {{"2d": [x, y, w, h]}}, found {js.describe(entries)}')
     for i, entry in enumerate(entries):
         box = entry.get("2d") if isinstance(entry, dict) else None
-        ignore.append(_xywh_to_xyxy(_numbers(box, 4, path, f"ignore[{i}].2d")))
+        ignore.append(_box_xywh(box, path, f"ignore[{i}].2d"))
     return {"objects": objects, "ignore": np.array(ignore, dtype=np.float64).reshape(-1, 4), "sensor_T": T, "K": K}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -24,8 +25,20 @@ from mtl_data.shards.png import SIGNATURE as PNG_SIGNATURE
 
 #: what an image file of each suffix should be, for the messages
 _IMAGE_KINDS = {".png": "a PNG image", ".jpg": "a JPEG image", ".jpeg": "a JPEG image", ".ppm": "a PPM image"}
-#: what np.load and reading an array of an npz archive raise on a corrupt or truncated file
-NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
+#: what np.load and reading an array of an npz archive raise on a corrupt or truncated file (an
+#: array's header is parsed as a Python literal: TokenError, SyntaxError; a header can claim a
+#: shape of terabytes: MemoryError)
+NPZ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    KeyError,
+    tokenize.TokenError,
+    SyntaxError,
+    MemoryError,
+)
 _CHUNK = struct.Struct(">I4s")
 
 
@@ -152,3 +165,5 @@ def read_json(path: Path, what: str, missing: str | None = None):
         return json.loads(text)
     except ValueError as exc:
         raise InputError(path, f"{what} is not valid JSON: {exc}", line=getattr(exc, "lineno", None)) from None
+    except RecursionError:  # arrays nested thousands deep
+        raise InputError(path, f"{what} is not valid JSON: nested too deeply") from None

@@ -357,18 +357,43 @@ def _read_override(
     path: Path, task: str, source: str, table: dict[str, str], unified: tuple[str, ...]
 ) -> dict[str, str]:
     """The ``{task: {source: {native: unified}}}`` entries of a taxonomy file for one source."""
+    return read_taxonomy_file(path).get(task, {}).get(source, {})
+
+
+def read_taxonomy_file(path: Path) -> dict[str, dict[str, dict[str, str]]]:
+    """A ``--taxonomy FILE.json`` override file, every key checked, whatever sources are converted.
+
+    The file is ``{task: {source: {native class: unified class or "ignore"}}}`` with ``task`` in
+    ``det``, ``seg``, ``source`` a source of that task's tables, the native class one of that
+    source's table and the unified class one of the task's classes. A key that is none of these
+    (a typo: ``"dett"``, ``"kiti"``, ``"Pedestrain"``) is an error, never silently unused.
+
+    Raises:
+        MtlDataError: naming the file, the key (``det.kitti.Misc``) and the allowed values.
+    """
     doc = read_json_document(path, f"{path}: taxonomy file not found (expected 'unified', 'native' or a JSON file)")
     if not isinstance(doc, dict):
-        raise MtlDataError(f'{path}: expected an object like {{"det": {{"{source}": {{"Misc": "van"}}}}}}')
-    entries = doc.get(task, {}).get(source, {}) if isinstance(doc.get(task, {}), dict) else None
-    if not isinstance(entries, dict):
-        raise MtlDataError(f'{path}: "{task}.{source}" must be an object of native -> unified class names')
-    allowed = set(unified) | {IGNORE}
-    for native, unified in entries.items():
-        if native not in table:
-            raise MtlDataError(f"{path}: {task}.{source}: unknown native class {native!r} (known: {', '.join(table)})")
-        if unified not in allowed:
-            raise MtlDataError(
-                f"{path}: {task}.{source}.{native}: unknown class {unified!r} (allowed: {', '.join(sorted(allowed))})"
-            )
-    return entries
+        raise MtlDataError(f'{path}: expected an object like {{"det": {{"kitti": {{"Misc": "van"}}}}}}')
+    for task, sources in doc.items():
+        if task not in _TASK_TABLES:
+            raise MtlDataError(f"{path}: unknown task {task!r} (allowed: {', '.join(_TASK_TABLES)})")
+        tables, unified = _TASK_TABLES[task]
+        if not isinstance(sources, dict):
+            raise MtlDataError(f'{path}: "{task}" must be an object of source -> {{native class: unified class}}')
+        for source, entries in sources.items():
+            if source not in tables:
+                raise MtlDataError(f"{path}: {task}: unknown source {source!r} (allowed: {', '.join(tables)})")
+            if not isinstance(entries, dict):
+                raise MtlDataError(f'{path}: "{task}.{source}" must be an object of native -> unified class names')
+            allowed = (*unified, IGNORE)
+            for native, target in entries.items():
+                if native not in tables[source]:
+                    raise MtlDataError(
+                        f"{path}: {task}.{source}: unknown native class {native!r} (known: {', '.join(tables[source])})"
+                    )
+                if not isinstance(target, str) or target not in allowed:
+                    raise MtlDataError(
+                        f"{path}: {task}.{source}.{native}: unknown class {repr(target)[:60]} "
+                        f"(allowed: {', '.join(sorted(allowed))})"
+                    )
+    return doc
