@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -476,3 +477,14 @@ def cli(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def monodle_angle2class(angle: float, bins: int) -> tuple[int, float]:
+    """MonoDLE's ``angle2class`` (Ma et al. 2021), the reference the det3d
+    heading encoding is checked against: bin of width 2 pi / bins centred on k 2 pi / bins, residual
+    from the bin centre."""
+    angle = angle % (2 * math.pi)
+    angle_per_class = 2 * math.pi / bins
+    shifted_angle = (angle + angle_per_class / 2) % (2 * math.pi)
+    class_id = int(shifted_angle / angle_per_class)
+    return class_id, shifted_angle - (class_id * angle_per_class + angle_per_class / 2)

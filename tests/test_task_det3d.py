@@ -20,6 +20,7 @@ from conftest import (
     batch_from_shards,
     det3d_perfect_output,
     fixture_path,
+    monodle_angle2class,
     prediction_read_error,
     random_features,
     write_task_predictions,
@@ -934,22 +935,13 @@ def _centernet_radius(height: float, width: float, min_overlap: float = 0.7) -> 
     return min(r1, r2, r3)
 
 
-def _angle2class(angle: float, bins: int) -> tuple[int, float]:
-    """MonoDLE's ``angle2class`` (Ma et al. 2021), its arithmetic as written there."""
-    angle = angle % (2 * math.pi)
-    angle_per_class = 2 * math.pi / bins
-    shifted_angle = (angle + angle_per_class / 2) % (2 * math.pi)
-    class_id = int(shifted_angle / angle_per_class)
-    return class_id, shifted_angle - (class_id * angle_per_class + angle_per_class / 2)
-
-
 def _multibin_reference(outputs: np.ndarray, angles: list[float], bins: int) -> float:
     """Sum over the angles of MonoDLE's heading loss: cross-entropy of the n logits at the true
     class + |residual of that class - the target residual|; ``outputs`` is (A 2 n,)."""
     total = 0.0
     for a, angle in enumerate(angles):
         logits, residuals = outputs[2 * a * bins : (2 * a + 1) * bins], outputs[(2 * a + 1) * bins : (2 * a + 2) * bins]
-        cls, res = _angle2class(angle, bins)
+        cls, res = monodle_angle2class(angle, bins)
         top = logits.max()
         total += top + math.log(np.exp(logits - top).sum()) - logits[cls] + abs(residuals[cls] - res)
     return total

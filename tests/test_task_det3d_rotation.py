@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import batch_from_shards, det3d_perfect_output, random_features
+from conftest import batch_from_shards, det3d_perfect_output, monodle_angle2class, random_features
 
 from mtl_data.errors import MtlDataError
 from mtl_data.schema import geometry as geo
@@ -36,15 +36,6 @@ def _wrapped(a: np.ndarray) -> np.ndarray:
     return np.mod(a + np.pi, 2 * np.pi) - np.pi
 
 
-def _angle2class(angle: float, bins: int) -> tuple[int, float]:
-    """MonoDLE's ``angle2class`` (Ma et al. 2021), its arithmetic as written there."""
-    angle = angle % (2 * math.pi)
-    angle_per_class = 2 * math.pi / bins
-    shifted_angle = (angle + angle_per_class / 2) % (2 * math.pi)
-    class_id = int(shifted_angle / angle_per_class)
-    return class_id, shifted_angle - (class_id * angle_per_class + angle_per_class / 2)
-
-
 # ---- the encoding --------------------------------------------------------------------------------
 
 
@@ -55,7 +46,7 @@ def test_angle_bins_are_monodle_s_and_decode_back_exactly(bins):
     edges = np.array([k * step + step / 2 + d for k in range(bins) for d in (-1e-9, 1e-9)])
     angles = np.concatenate([rng.uniform(-10, 10, 1000), edges, [-np.pi, np.pi, 0.0, -1e-12]])
     index, residual = angle_to_bin(torch.from_numpy(angles), bins)
-    expected = [_angle2class(float(a), bins) for a in angles[:1000]]
+    expected = [monodle_angle2class(float(a), bins) for a in angles[:1000]]
     assert index[:1000].tolist() == [k for k, _ in expected]
     np.testing.assert_allclose(residual[:1000].numpy(), [r for _, r in expected], atol=1e-12)
     assert index.min() >= 0 and index.max() < bins and residual.abs().max() <= step / 2 + 1e-9
