@@ -21,7 +21,6 @@ import click
 
 from mtl_data import __version__
 from mtl_data.cli.runner import image_size_option, run
-from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
 from mtl_data.train.presets import PRESETS
 
@@ -319,7 +318,7 @@ def report(runs: tuple[Path, ...], layout: str, json_path: Path | None) -> None:
     if json_path is not None:
         import json
 
-        _write(json_path, json.dumps(rows, indent=1) + "\n")
+        write_atomic(json_path, json.dumps(rows, indent=1) + "\n")  # an OutputError names the path
 
 
 @cli.command()
@@ -410,15 +409,8 @@ def score(shards: Path, split: str, pred_dir: Path, tasks: tuple[str, ...], json
         return
     click.echo(render(result))
     if json_path is not None:
-        _write(json_path, text)
+        write_atomic(json_path, text)
         click.echo(f"-> {json_path}")
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        write_atomic(path, text)
-    except OSError as exc:
-        raise MtlDataError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 @cli.command()
