@@ -135,6 +135,17 @@ def test_boxes_with_known_yaw_pitch_roll_round_trip_through_targets_and_decoding
         np.testing.assert_allclose(_wrapped(got - [yaw, pitch, roll]), 0.0, atol=2e-6)
 
 
+def test_a_sample_whose_peaks_all_fall_below_the_threshold_decodes_to_no_boxes():
+    # every peak dropped leaves zero rows for the angle decoder (make demo's first evaluation hit it)
+    assert decode_multibin(np.zeros((0, 2 * 3 * 12)), 12).shape == (0, 3)
+    task = create_task("det3d")
+    batch = _one_box_batch(_ROTATIONS[:1])
+    output = det3d_perfect_output(task, batch)
+    output["heatmap"] = torch.full_like(output["heatmap"], -20.0)  # sigmoid ~2e-9 everywhere
+    (pred,) = task.decode(output, batch)
+    assert len(pred) == 0 and pred.boxes.shape[0] == 0 and pred.rotation.shape[0] == 0
+
+
 # ---- the loss on hand values --------------------------------------------------------------------
 
 

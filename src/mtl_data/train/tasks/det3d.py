@@ -572,7 +572,9 @@ def decode_multibin(outputs: np.ndarray, bins: int) -> np.ndarray:
     Returns:
         (N, A) radians; the inverse of ``angle_to_bin`` when the arg-max is the true bin.
     """
-    o = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1, 2, bins)  # (N, A, 2, n)
+    o = np.asarray(outputs, dtype=np.float64)  # (N, 2 A n)
+    # A from the width, not -1: with N = 0 (no detection kept) -1 would be ambiguous.
+    o = o.reshape(len(o), o.shape[-1] // (2 * bins), 2, bins)  # (N, A, 2, n)
     index = np.argmax(o[:, :, 0], axis=-1)  # (N, A)
     residual = np.take_along_axis(o[:, :, 1], index[..., None], axis=-1)[..., 0]  # (N, A)
     angle = index * (2 * np.pi / bins) + residual
