@@ -488,3 +488,18 @@ def monodle_angle2class(angle: float, bins: int) -> tuple[int, float]:
     shifted_angle = (angle + angle_per_class / 2) % (2 * math.pi)
     class_id = int(shifted_angle / angle_per_class)
     return class_id, shifted_angle - (class_id * angle_per_class + angle_per_class / 2)
+
+
+# A tiny mtl-train run for tests: a small model on small images, no worker processes.
+SMALL_RUN = [
+    "--model",
+    "resnet18-fpn",
+    "--image-size",
+    "64x128",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--set",
+    "model_options.neck_channels=32",
+]

@@ -10,26 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_mtl_train
+from conftest import SMALL_RUN, run_mtl_train
 
 from mtl_data.cli.mtl_train import main as mtl_train
 from mtl_data.train import checkpoint as ckpt
 from mtl_data.train.evaluate import delta_t
 from mtl_data.train.tasks import create_task
-
-SMALL = [
-    "--model",
-    "resnet18-fpn",
-    "--image-size",
-    "64x128",
-    "--batch-size",
-    "4",
-    "--workers",
-    "0",
-    "--set",
-    "model_options.neck_channels=32",
-]
-
 
 run_cli = run_mtl_train
 
@@ -56,7 +42,7 @@ def parameters(run: Path, which: str = "last") -> dict[str, torch.Tensor]:
 def all_tasks_run(synth_shards, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "all"
     try:
-        mtl_train(["--shards", str(synth_shards), "--out", str(run), "--steps", "2", "--log-every", "1", *SMALL])
+        mtl_train(["--shards", str(synth_shards), "--out", str(run), "--steps", "2", "--log-every", "1", *SMALL_RUN])
     except SystemExit as exc:  # pragma: no cover - shown by the assertions below
         assert not exc.code
     return run
@@ -152,7 +138,7 @@ def test_a_small_model_overfits_a_few_samples(mode, synth_shards, tmp_path, caps
         "eval.split=train",
         "--set",
         "loader.augment=false",
-        *SMALL,
+        *SMALL_RUN,
     )
     assert code == 0, err
     rows = metrics_rows(run)
@@ -177,7 +163,7 @@ def test_a_small_model_overfits_a_few_samples(mode, synth_shards, tmp_path, caps
         "0",
         "--set",
         "eval.split=train",
-        *SMALL,
+        *SMALL_RUN,
     )
     assert code == 0, err
     untrained = json.loads((tmp_path / "untrained" / "eval.json").read_text())["metrics"]["seg"]["miou"]
@@ -186,7 +172,7 @@ def test_a_small_model_overfits_a_few_samples(mode, synth_shards, tmp_path, caps
 
 # ---- resume ---------------------------------------------------------------------------------
 
-RESUME_ARGS = ["--tasks", "seg,det2d,sign", "--log-every", "1", "--save-every", "2", "--seed", "3", *SMALL]
+RESUME_ARGS = ["--tasks", "seg,det2d,sign", "--log-every", "1", "--save-every", "2", "--seed", "3", *SMALL_RUN]
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +235,7 @@ def test_delta_t_on_hand_values():
 def test_eval_against_single_task_runs_gives_delta_t(all_tasks_run, synth_shards, tmp_path, capsys):
     stl = tmp_path / "stl_seg"
     code, _, err = run_cli(
-        capsys, "--shards", synth_shards, "--out", stl, "--mode", "stl", "--tasks", "seg", "--steps", "1", *SMALL
+        capsys, "--shards", synth_shards, "--out", stl, "--mode", "stl", "--tasks", "seg", "--steps", "1", *SMALL_RUN
     )
     assert code == 0, err
     code, out, err = run_cli(capsys, "eval", all_tasks_run, "--stl", stl)
@@ -276,7 +262,9 @@ def test_eval_against_single_task_runs_gives_delta_t(all_tasks_run, synth_shards
 )
 def test_bad_training_input_is_one_line(args, says, synth_shards, tmp_path, capsys):
     out = tmp_path / "run"
-    line = one_error_line(*run_cli(capsys, "--shards", synth_shards, "--out", out, "--steps", "1", *SMALL, *args)[::2])
+    line = one_error_line(
+        *run_cli(capsys, "--shards", synth_shards, "--out", out, "--steps", "1", *SMALL_RUN, *args)[::2]
+    )
     assert says in line
     assert not out.exists()  # nothing half-written
 
@@ -285,14 +273,14 @@ def test_a_task_the_split_does_not_label_is_refused(synth_root, tmp_path, capsys
     shards = tmp_path / "shards"
     assert cli("ingest", "gtsrb", synth_root("gtsrb"), "--to", shards, "--workers", "1").code == 0
     line = one_error_line(
-        *run_cli(capsys, "--shards", shards, "--out", tmp_path / "r", "--tasks", "seg", "--steps", "1", *SMALL)[::2]
+        *run_cli(capsys, "--shards", shards, "--out", tmp_path / "r", "--tasks", "seg", "--steps", "1", *SMALL_RUN)[::2]
     )
     assert "labels seg" in line and "sign" in line
 
 
 def test_a_new_run_into_an_existing_run_is_refused(all_tasks_run, synth_shards, capsys):
     line = one_error_line(
-        *run_cli(capsys, "--shards", synth_shards, "--out", all_tasks_run, "--steps", "1", *SMALL)[::2]
+        *run_cli(capsys, "--shards", synth_shards, "--out", all_tasks_run, "--steps", "1", *SMALL_RUN)[::2]
     )
     assert "holds a run already" in line
 
@@ -328,7 +316,7 @@ def test_a_non_finite_loss_stops_the_run_naming_task_and_step(synth_shards, tmp_
             "2",
             "--log-every",
             "2",
-            *SMALL,
+            *SMALL_RUN,
         )[::2]
     )
     assert "sign loss is not finite at step 3" in line
@@ -366,7 +354,7 @@ def test_a_two_process_gloo_run_trains_writes_once_and_evaluates_exactly(synth_s
         "1",
         "--device",
         "cpu",
-        *SMALL,
+        *SMALL_RUN,
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -397,7 +385,7 @@ def test_mixed_precision_runs_train_on_cpu_with_finite_losses(precision, synth_s
         "1",
         "--precision",
         precision,
-        *SMALL,
+        *SMALL_RUN,
     )
     assert code == 0, err
     rows = metrics_rows(run)
@@ -458,7 +446,7 @@ def test_init_from_starts_a_run_from_another_runs_weights(all_tasks_run, synth_s
         "0",
         "--set",
         f"init_from={all_tasks_run / 'checkpoints' / 'last.pt'}",
-        *SMALL,
+        *SMALL_RUN,
     )
     assert code == 0, err
     a, b = parameters(all_tasks_run), parameters(run)
@@ -475,7 +463,7 @@ def test_init_from_starts_a_run_from_another_runs_weights(all_tasks_run, synth_s
         "1",
         "--set",
         f"init_from={all_tasks_run / 'checkpoints' / 'last.pt'}",
-        *SMALL,
+        *SMALL_RUN,
     )
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert code != 0 and len(lines) == 1 and "same model and tasks" in lines[0]

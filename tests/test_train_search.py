@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_RUN
 
 from mtl_data.cli.mtl_train import main as mtl_train
 from mtl_data.errors import MtlDataError
@@ -35,18 +36,6 @@ from mtl_data.train.search import (
     search,
 )
 
-SMALL = [
-    "--model",
-    "resnet18-fpn",
-    "--image-size",
-    "64x128",
-    "--batch-size",
-    "4",
-    "--workers",
-    "0",
-    "--set",
-    "model_options.neck_channels=32",
-]
 SEARCH = [
     "--tasks",
     "seg,depth",
@@ -58,7 +47,7 @@ SEARCH = [
     "1",
     "--device",
     "cpu",
-    *SMALL,
+    *SMALL_RUN,
 ]
 
 
