@@ -114,6 +114,41 @@ def _resize_seg(seg: np.ndarray, pl: Placement) -> np.ndarray:
     return pad(seg, pl, IGNORE_INDEX)
 
 
+def place_depth_points(index: np.ndarray, value: np.ndarray, pl: Placement) -> np.ndarray:
+    """Scatter measured pixels of the (h, w) source straight to the (H, W) output of ``pl``.
+
+    The same map as ``_resize_depth`` of the dense source (in the value's own units): each
+    point goes to the content pixel that contains its scaled centre ``floor((c + 0.5) s)``,
+    offset by the letterbox padding, and the smallest value wins; pixels without a point are
+    0. It costs O(points), not O(source pixels): the loader decodes ``depth.pts`` members to
+    points and never builds the full-size map.
+
+    Args:
+        index: (n,) row-major flat indices into the (h, w) source, each pixel at most once.
+        value: (n,) uint16 ``round(metres * 256)``, > 0.
+        pl: the placement.
+
+    Returns:
+        (H, W) uint16 map, ``pl.out_size``.
+    """
+    (src_h, src_w), (nh, nw), (out_h, out_w) = pl.src_size, pl.content_size, pl.out_size
+    rows, cols = np.divmod(index, src_w)
+    trow = np.minimum(((rows + 0.5) * (nh / src_h)).astype(np.int64), nh - 1) + pl.top  # (n,)
+    tcol = np.minimum(((cols + 0.5) * (nw / src_w)).astype(np.int64), nw - 1) + pl.left
+    target = trow * out_w + tcol
+    # Nearest wins. Written in decreasing depth, the last (smallest) write of a shared pixel
+    # stays in NumPy's sequential assignment: a stable radix sort of uint16 and one scatter
+    # cost ~0.2 ms for 20k points, np.minimum.at ~1 ms. NumPy does not promise the order of
+    # repeated-index writes, so the result is checked (every point's pixel holds at most its
+    # value) and minimum.at finishes the job where it does not hold: exact either way.
+    order = np.argsort(value, kind="stable")[::-1]
+    out = np.zeros(out_h * out_w, np.uint16)
+    out[target[order]] = value[order]
+    if (out[target] > value).any():
+        np.minimum.at(out, target, value)
+    return out.reshape(out_h, out_w)
+
+
 def _resize_depth(depth: np.ndarray, pl: Placement) -> np.ndarray:
     depth = geo.resize_sparse_depth(depth, pl.content_size)  # (nh, nw) float32 metres, never interpolated
     return pad(depth, pl, DEPTH_PAD)
