@@ -1,4 +1,4 @@
-"""``mtl-data``: thin Click commands over the library (ingest, inspect, validate, stats, batches, synth).
+"""``mtl-data``: thin Click commands over the library (ingest, reshard, inspect, validate, stats, batches, synth).
 
 User errors (bad data, bad options, existing outputs, an output that cannot be written) print
 one ``error: ...`` line on stderr and exit 1 (2 for a bad command line); a traceback means a
@@ -27,8 +27,9 @@ from mtl_data import __version__
 from mtl_data.cli.runner import image_size_option, run
 from mtl_data.errors import MtlDataError, OutputError
 from mtl_data.files import make_dirs, write_atomic
-from mtl_data.ingest import CONVERTERS
+from mtl_data.ingest import CONVERTERS, Converter
 from mtl_data.ingest.engine import ON_ERROR, IngestOptions, ShardSize, ingest_lock, plan_ingest, run_ingest
+from mtl_data.ingest.reshard import ReshardConverter, check_out_root, master_folders
 from mtl_data.procs import tune_worker_process, usable_cpus
 from mtl_data.schema.taxonomy import TAXONOMY_MODES, read_taxonomy_file
 from mtl_data.schema.validate import SPLITS
@@ -159,6 +160,42 @@ def _converter_options(options_cls: type) -> list[click.Option]:
     return out
 
 
+def _convert(converter: Converter, out_root: Path, options: IngestOptions) -> None:
+    """Run the engine over ``converter`` into ``out_root/<name>``, with a progress bar and a summary."""
+    name = converter.name
+    # One run at a time per source folder: a second one says who holds it and exits.
+    with _writes_to("--to"), ingest_lock(out_root / name):
+        plan = plan_ingest(converter, out_root, options)
+        tune_worker_process()  # with --workers 1 this process converts the frames itself
+        complete = [sp.split for sp in plan.splits if sp.status == "complete"]
+        if complete:
+            click.echo(
+                f"{name}: {', '.join(complete)} already complete in {plan.out_dir}; left alone "
+                f"(pass --overwrite to rebuild)",
+                err=True,
+            )
+        for sp in plan.splits:
+            if sp.damage:
+                click.echo(f"{name}: {sp.split}: {sp.damage}; rebuilding the split", err=True)
+        with tqdm(
+            total=plan.remaining,
+            unit="frame",
+            desc=name,
+            disable=plan.remaining == 0,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+        ) as bar:
+            report = run_ingest(plan, progress=bar.update)
+    for split, info in report["splits"].items():
+        tasks = ", ".join(f"{t} {n}" for t, n in info["tasks"].items() if n)
+        click.echo(
+            f"{name}/{split}: {info['samples']} samples in {info['shards']} shards, "
+            f"{info['rejects']} rejected; labels: {tasks or 'none'}"
+        )
+    click.echo(f"-> {plan.out_dir}")
+
+
 def _ingest_command(name: str) -> click.Command:
     cls = CONVERTERS[name]
     option_names = [f.name for f in dataclasses.fields(cls.Options)]
@@ -169,37 +206,7 @@ def _ingest_command(name: str) -> click.Command:
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         options = IngestOptions(splits=tuple(kwargs.pop("splits")) or None, workers=workers or usable_cpus(), **kwargs)
-        # One run at a time per source folder: a second one says who holds it and exits.
-        with _writes_to("--to"), ingest_lock(out_root / converter.name):
-            plan = plan_ingest(converter, out_root, options)
-            tune_worker_process()  # with --workers 1 this process converts the frames itself
-            complete = [sp.split for sp in plan.splits if sp.status == "complete"]
-            if complete:
-                click.echo(
-                    f"{name}: {', '.join(complete)} already complete in {plan.out_dir}; left alone "
-                    f"(pass --overwrite to rebuild)",
-                    err=True,
-                )
-            for sp in plan.splits:
-                if sp.damage:
-                    click.echo(f"{name}: {sp.split}: {sp.damage}; rebuilding the split", err=True)
-            with tqdm(
-                total=plan.remaining,
-                unit="frame",
-                desc=name,
-                disable=plan.remaining == 0,
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=False,
-            ) as bar:
-                report = run_ingest(plan, progress=bar.update)
-        for split, info in report["splits"].items():
-            tasks = ", ".join(f"{t} {n}" for t, n in info["tasks"].items() if n)
-            click.echo(
-                f"{name}/{split}: {info['samples']} samples in {info['shards']} shards, "
-                f"{info['rejects']} rejected; labels: {tasks or 'none'}"
-            )
-        click.echo(f"-> {plan.out_dir}")
+        _convert(converter, out_root, options)
 
     doc = (cls.__doc__ or "").strip()
     return click.Command(
@@ -236,6 +243,88 @@ def _plain_help(doc: str) -> str:
 
 for _name in sorted(CONVERTERS):
     ingest.add_command(_ingest_command(_name))
+
+
+# ---- reshard ----------------------------------------------------------------------------------
+
+
+def _parse_optional_shard_size(ctx, param, value: str | None) -> ShardSize | None:
+    return None if value is None else _parse_shard_size(ctx, param, value)
+
+
+@cli.command()
+@click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--max-side",
+    type=click.IntRange(min=16),
+    required=True,
+    help="downscale so the longer side is at most N px (labels, depth and K follow, as at ingest)",
+)
+@click.option(
+    "--to",
+    "out_root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="shards root of the copies (outside SHARDS); each source goes to TO/<source>/",
+)
+@click.option("--source", "sources", multiple=True, help="reshard only this source of SHARDS (repeatable)")
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    type=click.Choice(SPLITS),
+    help="reshard only this split (repeatable); default: every split of the master",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="worker processes (default: all cores)")
+@click.option(
+    "--image-format", type=click.Choice(IMAGE_FORMATS), default=None, help="default: the master's (its ingest.json)"
+)
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="default: the master's")
+@click.option(
+    "--shard-size",
+    default=None,
+    callback=_parse_optional_shard_size,
+    help="samples per shard (1000) or bytes per shard (256MB); default: the master's",
+)
+@click.option("--overwrite", is_flag=True, help="rebuild the requested splits even if complete")
+def reshard(
+    shards: Path,
+    max_side: int,
+    out_root: Path,
+    sources: tuple[str, ...],
+    splits: tuple[str, ...],
+    workers: int | None,
+    overwrite: bool,
+    **chosen,
+) -> None:
+    """Training-resolution copies of existing shards, without the raw data.
+
+    SHARDS is a shards root (every source, or those named by --source) or one source folder;
+    each source goes to TO/<source>/. A copy holds what ingesting the raw data with --max-side N
+    gives: labels, meta and manifest byte-identical; the image too from a PNG master, one more
+    JPEG generation from a JPEG master. Samples already at or below N keep their size. Re-runs
+    resume and skip complete splits, as ingest does.
+    """
+    masters = master_folders(shards, sources)
+    converters = [ReshardConverter(master) for master in masters]
+    check_out_root(out_root, shards, masters, [c.name for c in converters])
+    for converter in converters:
+        recorded = converter.recorded_options()
+        options = IngestOptions(
+            splits=splits or None,
+            max_side=max_side,
+            overwrite=overwrite,
+            workers=workers or usable_cpus(),
+            **{k: recorded[k] if chosen[k] is None else chosen[k] for k in recorded},
+        )
+        master_side = converter.recorded_max_side()
+        if master_side is not None and master_side <= max_side:
+            click.echo(
+                f"{converter.name}: the master was ingested with --max-side {master_side}, at most {max_side}: "
+                "its samples keep their size",
+                err=True,
+            )
+        _convert(converter, out_root, options)
 
 
 # ---- inspect / validate -----------------------------------------------------------------------
