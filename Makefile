@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python bench/ingest_cityscapes.py
 	$(BIN)/python bench/stats.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/jpeg.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/tag.py
 	$(BIN)/python bench/trainer.py

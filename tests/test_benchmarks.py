@@ -42,6 +42,7 @@ TINY = {
     ],
     "models.py": ["--tiny", "--models", "resnet18-fpn"],
     "tag.py": ["--tiny"],
+    "jpeg.py": ["--rounds", "1", "--block-ms", "1"],
 }
 #: benchmarks that take the synthetic shards of the test session instead of making their own
 #: (trainer.py makes its own: the session's have a larger val split, which its runs evaluate).
@@ -73,6 +74,11 @@ RATIOS = {
         r"tag-realtime / paper, parameters +(\S+)$",
         r"^  ours \(TAG\)(?: +\S+){3} +(\S+)$",
         r"TAG adds (\S+) M parameters",
+    ],
+    # opencv / simplejpeg per factor, and the pixels the same (tests/test_jpeg_decode.py checks them too)
+    "jpeg.py": [
+        *(rf"^  opencv / simplejpeg, factor {f} +(\S+)x$" for f in (1, 2, 4, 8)),
+        r"simplejpeg output identical to opencv at every factor: yes",
     ],
 }
 
