@@ -74,6 +74,9 @@ from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions, ShardSize, plan_ingest, run_ingest  # noqa: E402
 from mtl_data.ingest.kitti import KittiConverter  # noqa: E402
 from mtl_data.procs import tune_worker_process  # noqa: E402
+from mtl_data.shards.codec import LABEL_PNG_PARAMS, decode_sample  # noqa: E402
+from mtl_data.shards.depthpoints import decode_depth_points  # noqa: E402
+from mtl_data.shards.png import decode_png  # noqa: E402
 from mtl_data.shards.reader import ShardSet  # noqa: E402
 from mtl_data.shards.tario import iter_tar_samples, split_member_name  # noqa: E402
 from mtl_data.train.data import build_loader  # noqa: E402
@@ -138,32 +141,38 @@ def jpeg_floor(raws: list[dict], flags: list[int]) -> None:
 
 
 def sample_floor(raws: list[dict], flags: list[int]) -> None:
-    """The floor + every label PNG at full size (``IMREAD_UNCHANGED``: depth stays 16-bit)."""
+    """The floor + every label member: ``seg.png`` at full size (``IMREAD_UNCHANGED``), the
+    ``depth.pts`` points (what the codecs of the sample cost, whoever reads it)."""
     for raw, flag in zip(raws, flags):
         cv2.imdecode(np.frombuffer(raw["jpg"], np.uint8), flag)
-        for ext in ("seg.png", "depth.png"):
-            if ext in raw:
-                cv2.imdecode(np.frombuffer(raw[ext], np.uint8), cv2.IMREAD_UNCHANGED)
+        if "seg.png" in raw:
+            cv2.imdecode(np.frombuffer(raw["seg.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        if "depth.pts" in raw:
+            decode_depth_points(raw["depth.pts"])
 
 
 def member_costs(raws: list[dict], repeats: int) -> dict[str, float]:
     """CPU ms per sample of each codec piece alone, full size (best of ``repeats``): what bounds
     the loader from below whatever it does around them."""
-    pieces = {
-        "jpg": ("jpg", cv2.IMREAD_COLOR),
-        "seg.png": ("seg.png", cv2.IMREAD_UNCHANGED),
-        "depth.png": ("depth.png", cv2.IMREAD_UNCHANGED),
-    }
+    pieces = {"jpg": ("jpg", cv2.IMREAD_COLOR), "seg.png": ("seg.png", cv2.IMREAD_UNCHANGED)}
     out = {}
     for name, (ext, flag) in pieces.items():
         if ext in raws[0]:
             decode_all = lambda ext=ext, flag=flag: [cv2.imdecode(np.frombuffer(r[ext], np.uint8), flag) for r in raws]  # noqa: E731
             out[name] = 1000 * common.best_of(repeats, decode_all).cpu / len(raws)
-    if "depth.png" in raws[0]:  # the inflate alone: the PNG format's own floor, not OpenCV's
-        idats = [_idat(raw["depth.png"]) for raw in raws]
-        out["depth.png zlib inflate alone"] = (
-            1000 * common.best_of(repeats, lambda: [zlib.decompress(d) for d in idats]).cpu / len(raws)
-        )
+    if "depth.pts" in raws[0]:
+        pts = [raw["depth.pts"] for raw in raws]
+        # the same depth as schema 1 stored it, for comparison: a 16-bit PNG, inflated whole
+        pngs = [cv2.imencode(".png", decode_depth_points(d).to_map(), LABEL_PNG_PARAMS)[1].tobytes() for d in pts]
+        idats = [_idat(d) for d in pngs]
+        timed = {
+            "depth.pts points": lambda: [decode_depth_points(d) for d in pts],
+            "depth.png (schema 1) decode": lambda: [decode_png(d) for d in pngs],
+            "its zlib inflate alone": lambda: [zlib.decompress(d) for d in idats],
+        }
+        for name, fn in timed.items():
+            out[name] = 1000 * common.best_of(repeats, fn).cpu / len(raws)
+        out["kB depth.pts / depth.png"] = (sum(map(len, pts)) / len(pts) / 1e3, sum(map(len, pngs)) / len(pngs) / 1e3)
     return out
 
 
@@ -224,7 +233,7 @@ def best_loader(runs: list[dict[str, float]]) -> dict[str, float]:
 def stage_breakdown(raws: list[dict], args, letterbox: bool, repeats: int) -> dict[str, float]:
     """CPU ms per sample of each in-worker stage (best of ``repeats``), the loader's own functions."""
     transform = TransformConfig(args.size, letterbox=letterbox)
-    tasks = tuple(t for t in ("seg", "depth", "det2d", "det3d") if f"{t}.json" in raws[0] or f"{t}.png" in raws[0])
+    tasks = tuple(t for t in ("seg", "depth", "det2d", "det3d") if any(e.startswith(t + ".") for e in raws[0]))
     targets = TargetConfig(tasks, args.size)
     flags = reduced_flags(raws, args.size, letterbox)
     names = (
@@ -249,7 +258,7 @@ def stage_breakdown(raws: list[dict], args, letterbox: bool, repeats: int) -> di
             t2 = clock()
             d = decode(raw, tasks, target_hw=args.size, letterbox=letterbox)
             t3 = clock()
-            s = transform_sample(d.sample, transform, rng, image=d.image)
+            s = transform_sample(d.sample, transform, rng, image=d.image, depth=d.depth)
             t4 = clock()
             examples.append(encode_example(s, targets))
             t5 = clock()
@@ -308,8 +317,8 @@ class PlainDataset(torch.utils.data.Dataset):
         if "seg.png" in data:
             seg = cv2.imdecode(np.frombuffer(data["seg.png"], np.uint8), cv2.IMREAD_UNCHANGED)
             item["seg"] = torch.from_numpy(cv2.resize(seg, (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64))
-        if "depth.png" in data:
-            depth = cv2.imdecode(np.frombuffer(data["depth.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        if "depth.pts" in data:  # the few numpy lines shards/depthpoints.py documents, then a resize
+            depth = decode_depth_points(data["depth.pts"]).to_map()
             depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST).astype(np.float32) / 256.0
             item["depth"] = torch.from_numpy(depth)  # (H, W) metres
         for ext in ("det2d.json", "det3d.json"):
@@ -339,7 +348,7 @@ def build_thesis_files(raws: list[dict], out: Path) -> list[dict[str, Path]]:
     out.mkdir(parents=True)
     files = []
     for i, raw in enumerate(raws):
-        d = decode(raw).sample
+        d = decode_sample(raw["__key__"], {k: v for k, v in raw.items() if not k.startswith("__")})
         paths = {"image": out / f"{i:06d}.png"}
         cv2.imwrite(str(paths["image"]), cv2.cvtColor(d.image, cv2.COLOR_RGB2BGR))
         if d.seg is not None:
@@ -443,10 +452,14 @@ def main() -> int:
         reduced = ", ".join(f"1/{f}" for f in res["factors"])
         floor = res["floor"].cpu
         print(f"{f'floor: cv2.imdecode of the JPEG at {reduced} (as the loader)':<{width}}{1000 * floor:>14.2f}")
-        print(f"{'floor 2 (info): + label PNGs at full size':<{width}}{1000 * res['floor2'].cpu:>14.2f}")
+        print(f"{'floor 2 (info): + label members (seg.png, depth.pts)':<{width}}{1000 * res['floor2'].cpu:>14.2f}")
         print(
-            "  full-size decode alone, CPU ms/sample: " + ", ".join(f"{k} {v:.2f}" for k, v in res["members"].items())
+            "  members alone, CPU ms/sample: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in res["members"].items() if not k.startswith("kB"))
         )
+        if "kB depth.pts / depth.png" in res["members"]:
+            pts_kb, png_kb = res["members"]["kB depth.pts / depth.png"]
+            print(f"  depth member, kB: depth.pts {pts_kb:.1f}, as depth.png {png_kb:.1f}")
         for (mode, workers), got in res["loader"].items():
             name = f"loader {mode}, " + ("workers=0 (in process)" if workers == 0 else f"workers={workers}")
             cpu = got["main_ms"] + got["worker_ms"]
@@ -454,6 +467,9 @@ def main() -> int:
             common.print_ratio("floor / loader CPU", 1000 * floor / cpu, width - 2, ">= 0.80")
             common.print_ratio("floor 2 / loader CPU (info)", 1000 * res["floor2"].cpu / cpu, width - 2)
             print(f"    CPU ms/sample: workers {got['worker_ms']:.2f}, this process {got['main_ms']:.2f}")
+        if ("letterbox", 1) in res["loader"] and ("letterbox", 2) in res["loader"]:
+            one, two = res["loader"][("letterbox", 1)], res["loader"][("letterbox", 2)]
+            common.print_ratio("1 -> 2 workers, wall samples/s", two["rate"] / one["rate"], width - 2, "near 2")
         base = res["loader"][("letterbox", 0)]
         base_cpu = base["main_ms"] + base["worker_ms"]
         plain = res["plain"]

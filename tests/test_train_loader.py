@@ -473,3 +473,42 @@ def test_batches_command_evaluation_pass_counts_every_sample_once(cli, shards, m
 )
 def test_batches_command_bad_options_are_one_clear_error(cli, shards, args, says):
     assert says in cli("batches", shards, *args).one_error_line()
+
+
+# ---- the shared-memory batch ring ---------------------------------------------------------------
+
+
+DENSE = ("image", "seg", "depth", "lane")
+
+
+@pytest.mark.parametrize("shared_ring", [True, False])
+def test_batches_kept_by_the_consumer_stay_intact_while_workers_reuse_their_slots(shards, shared_ring):
+    """A whole evaluation pass kept in a list (many more batches than the ring's slots) equals
+    the pass loaded in this process: no yielded tensor aliases a slot a worker writes again."""
+    args = {"split": "val", "infinite": False, "batch_size": 2, "image_size": SIZE, "prefetch_factor": 2}
+    kept = list(build_loader(shards, workers=1, shared_ring=shared_ring, **args))
+    here = list(build_loader(shards, workers=0, **args))
+    assert len(kept) == len(here) > 2 * (2 + 2)  # the ring (prefetch_factor + 2 slots) came round twice
+    for a, b in zip(kept, here):
+        assert a["key"] == b["key"]
+        for key in DENSE:
+            if key in b:
+                assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+def test_the_ring_writes_batches_into_reused_shared_slots(shards):
+    from mtl_data.train.data.stages import BatchRing, SkipCounter, batches
+    from mtl_data.train.data.targets import TargetConfig, encode_example
+
+    config = TargetConfig(("seg", "depth", "det2d"), SIZE)
+    examples = [encode_example(None, config) for _ in range(7)]
+    ring = BatchRing(2)
+    out = list(batches(iter(examples), 3, SkipCounter(), ring))
+    assert [len(b["key"]) for b in out] == [3, 3, 1]
+    assert out[0]["image"].is_shared() and out[0]["depth"].dtype == torch.uint16
+    assert out[0]["image"].shape == (3, 3, *SIZE) and out[2]["seg"].shape == (1, *SIZE)
+    ptr = [b["depth"].untyped_storage().data_ptr() for b in out]
+    assert ptr[0] != ptr[1] and ptr[2] == ptr[0]  # two slots, used in turn
+    assert not out[0]["det2d"].is_shared()  # small arrays travel the usual way
+    with pytest.raises(ValueError, match="at least 2 slots"):
+        BatchRing(1)

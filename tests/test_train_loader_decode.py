@@ -4,18 +4,25 @@ members, corrupt samples as one specific error, reduced-size JPEG decoding."""
 from __future__ import annotations
 
 import pickle
+import struct
+import zlib
 
 import cv2
 import numpy as np
 import pytest
 
 from mtl_data.schema.sample import Det2D, Sample
-from mtl_data.shards.codec import encode_sample
+from mtl_data.shards.codec import LABEL_PNG_PARAMS, encode_sample
+from mtl_data.shards.depthpoints import decode_depth_points
 from mtl_data.shards.png import png_header
 from mtl_data.train.data.decode import PICKLE_EXTENSIONS, CorruptSampleError, UnsafeMemberError, decode
 from mtl_data.train.data.transforms import TransformConfig, transform_sample
 
 H, W = 240, 400
+
+
+def _points_header(h: int, w: int, n: int) -> bytes:
+    return struct.pack("<4sIII", b"DPT1", h, w, n)
 
 
 def stored_sample() -> Sample:
@@ -49,17 +56,46 @@ def raw_of(sample: Sample, **replace: bytes) -> dict:
     return raw
 
 
-def test_16_bit_depth_stays_16_bit_and_class_maps_stay_single_channel():
+def v1_raw(sample: Sample, **replace: bytes) -> dict:
+    """The sample as a schema-1 shard holds it: depth as a 16-bit ``depth.png``."""
+    raw = raw_of(sample)
+    depth = decode_depth_points(raw.pop("depth.pts")).to_map()
+    raw["depth.png"] = cv2.imencode(".png", depth, LABEL_PNG_PARAMS)[1].tobytes()
+    raw.update(replace)
+    return raw
+
+
+@pytest.mark.parametrize("schema", [2, 1])
+def test_depth_comes_as_its_points_and_class_maps_stay_single_channel(schema):
     sample = stored_sample()
-    got = decode(raw_of(sample)).sample
-    stored = cv2.imdecode(np.frombuffer(raw_of(sample)["depth.png"], np.uint8), cv2.IMREAD_UNCHANGED)
-    assert stored.dtype == np.uint16 and stored.max() > 255  # needs 16 bits
-    assert got.depth.dtype == np.float32
-    np.testing.assert_array_equal(got.depth * 256, stored)
-    np.testing.assert_array_equal(got.depth, sample.depth)
+    decoded = decode(raw_of(sample) if schema == 2 else v1_raw(sample))
+    stored = np.rint(sample.depth * 256).astype(np.uint16)
+    assert stored.max() > 255  # needs 16 bits
+    assert decoded.depth.size == (H, W) and decoded.depth.value.dtype == np.uint16
+    np.testing.assert_array_equal(decoded.depth.to_map(), stored)
+    got = decoded.sample
+    assert got.depth.shape == (H, W) and not got.depth.any()  # a placeholder: the sample has depth
+    assert got.tasks == ("seg", "depth", "det2d")
     assert got.seg.shape == (H, W) and got.seg.dtype == np.uint8
     np.testing.assert_array_equal(got.seg, sample.seg)
     assert got.image.shape == (H, W, 3)
+
+
+@pytest.mark.parametrize("letterbox", [False, True])
+@pytest.mark.parametrize("target", [(96, 160), (120, 400), (480, 800)])
+def test_transformed_points_are_the_dense_depth_transformed(letterbox, target):
+    """The loader's path (points scattered to the output) gives the map that the dense stored
+    depth gives through the transform, flips included, in round(m * 256) units."""
+    sample = stored_sample()
+    decoded = decode(raw_of(sample), target_hw=target, letterbox=letterbox)
+    config = TransformConfig(target, letterbox=letterbox, augment=True, flip_p=0.5, jitter=0.0)
+    for seed in range(4):  # flipped and not
+        fast = transform_sample(
+            decoded.sample, config, np.random.default_rng(seed), image=decoded.image, depth=decoded.depth
+        )
+        dense = transform_sample(sample, config, np.random.default_rng(seed))
+        assert fast.depth.dtype == np.uint16 and fast.depth.shape == target
+        np.testing.assert_array_equal(fast.depth, np.rint(dense.depth * 256).astype(np.uint16))
 
 
 @pytest.mark.parametrize(
@@ -70,6 +106,7 @@ def test_16_bit_depth_stays_16_bit_and_class_maps_stay_single_channel():
             np.zeros((H, W), np.uint8),
             "depth.png: expected a single-channel 16-bit PNG of depth, found 8-bit grey",
         ),
+        ("depth.png", np.zeros((H, W + 1), np.uint16), f"depth.png: is {H}x{W + 1}, the image is {H}x{W}"),
         (
             "seg.png",
             np.zeros((H, W, 3), np.uint8),
@@ -77,10 +114,10 @@ def test_16_bit_depth_stays_16_bit_and_class_maps_stay_single_channel():
         ),
         ("seg.png", np.zeros((H // 2, W), np.uint8), f"seg.png: is {H // 2}x{W}, the image is {H}x{W}"),
     ],
-    ids=["8-bit-depth", "rgb-class-map", "class-map-of-another-size"],
+    ids=["8-bit-depth", "depth-of-another-size", "rgb-class-map", "class-map-of-another-size"],
 )
 def test_label_png_of_the_wrong_kind_is_a_corrupt_sample(member, array, says):
-    raw = raw_of(stored_sample(), **{member: cv2.imencode(".png", array)[1].tobytes()})
+    raw = v1_raw(stored_sample(), **{member: cv2.imencode(".png", array)[1].tobytes()})
     with pytest.raises(CorruptSampleError) as info:
         decode(raw)
     assert str(info.value) == f"shards/kitti/train-000003.tar: kitti_train_000007: does not decode: {says}"
@@ -92,9 +129,13 @@ def test_label_png_of_the_wrong_kind_is_a_corrupt_sample(member, array, says):
         ({"jpg": b"\xff\xd8" + b"junk" * 100}, "jpg: image does not decode"),
         ({"det2d.json": b'{"boxes": [[1, 2, 3]]'}, "det2d.json: not valid JSON"),
         ({"meta.json": b"[]"}, "meta.json is not a JSON object"),
-        ({"depth.png": b"GIF89a"}, "depth.png: not a PNG"),
+        ({"seg.png": b"GIF89a"}, "seg.png: not a PNG"),
+        ({"depth.pts": b"DPT1"}, "depth.pts: 4 bytes, shorter than its 16-byte header"),
+        ({"depth.pts": _points_header(H, W, 3) + b"junk"}, "depth.pts: the point stream does not inflate"),
+        ({"depth.pts": _points_header(H, W + 1, 0) + zlib.compress(b"")}, f"depth.pts: is {H}x{W + 1}, the image is"),
+        ({"depth.png": cv2.imencode(".png", np.zeros((H, W), np.uint16))[1].tobytes()}, "holds both depth.pts and"),
     ],
-    ids=["jpeg", "json", "meta", "png"],
+    ids=["jpeg", "json", "meta", "png", "short-points", "points-stream", "points-size", "two-depths"],
 )
 def test_undecodable_members_are_one_specific_error_naming_shard_and_key(replace, says):
     with pytest.raises(CorruptSampleError, match="train-000003.tar: kitti_train_000007: does not decode") as info:
@@ -132,10 +173,12 @@ def test_errors_keep_their_fields_across_processes():
         assert type(back) is type(err) and str(back) == str(err) and back.__dict__ == err.__dict__
 
 
-def test_only_the_requested_tasks_are_decoded():
-    raw = raw_of(stored_sample(), **{"depth.png": b"corrupt but never read"})
-    got = decode(raw, tasks=("det2d", "seg")).sample
-    assert got.depth is None and got.tasks == ("seg", "det2d")
+@pytest.mark.parametrize("member", ["depth.pts", "depth.png"])
+def test_only_the_requested_tasks_are_decoded(member):
+    raw = raw_of(stored_sample(), **{member: b"corrupt but never read"})
+    decoded = decode(raw, tasks=("det2d", "seg"))
+    got = decoded.sample
+    assert got.depth is None and decoded.depth is None and got.tasks == ("seg", "det2d")
     np.testing.assert_array_equal(got.det2d.boxes, [[10.0, 20.0, 110.0, 90.0]])
 
 

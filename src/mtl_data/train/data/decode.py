@@ -11,8 +11,11 @@ Handlers, member by member (nothing is decoded by guessing from the extension):
                     that much smaller (``transforms.reduced_decode_factor``)
 ``seg.png``         8-bit single-channel PNG, ``IMREAD_UNCHANGED``: class ids as stored
 ``lane.png``        8-bit single-channel PNG, ``IMREAD_UNCHANGED``
-``depth.png``       16-bit single-channel PNG, ``IMREAD_UNCHANGED`` (stays uint16, never scaled to
-                    8 bits), then ``/ 256`` -> float32 metres
+``depth.pts``       schema 2: the measured pixels (``shards.depthpoints``), kept as points
+                    (``Decoded.depth``): the transform scatters them straight to the training
+                    size, the full-size map is never built
+``depth.png``       schema 1: 16-bit single-channel PNG (stays uint16, never scaled to 8 bits),
+                    turned into the same points
 ``*.json``, ``cls`` ``json.loads`` / decimal text, through ``shards.codec.decode_sample``
 pickle-style       ``pyd``, ``pickle``, ``pkl``, ``pth``, ``pt``: **refused**
 other extensions    ignored (a later schema may add members: add keys, never rename)
@@ -35,6 +38,7 @@ wrong shape) raises ``CorruptSampleError``; the loader catches it, counts it and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Collection, Mapping
@@ -46,7 +50,8 @@ import numpy as np
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.shards.codec import DecodeError, decode_sample
-from mtl_data.shards.png import png_header
+from mtl_data.shards.depthpoints import DepthPoints, decode_depth_points, depth_points_size
+from mtl_data.shards.png import decode_png, png_header
 from mtl_data.train.data.transforms import placement, reduced_decode_factor
 
 #: member extensions whose usual decoder unpickles (webdataset: pickle.loads / torch.load).
@@ -105,13 +110,16 @@ class Decoded:
     Attributes:
         sample: labels in pixels of the stored size. ``sample.image`` is the full image, or,
             when ``image`` is set, a zero-copy placeholder of the stored shape (read its shape,
-            never its pixels).
+            never its pixels). ``sample.depth``, when ``depth`` is set, is such a placeholder
+            too: it says that the sample has depth and of which size.
         image: (ceil(h / f), ceil(w / f), 3) uint8 RGB decoded at 1/f of the stored size, or None.
-            Pass it on as ``transform_sample(..., image=decoded.image)``.
+        depth: the sample's depth measurements as points, or None (no depth, or not loaded).
+            Pass both on as ``transform_sample(..., image=decoded.image, depth=decoded.depth)``.
     """
 
     sample: Sample
     image: np.ndarray | None = None
+    depth: DepthPoints | None = None
 
 
 def refuse_unsafe(raw: Mapping[str, object]) -> None:
@@ -176,6 +184,12 @@ def _decode(
     for ext in LABEL_PNGS.keys() & members.keys():
         if tasks is None or task_of(ext) in tasks:  # unwanted labels are never read
             _check_label_png(ext, members[ext], size)
+    points = None
+    if tasks is None or "depth" in tasks:
+        points = _depth_points(members, size)
+        if points is not None:  # decode_sample leaves depth to us (a placeholder goes back in)
+            members = {ext: data for ext, data in members.items() if task_of(ext) != "depth"}
+            tasks = [t for t in (meta.get("tasks", ()) if tasks is None else tasks) if t != "depth"]
 
     factor = 1
     if target_hw is not None and "jpg" in members:
@@ -184,7 +198,7 @@ def _decode(
         sample = decode_sample(key, members, tasks=tasks)
         if sample.size != size:
             raise DecodeError(f"image is {sample.size[0]}x{sample.size[1]}, meta.json says {size[0]}x{size[1]}")
-        return Decoded(sample)
+        return _with_points(Decoded(sample), points)
     reduced = cv2.imdecode(np.frombuffer(members["jpg"], np.uint8), _REDUCED_FLAGS[factor])  # (h/f, w/f, 3) BGR
     expected = (math.ceil(size[0] / factor), math.ceil(size[1] / factor))
     if reduced is None or reduced.shape[:2] != expected:
@@ -195,7 +209,34 @@ def _decode(
         )
     cv2.cvtColor(reduced, cv2.COLOR_BGR2RGB, dst=reduced)
     placeholder = np.broadcast_to(np.uint8(0), (*size, 3))  # (h, w, 3) of the stored size, no memory
-    return Decoded(decode_sample(key, members, tasks=tasks, image=placeholder), reduced)
+    return _with_points(Decoded(decode_sample(key, members, tasks=tasks, image=placeholder), reduced), points)
+
+
+def _depth_points(members: dict[str, bytes], size: tuple[int, int]) -> DepthPoints | None:
+    """The depth member as points (``depth.pts``, or a schema-1 ``depth.png``), None without one."""
+    if "depth.pts" in members:
+        if "depth.png" in members:
+            raise DecodeError("holds both depth.pts and depth.png; a sample has one depth member")
+        data = members["depth.pts"]
+        if depth_points_size(data) != size:
+            h, w = depth_points_size(data)
+            raise DecodeError(f"depth.pts: is {h}x{w}, the image is {size[0]}x{size[1]}")
+        return decode_depth_points(data)
+    if "depth.png" in members:  # schema 1; its header was checked with the other label PNGs
+        depth = decode_png(members["depth.png"])
+        if depth is None:
+            raise DecodeError("depth.png: does not decode as PNG")
+        return DepthPoints.from_map(depth)
+    return None
+
+
+def _with_points(decoded: Decoded, points: DepthPoints | None) -> Decoded:
+    """``decoded`` with the depth points and a placeholder ``sample.depth`` of the stored size."""
+    if points is None:
+        return decoded
+    placeholder = np.broadcast_to(np.float32(0), points.size)  # (h, w), no memory
+    sample = dataclasses.replace(decoded.sample, depth=placeholder)
+    return dataclasses.replace(decoded, sample=sample, depth=points)
 
 
 def _check_label_png(ext: str, data: bytes, size: tuple[int, int]) -> None:

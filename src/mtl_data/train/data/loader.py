@@ -55,11 +55,20 @@ start in milliseconds; ``spawn`` re-imports torch in each worker, ~1.5 s each) u
 ``mp_context`` says otherwise; the workers never touch CUDA, polars or the manifests, which is
 what makes forking a process that has used them safe.
 
-``device="cuda"``: batches travel as uint8 images, are copied with ``non_blocking=True`` from
-pinned memory and normalized on the device (4x less to copy than float32). Without a device
-the same compact batches cross from the workers (image and class maps uint8: a 256x512 sample
-is ~0.9 MB instead of ~3.6 MB of float32 / int64 written to and read from shared memory) and
-``targets.expand`` widens them in the main process.
+``device="cuda"``: batches travel compact (uint8 images and class maps, uint16 depth), are copied
+with ``non_blocking=True`` from pinned memory and widened on the device (``targets.expand``:
+normalized float32 image, int64 class maps, float32 metres): 4x less to copy than the contract's
+dtypes. Without a device the same compact batches cross from the workers (a 256x512 sample with
+seg and depth is ~0.8 MB instead of ~3.6 MB) and ``expand`` widens them in the main process.
+
+Shared memory: a worker writes the dense arrays of each batch (image, seg, depth, lane)
+straight into one of ``prefetch_factor + 2`` slots allocated once in shared memory
+(``stages.BatchRing``), which torch then sends as a handle: no per-batch copy into a fresh
+segment, whose page faults cost 1.7 ms per sample (BENCHMARKS.md, "Loader"). What the
+``Loader`` yields never aliases a slot (``expand`` makes new tensors), so a consumer may keep
+batches as long as it likes. Each worker holds its slots for the pass: about
+``(prefetch_factor + 2) x batch x 0.8 MB`` at 256x512 (a container's ``/dev/shm`` must have
+room for them; ``shared_ring=False`` falls back to torch's per-batch segments).
 """
 
 from __future__ import annotations
@@ -86,6 +95,7 @@ from mtl_data.shards.reader import ShardSet, labels_any
 from mtl_data.train.data.decode import Decoded, decode
 from mtl_data.train.data.mixing import resolve_mix
 from mtl_data.train.data.stages import (
+    BatchRing,
     Segment,
     SkipCounter,
     batches,
@@ -122,6 +132,8 @@ class Settings:
         batch_size: samples per batch.
         seed, rank, world_size: what every random stream is seeded with (with worker and epoch).
         reduced_decode: decode JPEGs at reduced size where the training size allows.
+        ring_slots: shared-memory batch slots per worker process (``stages.BatchRing``); 0 =
+            let torch move each batch into fresh shared memory.
     """
 
     tasks: tuple[str, ...]
@@ -132,6 +144,7 @@ class Settings:
     rank: int
     world_size: int
     reduced_decode: bool
+    ring_slots: int = 0
 
     def decoder(self) -> Callable[[dict], Decoded]:
         target = self.transform.image_size if self.reduced_decode else None
@@ -144,7 +157,9 @@ class Settings:
         stream = decode_samples(raws, self.decoder(), skips, keep_slots)
         stream = transform_samples(stream, self.transform, rng)
         stream = encode_samples(stream, self.targets)
-        return batches(stream, self.batch_size, skips)
+        in_worker = torch.utils.data.get_worker_info() is not None
+        ring = BatchRing(self.ring_slots) if self.ring_slots and in_worker else None
+        return batches(stream, self.batch_size, skips, ring)
 
 
 @dataclass(frozen=True)
@@ -430,6 +445,9 @@ class LoaderConfig:
         shuffle_buffer: raw samples buffered per source and worker for shuffling (training).
         reduced_decode: decode JPEGs at 1/2, 1/4 or 1/8 size in the DCT domain when the
             training size allows it (``decode``); False = always full size.
+        shared_ring: worker processes write the dense arrays of their batches into
+            ``prefetch_factor + 2`` reused shared-memory slots (``stages.BatchRing``) instead of
+            having torch copy each batch into fresh shared memory; False = torch's way.
         pin_memory: pin batches in page-locked memory; None = when CUDA is available.
         prefetch_factor: batches in flight per worker.
         mp_context: multiprocessing start method of the workers; None = torch's default.
@@ -457,6 +475,7 @@ class LoaderConfig:
     lane_rows: int = 64
     shuffle_buffer: int = SHUFFLE_BUFFER
     reduced_decode: bool = True
+    shared_ring: bool = True
     pin_memory: bool | None = None
     prefetch_factor: int = 2
     mp_context: str | None = None
@@ -613,6 +632,8 @@ def build_loader(
         rank=rank,
         world_size=world_size,
         reduced_decode=c.reduced_decode,
+        # prefetch_factor batches ahead of the one handed out, + 1 being widened, + 1 spare
+        ring_slots=c.prefetch_factor + 2 if c.shared_ring else 0,
     )
     if c.infinite:
         dataset: TrainStream | EvalPass = TrainStream(

@@ -49,6 +49,64 @@ class SkipCounter:
         return count
 
 
+class BatchRing:
+    """Reused shared-memory tensors for the dense arrays of a worker's batches.
+
+    A batch a worker sends is moved into shared memory by torch (``Tensor.share_memory_``:
+    a fresh segment per tensor and a copy): for a 15 MiB batch, 27 ms of page faults and copying
+    per batch of 16, 1.7 ms per sample (BENCHMARKS.md, "Loader"). Here the image, class maps
+    and depth of a batch are written straight into one of ``slots`` sets of tensors allocated
+    once in shared memory; torch sends a shared tensor as a handle, with no copy, and the main
+    process maps each slot once.
+
+    Reuse is safe because the DataLoader gives a worker at most ``prefetch_factor`` batches to
+    produce ahead of the one the main process handed out last, and the ``Loader`` never yields
+    these tensors: ``targets.expand`` widens each into a new tensor (and ``pin_memory`` copies
+    first when on), so by the time a slot comes round again (``prefetch_factor + 2`` slots)
+    nobody reads it. Only the dense keys go here (``KEYS``); the small ones travel as usual.
+
+    Args:
+        slots: tensor sets in the ring (``prefetch_factor + 2``).
+    """
+
+    #: the keys written into the ring: the dense arrays ``expand`` widens into new tensors.
+    KEYS = ("image", "seg", "depth", "lane")
+
+    def __init__(self, slots: int):
+        if slots < 2:
+            raise ValueError(f"a batch ring needs at least 2 slots, got {slots}")
+        self.slots = slots
+        self._ring: list[dict[str, torch.Tensor]] = []
+        self._next = 0
+
+    def next_slot(self, examples: list[dict], batch_size: int) -> dict[str, torch.Tensor]:
+        """The next slot's tensors, (batch_size, ...) per dense key of ``examples`` (allocated
+        on first use from the first example's shapes and dtypes)."""
+        if not self._ring:
+            first = examples[0]
+            shapes = {k: np.asarray(first[k]) for k in self.KEYS if k in first}
+            self._ring = [
+                {k: _shared_empty((batch_size, *_batch_shape(k, a)), a.dtype) for k, a in shapes.items()}
+                for _ in range(self.slots)
+            ]
+        slot = self._ring[self._next]
+        self._next = (self._next + 1) % self.slots
+        return slot
+
+
+def _batch_shape(key: str, array: np.ndarray) -> tuple[int, ...]:
+    """Per-sample shape in the batch: images are (H, W, 3) in examples, (3, H, W) in batches."""
+    return (array.shape[2], *array.shape[:2]) if key == "image" else array.shape
+
+
+def _shared_empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+    """An uninitialized tensor in a new shared-memory segment (no private copy made first)."""
+    dt = torch.from_numpy(np.empty(0, dtype)).dtype
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    storage = torch.UntypedStorage._new_shared(nbytes)
+    return torch.empty(0, dtype=dt).set_(storage, 0, shape)
+
+
 def worker_info() -> tuple[int, int]:
     """(worker id, number of workers) of this DataLoader worker; (0, 1) in the main process."""
     info = torch.utils.data.get_worker_info()
@@ -132,7 +190,7 @@ def transform_samples(
     """decoded samples -> (sample at ``config.image_size`` (resized, flipped, jittered), its
     ``View`` of the stored pixels); None stays None."""
     for item in decoded:
-        yield None if item is None else transform_view(item.sample, config, rng, image=item.image)
+        yield None if item is None else transform_view(item.sample, config, rng, image=item.image, depth=item.depth)
 
 
 def encode_samples(samples: Iterable[tuple[Sample, View] | None], config: TargetConfig) -> Iterator[dict]:
@@ -141,7 +199,9 @@ def encode_samples(samples: Iterable[tuple[Sample, View] | None], config: Target
         yield encode_example(None, config) if item is None else encode_example(item[0], config, view=item[1])
 
 
-def batches(examples: Iterable[dict], batch_size: int, skips: SkipCounter) -> Iterator[dict]:
+def batches(
+    examples: Iterable[dict], batch_size: int, skips: SkipCounter, ring: BatchRing | None = None
+) -> Iterator[dict]:
     """examples -> compact collated batches of ``batch_size`` (the last one shorter when the
     stream ends; ``targets.collate(compact=True)``), each with ``skipped``: the samples this
     worker skipped since its previous batch."""
@@ -149,10 +209,15 @@ def batches(examples: Iterable[dict], batch_size: int, skips: SkipCounter) -> It
     for example in examples:
         chunk.append(example)
         if len(chunk) == batch_size:
-            yield {**collate(chunk, compact=True), "skipped": skips.take()}
+            yield _collate(chunk, batch_size, skips, ring)
             chunk = []
     if chunk:
-        yield {**collate(chunk, compact=True), "skipped": skips.take()}
+        yield _collate(chunk, batch_size, skips, ring)
+
+
+def _collate(chunk: list[dict], batch_size: int, skips: SkipCounter, ring: BatchRing | None) -> dict:
+    out = None if ring is None else ring.next_slot(chunk, batch_size)
+    return {**collate(chunk, compact=True, out=out), "skipped": skips.take()}
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """Fixed-shape training targets: one transformed ``Sample`` -> an example, examples -> a batch.
 
 ``encode_example`` runs in loader workers and returns numpy arrays in their smallest exact
-dtype (uint8 image and class maps); ``collate`` stacks them into torch tensors and converts
-dtypes once, vectorized over the batch. Keeping uint8 until the batch makes what a worker sends
-3-8x smaller (a 256x512 image is 384 KiB as uint8, 1.5 MiB as float32; a seg map 128 KiB vs 1 MiB
-as int64). ``collate(examples, normalize=False)`` keeps the image uint8 (B, 3, H, W) all the way,
-for a trainer that normalizes on the GPU with ``normalize_images``.
+dtype (uint8 image and class maps, depth uint16 ``round(metres * 256)`` as stored); ``collate``
+stacks them into torch tensors and converts dtypes once, vectorized over the batch. Keeping the
+narrow dtypes until the batch makes what a worker sends 2-8x smaller (a 256x512 image is
+384 KiB as uint8, 1.5 MiB as float32; a seg map 128 KiB vs 1 MiB as int64; depth 256 KiB vs
+512 KiB as float32). ``collate(examples, compact=True)`` keeps them narrow all the way, for a
+trainer that widens on the GPU with ``expand``; ``collate(..., out=slot)`` writes the dense
+arrays into preallocated tensors (a loader worker's shared-memory ring, ``stages.BatchRing``).
 
 The batch (design.md section 6). B samples, (H, W) = ``TargetConfig.image_size``,
 S = ``grid``, A = ``anchors``, C = ``num_classes``, M = ``max_boxes``. Every configured task
@@ -26,7 +28,8 @@ key                    shape             dtype     content
 ``offset``             (B, 2)            float32   (top, left) letterbox padding, px
 ``flipped``            (B,)              bool      mirrored after the placement (``View``)
 ``seg``                (B, H, W)         int64     unified class id, 255 ignore
-``depth``              (B, H, W)         float32   metres along the optical axis, 0 = none
+``depth``              (B, H, W)         float32   metres along the optical axis, 0 = none (exact:
+                                                   the stored ``round(m * 256)`` / 256)
 ``det2d``              (B, S, S, A, 5+C) float32   YOLO target, see below
 ``det2d_mask``         (B, S, S, A)      bool      object mask of the grid slots
 ``det2d_boxes``        (B, M, 4)         float32   ``[x1, y1, x2, y2]`` px (pixel centres), 0 padding
@@ -81,7 +84,7 @@ import cv2
 import numpy as np
 import torch
 
-from mtl_data.schema.geometry import yaw_to_rotation
+from mtl_data.schema.geometry import DEPTH_SCALE, yaw_to_rotation
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.schema.taxonomy import DET_CLASSES
 from mtl_data.train.data.transforms import View
@@ -337,10 +340,20 @@ def _sign_fields(sample: Sample | None, config: TargetConfig) -> dict:
     return {"sign": np.int64(0 if label is None else label.class_id)}
 
 
+def _depth_units(depth: np.ndarray) -> np.ndarray:
+    """(H, W) depth -> uint16 ``round(metres * DEPTH_SCALE)``: the loader's maps are uint16
+    already (``transforms``, from ``depth.pts``); a float metres map (a sample built in memory)
+    is rounded as the codec stores it, which is exact for any depth that came from a shard."""
+    if depth.dtype == np.uint16:
+        return depth
+    scaled = np.asarray(depth, dtype=np.float32) * np.float32(DEPTH_SCALE)
+    return np.rint(scaled, out=scaled).astype(np.uint16)
+
+
 #: task -> its example fields (from a sample, or zeros for None / a sample without the task).
 _TASK_FIELDS: dict[str, Callable[[Sample | None, TargetConfig], dict]] = {
     "seg": _dense_field("seg", np.uint8, lambda s: s.seg),
-    "depth": _dense_field("depth", np.float32, lambda s: s.depth),
+    "depth": _dense_field("depth", np.uint16, lambda s: None if s.depth is None else _depth_units(s.depth)),
     "det2d": _det2d_fields,
     "det3d": _det3d_fields,
     "steer": _steer_fields,
@@ -361,8 +374,8 @@ def encode_example(sample: Sample | None, config: TargetConfig, view: View | Non
 
     Returns:
         The per-sample version of the batch (module docstring) with numpy values: ``image``
-        (H, W, 3) uint8, ``seg`` / ``lane`` (H, W) uint8, scalars as numpy scalars,
-        ``present`` a dict task -> bool.
+        (H, W, 3) uint8, ``seg`` / ``lane`` (H, W) uint8, ``depth`` (H, W) uint16
+        ``round(metres * 256)``, scalars as numpy scalars, ``present`` a dict task -> bool.
 
     Raises:
         ValueError: the sample is not ``config.image_size`` (run the transform first).
@@ -390,8 +403,13 @@ def encode_example(sample: Sample | None, config: TargetConfig, view: View | Non
 
 # ---- the batch -------------------------------------------------------------------------------
 
-#: batch dtypes that differ from the example's (class maps travel as uint8, losses want int64).
-_BATCH_DTYPES = {"seg": np.int64, "lane": np.int64}
+#: batch dtypes that differ from the example's, and the factor applied on widening: class maps
+#: travel as uint8 (losses want int64), depth as uint16 ``round(m * 256)`` (metres = / 256, exact).
+_WIDEN: dict[str, tuple[torch.dtype, float | None]] = {
+    "seg": (torch.int64, None),
+    "lane": (torch.int64, None),
+    "depth": (torch.float32, 1.0 / DEPTH_SCALE),
+}
 _STRING_KEYS = ("key", "source")
 _MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
 _STD = np.array(IMAGENET_STD, dtype=np.float32)
@@ -405,14 +423,15 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return out.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
-def _stack_images(images: list[np.ndarray], normalize: bool) -> np.ndarray:
-    """(H, W, 3) uint8 images -> (B, 3, H, W), float32 normalized or uint8.
+def _stack_images(images: list[np.ndarray], normalize: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 images -> (B, 3, H, W), float32 normalized or uint8 (into ``out`` if given).
 
     Per channel plane with numpy ufuncs writing into the batch: 2.4x faster on one core than
     torch's permute + convert + normalize of the stacked batch (10 vs 23 ms for 32 x 256 x 512).
     """
     h, w = images[0].shape[:2]
-    out = np.empty((len(images), 3, h, w), dtype=np.float32 if normalize else np.uint8)  # (B, 3, H, W)
+    if out is None:
+        out = np.empty((len(images), 3, h, w), dtype=np.float32 if normalize else np.uint8)  # (B, 3, H, W)
     scale, offset = 1.0 / (255.0 * _STD), -_MEAN / _STD  # (3,) float32
     for b, image in enumerate(images):
         for c, plane in enumerate(cv2.split(image)):  # (H, W) uint8, contiguous
@@ -424,19 +443,26 @@ def _stack_images(images: list[np.ndarray], normalize: bool) -> np.ndarray:
     return out
 
 
-def collate(examples: list[dict], normalize: bool = True, compact: bool = False) -> dict:
+def collate(
+    examples: list[dict], normalize: bool = True, compact: bool = False, out: dict[str, torch.Tensor] | None = None
+) -> dict:
     """Stack examples into the batch contract (torch tensors).
 
-    Conversions run in numpy, once per batch (uint8 -> int64 class maps, uint8 -> normalized
-    float32 image): numpy's are about 3x faster than torch's on one CPU core.
+    Conversions run in numpy, once per batch (uint8 -> int64 class maps, uint16 -> float32
+    metres, uint8 -> normalized float32 image): numpy's are about 3x faster than torch's on one
+    CPU core.
 
     Args:
         examples: outputs of ``encode_example`` with one ``TargetConfig`` (same keys and shapes).
         normalize: True gives the float32 normalized ``image``; False keeps it uint8
             (B, 3, H, W) for ``normalize_images`` on the device.
-        compact: the loader's wire format between worker and main process: the image and the
-            class maps (``seg``, ``lane``) stay uint8 (``normalize`` is ignored), 3-8x fewer
-            bytes through shared memory; ``expand`` turns it into the contract.
+        compact: the loader's wire format between worker and main process: the image, the class
+            maps (``seg``, ``lane``) and ``depth`` stay in their example dtypes (``normalize``
+            is ignored), 2-8x fewer bytes through shared memory; ``expand`` turns it into the
+            contract.
+        out: compact only: preallocated (B', ...) tensors of some keys, B' >= len(examples), of
+            the example dtype (``stages.BatchRing``); those keys are written into them and the
+            batch holds ``out[key][:B]``, so nothing is allocated or copied again.
 
     Returns:
         The batch dict of the module docstring.
@@ -453,29 +479,52 @@ def collate(examples: list[dict], normalize: bool = True, compact: bool = False)
                 f"examples differ: {sorted(keys)} / tasks {sorted(tasks)} vs {sorted(ex.keys())} / "
                 f"tasks {sorted(ex['present'])}; encode them with one TargetConfig"
             )
-    dtypes = {} if compact else _BATCH_DTYPES
+    n = len(examples)
+    slots = {k: v[:n] for k, v in (out or {}).items()} if compact else {}
+    if "image" in slots:
+        _stack_images([ex["image"] for ex in examples], False, slots["image"].numpy())
+        image = slots["image"]
+    else:
+        image = torch.from_numpy(_stack_images([ex["image"] for ex in examples], normalize and not compact))
     batch: dict = {
-        "image": torch.from_numpy(_stack_images([ex["image"] for ex in examples], normalize and not compact)),
+        "image": image,
         "present": {t: torch.tensor([ex["present"][t] for ex in examples], dtype=torch.bool) for t in tasks},
     }
     batch.update({k: [ex[k] for ex in examples] for k in _STRING_KEYS})
     for key in keys:
-        if key not in batch:
-            values = [np.asarray(ex[key]) for ex in examples]
-            batch[key] = torch.from_numpy(np.stack(values, dtype=dtypes.get(key)))  # (B, ...)
+        if key in batch:
+            continue
+        values = [np.asarray(ex[key]) for ex in examples]
+        if key in slots:
+            np.stack(values, out=slots[key].numpy())  # (B, ...) straight into the slot
+            batch[key] = slots[key]
+        elif key in _WIDEN and not compact:
+            batch[key] = _widen(torch.from_numpy(np.stack(values)), key)
+        else:
+            batch[key] = torch.from_numpy(np.stack(values))  # (B, ...)
     return batch
+
+
+def _widen(tensor: torch.Tensor, key: str) -> torch.Tensor:
+    dtype, factor = _WIDEN[key]
+    if tensor.dtype == dtype:
+        return tensor
+    wide = tensor.to(dtype)
+    return wide if factor is None else wide.mul_(factor)
 
 
 def expand(batch: dict) -> dict:
     """A ``collate(..., compact=True)`` batch -> the contract, on whatever device it is.
 
-    uint8 images are normalized (``normalize_images``), uint8 class maps become int64; a batch
-    already in the contract comes back unchanged. Runs in the main process (or on the GPU after
-    a copy of the compact batch), where the wide tensors are needed.
+    uint8 images are normalized (``normalize_images``), uint8 class maps become int64, uint16
+    depth float32 metres; a batch already in the contract comes back unchanged. Every widened
+    tensor is new (none aliases the compact batch, whose dense arrays may live in a worker's
+    reused shared memory). Runs in the main process, or on the GPU after a copy of the compact
+    batch, where the wide tensors are needed.
     """
     out = dict(batch)
     if out["image"].dtype == torch.uint8:
         out["image"] = normalize_images(out["image"])  # (B, 3, H, W) float32
-    for key in _BATCH_DTYPES.keys() & out.keys():
-        out[key] = out[key].long()  # (B, H, W) int64
+    for key in _WIDEN.keys() & out.keys():
+        out[key] = _widen(out[key], key)  # (B, H, W) int64 / float32 metres
     return out

@@ -27,6 +27,9 @@ centres, the image spans ``[-0.5, W - 0.5]``):
 * **Sparse depth** is never interpolated: every measured pixel goes to the output pixel that
   contains its scaled centre and the nearest depth wins (``geometry.resize_sparse_depth``:
   min-pooling when shrinking, point reprojection when enlarging). Padding 0 (no measurement).
+  The loader passes the points themselves (``depth=``, from ``depth.pts``), scattered straight
+  to the output by ``placement.place_depth_points``: the same map, as uint16 ``round(m * 256)``,
+  at the cost of the points instead of the full-size frame.
 * **3D boxes and steering** are unchanged by resizing (metric / not geometric).
 
 Horizontal flip (applied at the output size W):
@@ -72,8 +75,9 @@ import cv2
 import numpy as np
 
 from mtl_data.schema.lanes import NO_POINT
-from mtl_data.schema.placement import Placement, pad, place_labels, placement
+from mtl_data.schema.placement import Placement, pad, place_depth_points, place_labels, placement
 from mtl_data.schema.sample import Det2D, Det3D, Lanes, Sample, Steer
+from mtl_data.shards.depthpoints import DepthPoints
 
 #: letterbox padding of the image (YOLO's grey); labels are padded by ``schema.placement``.
 IMAGE_PAD = 114
@@ -183,13 +187,19 @@ def _resize_image(image: np.ndarray, pl: Placement, jitter: tuple[float, float, 
 
 
 def _apply_placement(
-    sample: Sample, pl: Placement, image: np.ndarray | None, jitter: tuple[float, float, float] | None
+    sample: Sample,
+    pl: Placement,
+    image: np.ndarray | None,
+    jitter: tuple[float, float, float] | None,
+    depth: DepthPoints | None = None,
 ) -> Sample:
-    if image is None and pl.identity and jitter is None:
+    if image is None and depth is None and pl.identity and jitter is None:
         return sample
     changes: dict = {"image": _resize_image(sample.image if image is None else image, pl, jitter)}
     if not pl.identity:
-        changes.update(place_labels(sample, pl))
+        changes.update(place_labels(sample, pl, skip=("depth",) if depth is not None else ()))
+    if depth is not None:
+        changes["depth"] = place_depth_points(depth.index, depth.value, pl)  # (H, W) uint16
     return dataclasses.replace(sample, **changes)
 
 
@@ -386,7 +396,11 @@ class View:
 
 
 def transform_view(
-    sample: Sample, config: TransformConfig, rng: np.random.Generator, image: np.ndarray | None = None
+    sample: Sample,
+    config: TransformConfig,
+    rng: np.random.Generator,
+    image: np.ndarray | None = None,
+    depth: DepthPoints | None = None,
 ) -> tuple[Sample, View]:
     """``transform_sample`` that also returns the ``View`` of the result (same draws, same output)."""
     pl = placement(sample.size, config.image_size, config.letterbox)
@@ -397,12 +411,16 @@ def transform_view(
         if config.jitter > 0:
             b, c, s = 1.0 + config.jitter * (2.0 * u[1:] - 1.0)
             jitter = (float(b), float(c), float(s))
-    out = _apply_placement(sample, pl, image, jitter)
+    out = _apply_placement(sample, pl, image, jitter, depth)
     return (hflip(out) if flip else out), View(pl, flip)
 
 
 def transform_sample(
-    sample: Sample, config: TransformConfig, rng: np.random.Generator, image: np.ndarray | None = None
+    sample: Sample,
+    config: TransformConfig,
+    rng: np.random.Generator,
+    image: np.ndarray | None = None,
+    depth: DepthPoints | None = None,
 ) -> Sample:
     """Return a new Sample of size config.image_size with every label following consistently.
 
@@ -415,9 +433,13 @@ def transform_sample(
         config: output size and augmentation.
         rng: the only source of randomness; the same state gives the same output.
         image: optional reduced-size decode of the image (see ``resize_to``).
+        depth: the sample's depth as points (``decode.Decoded.depth``), scattered straight to
+            the output (``placement.place_depth_points``); ``sample.depth`` is then only a
+            placeholder of the stored size. The output's depth is (H, W) uint16
+            ``round(metres * 256)``, the same map ``sample.depth`` in metres would give.
 
     Returns:
         The transformed sample; ``sample`` itself when it already has the output size and no
         augmentation applies. ``transform_view`` also says where its pixels came from.
     """
-    return transform_view(sample, config, rng, image)[0]
+    return transform_view(sample, config, rng, image, depth)[0]
