@@ -399,6 +399,7 @@ def test_rank_and_world_size_come_from_the_environment(monkeypatch):
         ({"mix": {"kitty": 1}}, "unknown source(s) 'kitty'; the shards hold a2d2, cityscapes, gtsrb, kitti, tusimple"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"image_size": (0, 64)}, "image_size must be (H, W) positive integers"),
+        ({"jpeg_decoder": "turbo"}, "unknown JPEG decoder 'turbo': expected one of auto, opencv, simplejpeg"),
     ],
 )
 def test_bad_options_are_one_clear_error(shards, kwargs, says):

@@ -214,3 +214,13 @@ def test_letterbox_reduces_against_the_content_size():
 def test_png_header_reads_size_depth_and_colour_type():
     data = cv2.imencode(".png", np.zeros((3, 5), np.uint16))[1].tobytes()
     assert png_header(data) == (3, 5, 16, 0)
+
+
+@pytest.mark.parametrize("target", [(120, 200), (240, 400)])  # reduced and full-size decodes
+def test_every_jpeg_decoder_gives_the_same_decoded_sample(target):
+    raw = raw_of(stored_sample())
+    a = decode(raw, target_hw=target, jpeg_decoder="opencv")
+    b = decode(raw, target_hw=target, jpeg_decoder="simplejpeg")
+    image_a = a.sample.image if a.image is None else a.image
+    image_b = b.sample.image if b.image is None else b.image
+    np.testing.assert_array_equal(image_a, image_b)

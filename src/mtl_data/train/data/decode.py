@@ -6,9 +6,10 @@ A raw sample is what a tar reader yields: ``{"__key__": key, "__url__": shard, e
 Handlers, member by member (nothing is decoded by guessing from the extension):
 
 ==================  ==============================================================================
-``jpg`` / ``png``   ``cv2.imdecode`` to RGB uint8; a JPEG may be decoded at 1/2, 1/4 or 1/8 size
-                    in the DCT domain (``cv2.IMREAD_REDUCED_COLOR_n``) when the training size is
+``jpg``             ``jpeg.decode_jpeg`` to RGB uint8 (OpenCV or simplejpeg, the same pixels);
+                    decoded at 1/2, 1/4 or 1/8 size in the DCT domain when the training size is
                     that much smaller (``transforms.reduced_decode_factor``)
+``png`` (image)     ``cv2.imdecode`` to RGB uint8
 ``seg.png``         8-bit single-channel PNG, ``IMREAD_UNCHANGED``: class ids as stored
 ``lane.png``        8-bit single-channel PNG, ``IMREAD_UNCHANGED``
 ``depth.pts``       schema 2: the measured pixels (``shards.depthpoints``), kept as points
@@ -44,7 +45,6 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from mtl_data.errors import MtlDataError
@@ -52,6 +52,7 @@ from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.shards.codec import DecodeError, decode_sample
 from mtl_data.shards.depthpoints import DepthPoints, decode_depth_points, depth_points_size
 from mtl_data.shards.png import decode_png, png_header
+from mtl_data.train.data.jpeg import decode_jpeg
 from mtl_data.train.data.transforms import placement, reduced_decode_factor
 
 #: member extensions whose usual decoder unpickles (webdataset: pickle.loads / torch.load).
@@ -60,7 +61,6 @@ PICKLE_EXTENSIONS = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})
 #: label PNGs: extension -> (bit depth, what it holds), all single-channel (PNG colour type 0).
 LABEL_PNGS = {"seg.png": (8, "class ids"), "lane.png": (8, "lane ids"), "depth.png": (16, "depth")}
 
-_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 _PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
 # The errors decode_sample raises on bad content: its own, and what malformed JSON values give.
 _CONTENT_ERRORS = (DecodeError, KeyError, ValueError, TypeError, IndexError)
@@ -140,6 +140,7 @@ def decode(
     tasks: Collection[str] | None = None,
     target_hw: tuple[int, int] | None = None,
     letterbox: bool = False,
+    jpeg_decoder: str = "auto",
 ) -> Decoded:
     """Decode a raw tar sample with the handlers of the module docstring.
 
@@ -151,6 +152,8 @@ def decode(
             as large on both sides (of the letterbox content, with ``letterbox``) is decoded at
             reduced size (``Decoded.image``). None = always full size.
         letterbox: whether the transform letterboxes (decides the content size above).
+        jpeg_decoder: the ``jpeg`` backend of ``jpg`` members (``auto``, ``opencv``,
+            ``simplejpeg``): the same pixels whichever decodes them.
 
     Returns:
         The ``Decoded`` sample.
@@ -163,7 +166,7 @@ def decode(
     key, shard = str(raw.get("__key__", "?")), str(raw.get("__url__", "?"))
     members = {ext: data for ext, data in raw.items() if not ext.startswith("__")}
     try:
-        return _decode(key, members, tasks, target_hw, letterbox)
+        return _decode(key, members, tasks, target_hw, letterbox, jpeg_decoder)
     except _CONTENT_ERRORS as exc:
         raise CorruptSampleError(f"{shard}: {key}: does not decode: {exc}", shard, key) from None
 
@@ -174,6 +177,7 @@ def _decode(
     tasks: Collection[str] | None,
     target_hw: tuple[int, int] | None,
     letterbox: bool,
+    jpeg_decoder: str,
 ) -> Decoded:
     if "meta.json" not in members:
         raise DecodeError("no meta.json member")
@@ -195,11 +199,16 @@ def _decode(
     if target_hw is not None and "jpg" in members:
         factor = reduced_decode_factor(size, placement(size, tuple(target_hw), letterbox).content_size)
     if factor == 1:
-        sample = decode_sample(key, members, tasks=tasks)
+        image = None
+        if "jpg" in members:
+            image = decode_jpeg(members["jpg"], 1, jpeg_decoder)  # (h, w, 3) RGB
+            if image is None:
+                raise DecodeError("jpg: image does not decode")
+        sample = decode_sample(key, members, tasks=tasks, image=image)
         if sample.size != size:
             raise DecodeError(f"image is {sample.size[0]}x{sample.size[1]}, meta.json says {size[0]}x{size[1]}")
         return _with_points(Decoded(sample), points)
-    reduced = cv2.imdecode(np.frombuffer(members["jpg"], np.uint8), _REDUCED_FLAGS[factor])  # (h/f, w/f, 3) BGR
+    reduced = decode_jpeg(members["jpg"], factor, jpeg_decoder)  # (h/f, w/f, 3) RGB
     expected = (math.ceil(size[0] / factor), math.ceil(size[1] / factor))
     if reduced is None or reduced.shape[:2] != expected:
         got = "nothing" if reduced is None else f"{reduced.shape[0]}x{reduced.shape[1]}"
@@ -207,7 +216,6 @@ def _decode(
             f"jpg: decoded at 1/{factor} to {got}, expected {expected[0]}x{expected[1]} "
             f"(meta.json size {size[0]}x{size[1]})"
         )
-    cv2.cvtColor(reduced, cv2.COLOR_BGR2RGB, dst=reduced)
     placeholder = np.broadcast_to(np.uint8(0), (*size, 3))  # (h, w, 3) of the stored size, no memory
     return _with_points(Decoded(decode_sample(key, members, tasks=tasks, image=placeholder), reduced), points)
 

@@ -93,6 +93,7 @@ from mtl_data.procs import tune_worker_process, usable_cpus
 from mtl_data.schema.sample import CLASS_TASKS, TASKS
 from mtl_data.shards.reader import ShardSet, labels_any
 from mtl_data.train.data.decode import Decoded, decode
+from mtl_data.train.data.jpeg import resolve_backend
 from mtl_data.train.data.mixing import resolve_mix
 from mtl_data.train.data.stages import (
     BatchRing,
@@ -134,6 +135,7 @@ class Settings:
         reduced_decode: decode JPEGs at reduced size where the training size allows.
         ring_slots: shared-memory batch slots per worker process (``stages.BatchRing``); 0 =
             let torch move each batch into fresh shared memory.
+        jpeg_decoder: the resolved ``jpeg`` backend (``opencv`` or ``simplejpeg``).
     """
 
     tasks: tuple[str, ...]
@@ -145,10 +147,17 @@ class Settings:
     world_size: int
     reduced_decode: bool
     ring_slots: int = 0
+    jpeg_decoder: str = "opencv"
 
     def decoder(self) -> Callable[[dict], Decoded]:
         target = self.transform.image_size if self.reduced_decode else None
-        return partial(decode, tasks=self.tasks, target_hw=target, letterbox=self.transform.letterbox)
+        return partial(
+            decode,
+            tasks=self.tasks,
+            target_hw=target,
+            letterbox=self.transform.letterbox,
+            jpeg_decoder=self.jpeg_decoder,
+        )
 
     def tail(
         self, raws: Iterable[dict | None], skips: SkipCounter, rng: np.random.Generator, keep_slots: bool
@@ -448,6 +457,8 @@ class LoaderConfig:
         shared_ring: worker processes write the dense arrays of their batches into
             ``prefetch_factor + 2`` reused shared-memory slots (``stages.BatchRing``) instead of
             having torch copy each batch into fresh shared memory; False = torch's way.
+        jpeg_decoder: ``auto`` (simplejpeg when installed, else OpenCV), ``opencv`` or
+            ``simplejpeg`` (``jpeg`` module: the same pixels, simplejpeg 1-10 % faster).
         pin_memory: pin batches in page-locked memory; None = when CUDA is available.
         prefetch_factor: batches in flight per worker.
         mp_context: multiprocessing start method of the workers; None = torch's default.
@@ -476,6 +487,7 @@ class LoaderConfig:
     shuffle_buffer: int = SHUFFLE_BUFFER
     reduced_decode: bool = True
     shared_ring: bool = True
+    jpeg_decoder: str = "auto"
     pin_memory: bool | None = None
     prefetch_factor: int = 2
     mp_context: str | None = None
@@ -634,6 +646,7 @@ def build_loader(
         reduced_decode=c.reduced_decode,
         # prefetch_factor batches ahead of the one handed out, + 1 being widened, + 1 spare
         ring_slots=c.prefetch_factor + 2 if c.shared_ring else 0,
+        jpeg_decoder=resolve_backend(c.jpeg_decoder),
     )
     if c.infinite:
         dataset: TrainStream | EvalPass = TrainStream(
