@@ -138,16 +138,20 @@ def place_depth_points(index: np.ndarray, value: np.ndarray, pl: Placement) -> n
     row_of = _pixel_map(src_h, nh, pl.top) * out_w  # (h,) output row offsets
     col_of = _pixel_map(src_w, nw, pl.left)  # (w,)
     target = row_of[rows] + col_of[cols]  # (n,) flat output pixels
-    # Nearest wins. Written in decreasing depth, the last (smallest) write of a shared pixel
-    # stays in NumPy's sequential assignment: a stable radix sort of uint16 and one scatter
-    # cost ~0.2 ms for 20k points, np.minimum.at ~1 ms. NumPy does not promise the order of
-    # repeated-index writes, so the result is checked (every point's pixel holds at most its
-    # value) and minimum.at finishes the job where it does not hold: exact either way.
-    order = np.argsort(value, kind="stable")[::-1]
+    # Nearest wins, exactly, without sorting: write every point (NumPy keeps one of the values
+    # written to a shared pixel, in no promised order), then rewrite the points whose pixel
+    # holds a larger value than theirs until none does. Each round strictly lowers every pixel
+    # it touches, so it ends, at the minimum; real frames need 2-4 rounds over ever fewer
+    # points: ~0.1 ms for 20k points, where a stable argsort costs ~0.2 ms and
+    # np.minimum.at ~1 ms.
     out = np.zeros(out_h * out_w, np.uint16)
-    out[target[order]] = value[order]
-    if (out[target] > value).any():
-        np.minimum.at(out, target, value)
+    out[target] = value
+    while True:
+        larger = out[target] > value  # (m,) points beaten by a farther one
+        if not larger.any():
+            break
+        target, value = target[larger], value[larger]
+        out[target] = value
     return out.reshape(out_h, out_w)
 
 
