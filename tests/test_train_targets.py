@@ -304,3 +304,14 @@ def test_the_view_fields_say_where_each_output_pixel_came_from(shards):
         np.column_stack([back_x[:, 0], back_y[:, 0], back_x[:, 1], back_y[:, 1]]), sample.det2d.boxes, atol=1e-9
     )
     np.testing.assert_allclose([sy, sx], [view.placement.sy, view.placement.sx], rtol=1e-6)
+
+
+def test_uint16_depth_widens_exactly_on_every_device_path():
+    """The route taken off the CPU (int16 bits, widened, masked) gives what the CPU's own
+    uint16 conversion gives, values above 32767 included."""
+    from mtl_data.train.data.targets import uint16_to
+
+    values = torch.tensor([0, 1, 255, 256, 32767, 32768, 40000, 65535], dtype=torch.uint16)
+    via_bits = uint16_to(values, torch.float32, via_bits=True)
+    assert torch.equal(via_bits, uint16_to(values, torch.float32))
+    assert via_bits.tolist() == [0, 1, 255, 256, 32767, 32768, 40000, 65535]

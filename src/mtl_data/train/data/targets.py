@@ -509,8 +509,20 @@ def _widen(tensor: torch.Tensor, key: str) -> torch.Tensor:
     dtype, factor = _WIDEN[key]
     if tensor.dtype == dtype:
         return tensor
-    wide = tensor.to(dtype)
+    wide = uint16_to(tensor, dtype) if tensor.dtype == torch.uint16 else tensor.to(dtype)
     return wide if factor is None else wide.mul_(factor)
+
+
+def uint16_to(tensor: torch.Tensor, dtype: torch.dtype, via_bits: bool | None = None) -> torch.Tensor:
+    """A uint16 tensor converted to ``dtype``, exactly, on any device.
+
+    torch's unsigned 16-bit type has few kernels outside the CPU; there (``via_bits``, None =
+    off the CPU) the bits are read as int16, widened to int32 and masked back to 0..65535 with
+    ops every backend has.
+    """
+    if not (tensor.device.type != "cpu" if via_bits is None else via_bits):
+        return tensor.to(dtype)
+    return tensor.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF).to(dtype)
 
 
 def expand(batch: dict) -> dict:
