@@ -56,6 +56,8 @@ Run: ``make bench`` or ``.venv/bin/python bench/loader.py --frames 48 --repeats 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import struct
@@ -75,6 +77,7 @@ import common  # noqa: E402
 import ingest_a2d2  # noqa: E402
 import ingest_kitti  # noqa: E402
 
+from mtl_data.cli.main import main as mtl_data  # noqa: E402
 from mtl_data.ingest.a2d2 import A2D2Converter, A2D2Options  # noqa: E402
 from mtl_data.ingest.engine import IngestOptions, ShardSize, plan_ingest, run_ingest  # noqa: E402
 from mtl_data.ingest.kitti import KittiConverter  # noqa: E402
@@ -114,6 +117,30 @@ def build_shards(fixtures: Path, tmp: Path, n: int) -> Path:
     run_ingest(plan_ingest(KittiConverter(kitti), tmp / "shards", opts))
     run_ingest(plan_ingest(A2D2Converter(a2d2, A2D2Options()), tmp / "shards", opts))
     return tmp / "shards"
+
+
+def reshard(shards: Path, out: Path, max_side: int) -> Path:
+    """``mtl-data reshard SHARDS --max-side N --to OUT``: the training copies a user keeps."""
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            mtl_data(["reshard", str(shards), "--max-side", str(max_side), "--to", str(out), "--workers", "1"])
+        except SystemExit as exc:
+            if exc.code:
+                raise RuntimeError("reshard failed") from None
+    return out
+
+
+def resharded_figures(copies: Path, source: str, args) -> dict:
+    """On the resharded copy: the floor (its JPEG at the loader's scale) and the loader in
+    process and with one worker (best of ``--repeats``)."""
+    raws = raw_samples(copies, source)
+    flags = reduced_flags(raws, args.size, True)
+    out = {"hw": decode(raws[0]).sample.size, "factors": sorted({f for f, fl in REDUCED_FLAGS.items() if fl in flags})}
+    out["floor"] = common.best_of(args.repeats, lambda: jpeg_floor(raws, flags)).per(len(raws))
+    out["loader"] = {
+        w: best_loader([loader_cpu(copies, source, w, args, True) for _ in range(args.repeats)]) for w in (0, 1)
+    }
+    return out
 
 
 def raw_samples(shards: Path, source: str) -> list[dict]:
@@ -405,6 +432,7 @@ def main() -> int:
     ap.add_argument("--stretch", action="store_true", help="also measure the stretched (non-letterbox) resize")
     ap.add_argument("--device", default=None, help="e.g. cuda: batches moved there non_blocking")
     ap.add_argument("--fixtures", type=Path, default=common.default_fixtures())
+    ap.add_argument("--reshard", type=int, default=512, help="also measure training copies at this --max-side (0: off)")
     args = ap.parse_args()
     r = args.repeats
 
@@ -441,6 +469,10 @@ def main() -> int:
             res["thesis"] = common.best_of(r, lambda files=files: thesis_load(files, args.size)).per(n)
             res["thesis_tasks"] = sorted({t for f in files for t in f if t != "image"})
             results[source] = res
+        if args.reshard:
+            copies = reshard(shards, tmp / "resharded", args.reshard)
+            for source in DATASETS:
+                results[source]["resharded"] = resharded_figures(copies, source, args)
 
     h, w = args.size
     width = 58
@@ -492,6 +524,21 @@ def main() -> int:
             "  in-worker stages, CPU ms/sample (one core): "
             + ", ".join(f"{k} {v:.2f}" for k, v in res["stages"].items())
         )
+        if "resharded" in res:
+            rs = res["resharded"]
+            rh, rw = rs["hw"]
+            reduced = ", ".join(f"1/{f}" for f in rs["factors"])
+            print(f"resharded (mtl-data reshard --max-side {args.reshard}): {rw}x{rh}")
+            print(f"{f'  floor: JPEG at {reduced} (as the loader)':<{width}}{1000 * rs['floor'].cpu:>14.2f}")
+            for workers, got in rs["loader"].items():
+                cpu = got["main_ms"] + got["worker_ms"]
+                name = "  loader, " + ("workers=0 (in process)" if workers == 0 else f"workers={workers}")
+                print(f"{name:<{width}}{cpu:>14.2f}{got['rate']:>15.1f}")
+                common.print_ratio("floor / loader CPU", 1000 * rs["floor"].cpu / cpu, width - 2)
+            full = res["loader"][("letterbox", 0)]
+            copy = rs["loader"][0]
+            speedup = (full["main_ms"] + full["worker_ms"]) / (copy["main_ms"] + copy["worker_ms"])
+            common.print_ratio("loader CPU full-size / resharded, workers=0", speedup, width - 2)
     print(f"\ncommand: {common.command_line()}")
     return 0
 

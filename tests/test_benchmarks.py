@@ -66,6 +66,8 @@ RATIOS = {
         r"^  plain / loader workers=0, CPU +(\S+)  >= 2",
         r"^  thesis / loader workers=0, CPU +(\S+)  >= 5",
         r"as the loader",
+        r"^  floor / worker CPU alone +(\S+)  >= 0\.80",
+        r"^  loader CPU full-size / resharded, workers=0 +(\S+)$",
     ],
     # model / floor; the parameters of the ResNet-18 encoder are torchvision's (11,176,512)
     "models.py": [r"^resnet18-fpn(?: +\S+){6} +(\S+)$", r"encoder 11\.177 / ", r"a multiply-add counts as 2 FLOPs"],
