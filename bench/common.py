@@ -39,9 +39,8 @@ from mtl_data.ingest import engine
 from mtl_data.ingest.engine import IngestOptions, ShardSize, plan_ingest, run_ingest
 from mtl_data.ingest.registry import Converter
 from mtl_data.ingest.resize import resize_sample
-from mtl_data.schema import geometry as geo
 from mtl_data.schema.validate import validate
-from mtl_data.shards.codec import encode_sample
+from mtl_data.shards.codec import depth_to_uint16, encode_sample
 from mtl_data.shards.manifest import sample_row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -341,10 +340,9 @@ def link(src: Path, dst: Path) -> None:
 
 
 def depth_u16(depth: np.ndarray) -> np.ndarray:
-    """Depth metres -> the stored uint16, exactly as ``encode_sample`` does it before the PNG."""
-    scaled = depth * np.float32(geo.DEPTH_SCALE)
-    np.rint(scaled, out=scaled)
-    return scaled.astype(np.uint16)
+    """Depth metres -> the stored uint16, as ``encode_sample`` does it before ``depth.pts``
+    (``codec.depth_to_uint16``: rint, the range check, the cast)."""
+    return depth_to_uint16(depth)
 
 
 Tick = Callable[..., object]  # tick(name, fn, *args) -> fn(*args), its CPU time added to `name`

@@ -1,15 +1,16 @@
 """A2D2 ingest throughput against its codec floor, measured in the same run.
 
 What is compared, and why: design.md section 7 sets the ingest target as ">= 80% of the codec
-floor of the work done per frame (image decode + encode, label decode), per worker". For an
-A2D2 frame that floor is: read + decode the 1920x1208 camera PNG, read + decode the label PNG,
+floor of the work done per frame (image decode + encode, label decode), per worker". For an A2D2
+frame that floor is: read + decode the 1920x1208 camera PNG, read + decode the label PNG,
 convert RGB->BGR and encode a quality-95 JPEG (floor 1, the issue's floor). A second floor adds
-the encodes the output also needs: the 8-bit ``seg.png`` of the converted class map and, with
-LiDAR, the 16-bit ``depth.png``, both written with ``LABEL_PNG_PARAMS`` as the library writes
-them (floor 2). A third, informative floor adds the two undistortions every A2D2 frame needs,
-with the converter's own maps (floor 3). All are timed here, single process, on the same frames
-as the ingest. The ingest does more than the floors: it maps label colours to class ids,
-rasterizes the LiDAR npz, validates and writes the shard.
+the encodes the output also needs: the 8-bit ``seg.png`` of the converted class map, written
+with ``LABEL_PNG_PARAMS``, and, with LiDAR, the ``depth.pts`` of the scan
+(``encode_depth_points``, schema 2), both as the library writes them (floor 2). A third,
+informative floor adds the two undistortions every A2D2 frame needs, with the converter's own
+maps (floor 3). All are timed here, single process, on the same frames as the ingest. The ingest
+does more than the floors: it maps label colours to class ids, rasterizes the LiDAR npz,
+validates and writes the shard.
 
 The frames are the real fixture frame 000006882 (camera + label PNG of scene 20180807_145028)
 replicated under new ids by hard links, each with a frame json; with ``--with-lidar`` (default)
@@ -53,6 +54,7 @@ from mtl_data.ingest.readers import read_image  # noqa: E402
 from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.schema.sample import IGNORE_INDEX  # noqa: E402
 from mtl_data.shards.codec import LABEL_PNG_PARAMS, encode_image  # noqa: E402
+from mtl_data.shards.depthpoints import encode_depth_points  # noqa: E402
 
 SCENE, PREFIX, FIXTURE_ID = "20180807_145028", "20180807145028", "000006882"
 LIDAR_SCENE, LIDAR_PREFIX, LIDAR_ID = "20180810_142822", "20180810142822", "000015196"
@@ -118,7 +120,7 @@ def build_raw(fx: dict[str, Path], root: Path, n: int, with_lidar: bool) -> Path
 
 
 def codec_floor(frames, seg: np.ndarray | None, depth16: np.ndarray | None, maps=None) -> None:
-    """The floor: read + decode camera PNG and label PNG, RGB->BGR + JPEG q95 [+ seg/depth PNG].
+    """The floor: read + decode camera PNG and label PNG, RGB->BGR + JPEG q95 [+ seg PNG, depth.pts].
 
     With ``maps`` (floor 3, informative; ``((map1, map2), label_map)`` of ``conv._maps``) also the
     two undistortions every A2D2 frame needs, as the converter calls them: the image (linear,
@@ -132,11 +134,11 @@ def codec_floor(frames, seg: np.ndarray | None, depth16: np.ndarray | None, maps
             rgb = cv2.remap(rgb, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             cv2.remap(seg, label_map, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX)
         cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        # the settings the library writes seg.png / depth.png with: the same bytes as the ingest's
+        # the encodes the library writes seg.png / depth.pts with: the same bytes as the ingest's
         if seg is not None:
             cv2.imencode(".png", seg, LABEL_PNG_PARAMS)
         if depth16 is not None:
-            cv2.imencode(".png", depth16, LABEL_PNG_PARAMS)
+            encode_depth_points(depth16)
 
 
 def a2d2_parts(conv: A2D2Converter, opts: IngestOptions):
@@ -171,7 +173,7 @@ def a2d2_parts(conv: A2D2Converter, opts: IngestOptions):
         tick("  encode: seg PNG (8-bit, no filter)", cv2.imencode, ".png", seg, LABEL_PNG_PARAMS)
         if depth is not None:
             d16 = tick("  encode: depth rint/uint16", common.depth_u16, depth)
-            tick("  encode: depth PNG (16-bit, no filter)", cv2.imencode, ".png", d16, LABEL_PNG_PARAMS)
+            tick("  encode: depth.pts", encode_depth_points, d16)
 
     return parts
 
@@ -412,7 +414,7 @@ def main() -> int:
         first = conv.convert(frames[0])
         depth16 = None if first.depth is None else common.depth_u16(first.depth)
         maps = conv._maps("front_center")
-        floor2_name = "floor 2: floor 1 + seg PNG" + (" + depth PNG enc" if args.with_lidar else " enc")
+        floor2_name = "floor 2: floor 1 + seg PNG" + (" + depth.pts enc" if args.with_lidar else " enc")
         m = common.floors_and_ingest(
             r,
             {

@@ -5,8 +5,9 @@ floor of the work done per frame (image decode + encode, label decode), per work
 "near-linear scaling with workers". For a Cityscapes frame with every package that floor is:
 read + decode the 2048x1024 ``leftImg8bit`` PNG, the ``labelIds`` PNG and the 16-bit disparity
 PNG, convert RGB->BGR and encode a quality-95 JPEG (floor 1, the issue's floor); floor 2 adds
-the encodes the output also needs, ``seg.png`` and ``depth.png`` of the frame's real converted
-maps, with ``LABEL_PNG_PARAMS`` as the library writes them (the same bytes). Both are timed
+the encodes the output also needs, ``seg.png`` (with ``LABEL_PNG_PARAMS``) and ``depth.pts``
+(``encode_depth_points``, schema 2) of the frame's real converted maps, as the library writes
+them (the same bytes). Both are timed
 single process, on the same frames as the ingest, interleaved with it repeat by repeat. The
 ingest does more: label ids -> train ids, disparity -> quantized depth, camera and gtBbox3d
 json (det2d, det3d), validation, the manifest row and the shard.
@@ -65,6 +66,7 @@ from mtl_data.schema.taxonomy import CITYSCAPES_LABEL_IDS  # noqa: E402
 from mtl_data.schema.validate import _check_depth  # noqa: E402
 from mtl_data.shards import codec  # noqa: E402
 from mtl_data.shards.codec import LABEL_PNG_PARAMS, encode_image  # noqa: E402
+from mtl_data.shards.depthpoints import decode_depth_points, encode_depth_points  # noqa: E402
 
 CITY, NATIVE_SPLIT, FIXTURE_ID = "frankfurt", "val", "frankfurt_000000_000294"
 SIZE = (1024, 2048)  # (height, width) of every Cityscapes frame
@@ -168,17 +170,17 @@ def _decode(path: Path, flags: int) -> np.ndarray:
 
 def codec_floor(frames, seg: np.ndarray | None, depth16: np.ndarray | None) -> None:
     """The floor: read + decode leftImg8bit, labelIds and disparity PNGs, RGB->BGR + JPEG q95
-    [+ seg and depth PNG encodes]."""
+    [+ seg PNG and depth.pts encodes]."""
     for f in frames:
         rgb = _decode(f.paths["image"], cv2.IMREAD_COLOR_RGB)
         _decode(f.paths["label"], cv2.IMREAD_UNCHANGED)
         _decode(f.paths["disparity"], cv2.IMREAD_UNCHANGED)
         cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        # the settings the library writes seg.png / depth.png with: the same bytes as the ingest's
+        # the encodes the library writes seg.png / depth.pts with: the same bytes as the ingest's
         if seg is not None:
             cv2.imencode(".png", seg, LABEL_PNG_PARAMS)
         if depth16 is not None:
-            cv2.imencode(".png", depth16, LABEL_PNG_PARAMS)
+            encode_depth_points(depth16)
 
 
 def cityscapes_parts(conv: CityscapesConverter, opts: IngestOptions):
@@ -221,7 +223,7 @@ def cityscapes_parts(conv: CityscapesConverter, opts: IngestOptions):
         tick("  encode: encode_image (RGB->BGR, JPEG q95)", encode_image, image, opts.image_format, opts.jpeg_quality)
         tick("  encode: seg PNG (8-bit, no filter)", codec._png, seg, LABEL_PNG_PARAMS)
         d16 = tick("  encode: depth rint/uint16", common.depth_u16, depth)
-        tick("  encode: depth PNG (16-bit, no filter)", codec._png, d16, LABEL_PNG_PARAMS)
+        tick("  encode: depth.pts", encode_depth_points, d16)
         tick("  sample_row: np.bincount(seg)", lambda: np.bincount(seg.ravel(), minlength=256))
         tick("  sample_row: depth[depth > 0], min, max", lambda: (lambda v: (v.min(), v.max()))(depth[depth > 0]))
 
@@ -230,8 +232,9 @@ def cityscapes_parts(conv: CityscapesConverter, opts: IngestOptions):
 
 def possible_gains(seg: np.ndarray, depth: np.ndarray, repeats: int) -> dict:
     """CPU milliseconds of whole-map steps the library does and of equivalent calls it does not use
-    (checked to give the same result); and the depth PNG with the row filter the library does not
-    use for label maps (time and size)."""
+    (checked to give the same result); and this dense depth map as ``depth.pts`` (what the library
+    writes) against the schema 1 ``depth.png`` it no longer writes, without and with a row filter
+    (time and size)."""
     t = lambda fn: 1000 * best_of(max(repeats, 7), fn).cpu  # noqa: E731
     bincount = lambda: np.bincount(seg.ravel(), minlength=256)  # noqa: E731
     hist = lambda: cv2.calcHist([seg], [0], None, [256], [0, 256]).ravel().astype(np.int64)  # noqa: E731
@@ -244,15 +247,19 @@ def possible_gains(seg: np.ndarray, depth: np.ndarray, repeats: int) -> dict:
 
     depth16 = common.depth_u16(depth)
     sub = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
-    png = {
+    encoded = {
         name: (t(lambda params=params: codec._png(depth16, params)), codec._png(depth16, params))
         for name, params in (("none", LABEL_PNG_PARAMS), ("sub", sub))
     }
-    same = np.array_equal(cv2.imdecode(np.frombuffer(png["sub"][1], np.uint8), cv2.IMREAD_UNCHANGED), depth16)
+    encoded["pts"] = (t(lambda: encode_depth_points(depth16)), encode_depth_points(depth16))
+    same = all(
+        np.array_equal(cv2.imdecode(np.frombuffer(encoded[k][1], np.uint8), cv2.IMREAD_UNCHANGED), depth16)
+        for k in ("none", "sub")
+    ) and np.array_equal(decode_depth_points(encoded["pts"][1]).to_map(), depth16)
     return {
         "bincount": (t(bincount), t(hist), bool(np.array_equal(bincount(), hist()))),
         "depth_valid": (t(valid), t(minmax), tuple(map(float, valid())) == tuple(map(float, minmax()))),
-        "depth_png": {k: (ms_, len(b) / 1000) for k, (ms_, b) in png.items()} | {"lossless": bool(same)},
+        "depth_member": {k: (ms_, len(b) / 1000) for k, (ms_, b) in encoded.items()} | {"lossless": bool(same)},
     }
 
 
@@ -295,7 +302,7 @@ def main() -> int:
             r,
             {
                 "floor 1: 3 PNG dec (image, labelIds, disp.) + JPEG enc": lambda: codec_floor(frames, None, None),
-                "floor 2: floor 1 + seg PNG + depth PNG enc": lambda: codec_floor(frames, first.seg, depth16),
+                "floor 2: floor 1 + seg PNG + depth.pts enc": lambda: codec_floor(frames, first.seg, depth16),
             },
             lambda: CityscapesConverter(root),
             tmp,
@@ -305,14 +312,17 @@ def main() -> int:
         scale = common.scaling(lambda: CityscapesConverter(root), tmp, n_scale, args)
         gains = possible_gains(first.seg, first.depth, r)
         valid_px = int(np.count_nonzero(first.depth))
-        out_kb = {k: len(codec._png(v, LABEL_PNG_PARAMS)) / 1000 for k, v in (("seg", first.seg), ("depth", depth16))}
+        out_kb = {
+            "seg": len(codec._png(first.seg, LABEL_PNG_PARAMS)) / 1000,
+            "depth": len(encode_depth_points(depth16)) / 1000,
+        }
 
     w = 56
     tasks = ", ".join(first.tasks)
     common.print_header(
         f"Cityscapes ingest vs codec floor: {n} frames 2048x1024 (leftImg8bit {kb['image']:.0f} kB, "
         f"labelIds {kb['label']:.0f} kB, disparity {kb['disparity']:.0f} kB; {valid_px} px of depth; "
-        f"tasks {tasks}; out: seg.png {out_kb['seg']:.0f} kB, depth.png {out_kb['depth']:.0f} kB), "
+        f"tasks {tasks}; out: seg.png {out_kb['seg']:.0f} kB, depth.pts {out_kb['depth']:.0f} kB), "
         f"best of {r}",
         w,
         f"; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
@@ -327,11 +337,11 @@ def main() -> int:
         f"cv2.calcHist {g[1]:.2f} ms (same counts: {g[2]}); sample_row depth[depth > 0] + min + max {d[0]:.2f} ms "
         f"-> cv2.countNonZero + masked cv2.minMaxLoc + max {d[1]:.2f} ms (same values: {d[2]})"
     )
-    dp = gains["depth_png"]
+    dp = gains["depth_member"]
     print(
-        f"  depth.png of this dense map: no row filter (LABEL_PNG_PARAMS) {dp['none'][0]:.2f} ms, "
-        f"{dp['none'][1]:.0f} kB "
-        f"-> SUB filter (OpenCV's default) {dp['sub'][0]:.2f} ms, {dp['sub'][1]:.0f} kB (decodes to the same map: "
+        f"  depth of this dense map: depth.pts (the library's) {dp['pts'][0]:.2f} ms, {dp['pts'][1]:.0f} kB "
+        f"-> schema 1 depth.png, no row filter (LABEL_PNG_PARAMS) {dp['none'][0]:.2f} ms, {dp['none'][1]:.0f} kB, "
+        f"SUB filter (OpenCV's default) {dp['sub'][0]:.2f} ms, {dp['sub'][1]:.0f} kB (all decode to the same map: "
         f"{dp['lossless']})"
     )
     print(f"\ncommand: {common.command_line()}")

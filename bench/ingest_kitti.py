@@ -4,8 +4,9 @@ What is compared, and why: design.md section 7 sets the ingest target as ">= 80%
 floor of the work done per frame (image decode + encode, label decode), per worker" and
 "near-linear scaling with workers". The floor is what no ingest can beat on this machine: read
 the PNG, decode it, convert RGB->BGR and encode a quality-95 JPEG, read the label, calib and
-velodyne files. A second floor adds the 16-bit PNG encode of the sparse depth map, which the
-ingest must also produce. Both are timed here, single process, on the same frames as the ingest.
+velodyne files. A second floor adds the ``depth.pts`` encode of the sparse depth map
+(``encode_depth_points``, schema 2), which the ingest must also produce. Both are timed here,
+single process, on the same frames as the ingest.
 
 The frames are the two real KITTI fixture frames (1224x370 and 1242x375 PNGs, ~115k-point
 scans) replicated under new ids, so sizes are real. Every figure is the best of R repeats (the
@@ -40,7 +41,8 @@ from mtl_data.ingest.kitti import KittiConverter, parse_kitti_label, read_velody
 from mtl_data.procs import tune_worker_process  # noqa: E402
 from mtl_data.schema import geometry as geo  # noqa: E402
 from mtl_data.schema.kitti_calib import parse_kitti_calib, split_projection, velo_to_optical  # noqa: E402
-from mtl_data.shards.codec import LABEL_PNG_PARAMS, decode_image, encode_image  # noqa: E402
+from mtl_data.shards.codec import decode_image, encode_image  # noqa: E402
+from mtl_data.shards.depthpoints import encode_depth_points  # noqa: E402
 
 ROLES = (("image_2", ".png"), ("label_2", ".txt"), ("calib", ".txt"), ("velodyne", ".bin"))
 
@@ -66,15 +68,15 @@ def build_raw(fixtures: Path, root: Path, n: int) -> Path:
 
 
 def codec_floor(frames, depth16: dict[int, np.ndarray] | None) -> None:
-    """The floor: read + decode PNG, RGB->BGR + JPEG q95, read label/calib/velodyne [+ depth PNG]."""
+    """The floor: read + decode PNG, RGB->BGR + JPEG q95, read label/calib/velodyne [+ depth.pts]."""
     for f in frames:
         rgb = cv2.imdecode(np.frombuffer(f.paths["image"].read_bytes(), np.uint8), cv2.IMREAD_COLOR_RGB)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
         f.paths["label"].read_text(), f.paths["calib"].read_text(), f.paths["velodyne"].read_bytes()
         if depth16 is not None:
-            # the settings the library writes depth.png with: the same bytes as the ingest's
-            cv2.imencode(".png", depth16[int(f.id) % 2], LABEL_PNG_PARAMS)  # frame i is fixture i % 2
+            # the encode the library writes depth.pts with: the same bytes as the ingest's
+            encode_depth_points(depth16[int(f.id) % 2])  # frame i is fixture i % 2
 
 
 def kitti_parts(conv: KittiConverter, opts: IngestOptions):
@@ -98,8 +100,8 @@ def kitti_parts(conv: KittiConverter, opts: IngestOptions):
         )
         tick("  encode: encode_image (RGB->BGR, JPEG)", encode_image, img, opts.image_format, opts.jpeg_quality)
         tick(  # as encode_sample writes it
-            "  encode: depth rint/uint16 + PNG",
-            lambda: cv2.imencode(".png", common.depth_u16(depth), LABEL_PNG_PARAMS),
+            "  encode: depth rint/uint16 + depth.pts",
+            lambda: encode_depth_points(common.depth_u16(depth)),
         )
 
     return parts
@@ -125,7 +127,7 @@ def main() -> int:
             r,
             {
                 "floor 1: PNG dec + JPEG q95 enc + file reads": lambda: codec_floor(frames, None),
-                "floor 2: floor 1 + depth uint16 PNG encode": lambda: codec_floor(frames, depth16),
+                "floor 2: floor 1 + depth.pts encode": lambda: codec_floor(frames, depth16),
             },
             lambda: KittiConverter(root),
             tmp,

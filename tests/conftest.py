@@ -13,10 +13,14 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from mtl_data.cli.main import main
+from mtl_data.shards.codec import LABEL_PNG_PARAMS
+from mtl_data.shards.depthpoints import decode_depth_points
+from mtl_data.shards.tario import TarShardWriter, iter_tar_samples
 from mtl_data.synth import SYNTHESIZERS
 
 if TYPE_CHECKING:
@@ -78,6 +82,39 @@ def read_rejects(out: Path, source: str) -> list[dict]:
 def read_report(out: Path, source: str) -> dict:
     """The ``ingest.json`` report of ``out/<source>``."""
     return json.loads((out / source / "ingest.json").read_text())
+
+
+def rewrite_as_schema_1(root: Path) -> Path:
+    """Turn the shards under ``root`` into schema 1 shards in place, as the tool wrote them before
+    ``depth.pts``: each ``depth.pts`` becomes the ``depth.png`` of the same map at its place
+    (written with ``codec.LABEL_PNG_PARAMS``, as the schema 1 codec did), each ``meta.json`` says
+    ``"schema":1``; the shards are written by the ingest's own tar writer, and the manifests'
+    offsets and ``ingest.json``'s shard sizes follow. Returns ``root``."""
+    for manifest in sorted(root.glob("*/manifest.parquet")):
+        folder = manifest.parent
+        offsets: dict[str, int] = {}
+        for shard in sorted(folder.glob("*.tar")):
+            samples = list(iter_tar_samples(shard))
+            writer = TarShardWriter(shard.with_suffix(".part"), shard)
+            for key, members in samples:
+                old = []
+                for ext, data in members.items():
+                    if ext == "depth.pts":
+                        png = cv2.imencode(".png", decode_depth_points(data).to_map(), LABEL_PNG_PARAMS)[1]
+                        ext, data = "depth.png", png.tobytes()
+                    elif ext == "meta.json":
+                        assert data.startswith(b'{"schema":2,'), data[:20]
+                        data = b'{"schema":1,' + data[len(b'{"schema":2,') :]
+                    old.append((ext, data))
+                offsets[key] = writer.add(key, old)[1]
+            writer.commit()
+        table = pq.read_table(manifest)
+        offset = pa.array([offsets[k] for k in table["key"].to_pylist()], pa.int64())
+        pq.write_table(table.set_column(table.schema.get_field_index("offset"), "offset", offset), manifest)
+        report = json.loads((folder / "ingest.json").read_text())
+        report["shard_bytes"] = {name: (folder / name).stat().st_size for name in report["shard_bytes"]}
+        (folder / "ingest.json").write_text(json.dumps(report))
+    return root
 
 
 def file_and_line(path: Path | str, line: int | None = None) -> str:
@@ -236,6 +273,14 @@ def synth_shards(synth_root, tmp_path_factory) -> Path:
         except SystemExit as exc:  # pragma: no cover - a failed ingest is a broken fixture
             assert not exc.code, f"ingest {source} failed"
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_shards_v1(synth_shards, tmp_path_factory) -> Path:
+    """``synth_shards`` as schema 1 shards (``depth.png``; see ``rewrite_as_schema_1``), read-only, shared."""
+    out = tmp_path_factory.mktemp("synth_shards_v1") / "shards"
+    shutil.copytree(synth_shards, out)
+    return rewrite_as_schema_1(out)
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from mtl_data.ingest import CONVERTERS
+from mtl_data.shards.reader import ShardSet
 
-MEMBERS = (".jpg", ".meta.json", ".depth.png", ".det2d.json", ".det3d.json")
+MEMBERS = (".jpg", ".meta.json", ".depth.pts", ".det2d.json", ".det3d.json")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -108,6 +109,8 @@ def test_inspect_key_lists_members_and_decoded_labels(cli, kitti_real, tmp_path)
     assert labels == ["truck", "car", "cyclist"] * 2  # det2d then det3d, in label-file order
     assert "det2d: 3 boxes, 4 ignore regions" in text
     assert "det3d: 3 boxes" in text
+    points = int((ShardSet.open(out).read_sample("kitti_train_000001").depth > 0).sum())
+    assert points > 10_000 and f"depth: {points:,} points (" in text  # decoded from depth.pts
 
 
 def test_inspect_unknown_key_fails_with_one_error_line(cli, kitti_real, tmp_path):

@@ -66,7 +66,7 @@ def test_shard_size_counts_close_shards_and_offsets_give_random_access(synth_roo
     assert m["position"].to_list() == [0, 1, 2, 3, 0, 1]
     for key in m["key"]:
         members = ss.read_members(key)
-        assert set(members) == {"jpg", "meta.json", "depth.png", "det2d.json", "det3d.json"}
+        assert set(members) == {"jpg", "meta.json", "depth.pts", "det2d.json", "det3d.json"}
     assert list(check_shards(ss)) == []
 
 
@@ -113,7 +113,7 @@ def test_webdataset_reads_every_sample_with_its_members(synth_root, tmp_path):
         seen[item["__key__"]] = {k for k in item if not k.startswith("__")}
     assert sorted(seen) == sorted(ss.manifest["key"].to_list())
     for key, row in zip(ss.manifest["key"], ss.manifest.iter_rows(named=True)):
-        expected = {"jpg", "meta.json", "depth.png"} | ({"det2d.json", "det3d.json"} if row["has_det2d"] else set())
+        expected = {"jpg", "meta.json", "depth.pts"} | ({"det2d.json", "det3d.json"} if row["has_det2d"] else set())
         assert seen[key] == expected
     gc.collect()  # release webdataset's handles inside this test's warning filter
 

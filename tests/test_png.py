@@ -8,7 +8,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from conftest import fixture_path
+from conftest import fixture_path, rewrite_as_schema_1
 
 from mtl_data.shards import png
 from mtl_data.shards.codec import LABEL_PNG_PARAMS
@@ -19,7 +19,8 @@ REAL = {"kitti": ("kitti", "object"), "a2d2": ("a2d2",), "tusimple": ("tusimple"
 
 @pytest.fixture(scope="module")
 def real_label_pngs(tmp_path_factory) -> dict[str, bytes]:
-    """Every label PNG the ingest writes for the real KITTI, A2D2 and TuSimple fixtures."""
+    """Every label PNG the ingest writes for the real KITTI, A2D2 and TuSimple fixtures, with
+    depth as the 16-bit ``depth.png`` schema 1 wrote (schema 1 shards are still read)."""
     from mtl_data.cli.main import main
 
     out = tmp_path_factory.mktemp("png_shards")
@@ -27,6 +28,7 @@ def real_label_pngs(tmp_path_factory) -> dict[str, bytes]:
     extra = {"a2d2": ["--parts", "camera_lidar_semantic"]}
     for source, parts in REAL.items():
         main(["ingest", source, str(fixture_path(*parts)), "--to", str(out), "--workers", "1", *extra.get(source, [])])
+    rewrite_as_schema_1(out)
     found = {}
     for tar in sorted(out.glob("*/*.tar")):
         with tarfile.open(tar) as t:

@@ -19,9 +19,10 @@ from conftest import box_sample_root, fixture_path
 
 from mtl_data.cli.main import main
 from mtl_data.errors import MtlDataError
-from mtl_data.readers.huggingface import hf_features, to_hf_dataset, webdataset_features
+from mtl_data.readers.huggingface import depth_map, hf_features, to_hf_dataset, webdataset_features
 from mtl_data.schema.sample import TASKS
 from mtl_data.shards.codec import IMAGE_FORMATS
+from mtl_data.shards.depthpoints import encode_depth_points
 from mtl_data.shards.reader import ShardSet
 
 META_COLUMNS = ("key", "source", "split", "id", "sequence", "size", "orig_size", "K", "timestamp_us", "tasks")
@@ -59,7 +60,9 @@ def assert_row_is_the_codec_decode(row: dict, shards: ShardSet, tasks=TASKS) -> 
     if "seg" in tasks:
         assert_array(None if row["seg"] is None else np.asarray(row["seg"]), sample.seg)
     if "depth" in tasks and sample.depth is not None:
-        depth = np.asarray(row["depth"])
+        if "depth.pts" in members:
+            assert row["depth"] == members["depth.pts"]  # the stored bytes, not re-encoded
+        depth = depth_map(row["depth"])
         assert depth.dtype == np.uint16  # stored 16-bit values, not 8-bit
         np.testing.assert_array_equal(depth / np.float32(256), sample.depth)
     elif "depth" in tasks:
@@ -164,8 +167,9 @@ def test_every_source_of_a_split_is_one_dataset_equal_to_the_codec(synth_train, 
 def test_the_features_declare_every_member_of_the_schema():
     features = hf_features()
     assert set(TASKS) | set(META_COLUMNS) | {"image", "lane_lines", "extra", "notes"} == set(features)
-    for column in ("image", "seg", "depth", "lane"):
+    for column in ("image", "seg", "lane"):
         assert isinstance(features[column], datasets.Image)
+    assert features["depth"] == datasets.Value("binary")  # depth.pts bytes, read with depth_map
     for task, field in (("det2d", "boxes"), ("det2d", "ignore"), ("det2d", "amodal"), ("det3d", "boxes")):
         assert features[task][field].feature.feature == datasets.Value("float64")  # [[...], ...] per box
     assert features["K"].length == 3 and features["size"].length == 2
@@ -188,13 +192,43 @@ def test_real_fixtures_of_several_sources_equal_the_codec(real_mixed, tmp_path):
 
 def test_numpy_format_reads_every_row_and_keeps_depth_16_bit(synth_train):
     dtypes = {}
-    for row in synth_train.with_format("numpy"):
-        for column in ("image", "seg", "depth", "lane"):
+    for row, plain in zip(synth_train.with_format("numpy"), synth_train.select_columns(["depth"])):
+        for column in ("image", "seg", "lane"):
             if row[column] is not None:
                 dtypes.setdefault(column, set()).add(row[column].dtype.name)
         if row["depth"] is not None:
-            assert row["depth"].max() > 255
+            depth = depth_map(row["depth"])
+            dtypes.setdefault("depth", set()).add(depth.dtype.name)
+            assert depth.max() > 255
+            np.testing.assert_array_equal(depth, depth_map(plain["depth"]))
     assert dtypes == {"image": {"uint8"}, "seg": {"uint8"}, "depth": {"uint16"}, "lane": {"uint8"}}
+
+
+def test_depth_map_puts_back_the_nul_bytes_numpy_drops():
+    # numpy.bytes_ (what with_format("numpy") gives for binary) drops trailing NULs, and about one
+    # depth.pts in 256 ends in one: its zlib checksum's last byte
+    maps = (np.full((3, 4), v, np.uint16) for v in range(1, 65536))
+    depth, data = next((m, d) for m in maps if (d := encode_depth_points(m)).endswith(b"\0"))
+    ds = datasets.Dataset.from_dict({"depth": [data]}, features=datasets.Features({"depth": datasets.Value("binary")}))
+    [got] = ds.with_format("numpy")["depth"]
+    assert isinstance(got, np.bytes_) and bytes(got) == data.rstrip(b"\0")
+    np.testing.assert_array_equal(depth_map(got), depth)
+    np.testing.assert_array_equal(depth_map(data), depth)
+    with pytest.raises(ValueError, match="does not inflate"):
+        depth_map(data.rstrip(b"\0"))  # plain bytes that lost them are corrupt, and said to be
+
+
+def test_schema_1_shards_give_the_same_rows(synth_shards, synth_shards_v1, tmp_path):
+    new = to_hf_dataset(synth_shards, split="train", cache_dir=tmp_path / "v2")
+    old = to_hf_dataset(synth_shards_v1, split="train", cache_dir=tmp_path / "v1")
+    shards = ShardSet.open(synth_shards_v1)
+    assert old.num_rows == new.num_rows
+    depths = 0
+    for row_old, row_new in zip(rows(old), rows(new)):
+        assert_row_is_the_codec_decode(row_old, shards)
+        assert row_old["depth"] == row_new["depth"]  # depth.png converted to the bytes ingest now writes
+        depths += row_old["depth"] is not None
+    assert depths > 0
 
 
 def test_tasks_and_labelled_only_select_labels_and_samples(synth_shards):
@@ -258,13 +292,32 @@ def test_the_stock_builder_reads_a_mixed_split_with_the_declared_features(synth_
         sample = shards.read_sample(row["__key__"])
         assert row["jpg"]["bytes"] == members["jpg"]
         assert row["meta.json"]["tasks"] == list(sample.tasks)
+        assert row["depth.png"] is None  # schema 2 shards: depth.pts
         if sample.depth is None:
-            assert row["depth.png"] is None
+            assert row["depth.pts"] is None
         else:
-            assert np.asarray(row["depth.png"]).dtype == np.uint16
-            np.testing.assert_array_equal(np.asarray(row["depth.png"]) / np.float32(256), sample.depth)
+            assert row["depth.pts"] == members["depth.pts"]
+            np.testing.assert_array_equal(depth_map(row["depth.pts"]) / np.float32(256), sample.depth)
         assert (row["sign.cls"] is None) == (sample.sign is None)
         if sample.det2d is not None:
             np.testing.assert_array_equal(np.asarray(row["det2d.json"]["boxes"]).reshape(-1, 4), sample.det2d.boxes)
         else:
             assert row["det2d.json"] is None
+
+
+def test_the_stock_builder_reads_schema_1_depth_as_16_bit(synth_shards_v1, tmp_path):
+    shards = ShardSet.open(synth_shards_v1)
+    tars = sorted(str(p) for p in synth_shards_v1.glob("*/train-*.tar"))
+    ds = datasets.load_dataset(
+        "webdataset", data_files={"train": tars}, split="train", features=webdataset_features(), cache_dir=str(tmp_path)
+    )
+    depths = 0
+    for row in ds.select_columns(["__key__", "depth.png", "depth.pts"]):
+        sample = shards.read_sample(row["__key__"])
+        assert row["depth.pts"] is None
+        assert (row["depth.png"] is None) == (sample.depth is None)
+        if sample.depth is not None:
+            depths += 1
+            assert np.asarray(row["depth.png"]).dtype == np.uint16
+            np.testing.assert_array_equal(np.asarray(row["depth.png"]) / np.float32(256), sample.depth)
+    assert depths > 0

@@ -1,6 +1,7 @@
 """Plain ``webdataset`` with ``mtl_data.readers.webdataset.decoders``: every label as the codec reads it.
 
-The stock image decoders are run too, to pin down what they do to ``depth.png`` (docs/readers.md).
+The stock image decoders are run too, to pin down what they do to a schema 1 ``depth.png``
+(docs/readers.md); schema 1 shards come from ``conftest.rewrite_as_schema_1``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import webdataset as wds
 from conftest import fixture_path
 
 from mtl_data.cli.main import main
-from mtl_data.readers.webdataset import decode_label_png, decoders
+from mtl_data.readers.webdataset import decode_depth_member, decode_label_png, decoders
 from mtl_data.shards.codec import DecodeError
+from mtl_data.shards.depthpoints import decode_depth_points, encode_depth_points
 from mtl_data.shards.png import decode_png
 from mtl_data.shards.reader import ShardSet
 
@@ -55,8 +57,8 @@ def kitti_png(tmp_path_factory):
 
 
 @pytest.mark.parametrize("spec", ["l8", "rgb8", "pil", "l"])
-def test_the_stock_image_decoders_squash_16_bit_depth(synth_shards, spec):
-    tars = train_tars(synth_shards)
+def test_the_stock_image_decoders_squash_16_bit_depth(synth_shards_v1, spec):
+    tars = train_tars(synth_shards_v1)
     raw = first_with(tars, "depth.png")
     stored = decode_png(raw["depth.png"])
     assert stored.dtype == np.uint16 and (stored > 255).any()
@@ -67,9 +69,33 @@ def test_the_stock_image_decoders_squash_16_bit_depth(synth_shards, spec):
         np.testing.assert_array_equal(got, np.clip(stored, 0, 255))
 
 
-def test_without_an_image_spec_webdataset_leaves_pngs_as_bytes(synth_shards):
-    raw = first_with(train_tars(synth_shards), "depth.png")
+def test_without_an_image_spec_webdataset_leaves_pngs_as_bytes(synth_shards_v1):
+    raw = first_with(train_tars(synth_shards_v1), "depth.png")
     assert all(isinstance(s["depth.png"], bytes) for s in read(raw["__url__"]) if "depth.png" in s)
+
+
+@pytest.mark.parametrize("spec", [None, "l8", "rgb8", "pil", "torch"])
+def test_webdataset_alone_leaves_depth_points_as_bytes(synth_shards, spec):
+    raw = first_with(train_tars(synth_shards), "depth.pts")
+    got = [s for s in read(raw["__url__"], *([spec] if spec else [])) if "depth.pts" in s]
+    assert got and all(isinstance(s["depth.pts"], bytes) for s in got)
+
+
+@pytest.mark.parametrize("root", ["synth_shards", "synth_shards_v1"])
+def test_the_handlers_give_one_depth_map_for_both_schema_versions(root, request, synth_shards):
+    member = {"synth_shards": "depth.pts", "synth_shards_v1": "depth.png"}[root]
+    got = {s["__key__"]: s for s in read(train_tars(request.getfixturevalue(root)), *decoders())}
+    shards = ShardSet.open(synth_shards)  # the schema 2 originals
+    depths = 0
+    for key, s in got.items():
+        sample = shards.read_sample(key)
+        other = ({"depth.png", "depth.pts"} - {member}).pop()
+        assert (member in s) == (sample.depth is not None) and other not in s
+        if sample.depth is not None:
+            depths += 1
+            assert s[member].dtype == np.uint16 and s[member].shape == sample.size
+            np.testing.assert_array_equal(s[member] / np.float32(256), sample.depth)
+    assert depths > 0
 
 
 def test_the_handlers_decode_every_label_of_every_source_as_the_codec(synth_shards):
@@ -80,10 +106,10 @@ def test_the_handlers_decode_every_label_of_every_source_as_the_codec(synth_shar
         seen.add(sample.source)
         np.testing.assert_array_equal(s["jpg"], sample.image)  # the codec's own image decode
         assert s["meta.json"]["tasks"] == list(sample.tasks)
-        assert ("depth.png" in s) == (sample.depth is not None)
+        assert ("depth.pts" in s) == (sample.depth is not None) and "depth.png" not in s
         if sample.depth is not None:
-            assert s["depth.png"].dtype == np.uint16
-            np.testing.assert_array_equal(s["depth.png"] / np.float32(256), sample.depth)
+            assert s["depth.pts"].dtype == np.uint16
+            np.testing.assert_array_equal(s["depth.pts"] / np.float32(256), sample.depth)
         for member, label in (("seg.png", sample.seg), ("lane.png", sample.lane and sample.lane.mask)):
             assert (member in s) == (label is not None)
             if label is not None:
@@ -100,8 +126,8 @@ def test_a_stock_image_spec_after_the_handlers_gets_only_the_image(synth_shards)
     tars = train_tars(synth_shards)
     raw = first_with(tars, "seg.png")
     s = next(s for s in read(raw["__url__"], *decoders(), "rgb8") if s["__key__"] == raw["__key__"])
-    assert s["depth.png"].dtype == np.uint16
-    np.testing.assert_array_equal(s["depth.png"], decode_png(raw["depth.png"]))
+    assert s["depth.pts"].dtype == np.uint16
+    np.testing.assert_array_equal(s["depth.pts"], decode_depth_points(raw["depth.pts"]).to_map())
     np.testing.assert_array_equal(s["seg.png"], decode_png(raw["seg.png"]))
     assert s["jpg"].dtype == np.uint8 and s["jpg"].shape == s["seg.png"].shape + (3,)
 
@@ -121,8 +147,8 @@ def test_real_kitti_depth_and_png_images_are_bit_exact(kitti_png):
         for s in samples:
             sample = shards.read_sample(s["__key__"])
             np.testing.assert_array_equal(s["png"], sample.image)  # lossless PNG: both decoders agree
-            assert s["depth.png"].dtype == np.uint16 and s["depth.png"].max() > 255 * 20  # real LiDAR: tens of m
-            np.testing.assert_array_equal(s["depth.png"] / np.float32(256), sample.depth)
+            assert s["depth.pts"].dtype == np.uint16 and s["depth.pts"].max() > 255 * 20  # real LiDAR: tens of m
+            np.testing.assert_array_equal(s["depth.pts"] / np.float32(256), sample.depth)
 
 
 def test_a_label_map_of_the_wrong_kind_is_refused():
@@ -133,3 +159,13 @@ def test_a_label_map_of_the_wrong_kind_is_refused():
         decode_label_png(".seg.png", b"not a png")
     assert decode_label_png(".png", eight_bit) is None  # the image member is not a label map
     assert decode_label_png(".meta.json", b"{}") is None
+
+
+def test_a_corrupt_depth_points_member_is_a_decode_error_naming_it():
+    data = encode_depth_points(np.eye(3, dtype=np.uint16))
+    with pytest.raises(DecodeError, match=r"^depth\.pts: starts with b'XPT1', expected b'DPT1'"):
+        decode_depth_member(".depth.pts", b"X" + data[1:])
+    with pytest.raises(DecodeError, match=r"^depth\.pts: the point stream does not inflate"):
+        decode_depth_member(".depth.pts", data[:-3])
+    np.testing.assert_array_equal(decode_depth_member(".depth.pts", data), np.eye(3, dtype=np.uint16))
+    assert decode_depth_member(".depth.png", data) is None  # not its member

@@ -9,10 +9,12 @@ import pytest
 from conftest import assert_fails_before_writing, ingest_cli
 
 from mtl_data.errors import MtlDataError
-from mtl_data.schema.sample import TASKS, Det2D, Det3D, Lanes, Sample, Sign, Steer, make_key
+from mtl_data.schema.geometry import MAX_DEPTH_M
+from mtl_data.schema.sample import SCHEMA_VERSION, TASKS, Det2D, Det3D, Lanes, Sample, Sign, Steer, make_key
 from mtl_data.schema.taxonomy import DET_CLASSES, DET_TABLES, IGNORE, det_class_map
-from mtl_data.schema.validate import validate
-from mtl_data.shards.codec import decode_sample, encode_sample
+from mtl_data.schema.validate import validate, validate_meta
+from mtl_data.shards.codec import DecodeError, decode_sample, encode_sample
+from mtl_data.shards.depthpoints import decode_depth_points, encode_depth_points
 
 KITTI_NATIVE = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 
@@ -173,7 +175,7 @@ def test_codec_round_trip_is_lossless_for_every_label_and_png_image():
         "png",
         "meta.json",
         "seg.png",
-        "depth.png",
+        "depth.pts",
         "det2d.json",
         "det3d.json",
         "steer.json",
@@ -210,9 +212,9 @@ def test_decoding_only_some_tasks_leaves_the_other_labels_unread():
     assert back.tasks == ("det2d", "lane")
     np.testing.assert_array_equal(back.det2d.boxes, sample.det2d.boxes)
     # an unrequested label is not even read: a corrupt depth member does not matter
-    members["depth.png"] = b"not a png"
+    members["depth.pts"] = b"not depth points"
     assert decode_sample(sample.key, members, tasks=["seg"]).tasks == ("seg",)
-    with pytest.raises(ValueError, match="depth.png"):
+    with pytest.raises(ValueError, match="depth.pts"):
         decode_sample(sample.key, members)
 
 
@@ -247,12 +249,52 @@ def test_meta_json_carries_the_documented_keys():
 
 
 def test_depth_member_is_uint16_metres_times_256():
-    import cv2
-
     sample = full_sample()
-    png = cv2.imdecode(np.frombuffer(dict(encode_sample(sample))["depth.png"], np.uint8), cv2.IMREAD_UNCHANGED)
-    assert png.dtype == np.uint16
-    np.testing.assert_array_equal(png, np.rint(sample.depth * 256).astype(np.uint16))
+    points = decode_depth_points(dict(encode_sample(sample))["depth.pts"])
+    assert points.size == sample.size and points.value.dtype == np.uint16
+    np.testing.assert_array_equal(points.to_map(), np.rint(sample.depth * 256).astype(np.uint16))
+
+
+def test_new_samples_carry_schema_2_and_every_readable_version_validates():
+    meta = json.loads(dict(encode_sample(full_sample()))["meta.json"])
+    assert meta["schema"] == SCHEMA_VERSION == 2
+    for version in (1, 2):
+        assert validate_meta(meta | {"schema": version}) == []
+    for version in (0, 3, None, True, "2"):
+        assert validate_meta(meta | {"schema": version}) == [
+            f"meta.json schema {version!r}, this tool reads schema versions 1 and 2"
+        ]
+
+
+@pytest.mark.parametrize("value", [256.0, 300.0, -1.0, np.nan, np.inf])
+def test_encoding_a_depth_the_uint16_cannot_hold_is_an_error_not_a_wrap(value):
+    depth = full_sample().depth.copy()
+    depth[3, 4] = value
+    with pytest.raises(ValueError, match=r"1 value\(s\) outside \[0, 255.996\] m .*quantize_depth"):
+        encode_sample(full_sample(depth=depth))
+
+
+def test_the_largest_storable_depth_encodes():
+    depth = full_sample().depth.copy()
+    depth[3, 4] = MAX_DEPTH_M
+    back = decode_sample("k", dict(encode_sample(full_sample(depth=depth))))
+    assert back.depth[3, 4] == MAX_DEPTH_M
+
+
+def test_a_sample_with_both_depth_members_does_not_decode():
+    sample = full_sample()
+    members = dict(encode_sample(sample))
+    members["depth.png"] = members["depth.pts"]
+    with pytest.raises(DecodeError, match="both depth.png and depth.pts"):
+        decode_sample(sample.key, members)
+
+
+def test_depth_points_of_another_size_than_meta_json_do_not_decode():
+    sample = full_sample()
+    members = dict(encode_sample(sample))
+    members["depth.pts"] = encode_depth_points(np.ones((24, 31), np.uint16))
+    with pytest.raises(DecodeError, match=r"depth.pts: a 24x31 map, but meta.json size is \[24, 32\]"):
+        decode_sample(sample.key, members)
 
 
 def test_jpeg_image_is_close_and_keeps_rgb_channel_order():

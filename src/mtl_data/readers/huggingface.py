@@ -13,12 +13,16 @@ unified schema. Decisions (docs/readers.md):
 - one row per sample, one column per task named after it (and ``lane_lines``, the polylines of
   ``lane.json``, beside the ``lane`` mask); a task the sample does not label is None (never an
   empty label: a KITTI frame with no objects has ``det2d`` with zero boxes);
-- ``image``, ``seg``, ``depth`` and ``lane`` are top-level ``datasets.Image()`` columns holding the
-  stored PNG / JPEG bytes as they are in the tar (no re-encoding, the Arrow cache stays
-  compact), decoded by Pillow on access: ``seg`` and ``lane`` mode ``L`` (uint8), ``depth`` mode
-  ``I;16``, so ``np.asarray(row["depth"])`` is the stored uint16 (metres = value / 256, 0 = no
-  measurement). Not inside a struct: ``with_format("numpy")`` then fails on the struct's
-  list-of-lists fields (``ValueError: The truth value of an array ... is ambiguous``);
+- ``image``, ``seg`` and ``lane`` are top-level ``datasets.Image()`` columns holding the stored
+  PNG / JPEG bytes as they are in the tar (no re-encoding, the Arrow cache stays compact),
+  decoded by Pillow on access: ``seg`` and ``lane`` mode ``L`` (uint8). Not inside a struct:
+  ``with_format("numpy")`` then fails on the struct's list-of-lists fields (``ValueError: The
+  truth value of an array ... is ambiguous``);
+- ``depth`` is a ``binary`` column holding the ``depth.pts`` bytes as stored (schema 2; a schema 1
+  shard's ``depth.png`` is converted to the same bytes, losslessly, so one column type covers
+  both). No ``datasets`` feature decodes them: ``depth_map(row["depth"])`` gives the (H, W) uint16
+  ``round(metres * 256)``, 0 = no measurement (or ``shards.depthpoints``' numpy snippet, without
+  this package);
 - boxes are lists of lists in the schema's units: ``det2d.boxes`` ``[x1, y1, x2, y2]`` px of
   the stored image, ``det3d.boxes`` ``[x, y, z, l, w, h, yaw]`` m / rad in the optical frame,
   class ids as int64; a per-box list the source has not is None. Inside a task's struct no list
@@ -41,7 +45,9 @@ import polars as pl
 
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Sample
-from mtl_data.shards.codec import IMAGE_FORMATS, DecodeError, decode_sample
+from mtl_data.shards.codec import IMAGE_FORMATS, DecodeError, decode_sample, depth_to_uint16
+from mtl_data.shards.depthpoints import EXTENSION as DEPTH_POINTS
+from mtl_data.shards.depthpoints import decode_depth_points, encode_depth_points
 from mtl_data.shards.reader import ShardSet, labels_any
 from mtl_data.shards.tario import iter_tar_samples
 
@@ -49,7 +55,28 @@ if TYPE_CHECKING:
     import datasets
 
 #: the members whose bytes go into ``Image`` columns as stored: column -> member extension.
-_PNG_COLUMNS = {"seg": "seg.png", "depth": "depth.png", "lane": "lane.png"}
+_PNG_COLUMNS = {"seg": "seg.png", "lane": "lane.png"}
+
+
+#: zero bytes put back after a ``numpy.bytes_`` value (see ``depth_map``); the zlib stream's end is
+#: its own, so any more than were dropped are ignored.
+_NUL_PAD = b"\0" * 64
+
+
+def depth_map(data: bytes) -> np.ndarray:
+    """The (H, W) uint16 depth map of a ``depth`` column value (``depth.pts`` bytes).
+
+    ``round(metres * 256)``, 0 = no measurement: metres = ``depth_map(row["depth"]) / 256``.
+    Takes the value as any format gives it: ``bytes``, or the ``numpy.bytes_`` of
+    ``with_format("numpy")``, which drops trailing NUL bytes (a zlib stream's checksum ends in
+    one for about 1 row in 256); they are put back here.
+
+    Raises:
+        ValueError: the bytes are not a well-formed ``depth.pts`` member.
+    """
+    if isinstance(data, np.bytes_):
+        data = bytes(data) + _NUL_PAD
+    return decode_depth_points(bytes(data)).to_map()
 
 
 def _datasets():
@@ -91,7 +118,7 @@ def hf_features() -> datasets.Features:
             "tasks": Seq(text),  # the task columns below that are not None, in TASKS order
             "image": Image(),
             "seg": Image(),  # 8-bit: unified class id, 255 = ignore
-            "depth": Image(),  # 16-bit: round(metres * 256), 0 = no measurement
+            "depth": Value("binary"),  # depth.pts bytes: depth_map(value) -> (H, W) uint16 round(m * 256)
             "det2d": {
                 "boxes": boxes,  # [x1, y1, x2, y2] px of the stored image
                 "classes": Seq(i64),
@@ -126,10 +153,13 @@ def webdataset_features() -> datasets.Features:
 
     Given the features, the builder skips its inference from the first samples (which is what
     refuses partial labels) and fills a member a sample lacks with None. Columns are the member
-    names (``jpg``/``png``, ``meta.json``, ``seg.png`` ...), typed as in ``hf_features``, plus the
-    builder's ``__key__`` and ``__url__``. The builder decodes ``meta.json`` into a fixed struct,
-    so the source-specific meta keys and ``notes`` are dropped (``to_hf_dataset`` keeps them).
-    Needs ``datasets`` >= 2.21: earlier builders raise ``KeyError`` on an absent image member.
+    names (``jpg``/``png``, ``meta.json``, ``seg.png`` ...), typed as in ``hf_features``, plus
+    the builder's ``__key__`` and ``__url__``. Depth is ``depth.pts`` (binary, read it with
+    ``depth_map``) in schema 2 shards and ``depth.png`` (Pillow ``I;16``, the uint16 map) in
+    schema 1 shards; both columns are declared, the one a shard lacks is None. The builder
+    decodes ``meta.json`` into a fixed struct, so the source-specific meta keys and ``notes``
+    are dropped (``to_hf_dataset`` keeps them). Needs ``datasets`` >= 2.21: earlier builders
+    raise ``KeyError`` on an absent image member.
 
     Raises:
         MtlDataError: ``datasets`` is not installed.
@@ -145,7 +175,8 @@ def webdataset_features() -> datasets.Features:
             **{ext: ds.Image() for ext in IMAGE_FORMATS},
             "meta.json": meta,
             "seg.png": ds.Image(),
-            "depth.png": ds.Image(),
+            DEPTH_POINTS: ds.Value("binary"),
+            "depth.png": ds.Image(),  # schema 1 shards
             "det2d.json": f["det2d"],
             "det3d.json": f["det3d"],
             "steer.json": f["steer"],
@@ -168,7 +199,8 @@ def _image(data: bytes) -> dict:
 
 
 def sample_row(sample: Sample, members: dict[str, bytes]) -> dict:
-    """The ``hf_features`` row of a decoded sample; ``members`` give the stored image and PNG bytes."""
+    """The ``hf_features`` row of a decoded sample; ``members`` give the stored image, PNG and
+    ``depth.pts`` bytes."""
     image_ext = next(e for e in IMAGE_FORMATS if e in members)
     row = {
         "key": sample.key,
@@ -187,6 +219,10 @@ def sample_row(sample: Sample, members: dict[str, bytes]) -> dict:
     }
     for task, ext in _PNG_COLUMNS.items():
         row[task] = None if getattr(sample, task) is None else _image(members[ext])
+    row["depth"] = None
+    if sample.depth is not None:  # a schema 1 depth.png becomes the same map's depth.pts
+        stored = members.get(DEPTH_POINTS)
+        row["depth"] = stored if stored is not None else encode_depth_points(depth_to_uint16(sample.depth))
     d2, d3, s, g, la = sample.det2d, sample.det3d, sample.steer, sample.sign, sample.lane
     row["det2d"] = None
     if d2 is not None:

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+#: the schema version ``meta.json`` carries in the samples this tool writes.
+SCHEMA_VERSION = 2
+
+#: the schema versions this tool reads, and what changed between them (nothing else did):
+#: 1 = depth as ``depth.png`` (16-bit PNG of the whole frame);
+#: 2 = depth as ``depth.pts`` (the measured pixels only, ``shards.depthpoints``).
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 
 #: the seven tasks, in the order their members are written to a shard.
 TASKS: tuple[str, ...] = ("seg", "depth", "det2d", "det3d", "steer", "sign", "lane")

@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from mtl_data.schema.geometry import DEPTH_SCALE, MAX_DEPTH_M
-from mtl_data.schema.sample import IGNORE_INDEX, SCHEMA_VERSION, Sample
+from mtl_data.schema.sample import IGNORE_INDEX, READABLE_SCHEMA_VERSIONS, Sample
 
 _KEY_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 SPLITS = ("train", "val", "test")
@@ -120,9 +120,12 @@ def _check_det3d(sample: Sample, num_classes: int | None) -> list[str]:
 
 
 def validate_meta(meta: dict) -> list[str]:
-    """Problems of a decoded ``meta.json`` (its required keys and the schema version)."""
+    """Problems of a decoded ``meta.json`` (its required keys and a readable schema version)."""
     required = ("schema", "source", "split", "id", "sequence", "size", "orig_size", "K", "timestamp_us", "tasks")
     problems = [f"meta.json lacks {k!r}" for k in required if k not in meta]
-    if meta.get("schema") != SCHEMA_VERSION:
-        problems.append(f"meta.json schema {meta.get('schema')!r}, this tool reads {SCHEMA_VERSION}")
+    # bool is an int to Python: ``true`` must not pass as version 1
+    version = meta.get("schema")
+    if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_SCHEMA_VERSIONS)
+        problems.append(f"meta.json schema {version!r}, this tool reads schema versions {readable}")
     return problems

@@ -7,7 +7,9 @@ Member names are ``<key>.<ext>`` with these extensions (a public contract: add, 
 ``meta.json``         schema version, source, split, id, sequence, size, orig_size, K,
                       timestamp_us, tasks (+ ``sign_roi`` and any source extras)
 ``seg.png``           8-bit class ids, 255 = ignore
-``depth.png``         16-bit ``round(metres * 256)``, 0 = no measurement
+``depth.pts``         the measured pixels: row-major index + uint16 ``round(metres * 256)``
+                      (``shards.depthpoints``); schema 1 shards hold ``depth.png`` instead, a
+                      16-bit PNG of the same values with 0 = no measurement (still read)
 ``det2d.json``        ``{"boxes", "classes", "ignore"}`` + optional per-box lists
 ``det3d.json``        ``{"boxes": [[x, y, z, l, w, h, yaw]], "classes"}`` + optional ``rotation``
 ``steer.json``        ``{"angle_deg", "speed_kmh", "gap_ms"}``
@@ -16,6 +18,8 @@ Member names are ``<key>.<ext>`` with these extensions (a public contract: add, 
 ====================  =========================================================================
 
 Labels round-trip exactly; the image does too with ``png`` (``jpg`` is lossy by design).
+``encode_sample`` writes schema ``SCHEMA_VERSION`` (2); ``decode_sample`` reads every version in
+``READABLE_SCHEMA_VERSIONS`` (a sample's depth member says which it is).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mtl_data.schema.geometry import DEPTH_SCALE
+from mtl_data.schema.geometry import DEPTH_SCALE, MAX_DEPTH_M
 from mtl_data.schema.sample import SCHEMA_VERSION, TASKS, Det2D, Det3D, Lanes, Sample, Sign, Steer
+from mtl_data.shards.depthpoints import EXTENSION as DEPTH_POINTS
+from mtl_data.shards.depthpoints import decode_depth_points, encode_depth_points
 from mtl_data.shards.png import decode_png
 
 IMAGE_FORMATS = ("jpg", "png")
@@ -116,10 +122,33 @@ def meta_dict(sample: Sample) -> dict:
     return meta
 
 
+def depth_to_uint16(depth: np.ndarray) -> np.ndarray:
+    """The stored (H, W) uint16 ``round(metres * 256)`` of an (H, W) float32 depth map in metres.
+
+    Raises:
+        ValueError: a depth is negative, not finite or beyond ``MAX_DEPTH_M``: the uint16 cast
+            would wrap it (or make NaN 0) silently. ``schema.validate`` rejects such maps and
+            ``geometry.quantize_depth`` clips them; this guards callers that skip both.
+    """
+    scaled = depth * np.float32(DEPTH_SCALE)
+    np.rint(scaled, out=scaled)
+    if scaled.size and not (scaled.min() >= 0 and scaled.max() <= 65535):  # False for NaN too
+        bad = depth[~((scaled >= 0) & (scaled <= 65535))]  # (k,) the offending values
+        raise ValueError(
+            f"depth holds {bad.size} value(s) outside [0, {MAX_DEPTH_M:.3f}] m (e.g. {float(bad.flat[0])}), "
+            "which uint16 round(metres * 256) cannot store; clip with geometry.quantize_depth"
+        )
+    return scaled.astype(np.uint16)
+
+
 def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int = 95) -> list[tuple[str, bytes]]:
     """Encode a sample into ``(extension, bytes)`` members, in the order they are written.
 
     The order is fixed (image, meta, then tasks in ``TASKS`` order) so shards are reproducible.
+
+    Raises:
+        ValueError: a depth the stored uint16 cannot hold (``depth_to_uint16``), or ``extra``
+            meta keys that clash with the standard ones.
     """
     members = [
         (image_format, encode_image(sample.image, image_format, jpeg_quality)),
@@ -128,9 +157,7 @@ def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int =
     if sample.seg is not None:
         members.append(("seg.png", _png(sample.seg, LABEL_PNG_PARAMS)))
     if sample.depth is not None:
-        scaled = sample.depth * np.float32(DEPTH_SCALE)
-        np.rint(scaled, out=scaled)
-        members.append(("depth.png", _png(scaled.astype(np.uint16), LABEL_PNG_PARAMS)))
+        members.append((DEPTH_POINTS, encode_depth_points(depth_to_uint16(sample.depth))))
     if sample.det2d is not None:
         d = sample.det2d
         doc = {"boxes": d.boxes.tolist(), "classes": d.classes.tolist(), "ignore": d.ignore.tolist()}
@@ -198,6 +225,24 @@ def _load_png(members: dict[str, bytes], ext: str) -> np.ndarray:
     return arr
 
 
+def _load_depth(members: dict[str, bytes], meta: dict) -> np.ndarray:
+    """The (H, W) uint16 depth of ``depth.pts`` (schema 2) or ``depth.png`` (schema 1)."""
+    if "depth.png" in members and DEPTH_POINTS in members:
+        raise DecodeError(f"both depth.png and {DEPTH_POINTS}: a sample holds one depth member")
+    if "depth.png" in members:
+        return _load_png(members, "depth.png")
+    try:
+        points = decode_depth_points(members[DEPTH_POINTS])
+    except ValueError as exc:  # its messages start with the member's name
+        raise DecodeError(str(exc)) from None
+    size = meta.get("size")
+    if size is not None and list(points.size) != list(size):
+        raise DecodeError(
+            f"{DEPTH_POINTS}: a {points.size[0]}x{points.size[1]} map, but meta.json size is {size} (height, width)"
+        )
+    return points.to_map()
+
+
 def _boxes(values: list, width: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1, width)
 
@@ -242,9 +287,9 @@ def decode_sample(
     det2d = det3d = steer = sign = lane = seg = depth = None
     if "seg.png" in members:
         seg = _load_png(members, "seg.png")
-    if "depth.png" in members:
+    if "depth.png" in members or DEPTH_POINTS in members:
         # One pass uint16 -> float32 metres; multiplying by 1/256 (a power of two) is exact.
-        depth = np.multiply(_load_png(members, "depth.png"), np.float32(1.0 / DEPTH_SCALE), dtype=np.float32)
+        depth = np.multiply(_load_depth(members, meta), np.float32(1.0 / DEPTH_SCALE), dtype=np.float32)
     if "det2d.json" in members:
         d = _load_json(members, "det2d.json")
         det2d = Det2D(

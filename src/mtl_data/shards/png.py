@@ -1,12 +1,13 @@
 """Fast decoding of the label PNGs this project writes, with OpenCV for every other PNG.
 
-The label maps (``seg.png``, ``lane.png``: 8-bit grey; ``depth.png``: 16-bit grey) are written
-with no PNG row filter (``codec.LABEL_PNG_PARAMS``), so decoding one is an inflate and a
-reshape. libpng inflates with stock zlib, which is most of its time: 2.3 ms for a KITTI depth
-map, 4.6 ms for an A2D2 seg map; zlib-ng inflates the same streams in 0.3 ms (measured in
-BENCHMARKS.md, "Loader"). Anything outside that subset (another colour type or bit depth,
-interlacing, a row with a filter, a PNG written by another tool) goes to ``cv2.imdecode``, so
-every valid PNG still decodes, to the same array.
+The label maps (``seg.png``, ``lane.png``: 8-bit grey; schema 1's ``depth.png``: 16-bit grey;
+schema 2 stores depth as ``depth.pts``, ``shards.depthpoints``) are written with no PNG row
+filter (``codec.LABEL_PNG_PARAMS``), so decoding one is an inflate and a reshape. libpng
+inflates with stock zlib, which is most of its time: 2.3 ms for a KITTI depth map, 4.6 ms for an
+A2D2 seg map; zlib-ng inflates the same streams in 0.3 ms (measured in BENCHMARKS.md, "Loader").
+Anything outside that subset (another colour type or bit depth, interlacing, a row with a
+filter, a PNG written by another tool) goes to ``cv2.imdecode``, so every valid PNG still
+decodes, to the same array.
 
 PNG layout used here (ISO/IEC 15948): an 8-byte signature, then chunks of
 ``length (4, big-endian) | type (4) | data | CRC (4)``; IHDR holds width, height, bit depth,
