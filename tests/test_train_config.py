@@ -87,6 +87,8 @@ def full_config(mix: object) -> TrainConfig:
             lane_rows=56,
             shuffle_buffer=64,
             reduced_decode=False,
+            shared_ring=False,
+            jpeg_decoder="opencv",
             pin_memory=True,
             prefetch_factor=4,
             mp_context="spawn",
