@@ -132,26 +132,20 @@ def place_depth_points(index: np.ndarray, value: np.ndarray, pl: Placement) -> n
         (H, W) uint16 map, ``pl.out_size``.
     """
     (src_h, src_w), (nh, nw), (out_h, out_w) = pl.src_size, pl.content_size, pl.out_size
-    rows, cols = np.divmod(index, src_w)
+    # uint32 throughout (a frame has < 2^32 pixels): its division and gathers are 2-4x faster
+    rows, cols = np.divmod(np.asarray(index).astype(np.uint32, copy=False), np.uint32(src_w))
     # Per source row / column its output row / column (what resize_sparse_depth computes per
     # point), looked up: a few thousand table entries instead of float maths on every point.
-    row_of = _pixel_map(src_h, nh, pl.top) * out_w  # (h,) output row offsets
-    col_of = _pixel_map(src_w, nw, pl.left)  # (w,)
-    target = row_of[rows] + col_of[cols]  # (n,) flat output pixels
-    # Nearest wins, exactly, without sorting: write every point (NumPy keeps one of the values
-    # written to a shared pixel, in no promised order), then rewrite the points whose pixel
-    # holds a larger value than theirs until none does. Each round strictly lowers every pixel
-    # it touches, so it ends, at the minimum; real frames need 2-4 rounds over ever fewer
-    # points: ~0.1 ms for 20k points, where a stable argsort costs ~0.2 ms and
-    # np.minimum.at ~1 ms.
-    out = np.zeros(out_h * out_w, np.uint16)
-    out[target] = value
-    while True:
-        larger = out[target] > value  # (m,) points beaten by a farther one
-        if not larger.any():
-            break
-        target, value = target[larger], value[larger]
-        out[target] = value
+    row_of = (_pixel_map(src_h, nh, pl.top) * out_w).astype(np.uint32)  # (h,) output row offsets
+    col_of = _pixel_map(src_w, nw, pl.left).astype(np.uint32)  # (w,)
+    target = row_of[rows]
+    target += col_of[cols]  # (n,) flat output pixels
+    # Nearest wins: np.minimum.at (a fast unbuffered loop in NumPy 2: 2 ms for a million
+    # points). Values are shifted down by one so that the fill 0xFFFF is above every point and
+    # wraps to 0 (no measurement) when shifted back: exact for the whole uint16 range.
+    out = np.full(out_h * out_w, 0xFFFF, np.uint16)
+    np.minimum.at(out, target, np.asarray(value, np.uint16) - np.uint16(1))
+    out += np.uint16(1)
     return out.reshape(out_h, out_w)
 
 
