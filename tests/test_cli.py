@@ -8,6 +8,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -257,3 +259,30 @@ def test_second_identical_ingest_leaves_the_complete_split_byte_identical(cli, k
     assert "Traceback" not in result.err
     assert any("train" in ln and "already complete" in ln for ln in result.error_lines), result.err
     assert _files(kitti) == before
+
+
+def test_inspect_pictures_show_depth_as_a_16_bit_png_and_in_colour(cli, kitti_real, tmp_path):
+    out = tmp_path / "shards"
+    _ingested(cli, kitti_real, out)
+    pictures = tmp_path / "pictures"
+    result = cli("inspect", out, "--key", "kitti_train_000001", "--pictures", pictures)
+    assert result.code == 0, result.err
+    names = sorted(p.name for p in pictures.iterdir())
+    assert names == [f"kitti_train_000001.{e}" for e in ("depth.png", "depth_colour.png", "jpg")]
+    sample = ShardSet.open(out).read_sample("kitti_train_000001")
+    stored = cv2.imread(str(pictures / "kitti_train_000001.depth.png"), cv2.IMREAD_UNCHANGED)
+    assert stored.dtype == np.uint16  # what schema 1's depth.png held, bit for bit
+    np.testing.assert_array_equal(stored, np.rint(sample.depth * 256).astype(np.uint16))
+    colour = cv2.imread(str(pictures / "kitti_train_000001.depth_colour.png"))
+    assert colour.shape == (*sample.size, 3)
+    lit = colour.any(axis=2)
+    near_a_point = cv2.dilate((sample.depth > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    np.testing.assert_array_equal(lit, near_a_point)  # every point drawn, 5x5; black elsewhere
+    assert f"wrote {pictures / 'kitti_train_000001.depth.png'}" in result.out
+
+
+def test_inspect_pictures_needs_a_key(cli, kitti_real, tmp_path):
+    out = tmp_path / "shards"
+    _ingested(cli, kitti_real, out)
+    line = cli("inspect", out, "--pictures", tmp_path / "p").one_error_line()
+    assert "--pictures draws one sample: give its --key too" in line

@@ -337,10 +337,18 @@ DEFAULT_SHARDS_ARG = click.argument("shards", type=click.Path(file_okay=False, p
 @cli.command()
 @DEFAULT_SHARDS_ARG
 @click.option("--key", default=None, help="show one sample's members and decoded labels")
-def inspect(shards: Path, key: str | None) -> None:
+@click.option(
+    "--pictures",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="with --key: write its image and labels as pictures to this folder (depth as a 16-bit PNG and in colour)",
+)
+def inspect(shards: Path, key: str | None, pictures: Path | None) -> None:
     """Counts per source, split and task of SHARDS (default ./shards); or one sample in detail (--key)."""
     ss = ShardSet.open(shards)
     if key is None:
+        if pictures is not None:
+            raise MtlDataError("--pictures draws one sample: give its --key too")
         click.echo(_table(ss.counts()))
         return
     members = ss.read_members(key)
@@ -359,6 +367,44 @@ def inspect(shards: Path, key: str | None) -> None:
         click.echo(f"  K: fx {k[0, 0]:.2f} fy {k[1, 1]:.2f} cx {k[0, 2]:.2f} cy {k[1, 2]:.2f}")
     for line in _label_lines(sample, names):
         click.echo("  " + line)
+    if pictures is not None:
+        for path in _write_pictures(sample, pictures):
+            click.echo(f"  wrote {path}")
+
+
+def _write_pictures(sample, folder: Path) -> list[Path]:
+    """The sample's image and dense labels as pictures any viewer opens: ``KEY.jpg``,
+    ``KEY.depth.png`` (16-bit ``round(m * 256)``, the schema-1 member, bit for bit),
+    ``KEY.depth_colour.png`` (log depth in TURBO colours, black = no measurement, nearest
+    points dilated so that sparse LiDAR stays visible), ``KEY.seg.png`` / ``KEY.lane.png``
+    (ids as stored, 8-bit). Returns the paths written."""
+    import cv2
+
+    from mtl_data.schema.geometry import MAX_DEPTH_M
+    from mtl_data.shards.codec import LABEL_PNG_PARAMS, depth_to_uint16, encode_image
+    from mtl_data.train.draw import colorize_depth  # numpy + OpenCV only, no torch
+
+    def png(array: np.ndarray, params=()) -> bytes:
+        return cv2.imencode(".png", array, list(params))[1].tobytes()
+
+    out = {f"{sample.key}.jpg": encode_image(sample.image, "jpg", 95)}
+    if sample.depth is not None:
+        out[f"{sample.key}.depth.png"] = png(depth_to_uint16(sample.depth), LABEL_PNG_PARAMS)
+        valid = sample.depth[sample.depth > 0]
+        far = float(min(MAX_DEPTH_M, max(2.0, valid.max()))) if valid.size else 100.0
+        # one LiDAR point is one pixel: grey-scale erosion spreads each to 5x5, nearest first
+        empty = np.finfo(np.float32).max  # what erode pads the border with too
+        spread = np.where(sample.depth > 0, sample.depth, empty).astype(np.float32)
+        spread = cv2.erode(spread, np.ones((5, 5), np.uint8))
+        spread[spread == empty] = 0
+        colour = colorize_depth(spread, far, min_m=min(1.0, far / 2))
+        out[f"{sample.key}.depth_colour.png"] = png(cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))
+    for task in ("seg", "lane"):
+        label = getattr(sample, task)
+        array = None if label is None else (label if task == "seg" else label.mask)
+        if array is not None:
+            out[f"{sample.key}.{task}.png"] = png(np.asarray(array, np.uint8), LABEL_PNG_PARAMS)
+    return [write_atomic(folder / name, data) for name, data in out.items()]
 
 
 def _table(df) -> str:
