@@ -74,6 +74,7 @@ bench: setup
 	$(BIN)/python bench/tag.py
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/weighting.py
+	$(BIN)/python bench/datawait.py
 
 clean:
 	rm -rf build $(VENV)

@@ -43,6 +43,10 @@ TINY = {
     "models.py": ["--tiny", "--models", "resnet18-fpn"],
     "tag.py": ["--tiny"],
     "jpeg.py": ["--rounds", "1", "--block-ms", "1"],
+    "datawait.py": [
+        *("--frames", "2", "--steps", "3", "--log-every", "1", "--batch-size", "2", "--size", "64x128"),
+        *("--model", "resnet18-fpn", "--workers", "1", "--device", "cpu"),
+    ],
 }
 #: benchmarks that take the synthetic shards of the test session instead of making their own
 #: (trainer.py makes its own: the session's have a larger val split, which its runs evaluate).
@@ -81,6 +85,13 @@ RATIOS = {
     "jpeg.py": [
         *(rf"^  opencv / simplejpeg, factor {f} +(\S+)x$" for f in (1, 2, 4, 8)),
         r"simplejpeg output identical to opencv at every factor: yes",
+    ],
+    # the data-wait fractions are numbers (one may be 0.00%), the resharded / full-size ratios positive
+    "datawait.py": [
+        r"^  data-wait, full-size +\d+\.\d\d%  target < 5%",
+        r"^  data-wait, resharded 512 +\d+\.\d\d%  target < 5%",
+        r"^  resharded / full-size samples/s \(wall\) +(\S+)$",
+        r"^  full-size / resharded worker CPU per sample \(CPU time\) +(\S+)$",
     ],
 }
 
