@@ -15,19 +15,16 @@ import tarfile
 import textwrap
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_error_line, fixture_path
+from conftest import assert_error_line, fixture_path, rewrite_as_schema_1
 
 from mtl_data.cli.main import main
 from mtl_data.schema.sample import SCHEMA_VERSION
-from mtl_data.shards.codec import LABEL_PNG_PARAMS, decode_image
-from mtl_data.shards.depthpoints import decode_depth_points
-from mtl_data.shards.manifest import write_table
-from mtl_data.shards.tario import TarShardWriter, iter_tar_samples
+from mtl_data.shards.codec import decode_image
+from mtl_data.shards.tario import iter_tar_samples
 
 SIDE = 300
 A2D2_SCENE, A2D2_PREFIX, A2D2_ID = "20180807_145028", "20180807145028", "000006882"
@@ -102,34 +99,6 @@ def damage_member(shard: Path, ext: str) -> None:
     start = info.offset_data + info.size // 2
     data[start : start + 64] = bytes(b ^ 0xFF for b in data[start : start + 64])
     shard.write_bytes(bytes(data))
-
-
-def as_schema_1(folder: Path) -> None:
-    """Rewrite a source folder as schema 1 wrote it: sparse depth as a 16-bit ``depth.png`` and
-    ``"schema": 1`` in meta.json; the manifest's offsets and ingest.json's shard sizes follow."""
-    offsets = {}
-    for tar in sorted(folder.glob("*.tar")):
-        samples = list(iter_tar_samples(tar))
-        writer = TarShardWriter(tar.with_suffix(".part"), tar)
-        for key, m in samples:
-            out = []
-            for ext, data in m.items():
-                if ext == "depth.pts":
-                    ok, buf = cv2.imencode(".png", decode_depth_points(data).to_map(), LABEL_PNG_PARAMS)
-                    ext, data = "depth.png", buf.tobytes()
-                elif ext == "meta.json":
-                    meta = json.loads(data)
-                    meta["schema"] = 1
-                    data = json.dumps(meta, separators=(",", ":")).encode()
-                out.append((ext, data))
-            offsets[key] = writer.add(key, out)[1]
-        writer.commit()
-    table = manifest(folder)
-    column = pa.array([offsets[k] for k in table["key"].to_pylist()], pa.int64())
-    write_table(table.set_column(table.schema.get_field_index("offset"), "offset", column), folder / "manifest.parquet")
-    report = json.loads((folder / "ingest.json").read_text())
-    report["shard_bytes"] = {name: (folder / name).stat().st_size for name in report["shard_bytes"]}
-    (folder / "ingest.json").write_text(json.dumps(report))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -222,7 +191,7 @@ def test_jpeg_master_copy_has_every_label_member_byte_identical_and_the_image_wi
 
 def test_schema_1_master_gives_a_current_schema_copy_identical_to_ingest(masters, references, tmp_path):
     master = writable_copy(masters / "kitti", tmp_path / "old" / "kitti")
-    as_schema_1(master)
+    rewrite_as_schema_1(master.parent)
     assert all(json.loads(m["meta.json"])["schema"] == 1 and "depth.png" in m for m in members(master).values())
     out = tmp_path / "copies"
     _main("reshard", master, "--max-side", SIDE, "--to", out, "--workers", 1)

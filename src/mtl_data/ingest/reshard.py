@@ -40,9 +40,8 @@ from mtl_data.ingest.engine import STATE_DIR, ShardSize
 from mtl_data.ingest.registry import Converter, Frame
 from mtl_data.schema.sample import Sample
 from mtl_data.schema.validate import SPLITS
-from mtl_data.shards.codec import IMAGE_FORMATS, DecodeError, decode_sample
 from mtl_data.shards.manifest import MANIFEST_NAME, check_manifest
-from mtl_data.shards.reader import TAR_ERRORS, decode_image_strict, read_class_tables, rebuild_hint
+from mtl_data.shards.reader import DECODE_ERRORS, TAR_ERRORS, decode_members, read_class_tables, rebuild_hint
 from mtl_data.shards.tario import iter_tar_samples
 
 #: what ``check_layout`` and the errors call the input
@@ -138,13 +137,9 @@ class ReshardConverter(Converter):
                 f"byte {frame.offset} holds {found}, not {frame.key!r} as the master's manifest says",
                 hint=self.rebuild_hint(path.name, overwrite=True),
             )
-        image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
-        image, problem = (None, "") if image_ext is None else decode_image_strict(members[image_ext])
         try:
-            if problem:
-                raise DecodeError(f"{image_ext}: corrupt image data ({problem})")
-            return decode_sample(key, members, image=image)
-        except (DecodeError, KeyError, ValueError, TypeError) as exc:
+            return decode_members(key, members)
+        except DECODE_ERRORS as exc:
             raise InputError(
                 path, f"{where} does not decode ({exc})", hint=self.rebuild_hint(path.name, overwrite=True)
             ) from None

@@ -91,6 +91,26 @@ def decode_image_strict(data: bytes, capture: _Fd2Capture | None = None) -> tupl
     return (None, problem) if problem else (image, "")
 
 
+#: what ``decode_members`` raises on content that does not decode (DecodeError, and what
+#: malformed JSON values give).
+DECODE_ERRORS = (DecodeError, KeyError, ValueError, TypeError)
+
+
+def decode_members(key: str, members: dict[str, bytes], strict: bool = True) -> Sample:
+    """``codec.decode_sample`` of one sample's members, its image decoded with
+    ``decode_image_strict`` when ``strict`` (corrupt JPEG data is an error, not a repaired
+    picture).
+
+    Raises:
+        One of ``DECODE_ERRORS``: a member does not decode.
+    """
+    image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
+    image, problem = (None, "") if image_ext is None or not strict else decode_image_strict(members[image_ext])
+    if problem:
+        raise DecodeError(f"{image_ext}: corrupt image data ({problem})")
+    return decode_sample(key, members, image=image)
+
+
 def rebuild_hint(root: Path, shard: str, overwrite: bool = False) -> str:
     """What to do about a damaged shard (``kitti/train-000001.tar`` under ``root``): the ingest
     command that rebuilds it, with the raw root its ``ingest.json`` recorded.
@@ -230,13 +250,9 @@ class ShardSet:
         """
         members = self.read_members(key)
         shard = self.row(key)["shard"]
-        image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
-        image, problem = (None, "") if image_ext is None or not strict else decode_image_strict(members[image_ext])
         try:
-            if problem:
-                raise DecodeError(f"{image_ext}: corrupt image data ({problem})")
-            return decode_sample(key, members, image=image)
-        except (DecodeError, KeyError, ValueError, TypeError) as exc:
+            return decode_members(key, members, strict)
+        except DECODE_ERRORS as exc:
             raise MtlDataError(
                 f"{self.root / shard}: {key} does not decode ({exc}); {rebuild_hint(self.root, shard, overwrite=True)}"
             ) from None
