@@ -44,13 +44,15 @@ demo: setup
 	$(BIN)/mtl-data synth cityscapes --to $(DEMO)/raw/cityscapes
 	$(BIN)/mtl-data ingest cityscapes $(DEMO)/raw/cityscapes --to $(DEMO)/shards --workers 2
 	$(BIN)/mtl-data inspect $(DEMO)/shards
-	$(BIN)/mtl-data inspect $(DEMO)/shards --key kitti_train_000001
+	$(BIN)/mtl-data inspect $(DEMO)/shards --key kitti_train_000001 --pictures $(DEMO)/pictures
 	$(BIN)/mtl-data inspect $(DEMO)/shards --key $$($(BIN)/python -c "import polars as pl; \
 	    print(pl.read_parquet('$(DEMO)/shards/a2d2/manifest.parquet').filter(pl.col('has_det3d') & pl.col('has_steer'))['key'][0])")
 	$(BIN)/mtl-data validate $(DEMO)/shards
 	$(BIN)/mtl-data stats $(DEMO)/shards --json $(DEMO)/stats.json --plots $(DEMO)/plots
 	$(BIN)/mtl-data batches $(DEMO)/shards --mix '$(DEMO)/stats.json#0.5' --batches 2 --workers 2
 	$(BIN)/mtl-data batches $(DEMO)/shards --split val --eval --batch-size 16 --batches 1 --letterbox
+	$(BIN)/mtl-data reshard $(DEMO)/shards --max-side 128 --to $(DEMO)/shards_128 --workers 2
+	$(BIN)/mtl-data batches $(DEMO)/shards_128 --batches 1 --workers 2 --letterbox
 	$(BIN)/mtl-train models
 	$(BIN)/mtl-train --shards $(DEMO)/shards --stats $(DEMO)/stats.json --out $(DEMO)/runs/mtl $(DEMO_TRAIN) --eval-every 20
 	$(BIN)/mtl-train --shards $(DEMO)/shards --out $(DEMO)/runs/stl_seg --mode stl --tasks seg $(DEMO_TRAIN)
