@@ -79,7 +79,7 @@ def test_every_help_is_plain_text_without_rest_markup(cli):
         if found:
             marked[" ".join(("mtl-data", *path))] = found
     assert marked == {}
-    assert len(_command_paths(cli_group)) == 2 + 6 + len(cli_group.commands["ingest"].commands)  # all were read
+    assert len(_command_paths(cli_group)) == 2 + 7 + len(cli_group.commands["ingest"].commands)  # all were read
 
 
 # ---- default folder ---------------------------------------------------------------------------

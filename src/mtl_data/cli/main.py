@@ -1,4 +1,5 @@
-"""``mtl-data``: thin Click commands over the library (ingest, reshard, inspect, validate, stats, batches, synth).
+"""``mtl-data``: thin Click commands over the library (ingest, merge, reshard, inspect, validate, stats,
+batches, synth).
 
 User errors (bad data, bad options, existing outputs, an output that cannot be written) print
 one ``error: ...`` line on stderr and exit 1 (2 for a bad command line); a traceback means a
@@ -28,7 +29,18 @@ from mtl_data.cli.runner import image_size_option, run
 from mtl_data.errors import MtlDataError, OutputError
 from mtl_data.files import make_dirs, write_atomic
 from mtl_data.ingest import CONVERTERS, Converter
-from mtl_data.ingest.engine import ON_ERROR, IngestOptions, ShardSize, ingest_lock, plan_ingest, run_ingest
+from mtl_data.ingest.engine import (
+    ON_ERROR,
+    PARTITIONS_DIR,
+    IngestOptions,
+    ShardSize,
+    ingest_lock,
+    merge_if_complete,
+    merge_partitions,
+    partition_dir,
+    plan_ingest,
+    run_ingest,
+)
 from mtl_data.ingest.reshard import ReshardConverter, check_out_root, master_folders
 from mtl_data.procs import tune_worker_process, usable_cpus
 from mtl_data.schema.taxonomy import TAXONOMY_MODES, read_taxonomy_file
@@ -73,6 +85,15 @@ def _parse_shard_size(ctx, param, value: str) -> ShardSize:
         return ShardSize.parse(value)
     except MtlDataError:
         raise click.BadParameter(f"{value!r}: expected a sample count (1000) or a size (256MB, 1GB, 512MiB)") from None
+
+
+def _parse_partition(ctx, param, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not m or not int(m.group(1)) < int(m.group(2)):
+        raise click.BadParameter(f"{value!r}: expected I/N with 0 <= I < N, e.g. 0/8 ($SLURM_ARRAY_TASK_ID/8)")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _taxonomy(ctx, param, value: str) -> str:
@@ -131,6 +152,13 @@ COMMON_OPTIONS = [
     ),
     click.Option(["--overwrite"], is_flag=True, help="rebuild the requested splits even if complete"),
     click.Option(
+        ["--partition"],
+        default=None,
+        callback=_parse_partition,
+        help="I/N: an array job converting the I-th of N frame ranges into TO/<dataset>/.partitions/; "
+        "the job that completes the last one merges (or: mtl-data merge)",
+    ),
+    click.Option(
         ["--taxonomy"],
         default="unified",
         show_default=True,
@@ -163,8 +191,10 @@ def _converter_options(options_cls: type) -> list[click.Option]:
 def _convert(converter: Converter, out_root: Path, options: IngestOptions) -> None:
     """Run the engine over ``converter`` into ``out_root/<name>``, with a progress bar and a summary."""
     name = converter.name
-    # One run at a time per source folder: a second one says who holds it and exits.
-    with _writes_to("--to"), ingest_lock(out_root / name):
+    # One run at a time per source folder (per partition folder for array jobs): a second one
+    # says who holds it and exits.
+    held = out_root / name if options.partition is None else partition_dir(out_root / name, *options.partition)
+    with _writes_to("--to"), ingest_lock(held):
         plan = plan_ingest(converter, out_root, options)
         tune_worker_process()  # with --workers 1 this process converts the frames itself
         complete = [sp.split for sp in plan.splits if sp.status == "complete"]
@@ -187,10 +217,24 @@ def _convert(converter: Converter, out_root: Path, options: IngestOptions) -> No
             leave=False,
         ) as bar:
             report = run_ingest(plan, progress=bar.update)
+    part = ""
+    if options.partition is not None and plan.out_dir != out_root / name:
+        index, count = options.partition
+        with _writes_to("--to"):
+            merged = merge_if_complete(out_root / name, count)
+        if merged is None:
+            part = f" (partition {index}/{count})"
+            click.echo(
+                f"{name}: partition {index}/{count} complete; the job that completes the last of the {count} "
+                f"merges them, or run: mtl-data merge {out_root / name}",
+                err=True,
+            )
+        else:
+            report, plan.out_dir = merged, out_root / name
     for split, info in report["splits"].items():
         tasks = ", ".join(f"{t} {n}" for t, n in info["tasks"].items() if n)
         click.echo(
-            f"{name}/{split}: {info['samples']} samples in {info['shards']} shards, "
+            f"{name}/{split}{part}: {info['samples']} samples in {info['shards']} shards, "
             f"{info['rejects']} rejected; labels: {tasks or 'none'}"
         )
     click.echo(f"-> {plan.out_dir}")
@@ -243,6 +287,36 @@ def _plain_help(doc: str) -> str:
 
 for _name in sorted(CONVERTERS):
     ingest.add_command(_ingest_command(_name))
+
+
+@cli.command()
+@click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def merge(shards: Path) -> None:
+    """Merge the partitions of array jobs (ingest --partition I/N) into the final shards.
+
+    SHARDS is a source folder (TO/<dataset>) or a shards root (each source with partitions).
+    The result is byte for byte what one ingest with the same options writes; the partitions
+    are removed afterwards.
+    """
+    folders = (
+        [shards]
+        if (shards / PARTITIONS_DIR).is_dir()
+        else sorted(p.parent for p in shards.glob(f"*/{PARTITIONS_DIR}") if p.is_dir())
+    )
+    if not folders:
+        raise MtlDataError(
+            f"{shards}: no partitions to merge (no {PARTITIONS_DIR}/ folder in it or its sub-folders); "
+            f"run mtl-data ingest SOURCE RAW --to OUT --partition I/N for each I first"
+        )
+    for folder in folders:
+        with _writes_to("SHARDS"), ingest_lock(folder):
+            report = merge_partitions(folder)
+        for split, info in report["splits"].items():
+            click.echo(
+                f"{folder.name}/{split}: {info['samples']} samples in {info['shards']} shards, "
+                f"{info['rejects']} rejected"
+            )
+        click.echo(f"-> {folder}")
 
 
 # ---- reshard ----------------------------------------------------------------------------------

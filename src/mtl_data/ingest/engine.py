@@ -9,6 +9,7 @@ Output of one source (``OUT/<source>/``)::
     ingest.json              tool version, options, root, counts, shard sizes, time
     .ingest/                 resume state while an ingest runs (removed when complete)
     ingest.lock              while a run holds the folder (``ingest_lock``; removed at its end)
+    .partitions/I-of-N/      array jobs' output (``--partition I/N``) until they are merged
 
 How a run proceeds, per split: frames are listed and sorted by the converter; they are converted
 by a process pool and consumed **in order**, so the output does not depend on the worker count.
@@ -24,6 +25,13 @@ shard's size: a re-run finds a complete split whose shard is missing or has anot
 A write that fails (disk full, read-only folder) is one ``OutputError`` naming the file; the
 temporary file is deleted and the finished shards are kept, so the same command resumes.
 Two runs never write one source folder at once: ``ingest_lock``.
+
+Array jobs (``--partition I/N``): job I converts the I-th contiguous range of each split's
+frame list (``partition_range``) into ``.partitions/I-of-N/``, a folder of the same kind
+(chunk tars, sidecars under its own ``.ingest/``, so a killed job resumes) completed by a
+``partition.json``; it never touches the final shards. ``merge_partitions`` then feeds every
+partition's samples, in frame order, through the single run's writer (``_write_results``) and
+``_finalize``: shard boundaries, names, offsets and every file are a single run's, byte for byte.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ from mtl_data.schema.sample import TASKS
 from mtl_data.schema.validate import SPLITS, validate
 from mtl_data.shards.codec import encode_sample
 from mtl_data.shards.manifest import MANIFEST_NAME, SCHEMA, rows_to_table, sample_row, write_table
-from mtl_data.shards.tario import TarShardWriter
+from mtl_data.shards.tario import TarShardWriter, iter_tar_samples
 
 try:
     import fcntl
@@ -66,6 +74,8 @@ except ImportError:  # pragma: no cover - Windows: no flock, runs are not locked
 
 STATE_DIR = ".ingest"
 LOCK_NAME = "ingest.lock"
+PARTITIONS_DIR = ".partitions"
+PARTITION_JSON = "partition.json"
 ON_ERROR = ("fail", "skip")
 _SIZE_UNITS = {"": None, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -106,6 +116,7 @@ class IngestOptions:
     on_error: str = "fail"
     overwrite: bool = False
     workers: int = 1
+    partition: tuple[int, int] | None = None  # (I, N): convert only the I-th of N frame ranges
 
     def output_fields(self) -> dict:
         """The options that change the bytes of a split's output (not workers, splits, ...)."""
@@ -142,6 +153,22 @@ class Plan:
     def remaining(self) -> int:
         """Frames still to convert in this run."""
         return sum(len(s.frames) - s.start for s in self.splits if s.status != "complete")
+
+
+class LockHeld(MtlDataError):
+    """Another run holds a source folder (``ingest_lock``)."""
+
+
+@dataclass(frozen=True)
+class RecordedSource:
+    """What ``_finalize`` needs of a converter, as a partition recorded it (``merge_partitions``)."""
+
+    name: str
+    root: Path
+    classes: dict
+
+    def class_tables(self) -> dict:
+        return self.classes
 
 
 @dataclass
@@ -204,7 +231,7 @@ def _acquire(path: Path) -> int:
         except BlockingIOError:
             holder = _lock_holder(fd)
             os.close(fd)
-            raise MtlDataError(
+            raise LockHeld(
                 f"{path.parent}: another ingest is writing this folder ({holder}); wait for it to end, "
                 f"or stop it and re-run this command, which resumes where it stopped"
             ) from None
@@ -265,6 +292,25 @@ def plan_ingest(converter: Converter, out_root: Path, options: IngestOptions) ->
                 check_utf8_names(frame)
 
     done = _read_json(out_dir / "ingest.json") if (out_dir / MANIFEST_NAME).exists() else None
+    if options.partition is not None:
+        if done and not options.overwrite and done["fingerprint"] != fingerprint:
+            raise MtlDataError(
+                f"{out_dir} was built with different options "
+                f"({'; '.join(_diff(done['fingerprint'], fingerprint))}); re-run with "
+                f"the same options, or pass --overwrite to rebuild"
+            )
+        merged = done and not options.overwrite and set(wanted) <= set(done["splits"])
+        # merged already (this job's folder holds at most the lock its run just took): nothing to do
+        if merged and not (partition_dir(out_dir, *options.partition) / STATE_DIR).exists():
+            for sp in plans:
+                sp.status = "complete"
+            return Plan(converter, out_dir, options, fingerprint, plans)
+        _check_other_partitions(out_dir, fingerprint, *options.partition)
+        out_dir = partition_dir(out_dir, *options.partition)
+        for sp in plans:
+            start, end = partition_range(len(sp.frames), *options.partition)
+            sp.frames = sp.frames[start:end]
+        done = _read_json(out_dir / PARTITION_JSON)
     running = _read_json(out_dir / STATE_DIR / "run.json")
     if options.overwrite:
         # Rebuilding some splits with new options must not leave others built with the old ones.
@@ -290,6 +336,37 @@ def plan_ingest(converter: Converter, out_root: Path, options: IngestOptions) ->
             elif running and sp.split in running["splits"]:
                 sp.status, sp.start, sp.next_shard = _resume_point(out_dir, sp.split, len(sp.frames))
     return Plan(converter, out_dir, options, fingerprint, plans)
+
+
+def partition_range(frames: int, index: int, count: int) -> tuple[int, int]:
+    """Frame indices [start, end) of partition ``index`` of ``count`` of a split of ``frames``
+    frames: contiguous ranges in frame order whose sizes differ by at most one."""
+    return index * frames // count, (index + 1) * frames // count
+
+
+def partition_dir(out_dir: Path, index: int, count: int) -> Path:
+    """Where partition ``index`` of ``count`` of the source folder ``out_dir`` is written."""
+    return Path(out_dir) / PARTITIONS_DIR / f"{index}-of-{count}"
+
+
+def _check_other_partitions(out_dir: Path, fingerprint: dict, index: int, count: int) -> None:
+    """Refuse a partition whose count or options differ from those already under ``out_dir``."""
+    mine = partition_dir(out_dir, index, count)
+    others = {p.name.split("-of-")[1] for p in (out_dir / PARTITIONS_DIR).glob("*-of-*") if p != mine} - {str(count)}
+    if others:
+        existing = ", ".join(sorted(others))
+        raise MtlDataError(
+            f"{out_dir / PARTITIONS_DIR} holds partitions of {existing}, not {count}: use --partition I/{existing}, "
+            f"or delete that folder to start over with {count}"
+        )
+    for other in range(count):
+        folder = partition_dir(out_dir, other, count)
+        prev = _read_json(folder / PARTITION_JSON) or _read_json(folder / STATE_DIR / "run.json")
+        if other != index and prev and prev["fingerprint"] != fingerprint:
+            raise MtlDataError(
+                f"{out_dir}: partition {other}/{count} was built with other options "
+                f"({'; '.join(_diff(prev['fingerprint'], fingerprint))}); give every partition the same options"
+            )
 
 
 def _damaged_shard(out_dir: Path, split: str, shard_bytes: dict[str, int] | None) -> str | None:
@@ -416,18 +493,10 @@ def run_ingest(plan: Plan, progress: Callable[[int], None] | None = None) -> dic
     """
     out_dir, options = plan.out_dir, plan.options
     state = out_dir / STATE_DIR
-    todo = [sp for sp in plan.splits if sp.status != "complete"]
-    if todo:
-        make_dirs(out_dir)
-        if options.overwrite:
-            shutil.rmtree(state, ignore_errors=True)
-        for sp in todo:
-            if sp.status == "todo":
-                _clear_split(out_dir, sp.split)
-        make_dirs(state)
-        running = _read_json(state / "run.json") or {}
-        splits = sorted(set(running.get("splits", [])) | {sp.split for sp in todo}, key=SPLITS.index)
-        _write_json(state / "run.json", {"fingerprint": plan.fingerprint, "splits": splits}, indent=1)
+    todo = _prepare(plan)
+    if todo and options.partition is not None:
+        with writing(out_dir / PARTITION_JSON):
+            (out_dir / PARTITION_JSON).unlink(missing_ok=True)  # complete again only when rewritten
     started = time.time()
     pool = None
     if options.workers > 1 and plan.remaining:
@@ -444,7 +513,28 @@ def run_ingest(plan: Plan, progress: Callable[[int], None] | None = None) -> dic
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    if options.partition is not None and out_dir.parent.name == PARTITIONS_DIR:
+        return _finish_partition(plan, time.time() - started)
     return _finalize(plan, time.time() - started)
+
+
+def _prepare(plan: Plan) -> list[SplitPlan]:
+    """Create the resume state of the splits still to write (and clear those written afresh)."""
+    out_dir, options = plan.out_dir, plan.options
+    state = out_dir / STATE_DIR
+    todo = [sp for sp in plan.splits if sp.status != "complete"]
+    if todo:
+        make_dirs(out_dir)
+        if options.overwrite:
+            shutil.rmtree(state, ignore_errors=True)
+        for sp in todo:
+            if sp.status == "todo":
+                _clear_split(out_dir, sp.split)
+        make_dirs(state)
+        running = _read_json(state / "run.json") or {}
+        splits = sorted(set(running.get("splits", [])) | {sp.split for sp in todo}, key=SPLITS.index)
+        _write_json(state / "run.json", {"fingerprint": plan.fingerprint, "splits": splits}, indent=1)
+    return todo
 
 
 def _clear_split(out_dir: Path, split: str) -> None:
@@ -456,6 +546,15 @@ def _clear_split(out_dir: Path, split: str) -> None:
 
 
 def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
+    results = _ordered_results(plan.converter, plan.options, sp.frames[sp.start :], pool)
+    _write_results(plan, sp, results, progress)
+
+
+def _write_results(plan: Plan, sp: SplitPlan, results: Iterator[FrameResult], progress=None) -> None:
+    """The ordered results of a split's frames from ``sp.start`` on -> shards and sidecars.
+
+    The one writer of shards: a single run and ``merge_partitions`` both call it.
+    """
     out_dir, options = plan.out_dir, plan.options
     state = out_dir / STATE_DIR
     source_dir = out_dir.name
@@ -482,9 +581,10 @@ def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
             writer.commit()
         index, writer, rows, rejects, notes = index + 1, None, [], [], collections.Counter()
 
-    frames = sp.frames[sp.start :]
+    frames_end = sp.start
     try:
-        for i, result in enumerate(_ordered_results(plan.converter, options, frames, pool), start=sp.start):
+        for i, result in enumerate(results, start=sp.start):
+            frames_end = i + 1
             if result.error is not None:
                 if options.on_error == "fail":
                     raise result.error
@@ -514,7 +614,7 @@ def _write_split(plan: Plan, sp: SplitPlan, pool, progress) -> None:
             if progress is not None:
                 progress(1)
         if writer is not None or rejects:
-            flush(len(sp.frames))
+            flush(frames_end)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -590,3 +690,154 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---- partitions (array jobs) ------------------------------------------------------------------
+
+
+def _finish_partition(plan: Plan, elapsed: float) -> dict:
+    """Mark a partition complete: ``partition.json`` (what a merge needs besides the chunks and
+    sidecars, which stay); returns it."""
+    out_dir, state = plan.out_dir, plan.out_dir / STATE_DIR
+    old = _read_json(out_dir / PARTITION_JSON)
+    if old is not None:
+        return old
+    splits, shard_bytes = {}, {}
+    for split in (_read_json(state / "run.json") or {}).get("splits", []):
+        sides = [_read_json(p) for p in sorted(state.glob(f"{split}-*.json"))]
+        rows = [r for side in sides for r in side["rows"]]
+        chunks = [side["shard_file"] for side in sides if side["shard"] is not None]
+        shard_bytes.update({name: (out_dir / name).stat().st_size for name in chunks})
+        splits[split] = {
+            "samples": len(rows),
+            "rejects": sum(len(side["rejects"]) for side in sides),
+            "shards": len(chunks),
+            "tasks": {t: sum(bool(r[f"has_{t}"]) for r in rows) for t in TASKS},
+        }
+    report = {
+        "tool": "mtl-data",
+        "version": __version__,
+        "source": plan.converter.name,
+        "root": str(plan.converter.root.resolve()),
+        "partition": list(plan.options.partition),
+        "fingerprint": plan.fingerprint,
+        "classes": plan.converter.class_tables(),
+        "splits": splits,
+        "shard_bytes": shard_bytes,
+        "elapsed_s": round(elapsed, 3),
+    }
+    _write_json(out_dir / PARTITION_JSON, report, indent=1)
+    return report
+
+
+def _partition_count(out_dir: Path) -> int | None:
+    """N of the ``I-of-N`` folders under ``out_dir/.partitions``; None when there are none."""
+    counts = {p.name.split("-of-")[1] for p in (Path(out_dir) / PARTITIONS_DIR).glob("*-of-*")}
+    if len(counts) > 1:
+        raise MtlDataError(
+            f"{out_dir / PARTITIONS_DIR}: partitions of different counts (of {', '.join(sorted(counts))}); "
+            f"delete the folders of the count you no longer use"
+        )
+    return int(counts.pop()) if counts else None
+
+
+def _complete_partitions(out_dir: Path) -> list[dict]:
+    """The ``partition.json`` of every partition, in order; raises naming a missing or a
+    mismatching one and what to run."""
+    count = _partition_count(out_dir)
+    if count is None:
+        raise MtlDataError(
+            f"{out_dir}: no partitions to merge (no {PARTITIONS_DIR}/ folder); run "
+            f"`mtl-data ingest SOURCE RAW --to {out_dir.parent} --partition I/N` for each I first"
+        )
+    infos = [_read_json(partition_dir(out_dir, i, count) / PARTITION_JSON) for i in range(count)]
+    missing = [i for i, info in enumerate(infos) if info is None]
+    if missing:
+        known = [info["fingerprint"] for info in infos if info] + [
+            run["fingerprint"]
+            for i in range(count)
+            if (run := _read_json(partition_dir(out_dir, i, count) / STATE_DIR / "run.json"))
+        ]
+        source, root = (known[0]["converter"], known[0]["root"]) if known else ("SOURCE", "RAW")
+        raise MtlDataError(
+            f"{out_dir}: partition {', '.join(f'{i}/{count}' for i in missing)} of {count} is missing or "
+            f"incomplete; run `mtl-data ingest {source} {root} --to {out_dir.parent} --partition {missing[0]}/{count}` "
+            f"with the options of the others (it resumes), then `mtl-data merge {out_dir}`"
+        )
+    for i, info in enumerate(infos[1:], start=1):
+        diff = _diff(infos[0]["fingerprint"], info["fingerprint"])
+        if set(info["splits"]) != set(infos[0]["splits"]):
+            diff.append(f"splits: {', '.join(infos[0]['splits'])} -> {', '.join(info['splits'])}")
+        if diff:
+            raise MtlDataError(
+                f"{out_dir}: partition {i}/{count} was built with other options than 0/{count} "
+                f"({'; '.join(diff)}); re-run it with the options of the others and --overwrite"
+            )
+    return infos
+
+
+def _partition_results(out_dir: Path, count: int, split: str) -> Iterator[FrameResult]:
+    """Every partition's results of ``split`` in frame order, read back from its chunks and
+    sidecars (a chunk's notes ride on its first sample; where a reject falls between samples
+    does not change the output: rejects close no shard and are sorted by id)."""
+    for index in range(count):
+        folder = partition_dir(out_dir, index, count)
+        for path in sorted((folder / STATE_DIR).glob(f"{split}-*.json")):
+            side = _read_json(path)
+            samples = iter_tar_samples(folder / side["shard_file"]) if side["shard"] is not None else iter(())
+            notes = side["notes"]
+            for row, (key, members) in zip(side["rows"], samples, strict=True):
+                yield FrameResult(row["id"], key, list(members.items()), row, notes=notes)
+                notes = {}
+            for r in side["rejects"]:
+                yield FrameResult(r["id"], error=InputError(r["path"], r["error"], r["line"]))
+
+
+def merge_partitions(out_dir: Path) -> dict:
+    """Write the shards and manifest of ``out_dir`` (``OUT/<source>``) from its complete
+    partitions, exactly as a single run with their options would; returns ``ingest.json``.
+
+    The caller holds ``ingest_lock(out_dir)``. ``.partitions/`` is removed on success.
+
+    Raises:
+        MtlDataError: a partition is missing or incomplete, or partitions differ in options.
+    """
+    out_dir = Path(out_dir)
+    infos = _complete_partitions(out_dir)
+    first, count = infos[0], len(infos)
+    fingerprint = first["fingerprint"]
+    splits = sorted(first["splits"], key=SPLITS.index)
+    done = _read_json(out_dir / "ingest.json") if (out_dir / MANIFEST_NAME).exists() else None
+    others = sorted(set((done or {}).get("splits", {})) - set(splits), key=SPLITS.index)
+    if done and done["fingerprint"] != fingerprint and others:
+        raise MtlDataError(
+            f"{out_dir}: splits {', '.join(others)} were built with other options "
+            f"({'; '.join(_diff(done['fingerprint'], fingerprint))}); rebuild them too or merge into another folder"
+        )
+    source = RecordedSource(first["source"], Path(first["root"]), first["classes"])
+    options = IngestOptions(
+        splits=tuple(splits), shard_size=ShardSize(**fingerprint["options"]["shard_size"]), on_error="skip"
+    )
+    plan = Plan(source, out_dir, options, fingerprint, [SplitPlan(split, []) for split in splits])
+    started = time.time()
+    shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)  # a merge always starts afresh: it only copies
+    _prepare(plan)
+    for sp in plan.splits:
+        _write_results(plan, sp, _partition_results(out_dir, count, sp.split))
+    report = _finalize(plan, time.time() - started)
+    shutil.rmtree(out_dir / PARTITIONS_DIR, ignore_errors=True)
+    return report
+
+
+def merge_if_complete(out_dir: Path, count: int) -> dict | None:
+    """Merge when all ``count`` partitions of ``out_dir`` are complete (the job that finishes
+    last); None when some are not, or another job holds the folder (it is merging)."""
+    if any(not (partition_dir(out_dir, i, count) / PARTITION_JSON).exists() for i in range(count)):
+        return None
+    try:
+        with ingest_lock(out_dir):
+            if not (Path(out_dir) / PARTITIONS_DIR).exists():  # merged by another job meanwhile
+                return None
+            return merge_partitions(out_dir)
+    except LockHeld:
+        return None
