@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -507,3 +508,20 @@ def test_the_report_command_lays_runs_out_as_leang_et_al(all_tasks_run, capsys):
     code, out, err = run_cli(capsys, "report", all_tasks_run, all_tasks_run, "--layout", "leang")
     assert code == 0, err
     assert "Table II" in out and "geometric mean" in out and "Table I" in out and "frequency seg" in out
+
+
+def test_a_moved_run_resumes_but_not_by_another_number_of_processes(straight_run, tmp_path, capsys):
+    """The global batch, the data streams and the epoch length depend on the process count; the
+    folder a run lies in does not (a run copied to another machine's disk resumes there)."""
+    run = tmp_path / "moved"
+    shutil.copytree(straight_run, run)
+    path = run / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["world_size"] == 1
+    torch.save({**state, "world_size": 2}, path)
+    line = one_error_line(*run_cli(capsys, "--resume", run, "--steps", "7")[::2])
+    assert "trained by 2 process(es), resumed by 1: resume with 2" in line
+    torch.save(state, path)
+    mtl_train_ok(["--resume", run, "--steps", "7"])
+    assert [int(r["step"]) for r in metrics_rows(run)] == [1, 2, 3, 4, 5, 6, 7]
+    assert f'out = "{run}"' in (run / "config.toml").read_text()

@@ -16,6 +16,7 @@ weights_only=True)`` reads it without running code from the file:
 ``loader``     ``{"segment": k, "offset": i}``: the data stream's position (``loop`` module)
 ``best``       ``{"metric": name, "value": float or None, "step": int}``: what ``best.pt`` holds
 ``grads``      parameter name -> gradient accumulated but not yet applied (asymmetric mode)
+``world_size`` processes that trained it (a resume with another count is refused)
 =============  ==================================================================================
 
 Files are written to a temporary name and renamed, so a crash never leaves half a checkpoint.

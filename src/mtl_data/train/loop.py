@@ -116,7 +116,7 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
     # worker, so a resume on a machine with another CPU count must keep the run's count.
     workers = default_workers() if config.loader.workers is None else config.loader.workers
     config = dataclasses.replace(config, tasks=tasks_run, loader=dataclasses.replace(config.loader, workers=workers))
-    state = check_run(config, resume)
+    state = check_run(config, resume, info.world_size)
 
     # ---- data
     loader = build_loader(
@@ -185,6 +185,7 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
         weighting,
         segment,
         {"metric": best_metric(config, tasks), "value": None, "step": 0},
+        info.world_size,
     )
     start = 0 if state is None else held.load(state)
     run = create_run(config, info)
@@ -394,6 +395,7 @@ class Held:
     weighting: nn.Module
     segment: int
     best: dict
+    world_size: int = 1
 
     def state(self, step: int) -> dict[str, Any]:
         """The checkpoint of ``step`` (plain data and tensors: ``weights_only`` loads it)."""
@@ -410,6 +412,7 @@ class Held:
             "loader": {"segment": int(step // self.segment), "offset": int(step % self.segment)},
             "best": dict(self.best),
             "grads": self._pending_grads(),
+            "world_size": int(self.world_size),
         }
 
     def _pending_grads(self) -> dict[str, torch.Tensor]:

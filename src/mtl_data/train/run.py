@@ -180,7 +180,7 @@ def _fmt(value: float) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def check_run(config: TrainConfig, resume: bool) -> dict | None:
+def check_run(config: TrainConfig, resume: bool, world_size: int = 1) -> dict | None:
     """Check the run folder before anything is built or written (nothing is written here).
 
     Returns:
@@ -188,18 +188,29 @@ def check_run(config: TrainConfig, resume: bool) -> dict | None:
 
     Raises:
         MtlDataError: a new run into a folder that already holds a run, a resume without a
-            checkpoint, or a resume whose config differs from the run's (but for ``steps``).
+            checkpoint, a resume whose config differs from the run's (but for ``steps`` and
+            ``out``), or
+            one with another number of processes than the run's (``world_size``: the global
+            batch, the data streams and the epoch length depend on it).
     """
     run = Path(config.out)
     state = None
     if resume:
         state = ckpt.load(run / CHECKPOINTS / ckpt.LAST)
         saved = from_dict(state["config"])
-        changed = [d for d in differences(saved, config) if not d.startswith("steps:")]
+        # --steps may grow; ``out`` is where the run is now (a run folder moved or copied to
+        # another machine resumes where it lies)
+        changed = [d for d in differences(saved, config) if not d.startswith(("steps:", "out:"))]
         if changed:
             raise MtlDataError(
                 f"{run}: --resume with a config that differs from the run's ({'; '.join(changed)}); "
                 "resume with the same options (only --steps may change) or start a new --out"
+            )
+        saved_world = int(state.get("world_size", world_size))  # checkpoints before it: unchecked
+        if saved_world != world_size:
+            raise MtlDataError(
+                f"{run}: trained by {saved_world} process(es), resumed by {world_size}: resume with "
+                f"{saved_world} (torchrun --nnodes x --nproc-per-node = {saved_world}), or start a new --out"
             )
         if state["step"] >= config.steps:
             raise MtlDataError(f"{run}: already at step {state['step']} of {config.steps}; raise --steps to go on")
