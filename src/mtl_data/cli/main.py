@@ -30,10 +30,12 @@ from mtl_data.errors import MtlDataError, OutputError
 from mtl_data.files import make_dirs, write_atomic
 from mtl_data.ingest import CONVERTERS, Converter
 from mtl_data.ingest.engine import (
+    EXECUTORS,
     ON_ERROR,
     PARTITIONS_DIR,
     IngestOptions,
     ShardSize,
+    import_ray,
     ingest_lock,
     merge_if_complete,
     merge_partitions,
@@ -107,6 +109,22 @@ def _taxonomy(ctx, param, value: str) -> str:
     return value
 
 
+ENGINE_OPTIONS = [
+    click.Option(
+        ["--engine"],
+        type=click.Choice(sorted(EXECUTORS)),
+        default="local",
+        show_default=True,
+        help="where frames are converted: local worker processes, or Ray tasks (pip install 'mtl-data[ray]')",
+    ),
+    click.Option(
+        ["--address"],
+        default=None,
+        help="--engine ray: the Ray cluster to run on (ray://HOST:10001, HOST:6379, auto); default: a local "
+        "Ray instance of --workers CPUs",
+    ),
+]
+
 COMMON_OPTIONS = [
     click.Option(
         ["--to", "out_root"],
@@ -121,6 +139,7 @@ COMMON_OPTIONS = [
         help="convert only this output split (repeatable); default: every split present",
     ),
     click.Option(["--workers"], type=click.IntRange(min=1), default=None, help="worker processes (default: all cores)"),
+    *ENGINE_OPTIONS,
     click.Option(["--limit"], type=click.IntRange(min=1), default=None, help="at most N frames per split"),
     click.Option(
         ["--image-format"],
@@ -191,6 +210,10 @@ def _converter_options(options_cls: type) -> list[click.Option]:
 def _convert(converter: Converter, out_root: Path, options: IngestOptions) -> None:
     """Run the engine over ``converter`` into ``out_root/<name>``, with a progress bar and a summary."""
     name = converter.name
+    if options.address is not None and options.engine != "ray":
+        raise click.UsageError("--address names a Ray cluster: it needs --engine ray")
+    if options.engine == "ray":
+        import_ray()  # before anything is locked or written: one line saying how to install it
     # One run at a time per source folder (per partition folder for array jobs): a second one
     # says who holds it and exits.
     held = out_root / name if options.partition is None else partition_dir(out_root / name, *options.partition)
@@ -322,6 +345,16 @@ def merge(shards: Path) -> None:
 # ---- reshard ----------------------------------------------------------------------------------
 
 
+def _with_params(params: list[click.Parameter]):
+    """Add ready-made click options (shared with the ingest commands) to a decorated command."""
+
+    def decorate(fn):
+        fn.__click_params__ = [*getattr(fn, "__click_params__", []), *reversed(params)]
+        return fn
+
+    return decorate
+
+
 def _parse_optional_shard_size(ctx, param, value: str | None) -> ShardSize | None:
     return None if value is None else _parse_shard_size(ctx, param, value)
 
@@ -350,6 +383,7 @@ def _parse_optional_shard_size(ctx, param, value: str | None) -> ShardSize | Non
     help="reshard only this split (repeatable); default: every split of the master",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="worker processes (default: all cores)")
+@_with_params(ENGINE_OPTIONS)
 @click.option(
     "--image-format", type=click.Choice(IMAGE_FORMATS), default=None, help="default: the master's (its ingest.json)"
 )
@@ -368,6 +402,8 @@ def reshard(
     sources: tuple[str, ...],
     splits: tuple[str, ...],
     workers: int | None,
+    engine: str,
+    address: str | None,
     overwrite: bool,
     **chosen,
 ) -> None:
@@ -389,6 +425,8 @@ def reshard(
             max_side=max_side,
             overwrite=overwrite,
             workers=workers or usable_cpus(),
+            engine=engine,
+            address=address,
             **{k: recorded[k] if chosen[k] is None else chosen[k] for k in recorded},
         )
         master_side = converter.recorded_max_side()

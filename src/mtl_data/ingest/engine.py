@@ -12,7 +12,9 @@ Output of one source (``OUT/<source>/``)::
     .partitions/I-of-N/      array jobs' output (``--partition I/N``) until they are merged
 
 How a run proceeds, per split: frames are listed and sorted by the converter; they are converted
-by a process pool and consumed **in order**, so the output does not depend on the worker count.
+by a pool (``EXECUTORS``: local worker processes, or Ray tasks with ``--engine ray``) and
+consumed **in order** by this process, which alone writes: the output depends on neither the
+worker count nor the engine.
 A shard is written under ``.ingest/`` and renamed into place when full, after a sidecar
 ``.ingest/<split>-NNNNNN.json`` has recorded its manifest rows, its rejects and how many frames
 it consumed. A re-run with the same options skips every shard that has both, and continues
@@ -39,6 +41,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -117,6 +120,8 @@ class IngestOptions:
     overwrite: bool = False
     workers: int = 1
     partition: tuple[int, int] | None = None  # (I, N): convert only the I-th of N frame ranges
+    engine: str = "local"  # where frames are converted: a key of EXECUTORS
+    address: str | None = None  # --engine ray: the cluster to join (None: a local Ray instance)
 
     def output_fields(self) -> dict:
         """The options that change the bytes of a split's output (not workers, splits, ...)."""
@@ -455,12 +460,112 @@ def _work(frames: list[Frame]) -> list[FrameResult]:
     return [process_frame(*_WORKER, frame) for frame in frames]
 
 
+def _work_in(context: tuple[Converter, IngestOptions], fn: Callable, frames: list[Frame]) -> list[FrameResult]:
+    """``fn(frames)`` in a worker that gets the converter and options with each task (a Ray task)."""
+    global _WORKER
+    if _WORKER is None:
+        tune_worker_process()
+    _WORKER = context
+    return fn(frames)
+
+
+def _local_pool(converter: Converter, options: IngestOptions) -> ProcessPoolExecutor:
+    """``--engine local``: ``options.workers`` processes of this machine."""
+    return ProcessPoolExecutor(
+        options.workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(converter, options),
+    )
+
+
+RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'mtl-data[ray]'"
+
+
+def import_ray():
+    """The ``ray`` module; MtlDataError saying how to install it when it is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise MtlDataError(RAY_MISSING) from None
+    return ray
+
+
+class RayPool:
+    """``--engine ray``: tasks run as Ray tasks, on a local Ray instance of ``options.workers``
+    CPUs or on the cluster at ``options.address``; the pool interface ``_ordered_results`` uses
+    (``submit(fn, frames)`` -> a future, ``shutdown``), plus ``window``, the tasks to keep in
+    flight (a few per CPU of the cluster).
+
+    Ray is started (or joined) once per run and shut down at its end only if this run started
+    it; the converter and options go to the object store once. A task returns the same
+    ``FrameResult`` objects as a local worker, so the driver writes the same bytes; an exception
+    raised in a task is re-raised as itself, not wrapped in Ray's ``RayTaskError``.
+    """
+
+    def __init__(self, converter: Converter, options: IngestOptions):
+        ray = self.ray = import_ray()
+        self.started = not ray.is_initialized()
+        if self.started:
+            local = {"num_cpus": options.workers} if options.address is None else {}
+            try:
+                ray.init(
+                    address=options.address,
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                    log_to_driver=False,
+                    ignore_reinit_error=True,
+                    **local,
+                )
+            except Exception as exc:  # Ray's own errors (ConnectionError, ValueError, ...): one line
+                where = "a local Ray instance" if options.address is None else f"the Ray cluster {options.address}"
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise MtlDataError(f"--engine ray: cannot start or join {where}: {reason}") from None
+        self.window = 4 * max(1, int(ray.cluster_resources().get("CPU", options.workers)))
+        self.remote = ray.remote(num_cpus=1)(_work_in)
+        self.context = ray.put((converter, options))
+        self.pending: set[_RayFuture] = set()
+
+    def submit(self, fn: Callable, frames: list[Frame]) -> _RayFuture:
+        future = _RayFuture(self, self.remote.remote(self.context, fn, frames))
+        self.pending.add(future)
+        return future
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        if cancel_futures:  # the tasks of a run that failed: nobody will read them
+            for future in self.pending:
+                with contextlib.suppress(Exception):
+                    self.ray.cancel(future.ref)
+        self.pending.clear()
+        if self.started:
+            self.ray.shutdown()
+
+
+@dataclass(eq=False)
+class _RayFuture:
+    pool: RayPool
+    ref: object  # ray.ObjectRef
+
+    def result(self) -> list[FrameResult]:
+        self.pool.pending.discard(self)
+        try:
+            return self.pool.ray.get(self.ref)
+        except self.pool.ray.exceptions.RayTaskError as exc:
+            raise (exc.cause if isinstance(exc.cause, BaseException) else exc) from None
+
+
+#: where frames are converted (``--engine``): a function (converter, options) -> a pool with
+#: ``submit(fn, frames)`` -> a future, ``shutdown(cancel_futures=True)`` and optionally ``window``
+EXECUTORS: dict[str, Callable] = {"local": _local_pool, "ray": RayPool}
+
+
 def _ordered_results(
-    converter: Converter, options: IngestOptions, frames: list[Frame], pool: ProcessPoolExecutor | None
+    converter: Converter, options: IngestOptions, frames: list[Frame], pool: ProcessPoolExecutor | RayPool | None
 ) -> Iterator[FrameResult]:
     """Results in frame order; at most a few tasks per worker in flight, so memory stays bounded.
 
-    A task is ``converter.frames_per_task`` consecutive frames.
+    A task is ``converter.frames_per_task`` consecutive frames. Without a pool the frames are
+    converted in this process.
     """
     if pool is None:
         for frame in frames:
@@ -471,7 +576,7 @@ def _ordered_results(
     window = collections.deque()
     for task in tasks:
         window.append(pool.submit(_work, task))
-        if len(window) >= 4 * options.workers:
+        if len(window) >= getattr(pool, "window", 4 * options.workers):
             break
     while window:
         results = window.popleft().result()
@@ -498,14 +603,9 @@ def run_ingest(plan: Plan, progress: Callable[[int], None] | None = None) -> dic
         with writing(out_dir / PARTITION_JSON):
             (out_dir / PARTITION_JSON).unlink(missing_ok=True)  # complete again only when rewritten
     started = time.time()
-    pool = None
-    if options.workers > 1 and plan.remaining:
-        pool = ProcessPoolExecutor(
-            options.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(plan.converter, options),
-        )
+    pool = None  # --engine local with one worker: frames are converted in this process
+    if plan.remaining and (options.workers > 1 or options.engine != "local"):
+        pool = EXECUTORS[options.engine](plan.converter, options)
     try:
         for sp in todo:
             if not (state / f"{sp.split}.done").exists():
@@ -680,6 +780,7 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "elapsed_s": round(elapsed, 3),
         "workers": plan.options.workers,
+        "engine": plan.options.engine,
     }
     _write_json(out_dir / "ingest.json", report, indent=1)
     shutil.rmtree(state, ignore_errors=True)
