@@ -35,7 +35,6 @@ from mtl_data.ingest.engine import (
     PARTITIONS_DIR,
     IngestOptions,
     ShardSize,
-    import_ray,
     ingest_lock,
     merge_if_complete,
     merge_partitions,
@@ -45,6 +44,7 @@ from mtl_data.ingest.engine import (
 )
 from mtl_data.ingest.reshard import ReshardConverter, check_out_root, master_folders
 from mtl_data.procs import tune_worker_process, usable_cpus
+from mtl_data.raysession import import_ray
 from mtl_data.schema.taxonomy import TAXONOMY_MODES, read_taxonomy_file
 from mtl_data.schema.validate import SPLITS
 from mtl_data.shards.codec import IMAGE_FORMATS

@@ -41,7 +41,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import logging
 import multiprocessing
 import os
 import re
@@ -64,6 +63,7 @@ from mtl_data.ingest.layout import check_utf8_names
 from mtl_data.ingest.registry import Converter, Frame
 from mtl_data.ingest.resize import resize_sample
 from mtl_data.procs import tune_worker_process
+from mtl_data.raysession import ray_get, ray_session
 from mtl_data.schema.sample import TASKS
 from mtl_data.schema.validate import SPLITS, validate
 from mtl_data.shards.codec import encode_sample
@@ -479,23 +479,11 @@ def _local_pool(converter: Converter, options: IngestOptions) -> ProcessPoolExec
     )
 
 
-RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'mtl-data[ray]'"
-
-
-def import_ray():
-    """The ``ray`` module; MtlDataError saying how to install it when it is not installed."""
-    try:
-        import ray
-    except ImportError:
-        raise MtlDataError(RAY_MISSING) from None
-    return ray
-
-
 class RayPool:
     """``--engine ray``: tasks run as Ray tasks, on a local Ray instance of ``options.workers``
-    CPUs or on the cluster at ``options.address``; the pool interface ``_ordered_results`` uses
-    (``submit(fn, frames)`` -> a future, ``shutdown``), plus ``window``, the tasks to keep in
-    flight (a few per CPU of the cluster).
+    CPUs or on the cluster at ``options.address`` (``raysession.ray_session``); the pool
+    interface ``_ordered_results`` uses (``submit(fn, frames)`` -> a future, ``shutdown``), plus
+    ``window``, the tasks to keep in flight (a few per CPU of the cluster).
 
     Ray is started (or joined) once per run and shut down at its end only if this run started
     it; the converter and options go to the object store once. A task returns the same
@@ -504,23 +492,8 @@ class RayPool:
     """
 
     def __init__(self, converter: Converter, options: IngestOptions):
-        ray = self.ray = import_ray()
-        self.started = not ray.is_initialized()
-        if self.started:
-            local = {"num_cpus": options.workers} if options.address is None else {}
-            try:
-                ray.init(
-                    address=options.address,
-                    include_dashboard=False,
-                    logging_level=logging.ERROR,
-                    log_to_driver=False,
-                    ignore_reinit_error=True,
-                    **local,
-                )
-            except Exception as exc:  # Ray's own errors (ConnectionError, ValueError, ...): one line
-                where = "a local Ray instance" if options.address is None else f"the Ray cluster {options.address}"
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise MtlDataError(f"--engine ray: cannot start or join {where}: {reason}") from None
+        self.session = ray_session(options.address, options.workers)
+        ray = self.ray = self.session.__enter__()
         self.window = 4 * max(1, int(ray.cluster_resources().get("CPU", options.workers)))
         self.remote = ray.remote(num_cpus=1)(_work_in)
         self.context = ray.put((converter, options))
@@ -537,8 +510,7 @@ class RayPool:
                 with contextlib.suppress(Exception):
                     self.ray.cancel(future.ref)
         self.pending.clear()
-        if self.started:
-            self.ray.shutdown()
+        self.session.__exit__(None, None, None)
 
 
 @dataclass(eq=False)
@@ -548,10 +520,7 @@ class _RayFuture:
 
     def result(self) -> list[FrameResult]:
         self.pool.pending.discard(self)
-        try:
-            return self.pool.ray.get(self.ref)
-        except self.pool.ray.exceptions.RayTaskError as exc:
-            raise (exc.cause if isinstance(exc.cause, BaseException) else exc) from None
+        return ray_get(self.pool.ray, self.ref)
 
 
 #: where frames are converted (``--engine``): a function (converter, options) -> a pool with
