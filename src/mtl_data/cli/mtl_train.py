@@ -441,6 +441,22 @@ def _weight_ranges(ctx, param, values: tuple[str, ...]):
     return table["*"] if list(table) == ["*"] else table
 
 
+def _ray_search_engine(**options):
+    from mtl_data.train.search_ray import RayEngine
+
+    return RayEngine(**options)
+
+
+def _in_process_search_engine():
+    from mtl_data.train.search import in_process
+
+    return contextlib.nullcontext(in_process)
+
+
+#: ``search --engine``: name -> a context manager that yields the search's ``Engine``
+SEARCH_ENGINES = {"local": _in_process_search_engine, "ray": _ray_search_engine}
+
+
 @cli.command("search")
 @click.option(
     "--out",
@@ -496,7 +512,43 @@ def _weight_ranges(ctx, param, values: tuple[str, ...]):
     default=None,
     help="encoder ImageNet weights: a torchvision state dict file you have",
 )
-def search_command(out_dir: Path, resume: bool, config_file: str | None, sets: tuple[str, ...], **options) -> None:
+@click.option(
+    "--engine",
+    "engine_name",
+    type=click.Choice(sorted(SEARCH_ENGINES)),
+    default="local",
+    show_default=True,
+    help="local: trials one after another here; ray: a generation's trials in parallel as Ray tasks "
+    "(pip install 'mtl-data[ray]')",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="--engine ray: the Ray cluster (ray://HOST:10001, HOST:6379, auto); default: a local Ray instance",
+)
+@click.option(
+    "--cpus-per-trial",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="--engine ray: CPUs reserved for each trial [1]",
+)
+@click.option(
+    "--gpus-per-trial",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="--engine ray: GPUs per trial [1 where the cluster has GPUs, else 0]",
+)
+def search_command(
+    out_dir: Path,
+    resume: bool,
+    config_file: str | None,
+    sets: tuple[str, ...],
+    engine_name: str,
+    address: str | None,
+    cpus_per_trial: float | None,
+    gpus_per_trial: float | None,
+    **options,
+) -> None:
     """Search task weights and asynchronous frequencies (Leang et al. 2020): an evolution
     strategy over short trainings, each continuing from the best model so far."""
     from mtl_data.train.config import apply_overrides, apply_sets, resolve
@@ -520,8 +572,15 @@ def search_command(out_dir: Path, resume: bool, config_file: str | None, sets: t
         if "trials" not in chosen or "steps_per_trial" not in chosen:
             raise click.UsageError("a search needs --trials and --steps-per-trial")
         settings = chosen
-    with _log_to_stderr():
-        result = search(base, out_dir, resume=resume, on_trial=lambda line, record: click.echo(line), **settings)
+    ray_options = {"address": address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial}
+    ray_options = {k: v for k, v in ray_options.items() if v is not None}
+    if ray_options and engine_name != "ray":
+        raise click.UsageError(f"--{next(iter(ray_options)).replace('_', '-')} is an option of --engine ray")
+    # Ray is started (or found missing: one line) before the search writes anything
+    with _log_to_stderr(), SEARCH_ENGINES[engine_name](**ray_options) as engine:
+        result = search(
+            base, out_dir, resume=resume, engine=engine, on_trial=lambda line, record: click.echo(line), **settings
+        )
     best = result.best
     if best is None:
         click.echo(f"{out_dir}: no trial succeeded (their errors are in trials.csv)")
