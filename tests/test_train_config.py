@@ -56,6 +56,7 @@ def full_config(mix: object) -> TrainConfig:
         mode="stl",
         model="resnet50-bifpn",
         model_options={"repeats": 2, "norm": "group", "scales": [1, 2.5], "flag": True},
+        frame_fusion="conv1x1",
         task_options={"depth": {"si_lambda": 0.85, "inner": {"a": 1, "b": [True, False]}}, "seg": {}},
         weights="imagenet/resnet50.pth",
         steps=20_000,
@@ -92,6 +93,7 @@ def full_config(mix: object) -> TrainConfig:
             pin_memory=True,
             prefetch_factor=4,
             mp_context="spawn",
+            frames=2,
         ),
         optim=OptimConfig(
             name="sgd",

@@ -268,6 +268,10 @@ class TrainConfig:
             afresh): the search's weight transfer; None = the initialisation.
         model: the model's registry name (``<encoder>-<neck>`` or a registered model).
         model_options: options of the encoder / neck (``create_model(**options)``).
+        frame_fusion: with ``loader.frames`` > 1 (MultiNet++ multi-frame input), how the shared
+            encoder's features of frame t and its previous frames are combined per level:
+            ``sum`` (Chennupati et al.) or ``conv1x1`` (a learned 1x1 convolution over the
+            concatenated features).
         task_options: task -> its head / loss options (``create_task(name, **options)``).
         weights: a file of ImageNet weights for the encoder (torchvision names); None = random init.
         steps: optimizer steps to train for (epochs are counted in steps).
@@ -297,6 +301,7 @@ class TrainConfig:
     init_from: str | None = None
     model: str = "resnet18-fpn"
     model_options: dict[str, object] = field(default_factory=dict)
+    frame_fusion: str = "sum"
     task_options: dict[str, dict[str, object]] = field(default_factory=dict)
     weights: str | None = None
     steps: int = 1000
@@ -996,6 +1001,10 @@ def _among_tasks(names: Collection[str], tasks: tuple[str, ...], key: str) -> No
     _need(not tasks or not extra, f"{key} names {', '.join(extra)}, not among tasks ({', '.join(tasks)})", key, "tasks")
 
 
+#: ``frame_fusion`` choices (``models/multiframe.py`` builds them)
+FRAME_FUSIONS = ("sum", "conv1x1")
+
+
 def _check_run(c: TrainConfig) -> None:
     _need(
         len(set(c.tasks)) == len(c.tasks) and all(c.tasks),
@@ -1010,6 +1019,7 @@ def _check_run(c: TrainConfig) -> None:
         "tasks",
     )
     _need(c.model.strip() != "", "model is empty; name a registered model, e.g. resnet18-fpn", "model")
+    _one_of(c.frame_fusion, FRAME_FUSIONS, "frame_fusion")
     _named(c.weights, "weights")
     _named(c.stats, "stats")
     _at_least(c.steps, 1, "steps")

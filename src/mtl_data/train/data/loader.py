@@ -425,6 +425,10 @@ def default_workers() -> int:
     return min(4, usable_cpus())
 
 
+#: frame t and at most 3 previous frames (``mtl-data ingest --prev-frames`` stores up to 3)
+MAX_FRAMES = 4
+
+
 @dataclass(frozen=True)
 class LoaderConfig:
     """What the loader streams and how: one section of the training configuration.
@@ -462,6 +466,10 @@ class LoaderConfig:
         pin_memory: pin batches in page-locked memory; None = when CUDA is available.
         prefetch_factor: batches in flight per worker.
         mp_context: multiprocessing start method of the workers; None = torch's default.
+        frames: frames per sample: 1 = frame t alone; N + 1 adds its N previous frames (members
+            ``prev1`` .. ``prevN``, ``mtl-data ingest --prev-frames``) as ``image_prev`` (B, N,
+            3, H, W) and ``prev_present`` (B, N), under the same resize, flip and colour jitter
+            as frame t; a sample without one gets zeros and False (MultiNet++ two-frame input).
 
     Raises:
         MtlDataError: a value out of range (on construction).
@@ -491,6 +499,7 @@ class LoaderConfig:
     pin_memory: bool | None = None
     prefetch_factor: int = 2
     mp_context: str | None = None
+    frames: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -499,6 +508,10 @@ class LoaderConfig:
             raise MtlDataError(f"seed must be >= 0, got {self.seed}")
         if self.workers is not None and self.workers < 0:
             raise MtlDataError(f"workers must be >= 0 (0 = load in this process), got {self.workers}")
+        if not 1 <= self.frames <= MAX_FRAMES:
+            raise MtlDataError(
+                f"frames must be 1 to {MAX_FRAMES} (frame t and up to {MAX_FRAMES - 1} previous), got {self.frames}"
+            )
         object.__setattr__(self, "tasks", _requested_tasks(self.tasks))
         object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
 
