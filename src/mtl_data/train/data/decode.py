@@ -17,6 +17,9 @@ Handlers, member by member (nothing is decoded by guessing from the extension):
                     size, the full-size map is never built
 ``depth.png``       schema 1: 16-bit single-channel PNG (stays uint16, never scaled to 8 bits),
                     turned into the same points
+``prevK.jpg|png``    the K-th previous frame (``ingest --prev-frames``), decoded only when asked for
+                    (``prev_frames``), exactly as the image (the same reduced-decode factor); it
+                    must have the image's size
 ``*.json``, ``cls`` ``json.loads`` / decimal text, through ``shards.codec.decode_sample``
 pickle-style       ``pyd``, ``pickle``, ``pkl``, ``pth``, ``pt``: **refused**
 other extensions    ignored (a later schema may add members: add keys, never rename)
@@ -49,7 +52,7 @@ import numpy as np
 
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Sample
-from mtl_data.shards.codec import DecodeError, decode_sample
+from mtl_data.shards.codec import IMAGE_FORMATS, DecodeError, decode_image, decode_sample
 from mtl_data.shards.depthpoints import DepthPoints, decode_depth_points, depth_points_size
 from mtl_data.shards.png import decode_png, png_header
 from mtl_data.train.data.jpeg import decode_jpeg
@@ -115,11 +118,15 @@ class Decoded:
         image: (ceil(h / f), ceil(w / f), 3) uint8 RGB decoded at 1/f of the stored size, or None.
         depth: the sample's depth measurements as points, or None (no depth, or not loaded).
             Pass both on as ``transform_sample(..., image=decoded.image, depth=decoded.depth)``.
+        prev: the previous frames asked for that the sample has, t-1 first (members ``prev1``,
+            ``prev2``, ...), each (h, w, 3) uint8 RGB of the shape the image was decoded at
+            (``image``'s when set, else the stored size).
     """
 
     sample: Sample
     image: np.ndarray | None = None
     depth: DepthPoints | None = None
+    prev: tuple[np.ndarray, ...] = ()
 
 
 def refuse_unsafe(raw: Mapping[str, object]) -> None:
@@ -141,6 +148,7 @@ def decode(
     target_hw: tuple[int, int] | None = None,
     letterbox: bool = False,
     jpeg_decoder: str = "auto",
+    prev_frames: int = 0,
 ) -> Decoded:
     """Decode a raw tar sample with the handlers of the module docstring.
 
@@ -154,6 +162,8 @@ def decode(
         letterbox: whether the transform letterboxes (decides the content size above).
         jpeg_decoder: the ``jpeg`` backend of ``jpg`` members (``auto``, ``opencv``,
             ``simplejpeg``): the same pixels whichever decodes them.
+        prev_frames: decode up to this many previous frames (``Decoded.prev``); the members
+            are consecutive from ``prev1``, so decoding stops at the first one missing.
 
     Returns:
         The ``Decoded`` sample.
@@ -166,7 +176,10 @@ def decode(
     key, shard = str(raw.get("__key__", "?")), str(raw.get("__url__", "?"))
     members = {ext: data for ext, data in raw.items() if not ext.startswith("__")}
     try:
-        return _decode(key, members, tasks, target_hw, letterbox, jpeg_decoder)
+        decoded = _decode(key, members, tasks, target_hw, letterbox, jpeg_decoder)
+        if prev_frames:
+            decoded = _with_prev(decoded, members, prev_frames, target_hw, letterbox, jpeg_decoder)
+        return decoded
     except _CONTENT_ERRORS as exc:
         raise CorruptSampleError(f"{shard}: {key}: does not decode: {exc}", shard, key) from None
 
@@ -218,6 +231,44 @@ def _decode(
         )
     placeholder = np.broadcast_to(np.uint8(0), (*size, 3))  # (h, w, 3) of the stored size, no memory
     return _with_points(Decoded(decode_sample(key, members, tasks=tasks, image=placeholder), reduced), points)
+
+
+def _with_prev(
+    decoded: Decoded,
+    members: dict[str, bytes],
+    count: int,
+    target_hw: tuple[int, int] | None,
+    letterbox: bool,
+    jpeg_decoder: str,
+) -> Decoded:
+    """``decoded`` with up to ``count`` previous frames, decoded as its image was: at the same
+    reduced-decode factor (so the transform maps them with the image's placement) and checked
+    to have the image's decoded shape."""
+    size = decoded.sample.size
+    shape = (decoded.image if decoded.image is not None else decoded.sample.image).shape[:2]
+    frames = []
+    for k in range(1, count + 1):
+        ext = next((f"prev{k}.{e}" for e in IMAGE_FORMATS if f"prev{k}.{e}" in members), None)
+        if ext is None:
+            break  # ingest writes them consecutively: no t-k, no t-k-1
+        data = members[ext]
+        if ext.endswith(".jpg"):
+            factor = (
+                1
+                if target_hw is None
+                else reduced_decode_factor(size, placement(size, target_hw, letterbox).content_size)
+            )
+            frame = decode_jpeg(data, factor, jpeg_decoder)
+        else:
+            frame = decode_image(data)
+        if frame is None:
+            raise DecodeError(f"{ext}: image does not decode")
+        if frame.shape[:2] != shape:
+            raise DecodeError(
+                f"{ext}: decoded to {frame.shape[0]}x{frame.shape[1]}, the image to {shape[0]}x{shape[1]}"
+            )
+        frames.append(frame)
+    return dataclasses.replace(decoded, prev=tuple(frames))
 
 
 def _depth_points(members: dict[str, bytes], size: tuple[int, int]) -> DepthPoints | None:

@@ -2,7 +2,8 @@
 
 ``build_loader(shards, batch_size=..., image_size=...)`` returns a ``Loader``: iterate it for
 batches (``targets.collate``'s dict: ``image``, ``key``, ``source``, ``present``, one entry per
-task, plus ``skipped``), read ``loader.skipped`` for the corrupt samples skipped so far.
+task, plus ``skipped``; with ``frames`` > 1 also ``image_prev`` and ``prev_present``), read
+``loader.skipped`` for the corrupt samples skipped so far.
 
 Training (``infinite=True``), in every DataLoader worker of every rank (the stages are in
 ``stages``)::
@@ -136,6 +137,7 @@ class Settings:
         ring_slots: shared-memory batch slots per worker process (``stages.BatchRing``); 0 =
             let torch move each batch into fresh shared memory.
         jpeg_decoder: the resolved ``jpeg`` backend (``opencv`` or ``simplejpeg``).
+        prev_frames: previous frames decoded per sample (``LoaderConfig.frames`` - 1).
     """
 
     tasks: tuple[str, ...]
@@ -148,6 +150,7 @@ class Settings:
     reduced_decode: bool
     ring_slots: int = 0
     jpeg_decoder: str = "opencv"
+    prev_frames: int = 0
 
     def decoder(self) -> Callable[[dict], Decoded]:
         target = self.transform.image_size if self.reduced_decode else None
@@ -157,6 +160,7 @@ class Settings:
             target_hw=target,
             letterbox=self.transform.letterbox,
             jpeg_decoder=self.jpeg_decoder,
+            prev_frames=self.prev_frames,
         )
 
     def tail(
@@ -645,6 +649,7 @@ def build_loader(
             c.max_boxes,
             c.max_lanes,
             c.lane_rows,
+            c.frames - 1,
         )
     except ValueError as exc:
         raise MtlDataError(str(exc)) from None
@@ -660,6 +665,7 @@ def build_loader(
         # prefetch_factor batches ahead of the one handed out, + 1 being widened, + 1 spare
         ring_slots=c.prefetch_factor + 2 if c.shared_ring else 0,
         jpeg_decoder=resolve_backend(c.jpeg_decoder),
+        prev_frames=c.frames - 1,
     )
     if c.infinite:
         dataset: TrainStream | EvalPass = TrainStream(

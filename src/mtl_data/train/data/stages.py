@@ -19,7 +19,7 @@ from mtl_data.schema.sample import Sample
 from mtl_data.shards.tario import iter_tar_samples
 from mtl_data.train.data.decode import CorruptSampleError, Decoded, refuse_unsafe
 from mtl_data.train.data.targets import TargetConfig, collate, encode_example
-from mtl_data.train.data.transforms import TransformConfig, View, transform_view
+from mtl_data.train.data.transforms import TransformConfig, View, transform_frames
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class BatchRing:
     """
 
     #: the keys written into the ring: the dense arrays ``expand`` widens into new tensors.
-    KEYS = ("image", "seg", "depth", "lane")
+    KEYS = ("image", "image_prev", "seg", "depth", "lane")
 
     def __init__(self, slots: int):
         if slots < 2:
@@ -95,8 +95,13 @@ class BatchRing:
 
 
 def _batch_shape(key: str, array: np.ndarray) -> tuple[int, ...]:
-    """Per-sample shape in the batch: images are (H, W, 3) in examples, (3, H, W) in batches."""
-    return (array.shape[2], *array.shape[:2]) if key == "image" else array.shape
+    """Per-sample shape in the batch: images are (H, W, 3) in examples, (3, H, W) in batches
+    (previous frames (N, H, W, 3) -> (N, 3, H, W))."""
+    if key == "image":
+        return (array.shape[2], *array.shape[:2])
+    if key == "image_prev":
+        return (array.shape[0], array.shape[3], *array.shape[1:3])
+    return array.shape
 
 
 def _shared_empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
@@ -188,15 +193,22 @@ def transform_samples(
     decoded: Iterable[Decoded | None], config: TransformConfig, rng: np.random.Generator
 ) -> Iterator[tuple[Sample, View] | None]:
     """decoded samples -> (sample at ``config.image_size`` (resized, flipped, jittered), its
-    ``View`` of the stored pixels); None stays None."""
+    ``View`` of the stored pixels, its previous frames transformed alike); None stays None."""
     for item in decoded:
-        yield None if item is None else transform_view(item.sample, config, rng, image=item.image, depth=item.depth)
+        yield (
+            None
+            if item is None
+            else transform_frames(item.sample, config, rng, image=item.image, depth=item.depth, prev=item.prev)
+        )
 
 
-def encode_samples(samples: Iterable[tuple[Sample, View] | None], config: TargetConfig) -> Iterator[dict]:
-    """(sample, view) -> fixed-shape examples; None -> a masked dummy (key "", every ``present`` False)."""
+def encode_samples(
+    samples: Iterable[tuple[Sample, View, tuple[np.ndarray, ...]] | None], config: TargetConfig
+) -> Iterator[dict]:
+    """(sample, view, previous frames) -> fixed-shape examples; None -> a masked dummy (key "",
+    every ``present`` False)."""
     for item in samples:
-        yield encode_example(None, config) if item is None else encode_example(item[0], config, view=item[1])
+        yield encode_example(None, config) if item is None else encode_example(item[0], config, item[1], item[2])
 
 
 def batches(

@@ -19,6 +19,9 @@ has its keys in every batch with a fixed shape; where a sample lacks the task th
 key                    shape             dtype     content
 =====================  ================  ========  ==========================================
 ``image``              (B, 3, H, W)      float32   RGB, ``(x / 255 - mean) / std`` ImageNet
+``image_prev``         (B, N, 3, H, W)   float32   previous frames t-1..t-N, as ``image``; zeros
+                                                   where absent (only with ``prev_frames`` N > 0)
+``prev_present``       (B, N)            bool      whether the sample has frame t-k
 ``key``, ``source``    list of B str               sample key / dataset ("" for a dummy)
 ``present``            dict task->(B,)   bool      True where the sample labels the task
 ``K``                  (B, 3, 3)         float32   intrinsics of the output image, px; zeros if unknown
@@ -77,7 +80,7 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -109,6 +112,8 @@ class TargetConfig:
         max_boxes: M, padded raw boxes per sample (det2d, its ignore regions, det3d).
         max_lanes: L, lane polylines per sample (TuSimple has at most 5 or 6).
         lane_rows: R, polyline rows per sample (TuSimple: 48 or 56).
+        prev_frames: N, previous frames per sample (``image_prev`` (N, ...) and
+            ``prev_present`` (N,)); 0 = none, and the batch has neither key.
     """
 
     tasks: tuple[str, ...] = TASKS
@@ -119,8 +124,11 @@ class TargetConfig:
     max_boxes: int = 64
     max_lanes: int = 8
     lane_rows: int = 64
+    prev_frames: int = 0
 
     def __post_init__(self) -> None:
+        if self.prev_frames < 0:
+            raise ValueError(f"prev_frames must be >= 0, got {self.prev_frames}")
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; allowed: {', '.join(TASKS)}")
@@ -362,7 +370,9 @@ _TASK_FIELDS: dict[str, Callable[[Sample | None, TargetConfig], dict]] = {
 }
 
 
-def encode_example(sample: Sample | None, config: TargetConfig, view: View | None = None) -> dict:
+def encode_example(
+    sample: Sample | None, config: TargetConfig, view: View | None = None, prev: Sequence[np.ndarray] = ()
+) -> dict:
     """Fixed-shape numpy arrays (and 'key'/'source' str) for one sample; None -> a masked dummy
     (key "", source "", every present False, zeros).
 
@@ -371,11 +381,15 @@ def encode_example(sample: Sample | None, config: TargetConfig, view: View | Non
         config: the tasks and target layout.
         view: where the sample's pixels came from (``transforms.transform_view``); None = the
             sample is as stored (identity).
+        prev: the sample's previous frames, t-1 first, transformed with it
+            (``transforms.transform_frames``): at most ``config.prev_frames`` are used.
 
     Returns:
         The per-sample version of the batch (module docstring) with numpy values: ``image``
         (H, W, 3) uint8, ``seg`` / ``lane`` (H, W) uint8, ``depth`` (H, W) uint16
-        ``round(metres * 256)``, scalars as numpy scalars, ``present`` a dict task -> bool.
+        ``round(metres * 256)``, scalars as numpy scalars, ``present`` a dict task -> bool;
+        with ``config.prev_frames`` N > 0, ``image_prev`` (N, H, W, 3) uint8 (zeros where the
+        sample has no such frame) and ``prev_present`` (N,) bool.
 
     Raises:
         ValueError: the sample is not ``config.image_size`` (run the transform first).
@@ -396,6 +410,13 @@ def encode_example(sample: Sample | None, config: TargetConfig, view: View | Non
         "K_known": np.bool_(sample is not None and sample.K is not None),
         **_view_fields(sample, view),
     }
+    if config.prev_frames:
+        frames = np.zeros((config.prev_frames, *config.image_size, 3), np.uint8)  # (N, H, W, 3)
+        have = min(len(prev), config.prev_frames) if sample is not None else 0
+        for k in range(have):
+            frames[k] = prev[k]
+        example["image_prev"] = frames
+        example["prev_present"] = np.arange(config.prev_frames) < have  # (N,) bool
     for task in config.tasks:
         example.update(_TASK_FIELDS[task](sample, config))
     return example
@@ -486,11 +507,21 @@ def collate(
         image = slots["image"]
     else:
         image = torch.from_numpy(_stack_images([ex["image"] for ex in examples], normalize and not compact))
+    if "image_prev" in keys:  # (B, N, H, W, 3) -> (B, N, 3, H, W), as the image
+        frames = [f for ex in examples for f in ex["image_prev"]]
+        if "image_prev" in slots:
+            prev_out = slots["image_prev"]
+            _stack_images(frames, False, prev_out.numpy().reshape(-1, *prev_out.shape[2:]))
+        else:
+            stacked = _stack_images(frames, normalize and not compact)  # (B * N, 3, H, W)
+            prev_out = torch.from_numpy(stacked.reshape(n, -1, *stacked.shape[1:]))
     batch: dict = {
         "image": image,
         "present": {t: torch.tensor([ex["present"][t] for ex in examples], dtype=torch.bool) for t in tasks},
     }
     batch.update({k: [ex[k] for ex in examples] for k in _STRING_KEYS})
+    if "image_prev" in keys:
+        batch["image_prev"] = prev_out
     for key in keys:
         if key in batch:
             continue
@@ -537,6 +568,9 @@ def expand(batch: dict) -> dict:
     out = dict(batch)
     if out["image"].dtype == torch.uint8:
         out["image"] = normalize_images(out["image"])  # (B, 3, H, W) float32
+    if "image_prev" in out and out["image_prev"].dtype == torch.uint8:
+        prev = out["image_prev"]  # (B, N, 3, H, W) uint8
+        out["image_prev"] = normalize_images(prev.flatten(0, 1)).view(prev.shape)  # float32
     for key in _WIDEN.keys() & out.keys():
         out[key] = _widen(out[key], key)  # (B, H, W) int64 / float32 metres
     return out

@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -403,6 +403,31 @@ def transform_view(
     depth: DepthPoints | None = None,
 ) -> tuple[Sample, View]:
     """``transform_sample`` that also returns the ``View`` of the result (same draws, same output)."""
+    out, view, _ = transform_frames(sample, config, rng, image, depth)
+    return out, view
+
+
+def transform_frames(
+    sample: Sample,
+    config: TransformConfig,
+    rng: np.random.Generator,
+    image: np.ndarray | None = None,
+    depth: DepthPoints | None = None,
+    prev: Sequence[np.ndarray] = (),
+) -> tuple[Sample, View, tuple[np.ndarray, ...]]:
+    """``transform_view`` with the sample's previous frames (MultiNet++ multi-frame input).
+
+    Each frame of ``prev`` ((h, w, 3) uint8 RGB, decoded at the stored size or at the reduced
+    size ``image`` was: ``decode.Decoded.prev``) gets exactly frame t's geometry and photometry:
+    the same placement, the same flip, the same brightness / contrast / saturation factors
+    (contrast blends towards each frame's own mean grey, as torchvision's does per image). The
+    draws from ``rng`` are those of ``transform_view``, so a sample's frame t is the same with
+    or without its previous frames.
+
+    Returns:
+        The transformed sample, its ``View``, and the previous frames, each (H, W, 3) uint8 of
+        ``config.image_size``.
+    """
     pl = placement(sample.size, config.image_size, config.letterbox)
     flip, jitter = False, None
     if config.augment:
@@ -412,7 +437,10 @@ def transform_view(
             b, c, s = 1.0 + config.jitter * (2.0 * u[1:] - 1.0)
             jitter = (float(b), float(c), float(s))
     out = _apply_placement(sample, pl, image, jitter, depth)
-    return (hflip(out) if flip else out), View(pl, flip)
+    frames = tuple(_resize_image(frame, pl, jitter) for frame in prev)  # (H, W, 3) each
+    if flip:
+        out, frames = hflip(out), tuple(cv2.flip(frame, 1) for frame in frames)
+    return out, View(pl, flip), frames
 
 
 def transform_sample(
