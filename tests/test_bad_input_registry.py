@@ -14,6 +14,8 @@ per kind is broken (a file of one frame when there is one, the second frame of i
   ``folder`` (a folder in place of the file);
 * ``json_fields``: every JSON (or JSON-lines) file, one field at a time given a value of the
   wrong type (a string, a list of the wrong length, null, a nested object);
+* previous frames (``Converter.previous_frame_paths``) are the kind ``prev<extension>``, broken
+  in runs with ``--prev-frames 3``;
 * ``non_utf8_name``: every file of one frame renamed to a name that is not valid UTF-8 (the
   JSON files that name them updated to match).
 
@@ -45,6 +47,7 @@ from conftest import CliResult, read_manifest, read_rejects
 
 from mtl_data.cli.main import main
 from mtl_data.ingest import CONVERTERS
+from mtl_data.schema.sample import MAX_PREV_FRAMES
 from mtl_data.synth import SYNTHESIZERS
 
 NAMES = sorted(CONVERTERS)
@@ -70,6 +73,8 @@ IGNORED = {
     ("cityscapes", "unlisted:gtFine/*color.png"): "only *_gtFine_labelIds.png is read; the colour "
     "image is drawn from it",
     ("cityscapes", "unlisted:gtFine/*instanceIds.png"): "only *_gtFine_labelIds.png is read (no instance task)",
+    ("cityscapes", "unlisted:leftImg8bit_sequence/*leftImg#bit.png"): "the sequence package repeats the "
+    "labelled frame itself, which is read from leftImg8bit/ (its previous frames are the kind prev.png)",
     ("gtsrb", "unlisted:GTSRB/*test.test.csv"): "GT-final_test.test.csv lists the test images without "
     "ClassId; the labelled GT-final_test.csv beside GTSRB/ replaces it",
     ("tusimple", "unlisted:test_set/*#.jpg"): "only the labelled 20th frame of a clip is converted",
@@ -149,7 +154,8 @@ class Kind:
 
 def discover_kinds(name: str, root: Path) -> list[Kind]:
     """Every kind of file of the raw dataset at ``root``, with its representative."""
-    frames = CONVERTERS[name](root).frames()
+    converter = CONVERTERS[name](root)
+    frames = converter.frames()
     position = {}
     for split in {f.split for f in frames}:
         for i, f in enumerate(x for x in frames if x.split == split):
@@ -161,6 +167,11 @@ def discover_kinds(name: str, root: Path) -> list[Kind]:
             if path.is_file():
                 users[path].append(f)
                 kind_of.setdefault(path, f"{role}{path.suffix}")
+        # previous frames (read with --prev-frames): kind "prev<suffix>", its runs ask for them
+        for path in converter.previous_frame_paths(f, MAX_PREV_FRAMES):
+            if path.is_file():
+                users[path].append(f)
+                kind_of.setdefault(path, f"prev{path.suffix}")
     for path in sorted(root.rglob("*")):
         if path.is_file() and path not in kind_of:
             rel = path.relative_to(root)
@@ -188,6 +199,8 @@ def discover_kinds(name: str, root: Path) -> list[Kind]:
             args = ("--split", splits[0], "--limit", str(position[(fs[0].split, fs[0].id)] + 2))
         else:  # shared (an index of frames): the whole split, as its corruption may shift frames
             args = ("--split", splits[0]) if len(splits) == 1 else ()
+        if kind.startswith("prev"):
+            args = (*args, "--prev-frames", str(MAX_PREV_FRAMES))
         kinds.append(Kind(kind, str(path.relative_to(root)), tuple(f.id for f in fs), args))
     return kinds
 

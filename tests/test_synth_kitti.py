@@ -18,7 +18,7 @@ from mtl_data.schema.kitti_calib import (
     velo_to_optical,
 )
 from mtl_data.synth import SYNTHESIZERS
-from mtl_data.synth.kitti import synth_kitti
+from mtl_data.synth.kitti import PREV_FRAMES, synth_kitti
 
 N_TRAIN, N_TEST = 6, 2
 CALIB_KEYS = ["P0", "P1", "P2", "P3", "R0_rect", "Tr_velo_to_cam", "Tr_imu_to_velo"]
@@ -70,6 +70,10 @@ def test_writes_exactly_the_kitti_object_layout(root: Path):
     ]:
         ext = {"image_2": "png", "label_2": "txt", "calib": "txt", "velodyne": "bin"}
         expected |= {f"{split}/{d}/{i:06d}.{ext[d]}" for d in folders for i in range(count)}
+    # the previous frames of the frames PREV_FRAMES names (training first, then testing)
+    frames = [("training", i) for i in range(N_TRAIN)] + [("testing", i) for i in range(N_TEST)]
+    expected |= {f"{split}/prev_2/{i:06d}_{k:02d}.png" for (split, i), ks in zip(frames, PREV_FRAMES) for k in ks}
+    assert any(PREV_FRAMES) and not all(PREV_FRAMES)  # some frames have them, some do not
     assert set(_files(root)) == expected
 
 

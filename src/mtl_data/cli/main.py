@@ -45,6 +45,7 @@ from mtl_data.ingest.engine import (
 from mtl_data.ingest.reshard import ReshardConverter, check_out_root, master_folders
 from mtl_data.procs import tune_worker_process, usable_cpus
 from mtl_data.raysession import import_ray
+from mtl_data.schema.sample import MAX_PREV_FRAMES
 from mtl_data.schema.taxonomy import TAXONOMY_MODES, read_taxonomy_file
 from mtl_data.schema.validate import SPLITS
 from mtl_data.shards.codec import IMAGE_FORMATS
@@ -156,6 +157,14 @@ COMMON_OPTIONS = [
         help="downscale so the longer side is at most N px (labels, depth and K follow)",
     ),
     click.Option(
+        ["--prev-frames"],
+        type=click.IntRange(0, MAX_PREV_FRAMES),
+        default=0,
+        show_default=True,
+        help="also store up to N frames before each labelled one (members prev1..prevN: t-1 first, the "
+        "image's size and format; a missing frame ends them) where the source has them",
+    ),
+    click.Option(
         ["--shard-size"],
         default="256MB",
         show_default=True,
@@ -254,11 +263,15 @@ def _convert(converter: Converter, out_root: Path, options: IngestOptions) -> No
             )
         else:
             report, plan.out_dir = merged, out_root / name
+    if options.prev_frames and converter.no_previous_frames is not None:
+        click.echo(f"{name}: no previous frames ({converter.no_previous_frames})")  # once, not per frame
     for split, info in report["splits"].items():
         tasks = ", ".join(f"{t} {n}" for t, n in info["tasks"].items() if n)
+        prev = info.get("prev_frames")
+        prev = "; previous frames: " + ", ".join(f"{k} x{n}" for k, n in prev.items()) if prev else ""
         click.echo(
             f"{name}/{split}{part}: {info['samples']} samples in {info['shards']} shards, "
-            f"{info['rejects']} rejected; labels: {tasks or 'none'}"
+            f"{info['rejects']} rejected; labels: {tasks or 'none'}{prev}"
         )
     click.echo(f"-> {plan.out_dir}")
 
@@ -427,7 +440,7 @@ def reshard(
             workers=workers or usable_cpus(),
             engine=engine,
             address=address,
-            **{k: recorded[k] if chosen[k] is None else chosen[k] for k in recorded},
+            **{k: recorded[k] if chosen.get(k) is None else chosen[k] for k in recorded},
         )
         master_side = converter.recorded_max_side()
         if master_side is not None and master_side <= max_side:
@@ -474,6 +487,8 @@ def inspect(shards: Path, key: str | None, pictures: Path | None) -> None:
         f"  image {sample.size[1]}x{sample.size[0]} (orig {sample.orig_size[1]}x{sample.orig_size[0]}), "
         f"tasks: {', '.join(sample.tasks) or 'none'}"
     )
+    if sample.prev:
+        click.echo(f"  previous frames: {len(sample.prev)} (prev1 = t-1 .. prev{len(sample.prev)})")
     if sample.K is not None:
         k = sample.K
         click.echo(f"  K: fx {k[0, 0]:.2f} fy {k[1, 1]:.2f} cx {k[0, 2]:.2f} cy {k[1, 2]:.2f}")

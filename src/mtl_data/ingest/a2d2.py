@@ -165,6 +165,9 @@ class A2D2Converter(Converter):
     __doc__ = __doc__
     name = "a2d2"
     Options = A2D2Options
+    # The paper: annotations are for non-sequential frames; the public sensor-fusion drives
+    # (camera_lidar/) are other scenes (a2d2_to_ros FAQ), so a labelled frame has no public t-1.
+    no_previous_frames = "labelled frames are not sequential"
 
     def __init__(self, root: Path, options: A2D2Options | None = None, taxonomy: str = "unified"):
         super().__init__(root, options, taxonomy)

@@ -11,6 +11,9 @@ Native layout (whichever packages were downloaded, unpacked side by side; ``<id>
       gtBbox3d/{train,val}/<city>/<id>_gtBbox3d.json            Cityscapes-3D boxes + sensor block
       leftImg8bit/train_extra/..., disparity/train_extra/...    only with --train-extra
       leftImg8bit/demoVideo/...                                 never converted (no labels)
+      leftImg8bit_sequence/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+                                                                the snippets around each frame (17 Hz):
+                                                                read only with --prev-frames [optional]
 
 ``disparity/<split>/`` needs ``camera/<split>/`` next to it. Other files (``_gtFine_instanceIds``,
 ``_color``, ``_polygons.json``, ``gtCoarse``, ``vehicle``, ``timestamp``) are not read.
@@ -33,6 +36,10 @@ error, not skipped); a sample has the tasks whose files exist for it. Per frame:
   boxes were converted through, from the gtBbox3d ``sensor`` block, else derived from the camera
   json ``extrinsic`` (``x, y, z, yaw, pitch, roll``; the two agree exactly on the real sample);
   absent when neither gives it. Exporters need it to write predictions back in V.
+* ``prev1`` .. ``prevN`` (``--prev-frames N``): t-k is frame number F-k of the frame's
+  ``<city>_<seq>_<F>`` in ``leftImg8bit_sequence/`` (F is not always 19: some cities were
+  recorded as long sequences, e.g. ``frankfurt_000000_000294``); a missing file is no previous
+  frame.
 
 Input checks: the fields read of the gtBbox3d and camera jsons are checked for type, length
 and finite value within ``jsonshape.MAX_MAGNITUDE`` (`parse_gtbbox3d`, `parse_camera_json`),
@@ -75,6 +82,8 @@ ROLES = {
     "camera": ("camera", "_camera.json"),
     "boxes": ("gtBbox3d", "_gtBbox3d.json"),
 }
+#: the ``leftImg8bit_sequence`` package: the snippet of 30 frames around each labelled one
+SEQUENCE_FOLDER = "leftImg8bit_sequence"
 #: roles holding annotations, which the benchmark withholds for test
 LABEL_ROLES = ("label", "boxes")
 _FRAME_ID = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})$")
@@ -106,6 +115,7 @@ class CityscapesConverter(Converter):
     __doc__ = __doc__
     name = "cityscapes"
     Options = CityscapesOptions
+    no_previous_frames = None
 
     def __init__(self, root: Path, options: CityscapesOptions | None = None, taxonomy: str = "unified"):
         super().__init__(root, options, taxonomy)
@@ -182,6 +192,19 @@ class CityscapesConverter(Converter):
                     paths["camera"] = self.root / "camera" / native / city / f"{frame_id}_camera.json"
                 out.append(Frame(split=OUTPUT_SPLIT[native], id=frame_id, paths=paths))
         return out
+
+    def previous_frame_paths(self, frame: Frame, count: int) -> list[Path]:
+        match = _FRAME_ID.match(frame.id)
+        if match is None:  # convert reports the malformed name
+            return []
+        image = frame.paths["image"]  # leftImg8bit/<split>/<city>/<id>_leftImg8bit.png
+        folder = self.root / SEQUENCE_FOLDER / image.parent.parent.name / image.parent.name
+        number = int(match["frame"])
+        return [
+            folder / f"{match['city']}_{match['seq']}_{number - k:06d}_leftImg8bit.png"
+            for k in range(1, count + 1)
+            if number - k >= 0
+        ]
 
     # ---- conversion ----------------------------------------------------------------------------
 

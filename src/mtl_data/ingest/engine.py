@@ -54,7 +54,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mtl_data import __version__
 from mtl_data.errors import InputError, MtlDataError, OutputError
@@ -64,10 +63,10 @@ from mtl_data.ingest.registry import Converter, Frame
 from mtl_data.ingest.resize import resize_sample
 from mtl_data.procs import tune_worker_process
 from mtl_data.raysession import ray_get, ray_session
-from mtl_data.schema.sample import TASKS
+from mtl_data.schema.sample import MAX_PREV_FRAMES, TASKS
 from mtl_data.schema.validate import SPLITS, validate
 from mtl_data.shards.codec import encode_sample
-from mtl_data.shards.manifest import MANIFEST_NAME, SCHEMA, rows_to_table, sample_row, write_table
+from mtl_data.shards.manifest import MANIFEST_NAME, read_manifest, rows_to_table, sample_row, write_table
 from mtl_data.shards.tario import TarShardWriter, iter_tar_samples
 
 try:
@@ -122,16 +121,28 @@ class IngestOptions:
     partition: tuple[int, int] | None = None  # (I, N): convert only the I-th of N frame ranges
     engine: str = "local"  # where frames are converted: a key of EXECUTORS
     address: str | None = None  # --engine ray: the cluster to join (None: a local Ray instance)
+    prev_frames: int = 0  # previous frames t-1 .. t-N per sample (members prev1 .. prevN), N <= 3
+
+    def __post_init__(self):
+        if not 0 <= self.prev_frames <= MAX_PREV_FRAMES:
+            raise ValueError(f"--prev-frames must be in [0, {MAX_PREV_FRAMES}], got {self.prev_frames}")
 
     def output_fields(self) -> dict:
-        """The options that change the bytes of a split's output (not workers, splits, ...)."""
-        return {
+        """The options that change the bytes of a split's output (not workers, splits, ...).
+
+        ``prev_frames`` is listed only when not 0: outputs written before the option existed hold
+        no previous frames, and their recorded options must still equal a re-run's.
+        """
+        fields = {
             "limit": self.limit,
             "image_format": self.image_format,
             "jpeg_quality": self.jpeg_quality,
             "max_side": self.max_side,
             "shard_size": asdict(self.shard_size),
         }
+        if self.prev_frames:
+            fields["prev_frames"] = self.prev_frames
+        return fields
 
 
 @dataclass
@@ -433,10 +444,14 @@ def _write_json(path: Path, obj, **kwargs) -> None:
 
 
 def process_frame(converter: Converter, options: IngestOptions, frame: Frame) -> FrameResult:
-    """Convert, resize, validate and encode one frame. Bad input becomes a rejected result."""
+    """Convert, add the previous frames, resize, validate and encode one frame. Bad input becomes
+    a rejected result."""
     try:
         check_utf8_names(frame)
-        sample = resize_sample(converter.convert(frame), options.max_side)
+        sample = converter.convert(frame)
+        if options.prev_frames:
+            sample = converter.add_previous_frames(frame, sample, options.prev_frames)
+        sample = resize_sample(sample, options.max_side)
         num_det = len(converter.class_tables().get("det2d", [])) or None
         problems = validate(sample, num_det)
         if problems:
@@ -709,7 +724,7 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
         return old
     # Column-wise and in order (split, then shard, then position): memory stays near the
     # manifest's Arrow size even for hundreds of thousands of samples.
-    kept = pq.read_table(out_dir / MANIFEST_NAME, schema=SCHEMA) if old is not None else None
+    kept = read_manifest(out_dir / MANIFEST_NAME) if old is not None else None
     old_rejects = _read_jsonl(out_dir / "rejects.jsonl") if old is not None else []
     tables, rejects, splits = [], [], {}
     for split in sorted(rebuilt | set((old or {}).get("splits", {})), key=SPLITS.index):
@@ -731,6 +746,8 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
             "tasks": {t: int(pc.sum(table[f"has_{t}"]).as_py() or 0) for t in TASKS},
             "notes": dict(sorted(notes.items())),
         }
+        if plan.fingerprint["options"].get("prev_frames"):
+            splits[split]["prev_frames"] = _prev_frame_counts(table)
     manifest = pa.concat_tables(tables)
     # Sizes of the finished shards: a re-run finds a truncated or deleted one (``_damaged_shard``).
     shard_names = sorted(rel.split("/", 1)[1] for rel in pc.unique(manifest["shard"]).to_pylist())
@@ -754,6 +771,12 @@ def _finalize(plan: Plan, elapsed: float) -> dict:
     _write_json(out_dir / "ingest.json", report, indent=1)
     shutil.rmtree(state, ignore_errors=True)
     return report
+
+
+def _prev_frame_counts(table: pa.Table) -> dict[str, int]:
+    """Samples per number of previous frames (``{"2": 40, "1": 3, "0": 1}``, most first)."""
+    counts = collections.Counter(table["prev_frames"].to_pylist())
+    return {str(k): counts[k] for k in sorted(counts, reverse=True)}
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -303,6 +303,8 @@ def _looks_like_root(folder: Path) -> bool:
 class GtsrbConverter(Converter):
     __doc__ = __doc__
     name = "gtsrb"
+    # a track's images are crops of one sign at growing sizes, not frames of a camera
+    no_previous_frames = "not applicable: samples are sign crops, not camera frames"
     frames_per_task = 64  # crops of ~30x30 px: batch them for the process pool
     Options = GtsrbOptions
 

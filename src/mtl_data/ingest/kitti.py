@@ -9,8 +9,11 @@ one folder)::
         label_2/000000.txt ...    one object per line, 15 space-separated fields
         calib/000000.txt ...      P0..P3, R0_rect, Tr_velo_to_cam, Tr_imu_to_velo (+ blank line)
         velodyne/000000.bin ...   float32 (x, y, z, reflectance) per point   [optional folder]
+        prev_2/000000_01.png ...  the 3 frames before image_2/000000.png (_01 = t-1, 10 Hz): the
+                                  "3 temporally preceding frames" package; read only with
+                                  --prev-frames; a missing file is no previous frame  [optional]
       testing/
-        image_2/ calib/ [velodyne/]                                       (no labels)
+        image_2/ calib/ [velodyne/] [prev_2/]                             (no labels)
 
 Output: ``training`` -> ``train`` (``--val-fraction`` moves a hashed subset of frame ids to
 ``val``), ``testing`` -> ``test``. Per frame:
@@ -24,6 +27,8 @@ Output: ``training`` -> ``train`` (``--val-fraction`` moves a hashed subset of f
   ``P2``; points behind the camera or outside the image dropped; nearest point per pixel.
   Without a ``velodyne/`` folder, samples have no depth.
 * ``K`` of the camera-2 image in ``meta.json``.
+* ``prev1`` .. ``prevN`` (``--prev-frames N``): ``prev_2/<id>_0k.png`` as t-k, through the same
+  image path; they use the labelled frame's calibration (the package has none of its own).
 """
 
 from __future__ import annotations
@@ -44,9 +49,11 @@ from mtl_data.schema.parsing import parse_numbers
 from mtl_data.schema.sample import Det2D, Det3D, Sample, make_key
 from mtl_data.schema.taxonomy import DET_TABLES, det_class_map
 
+#: the left camera's previous frames: ``prev_2/<id>_<k:02d>.png`` is t-k of ``image_2/<id>.png``
+PREV_FOLDER = "prev_2"
 LAYOUT = {
-    "training": SplitLayout(required=("image_2", "label_2", "calib"), optional=("velodyne",)),
-    "testing": SplitLayout(required=("image_2", "calib"), optional=("velodyne",)),
+    "training": SplitLayout(required=("image_2", "label_2", "calib"), optional=("velodyne", PREV_FOLDER)),
+    "testing": SplitLayout(required=("image_2", "calib"), optional=("velodyne", PREV_FOLDER)),
 }
 OUTPUT_SPLIT = {"training": "train", "testing": "test"}
 _MISSING = "{} missing for this frame (other files of the frame exist)"
@@ -155,6 +162,7 @@ class KittiConverter(Converter):
     __doc__ = __doc__
     name = "kitti"
     Options = KittiOptions
+    no_previous_frames = None
 
     def __init__(self, root: Path, options: KittiOptions | None = None, taxonomy: str = "unified"):
         super().__init__(root, options, taxonomy)
@@ -165,6 +173,10 @@ class KittiConverter(Converter):
 
     def class_tables(self) -> dict[str, list[str]]:
         return {"det2d": list(self.classes.names), "det3d": list(self.classes.names)}
+
+    def previous_frame_paths(self, frame: Frame, count: int) -> list[Path]:
+        image = frame.paths["image"]  # <split>/image_2/<id>.png
+        return [image.parent.parent / PREV_FOLDER / f"{frame.id}_{k:02d}.png" for k in range(1, count + 1)]
 
     def frames(self) -> list[Frame]:
         out = []

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mtl_data.errors import MtlDataError
+import numpy as np
+
+from mtl_data.errors import InputError, MtlDataError
+from mtl_data.ingest.readers import read_image
 from mtl_data.schema.sample import Sample
 
 
@@ -66,6 +69,9 @@ class Converter:
     #: sources of tiny samples (GTSRB crops, ~0.2 ms each) batch them, or the pool's per-task
     #: cost exceeds the work and more workers run slower.
     frames_per_task: ClassVar[int] = 1
+    #: why this source's samples never have previous frames (``--prev-frames``), said once per
+    #: run; None for a source whose ``previous_frame_paths`` finds them.
+    no_previous_frames: ClassVar[str | None] = "this source has no previous frames"
 
     def __init__(self, root: Path, options: Any = None, taxonomy: str = "unified"):
         self.root = Path(root)
@@ -88,6 +94,52 @@ class Converter:
     def class_tables(self) -> dict[str, list[str]]:
         """Class names of each task's output ids, written next to the shards as classes.json."""
         return {}
+
+    # ---- previous frames (--prev-frames) -------------------------------------------------------
+
+    def previous_frame_paths(self, frame: Frame, count: int) -> list[Path]:
+        """Where the frames t-1 .. t-``count`` before ``frame`` would be, t-1 first (fewer when
+        the sequence starts earlier). They need not exist: a missing one is no previous frame."""
+        return []
+
+    def read_previous_frame(self, frame: Frame, path: Path, k: int) -> np.ndarray:
+        """(H, W, 3) uint8 RGB of the previous frame t-``k`` at ``path``, through the same image
+        path as ``frame``'s own image (a source that undistorts its images undistorts these too).
+
+        Raises:
+            InputError: naming ``path`` when it does not decode.
+        """
+        return read_image(
+            path,
+            f"previous frame t-{k} missing",
+            f"previous frame t-{k} does not decode as an image (truncated or not an image?)",
+        )
+
+    def add_previous_frames(self, frame: Frame, sample: Sample, count: int) -> Sample:
+        """``sample`` (converted from ``frame``) with up to ``count`` previous frames in ``prev``.
+
+        The frames t-1, t-2, ... are taken while they exist: the first missing one ends the run
+        (t-2 is never used without t-1), so a sample holds K <= ``count`` consecutive frames.
+
+        Raises:
+            InputError: naming the file when a previous frame exists but does not decode, or has
+                another size than the sample's image (a frame of another camera or sequence).
+        """
+        prev = []
+        for k, path in enumerate(self.previous_frame_paths(frame, count)[:count], start=1):
+            if not path.exists():  # a folder in its place is an error, from read_previous_frame
+                break
+            image = self.read_previous_frame(frame, path, k)
+            if image.shape != sample.image.shape:
+                h, w = sample.image.shape[:2]
+                raise InputError(
+                    path,
+                    f"previous frame t-{k} is {image.shape[1]}x{image.shape[0]}, but its labelled frame "
+                    f"{frame.paths.get('image', frame.primary_path).name} is {w}x{h}; previous frames must be "
+                    "the same camera's",
+                )
+            prev.append(image)
+        return dataclasses.replace(sample, prev=tuple(prev))
 
     def options_dict(self) -> dict:
         """The converter's options as plain data (for the fingerprint and ingest.json)."""

@@ -10,6 +10,8 @@ validation, ``encode_sample``, shard boundaries, manifest, resume, lock). So a c
   master stores labels losslessly and ``decode_sample`` gives back the sample ``convert`` made;
 * the image too when the master is PNG (lossless). A JPEG master gives the copy's image one
   more JPEG generation: not byte-identical, within the tolerance docs/conventions.md states.
+* previous frames (``prevK`` members of a master ingested with ``--prev-frames``) are decoded
+  with the sample and resized and encoded exactly like its image.
 
 Samples are read in the master's (split, shard, position) order, which is the raw frames'
 order; frames the master rejected are absent. The sample members are only read through
@@ -23,7 +25,8 @@ Native layout (a source folder written by ``mtl-data ingest`` or ``mtl-data resh
         manifest.parquet           its presence = complete; samples listed with shard and offset
         <split>-NNNNNN.tar ...     the shards the manifest points into
         classes.json               copied to the output as it is
-        [ingest.json]              the defaults of --image-format, --jpeg-quality, --shard-size
+        [ingest.json]              the defaults of --image-format, --jpeg-quality, --shard-size,
+                                   and the --prev-frames it was ingested with
 """
 
 from __future__ import annotations
@@ -144,6 +147,13 @@ class ReshardConverter(Converter):
                 path, f"{where} does not decode ({exc})", hint=self.rebuild_hint(path.name, overwrite=True)
             ) from None
 
+    no_previous_frames = None
+
+    def add_previous_frames(self, frame: Frame, sample: Sample, count: int) -> Sample:
+        """``sample`` as decoded: it already holds the master's previous frames (at most
+        ``count``, the master's ``--prev-frames``)."""
+        return sample
+
     def class_tables(self) -> dict[str, list[str]]:
         """The master's ``classes.json``."""
         return self.tables
@@ -154,13 +164,15 @@ class ReshardConverter(Converter):
 
     def recorded_options(self) -> dict:
         """``image_format``, ``jpeg_quality`` and ``shard_size`` (a ``ShardSize``) the master was
-        ingested with: the copy's defaults (the engine's where ``ingest.json`` does not say)."""
+        ingested with: the copy's defaults (the engine's where ``ingest.json`` does not say); and
+        its ``prev_frames``, which the copy carries (0 when not recorded: none)."""
         recorded = self.report.get("fingerprint", {}).get("options", {})
         size = recorded.get("shard_size") or {}
         return {
             "image_format": recorded.get("image_format", "jpg"),
             "jpeg_quality": recorded.get("jpeg_quality", 95),
             "shard_size": ShardSize(**size) if size else ShardSize(bytes=256 * 10**6),
+            "prev_frames": recorded.get("prev_frames", 0),
         }
 
     def recorded_max_side(self) -> int | None:

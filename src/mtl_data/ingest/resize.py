@@ -16,7 +16,8 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
 
     The image uses area interpolation; the labels follow ``schema.placement.place_labels``: the
     seg map nearest neighbour with centre alignment (``INTER_NEAREST_EXACT``: plain
-    ``INTER_NEAREST`` is shifted by half a pixel); sparse depth min-pooling; 2D boxes, lane
+    ``INTER_NEAREST`` is shifted by half a pixel); previous frames exactly as the image;
+    sparse depth min-pooling; 2D boxes, lane
     polylines, the sign ROI and ``K`` scaled with the pixel-centre convention of
     ``geometry.scale_pixel_coords``; lane masks redrawn from the scaled polylines. 3D boxes are
     metric and stay.
@@ -25,5 +26,6 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
     nh, nw = geo.scaled_size((h, w), max_side)
     if (nh, nw) == (h, w):
         return sample
-    image = cv2.resize(sample.image, (nw, nh), interpolation=cv2.INTER_AREA)
-    return dataclasses.replace(sample, image=image, **place_labels(sample, placement((h, w), (nh, nw), False)))
+    image, *prev = (cv2.resize(im, (nw, nh), interpolation=cv2.INTER_AREA) for im in (sample.image, *sample.prev))
+    placed = place_labels(sample, placement((h, w), (nh, nw), False))
+    return dataclasses.replace(sample, image=image, prev=tuple(prev), **placed)

@@ -31,6 +31,9 @@ Each label line is one sample: the frame ``raw_file`` (relative to its split fol
   ``lane.json`` lists the lanes in id order.
 * ``sequence``: the clip (``0601/1494453497604532231``); the key is the sanitized ``raw_file``
   without extension (``tusimple_train_clips_0601_1494453497604532231_20``).
+* ``prev1`` .. ``prevN`` (``--prev-frames N``): the clip's frames before ``raw_file`` (20 Hz):
+  ``<n-k>.jpg`` in its folder for ``raw_file`` ``<n>.jpg`` (``19.jpg`` is t-1 of ``20.jpg``); a
+  missing file, or a ``raw_file`` not named by its frame number, is no previous frame.
 
 Splits: the ``label_data_*.json`` lines -> ``train`` (``--val-fraction`` moves whole clips to
 ``val``), ``test_label.json`` -> ``test``.
@@ -297,6 +300,7 @@ class TuSimpleConverter(Converter):
     __doc__ = __doc__
     name = "tusimple"
     Options = TuSimpleOptions
+    no_previous_frames = None
 
     def __init__(self, root: Path, options: TuSimpleOptions | None = None, taxonomy: str = "unified"):
         super().__init__(root, options, taxonomy)
@@ -401,6 +405,13 @@ class TuSimpleConverter(Converter):
         return sorted(out, key=lambda f: (f.split, f.id))
 
     # ---- conversion ----------------------------------------------------------------------------
+
+    def previous_frame_paths(self, frame: Frame, count: int) -> list[Path]:
+        image = frame.paths.get("image")  # absent for a line without raw_file: convert reports it
+        if image is None or not image.stem.isdigit():
+            return []
+        number = int(image.stem)
+        return [image.with_name(f"{number - k}{image.suffix}") for k in range(1, count + 1) if number - k >= 1]
 
     def convert(self, frame: Frame) -> Sample:
         label = frame.paths["label"]

@@ -28,6 +28,9 @@ CLASS_TASKS: tuple[str, ...] = ("seg", "det2d", "det3d", "sign")
 #: value of an ignored pixel in ``seg`` and ``lane`` maps.
 IGNORE_INDEX = 255
 
+#: the most previous frames a sample carries (``--prev-frames N``, N <= this): ``prev1`` .. ``prev3``.
+MAX_PREV_FRAMES = 3
+
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -150,6 +153,9 @@ class Sample:
         extra: additional JSON-serializable ``meta.json`` keys (never overriding the standard ones).
         notes: counts of recoverable input problems in this frame (``seg_unknown_color_px``,
             ``steer_bus_gap`` ...): written to ``meta.json`` and summed per split in ingest.json.
+        prev: the frames before this one, t-1 first (``prev[k - 1]`` is t-k), each (H, W, 3) uint8
+            RGB of the stored image's size, through the same image path; consecutive: t-k is
+            here only if t-1 .. t-k-1 are. Empty when the source has none or none was asked for.
     """
 
     key: str
@@ -170,6 +176,7 @@ class Sample:
     lane: Lanes | None = None
     extra: dict = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
+    prev: tuple[np.ndarray, ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:

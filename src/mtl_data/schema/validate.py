@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from mtl_data.schema.geometry import DEPTH_SCALE, MAX_DEPTH_M
-from mtl_data.schema.sample import IGNORE_INDEX, READABLE_SCHEMA_VERSIONS, Sample
+from mtl_data.schema.sample import IGNORE_INDEX, MAX_PREV_FRAMES, READABLE_SCHEMA_VERSIONS, Sample
 
 _KEY_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 SPLITS = ("train", "val", "test")
@@ -36,6 +36,14 @@ def validate(sample: Sample, num_det_classes: int | None = None) -> list[str]:
         add(f"image must be (H, W, 3) uint8, got {getattr(img, 'shape', None)} {getattr(img, 'dtype', None)}")
         return problems
     h, w = sample.size
+    if len(sample.prev) > MAX_PREV_FRAMES:
+        add(f"{len(sample.prev)} previous frames, at most {MAX_PREV_FRAMES}")
+    for k, prev in enumerate(sample.prev, start=1):
+        if not (isinstance(prev, np.ndarray) and prev.dtype == np.uint8 and prev.shape == img.shape):
+            add(
+                f"previous frame t-{k} must be {img.shape} uint8 like the image, got "
+                f"{getattr(prev, 'shape', None)} {getattr(prev, 'dtype', None)}"
+            )
     if sample.K is not None and np.asarray(sample.K).shape != (3, 3):
         add(f"K must be 3x3, got {np.asarray(sample.K).shape}")
     for name in ("seg", "depth"):

@@ -4,6 +4,8 @@ Member names are ``<key>.<ext>`` with these extensions (a public contract: add, 
 
 ====================  =========================================================================
 ``jpg`` / ``png``     the RGB image
+``prev1.jpg`` ...     the previous frames t-1, t-2, ... (``prevK.<image ext>``, K = 1 .. at most 3,
+                      consecutive), the image's size and format; only with ``--prev-frames``
 ``meta.json``         schema version, source, split, id, sequence, size, orig_size, K,
                       timestamp_us, tasks (+ ``sign_roi`` and any source extras)
 ``seg.png``           8-bit class ids, 255 = ignore
@@ -25,14 +27,14 @@ Labels round-trip exactly; the image does too with ``png`` (``jpg`` is lossy by 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
 from mtl_data.schema.geometry import DEPTH_SCALE, MAX_DEPTH_M
-from mtl_data.schema.sample import SCHEMA_VERSION, TASKS, Det2D, Det3D, Lanes, Sample, Sign, Steer
+from mtl_data.schema.sample import MAX_PREV_FRAMES, SCHEMA_VERSION, TASKS, Det2D, Det3D, Lanes, Sample, Sign, Steer
 from mtl_data.shards.depthpoints import EXTENSION as DEPTH_POINTS
 from mtl_data.shards.depthpoints import decode_depth_points, encode_depth_points
 from mtl_data.shards.png import decode_png
@@ -56,6 +58,28 @@ _STANDARD_META = (
 
 class DecodeError(ValueError):
     """A member cannot be decoded (corrupt bytes, wrong format)."""
+
+
+def prev_member(k: int, image_ext: str) -> str:
+    """The member extension of the previous frame t-``k`` (``prev1.jpg``): the image's format."""
+    return f"prev{k}.{image_ext}"
+
+
+def prev_members(members: Collection[str], image_ext: str) -> list[str]:
+    """The previous-frame extensions among ``members``, t-1 first.
+
+    Raises:
+        DecodeError: they are not exactly ``prev1`` .. ``prevK`` in the image's format, K <= 3
+            (a gap, another format, a K beyond ``MAX_PREV_FRAMES``).
+    """
+    found = sorted(ext for ext in members if ext.startswith("prev"))
+    wanted = [prev_member(k, image_ext) for k in range(1, len(found) + 1)]
+    if sorted(wanted) != found or len(found) > MAX_PREV_FRAMES:
+        raise DecodeError(
+            f"previous frames {', '.join(found)}: expected prev1 .. prevK.{image_ext} "
+            f"(consecutive, K <= {MAX_PREV_FRAMES}, the image's format)"
+        )
+    return wanted
 
 
 def _json(obj: Any) -> bytes:
@@ -144,7 +168,8 @@ def depth_to_uint16(depth: np.ndarray) -> np.ndarray:
 def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int = 95) -> list[tuple[str, bytes]]:
     """Encode a sample into ``(extension, bytes)`` members, in the order they are written.
 
-    The order is fixed (image, meta, then tasks in ``TASKS`` order) so shards are reproducible.
+    The order is fixed (image, previous frames t-1 first, meta, then tasks in ``TASKS`` order)
+    so shards are reproducible; a sample without previous frames gives the members it always did.
 
     Raises:
         ValueError: a depth the stored uint16 cannot hold (``depth_to_uint16``), or ``extra``
@@ -152,6 +177,10 @@ def encode_sample(sample: Sample, image_format: str = "jpg", jpeg_quality: int =
     """
     members = [
         (image_format, encode_image(sample.image, image_format, jpeg_quality)),
+        *(
+            (prev_member(k, image_format), encode_image(prev, image_format, jpeg_quality))
+            for k, prev in enumerate(sample.prev, start=1)
+        ),
         ("meta.json", _json(meta_dict(sample))),
     ]
     if sample.seg is not None:
@@ -248,7 +277,11 @@ def _boxes(values: list, width: int) -> np.ndarray:
 
 
 def decode_sample(
-    key: str, members: dict[str, bytes], tasks: Collection[str] | None = None, image: np.ndarray | None = None
+    key: str,
+    members: dict[str, bytes],
+    tasks: Collection[str] | None = None,
+    image: np.ndarray | None = None,
+    prev: Sequence[np.ndarray] | None = None,
 ) -> Sample:
     """Rebuild a ``Sample`` from its members (extension -> bytes).
 
@@ -259,6 +292,10 @@ def decode_sample(
             sample, as if it did not have them). None = every label ``meta.json`` lists.
         image: the image, already decoded (e.g. at reduced size by a loader), used instead of
             decoding the image member (which is then not needed); None = decode the member.
+        prev: the previous frames, already decoded (t-1 first), used instead of the ``prevK``
+            members. None = decode those members when this function decodes the image too
+            (``image`` None); a caller that passes its own ``image`` decodes images itself, so the
+            sample then carries no previous frames unless it passes them here.
 
     Raises:
         DecodeError: a member is missing or does not decode.
@@ -270,9 +307,9 @@ def decode_sample(
         image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
         if image_ext is None:
             raise DecodeError("no jpg or png image member")
-        image = decode_image(members[image_ext])
-        if image is None:
-            raise DecodeError(f"{image_ext}: image does not decode")
+        image = _load_image(members, image_ext)
+        if prev is None:
+            prev = [_load_image(members, ext) for ext in prev_members(members, image_ext)]
     wanted = set(TASKS if tasks is None else tasks)
     listed = meta.get("tasks", []) if tasks is None else [t for t in meta.get("tasks", []) if t in wanted]
     missing = [t for t in listed if not any(ext.startswith(t + ".") for ext in members)]
@@ -343,4 +380,12 @@ def decode_sample(
         lane=lane,
         extra={k: v for k, v in meta.items() if k not in _STANDARD_META},
         notes=meta.get("notes", {}),
+        prev=tuple(prev or ()),
     )
+
+
+def _load_image(members: dict[str, bytes], ext: str) -> np.ndarray:
+    image = decode_image(members[ext])
+    if image is None:
+        raise DecodeError(f"{ext}: image does not decode")
+    return image

@@ -55,9 +55,15 @@ SCHEMA = pa.schema(
         ("steer_speed_kmh", pa.float64()),
         ("sign_class", pa.int16()),
         ("lane_count", pa.int16()),
+        ("prev_frames", pa.uint8()),  # previous frames stored with the sample: members prev1 .. prevK
     ],
     metadata={VERSION_KEY: str(MANIFEST_VERSION).encode()},
 )
+
+
+#: columns added after manifests were first written, and the value a manifest without one
+#: holds in every row: such a manifest is read as if it had the column (``read_manifest``).
+COLUMN_DEFAULTS = {"prev_frames": 0}
 
 
 def sample_row(sample: Sample) -> dict:
@@ -101,6 +107,7 @@ def sample_row(sample: Sample) -> dict:
         row["sign_class"] = int(sample.sign.class_id)
     if sample.lane is not None:
         row["lane_count"] = int(sample.lane.xs.shape[0])
+    row["prev_frames"] = len(sample.prev)
     return row
 
 
@@ -160,7 +167,7 @@ def check_manifest(path: Path) -> None:
             f"{path}: manifest has {what}, this tool reads version {MANIFEST_VERSION}; "
             "re-run the ingest with --overwrite to rebuild it"
         )
-    missing = [name for name in SCHEMA.names if name not in schema.names]
+    missing = [name for name in SCHEMA.names if name not in schema.names and name not in COLUMN_DEFAULTS]
     if missing:
         raise MtlDataError(
             f"{path}: manifest lacks columns {', '.join(missing)}; re-run the ingest with --overwrite to rebuild it"
@@ -177,4 +184,18 @@ def read_manifests(root: Path) -> pa.Table:
     paths = manifest_paths(root)
     for path in paths:
         check_manifest(path)
-    return pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in paths])
+    return pa.concat_tables([read_manifest(p) for p in paths])
+
+
+def read_manifest(path: Path) -> pa.Table:
+    """One manifest file with the ``SCHEMA`` columns; a column it predates (``COLUMN_DEFAULTS``)
+    holds its default in every row, so old manifests read as they always meant (no previous
+    frames), never as nulls."""
+    table = pq.read_table(path, schema=SCHEMA)
+    present = set(pq.read_schema(path).names)
+    for name, value in COLUMN_DEFAULTS.items():
+        if name not in present:
+            index = table.schema.get_field_index(name)
+            column = pa.array(np.full(table.num_rows, value), SCHEMA.field(name).type)
+            table = table.set_column(index, SCHEMA.field(name), column)
+    return table

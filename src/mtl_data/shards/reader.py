@@ -26,7 +26,7 @@ import polars as pl
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.schema.validate import validate, validate_meta
-from mtl_data.shards.codec import IMAGE_FORMATS, DecodeError, decode_image, decode_sample
+from mtl_data.shards.codec import IMAGE_FORMATS, DecodeError, decode_image, decode_sample, prev_members
 from mtl_data.shards.manifest import MANIFEST_NAME, read_manifests, sample_row
 from mtl_data.shards.tario import iter_tar_samples
 
@@ -96,19 +96,40 @@ def decode_image_strict(data: bytes, capture: _Fd2Capture | None = None) -> tupl
 DECODE_ERRORS = (DecodeError, KeyError, ValueError, TypeError)
 
 
+def decode_images_strict(
+    members: dict[str, bytes], capture: _Fd2Capture | None = None
+) -> tuple[np.ndarray | None, list[np.ndarray] | None, str]:
+    """The image and the previous frames (``prevK``) of a sample, each decoded with
+    ``decode_image_strict``: ``(image, previous frames, problem)``, problem "" when all are intact,
+    else naming the member (and images None). ``(None, None, "")`` without an image member."""
+    image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
+    if image_ext is None:
+        return None, None, ""
+    try:
+        exts = [image_ext, *prev_members(members, image_ext)]
+    except DecodeError as exc:
+        return None, None, str(exc)
+    images = []
+    for ext in exts:
+        image, problem = decode_image_strict(members[ext], capture)
+        if problem:
+            return None, None, f"{ext}: corrupt image data ({problem})"
+        images.append(image)
+    return images[0], images[1:], ""
+
+
 def decode_members(key: str, members: dict[str, bytes], strict: bool = True) -> Sample:
-    """``codec.decode_sample`` of one sample's members, its image decoded with
-    ``decode_image_strict`` when ``strict`` (corrupt JPEG data is an error, not a repaired
+    """``codec.decode_sample`` of one sample's members, its image and previous frames decoded
+    with ``decode_image_strict`` when ``strict`` (corrupt JPEG data is an error, not a repaired
     picture).
 
     Raises:
         One of ``DECODE_ERRORS``: a member does not decode.
     """
-    image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
-    image, problem = (None, "") if image_ext is None or not strict else decode_image_strict(members[image_ext])
+    image, prev, problem = decode_images_strict(members) if strict else (None, None, "")
     if problem:
-        raise DecodeError(f"{image_ext}: corrupt image data ({problem})")
-    return decode_sample(key, members, image=image)
+        raise DecodeError(problem)
+    return decode_sample(key, members, image=image, prev=prev)
 
 
 def rebuild_hint(root: Path, shard: str, overwrite: bool = False) -> str:
@@ -261,7 +282,8 @@ class ShardSet:
 def check_shards(shards: ShardSet, progress: Callable[[int], None] | None = None) -> Iterator[str]:
     """Decode every sample of every shard and yield each problem found, as one line.
 
-    Checks: every tar sample decodes (the image fully and strictly: ``decode_image_strict``),
+    Checks: every tar sample decodes (the image and its previous frames fully and strictly:
+    ``decode_image_strict``; previous frames must have the image's size, ``validate``),
     validates against the schema, and matches its manifest row (shard, position, offset, and
     every derived column); every manifest row is found in its shard; keys are unique; no stray
     shard lies next to a manifest; no shard is truncated.
@@ -328,14 +350,13 @@ def _check_shard(
                 yield f"{where}: not in the manifest"
                 continue
             progress(1)
-            image_ext = next((e for e in IMAGE_FORMATS if e in members), None)
-            image, problem = (None, "") if image_ext is None else decode_image_strict(members[image_ext], capture)
+            image, prev, problem = decode_images_strict(members, capture)
             if problem:
-                yield f"{where}: {image_ext}: corrupt image data ({problem}); {rebuild_hint(root, shard, True)}"
+                yield f"{where}: {problem}; {rebuild_hint(root, shard, True)}"
                 continue
             try:
                 meta = json.loads(members["meta.json"]) if "meta.json" in members else {}
-                sample = decode_sample(key, members, image=image)
+                sample = decode_sample(key, members, image=image, prev=prev)
             except (DecodeError, KeyError, ValueError, TypeError) as exc:
                 yield f"{where}: does not decode: {exc}"
                 continue

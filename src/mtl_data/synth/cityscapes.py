@@ -10,6 +10,8 @@ and converting fast. Layout written under ``out_dir`` (``<id>`` = ``<city>_<seq>
     disparity/<split>/<city>/<id>_disparity.png            16-bit, 256 d + 1, 0 = invalid
     camera/<split>/<city>/<id>_camera.json                 extrinsic (baseline, pose) + intrinsic
     gtBbox3d/<split>/<city>/<id>_gtBbox3d.json             imgWidth/Height, sensor, objects, ignore
+    leftImg8bit_sequence/<split>/<city>/<city>_<seq>_<frame - k>_leftImg8bit.png
+                                                           k = 0 .. SEQUENCE_FRAMES of the frame
 
     train: aachen_000000_000019, aachen_000001_000019, bochum_000000_000313 (no disparity and no
            camera json: K only from its gtBbox3d sensor block)
@@ -27,10 +29,14 @@ the colour and the optical depth Z, from which the disparity ``p = round(256 bas
 (0 for sky, beyond 120 m, the ego vehicle, the rectification border and a few random holes).
 The amodal 2D box is the projected 3D box, ``x = floor(u_min)``, ``x + w = floor(u_max)`` (the
 relation of the real sample); the modal box is the extent of the object's visible pixels.
+The sequence frame F-k is the same street with every box ``k * STEP_M`` farther ahead, with its
+own noise (a separate random stream: the other files are those written before sequences
+existed); frame F itself is the labelled image, as in the real package.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +64,9 @@ FRAMES = (
     ("val", "frankfurt", 1, 19, True, False),
 )
 CITIES = ("aachen", "bochum", "frankfurt")
+#: previous frames in leftImg8bit_sequence/ per FRAMES entry (frankfurt_000001_000019 has none)
+SEQUENCE_FRAMES = (3, 3, 2, 3, 0)
+STEP_M = 0.6  # ~10 m/s at 17 Hz
 
 # The real camera of the cityscapesScripts gtBbox3d sample (and its quoted camera json).
 _REAL_INTRINSIC = {"fx": 2262.52, "fy": 2265.3017905988554, "u0": 1096.98, "v0": 513.137}
@@ -496,3 +505,19 @@ def synth_cityscapes(out_dir: Path, *, seed: int = 0) -> None:
             put("disparity", "_disparity.png", _png(_disparity(render, cam, rng)))
         if boxes:
             put("gtBbox3d", "_gtBbox3d.json", _json_bytes(_gtbbox3d(street, render, cam, camera_doc)))
+        for k in range(SEQUENCE_FRAMES[index] + 1) if SEQUENCE_FRAMES[index] else ():
+            moved = [dataclasses.replace(b, center=b.center + [k * STEP_M, 0.0, 0.0]) for b in street.boxes]
+            image = (
+                render.image
+                if k == 0
+                else _render(
+                    dataclasses.replace(street, boxes=moved), cam, np.random.default_rng([seed, index, 1000 + k])
+                ).image
+            )
+            name = f"{city}_{seq:06d}_{frame - k:06d}"
+            put(
+                "leftImg8bit_sequence",
+                "_leftImg8bit.png",
+                _png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)),
+                (split, city, name),
+            )

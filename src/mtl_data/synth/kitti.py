@@ -7,6 +7,8 @@ Layout written under ``out_dir``::
     training/calib/000000.txt   .. 000005.txt   P0..P3, R0_rect, Tr_velo_to_cam, Tr_imu_to_velo, "\\n\\n"
     training/velodyne/000000.bin .. 000005.bin  little-endian float32 N x 4 (x, y, z, reflectance)
     testing/{image_2,calib,velodyne}/000000.* .. 000001.*   same, no label_2
+    {training,testing}/prev_2/<id>_01.png ...    the frames before some frames ("3 temporally
+                                                 preceding frames" package), PREV_FRAMES says which
 
 What is consistent with what: each frame is one small 3D scene in rectified camera-0
 coordinates (a flat ground plane ``CAMERA_HEIGHT_M`` below the camera, y down, and 2-5
@@ -16,11 +18,15 @@ projected 3D boxes (with the frame's own P2) clipped to the image; the image sho
 ground (horizon at ``cy``) and box faces; the point cloud is a simulated 64-beam scan of the
 same ground and boxes, expressed in the velodyne frame through the frame's own calibration.
 The calibration text is written first and parsed back, so every derived quantity uses exactly
-the numbers a reader will find in the file.
+the numbers a reader will find in the file. A previous frame t-k is the same scene with every
+object ``k * EGO_STEP_M`` farther ahead (the camera drove towards them), rendered with the
+frame's calibration and its own noise (a separate random stream: the other files are those
+written before previous frames existed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +52,10 @@ from mtl_data.synth.objects import place_objects
 from mtl_data.synth.registry import register_synth
 
 N_TRAIN, N_TEST = 6, 2
+#: which ``prev_2/<id>_0k.png`` files exist, by frame index (training 0..5, then testing 0..1):
+#: all three, t-1 only, none, t-1 and t-3 (a gap: only t-1 counts), ...
+PREV_FRAMES = ((1, 2, 3), (1,), (), (1, 3), (1, 2, 3), (1, 2), (1, 2, 3), ())
+EGO_STEP_M = 1.0  # 10 m/s at KITTI's 10 Hz
 #: (width, height) of real KITTI images; frames cycle through them so sizes always vary.
 IMAGE_SIZES = ((1242, 375), (1224, 370), (1238, 374), (1241, 376), (1226, 370))
 CAMERA_HEIGHT_M = 1.65  # rectified camera 0 above the ground; the ground is the plane y = 1.65
@@ -334,3 +344,9 @@ def synth_kitti(out_dir: Path, *, seed: int = 0) -> None:
             ext = {"calib": "txt", "label_2": "txt", "velodyne": "bin", "image_2": "png"}[folder]
             (out_dir / split / folder).mkdir(parents=True, exist_ok=True)
             write_atomic(out_dir / split / folder / f"{frame:06d}.{ext}", data)
+        for k in PREV_FRAMES[index]:
+            earlier = dataclasses.replace(scene, location=scene.location + [0.0, 0.0, k * EGO_STEP_M])
+            image = _render(earlier, calib, size, np.random.default_rng([seed, index, 1000 + k]))
+            write_atomic(
+                out_dir / split / "prev_2" / f"{frame:06d}_{k:02d}.png", cv2.imencode(".png", image)[1].tobytes()
+            )

@@ -12,9 +12,12 @@ Layout written under ``out_dir``::
     test_set/clips/0530/<ns timestamp>_0/1.jpg .. 20.jpg   2 clips
     test_label.json                   the test labels (56 rows), beside test_set/ as downloaded
 
-``20.jpg`` (the labelled frame, ``raw_file``) is 1280x720 like TuSimple's; frames 1..19 of each
-clip are written at 1/8 size (160x90), showing the same road earlier in the clip (the dashes
-move), since no converter reads them.
+``20.jpg`` (the labelled frame, ``raw_file``) is 1280x720 like TuSimple's, and so are the frames
+``--prev-frames`` can read (``17.jpg`` .. ``19.jpg``, t-3 .. t-1); frames 1..16 of each clip are
+written at 1/8 size (160x90), since nothing reads them (full size they would make the dataset
+~8x larger). Every frame shows the same road earlier in the clip (the dashes move). The full-size
+frames 17..19 have their own noise (a separate random stream), so every other file is what it
+was before they were written at full size.
 
 What is consistent with what: each clip is a flat road seen by a pinhole camera (focal length
 ``FOCAL_PX``, ``CAMERA_HEIGHT_M`` above the road, horizon row and vanishing column per clip)
@@ -41,8 +44,9 @@ from mtl_data.files import write_atomic
 from mtl_data.synth.registry import register_synth
 
 WIDTH, HEIGHT = 1280, 720
-SMALL = 8  # frames 1..19 are written at 1/SMALL of the size
+SMALL = 8  # frames 1..FULL_FROM - 1 are written at 1/SMALL of the size
 FRAMES_PER_CLIP = 20
+FULL_FROM = 17  # frames 17..20 at full size: t-3 .. t of the labelled 20.jpg
 FOCAL_PX = 1000.0
 CAMERA_HEIGHT_M = 1.6
 LANE_WIDTH_M = 3.7
@@ -246,7 +250,10 @@ def synth_tusimple(out_dir: Path, *, seed: int = 0) -> None:
             for frame in range(1, FRAMES_PER_CLIP + 1):
                 position = -SPEED_MPS * (FRAMES_PER_CLIP - frame) / FRAMES_PER_CLIP
                 scale = 1 if frame == FRAMES_PER_CLIP else SMALL
-                write_atomic(clip_dir / f"{frame}.jpg", _jpeg(_render(road, position, scale, rng)))
+                image = _render(road, position, scale, rng)  # also for 17..19: the stream stays as it was
+                if FULL_FROM <= frame < FRAMES_PER_CLIP:
+                    image = _render(road, position, 1, np.random.default_rng([seed, group_no, clip_no, frame]))
+                write_atomic(clip_dir / f"{frame}.jpg", _jpeg(image))
             lanes = [_label_x(road, i, grid) for i in range(len(road.lanes))]
             order = rng.permutation(len(lanes))  # TuSimple lists lanes in no particular order
             doc = {
