@@ -252,24 +252,22 @@ def synth_shards(synth_root, tmp_path_factory) -> Path:
     Three samples per shard (so a split has several shards) and a grouped val split of 0.34
     everywhere but Cityscapes, whose native layout has its own val split.
     """
-    out = tmp_path_factory.mktemp("synth_shards")
+    return _ingest_every_source(synth_root, tmp_path_factory.mktemp("synth_shards"))
+
+
+@pytest.fixture(scope="session")
+def synth_shards_frames(synth_root, tmp_path_factory) -> Path:
+    """``synth_shards`` ingested with ``--prev-frames 2``: KITTI, Cityscapes and TuSimple samples
+    carry up to two previous frames (some none), A2D2 and GTSRB none (read-only, shared)."""
+    return _ingest_every_source(synth_root, tmp_path_factory.mktemp("synth_shards_frames"), "--prev-frames", "2")
+
+
+def _ingest_every_source(synth_root, out: Path, *extra: str) -> Path:
     for source in sorted(SYNTHESIZERS):
         val = [] if source == "cityscapes" else ["--val-fraction", "0.34"]
+        args = ["ingest", source, str(synth_root(source)), "--to", str(out), "--workers", "1", "--shard-size", "3"]
         try:
-            main(
-                [
-                    "ingest",
-                    source,
-                    str(synth_root(source)),
-                    "--to",
-                    str(out),
-                    "--workers",
-                    "1",
-                    "--shard-size",
-                    "3",
-                    *val,
-                ]
-            )
+            main([*args, *val, *extra])
         except SystemExit as exc:  # pragma: no cover - a failed ingest is a broken fixture
             assert not exc.code, f"ingest {source} failed"
     return out

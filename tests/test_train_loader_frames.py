@@ -107,3 +107,35 @@ def test_without_previous_frames_the_batch_is_unchanged():
     example = encode_example(out, TargetConfig(("seg",), OUT), view=view)
     assert "image_prev" not in example and "prev_present" not in example
     assert "image_prev" not in collate([example])
+
+
+# ---- end to end: shards ingested with --prev-frames ---------------------------------------------
+
+
+def test_the_loader_streams_the_previous_frames_the_ingest_stored(synth_shards_frames):
+    import polars as pl
+
+    from mtl_data.shards.reader import ShardSet
+    from mtl_data.train.data.loader import build_loader
+
+    manifest = ShardSet.open(synth_shards_frames).manifest.filter(pl.col("split") == "train")
+    stored = dict(zip(manifest["key"].to_list(), manifest["prev_frames"].to_list()))
+    assert {n for n in stored.values()} >= {0, 1, 2}  # some samples have none, one, two
+    loader = build_loader(
+        synth_shards_frames, split="train", infinite=False, workers=0, frames=3, batch_size=4, image_size=(64, 128)
+    )
+    seen = {}
+    for batch in loader:
+        assert batch["image_prev"].shape[1:] == (2, 3, 64, 128)
+        for b, key in enumerate(batch["key"]):
+            if key:
+                present = batch["prev_present"][b].tolist()
+                seen[key] = sum(present)
+                assert present == sorted(present, reverse=True)  # t-1 before t-2
+                for k in range(2):  # an absent frame is zeros, normalised as an image is
+                    zero = ((0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])).view(
+                        3, 1, 1
+                    )
+                    is_zero = torch.allclose(batch["image_prev"][b, k], zero.expand(3, 64, 128))
+                    assert is_zero != present[k], (key, k)
+    assert seen == {k: n for k, n in stored.items() if k in seen} and len(seen) == len(stored)
