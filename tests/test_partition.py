@@ -137,6 +137,9 @@ def test_merge_with_a_partition_missing_names_it_and_the_command(synth_root, tmp
     assert f"mtl-data ingest kitti {raw.resolve()} --to {tmp_path / 'o'} --partition 1/3" in line
     assert not (tmp_path / "o" / "kitti" / "manifest.parquet").exists()
     assert_error_line(cli("merge", tmp_path), "no partitions to merge")
+    # reading the unmerged output says what to do (stats, validate, the loader open it alike)
+    line = assert_error_line(cli("stats", tmp_path / "o"), "no manifest.parquet found")
+    assert "partitions of array jobs, not merged yet" in line and f"mtl-data merge {tmp_path / 'o'}" in line
 
 
 def test_partitions_with_different_options_are_refused(synth_root, tmp_path, cli):

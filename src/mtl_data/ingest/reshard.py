@@ -43,7 +43,7 @@ from mtl_data.ingest.engine import STATE_DIR, ShardSize
 from mtl_data.ingest.registry import Converter, Frame
 from mtl_data.schema.sample import Sample
 from mtl_data.schema.validate import SPLITS
-from mtl_data.shards.manifest import MANIFEST_NAME, check_manifest
+from mtl_data.shards.manifest import MANIFEST_NAME, check_manifest, no_manifest_error
 from mtl_data.shards.reader import DECODE_ERRORS, TAR_ERRORS, decode_members, read_class_tables, rebuild_hint
 from mtl_data.shards.tario import iter_tar_samples
 
@@ -242,13 +242,7 @@ def master_folders(shards: Path, sources: Sequence[str] = ()) -> list[Path]:
     else:
         found = {p.parent.name: p.parent for p in sorted(shards.glob(f"*/{MANIFEST_NAME}"))}
     if not found:
-        unfinished = any(shards.glob(f"*/{STATE_DIR}")) or (shards / STATE_DIR).exists()
-        hint = (
-            "an ingest is unfinished there: re-run it to complete it"
-            if unfinished
-            else "expected a shards root or one source folder written by `mtl-data ingest`"
-        )
-        raise MtlDataError(f"{shards}: no {MANIFEST_NAME} found ({hint})")
+        raise no_manifest_error(shards)
     missing = [s for s in sources if s not in found]
     if missing:
         raise MtlDataError(f"{shards}: no source {missing[0]!r} there; choose from {', '.join(sorted(found))}")

@@ -174,6 +174,22 @@ def check_manifest(path: Path) -> None:
         )
 
 
+def no_manifest_error(path: Path) -> MtlDataError:
+    """The error for a folder without a manifest where one was expected, saying what to do: merge
+    the partitions of array jobs (``ingest --partition``), resume an unfinished ingest, or ingest."""
+    path = Path(path)
+    if any(path.glob("**/.partitions")):
+        hint = (
+            "it holds the partitions of array jobs, not merged yet: once every job has finished, "
+            f"`mtl-data merge {path}` (it names a partition still missing)"
+        )
+    elif any(path.glob("**/.ingest")):
+        hint = "an ingest is unfinished there: re-run the same ingest command to resume it"
+    else:
+        hint = f"run `mtl-data ingest DATASET RAW --to {path}` first"
+    return MtlDataError(f"{path}: no {MANIFEST_NAME} found ({hint})")
+
+
 def read_manifests(root: Path) -> pa.Table:
     """Every manifest under a shards root (``root/*/manifest.parquet``) or of one source folder.
 

@@ -27,7 +27,7 @@ from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS, Sample
 from mtl_data.schema.validate import validate, validate_meta
 from mtl_data.shards.codec import IMAGE_FORMATS, DecodeError, decode_image, decode_sample, prev_members
-from mtl_data.shards.manifest import MANIFEST_NAME, read_manifests, sample_row
+from mtl_data.shards.manifest import MANIFEST_NAME, no_manifest_error, read_manifests, sample_row
 from mtl_data.shards.tario import iter_tar_samples
 
 #: what reading a truncated or corrupt tar raises (tarfile's own errors, a short read, a bad header)
@@ -194,12 +194,7 @@ class ShardSet:
         try:
             table = read_manifests(path)
         except FileNotFoundError:
-            hint = (
-                " (an ingest is unfinished there: re-run the same ingest command to resume it)"
-                if any(path.glob("**/.ingest"))
-                else " (run `mtl-data ingest DATASET RAW --to DIR` first)"
-            )
-            raise MtlDataError(f"{path}: no {MANIFEST_NAME} found{hint}") from None
+            raise no_manifest_error(path) from None
         root = path.parent if (path / MANIFEST_NAME).exists() else path
         return cls(root, pl.from_arrow(table))
 

@@ -16,7 +16,7 @@ import polars as pl
 from mtl_data.errors import MtlDataError
 from mtl_data.schema.sample import TASKS
 from mtl_data.schema.validate import SPLITS
-from mtl_data.shards.manifest import MANIFEST_NAME, check_manifest, manifest_paths
+from mtl_data.shards.manifest import check_manifest, manifest_paths, no_manifest_error
 from mtl_data.shards.reader import read_class_tables
 
 #: the manifest columns the summaries read; nothing else is loaded.
@@ -74,10 +74,7 @@ def load_manifests(root: Path) -> Manifests:
     try:
         paths = manifest_paths(root)
     except FileNotFoundError:
-        raise MtlDataError(
-            f"{root}: no */{MANIFEST_NAME} found; run `mtl-data ingest DATASET RAW --to {root}` "
-            "first (or finish an interrupted ingest by re-running it)"
-        ) from None
+        raise no_manifest_error(root) from None
     for path in paths:
         check_manifest(path)
     try:
