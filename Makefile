@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python bench/ingest_gtsrb.py
 	$(BIN)/python bench/ingest_tusimple.py
 	$(BIN)/python bench/ingest_cityscapes.py
+	$(BIN)/python bench/ingest_ray.py
 	$(BIN)/python bench/stats.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/jpeg.py

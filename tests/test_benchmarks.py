@@ -27,6 +27,10 @@ TINY = {
     "ingest_gtsrb.py": ["--frames", "40", "--repeats", "1", "--workers-max", "2", "--scale-frames", "80"],
     "ingest_tusimple.py": ["--frames", "2", "--repeats", "1", "--workers-max", "1", "--scale-frames", "2"],
     "ingest_cityscapes.py": ["--frames", "2", "--repeats", "1", "--workers-max", "1", "--scale-frames", "2"],
+    # a local Ray instance of 1, then 2 CPUs, started by the script (~25 s, most of it Ray's start-ups)
+    "ingest_ray.py": [
+        *("--frames", "4", "--repeats", "1", "--workers-max", "2", "--a2d2-frames", "1", "--no-with-lidar"),
+    ],
     "stats.py": ["--rows", "2000", "--repeats", "1"],
     "trainer.py": [
         *("--steps", "4", "--warmup", "2", "--repeats", "1", "--size", "32x64", "--batch-size", "2"),
@@ -62,6 +66,17 @@ RATIOS = {
     "ingest_gtsrb.py": [r"^  ingest / floor +(\S+)  >= 0\.80", r"^2 +(?:\S+ +){8}-?\d+\.\d\d\b"],
     "ingest_tusimple.py": _INGEST,
     "ingest_cityscapes.py": _INGEST,
+    # local / ray CPU per frame at 1 and 2 workers, the 1 -> 2 CPU ratios, the byte-for-byte check,
+    # the measured A2D2 worker CPU and a row of the simulated cluster table
+    "ingest_ray.py": [
+        r"^  local / ray CPU per frame, workers=1 +(\S+)$",
+        r"^  local / ray CPU per frame, workers=2 +(\S+)$",
+        r"^  local pool 1 -> 2 workers: wall speed-up \(info\) \S+x, CPU ratio (\S+)$",
+        r"^  ray gross  1 -> 2 workers: wall speed-up \(info\) \S+x, CPU ratio (\S+)$",
+        r"^ray output identical to local: yes",
+        r"^  A2D2 Ray worker CPU per frame +(\S+) ms",
+        r"^512 +(\S+) +\S+ +\S+ +\S+ +\S+  (?:workers|driver|network)$",
+    ],
     "stats.py": [r"floor / this = (\S+) \(CPU time\)", r"target <= 3 s CPU"],
     "trainer.py": [r"bare / loop = (\S+) of floor"],
     "weighting.py": [r"^  symmetric pcgrad +\S+ +(\S+)$", r"asymmetric / symmetric per sample = (\S+)"],
