@@ -54,7 +54,8 @@ SHARD_SIZES = {"kitti": "3", "gtsrb": "4"}
 @pytest.mark.parametrize("source", ["kitti", "gtsrb"])
 def test_ray_engine_output_equals_the_local_engine_byte_for_byte(synth_root, tmp_path, cli, source):
     raw = _raw_with_a_bad_frame(synth_root, tmp_path, source)
-    extra = ("--shard-size", SHARD_SIZES[source], "--on-error", "skip")
+    # with previous frames (KITTI's prev_2/; GTSRB says once it has none)
+    extra = ("--shard-size", SHARD_SIZES[source], "--on-error", "skip", "--prev-frames", "2")
     local = ingest_cli(cli, source, raw, tmp_path / "local", *extra, workers=2)
     assert local.code == 0, local.err
     remote = ingest_cli(cli, source, raw, tmp_path / "ray", *extra, "--engine", "ray", workers=2)
@@ -63,6 +64,7 @@ def test_ray_engine_output_equals_the_local_engine_byte_for_byte(synth_root, tmp
     expected = tree_bytes(tmp_path / "local" / source)
     assert sum(name.endswith(".tar") for name in expected) >= 3
     assert expected["rejects.jsonl"].count(b"\n") == 1
+    assert any(b".prev1.jpg" in data for data in expected.values()) == (source == "kitti")
     assert {"manifest.parquet", "classes.json"} <= set(expected)
     assert tree_bytes(tmp_path / "ray" / source) == expected
     assert json.loads((tmp_path / "ray" / source / "ingest.json").read_text())["engine"] == "ray"
