@@ -235,23 +235,24 @@ def start_ray(cpus: int, temp_dir: str):
     return ray, t
 
 
-def _converter_cached(context) -> bool:
-    """In a Ray task: whether the converter it was given already holds the undistortion maps
-    (a previous task built them in this worker), then build them."""
-    conv = context[0]
+def _converter_cached(frames) -> bool:
+    """A task for the engine's Ray pool: whether this worker's converter (``engine._WORKER``)
+    already holds the undistortion maps (a previous task built them here), then build them."""
+    conv = engine._WORKER[0]
     had = ("maps", "front_center") in conv._cache
     conv._maps("front_center")
     return had
 
 
-def cache_survives_tasks(ray, conv, opts: IngestOptions) -> bool:
+def cache_survives_tasks(conv, opts: IngestOptions) -> bool:
     """Whether the A2D2 converter's caches survive from one Ray task to the next in one worker
-    when the converter travels as the engine sends it (``RayPool``: one ``ray.put`` of
-    ``(converter, options)``, passed to every task)."""
-    context = ray.put((conv, opts))
-    remote = ray.remote(num_cpus=1)(_converter_cached)
-    ray.get(remote.remote(context))
-    return ray.get(remote.remote(context))
+    when the converter travels as the engine sends it (``RayPool``, Ray already running)."""
+    pool = engine.RayPool(conv, opts)
+    try:
+        pool.submit(_converter_cached, []).result()
+        return pool.submit(_converter_cached, []).result()
+    finally:
+        pool.shutdown()
 
 
 def same_output(a: Path, b: Path) -> tuple[bool, int]:
@@ -341,7 +342,7 @@ def main() -> int:
                     oa = dataclasses.replace(aopts, engine="ray", workers=1)
                     planned(a2d2, tmp / "a2d2-ray-warm", dataclasses.replace(oa, limit=1))()
                     a_ray, a_idle = ray_runs(a2d2, tmp / "a2d2-ray", oa, r)
-                    cache_kept = cache_survives_tasks(ray, a2d2(), oa)
+                    cache_kept = cache_survives_tasks(a2d2(), oa)
                     identical["a2d2"] = same_output(tmp / "a2d2-ray" / "a2d2", tmp / "a2d2-local" / "a2d2")[0]
             finally:
                 ray.shutdown()
