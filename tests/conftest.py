@@ -127,6 +127,22 @@ def ingest_cli(cli, source: str, root: Path, out: Path, *extra, workers: int = 1
     return cli("ingest", source, root, "--to", out, "--workers", workers, *extra)
 
 
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file of a source folder that must be reproducible (ingest.json has a timestamp)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != "ingest.json"}
+
+
+def raw_with_a_bad_frame(synth_root, tmp_path: Path, source: str) -> Path:
+    """A copy of the synthetic ``source`` root with one frame that is rejected under skip."""
+    raw = tmp_path / f"{source}_raw"
+    shutil.copytree(synth_root(source), raw)
+    if source == "kitti":
+        (raw / "training" / "velodyne" / "000001.bin").write_bytes(b"\0" * 17)  # truncated scan
+    else:
+        (raw / "GTSRB" / "Final_Test" / "Images" / "00002.ppm").write_bytes(b"this is not a ppm at all\n" * 50)
+    return raw
+
+
 def ingest_corrupted(
     cli, source: str, corrupt: Callable[[Path], None], root: Path, tmp_path: Path, *extra, workers: int = 1
 ) -> tuple[CliResult, Path]:

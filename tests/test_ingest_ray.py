@@ -11,11 +11,17 @@ import logging
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 import ray
-from conftest import assert_error_line, assert_fails_before_writing, assert_nothing_half_written, ingest_cli
+from conftest import (
+    assert_error_line,
+    assert_fails_before_writing,
+    assert_nothing_half_written,
+    ingest_cli,
+    raw_with_a_bad_frame,
+    tree_bytes,
+)
 
 from mtl_data.ingest import engine
 from mtl_data.ingest.engine import IngestOptions, RayPool, ShardSize, plan_ingest, run_ingest
@@ -32,28 +38,12 @@ def ray_instance():
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def tree_bytes(folder: Path) -> dict[str, bytes]:
-    """Every file of a source folder that must be reproducible (ingest.json has a timestamp)."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != "ingest.json"}
-
-
-def _raw_with_a_bad_frame(synth_root, tmp_path: Path, source: str) -> Path:
-    """A copy of the synthetic ``source`` root with one frame that is bad input."""
-    raw = tmp_path / f"{source}_raw"
-    shutil.copytree(synth_root(source), raw)
-    if source == "kitti":
-        (raw / "training" / "velodyne" / "000001.bin").write_bytes(b"\0" * 17)  # truncated scan
-    else:
-        (raw / "GTSRB" / "Final_Test" / "Images" / "00002.ppm").write_bytes(b"this is not a ppm at all\n" * 50)
-    return raw
-
-
 SHARD_SIZES = {"kitti": "3", "gtsrb": "4"}
 
 
 @pytest.mark.parametrize("source", ["kitti", "gtsrb"])
 def test_ray_engine_output_equals_the_local_engine_byte_for_byte(synth_root, tmp_path, cli, source):
-    raw = _raw_with_a_bad_frame(synth_root, tmp_path, source)
+    raw = raw_with_a_bad_frame(synth_root, tmp_path, source)
     # with previous frames (KITTI's prev_2/; GTSRB says once it has none)
     extra = ("--shard-size", SHARD_SIZES[source], "--on-error", "skip", "--prev-frames", "2")
     local = ingest_cli(cli, source, raw, tmp_path / "local", *extra, workers=2)
@@ -72,7 +62,7 @@ def test_ray_engine_output_equals_the_local_engine_byte_for_byte(synth_root, tmp
 
 
 def test_bad_input_under_on_error_fail_is_the_local_engines_one_error_line(synth_root, tmp_path, cli):
-    raw = _raw_with_a_bad_frame(synth_root, tmp_path, "kitti")
+    raw = raw_with_a_bad_frame(synth_root, tmp_path, "kitti")
     local = ingest_cli(cli, "kitti", raw, tmp_path / "local", "--shard-size", "3", workers=2)
     remote = ingest_cli(cli, "kitti", raw, tmp_path / "ray", "--shard-size", "3", "--engine", "ray", workers=2)
     line = assert_error_line(remote, "000001.bin")

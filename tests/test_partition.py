@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
-from conftest import assert_error_line, ingest_cli
+from conftest import assert_error_line, ingest_cli, raw_with_a_bad_frame, tree_bytes
 
 from mtl_data.ingest import engine
 from mtl_data.ingest.engine import IngestOptions, ShardSize, partition_range, plan_ingest, run_ingest
 from mtl_data.ingest.gtsrb import GtsrbConverter
 from mtl_data.ingest.kitti import KittiConverter
-
-
-def tree_bytes(folder: Path) -> dict[str, bytes]:
-    """Every file of a source folder that must be reproducible (ingest.json has a timestamp)."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != "ingest.json"}
-
-
-def _raw_with_a_bad_frame(synth_root, tmp_path: Path, source: str) -> Path:
-    """A copy of the synthetic ``source`` root with one frame that is rejected under skip."""
-    raw = tmp_path / f"{source}_raw"
-    shutil.copytree(synth_root(source), raw)
-    if source == "kitti":
-        (raw / "training" / "velodyne" / "000001.bin").write_bytes(b"\0" * 17)  # truncated scan
-    else:
-        (raw / "GTSRB" / "Final_Test" / "Images" / "00002.ppm").write_bytes(b"this is not a ppm at all\n" * 50)
-    return raw
-
 
 CONVERTERS = {"kitti": KittiConverter, "gtsrb": GtsrbConverter}
 SHARD_SIZES = {("kitti", "count"): "3", ("kitti", "bytes"): "300KB", ("gtsrb", "count"): "4", ("gtsrb", "bytes"): "7KB"}
@@ -47,7 +29,7 @@ def test_partition_ranges_are_contiguous_even_and_cover_every_frame():
 @pytest.mark.parametrize("source", ["kitti", "gtsrb"])
 @pytest.mark.parametrize("rule", ["count", "bytes"])
 def test_partitions_then_merge_equal_a_single_run_byte_for_byte(synth_root, tmp_path, cli, source, rule):
-    raw = _raw_with_a_bad_frame(synth_root, tmp_path, source)
+    raw = raw_with_a_bad_frame(synth_root, tmp_path, source)
     size = SHARD_SIZES[source, rule]
     single = ingest_cli(cli, source, raw, tmp_path / "single", "--shard-size", size, "--on-error", "skip")
     assert single.code == 0, single.err
