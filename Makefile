@@ -75,6 +75,7 @@ bench: setup
 	$(BIN)/python bench/jpeg.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/tag.py
+	$(BIN)/python bench/frames.py
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/weighting.py
 	$(BIN)/python bench/datawait.py

@@ -46,6 +46,7 @@ TINY = {
     ],
     "models.py": ["--tiny", "--models", "resnet18-fpn"],
     "tag.py": ["--tiny"],
+    "frames.py": ["--size", "32x64", "--repeats", "1", "--stream", "2", "--batch", "1"],
     "jpeg.py": ["--rounds", "1", "--block-ms", "1"],
     "datawait.py": [
         *("--frames", "2", "--steps", "3", "--log-every", "1", "--batch-size", "2", "--size", "64x128"),
@@ -95,6 +96,14 @@ RATIOS = {
         r"tag-realtime / paper, parameters +(\S+)$",
         r"^  ours \(TAG\)(?: +\S+){3} +(\S+)$",
         r"TAG adds (\S+) M parameters",
+    ],
+    # two frames / one per training sample and streaming / single-frame inference per frame, per fusion
+    "frames.py": [
+        *(
+            rf"^  train, two frames / one frame per sample \({f}\) (\S+)  \(FLOPs ratio (\S+)\)$"
+            for f in ("sum", "conv1x1")
+        ),
+        *(rf"^  stream / single-frame inference per frame \({f}\) (\S+)  target <= 1\.15$" for f in ("sum", "conv1x1")),
     ],
     # opencv / simplejpeg per factor, and the pixels the same (tests/test_jpeg_decode.py checks them too)
     "jpeg.py": [

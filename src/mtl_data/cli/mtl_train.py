@@ -36,6 +36,7 @@ TRAIN_OPTIONS = {
     "stats": "stats",
     "image_size": "loader.image_size",
     "batch_size": "loader.batch_size",
+    "frames": "loader.frames",
     "letterbox": "loader.letterbox",
     "steps": "steps",
     "seed": "seed",
@@ -85,6 +86,14 @@ def _model_and_input_options(command):
             ),
             click.option("--letterbox/--stretch", default=None),
             click.option("--batch-size", type=click.IntRange(min=1), default=None),
+            click.option(
+                "--frames",
+                type=click.IntRange(min=1, max=4),
+                default=None,
+                help="frames per sample: 1 (default) = frame t; N + 1 adds its N previous frames (shards "
+                "ingested with --prev-frames N) through the shared encoder, fused by frame_fusion "
+                "(--set frame_fusion=sum|conv1x1; MultiNet++)",
+            ),
         ]
     ):
         command = option(command)
@@ -267,6 +276,13 @@ def eval_command(
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", default=None, help="default: the run's eval split")
 @click.option(
+    "--video",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="predict the frames of a video file or a folder of images (sorted by name) instead of a split, "
+    "streamed: a multi-frame run reuses the previous frames' encoder features",
+)
+@click.option(
     "--out",
     "out_dir",
     required=True,
@@ -278,14 +294,29 @@ def eval_command(
 @click.option("--overwrite", is_flag=True, help="replace an existing --out")
 @click.option("--device", default="auto", show_default=True)
 def predict(
-    run_dir: Path, split: str | None, out_dir: Path, which: str, overlays: bool, overwrite: bool, device: str
+    run_dir: Path,
+    split: str | None,
+    video: Path | None,
+    out_dir: Path,
+    which: str,
+    overlays: bool,
+    overwrite: bool,
+    device: str,
 ) -> None:
-    """Write RUN's predictions of a split in the benchmarks' formats (and pictures)."""
-    from mtl_data.train.runs import predict_run
+    """Write RUN's predictions of a split (or of a --video's frames) in the benchmarks' formats
+    (and pictures)."""
+    from mtl_data.train.runs import predict_run, predict_video
 
-    counts = predict_run(
-        run_dir, out_dir, split=split, which=which, overlays=overlays, overwrite=overwrite, device=device
-    )
+    if video is not None:
+        if split is not None:
+            raise click.UsageError("--video predicts the video's frames: leave out --split")
+        counts = predict_video(
+            run_dir, video, out_dir, which=which, overlays=overlays, overwrite=overwrite, device=device
+        )
+    else:
+        counts = predict_run(
+            run_dir, out_dir, split=split, which=which, overlays=overlays, overwrite=overwrite, device=device
+        )
     click.echo(f"{run_dir}: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f" -> {out_dir}")
 
 

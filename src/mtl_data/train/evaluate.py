@@ -27,6 +27,7 @@ from mtl_data.files import read_json_document, write_atomic
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.data.loader import LoaderConfig, build_loader
 from mtl_data.train.distributed import DistInfo, gather_objects
+from mtl_data.train.models.multiframe import model_inputs
 from mtl_data.train.precision import autocast
 from mtl_data.train.score import label_samples, to_json
 from mtl_data.train.tasks import Metric, Task
@@ -80,7 +81,7 @@ def evaluate(
             if not keys:
                 continue  # padding only (the short last rank); its forward would change nothing
             with autocast(precision, info.device):
-                outputs = model(batch["image"].to(info.device, non_blocking=True))
+                outputs = model(*model_inputs(batch, info.device))
             samples = {s.key: s for s in label_samples(shard_set, keys, labelled)}
             for t in labelled:
                 for i, prediction in enumerate(tasks[t].decode(outputs[t], batch)):

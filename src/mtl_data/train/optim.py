@@ -168,7 +168,9 @@ def build_part_optimizers(
     Returns:
         The ``PartOptimizers`` and each part's parameters (for per-part gradient clipping).
     """
-    modules: dict[str, dict[str, nn.Module]] = {"encoder": {"encoder": model.encoder, "neck": model.neck}}
+    # the shared parts of ``parts()`` (encoder, neck: with a multi-frame model's fusion in it)
+    shared = {name: module for name, module in model.parts().items() if not name.startswith("heads.")}
+    modules: dict[str, dict[str, nn.Module]] = {"encoder": shared}
     if any(True for _ in weighting.parameters()):
         modules["encoder"]["weighting"] = weighting
     modules.update({t: {f"heads.{t}": model.heads[t]} for t in tasks})

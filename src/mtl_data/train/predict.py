@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -24,9 +24,11 @@ import torch
 
 from mtl_data.errors import MtlDataError
 from mtl_data.files import write_atomic
+from mtl_data.schema.sample import Sample
 from mtl_data.shards.codec import encode_image
 from mtl_data.shards.reader import ShardSet
 from mtl_data.train.data.loader import Loader
+from mtl_data.train.models.multiframe import model_inputs
 from mtl_data.train.score import label_samples
 from mtl_data.train.tasks import Task
 
@@ -60,32 +62,70 @@ def write_predictions(
     Raises:
         MtlDataError: ``out_dir`` exists (without ``overwrite``), or the loader is a training stream.
     """
-    out_dir = Path(out_dir)
     if loader.infinite:
         raise MtlDataError(
             "write_predictions needs an evaluation loader (infinite=False): a training stream never ends"
         )
-    if out_dir.exists() and not overwrite:
-        raise MtlDataError(f"{out_dir}: exists; choose another folder or overwrite it")
     names = [t for t in tasks if t in loader.tasks and (only is None or t in only)]
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     shard_set = ShardSet.open(Path(shards))
-    writers = {t: tasks[t].writer(partial) for t in names}
-    counts = dict.fromkeys(names, 0)
     model.eval()
     device = next(model.parameters()).device
-    with torch.no_grad():
+
+    def predicted() -> Iterator[tuple[dict, dict, dict[str, Sample]]]:
         for batch in loader:
-            outputs = model(batch["image"].to(device, non_blocking=True))
-            decoded = {t: tasks[t].decode(outputs[t], batch) for t in names}
+            outputs = model(*model_inputs(batch, device))
             keys = [k for k in batch["key"] if k]
             samples = (
                 {k: shard_set.read_sample(k) for k in keys}
                 if overlays
                 else {s.key: s for s in label_samples(shard_set, keys, names)}
             )
+            yield outputs, batch, samples
+
+    return write_batches(tasks, names, predicted(), out_dir, overwrite=overwrite, overlays=overlays)
+
+
+def write_batches(
+    tasks: dict[str, Task],
+    names: list[str],
+    predicted: Iterable[tuple[dict, dict, dict[str, Sample]]],
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    overlays: bool = False,
+) -> dict[str, int]:
+    """Decode and write what ``predicted`` yields into the predictions folder ``out_dir``.
+
+    The writing half of ``write_predictions``, shared with the video predictor (``train/video.py``).
+
+    Args:
+        tasks: the task objects that decode the outputs.
+        names: the tasks to write.
+        predicted: ``(outputs, batch, samples)`` per batch: the model's ``{task: output}``, the
+            batch it ran on (the ``key`` and view fields ``Task.decode`` reads; "" keys are
+            padding) and the stored samples by key (the writers' labels; the image for overlays).
+            Iterated under ``torch.no_grad``.
+        out_dir: the folder to create, written as ``OUT.partial`` and renamed when complete.
+        overwrite: replace an existing ``out_dir``.
+        overlays: also draw every sample's predictions into ``overlays/<key>.png``.
+
+    Returns:
+        ``{task: samples written}``.
+
+    Raises:
+        MtlDataError: ``out_dir`` exists (without ``overwrite``).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise MtlDataError(f"{out_dir}: exists; choose another folder or overwrite it")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    writers = {t: tasks[t].writer(partial) for t in names}
+    counts = dict.fromkeys(names, 0)
+    with torch.no_grad():
+        for outputs, batch, samples in predicted:
+            decoded = {t: tasks[t].decode(outputs[t], batch) for t in names}
             for i, key in enumerate(batch["key"]):
                 if not key:
                     continue  # a padding slot of the evaluation pass

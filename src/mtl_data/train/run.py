@@ -32,6 +32,7 @@ from mtl_data.train.config import TrainConfig, differences, from_dict, to_toml
 from mtl_data.train.data.loader import LoaderConfig
 from mtl_data.train.distributed import DistInfo, barrier
 from mtl_data.train.models import MultiTaskModel, create_model
+from mtl_data.train.models.multiframe import wrap_frames
 from mtl_data.train.tasks import Task, list_tasks
 from mtl_data.train.weighting import Weighting, create_weighting
 
@@ -97,9 +98,10 @@ def eval_loader_config(config: TrainConfig, split: str | None = None) -> LoaderC
 def build_model(
     config: TrainConfig, tasks: tuple[str, ...], classes: Mapping[str, tuple[str, ...]], weights: bool = True
 ) -> MultiTaskModel:
-    """The run's model, initialised from ``config.seed`` (and the encoder weights file)."""
+    """The run's model, initialised from ``config.seed`` (and the encoder weights file); with
+    ``loader.frames`` > 1 a ``MultiFrameModel`` of it fusing the frames by ``frame_fusion``."""
     torch.manual_seed(config.seed)
-    return create_model(
+    model = create_model(
         config.model,
         tasks=list(tasks),
         classes=dict(classes),
@@ -107,6 +109,7 @@ def build_model(
         task_options=config.task_options,
         **config.model_options,
     )
+    return wrap_frames(model, config.loader.frames, config.frame_fusion)
 
 
 def build_weighting(config: TrainConfig, tasks: tuple[str, ...]) -> Weighting:

@@ -19,6 +19,7 @@ from mtl_data.train.distributed import setup, teardown
 from mtl_data.train.evaluate import EVAL_FILE, evaluate, write_eval
 from mtl_data.train.predict import write_predictions
 from mtl_data.train.run import CHECKPOINTS, eval_loader_config, load_run
+from mtl_data.train.video import read_frames, write_video_predictions
 
 
 def stl_task(run: str | Path) -> str:
@@ -82,6 +83,37 @@ def predict_run(
     try:
         model.to(info.device)
         return _predict(config, model, out_dir, split or config.eval.split, overlays, overwrite)
+    finally:
+        teardown()
+
+
+def predict_video(
+    run: str | Path,
+    video: str | Path,
+    out_dir: str | Path,
+    *,
+    which: str = "last",
+    overlays: bool = True,
+    overwrite: bool = False,
+    device: str = "auto",
+) -> dict[str, int]:
+    """Write a run's predictions of every frame of ``video`` (a folder of images or a video
+    file), streamed as a car's camera delivers them (``train/video.py``); counts per task."""
+    config, model, _ = load_run(Path(run), which)
+    loader = eval_loader_config(config)
+    frames = read_frames(video)  # a missing path or an empty folder: one line before any writing
+    info = setup(device)
+    try:
+        model.to(info.device)
+        return write_video_predictions(
+            model,
+            frames,
+            out_dir,
+            image_size=loader.image_size,
+            letterbox=loader.letterbox,
+            overlays=overlays,
+            overwrite=overwrite,
+        )
     finally:
         teardown()
 

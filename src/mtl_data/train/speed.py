@@ -8,10 +8,13 @@ which ``mtl-train report --layout tag`` reads (a table never shows an FPS that w
 
 **What is timed**: ``model(image)`` on one (1, 3, H, W) float image already on the device,
 normalised (the network's cost does not depend on the pixel values): the encoder, the neck and
-every task head. Not timed: reading and decoding the image, the host-to-device copy, and the
-decoding of outputs into label maps or boxes (peak extraction, NMS). This is what the speed
-scripts of the real-time baselines of Table II time (DDRNet, Hong et al. 2021; PIDNet, Xu et
-al. 2023: a random input on the GPU, the model's forward in a loop).
+every task head (for a multi-frame run, ``model(image)`` without previous frames: one encoder
+pass, the frame standing in for its predecessors, the cost per frame of streaming inference with
+the previous frames' features cached, ``models/multiframe.py``). Not timed: reading and
+decoding the image, the host-to-device copy, and the decoding of outputs into label maps or
+boxes (peak extraction, NMS). This is what the speed scripts of the real-time baselines of
+Table II time (DDRNet, Hong et al. 2021; PIDNet, Xu et al. 2023: a random input on the GPU,
+the model's forward in a loop).
 
 **How**:
 

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from mtl_data.train.distributed import DistInfo, all_reduce_sum
+from mtl_data.train.models.multiframe import model_inputs
 from mtl_data.train.optim import PartOptimizers
 from mtl_data.train.precision import autocast
 from mtl_data.train.tasks import Task
@@ -104,7 +105,7 @@ def symmetric_step(
 ) -> StepOutput:
     """One symmetric (or single-task) update (module docstring)."""
     with autocast(precision, info.device):
-        outputs = model(batch["image"])  # {task: output}
+        outputs = model(*model_inputs(batch))  # {task: output}
     losses, counts = task_losses(outputs, batch, tasks, info)  # fp32 (tasks compute losses in fp32)
     if weighting.custom_backward:  # the strategy combines the tasks' gradients itself
         total, weights = weighting.backward(losses, counts > 0, step, scaler.scale)
@@ -144,7 +145,7 @@ def asymmetric_step(
 ) -> StepOutput:
     """One asymmetric step: back-propagate, count labelled samples, step the parts that are due."""
     with autocast(precision, info.device):
-        outputs = model(batch["image"])  # {task: output}
+        outputs = model(*model_inputs(batch))  # {task: output}
     losses, counts = task_losses(outputs, batch, tasks, info)  # (T,) per-step means, (T,) global counts
     k = torch.tensor([float(parts.k[t]) for t in tasks], device=losses.device)  # (T,)
     # The value stays the mean (what the weighting sees); the gradient is that of sum / k_t.

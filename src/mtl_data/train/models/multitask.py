@@ -58,9 +58,17 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, Any]:
         """``image`` (B, 3, H, W), normalised -> ``{task: head output}`` for every task."""
-        features = self.features(image)  # [(B, D, H/4, W/4), ..., (B, D, H/32, W/32)]
-        size = (image.shape[-2], image.shape[-1])
-        return {name: head(features, size) for name, head in self.heads.items()}
+        return self.forward_encoded(self.encoder(image), (image.shape[-2], image.shape[-1]))
+
+    def forward_encoded(self, maps: Sequence[torch.Tensor], image_size: tuple[int, int]) -> dict[str, Any]:
+        """The neck and every head on the encoder's ``maps`` of an image of ``image_size`` (H, W).
+
+        ``forward`` is ``forward_encoded(encoder(image), size)``; a multi-frame model
+        (``multiframe.MultiFrameModel``) calls it on the maps it combined from several frames, so a
+        subclass that changes what follows the encoder overrides this method, not ``forward``.
+        """
+        features = self.neck(list(maps))  # [(B, D, H/4, W/4), ..., (B, D, H/32, W/32)]
+        return {name: head(features, image_size) for name, head in self.heads.items()}
 
     def parts(self) -> dict[str, nn.Module]:
         """The parts that get an optimizer or a parameter group each: ``encoder``, ``neck`` and
