@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -31,7 +32,7 @@ from mtl_data.train.models.multiframe import (
     wrap_frames,
 )
 from mtl_data.train.optim import build_part_optimizers
-from mtl_data.train.run import build_model
+from mtl_data.train.run import build_model, frames_note
 from mtl_data.train.weighting import create_weighting
 
 TASKS = ["seg", "depth", "det2d", "det3d", "steer", "lane"]
@@ -192,6 +193,11 @@ def test_image_prev_of_the_wrong_shape_is_one_clear_error():
     x, p = frames(2)
     with pytest.raises(Exception, match=r"image_prev must be \(B, N, 3, H, W\) = \(1, 2, 3, 64, 128\)"):
         model(x, p[:, None])
+
+
+def test_the_models_command_lists_the_fusions(capsys):
+    code, stdout, _ = run_mtl_train(capsys, "models")
+    assert code == 0 and "fusions:    conv1x1, sum (frame_fusion, with --frames > 1)" in stdout
 
 
 def test_unknown_fusion_and_one_frame_are_refused():
@@ -398,6 +404,13 @@ def test_predict_video_bad_input_is_one_line(two_frame_run, tmp_path, capsys):
     assert code != 0 and "not a video OpenCV can open" in err and "Traceback" not in err
 
 
+def test_a_two_frame_run_on_shards_without_previous_frames_says_so(synth_shards, tmp_path):
+    config = TrainConfig(shards=str(synth_shards), out="o", loader=LoaderConfig(frames=2))
+    note = frames_note(config, ShardSet.open(synth_shards))
+    assert note.startswith("2 frames: 0 of ") and "ingest with mtl-data ingest --prev-frames 1" in note
+    assert frames_note(TrainConfig(shards=str(synth_shards), out="o"), ShardSet.open(synth_shards)) is None
+
+
 def test_a_single_frame_run_predicts_a_video_frame_by_frame(synth_shards, tmp_path, capsys):
     run = tmp_path / "run"
     mtl_train_ok(["--shards", synth_shards, "--out", run, "--steps", "1", "--tasks", "seg", *SMALL_RUN])
@@ -405,3 +418,31 @@ def test_a_single_frame_run_predicts_a_video_frame_by_frame(synth_shards, tmp_pa
     code, _, err = run_mtl_train(capsys, "predict", run, "--video", write_frames(tmp_path / "c", 2), "--out", out)
     assert code == 0, err
     assert len(list((out / "seg").glob("*.png"))) == 2
+
+
+def test_a_two_process_gloo_run_of_two_frames_keeps_the_ranks_equal_and_evaluates_exactly(
+    synth_shards_frames, tmp_path, capsys
+):
+    """DDP with static_graph over the conv1x1 two-frame model: seg samples with and without t-1,
+    sign crops (GTSRB: never a previous frame) in the same batches; the loop checks that the ranks
+    end with the same parameters, and the 2-rank evaluation equals a single-process one."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
+        str(Path(sys.executable).parent / "mtl-train"),
+        *("--shards", synth_shards_frames, "--out", run, "--tasks", "seg,sign", "--steps", "3", "--device", "cpu"),
+        *("--frames", "2", "--set", "frame_fusion=conv1x1", *SMALL_RUN),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "resnet18-fpn x 2 frames (conv1x1)" in result.stderr  # the start-up line names them
+    assert re.search(r"2 frames: [1-9]\d* of \d+ train samples carry 1 previous frame", result.stderr)
+    distributed = json.loads((run / "eval.json").read_text())["metrics"]
+    code, _, err = run_mtl_train(capsys, "eval", run, "--device", "cpu")
+    assert code == 0, err
+    assert json.loads((run / "eval.json").read_text())["metrics"] == distributed

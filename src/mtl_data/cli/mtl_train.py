@@ -446,14 +446,16 @@ def score(shards: Path, split: str, pred_dir: Path, tasks: tuple[str, ...], json
 
 @cli.command()
 def models() -> None:
-    """List the registered models, tasks and weighting strategies."""
+    """List the registered models, tasks, weighting strategies and frame fusions (--frames > 1)."""
     from mtl_data.train.models import list_models
+    from mtl_data.train.models.multiframe import list_fusions
     from mtl_data.train.tasks import list_tasks
     from mtl_data.train.weighting import list_weightings
 
     click.echo("models:     " + ", ".join(list_models()))
     click.echo("tasks:      " + ", ".join(list_tasks()))
     click.echo("weightings: " + ", ".join(list_weightings()))
+    click.echo("fusions:    " + ", ".join(list_fusions()) + " (frame_fusion, with --frames > 1)")
 
 
 def _weight_ranges(ctx, param, values: tuple[str, ...]):

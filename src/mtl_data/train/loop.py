@@ -66,6 +66,7 @@ from mtl_data.train.run import (
     create_run,
     epoch_length,
     eval_loader_config,
+    frames_note,
     init_from,
     metrics_columns,
     run_tasks,
@@ -112,6 +113,9 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
     check_precision(config.precision, info.device)
     shard_set = ShardSet.open(Path(config.shards))
     tasks_run = run_tasks(config, shard_set)
+    note = frames_note(config, shard_set)
+    if note is not None and info.is_main:
+        logger.info(note)
     # The resolved tasks and worker count go into config.toml: the data stream is seeded per
     # worker, so a resume on a machine with another CPU count must keep the run's count.
     workers = default_workers() if config.loader.workers is None else config.loader.workers
@@ -195,7 +199,8 @@ def _train(config: TrainConfig, info: DistInfo, resume: bool, progress: bool, st
             "run %s: %s (%.2f M parameters), mode %s, tasks %s; sources %s; batch %d x %d process(es), "
             "%d steps from %d, %s, %s",
             run,
-            config.model,
+            config.model
+            + ("" if config.loader.frames == 1 else f" x {config.loader.frames} frames ({config.frame_fusion})"),
             n_params / 1e6,
             config.mode,
             ", ".join(tasks_run),

@@ -68,6 +68,24 @@ def run_tasks(config: TrainConfig, shards: ShardSet) -> tuple[str, ...]:
     return tasks
 
 
+def frames_note(config: TrainConfig, shards: ShardSet) -> str | None:
+    """With ``loader.frames`` > 1, how many training samples carry all their previous frames
+    (the manifest's ``prev_frames``), as one log line; None for a single-frame run.
+
+    A run on shards ingested without ``--prev-frames`` trains, but every sample's previous frames
+    are absent (frame t stands in): the line says so, and how to ingest them.
+    """
+    n = config.loader.frames - 1
+    if n < 1:
+        return None
+    rows = shards.manifest.filter(pl.col("split") == config.train_split)
+    full = rows.filter(pl.col("prev_frames") >= n).height
+    note = f"{n + 1} frames: {full} of {rows.height} {config.train_split} samples carry {n} previous frame(s)"
+    if full == 0:
+        note += f"; none do, so frame t stands in for every one (ingest with mtl-data ingest --prev-frames {n})"
+    return note
+
+
 def train_loader_config(config: TrainConfig, tasks: tuple[str, ...]) -> LoaderConfig:
     """The training stream's loader config: the run's split and tasks, endless; the mix defaults
     to the stats report's recommendation when ``stats`` is given."""
