@@ -34,15 +34,15 @@ lint: setup
 demo: setup
 	rm -rf $(DEMO)
 	$(BIN)/mtl-data synth kitti --to $(DEMO)/raw/kitti
-	$(BIN)/mtl-data ingest kitti $(DEMO)/raw/kitti --to $(DEMO)/shards --val-fraction 0.25 --workers 2
+	$(BIN)/mtl-data ingest kitti $(DEMO)/raw/kitti --to $(DEMO)/shards --val-fraction 0.25 --workers 2 --prev-frames 2
 	$(BIN)/mtl-data synth a2d2 --to $(DEMO)/raw/a2d2
 	$(BIN)/mtl-data ingest a2d2 $(DEMO)/raw/a2d2 --to $(DEMO)/shards --val-fraction 0.34 --workers 2
 	$(BIN)/mtl-data synth gtsrb --to $(DEMO)/raw/gtsrb
 	$(BIN)/mtl-data ingest gtsrb $(DEMO)/raw/gtsrb --to $(DEMO)/shards --val-fraction 0.34 --workers 2
 	$(BIN)/mtl-data synth tusimple --to $(DEMO)/raw/tusimple
-	$(BIN)/mtl-data ingest tusimple $(DEMO)/raw/tusimple --to $(DEMO)/shards --val-fraction 0.34 --workers 2
+	$(BIN)/mtl-data ingest tusimple $(DEMO)/raw/tusimple --to $(DEMO)/shards --val-fraction 0.34 --workers 2 --prev-frames 2
 	$(BIN)/mtl-data synth cityscapes --to $(DEMO)/raw/cityscapes
-	$(BIN)/mtl-data ingest cityscapes $(DEMO)/raw/cityscapes --to $(DEMO)/shards --workers 2
+	$(BIN)/mtl-data ingest cityscapes $(DEMO)/raw/cityscapes --to $(DEMO)/shards --workers 2 --prev-frames 2
 	$(BIN)/mtl-data inspect $(DEMO)/shards
 	$(BIN)/mtl-data inspect $(DEMO)/shards --key kitti_train_000001 --pictures $(DEMO)/pictures
 	$(BIN)/mtl-data inspect $(DEMO)/shards --key $$($(BIN)/python -c "import polars as pl; \
@@ -62,6 +62,8 @@ demo: setup
 	$(BIN)/mtl-train report $(DEMO)/runs/mtl $(DEMO)/runs/stl_seg
 	$(BIN)/mtl-train --shards $(DEMO)/shards --stats $(DEMO)/stats.json --out $(DEMO)/runs/mtl_uncertainty $(DEMO_TRAIN) --weighting uncertainty
 	$(BIN)/mtl-train report --layout leang $(DEMO)/runs/mtl $(DEMO)/runs/mtl_uncertainty
+	$(BIN)/mtl-train --shards $(DEMO)/shards --out $(DEMO)/runs/two_frame --frames 2 $(DEMO_TRAIN)
+	$(BIN)/mtl-train predict $(DEMO)/runs/two_frame --video $(DEMO)/raw/cityscapes/leftImg8bit_sequence/train/aachen --out $(DEMO)/video
 
 bench: setup
 	$(BIN)/python bench/ingest_kitti.py
