@@ -33,7 +33,7 @@ TINY = {
     ],
     "stats.py": ["--rows", "2000", "--repeats", "1"],
     "trainer.py": [
-        *("--steps", "4", "--warmup", "2", "--repeats", "1", "--size", "32x64", "--batch-size", "2"),
+        *("--steps", "6", "--warmup", "2", "--repeats", "1", "--size", "32x64", "--batch-size", "2"),
         *("--loader-workers", "0"),
     ],
     "weighting.py": [
