@@ -129,3 +129,17 @@ def test_reshard_on_ray_equals_the_local_engine_byte_for_byte(synth_root, tmp_pa
         result = cli("reshard", master, "--max-side", 64, "--to", out, "--workers", 2, "--engine", engine_name)
         assert result.code == 0, result.err
     assert tree_bytes(tmp_path / "ray" / "kitti") == tree_bytes(tmp_path / "local" / "kitti")
+
+
+def test_a_cluster_address_that_cannot_be_reached_is_one_line_before_anything_is_written(
+    synth_root, tmp_path, cli, monkeypatch
+):
+    import socket
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"ray://127.0.0.1:{port}"
+    result = ingest_cli(cli, "kitti", synth_root("kitti"), tmp_path / "out", "--engine", "ray", "--address", address)
+    assert_fails_before_writing(result, tmp_path / "out", "kitti", f"cannot reach the Ray cluster at {address}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 
 from mtl_data.errors import MtlDataError
@@ -40,6 +41,8 @@ def ray_session(address: str | None, num_cpus: int | None, option: str = "--engi
     """
     ray = import_ray(option)
     started = not ray.is_initialized()
+    if started and address is not None:
+        _check_reachable(address, option)
     if started:
         local = {"num_cpus": num_cpus} if address is None and num_cpus is not None else {}
         try:
@@ -60,6 +63,29 @@ def ray_session(address: str | None, num_cpus: int | None, option: str = "--engi
     finally:
         if started:
             ray.shutdown()
+
+
+#: seconds to wait for a TCP connection to a cluster's address before saying it is unreachable
+#: (Ray itself retries an unreachable address for minutes)
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str, option: str) -> None:
+    """Raise MtlDataError at once when ``address`` (``ray://HOST:PORT`` or ``HOST:PORT``; ``auto``
+    and other forms are left to Ray) does not accept a TCP connection within ``CONNECT_TIMEOUT_S``."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise MtlDataError(
+            f"{option}: cannot reach the Ray cluster at {address} ({reason}): is it running there "
+            "(`ray status` on its head node), and is the port the head's (ray://HOST:10001 for a client, "
+            "HOST:6379 on a node of the cluster)?"
+        ) from None
 
 
 def ray_get(ray, ref):

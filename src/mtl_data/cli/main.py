@@ -44,7 +44,7 @@ from mtl_data.ingest.engine import (
 )
 from mtl_data.ingest.reshard import ReshardConverter, check_out_root, master_folders
 from mtl_data.procs import tune_worker_process, usable_cpus
-from mtl_data.raysession import import_ray
+from mtl_data.raysession import ray_session
 from mtl_data.schema.sample import MAX_PREV_FRAMES
 from mtl_data.schema.taxonomy import TAXONOMY_MODES, read_taxonomy_file
 from mtl_data.schema.validate import SPLITS
@@ -216,13 +216,23 @@ def _converter_options(options_cls: type) -> list[click.Option]:
     return out
 
 
-def _convert(converter: Converter, out_root: Path, options: IngestOptions) -> None:
-    """Run the engine over ``converter`` into ``out_root/<name>``, with a progress bar and a summary."""
-    name = converter.name
+def _engine_session(options: IngestOptions) -> contextlib.AbstractContextManager:
+    """What the run's engine needs running for the whole run: for ``--engine ray``, Ray started
+    or its cluster joined (``raysession.ray_session``) *before* anything is locked or written, so
+    Ray missing or a cluster it cannot reach is one line that leaves nothing behind."""
     if options.address is not None and options.engine != "ray":
         raise click.UsageError("--address names a Ray cluster: it needs --engine ray")
-    if options.engine == "ray":
-        import_ray()  # before anything is locked or written: one line saying how to install it
+    return ray_session(options.address, options.workers) if options.engine == "ray" else contextlib.nullcontext()
+
+
+def _convert(converter: Converter, out_root: Path, options: IngestOptions) -> None:
+    """Run the engine over ``converter`` into ``out_root/<name>``, with a progress bar and a summary."""
+    with _engine_session(options):
+        _convert_in_session(converter, out_root, options)
+
+
+def _convert_in_session(converter: Converter, out_root: Path, options: IngestOptions) -> None:
+    name = converter.name
     # One run at a time per source folder (per partition folder for array jobs): a second one
     # says who holds it and exits.
     held = out_root / name if options.partition is None else partition_dir(out_root / name, *options.partition)
