@@ -41,7 +41,7 @@ TINY = {
         *("--strategies", "equal,gradnorm,pcgrad"),
     ],
     "loader.py": [
-        *("--frames", "2", "--repeats", "1", "--batches", "1", "--warmup-batches", "1", "--batch-size", "2"),
+        *("--frames", "2", "--repeats", "1", "--batches", "4", "--warmup-batches", "1", "--batch-size", "2"),
         *("--workers-max", "1", "--size", "64x128"),
     ],
     "models.py": ["--tiny", "--models", "resnet18-fpn"],
