@@ -367,8 +367,7 @@ def partition_dir(out_dir: Path, index: int, count: int) -> Path:
 
 def _check_other_partitions(out_dir: Path, fingerprint: dict, index: int, count: int) -> None:
     """Refuse a partition whose count or options differ from those already under ``out_dir``."""
-    mine = partition_dir(out_dir, index, count)
-    others = {p.name.split("-of-")[1] for p in (out_dir / PARTITIONS_DIR).glob("*-of-*") if p != mine} - {str(count)}
+    others = _partition_counts(out_dir) - {str(count)}
     if others:
         existing = ", ".join(sorted(others))
         raise MtlDataError(
@@ -517,8 +516,8 @@ class RayPool:
     """
 
     def __init__(self, converter: Converter, options: IngestOptions):
-        self.session = ray_session(options.address, options.workers)
-        ray = self.ray = self.session.__enter__()
+        self._session = contextlib.ExitStack()  # Ray, held until ``shutdown``
+        ray = self.ray = self._session.enter_context(ray_session(options.address, options.workers))
         self.window = 4 * max(1, int(ray.cluster_resources().get("CPU", options.workers)))
         self.remote = ray.remote(num_cpus=1)(_work_in)
         self.context = ray.put((converter, options))
@@ -535,7 +534,7 @@ class RayPool:
                 with contextlib.suppress(Exception):
                     self.ray.cancel(future.ref)
         self.pending.clear()
-        self.session.__exit__(None, None, None)
+        self._session.close()
 
 
 @dataclass(eq=False)
@@ -833,9 +832,14 @@ def _finish_partition(plan: Plan, elapsed: float) -> dict:
     return report
 
 
+def _partition_counts(out_dir: Path) -> set[str]:
+    """The N of every ``I-of-N`` folder under ``out_dir/.partitions``."""
+    return {p.name.split("-of-")[1] for p in (Path(out_dir) / PARTITIONS_DIR).glob("*-of-*")}
+
+
 def _partition_count(out_dir: Path) -> int | None:
     """N of the ``I-of-N`` folders under ``out_dir/.partitions``; None when there are none."""
-    counts = {p.name.split("-of-")[1] for p in (Path(out_dir) / PARTITIONS_DIR).glob("*-of-*")}
+    counts = _partition_counts(out_dir)
     if len(counts) > 1:
         raise MtlDataError(
             f"{out_dir / PARTITIONS_DIR}: partitions of different counts (of {', '.join(sorted(counts))}); "

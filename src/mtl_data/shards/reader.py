@@ -352,7 +352,7 @@ def _check_shard(
             try:
                 meta = json.loads(members["meta.json"]) if "meta.json" in members else {}
                 sample = decode_sample(key, members, image=image, prev=prev)
-            except (DecodeError, KeyError, ValueError, TypeError) as exc:
+            except DECODE_ERRORS as exc:
                 yield f"{where}: does not decode: {exc}"
                 continue
             for problem in validate_meta(meta) + validate(sample, num_det):

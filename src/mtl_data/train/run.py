@@ -210,9 +210,8 @@ def check_run(config: TrainConfig, resume: bool, world_size: int = 1) -> dict | 
     Raises:
         MtlDataError: a new run into a folder that already holds a run, a resume without a
             checkpoint, a resume whose config differs from the run's (but for ``steps`` and
-            ``out``), or
-            one with another number of processes than the run's (``world_size``: the global
-            batch, the data streams and the epoch length depend on it).
+            ``out``), or one with another number of processes than the run's (``world_size``:
+            the global batch, the data streams and the epoch length depend on it).
     """
     run = Path(config.out)
     state = None

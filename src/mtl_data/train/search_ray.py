@@ -61,8 +61,8 @@ class RayEngine:
     gpus_per_trial: float | None = None
 
     def __enter__(self) -> RayEngine:
-        self._session = ray_session(self.address, None, OPTION)
-        self._ray = self._session.__enter__()
+        self._session = contextlib.ExitStack()  # Ray, held until ``__exit__``
+        self._ray = self._session.enter_context(ray_session(self.address, None, OPTION))
         gpus = self.gpus_per_trial
         if gpus is None:
             gpus = 1 if self._ray.cluster_resources().get("GPU", 0) > 0 else 0
@@ -71,7 +71,7 @@ class RayEngine:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._session.__exit__(*exc)
+        self._session.close()
 
     def __call__(self, specs: Sequence[TrialSpec], search: Search) -> None:
         ray = self._ray

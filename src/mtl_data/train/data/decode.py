@@ -244,8 +244,12 @@ def _with_prev(
     """``decoded`` with up to ``count`` previous frames, decoded as its image was: at the same
     reduced-decode factor (so the transform maps them with the image's placement) and checked
     to have the image's decoded shape."""
+    if not any(f"prev1.{e}" in members for e in IMAGE_FORMATS):
+        return decoded  # no previous frame (A2D2, GTSRB, the start of a sequence)
     size = decoded.sample.size
     shape = (decoded.image if decoded.image is not None else decoded.sample.image).shape[:2]
+    # the image's reduced-decode factor, once for every previous frame
+    factor = 1 if target_hw is None else reduced_decode_factor(size, placement(size, target_hw, letterbox).content_size)
     frames = []
     for k in range(1, count + 1):
         ext = next((f"prev{k}.{e}" for e in IMAGE_FORMATS if f"prev{k}.{e}" in members), None)
@@ -253,11 +257,6 @@ def _with_prev(
             break  # ingest writes them consecutively: no t-k, no t-k-1
         data = members[ext]
         if ext.endswith(".jpg"):
-            factor = (
-                1
-                if target_hw is None
-                else reduced_decode_factor(size, placement(size, target_hw, letterbox).content_size)
-            )
             frame = decode_jpeg(data, factor, jpeg_decoder)
         else:
             frame = decode_image(data)
